@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"headinfer/vk"
+)
+
+func devicesCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "devices",
+		Usage: "list Vulkan devices and what they support; * marks the one that would be used",
+		Flags: []cli.Flag{deviceFlag()},
+		Action: func(c *cli.Context) error {
+			devs, err := vk.Devices()
+			if err != nil {
+				return err
+			}
+			chosen, err := vk.Choose(devs, c.String("device"))
+			if err != nil {
+				fmt.Fprintln(c.App.ErrWriter, "headinfer:", err)
+				chosen = -1
+			}
+			for i, d := range devs {
+				printDevice(c.App.Writer, d, i == chosen)
+			}
+			return nil
+		},
+	}
+}
+
+func printDevice(w io.Writer, d vk.DeviceInfo, chosen bool) {
+	mark := " "
+	if chosen {
+		mark = "*"
+	}
+	fmt.Fprintf(w, "%s %d: %s (%s)\n", mark, d.Index, d.Name, d.Type)
+	fmt.Fprintf(w, "    driver:         %s %s, Vulkan %s, vendor 0x%04x device 0x%04x\n", d.Driver, d.DriverInfo, d.APIVersion, d.VendorID, d.DeviceID)
+	for i, h := range d.Heaps {
+		kind := "host"
+		if h.DeviceLocal {
+			kind = "device-local"
+		}
+		budget := ""
+		if h.Budget > 0 {
+			budget = fmt.Sprintf(", budget %s, used %s", bytesIEC(h.Budget), bytesIEC(h.Usage))
+		}
+		fmt.Fprintf(w, "    heap %d:         %s %s%s\n", i, bytesIEC(h.Size), kind, budget)
+	}
+	fmt.Fprintf(w, "    storage range:  %s (max allocation %s)\n", bytesIEC(d.MaxStorageBufferRange), bytesIEC(d.MaxAllocationSize))
+	fmt.Fprintf(w, "    compute:        subgroup %d, shared memory %s, %d invocations per workgroup\n", d.SubgroupSize, bytesIEC(uint64(d.MaxSharedMemory)), d.MaxWorkgroupInvocations)
+	feats := []struct {
+		name string
+		ok   bool
+	}{
+		{"16-bit storage", d.Storage16}, {"8-bit storage", d.Storage8}, {"float16", d.Float16}, {"int8", d.Int8},
+		{"subgroup arithmetic", d.SubgroupArithmetic}, {"timeline semaphores", d.Timeline},
+		{"memory budget", d.MemoryBudget}, {"transfer queue", d.TransferQueue}, {"timestamps", d.TimestampPeriod > 0},
+	}
+	var have, lack []string
+	for _, f := range feats {
+		if f.ok {
+			have = append(have, f.name)
+		} else {
+			lack = append(lack, f.name)
+		}
+	}
+	fmt.Fprintf(w, "    features:       %s\n", strings.Join(have, ", "))
+	if len(lack) > 0 {
+		fmt.Fprintf(w, "    missing:        %s\n", strings.Join(lack, ", "))
+	}
+}
+
+// bytesIEC formats n bytes with a binary unit (KiB, MiB, GiB, TiB).
+func bytesIEC(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 3; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
+}

@@ -1,0 +1,228 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"headinfer/engine"
+	"headinfer/engine/sample"
+	"headinfer/engine/tokenizer"
+)
+
+// modelFlags are the flags of every command that loads a model.
+func modelFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file", Required: true},
+		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens (0 = the model's training context, at most 4096)"},
+		&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
+		&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
+		deviceFlag(),
+	}
+}
+
+// loadModel loads the model named by the model flags.
+func loadModel(c *cli.Context) (*engine.Model, error) {
+	if c.Int("ctx-size") < 0 || c.Int("chunk") <= 0 {
+		return nil, fmt.Errorf("--ctx-size must be ≥ 0 and --chunk > 0")
+	}
+	return engine.Load(c.String("model"), engine.Options{
+		Device:  c.String("device"),
+		CtxSize: c.Int("ctx-size"),
+		Chunk:   c.Int("chunk"),
+		KVType:  strings.ToLower(c.String("kv-type")),
+		Log:     func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
+	})
+}
+
+func samplingFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.Float64Flag{Name: "temp", Value: 0.8, Usage: "sampling temperature; 0 = greedy (argmax on the device)"},
+		&cli.IntFlag{Name: "top-k", Value: 40, Usage: "sample among the k most likely tokens (0 = all)"},
+		&cli.Float64Flag{Name: "top-p", Value: 0.95, Usage: "sample among the most likely tokens whose probabilities add up to p (1 = all)"},
+		&cli.Float64Flag{Name: "min-p", Value: 0.05, Usage: "drop tokens less likely than p × the most likely one (0 = none)"},
+		&cli.Float64Flag{Name: "repeat-penalty", Value: 1.0, Usage: "penalise the last 64 tokens by this factor (1 = off)"},
+		&cli.Uint64Flag{Name: "seed", Usage: "random seed (0 = a random one)"},
+	}
+}
+
+func samplingParams(c *cli.Context) sample.Params {
+	seed := c.Uint64("seed")
+	if seed == 0 {
+		seed = randomSeed()
+	}
+	return sample.Params{
+		Temperature:   float32(c.Float64("temp")),
+		TopK:          c.Int("top-k"),
+		TopP:          float32(c.Float64("top-p")),
+		MinP:          float32(c.Float64("min-p")),
+		RepeatPenalty: float32(c.Float64("repeat-penalty")),
+		RepeatLastN:   64,
+		Seed:          seed,
+	}
+}
+
+func generateCommand() *cli.Command {
+	flags := append(modelFlags(), samplingFlags()...)
+	flags = append(flags,
+		&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt text"},
+		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the prompt from this file"},
+		&cli.IntFlag{Name: "n", Value: 128, Usage: "tokens to generate at most"},
+		&cli.BoolFlag{Name: "json", Usage: "print one JSON object (ids, text, timings, memory) instead of streaming text"},
+		&cli.StringFlag{Name: "logits-out", Usage: "write the logits before every generated token to this file (float32 little-endian, tokens × vocab)"},
+	)
+	return &cli.Command{
+		Name:      "generate",
+		Usage:     "generate text from a prompt",
+		UsageText: "headinfer generate -m MODEL -p PROMPT [-n N] [--temp T] ...",
+		Flags:     flags,
+		Action:    generate,
+	}
+}
+
+// generateResult is the --json output.
+type generateResult struct {
+	PromptIDs []int32       `json:"prompt_ids"`
+	IDs       []int32       `json:"ids"`
+	Text      string        `json:"text"`
+	Finish    string        `json:"finish_reason"`
+	Timings   timings       `json:"timings"`
+	Memory    engine.Memory `json:"memory"`
+}
+
+type timings struct {
+	PrefillTokens int     `json:"prefill_tokens"`
+	PrefillMS     float64 `json:"prefill_ms"`
+	DecodeTokens  int     `json:"decode_tokens"`
+	DecodeMS      float64 `json:"decode_ms"`
+}
+
+func generate(c *cli.Context) error {
+	prompt := c.String("prompt")
+	if f := c.String("file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		prompt = string(b)
+	}
+	if prompt == "" {
+		return fmt.Errorf("no prompt: pass -p TEXT or -f FILE")
+	}
+	if c.Int("n") <= 0 {
+		return fmt.Errorf("-n must be positive")
+	}
+	params := samplingParams(c)
+	if err := params.Validate(); err != nil {
+		return err
+	}
+	m, err := loadModel(c)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	se, err := m.NewSession()
+	if err != nil {
+		return err
+	}
+	defer se.Close()
+
+	ids := m.Tokenizer.Encode(prompt, true)
+	if len(ids)+1 > se.CtxSize() {
+		return fmt.Errorf("the prompt is %d tokens, the context holds %d: pass a larger --ctx-size or a shorter prompt", len(ids), se.CtxSize())
+	}
+	gp := engine.GenerateParams{MaxTokens: min(c.Int("n"), se.CtxSize()-len(ids)), Sampling: params}
+	var logitsOut *bufio.Writer
+	if p := c.String("logits-out"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logitsOut = bufio.NewWriter(f)
+		var werr error
+		buf := make([]byte, 4*m.Config.Vocab)
+		gp.Logits = func(_ int, logits []float32) {
+			for i, v := range logits {
+				binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+			}
+			if _, err := logitsOut.Write(buf); err != nil && werr == nil {
+				werr = err
+			}
+		}
+		defer func() {
+			if err := logitsOut.Flush(); err != nil || werr != nil {
+				fmt.Fprintln(c.App.ErrWriter, "headinfer: writing --logits-out:", errors.Join(werr, err))
+			}
+		}()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	dec := tokenizer.NewDecoder(m.Tokenizer)
+	for _, id := range ids {
+		dec.Add(id) // so that the first generated token's spacing is right
+	}
+	var out []int32
+	var text strings.Builder
+	w := bufio.NewWriter(c.App.Writer)
+	asJSON := c.Bool("json")
+	finish, err := se.Generate(ctx, ids, gp, func(id int32) bool {
+		out = append(out, id)
+		s := dec.Add(id)
+		text.WriteString(s)
+		if !asJSON {
+			w.WriteString(s)
+			w.Flush()
+		}
+		return true
+	})
+	tail := dec.Flush()
+	text.WriteString(tail)
+	if err != nil {
+		return err
+	}
+	st := se.Stats()
+	if asJSON {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetEscapeHTML(false)
+		return enc.Encode(generateResult{
+			PromptIDs: ids, IDs: out, Text: text.String(), Finish: string(finish),
+			Timings: timings{
+				PrefillTokens: st.PrefillTokens, PrefillMS: ms(st.Prefill.Seconds()),
+				DecodeTokens: st.DecodeTokens, DecodeMS: ms(st.Decode.Seconds()),
+			},
+			Memory: se.Memory(),
+		})
+	}
+	w.WriteString(tail + "\n")
+	w.Flush()
+	mem := se.Memory()
+	fmt.Fprintf(c.App.ErrWriter, "prefill: %d tokens in %.1f ms (%.1f tok/s); decode: %d tokens in %.1f ms (%.1f tok/s); device memory %s (peak %s)\n",
+		st.PrefillTokens, ms(st.Prefill.Seconds()), rate(st.PrefillTokens, st.Prefill.Seconds()),
+		st.DecodeTokens, ms(st.Decode.Seconds()), rate(st.DecodeTokens, st.Decode.Seconds()),
+		bytesIEC(mem.DeviceBytes), bytesIEC(mem.DeviceBytesPeak))
+	return nil
+}
+
+func ms(s float64) float64 { return math.Round(s*1e6) / 1e3 }
+
+func rate(n int, s float64) float64 {
+	if s <= 0 {
+		return 0
+	}
+	return float64(n) / s
+}
+
+// randomSeed picks a seed when the user gave none.
+func randomSeed() uint64 { return rand.Uint64() | 1 }

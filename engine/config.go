@@ -1,0 +1,156 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"headinfer/engine/gguf"
+	"headinfer/engine/kernel"
+)
+
+// Config is a model's geometry and the constants of its forward pass, read
+// from GGUF metadata.
+type Config struct {
+	Arch     string // GGUF general.architecture
+	Name     string // general.name
+	Dim      int    // embedding length
+	Layers   int
+	Heads    int // query heads
+	KVHeads  int // key/value heads (grouped-query attention when < Heads)
+	HeadDim  int
+	FFN      int // feed-forward hidden size
+	Vocab    int
+	TrainCtx int // context length the model was trained for
+
+	RopeDim   int     // rotated dimensions per head (≤ HeadDim)
+	RopeBase  float64 // frequency base
+	RopeNeox  bool    // rotate (i, i+RopeDim/2) pairs instead of adjacent ones
+	RopeScale float64 // linear position scaling factor (1 = none)
+	// Llama-3 frequency scaling, when the metadata asks for it.
+	Llama3 *kernel.Llama3Scaling
+
+	NormEps float64 // RMSNorm epsilon
+	QKVBias bool    // Q/K/V projections carry biases (qwen2)
+}
+
+// Group is the number of query heads that share one KV head.
+func (c Config) Group() int { return c.Heads / c.KVHeads }
+
+// architecture describes how a registered architecture differs from the
+// Llama baseline.
+type architecture struct {
+	ropeNeox bool // default rope layout
+	qkvBias  bool
+}
+
+var architectures = map[string]architecture{
+	"llama": {},
+	"qwen2": {ropeNeox: true, qkvBias: true},
+}
+
+// Architectures lists the GGUF architectures this engine runs.
+func Architectures() []string {
+	names := make([]string, 0, len(architectures))
+	for n := range architectures {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// ConfigOf reads a model's configuration from its GGUF metadata and checks
+// that it is consistent.
+func ConfigOf(f *gguf.File) (Config, error) {
+	arch, ok := f.String("general.architecture")
+	if !ok {
+		return Config{}, fmt.Errorf("model has no general.architecture key: not a model file")
+	}
+	a, ok := architectures[arch]
+	if !ok {
+		return Config{}, fmt.Errorf("model architecture %q is not supported (supported: %s)", arch, strings.Join(Architectures(), ", "))
+	}
+	c := Config{Arch: arch, RopeNeox: a.ropeNeox, QKVBias: a.qkvBias, RopeBase: 10000, RopeScale: 1, NormEps: 1e-5}
+	c.Name, _ = f.String("general.name")
+
+	var err error
+	need := func(key string) int {
+		v, ok := f.Uint(arch + "." + key)
+		if !ok && err == nil {
+			err = fmt.Errorf("model metadata lacks %s.%s", arch, key)
+		}
+		if v > 1<<31 && err == nil {
+			err = fmt.Errorf("model metadata %s.%s = %d is out of range", arch, key, v)
+		}
+		return int(v)
+	}
+	opt := func(key string, def int) int {
+		if _, ok := f.Value(arch + "." + key); !ok {
+			return def
+		}
+		return need(key)
+	}
+	c.Dim = need("embedding_length")
+	c.Layers = need("block_count")
+	c.Heads = need("attention.head_count")
+	c.KVHeads = opt("attention.head_count_kv", c.Heads)
+	c.FFN = need("feed_forward_length")
+	c.TrainCtx = opt("context_length", 2048)
+	if err != nil {
+		return Config{}, err
+	}
+	if c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FFN <= 0 {
+		return Config{}, fmt.Errorf("model has an empty dimension (dim %d, layers %d, heads %d, kv heads %d, ffn %d)", c.Dim, c.Layers, c.Heads, c.KVHeads, c.FFN)
+	}
+	if c.Dim%c.Heads != 0 || c.Heads%c.KVHeads != 0 {
+		return Config{}, fmt.Errorf("model geometry is inconsistent: dim %d, %d heads, %d kv heads", c.Dim, c.Heads, c.KVHeads)
+	}
+	c.HeadDim = opt("attention.key_length", c.Dim/c.Heads)
+	c.RopeDim = opt("rope.dimension_count", c.HeadDim)
+	if err != nil {
+		return Config{}, err
+	}
+	if c.RopeDim > c.HeadDim || c.RopeDim%2 != 0 {
+		return Config{}, fmt.Errorf("model rope dimension %d does not fit head dimension %d", c.RopeDim, c.HeadDim)
+	}
+	if v, ok := f.Float(arch + ".rope.freq_base"); ok {
+		c.RopeBase = v
+	}
+	if v, ok := f.Float(arch + ".attention.layer_norm_rms_epsilon"); ok {
+		c.NormEps = v
+	}
+	switch t, _ := f.String(arch + ".rope.scaling.type"); t {
+	case "", "none":
+	case "linear":
+		if v, ok := f.Float(arch + ".rope.scaling.factor"); ok && v > 0 {
+			c.RopeScale = v
+		}
+	case "llama3":
+		s := &kernel.Llama3Scaling{Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalContext: 8192}
+		if v, ok := f.Float(arch + ".rope.scaling.factor"); ok {
+			s.Factor = v
+		}
+		if v, ok := f.Float(arch + ".rope.scaling.low_freq_factor"); ok {
+			s.LowFreqFactor = v
+		}
+		if v, ok := f.Float(arch + ".rope.scaling.high_freq_factor"); ok {
+			s.HighFreqFactor = v
+		}
+		if v, ok := f.Uint(arch + ".rope.scaling.original_context_length"); ok {
+			s.OriginalContext = float64(v)
+		}
+		c.Llama3 = s
+	default:
+		return Config{}, fmt.Errorf("model rope scaling type %q is not supported (supported: none, linear, llama3)", t)
+	}
+
+	emb, ok := f.Tensor("token_embd.weight")
+	if !ok {
+		return Config{}, fmt.Errorf("model has no token_embd.weight tensor")
+	}
+	if len(emb.Dims) != 2 || emb.Dims[0] != uint64(c.Dim) {
+		return Config{}, fmt.Errorf("token_embd.weight has shape %v, want [%d, vocab]", emb.Dims, c.Dim)
+	}
+	c.Vocab = int(emb.Dims[1])
+	return c, nil
+}

@@ -1,0 +1,305 @@
+package kernel
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"headinfer/engine/gguf"
+	"headinfer/shaders"
+	"headinfer/vk"
+)
+
+// Attention runs flash attention for one geometry (KV element type, head
+// dimension, grouped-query group size) as two kernels: attn_partial, which
+// attends the queries of KV head groups to fixed-size blocks of a KV range
+// and writes one unnormalised partial per block, and attn_merge, which folds
+// partials into a running accumulator in index order and finally normalises.
+// Splitting attention this way lets the engine compute resident heads in one
+// pass and streamed heads a batch of blocks at a time with the same
+// arithmetic in the same order, so the results are bit-identical.
+//
+// Partial layout (f32): parts[part][token][head][headDim+4], where head runs
+// over the KVHeads·group query heads of one partial dispatch (KV head z's
+// query head j is head z·group+j) and an entry holds the unnormalised output
+// O[0..headDim) = Σ exp(s−m)·v, then the running maximum m of the scores
+// s = scale·q·k, then l = Σ exp(s−m), then two zeros. An entry that saw no
+// visible KV row holds m = −math.MaxFloat32 (standing for −∞), l = 0, O = 0.
+// The merge accumulator uses the same layout with a single part.
+type Attention struct {
+	d       *vk.Device
+	kv      gguf.Type
+	headDim int
+	group   int
+	decode  attnKernel // one query token per workgroup
+	prefill attnKernel // several query tokens per workgroup
+	merge   *vk.Kernel
+}
+
+// attnKernel is one specialisation of attn_partial.
+type attnKernel struct {
+	k      *vk.Kernel
+	tokens int // query tokens per workgroup (BR)
+	cols   int // KV rows per sub-tile (BC)
+}
+
+// AttnParams are the push constants of one RecordPartial dispatch.
+type AttnParams struct {
+	NTokens    int     // query tokens: rows of Q and entries of positions
+	QHeads     int     // query heads per Q row (a Q row holds QHeads·headDim floats)
+	QHead0     int     // query head served first by KV head 0 of the dispatch (its group's first head)
+	KVStart    int     // absolute position of row 0 of the bound K/V ranges
+	KVRows     int     // KV rows in the bound ranges, per head
+	Block      int     // rows per block; block b covers rows [b·Block, min((b+1)·Block, KVRows))
+	PartBase   int     // part index written by block 0
+	SlotStride int     // elements from one KV head's rows to the next's in K and V (multiple of 4)
+	KVHeads    int     // KV heads in the dispatch (grid z); head z serves query heads QHead0+z·group …
+	Scale      float32 // score scale, usually 1/sqrt(headDim)
+}
+
+// MergeParams are the push constants of one RecordMerge dispatch.
+type MergeParams struct {
+	NTokens   int  // query tokens
+	Heads     int  // heads per token in parts and acc (KVHeads·group of the partial dispatch)
+	PartFirst int  // first part folded
+	NParts    int  // parts folded, in index order; 0 only finalizes (or initializes)
+	Init      bool // start from the neutral element instead of reading acc
+	Finalize  bool // write O/l to out after folding
+	OutHeads  int  // heads per out row (out rows hold OutHeads·headDim floats)
+	OutHead0  int  // out head of accumulator head 0
+}
+
+const (
+	attnWG        = 128      // threads per attn_partial workgroup
+	mergeWG       = 64       // threads per attn_merge workgroup (fixed in the shader)
+	attnShmemCap  = 32 << 10 // shared memory aimed at, for occupancy on GPUs
+	attnMaxGroups = 65535    // workgroups per grid dimension every device supports
+	attnNeg       = -math.MaxFloat32
+)
+
+// PartsBytes is the size of a partial buffer holding nParts parts for
+// nTokens tokens and heads query heads (group × KV heads of a dispatch).
+// The merge accumulator is PartsBytes(nTokens, heads, headDim, 1).
+func PartsBytes(nTokens, heads, headDim, nParts int) int {
+	return nParts * nTokens * heads * (headDim + 4) * 4
+}
+
+// Blocks is the number of blocks (and so parts) a partial dispatch over
+// kvRows rows in blocks of block rows writes.
+func Blocks(kvRows, block int) int { return (kvRows + block - 1) / block }
+
+// NewAttention prepares the attention kernels for KV of type kv (F16 or
+// F32), head dimension headDim (a multiple of 4 up to 256) and group query
+// heads per KV head.
+func NewAttention(d *vk.Device, kv gguf.Type, headDim, group int) (*Attention, error) {
+	var name string
+	switch kv {
+	case gguf.F16:
+		name = "attn_partial_f16"
+	case gguf.F32:
+		name = "attn_partial_f32"
+	default:
+		return nil, fmt.Errorf("attention: KV cache type %v is not supported (use F16 or F32)", kv)
+	}
+	if headDim < 4 || headDim > 256 || headDim%4 != 0 {
+		return nil, fmt.Errorf("attention: head dimension %d is not supported (need a multiple of 4 up to 256)", headDim)
+	}
+	if group < 1 || group > 1024 {
+		return nil, fmt.Errorf("attention: group size %d is out of range 1..1024", group)
+	}
+	a := &Attention{d: d, kv: kv, headDim: headDim, group: group}
+	limit := min(int(d.Info().MaxSharedMemory), attnShmemCap)
+	var err error
+	if a.decode, err = a.partialKernel(name, 1, limit); err != nil {
+		return nil, err
+	}
+	if a.prefill, err = a.partialKernel(name, max(1, 32/group), limit); err != nil {
+		return nil, err
+	}
+	a.merge, err = d.Kernel(vk.KernelSpec{
+		Name: "attn_merge", SPIRV: shaders.MustSPIRV("attn_merge"),
+		Buffers: 3, PushBytes: 8 * 4, Spec: []uint32{uint32(headDim)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attention: %w", err)
+	}
+	return a, nil
+}
+
+// partialKernel specialises attn_partial for tokens query tokens per
+// workgroup, shrinking the sub-tile and then the token tile until the
+// shared memory fits in limit bytes.
+func (a *Attention) partialKernel(name string, tokens, limit int) (attnKernel, error) {
+	cols := 32
+	for attnShmem(a.headDim, tokens*a.group, tokens, cols) > limit {
+		switch {
+		case cols > 16:
+			cols /= 2
+		case tokens > 1:
+			tokens /= 2
+		case cols > 4:
+			cols /= 2
+		default:
+			return attnKernel{}, fmt.Errorf("attention: head dimension %d with group %d needs %d bytes of shared memory, the device has %d",
+				a.headDim, a.group, attnShmem(a.headDim, a.group, 1, cols), limit)
+		}
+	}
+	wg := attnWG
+	if attnCPU {
+		name = strings.Replace(name, "partial", "partial_cpu", 1)
+		wg = 8
+		if tokens > 1 {
+			tokens = max(1, attnCPURows/a.group)
+		}
+	}
+	k, err := a.d.Kernel(vk.KernelSpec{
+		Name: name, SPIRV: shaders.MustSPIRV(name),
+		Buffers: 5, PushBytes: 10 * 4,
+		Spec: []uint32{uint32(wg), uint32(a.headDim), uint32(a.group), uint32(tokens), uint32(cols)},
+	})
+	if err != nil {
+		return attnKernel{}, fmt.Errorf("attention: %w", err)
+	}
+	return attnKernel{k: k, tokens: tokens, cols: cols}, nil
+}
+
+// attnShmem is the shared memory attn_partial declares for rows query rows
+// of tokens tokens and sub-tiles of cols KV rows.
+func attnShmem(headDim, rows, tokens, cols int) int {
+	hd4 := headDim / 4
+	return 16*(rows*hd4+cols*(hd4+1)) + 4*(rows*cols+3*rows+tokens)
+}
+
+// RecordPartial records attn_partial: the queries q (f32 [NTokens][QHeads·
+// headDim], RoPE applied) at absolute positions positions (u32 [NTokens])
+// attend, causally (position p is visible to a query at position t iff
+// p ≤ t), to the KV rows in k and v, and block b of each KV head writes part
+// PartBase+b of parts (see Attention for the layout). Query tokens are
+// processed one per workgroup when NTokens is 1 and in tiles otherwise; the
+// choice depends only on NTokens, so equal dispatches give equal bits.
+func (a *Attention) RecordPartial(c *vk.Commands, q, k, v, positions, parts vk.Range, p AttnParams) error {
+	switch {
+	case p.NTokens < 1 || p.QHeads < 1 || p.KVRows < 1 || p.Block < 1 || p.KVHeads < 1:
+		return fmt.Errorf("attention: NTokens %d, QHeads %d, KVRows %d, Block %d and KVHeads %d must all be positive",
+			p.NTokens, p.QHeads, p.KVRows, p.Block, p.KVHeads)
+	case p.QHead0 < 0 || p.KVStart < 0 || p.PartBase < 0 || p.SlotStride < 0:
+		return fmt.Errorf("attention: QHead0 %d, KVStart %d, PartBase %d and SlotStride %d must not be negative",
+			p.QHead0, p.KVStart, p.PartBase, p.SlotStride)
+	case p.QHead0+p.KVHeads*a.group > p.QHeads:
+		return fmt.Errorf("attention: query heads %d..%d of the dispatch exceed the %d heads of a Q row",
+			p.QHead0, p.QHead0+p.KVHeads*a.group-1, p.QHeads)
+	case p.SlotStride%4 != 0:
+		return fmt.Errorf("attention: slot stride %d is not a multiple of 4 elements", p.SlotStride)
+	case p.KVHeads > 1 && p.SlotStride < p.KVRows*a.headDim:
+		return fmt.Errorf("attention: slot stride %d is shorter than the %d×%d elements of a head's rows",
+			p.SlotStride, p.KVRows, a.headDim)
+	case math.IsNaN(float64(p.Scale)) || math.IsInf(float64(p.Scale), 0):
+		return fmt.Errorf("attention: scale %v is not finite", p.Scale)
+	case uint64(p.KVStart)+uint64(p.KVRows) > math.MaxUint32:
+		return fmt.Errorf("attention: KV positions %d..%d exceed 32 bits", p.KVStart, p.KVStart+p.KVRows)
+	}
+	nb := Blocks(p.KVRows, p.Block)
+	elem := uint64(a.kv.BlockBytes())
+	kvNeed := (uint64(p.KVHeads-1)*uint64(p.SlotStride) + uint64(p.KVRows)*uint64(a.headDim)) * elem
+	heads := p.KVHeads * a.group
+	if err := attnCheckSizes(
+		attnNeed{"Q", q, uint64(p.NTokens) * uint64(p.QHeads) * uint64(a.headDim) * 4},
+		attnNeed{"K", k, kvNeed},
+		attnNeed{"V", v, kvNeed},
+		attnNeed{"positions", positions, uint64(p.NTokens) * 4},
+		attnNeed{"parts", parts, uint64(PartsBytes(p.NTokens, heads, a.headDim, p.PartBase+nb))},
+	); err != nil {
+		return err
+	}
+	kern := a.prefill
+	if p.NTokens == 1 {
+		kern = a.decode
+	}
+	tiles := groups(p.NTokens, kern.tokens)
+	if tiles > attnMaxGroups || nb > attnMaxGroups || p.KVHeads > attnMaxGroups {
+		return fmt.Errorf("attention: grid %d×%d×%d exceeds %d workgroups per dimension (use larger blocks)",
+			tiles, nb, p.KVHeads, attnMaxGroups)
+	}
+	c.Dispatch(kern.k, [3]uint32{tiles, uint32(nb), uint32(p.KVHeads)},
+		push(p.NTokens, p.QHeads, p.QHead0, p.KVStart, p.KVRows, p.Block,
+			p.PartBase, p.SlotStride, p.KVHeads, p.Scale),
+		q, k, v, positions, parts)
+	return nil
+}
+
+// RecordMerge records attn_merge: it folds parts PartFirst … PartFirst+
+// NParts−1 of parts, in that order, into the accumulator acc (starting from
+// acc's contents, or from the neutral element when Init is set) and stores
+// the result back in acc; with Finalize it also writes the normalised
+// output O/l for token t and head h to out (f32 [NTokens][OutHeads·headDim])
+// at head OutHead0+h, or 0 for a head that saw no visible KV row. Merging
+// parts in one dispatch or in consecutive dispatches that carry acc gives
+// bit-identical results. Without Finalize out is not touched and may be the
+// zero Range.
+func (a *Attention) RecordMerge(c *vk.Commands, parts, acc, out vk.Range, p MergeParams) error {
+	switch {
+	case p.NTokens < 1 || p.Heads < 1:
+		return fmt.Errorf("attention: merge of %d tokens × %d heads: both must be positive", p.NTokens, p.Heads)
+	case p.PartFirst < 0 || p.NParts < 0 || p.OutHead0 < 0:
+		return fmt.Errorf("attention: merge PartFirst %d, NParts %d and OutHead0 %d must not be negative",
+			p.PartFirst, p.NParts, p.OutHead0)
+	case p.Finalize && p.OutHead0+p.Heads > p.OutHeads:
+		return fmt.Errorf("attention: merge output heads %d..%d exceed the %d heads of an output row",
+			p.OutHead0, p.OutHead0+p.Heads-1, p.OutHeads)
+	}
+	need := []attnNeed{{"acc", acc, uint64(PartsBytes(p.NTokens, p.Heads, a.headDim, 1))}}
+	if p.NParts > 0 {
+		need = append(need, attnNeed{"parts", parts, uint64(PartsBytes(p.NTokens, p.Heads, a.headDim, p.PartFirst+p.NParts))})
+	} else {
+		parts = acc // nothing is read from it; any valid range will do
+	}
+	if p.Finalize {
+		need = append(need, attnNeed{"out", out, uint64(p.NTokens) * uint64(p.OutHeads) * uint64(a.headDim) * 4})
+	} else {
+		out = acc
+	}
+	if err := attnCheckSizes(need...); err != nil {
+		return err
+	}
+	perGroup := mergeWG / (a.headDim / 4)
+	wgs := int(groups(p.NTokens*p.Heads, perGroup))
+	x := min(wgs, attnMaxGroups)
+	y := (wgs + x - 1) / x
+	if y > attnMaxGroups {
+		return fmt.Errorf("attention: merge of %d tokens × %d heads is too large for one dispatch", p.NTokens, p.Heads)
+	}
+	c.Dispatch(a.merge, [3]uint32{uint32(x), uint32(y), 1},
+		push(p.NTokens, p.Heads, p.PartFirst, p.NParts, attnFlag(p.Init), attnFlag(p.Finalize), p.OutHeads, p.OutHead0),
+		parts, acc, out)
+	return nil
+}
+
+func attnFlag(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// attnNeed is a bound range and the bytes a dispatch reads or writes in it.
+type attnNeed struct {
+	name string
+	r    vk.Range
+	need uint64
+}
+
+// attnCheckSizes reports the first range that is missing or too small.
+func attnCheckSizes(needs ...attnNeed) error {
+	for _, n := range needs {
+		if n.r.Buf == nil {
+			return fmt.Errorf("attention: no %s buffer bound", n.name)
+		}
+		if n.r.Size < n.need {
+			return fmt.Errorf("attention: %s range holds %d bytes, the dispatch needs %d", n.name, n.r.Size, n.need)
+		}
+	}
+	return nil
+}
+
+var attnCPU = true
+var attnCPURows = 8

@@ -1,0 +1,508 @@
+package kernel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"headinfer/engine/gguf"
+	"headinfer/vk"
+	"headinfer/vk/vktest"
+)
+
+// attnProblem is one attention input: queries of nKV·group heads at
+// positions pos, and KV heads of rows rows each, laid out stride elements
+// apart, whose row 0 is absolute position start.
+type attnProblem struct {
+	kv                     gguf.Type
+	hd, group, nKV         int
+	nTok, rows, start      int
+	stride                 int
+	scale                  float32
+	q                      []float32   // [nTok][nKV·group·hd]
+	pos                    []uint32    // [nTok]
+	k, v                   [][]float32 // per KV head: rows·hd values as the device sees them
+	kBytes, vBytes, posBuf []byte
+}
+
+// newAttnProblem makes random inputs. The queries are the last nTok
+// positions of the range (the chunk's own K/V are in it, so the causal mask
+// inside the chunk matters); with nTok > rows the first queries see nothing.
+// qScale sets how peaked the softmax is.
+func newAttnProblem(r *rand.Rand, kv gguf.Type, hd, group, nKV, nTok, rows, start int, qScale float32) *attnProblem {
+	p := &attnProblem{kv: kv, hd: hd, group: group, nKV: nKV, nTok: nTok, rows: rows, start: start,
+		scale: float32(1 / math.Sqrt(float64(hd)))}
+	// Pad each slot to a multiple of 64 rows plus a spare 64, like a KV
+	// store with capacity beyond the rows in use; 64 rows of any head size
+	// keep slot offsets aligned for binding one slot alone.
+	p.stride = ((rows+63)/64 + 1) * 64 * hd
+	p.q = randFloats(r, nTok*nKV*group*hd, qScale)
+	for t := range nTok {
+		p.pos = append(p.pos, uint32(start+rows-nTok+t))
+	}
+	for _, x := range p.pos {
+		p.posBuf = binary.LittleEndian.AppendUint32(p.posBuf, x)
+	}
+	all := func() ([][]float32, []byte) {
+		heads := make([][]float32, nKV)
+		raw := make([]float32, nKV*p.stride)
+		for g := range nKV {
+			copy(raw[g*p.stride:], randFloats(r, rows*hd, 1))
+		}
+		b, err := gguf.Quantize(kv, raw)
+		if err != nil {
+			panic(err)
+		}
+		seen := make([]float32, len(raw))
+		if err := gguf.Dequantize(kv, b, seen); err != nil {
+			panic(err)
+		}
+		for g := range nKV {
+			heads[g] = seen[g*p.stride : g*p.stride+rows*hd]
+		}
+		return heads, b
+	}
+	p.k, p.kBytes = all()
+	p.v, p.vBytes = all()
+	return p
+}
+
+// reference computes, in float64, the attention output of KV head g's
+// query heads, [nTok][group][hd], and per element the magnitude
+// Σ p·|v| / Σ p that bounds its rounding error. A query that sees no row
+// gets 0.
+func (p *attnProblem) reference(g int) (want, mag []float64) {
+	hd := p.hd
+	want = make([]float64, p.nTok*p.group*hd)
+	mag = make([]float64, len(want))
+	s := make([]float64, p.rows)
+	for t := range p.nTok {
+		for j := range p.group {
+			qh := g*p.group + j
+			q := p.q[(t*p.nKV*p.group+qh)*hd:][:hd]
+			vis := min(p.rows, int(p.pos[t])-p.start+1)
+			if vis <= 0 {
+				continue
+			}
+			m := math.Inf(-1)
+			for c := range vis {
+				var dot float64
+				for d := range hd {
+					dot += float64(q[d]) * float64(p.k[g][c*hd+d])
+				}
+				s[c] = float64(p.scale) * dot
+				m = max(m, s[c])
+			}
+			var l float64
+			o := want[(t*p.group+j)*hd:][:hd]
+			a := mag[(t*p.group+j)*hd:][:hd]
+			for c := range vis {
+				e := math.Exp(s[c] - m)
+				l += e
+				for d := range hd {
+					x := float64(p.v[g][c*hd+d])
+					o[d] += e * x
+					a[d] += e * math.Abs(x)
+				}
+			}
+			for d := range hd {
+				o[d] /= l
+				a[d] /= l
+			}
+		}
+	}
+	return want, mag
+}
+
+// attnDev holds a problem's inputs on the device.
+type attnDev struct {
+	q, k, v, pos *vk.Buffer
+}
+
+func (p *attnProblem) upload(t testing.TB, d *vk.Device) attnDev {
+	return attnDev{q: upload(t, d, f32Bytes(p.q)), k: upload(t, d, p.kBytes), v: upload(t, d, p.vBytes),
+		pos: upload(t, d, p.posBuf)}
+}
+
+// headRange is KV head g's rows [r0, r1) in buffer b.
+func (p *attnProblem) headRange(b *vk.Buffer, g, r0, r1 int) vk.Range {
+	e := uint64(p.kv.BlockBytes())
+	return b.Range(e*uint64(g*p.stride+r0*p.hd), e*uint64((r1-r0)*p.hd))
+}
+
+// params returns the partial parameters for KV head g alone over rows
+// [r0, r1).
+func (p *attnProblem) params(g, r0, r1, block, partBase int) AttnParams {
+	return AttnParams{NTokens: p.nTok, QHeads: p.nKV * p.group, QHead0: g * p.group,
+		KVStart: p.start + r0, KVRows: r1 - r0, Block: block, PartBase: partBase,
+		SlotStride: p.stride, KVHeads: 1, Scale: p.scale}
+}
+
+// oneHead attends KV head g's queries to all its rows in blocks of block
+// rows and returns the finalized output [nTok][nKV·group·hd], of which only
+// head g's columns are written (the others stay poisoned).
+func (p *attnProblem) oneHead(t testing.TB, d *vk.Device, a *Attention, in attnDev, g, block int) []float32 {
+	t.Helper()
+	nb := Blocks(p.rows, block)
+	parts := poisoned(t, d, PartsBytes(p.nTok, p.group, p.hd, nb))
+	acc := poisoned(t, d, PartsBytes(p.nTok, p.group, p.hd, 1))
+	out := poisoned(t, d, p.nTok*p.nKV*p.group*p.hd*4)
+	run(t, d, func(c *vk.Commands) error {
+		err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
+			in.pos.All(), parts.All(), p.params(g, 0, p.rows, block, 0))
+		if err != nil {
+			return err
+		}
+		c.Barrier()
+		return a.RecordMerge(c, parts.All(), acc.All(), out.All(), MergeParams{NTokens: p.nTok, Heads: p.group,
+			NParts: nb, Init: true, Finalize: true, OutHeads: p.nKV * p.group, OutHead0: g * p.group})
+	})
+	return bytesF32(download(t, d, out))
+}
+
+// headColumns extracts KV head g's query heads from a full output row set.
+func (p *attnProblem) headColumns(out []float32, g int) []float32 {
+	w := p.group * p.hd
+	cols := make([]float32, 0, p.nTok*w)
+	for t := range p.nTok {
+		cols = append(cols, out[t*p.nKV*w+g*w:][:w]...)
+	}
+	return cols
+}
+
+// attnAssert checks got against want within rtol of each element's
+// magnitude Σ p·|v| / Σ p (which is at least |want|).
+func attnAssert(t testing.TB, got []float32, want, mag []float64, rtol float64) {
+	t.Helper()
+	worst, wi := 0.0, 0
+	for i := range want {
+		g := float64(got[i])
+		if math.IsNaN(g) || math.IsInf(g, 0) {
+			t.Fatalf("element %d is %v (want %v): not written or overflowed", i, g, want[i])
+		}
+		err := math.Abs(g - want[i])
+		if err == 0 {
+			continue
+		}
+		if r := err / (rtol * mag[i]); r > worst || mag[i] == 0 {
+			worst, wi = r, i
+			if mag[i] == 0 {
+				worst = math.Inf(1)
+			}
+		}
+	}
+	t.Logf("worst error %.3g× the tolerance", worst)
+	if worst > 1 {
+		t.Fatalf("element %d: got %v, want %v (error %.3g× the tolerance %g × %g)",
+			wi, got[wi], want[wi], worst, rtol, mag[wi])
+	}
+}
+
+func attnNew(t testing.TB, d *vk.Device, kv gguf.Type, hd, group int) *Attention {
+	t.Helper()
+	a, err := NewAttention(d, kv, hd, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestAttentionMatchesReference(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	cases := []struct {
+		kv                gguf.Type
+		hd, group, nKV    int
+		nTok, rows, block int
+		qScale            float32
+	}{
+		{gguf.F16, 128, 4, 2, 1, 1000, 256, 4},  // decode, Llama-3 geometry
+		{gguf.F32, 128, 4, 2, 1, 257, 64, 4},    // decode
+		{gguf.F16, 64, 1, 2, 1, 100, 64, 8},     // decode, no GQA
+		{gguf.F32, 64, 8, 1, 1, 1, 64, 4},       // decode of the first token
+		{gguf.F16, 128, 1, 2, 7, 257, 64, 4},    // prefill chunk after existing KV
+		{gguf.F32, 128, 8, 2, 33, 1000, 256, 4}, // prefill, big group
+		{gguf.F16, 64, 4, 2, 33, 100, 64, 16},   // prefill, peaked softmax
+		{gguf.F32, 64, 1, 1, 7, 1, 64, 4},       // chunk longer than the range: early queries see nothing
+		{gguf.F16, 128, 4, 1, 33, 33, 256, 4},   // first chunk of a sequence
+		{gguf.F32, 64, 4, 2, 100, 257, 64, 4},   // several query tiles
+		{gguf.F16, 8, 2, 4, 7, 100, 64, 4},      // stories260K geometry
+		{gguf.F16, 8, 2, 4, 1, 100, 64, 4},      // stories260K decode
+		{gguf.F32, 4, 1, 2, 7, 100, 64, 2},      // head_dim 4
+		{gguf.F16, 256, 2, 1, 7, 100, 64, 4},    // largest head
+		{gguf.F32, 12, 3, 1, 5, 70, 16, 4},      // head size not a power of 2
+	}
+	for _, tc := range cases {
+		name := fmt.Sprintf("%v/hd%d/g%d/tok%d/kv%d/block%d", tc.kv, tc.hd, tc.group, tc.nTok, tc.rows, tc.block)
+		t.Run(name, func(t *testing.T) {
+			p := newAttnProblem(r, tc.kv, tc.hd, tc.group, tc.nKV, tc.nTok, tc.rows, 10+r.IntN(50), tc.qScale)
+			a := attnNew(t, d, tc.kv, tc.hd, tc.group)
+			in := p.upload(t, d)
+			g := tc.nKV - 1 // the last KV head: QHead0 and slot offsets matter
+			got := p.headColumns(p.oneHead(t, d, a, in, g, tc.block), g)
+			want, mag := p.reference(g)
+			attnAssert(t, got, want, mag, 1e-5)
+		})
+	}
+}
+
+// Splitting the rows into blocks and merging must give the one-pass result
+// up to rounding (the order of the sums differs).
+func TestAttentionBlocksMatchOnePass(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	for _, nTok := range []int{1, 33} {
+		p := newAttnProblem(r, gguf.F32, 64, 4, 1, nTok, 1000, 5, 4)
+		a := attnNew(t, d, gguf.F32, 64, 4)
+		in := p.upload(t, d)
+		split := p.oneHead(t, d, a, in, 0, 64)
+		whole := p.oneHead(t, d, a, in, 0, p.rows)
+		want := make([]float64, len(whole))
+		for i, x := range whole {
+			want[i] = float64(x)
+		}
+		_, mag := p.reference(0)
+		attnAssert(t, split, want, mag, 1e-5)
+		if bytes.Equal(f32Bytes(split), f32Bytes(whole)) {
+			t.Logf("%d tokens: split and one-pass results are bit-identical", nTok)
+		}
+	}
+}
+
+// The offload path streams a head's blocks in batches and carries the
+// accumulator between merges; the resident path does all blocks at once.
+// Both must give the same bits.
+func TestAttentionBatchesBitIdentical(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	for _, nTok := range []int{1, 7} {
+		const block, split = 64, 4 // batch 1: blocks 0..3, batch 2: blocks 4..9
+		p := newAttnProblem(r, gguf.F16, 128, 4, 2, nTok, 600, 3, 4)
+		a := attnNew(t, d, gguf.F16, 128, 4)
+		in := p.upload(t, d)
+		g := 1
+		nb := Blocks(p.rows, block)
+		heads, outHeads := p.group, p.nKV*p.group
+		outBytes := p.nTok * outHeads * p.hd * 4
+		accBytes := PartsBytes(nTok, heads, p.hd, 1)
+		merge := func(first, n int, init, fin bool) MergeParams {
+			return MergeParams{NTokens: nTok, Heads: heads, PartFirst: first, NParts: n, Init: init, Finalize: fin,
+				OutHeads: outHeads, OutHead0: g * p.group}
+		}
+
+		// Resident: all blocks, one merge.
+		parts := poisoned(t, d, PartsBytes(nTok, heads, p.hd, nb))
+		acc1, out1 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
+		// Same parts merged in two dispatches.
+		acc2, out2 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
+		// Streamed: two batches of partials, each into its own small parts
+		// buffer starting at part 0, merged batch by batch.
+		sparts := poisoned(t, d, PartsBytes(nTok, heads, p.hd, nb-split))
+		acc3, out3 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
+		run(t, d, func(c *vk.Commands) error {
+			all := p.params(g, 0, p.rows, block, 0)
+			if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
+				in.pos.All(), parts.All(), all); err != nil {
+				return err
+			}
+			c.Barrier()
+			if err := a.RecordMerge(c, parts.All(), acc1.All(), out1.All(), merge(0, nb, true, true)); err != nil {
+				return err
+			}
+			if err := a.RecordMerge(c, parts.All(), acc2.All(), vk.Range{}, merge(0, split, true, false)); err != nil {
+				return err
+			}
+			c.Barrier()
+			if err := a.RecordMerge(c, parts.All(), acc2.All(), out2.All(), merge(split, nb-split, false, true)); err != nil {
+				return err
+			}
+			// Streamed batch 1 (rows 0..255) then batch 2 (rows 256..599).
+			r1 := split * block
+			if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, r1), p.headRange(in.v, g, 0, r1),
+				in.pos.All(), sparts.All(), p.params(g, 0, r1, block, 0)); err != nil {
+				return err
+			}
+			c.Barrier()
+			if err := a.RecordMerge(c, sparts.All(), acc3.All(), vk.Range{}, merge(0, split, true, false)); err != nil {
+				return err
+			}
+			c.Barrier()
+			if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, r1, p.rows), p.headRange(in.v, g, r1, p.rows),
+				in.pos.All(), sparts.All(), p.params(g, r1, p.rows, block, 0)); err != nil {
+				return err
+			}
+			c.Barrier()
+			return a.RecordMerge(c, sparts.All(), acc3.All(), out3.All(), merge(0, nb-split, false, true))
+		})
+		o1, o2, o3 := download(t, d, out1), download(t, d, out2), download(t, d, out3)
+		a1, a2, a3 := download(t, d, acc1), download(t, d, acc2), download(t, d, acc3)
+		if !bytes.Equal(a1, a2) || !bytes.Equal(o1, o2) {
+			t.Fatalf("%d tokens: merging in one dispatch and in two differs", nTok)
+		}
+		if !bytes.Equal(a1, a3) || !bytes.Equal(o1, o3) {
+			t.Fatalf("%d tokens: streaming the blocks in two batches differs from the resident pass", nTok)
+		}
+		want, mag := p.reference(g)
+		attnAssert(t, p.headColumns(bytesF32(o1), g), want, mag, 1e-5)
+	}
+}
+
+// One dispatch over several KV heads at a slot stride must give the bits
+// of one dispatch per head.
+func TestAttentionMultiHeadBitIdentical(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	for _, nTok := range []int{1, 9} {
+		p := newAttnProblem(r, gguf.F16, 64, 4, 3, nTok, 300, 0, 4)
+		a := attnNew(t, d, gguf.F16, 64, 4)
+		in := p.upload(t, d)
+		const block = 128
+		nb := Blocks(p.rows, block)
+		heads := p.nKV * p.group
+		outBytes := nTok * heads * p.hd * 4
+
+		parts := poisoned(t, d, PartsBytes(nTok, heads, p.hd, nb))
+		acc := poisoned(t, d, PartsBytes(nTok, heads, p.hd, 1))
+		multi := poisoned(t, d, outBytes)
+		run(t, d, func(c *vk.Commands) error {
+			ap := p.params(0, 0, p.rows, block, 0)
+			ap.KVHeads = p.nKV
+			kr := in.k.Range(0, uint64((p.nKV-1)*p.stride+p.rows*p.hd)*2)
+			vr := in.v.Range(0, kr.Size)
+			if err := a.RecordPartial(c, in.q.All(), kr, vr, in.pos.All(), parts.All(), ap); err != nil {
+				return err
+			}
+			c.Barrier()
+			return a.RecordMerge(c, parts.All(), acc.All(), multi.All(), MergeParams{NTokens: nTok, Heads: heads,
+				NParts: nb, Init: true, Finalize: true, OutHeads: heads})
+		})
+		single := poisoned(t, d, outBytes)
+		for g := range p.nKV {
+			sp := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, nb))
+			sa := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, 1))
+			run(t, d, func(c *vk.Commands) error {
+				err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
+					in.pos.All(), sp.All(), p.params(g, 0, p.rows, block, 0))
+				if err != nil {
+					return err
+				}
+				c.Barrier()
+				return a.RecordMerge(c, sp.All(), sa.All(), single.All(), MergeParams{NTokens: nTok, Heads: p.group,
+					NParts: nb, Init: true, Finalize: true, OutHeads: heads, OutHead0: g * p.group})
+			})
+		}
+		m, s := download(t, d, multi), download(t, d, single)
+		if !bytes.Equal(m, s) {
+			t.Fatalf("%d tokens: the multi-head dispatch differs from per-head dispatches", nTok)
+		}
+		for g := range p.nKV {
+			want, mag := p.reference(g)
+			attnAssert(t, p.headColumns(bytesF32(m), g), want, mag, 1e-5)
+		}
+	}
+}
+
+func TestAttentionRejectsBadArguments(t *testing.T) {
+	d := vktest.Device(t)
+	for _, c := range []struct {
+		kv        gguf.Type
+		hd, group int
+	}{{gguf.Q8_0, 64, 1}, {gguf.F16, 6, 1}, {gguf.F16, 512, 1}, {gguf.F32, 64, 0}} {
+		if _, err := NewAttention(d, c.kv, c.hd, c.group); err == nil {
+			t.Errorf("NewAttention(%v, %d, %d) accepted", c.kv, c.hd, c.group)
+		}
+	}
+	a := attnNew(t, d, gguf.F16, 64, 2)
+	small := poisoned(t, d, 256)
+	big := poisoned(t, d, 1<<20)
+	good := AttnParams{NTokens: 1, QHeads: 2, KVRows: 10, Block: 64, KVHeads: 1, Scale: 0.125}
+	bad := []AttnParams{good, good, good, good}
+	bad[0].KVRows = 0
+	bad[1].QHead0 = 1 // heads 1..2 of a 2-head row
+	bad[2].KVHeads, bad[2].SlotStride = 2, 10*64-4
+	bad[3].KVRows = 1000 // K range too small
+	c, err := d.NewCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Free()
+	if err := a.RecordPartial(c, big.All(), big.All(), big.All(), big.All(), big.All(), good); err != nil {
+		t.Errorf("valid parameters rejected: %v", err)
+	}
+	for i, p := range bad {
+		k := big.All()
+		if i == 3 {
+			k = small.All()
+		}
+		if err := a.RecordPartial(c, big.All(), k, k, big.All(), big.All(), p); err == nil {
+			t.Errorf("case %d: %+v accepted", i, p)
+		}
+	}
+	if err := a.RecordMerge(c, big.All(), small.All(), big.All(), MergeParams{NTokens: 4, Heads: 2, NParts: 1, OutHeads: 2}); err == nil {
+		t.Error("merge into a too small accumulator accepted")
+	}
+	if err := a.RecordMerge(c, big.All(), big.All(), big.All(), MergeParams{NTokens: 1, Heads: 2, NParts: 1, Finalize: true, OutHeads: 2, OutHead0: 1}); err == nil {
+		t.Error("merge finalizing past the output row accepted")
+	}
+}
+
+// attnBench times one partial dispatch over kv rows in blocks of block and
+// the merge of its parts, for nTok queries at the last positions.
+func attnBench(b *testing.B, nTok, kv, block int) {
+	d := vktest.Device(b)
+	const hd, group = 128, 4
+	a := attnNew(b, d, gguf.F16, hd, group)
+	r := newRand(b)
+	p := newAttnProblem(r, gguf.F16, hd, group, 1, nTok, kv, 0, 1)
+	in := p.upload(b, d)
+	nb := Blocks(kv, block)
+	parts := poisoned(b, d, PartsBytes(nTok, group, hd, nb))
+	acc := poisoned(b, d, PartsBytes(nTok, group, hd, 1))
+	out := poisoned(b, d, nTok*group*hd*4)
+	c, err := d.NewCommands()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Free()
+	if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, 0, 0, kv), p.headRange(in.v, 0, 0, kv),
+		in.pos.All(), parts.All(), p.params(0, 0, kv, block, 0)); err != nil {
+		b.Fatal(err)
+	}
+	c.Barrier()
+	if err := a.RecordMerge(c, parts.All(), acc.All(), out.All(), MergeParams{NTokens: nTok, Heads: group,
+		NParts: nb, Init: true, Finalize: true, OutHeads: group}); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.End(); err != nil {
+		b.Fatal(err)
+	}
+	if err := d.Run(c); err != nil { // warm-up
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		if err := d.Run(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sec := time.Since(start).Seconds() / float64(b.N)
+	var pairs float64 // visible (query, kv row) pairs
+	for _, x := range p.pos {
+		pairs += float64(min(kv, int(x)+1))
+	}
+	b.ReportMetric(4*hd*group*pairs/sec/1e9, "GFLOP/s")
+	b.ReportMetric(float64(2*kv*hd*2)/sec/1e9, "KV-GB/s")
+}
+
+// BenchmarkAttentionDecode: one token against 32K f16 positions, head
+// dimension 128, group 4 (one KV head of a Llama-3-8B layer).
+func BenchmarkAttentionDecode(b *testing.B) { attnBench(b, 1, 32768, 256) }
+
+// BenchmarkAttentionPrefill: a 512-token chunk at the end of 4K f16
+// positions, head dimension 128, group 4.
+func BenchmarkAttentionPrefill(b *testing.B) { attnBench(b, 512, 4096, 512) }

@@ -1,0 +1,319 @@
+package kernel
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"headinfer/engine/gguf"
+	"headinfer/vk"
+)
+
+// BenchResult is the device time of one kernel operation, measured with
+// timestamps around each of several back-to-back runs.
+type BenchResult struct {
+	Op     string  // what ran, e.g. "matvec Q8_0 4096x4096"
+	Iters  int     // timed runs
+	NS     float64 // median device time of one run, nanoseconds
+	BestNS float64 // fastest run, nanoseconds
+	Bytes  uint64  // bytes one run moves, as counted for GBps
+	// GBps is Bytes / BestNS: the best run estimates what the kernel can
+	// do, where the median also measures whatever else shares the device
+	// (on a CPU device, every other process).
+	GBps float64
+}
+
+func (r BenchResult) String() string {
+	return fmt.Sprintf("%-28s median %9.1f µs  best %9.1f µs  %7.2f GB/s", r.Op, r.NS/1e3, r.BestNS/1e3, r.GBps)
+}
+
+func benchResult(op string, iters int, t benchTimes, bytes uint64) BenchResult {
+	return BenchResult{Op: op, Iters: iters, NS: t.median, BestNS: t.best, Bytes: bytes, GBps: float64(bytes) / t.best}
+}
+
+// benchTimes summarises the per-run device times of a benchmark.
+type benchTimes struct{ median, best float64 }
+
+// BenchMatVec times y = W x for a rows × cols matrix of type t, iters times
+// after one untimed run. Bytes counts the weights only, the traffic that
+// bounds a decode step; x and y are small and stay in cache.
+func BenchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int) (BenchResult, error) {
+	k, err := NewMatVec(d, t)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	wbytes := uint64(rows) * uint64(t.RowBytes(cols))
+	bufs, err := benchAlloc(d, wbytes, 4*uint64(cols), 4*uint64(rows))
+	if err != nil {
+		return BenchResult{}, err
+	}
+	defer benchFree(bufs)
+	w, x, y := bufs[0].All(), bufs[1].All(), bufs[2].All()
+	op := fmt.Sprintf("matvec %v %dx%d", t, rows, cols)
+	tm, err := benchTime(d, iters, func(c *vk.Commands) error {
+		// Values that decode to ordinary numbers in every type, so that
+		// no NaN or denormal slows a CPU device down.
+		c.Fill(w, benchPattern(t))
+		c.Fill(x, 0x3f800000) // 1.0
+		return nil
+	}, func(c *vk.Commands) error {
+		return k.Record(c, w, rows, cols, x, y, false)
+	})
+	if err != nil {
+		return BenchResult{}, fmt.Errorf("%s: %w", op, err)
+	}
+	return benchResult(op, iters, tm, wbytes), nil
+}
+
+// BenchMatMul times Y = X Wᵀ for a rows × cols matrix of type t and n
+// tokens. Bytes counts the weights; the rate that matters here is
+// FLOPS, 2·rows·cols·n / NS.
+func BenchMatMul(d *vk.Device, t gguf.Type, rows, cols, n, iters int) (BenchResult, error) {
+	k, err := NewMatMul(d, t)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	wbytes := uint64(rows) * uint64(t.RowBytes(cols))
+	bufs, err := benchAlloc(d, wbytes, 4*uint64(cols)*uint64(n), 4*uint64(rows)*uint64(n))
+	if err != nil {
+		return BenchResult{}, err
+	}
+	defer benchFree(bufs)
+	w, x, y := bufs[0].All(), bufs[1].All(), bufs[2].All()
+	op := fmt.Sprintf("matmul %v %dx%d n=%d", t, rows, cols, n)
+	tm, err := benchTime(d, iters, func(c *vk.Commands) error {
+		c.Fill(w, benchPattern(t))
+		c.Fill(x, 0x3f800000)
+		return nil
+	}, func(c *vk.Commands) error {
+		return k.Record(c, w, rows, cols, n, x, y, false)
+	})
+	if err != nil {
+		return BenchResult{}, fmt.Errorf("%s: %w", op, err)
+	}
+	return benchResult(op, iters, tm, wbytes), nil
+}
+
+// BenchCopy times the copy kernel on bytes bytes (rounded down to 16).
+// Bytes counts what is read plus what is written, as STREAM's copy does,
+// so GBps is comparable with BenchMatVec's weights-read rate.
+func BenchCopy(d *vk.Device, bytes, iters int) (BenchResult, error) {
+	size := uint64(bytes) &^ 15
+	if size == 0 {
+		return BenchResult{}, fmt.Errorf("copy benchmark: %d bytes is less than one 16-byte load", bytes)
+	}
+	k, err := NewCopy(d)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	bufs, err := benchAlloc(d, size, size)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	defer benchFree(bufs)
+	src, dst := bufs[0].All(), bufs[1].All()
+	op := fmt.Sprintf("copy %d MiB", size>>20)
+	tm, err := benchTime(d, iters, func(c *vk.Commands) error {
+		c.Fill(src, 0x3f800000)
+		c.Fill(dst, 0)
+		return nil
+	}, func(c *vk.Commands) error {
+		return k.Record(c, dst, src)
+	})
+	if err != nil {
+		return BenchResult{}, fmt.Errorf("%s: %w", op, err)
+	}
+	return benchResult(op, iters, tm, 2*size), nil
+}
+
+// DispatchCost is the fixed cost of launching work on a device.
+type DispatchCost struct {
+	Dispatches    int     // tiny dispatches recorded in one command buffer
+	PerDispatchUS float64 // device time per dispatch (with a barrier after each), µs
+	Submits       int     // submit-and-wait round trips timed
+	PerSubmitUS   float64 // host time per submit-and-wait of one tiny dispatch, µs
+}
+
+// BenchDispatch measures the fixed costs that bound a decode step made of
+// many small kernels: the device time of a dispatch that does almost no
+// work, and the host time of a submit followed by a wait.
+func BenchDispatch(d *vk.Device, dispatches, submits int) (DispatchCost, error) {
+	if dispatches <= 0 || submits <= 0 {
+		return DispatchCost{}, fmt.Errorf("dispatch benchmark: counts must be positive, got %d and %d", dispatches, submits)
+	}
+	k, err := NewCopy(d)
+	if err != nil {
+		return DispatchCost{}, err
+	}
+	bufs, err := benchAlloc(d, 16, 16)
+	if err != nil {
+		return DispatchCost{}, err
+	}
+	defer benchFree(bufs)
+	src, dst := bufs[0].All(), bufs[1].All()
+
+	c, err := d.NewCommands()
+	if err != nil {
+		return DispatchCost{}, err
+	}
+	defer c.Free()
+	c.Timestamp("start")
+	for range dispatches {
+		if err := k.Record(c, dst, src); err != nil {
+			return DispatchCost{}, err
+		}
+		c.Barrier()
+	}
+	c.Timestamp("end")
+	if err := c.End(); err != nil {
+		return DispatchCost{}, err
+	}
+	var span float64
+	for range 2 { // the first run warms caches and lazily created state
+		if err := d.Run(c); err != nil {
+			return DispatchCost{}, err
+		}
+		span, err = benchSpan(c.Timings(), "start", "end")
+		if err != nil {
+			return DispatchCost{}, err
+		}
+	}
+
+	one, err := d.NewCommands()
+	if err != nil {
+		return DispatchCost{}, err
+	}
+	defer one.Free()
+	if err := k.Record(one, dst, src); err != nil {
+		return DispatchCost{}, err
+	}
+	if err := one.End(); err != nil {
+		return DispatchCost{}, err
+	}
+	if err := d.Run(one); err != nil {
+		return DispatchCost{}, err
+	}
+	start := time.Now()
+	for range submits {
+		if err := d.Run(one); err != nil {
+			return DispatchCost{}, err
+		}
+	}
+	host := time.Since(start)
+	return DispatchCost{
+		Dispatches:    dispatches,
+		PerDispatchUS: span / float64(dispatches) / 1e3,
+		Submits:       submits,
+		PerSubmitUS:   float64(host.Microseconds()) / float64(submits),
+	}, nil
+}
+
+// benchTime runs setup once, then the op iters times in one command buffer
+// with a timestamp between runs and a barrier after each (as dependent
+// kernels in a forward pass have), twice; it returns the median run of the
+// second submission.
+func benchTime(d *vk.Device, iters int, setup, op func(c *vk.Commands) error) (benchTimes, error) {
+	if iters <= 0 {
+		return benchTimes{}, fmt.Errorf("iteration count must be positive, got %d", iters)
+	}
+	c, err := d.NewCommands()
+	if err != nil {
+		return benchTimes{}, err
+	}
+	defer c.Free()
+	if err := setup(c); err != nil {
+		return benchTimes{}, err
+	}
+	c.Barrier()
+	if err := c.End(); err != nil {
+		return benchTimes{}, err
+	}
+	if err := d.Run(c); err != nil {
+		return benchTimes{}, err
+	}
+	if err := c.Reset(); err != nil {
+		return benchTimes{}, err
+	}
+	labels := make([]string, iters+1)
+	for i := range labels {
+		labels[i] = fmt.Sprint(i)
+	}
+	c.Timestamp(labels[0])
+	for i := range iters {
+		if err := op(c); err != nil {
+			return benchTimes{}, err
+		}
+		c.Barrier()
+		c.Timestamp(labels[i+1])
+	}
+	if err := c.End(); err != nil {
+		return benchTimes{}, err
+	}
+	var runs []float64
+	for range 2 {
+		if err := d.Run(c); err != nil {
+			return benchTimes{}, err
+		}
+		ts := c.Timings()
+		if len(ts) != iters+1 {
+			return benchTimes{}, fmt.Errorf("device gave %d timestamps, want %d (no timestamp support?)", len(ts), iters+1)
+		}
+		runs = runs[:0]
+		for i := 1; i < len(ts); i++ {
+			runs = append(runs, ts[i].NS-ts[i-1].NS)
+		}
+	}
+	slices.Sort(runs)
+	return benchTimes{median: runs[len(runs)/2], best: runs[0]}, nil
+}
+
+// benchSpan returns the time between two labelled timestamps.
+func benchSpan(ts []vk.Timing, from, to string) (float64, error) {
+	var a, b float64
+	var fa, fb bool
+	for _, t := range ts {
+		switch t.Label {
+		case from:
+			a, fa = t.NS, true
+		case to:
+			b, fb = t.NS, true
+		}
+	}
+	if !fa || !fb {
+		return 0, fmt.Errorf("timestamps %q and %q missing (device without timestamp support?)", from, to)
+	}
+	return b - a, nil
+}
+
+func benchAlloc(d *vk.Device, sizes ...uint64) ([]*vk.Buffer, error) {
+	var bufs []*vk.Buffer
+	for _, s := range sizes {
+		b, err := d.Alloc(vk.DeviceLocal, s, "benchmark")
+		if err != nil {
+			benchFree(bufs)
+			return nil, err
+		}
+		bufs = append(bufs, b)
+	}
+	return bufs, nil
+}
+
+func benchFree(bufs []*vk.Buffer) {
+	for _, b := range bufs {
+		b.Free()
+	}
+}
+
+// benchPattern is a 32-bit fill value whose bytes decode to moderate finite
+// numbers in type t wherever a block's scale happens to land.
+func benchPattern(t gguf.Type) uint32 {
+	switch t {
+	case gguf.F32:
+		return 0x3f800000 // 1.0
+	case gguf.F16:
+		return 0x3c003c00 // 1.0, 1.0
+	case gguf.BF16:
+		return 0x3f803f80 // 1.0, 1.0
+	}
+	return 0x11111111 // Q8_0, Q4_0: scale 0x1111 ≈ 6.6e-4 and small quants
+}

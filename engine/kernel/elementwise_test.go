@@ -1,0 +1,93 @@
+package kernel
+
+import (
+	"encoding/binary"
+	"math"
+	"testing"
+
+	"headinfer/vk"
+	"headinfer/vk/vktest"
+)
+
+func skU32Bytes(v []uint32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], x)
+	}
+	return b
+}
+
+func TestSwiGLU(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	k, err := NewSwiGLU(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100_003
+	gate, up := randFloats(r, n, 12), randFloats(r, n, 3)
+	want := make([]float64, n)
+	for i := range want {
+		g := float64(gate[i])
+		want[i] = g / (1 + math.Exp(-g)) * float64(up[i])
+	}
+	gb, ub := upload(t, d, f32Bytes(gate)), upload(t, d, f32Bytes(up))
+
+	out := poisoned(t, d, 4*n)
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, gb.All(), ub.All(), out.All(), n) })
+	assertClose(t, bytesF32(download(t, d, out)), want, 1e-5, 1e-7)
+
+	// Fewer workgroups than elements need, and the output over the gate.
+	k.maxGroups = 7
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, gb.All(), ub.All(), gb.All(), n) })
+	assertClose(t, bytesF32(download(t, d, gb)), want, 1e-5, 1e-7)
+}
+
+func TestAdd(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	k, err := NewAdd(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 70_001
+	a, b := randFloats(r, n, 5), randFloats(r, n, 5)
+	want := make([]float64, n)
+	for i := range want {
+		want[i] = float64(a[i]) + float64(b[i])
+	}
+	ab, bb := upload(t, d, f32Bytes(a)), upload(t, d, f32Bytes(b))
+
+	y := poisoned(t, d, 4*n)
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, ab.All(), bb.All(), y.All(), n) })
+	// The f32 sum is the correctly rounded exact sum.
+	assertClose(t, bytesF32(download(t, d, y)), want, 1e-7, 1e-30)
+
+	k.maxGroups = 3
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, ab.All(), bb.All(), ab.All(), n) })
+	assertClose(t, bytesF32(download(t, d, ab)), want, 1e-7, 1e-30)
+}
+
+func TestElementwiseRejectsShortRanges(t *testing.T) {
+	d := vktest.Device(t)
+	k, err := NewAdd(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := poisoned(t, d, 400)
+	short := poisoned(t, d, 396)
+	c, err := d.NewCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Free()
+	if err := k.Record(c, a.All(), a.All(), short.All(), 100); err == nil {
+		t.Error("a 99-float output range for 100 values was accepted")
+	}
+	if err := k.Record(c, a.All(), a.All(), a.All(), 0); err == nil {
+		t.Error("0 elements were accepted")
+	}
+	if err := k.Record(c, a.All(), vk.Range{}, a.All(), 100); err == nil {
+		t.Error("an empty range was accepted")
+	}
+}

@@ -1,0 +1,106 @@
+package kernel
+
+import (
+	"fmt"
+	"math"
+
+	"headinfer/engine/gguf"
+	"headinfer/vk"
+)
+
+// KVStore writes a chunk's new keys (after RoPE) or values into KV slots,
+// converting to the cache's element type (f32, or f16 rounded to nearest
+// even). A slot holds one (layer, KV head): [rows][headDim] values, row r
+// for position RowBase + r.
+type KVStore struct {
+	d    *vk.Device
+	k    *vk.Kernel
+	name string
+	t    gguf.Type
+	hdim int
+}
+
+// KVSlots says where one Record reads and writes.
+type KVSlots struct {
+	Tokens     int // rows of the source, one per token of the chunk
+	SrcHeads   int // KV heads per source row: a row is SrcHeads·headDim f32
+	FirstHead  int // the source head written to the first slot
+	Heads      int // slots written: source heads FirstHead … FirstHead+Heads−1
+	SlotStride int // elements from one slot to the next in the destination
+	SlotRows   int // rows (positions) each slot holds
+	RowBase    int // the position that row 0 of each slot holds
+}
+
+// NewKVStore prepares the store into slots of type t (gguf.F16 or gguf.F32)
+// for heads of headDim values.
+func NewKVStore(d *vk.Device, t gguf.Type, headDim int) (*KVStore, error) {
+	var name string
+	switch t {
+	case gguf.F16:
+		name = "kv_store_f16"
+	case gguf.F32:
+		name = "kv_store_f32"
+	default:
+		return nil, fmt.Errorf("kv_store: no KV cache of type %v (supported: F16, F32)", t)
+	}
+	if headDim <= 0 || headDim > math.MaxInt32/4 {
+		return nil, fmt.Errorf("%s: head size %d out of range", name, headDim)
+	}
+	if err := skNeed(d, name, false, t == gguf.F16); err != nil {
+		return nil, err
+	}
+	k, err := skKernel(d, name, 3, 28)
+	if err != nil {
+		return nil, err
+	}
+	return &KVStore{d: d, k: k, name: name, t: t, hdim: headDim}, nil
+}
+
+// Record records the store of src (Tokens × SrcHeads·headDim f32) into the
+// slots of dst, token t going to row positions[t] − RowBase. Tokens whose
+// row falls outside [0, SlotRows) are skipped: they belong to another block
+// of the cache, which a separate Record with another RowBase fills.
+func (k *KVStore) Record(c *vk.Commands, src, positions, dst vk.Range, s KVSlots) error {
+	info := k.d.Info()
+	const lim = math.MaxInt32
+	switch {
+	case s.Tokens <= 0 || s.SrcHeads <= 0 || s.Heads <= 0 || s.SlotRows <= 0:
+		return fmt.Errorf("%s: %d tokens, %d source heads, %d slots of %d rows: all must be positive",
+			k.name, s.Tokens, s.SrcHeads, s.Heads, s.SlotRows)
+	case s.FirstHead < 0 || s.FirstHead+s.Heads > s.SrcHeads:
+		return fmt.Errorf("%s: heads %d to %d are not all among the %d source heads",
+			k.name, s.FirstHead, s.FirstHead+s.Heads-1, s.SrcHeads)
+	case s.SrcHeads > lim/k.hdim || s.Tokens > lim/(s.SrcHeads*k.hdim) || s.SlotRows > lim/k.hdim || s.SlotStride > lim:
+		return fmt.Errorf("%s: shape out of range", k.name)
+	case s.SlotStride < s.SlotRows*k.hdim:
+		return fmt.Errorf("%s: slots %d elements apart overlap: each holds %d rows of %d",
+			k.name, s.SlotStride, s.SlotRows, k.hdim)
+	case s.RowBase < 0 || s.RowBase > math.MaxUint32:
+		return fmt.Errorf("%s: row base %d out of range", k.name, s.RowBase)
+	}
+	elems := uint64(s.Heads-1)*uint64(s.SlotStride) + uint64(s.SlotRows)*uint64(k.hdim)
+	if elems > lim {
+		return fmt.Errorf("%s: %d slots %d elements apart are too large for one dispatch", k.name, s.Heads, s.SlotStride)
+	}
+	grid, err := skGrid(info, k.name, int(groups(s.Heads*k.hdim, skWG)), s.Tokens)
+	if err != nil {
+		return err
+	}
+	sb, err := skBind(info, k.name, "source", src, 4*uint64(s.Tokens)*uint64(s.SrcHeads*k.hdim))
+	if err != nil {
+		return err
+	}
+	pb, err := skBind(info, k.name, "positions", positions, 4*uint64(s.Tokens))
+	if err != nil {
+		return err
+	}
+	db, err := skBind(info, k.name, "destination", dst, uint64(k.t.BlockBytes())*elems)
+	if err != nil {
+		return err
+	}
+	c.Dispatch(k.k, grid,
+		push(uint32(k.hdim), uint32(s.Heads), uint32(s.SrcHeads), uint32(s.FirstHead),
+			uint32(s.SlotStride), uint32(s.SlotRows), uint32(s.RowBase)),
+		sb, pb, db)
+	return nil
+}

@@ -1,0 +1,82 @@
+package kernel
+
+import (
+	"fmt"
+	"testing"
+
+	"headinfer/engine/gguf"
+	"headinfer/vk"
+	"headinfer/vk/vktest"
+)
+
+// mmShapes covers every row count, row length and token count of the
+// matvec test without running their full product.
+func mmShapes(t gguf.Type) [][3]int {
+	if t.BlockSize() == 1 {
+		return [][3]int{
+			{1, 37, 5}, {3, 301, 67}, {37, 32, 1}, {300, 96, 5},
+			{37, 4128, 67}, {300, 301, 1}, {3, 96, 67}, {1, 4128, 1},
+		}
+	}
+	return [][3]int{
+		{1, 32, 5}, {3, 4128, 67}, {37, 96, 1}, {300, 32, 67}, {300, 4128, 5}, {37, 32, 67},
+	}
+}
+
+func TestMatMul(t *testing.T) {
+	d := vktest.Device(t)
+	for _, typ := range mvTypes {
+		for i, s := range mmShapes(typ) {
+			rows, cols, n := s[0], s[1], s[2]
+			acc := i%2 == 1
+			lay := []mvLayout{mvAligned, mvOddOffsets, mvWordOffset}[i%3]
+			name := fmt.Sprintf("%v/%dx%d/n=%d/acc=%v/off=%d,%d,%d", typ, rows, cols, n, acc, lay.w, lay.x, lay.y)
+			t.Run(name, func(t *testing.T) { mvCase(t, d, typ, rows, cols, n, acc, lay, 0) })
+		}
+	}
+}
+
+// TestMatMulSplit makes the binding limit small so that W is split by rows
+// and X and Y by tokens, with Y chunks interleaved in one strided array.
+func TestMatMulSplit(t *testing.T) {
+	d := vktest.Device(t)
+	for _, typ := range mvTypes {
+		t.Run(typ.String(), func(t *testing.T) { mvCase(t, d, typ, 300, 96, 67, true, mvWordOffset, 8192) })
+	}
+}
+
+func TestMatMulErrors(t *testing.T) {
+	d := vktest.Device(t)
+	if _, err := NewMatMul(d, gguf.Type(3)); err == nil {
+		t.Error("NewMatMul accepted Q4_1, which has no kernel")
+	}
+	k, err := NewMatMul(d, gguf.F16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := poisoned(t, d, 2*8*16)
+	x := poisoned(t, d, 4*16*3)
+	y := poisoned(t, d, 4*8*3)
+	c, err := d.NewCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Free()
+	for _, tc := range []struct {
+		name          string
+		rows, cols, n int
+		x, y          vk.Range
+	}{
+		{"zero tokens", 8, 16, 0, x.All(), y.All()},
+		{"x too short", 8, 16, 3, x.Range(0, 4*16*2), y.All()},
+		{"y too short", 8, 16, 3, x.All(), y.Range(0, 4*8*2)},
+		{"weights too short", 9, 16, 1, x.All(), y.All()},
+		{"misaligned y", 8, 16, 1, x.All(), y.Range(2, 32)},
+	} {
+		if err := k.Record(c, w.All(), tc.rows, tc.cols, tc.n, tc.x, tc.y, false); err == nil {
+			t.Errorf("%s: Record returned no error", tc.name)
+		} else {
+			t.Logf("%s: %v", tc.name, err)
+		}
+	}
+}

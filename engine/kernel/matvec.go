@@ -1,0 +1,284 @@
+package kernel
+
+import (
+	"fmt"
+
+	"headinfer/engine/gguf"
+	"headinfer/shaders"
+	"headinfer/vk"
+)
+
+// MatVec computes y = W x, or y += W x, for a weight matrix of one GGUF
+// type: the projections of a decode step. W is rows × cols in GGUF layout
+// (each row's cols elements contiguous, rows back to back); x and y are f32.
+type MatVec struct {
+	d     *vk.Device
+	t     gguf.Type
+	name  string
+	spirv []byte
+	wg    int // threads per workgroup
+	rows  int // rows per workgroup
+	kerns map[uint32]*vk.Kernel
+	limit uint64 // when nonzero, a binding size below the device's, so tests can force splitting
+}
+
+// NewMatVec prepares the matrix-vector kernel for weights of type t.
+func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
+	name, err := mvKernelName("matvec", t)
+	if err != nil {
+		return nil, err
+	}
+	if err := mvCheckDevice(d, name); err != nil {
+		return nil, err
+	}
+	code, err := shaders.SPIRV(name)
+	if err != nil {
+		return nil, err
+	}
+	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[uint32]*vk.Kernel{}}
+	k.wg, k.rows = mvDefaultGeometry(d.Info())
+	if mvTuneWG > 0 {
+		k.wg, k.rows = mvTuneWG, mvTuneRows
+	}
+	return k, nil
+}
+
+var mvTuneWG, mvTuneRows int
+
+// mvDefaultGeometry picks threads and rows per workgroup. A CPU device runs
+// a workgroup on one core, so it wants fewer, fuller workgroups; a GPU wants
+// enough workgroups to cover its memory latency.
+func mvDefaultGeometry(info vk.DeviceInfo) (wg, rows int) {
+	if info.Type == vk.CPU {
+		return 64, 8
+	}
+	return 128, 2
+}
+
+// Record records y = W x (accumulate false) or y += W x (accumulate true).
+// w holds rows × cols weights (at least rows × t.RowBytes(cols) bytes), x
+// cols floats and y rows floats. Matrices bigger than the device's largest
+// storage-buffer binding are split into several dispatches by rows.
+func (k *MatVec) Record(c *vk.Commands, w vk.Range, rows, cols int, x, y vk.Range, accumulate bool) error {
+	if err := mvCheckArgs(k.name, k.t, w, rows, cols, 1, x, y); err != nil {
+		return err
+	}
+	info := k.d.Info()
+	rb := uint64(k.t.RowBytes(cols))
+	lim, err := mvLimits(info, k.limit, k.name)
+	if err != nil {
+		return err
+	}
+	if rb > lim.span || 4*uint64(cols) > lim.span {
+		return fmt.Errorf("%s: a %d-element row does not fit one storage-buffer binding (%d bytes on %s)",
+			k.name, cols, lim.span+lim.align, info.Name)
+	}
+	per := lim.chunkRows(rb, 4)
+	xr, xoff := mvBind(info, x, 0, 4*uint64(cols))
+	acc := uint32(0)
+	if accumulate {
+		acc = 1
+	}
+	var yend uint64 // end of the previous chunk's output binding
+	for m0 := 0; m0 < rows; m0 += per {
+		mc := min(per, rows-m0)
+		wr, woff := mvBind(info, w, uint64(m0)*rb, uint64(mc)*rb)
+		yr, yoff := mvBind(info, y, 4*uint64(m0), 4*uint64(mc))
+		if m0 > 0 && yr.Off < yend {
+			// Only when chunks cannot be aligned: their output bindings
+			// share a few bytes, so order them.
+			c.Barrier()
+		}
+		yend = yr.Off + yr.Size
+		kern, err := k.kernel(k.wide(cols, woff, xoff))
+		if err != nil {
+			return err
+		}
+		grid, err := mvGrid(info, groups(mc, k.rows), k.name)
+		if err != nil {
+			return err
+		}
+		c.Dispatch(kern, grid, push(uint32(mc), uint32(cols), uint32(woff/2), uint32(xoff/4), uint32(yoff/4), acc),
+			wr, xr, yr)
+	}
+	return nil
+}
+
+// wide picks the load width (the shader's WIDE constant) that the row
+// length and the byte offsets of the first row and of x within their
+// bindings allow.
+func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
+	switch k.t {
+	case gguf.F32:
+		if cols%4 == 0 && woff%16 == 0 && xoff%16 == 0 {
+			return 1
+		}
+	case gguf.F16, gguf.BF16:
+		if cols%8 == 0 && woff%16 == 0 && xoff%16 == 0 {
+			return 2
+		}
+		if cols%2 == 0 && woff%4 == 0 {
+			return 1
+		}
+	default:
+		if xoff%16 == 0 {
+			return 1
+		}
+	}
+	return 0
+}
+
+func (k *MatVec) kernel(wide uint32) (*vk.Kernel, error) {
+	if kern, ok := k.kerns[wide]; ok {
+		return kern, nil
+	}
+	kern, err := k.d.Kernel(vk.KernelSpec{
+		Name:      k.name,
+		SPIRV:     k.spirv,
+		Buffers:   3,
+		PushBytes: 24,
+		Spec:      []uint32{uint32(k.wg), uint32(k.rows), wide},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", k.name, err)
+	}
+	k.kerns[wide] = kern
+	return kern, nil
+}
+
+// mvKernelName returns the shader name of a matvec or matmul kernel for t.
+func mvKernelName(op string, t gguf.Type) (string, error) {
+	switch t {
+	case gguf.F32:
+		return op + "_f32", nil
+	case gguf.F16:
+		return op + "_f16", nil
+	case gguf.BF16:
+		return op + "_bf16", nil
+	case gguf.Q8_0:
+		return op + "_q8_0", nil
+	case gguf.Q4_0:
+		return op + "_q4_0", nil
+	}
+	return "", fmt.Errorf("%s: no kernel for weights of type %v (supported: F32, F16, BF16, Q8_0, Q4_0)", op, t)
+}
+
+// mvCheckDevice reports device features the matrix kernels cannot do without.
+func mvCheckDevice(d *vk.Device, name string) error {
+	info := d.Info()
+	if !info.Storage16 {
+		return fmt.Errorf("%s: device %s lacks 16-bit storage buffer access, needed to read f16 and quantized weights",
+			name, info.Name)
+	}
+	if !info.SubgroupArithmetic {
+		return fmt.Errorf("%s: device %s lacks subgroup arithmetic in compute shaders", name, info.Name)
+	}
+	return nil
+}
+
+// mvCheckArgs validates the shape of W (rows × cols of type t), X (n × cols
+// f32) and Y (n × rows f32) against the ranges that hold them.
+func mvCheckArgs(name string, t gguf.Type, w vk.Range, rows, cols, n int, x, y vk.Range) error {
+	if rows <= 0 || cols <= 0 || n <= 0 {
+		return fmt.Errorf("%s: %d rows, %d columns, %d vectors: every dimension must be positive", name, rows, cols, n)
+	}
+	if bs := t.BlockSize(); cols%bs != 0 {
+		return fmt.Errorf("%s: %d columns is not a multiple of the %v block size %d", name, cols, t, bs)
+	}
+	if rows > 1<<31 || cols > 1<<31 || n > 1<<31 {
+		return fmt.Errorf("%s: %d rows, %d columns, %d vectors: too large", name, rows, cols, n)
+	}
+	check := func(what string, r vk.Range, need uint64, align uint64) error {
+		if r.Buf == nil {
+			return fmt.Errorf("%s: %s range has no buffer", name, what)
+		}
+		if r.Size < need {
+			return fmt.Errorf("%s: %s range holds %d bytes; %d rows, %d columns, %d vectors need %d",
+				name, what, r.Size, rows, cols, n, need)
+		}
+		if r.Off%align != 0 {
+			return fmt.Errorf("%s: %s range offset %d is not a multiple of %d bytes", name, what, r.Off, align)
+		}
+		return nil
+	}
+	walign := uint64(2)
+	if t == gguf.F32 {
+		walign = 4
+	}
+	if err := check("weight", w, uint64(rows)*uint64(t.RowBytes(cols)), walign); err != nil {
+		return err
+	}
+	if err := check("input", x, 4*uint64(n)*uint64(cols), 4); err != nil {
+		return err
+	}
+	return check("output", y, 4*uint64(n)*uint64(rows), 4)
+}
+
+// mvLimit describes how much one binding may span on a device.
+type mvLimit struct {
+	span  uint64 // bytes a binding may cover after aligning its start down
+	align uint64 // binding offset alignment
+}
+
+// mvLimits returns the device's binding limits, or smaller ones when limit
+// is nonzero and below the device's.
+func mvLimits(info vk.DeviceInfo, limit uint64, name string) (mvLimit, error) {
+	align := max(info.MinStorageBufferOffsetAlignment, 1)
+	size := info.MaxStorageBufferRange
+	if limit != 0 && limit < size {
+		size = limit
+	}
+	if size <= align {
+		return mvLimit{}, fmt.Errorf("%s: device %s reports a storage-buffer range of %d bytes",
+			name, info.Name, size)
+	}
+	return mvLimit{span: size - align, align: align}, nil
+}
+
+// chunkRows returns how many rows of rowBytes (and of outBytes of output)
+// one dispatch may bind. When it can, it keeps both a multiple of the
+// binding alignment, so that every chunk starts at the same offset within
+// its bindings as the first (and so takes the same load width) and no two
+// chunks' output bindings overlap.
+func (l mvLimit) chunkRows(rowBytes, outBytes uint64) int {
+	per := min(l.span/rowBytes, l.span/outBytes, 1<<30)
+	a := l.align / mvGCD(rowBytes, l.align)
+	b := l.align / mvGCD(outBytes, l.align)
+	step := a / mvGCD(a, b) * b
+	if per >= step {
+		per -= per % step
+	}
+	return int(per)
+}
+
+func mvGCD(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// mvBind returns a binding covering bytes [off, off+size) of r that starts
+// at an offset the device accepts, and where the data begins within it.
+func mvBind(info vk.DeviceInfo, r vk.Range, off, size uint64) (vk.Range, uint64) {
+	align := max(info.MinStorageBufferOffsetAlignment, 1)
+	abs := r.Off + off
+	start := abs - abs%align
+	return r.Buf.Range(start, abs+size-start), abs - start
+}
+
+// mvGrid lays out n workgroups along x, continuing along y when x is
+// full; the shader recovers the linear index from gl_WorkGroupID and
+// gl_NumWorkGroups.
+func mvGrid(info vk.DeviceInfo, n uint32, name string) ([3]uint32, error) {
+	maxc := info.MaxWorkgroupCount
+	gx, gy := n, uint32(1)
+	if n > maxc[0] {
+		gx = maxc[0]
+		gy = (n + gx - 1) / gx
+	}
+	if gy > maxc[1] {
+		return [3]uint32{}, fmt.Errorf("%s: %d workgroups exceed the device's limit %v", name, n, maxc)
+	}
+	return [3]uint32{gx, gy, 1}, nil
+}

@@ -1,0 +1,262 @@
+package kernel
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"headinfer/engine/gguf"
+	"headinfer/vk"
+	"headinfer/vk/vktest"
+)
+
+var mvTypes = []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0}
+
+// mvCols returns the row lengths to test for t: odd ones for plain float
+// types, multiples of the block size for quantized ones.
+func mvCols(t gguf.Type) []int {
+	if t.BlockSize() == 1 {
+		return []int{37, 301, 32, 96, 4128}
+	}
+	return []int{32, 96, 4128}
+}
+
+// mvWeights returns random rows × cols weights encoded as t, and their
+// decoded values, which the reference uses so that only the kernel's f32
+// accumulation differs from it.
+func mvWeights(t testing.TB, r *rand.Rand, typ gguf.Type, rows, cols int) ([]byte, []float32) {
+	t.Helper()
+	raw, err := gguf.Quantize(typ, randFloats(r, rows*cols, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deq := make([]float32, rows*cols)
+	if err := gguf.Dequantize(typ, raw, deq); err != nil {
+		t.Fatal(err)
+	}
+	return raw, deq
+}
+
+// mvReference returns, for n vectors x (n × cols) and weights w (rows ×
+// cols), want[j*rows+m] = y0 + Σ_k w[m][k]·x[j][k] in float64, and mag, the
+// same sum over absolute values: the scale of the f32 rounding error.
+func mvReference(w []float32, rows, cols, n int, x, y0 []float32) (want, mag []float64) {
+	want = make([]float64, n*rows)
+	mag = make([]float64, n*rows)
+	for j := range n {
+		xj := x[j*cols : (j+1)*cols]
+		for m := range rows {
+			wm := w[m*cols : (m+1)*cols]
+			var s, a float64
+			for k, wv := range wm {
+				p := float64(wv) * float64(xj[k])
+				s += p
+				a += math.Abs(p)
+			}
+			if y0 != nil {
+				s += float64(y0[j*rows+m])
+				a += math.Abs(float64(y0[j*rows+m]))
+			}
+			want[j*rows+m], mag[j*rows+m] = s, a
+		}
+	}
+	return want, mag
+}
+
+// mvAssert fails unless each got[i] is within rtol·mag[i] of want[i]:
+// relative to the sum of the magnitudes of the terms, which bounds
+// accumulation error also where the terms cancel to near zero.
+func mvAssert(t testing.TB, got []float32, want, mag []float64, rtol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %d values, want %d", len(got), len(want))
+	}
+	worst, wi := 0.0, -1
+	for i := range want {
+		g := float64(got[i])
+		if math.IsNaN(g) || math.IsInf(g, 0) {
+			t.Fatalf("element %d is %v (want %v): not written or overflowed", i, g, want[i])
+		}
+		tol := rtol * max(mag[i], 1e-30)
+		if r := math.Abs(g-want[i]) / tol; r > worst {
+			worst, wi = r, i
+		}
+	}
+	if worst > 1 {
+		t.Fatalf("element %d: got %v, want %v (error %.3g× the tolerance %g·Σ|terms| = %g)",
+			wi, got[wi], want[wi], worst, rtol, rtol*mag[wi])
+	}
+}
+
+// mvLayout places an operand inside a larger buffer: off bytes of poison
+// before it and some after, so a kernel writing outside its range shows.
+type mvLayout struct{ w, x, y uint64 }
+
+var (
+	mvAligned    = mvLayout{}
+	mvOddOffsets = mvLayout{w: 4, x: 4, y: 12} // F16/BF16 rows 4-byte aligned: pair loads
+	mvWordOffset = mvLayout{w: 2, x: 8, y: 4}  // 2-byte aligned weights: scalar loads
+)
+
+// mvOperand uploads data at byte offset off of a poisoned buffer with
+// slack after it, and returns the buffer and the operand's range.
+func mvOperand(t testing.TB, d *vk.Device, data []byte, off uint64) (*vk.Buffer, vk.Range) {
+	t.Helper()
+	b := poisoned(t, d, int(off)+len(data)+64)
+	r := b.Range(off, uint64(len(data)))
+	if err := d.Write(r, data); err != nil {
+		t.Fatal(err)
+	}
+	return b, r
+}
+
+// mvOutput prepares y: y0 at offset off when accumulating, else nothing
+// but poison there.
+func mvOutput(t testing.TB, d *vk.Device, n int, y0 []float32, off uint64) (*vk.Buffer, vk.Range) {
+	t.Helper()
+	if y0 != nil {
+		return mvOperand(t, d, f32Bytes(y0), off)
+	}
+	b := poisoned(t, d, int(off)+4*n+64)
+	return b, b.Range(off, 4*uint64(n))
+}
+
+// mvReadOutput returns the floats of r and fails if any byte of b outside
+// r is no longer poison.
+func mvReadOutput(t testing.TB, d *vk.Device, b *vk.Buffer, r vk.Range) []float32 {
+	t.Helper()
+	all := download(t, d, b)
+	for i, v := range all {
+		if (uint64(i) < r.Off || uint64(i) >= r.Off+r.Size) && v != 0xff {
+			t.Fatalf("byte %d of the output buffer, outside the output range [%d, %d), was overwritten",
+				i, r.Off, r.Off+r.Size)
+		}
+	}
+	return bytesF32(all[r.Off : r.Off+r.Size])
+}
+
+// mvCase runs one matvec (n == 0) or matmul (n ≥ 1) against the reference.
+func mvCase(t *testing.T, d *vk.Device, typ gguf.Type, rows, cols, n int, acc bool, lay mvLayout, limit uint64) {
+	t.Helper()
+	r := newRand(t)
+	raw, deq := mvWeights(t, r, typ, rows, cols)
+	nv := max(n, 1)
+	x := randFloats(r, nv*cols, 1)
+	var y0 []float32
+	if acc {
+		y0 = randFloats(r, nv*rows, 4)
+	}
+	want, mag := mvReference(deq, rows, cols, nv, x, y0)
+
+	woff := lay.w
+	if typ == gguf.F32 {
+		woff = (woff + 3) &^ 3 // F32 weights must be 4-byte aligned
+	}
+	_, wr := mvOperand(t, d, raw, woff)
+	_, xr := mvOperand(t, d, f32Bytes(x), lay.x)
+	yb, yr := mvOutput(t, d, nv*rows, y0, lay.y)
+
+	if n == 0 {
+		k, err := NewMatVec(d, typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.limit = limit
+		run(t, d, func(c *vk.Commands) error { return k.Record(c, wr, rows, cols, xr, yr, acc) })
+	} else {
+		k, err := NewMatMul(d, typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.limit = limit
+		run(t, d, func(c *vk.Commands) error { return k.Record(c, wr, rows, cols, n, xr, yr, acc) })
+	}
+	mvAssert(t, mvReadOutput(t, d, yb, yr), want, mag, 1e-5)
+}
+
+func TestMatVec(t *testing.T) {
+	d := vktest.Device(t)
+	for _, typ := range mvTypes {
+		for _, rows := range []int{1, 3, 37, 300} {
+			for _, cols := range mvCols(typ) {
+				for _, v := range []struct {
+					acc bool
+					lay mvLayout
+				}{{false, mvAligned}, {true, mvOddOffsets}, {false, mvWordOffset}} {
+					name := fmt.Sprintf("%v/%dx%d/acc=%v/off=%d,%d,%d", typ, rows, cols, v.acc, v.lay.w, v.lay.x, v.lay.y)
+					t.Run(name, func(t *testing.T) { mvCase(t, d, typ, rows, cols, 0, v.acc, v.lay, 0) })
+				}
+			}
+		}
+	}
+}
+
+// TestMatVecSplit makes the binding limit small so that every type takes
+// the path that splits a matrix into several dispatches, including chunks
+// whose offsets cannot all be aligned alike.
+func TestMatVecSplit(t *testing.T) {
+	d := vktest.Device(t)
+	for _, typ := range mvTypes {
+		long := 1000 // one or two rows per chunk, so chunk offsets vary
+		if typ.BlockSize() > 1 {
+			long = 992
+		}
+		for _, shape := range [][2]int{{301, 96}, {37, long}} {
+			for _, lay := range []mvLayout{mvAligned, mvWordOffset} {
+				name := fmt.Sprintf("%v/%dx%d/off=%d", typ, shape[0], shape[1], lay.w)
+				t.Run(name, func(t *testing.T) { mvCase(t, d, typ, shape[0], shape[1], 0, true, lay, 4096) })
+			}
+		}
+	}
+}
+
+// TestMatVecLarge runs a weight matrix bigger than the device's largest
+// storage-buffer binding (136 MB of F32 against lavapipe's 128 MiB).
+func TestMatVecLarge(t *testing.T) {
+	d := vktest.Device(t)
+	rows, cols := 8300, 4096
+	if need := uint64(rows * cols * 4); need <= d.Info().MaxStorageBufferRange {
+		rows = int(d.Info().MaxStorageBufferRange/uint64(cols*4)) + 37
+	}
+	mvCase(t, d, gguf.F32, rows, cols, 0, false, mvLayout{y: 8}, 0)
+}
+
+func TestMatVecErrors(t *testing.T) {
+	d := vktest.Device(t)
+	if _, err := NewMatVec(d, gguf.Type(12)); err == nil {
+		t.Error("NewMatVec accepted Q4_K, which has no kernel")
+	}
+	k, err := NewMatVec(d, gguf.Q8_0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := poisoned(t, d, 4*34)
+	x := poisoned(t, d, 4*64)
+	y := poisoned(t, d, 4*4)
+	c, err := d.NewCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Free()
+	for _, tc := range []struct {
+		name       string
+		w          vk.Range
+		rows, cols int
+		x, y       vk.Range
+	}{
+		{"cols not a block multiple", w.All(), 4, 48, x.All(), y.All()},
+		{"zero rows", w.All(), 0, 32, x.All(), y.All()},
+		{"weights too short", w.All(), 4, 64, x.All(), y.All()},
+		{"x too short", w.All(), 2, 64, x.Range(0, 128), y.All()},
+		{"y too short", w.All(), 4, 32, x.All(), y.Range(0, 12)},
+		{"odd weight offset", w.Range(1, 34), 1, 32, x.All(), y.All()},
+		{"no buffer", vk.Range{}, 1, 32, x.All(), y.All()},
+	} {
+		if err := k.Record(c, tc.w, tc.rows, tc.cols, tc.x, tc.y, false); err == nil {
+			t.Errorf("%s: Record returned no error", tc.name)
+		} else {
+			t.Logf("%s: %v", tc.name, err)
+		}
+	}
+}

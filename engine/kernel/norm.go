@@ -1,0 +1,64 @@
+package kernel
+
+import (
+	"fmt"
+	"math"
+
+	"headinfer/vk"
+)
+
+// RMSNorm normalises rows of dim f32 values by their root mean square and
+// scales them by a weight vector: y = x / sqrt(mean(x²) + eps) · w.
+type RMSNorm struct {
+	d   *vk.Device
+	k   *vk.Kernel
+	dim int
+	eps float32
+}
+
+// NewRMSNorm prepares RMS normalisation of rows of dim values with the
+// model's epsilon.
+func NewRMSNorm(d *vk.Device, dim int, eps float32) (*RMSNorm, error) {
+	if dim <= 0 || dim > math.MaxInt32/4 {
+		return nil, fmt.Errorf("rmsnorm: dimension %d out of range", dim)
+	}
+	if !(eps >= 0) || math.IsInf(float64(eps), 0) {
+		return nil, fmt.Errorf("rmsnorm: epsilon %v must be finite and not negative", eps)
+	}
+	if err := skNeed(d, "rmsnorm", true, false); err != nil {
+		return nil, err
+	}
+	k, err := skKernel(d, "rmsnorm", 3, 8)
+	if err != nil {
+		return nil, err
+	}
+	return &RMSNorm{d: d, k: k, dim: dim, eps: eps}, nil
+}
+
+// Record records the normalisation of rows rows of x into y with weights w
+// (dim f32). y may be the same range as x.
+func (r *RMSNorm) Record(c *vk.Commands, x, w, y vk.Range, rows int) error {
+	info := r.d.Info()
+	if rows <= 0 || rows > math.MaxInt32/r.dim {
+		return fmt.Errorf("rmsnorm: %d rows of %d out of range", rows, r.dim)
+	}
+	grid, err := skGrid(info, "rmsnorm", rows, 1)
+	if err != nil {
+		return err
+	}
+	size := 4 * uint64(rows) * uint64(r.dim)
+	xb, err := skBind(info, "rmsnorm", "input", x, size)
+	if err != nil {
+		return err
+	}
+	wb, err := skBind(info, "rmsnorm", "weight", w, 4*uint64(r.dim))
+	if err != nil {
+		return err
+	}
+	yb, err := skBind(info, "rmsnorm", "output", y, size)
+	if err != nil {
+		return err
+	}
+	c.Dispatch(r.k, grid, push(uint32(r.dim), r.eps), xb, wb, yb)
+	return nil
+}

@@ -1,0 +1,75 @@
+package kernel
+
+import (
+	"math"
+	"testing"
+
+	"headinfer/vk"
+	"headinfer/vk/vktest"
+)
+
+func skRMSNormRef(x, w []float32, dim int, eps float32) []float64 {
+	y := make([]float64, len(x))
+	for r := 0; r < len(x)/dim; r++ {
+		row := x[r*dim : (r+1)*dim]
+		ss := 0.0
+		for _, v := range row {
+			ss += float64(v) * float64(v)
+		}
+		s := 1 / math.Sqrt(ss/float64(dim)+float64(eps))
+		for i, v := range row {
+			y[r*dim+i] = float64(v) * s * float64(w[i])
+		}
+	}
+	return y
+}
+
+func TestRMSNorm(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	for _, sh := range []struct{ rows, dim int }{{5, 1000}, {3, 7}, {1, 4099}} {
+		const eps = 1e-5
+		k, err := NewRMSNorm(d, sh.dim, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := randFloats(r, sh.rows*sh.dim, 3)
+		x[0] = 0 // a zero does not upset the sum
+		w := randFloats(r, sh.dim, 2)
+		want := skRMSNormRef(x, w, sh.dim, eps)
+		xb, wb := upload(t, d, f32Bytes(x)), upload(t, d, f32Bytes(w))
+
+		y := poisoned(t, d, 4*len(x))
+		run(t, d, func(c *vk.Commands) error { return k.Record(c, xb.All(), wb.All(), y.All(), sh.rows) })
+		// Each output is x·s·w with s from a sum of positive terms, so the
+		// error is relative to the output itself.
+		assertClose(t, bytesF32(download(t, d, y)), want, 1e-5, 1e-30)
+
+		// In place.
+		run(t, d, func(c *vk.Commands) error { return k.Record(c, xb.All(), wb.All(), xb.All(), sh.rows) })
+		assertClose(t, bytesF32(download(t, d, xb)), want, 1e-5, 1e-30)
+	}
+}
+
+func TestRMSNormRejectsShortWeights(t *testing.T) {
+	d := vktest.Device(t)
+	k, err := NewRMSNorm(d, 64, 1e-6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, w := poisoned(t, d, 4*64*2), poisoned(t, d, 4*63)
+	c, err := d.NewCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Free()
+	if err := k.Record(c, x.All(), w.All(), x.All(), 2); err == nil {
+		t.Error("63 weights for rows of 64 were accepted")
+	}
+	if err := k.Record(c, x.All(), x.All(), x.All(), 3); err == nil {
+		t.Error("3 rows in a 2-row range were accepted")
+	}
+	if _, err := NewRMSNorm(d, 64, float32(math.NaN())); err == nil {
+		t.Error("a NaN epsilon was accepted")
+	}
+}

@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"fmt"
+
+	"headinfer/vk"
+)
+
+// The Llama architecture (Llama 2 and 3, Mistral, TinyLlama) and Qwen2,
+// which adds biases to the Q/K/V projections and rotates neox-style pairs.
+
+// llamaBlock is one transformer block's weights.
+type llamaBlock struct {
+	AttnNorm *Tensor `gguf:"attn_norm" shape:"dim"`
+	Q        *Tensor `gguf:"attn_q" shape:"dim,qdim"`
+	K        *Tensor `gguf:"attn_k" shape:"dim,kvdim"`
+	V        *Tensor `gguf:"attn_v" shape:"dim,kvdim"`
+	QBias    *Tensor `gguf:"attn_q.bias,optional" shape:"qdim"`
+	KBias    *Tensor `gguf:"attn_k.bias,optional" shape:"kvdim"`
+	VBias    *Tensor `gguf:"attn_v.bias,optional" shape:"kvdim"`
+	Out      *Tensor `gguf:"attn_output" shape:"qdim,dim"`
+	FFNNorm  *Tensor `gguf:"ffn_norm" shape:"dim"`
+	Gate     *Tensor `gguf:"ffn_gate" shape:"dim,ffn"`
+	Up       *Tensor `gguf:"ffn_up" shape:"dim,ffn"`
+	Down     *Tensor `gguf:"ffn_down" shape:"ffn,dim"`
+}
+
+// llamaWeights is the whole model's weights.
+type llamaWeights struct {
+	Embed   *Tensor `gguf:"token_embd" shape:"dim,vocab"`
+	OutNorm *Tensor `gguf:"output_norm" shape:"dim"`
+	Output  *Tensor `gguf:"output,optional" shape:"dim,vocab"` // absent: tied to Embed
+	Blocks  []llamaBlock
+}
+
+func loadLlama(l *loader, c Config) (*llamaWeights, error) {
+	w := &llamaWeights{Blocks: make([]llamaBlock, c.Layers)}
+	if err := l.bind(w, "", c); err != nil {
+		return nil, err
+	}
+	if w.Output == nil {
+		w.Output = w.Embed
+	}
+	for i := range w.Blocks {
+		if err := l.bind(&w.Blocks[i], fmt.Sprintf("blk.%d.", i), c); err != nil {
+			return nil, err
+		}
+		if c.QKVBias != (w.Blocks[i].QBias != nil) {
+			return nil, fmt.Errorf("blk.%d: %s model must have Q/K/V biases iff its architecture does", i, c.Arch)
+		}
+	}
+	return w, nil
+}
+
+// record appends one forward pass over the n tokens in s.ids (at the
+// positions in s.pos) to c: embeddings, every block, and the logits of the
+// last token. blocks is the number of KV blocks the attention visits.
+func (s *state) record(c *vk.Commands, n, blocks int) error {
+	m, w, cfg, o := s.m, s.m.w, s.m.Config, s.m.ops
+	rows := func(b *vk.Buffer, width int) vk.Range { return b.Range(0, uint64(4*n*width)) }
+	x, xb := rows(s.x, cfg.Dim), rows(s.xb, cfg.Dim)
+	q, k, v := rows(s.q, cfg.Heads*cfg.HeadDim), rows(s.k, cfg.KVHeads*cfg.HeadDim), rows(s.v, cfg.KVHeads*cfg.HeadDim)
+	att := rows(s.att, cfg.Heads*cfg.HeadDim)
+	gate, up := rows(s.gate, cfg.FFN), rows(s.up, cfg.FFN)
+	ids, pos := s.ids.Range(0, uint64(4*n)), s.pos.Range(0, uint64(4*n))
+
+	var err error
+	try := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
+	try(o.embed.Record(c, ids, w.Embed.Range(), x, n))
+	c.Barrier()
+	for l := range w.Blocks {
+		b := &w.Blocks[l]
+		// Attention: x += Wo · attention(rope(Wq·xb), rope(Wk·xb), Wv·xb).
+		try(o.norm.Record(c, x, b.AttnNorm.Range(), xb, n))
+		c.Barrier()
+		try(m.linear(c, b.Q, b.QBias, xb, q, n))
+		try(m.linear(c, b.K, b.KBias, xb, k, n))
+		try(m.linear(c, b.V, b.VBias, xb, v, n))
+		c.Barrier()
+		try(o.ropeQ.Record(c, q, pos, s.freqs.All(), n))
+		try(o.ropeK.Record(c, k, pos, s.freqs.All(), n))
+		c.Barrier()
+		try(s.kv.store(c, l, k, v, pos, n))
+		c.Barrier()
+		try(s.attend(c, l, q, att, pos, n, blocks))
+		c.Barrier()
+		try(m.matmul(c, b.Out, att, x, n, true))
+		c.Barrier()
+
+		// Feed-forward: x += Wdown · (silu(Wgate·xb) ⊙ Wup·xb).
+		try(o.norm.Record(c, x, b.FFNNorm.Range(), xb, n))
+		c.Barrier()
+		try(m.matmul(c, b.Gate, xb, gate, n, false))
+		try(m.matmul(c, b.Up, xb, up, n, false))
+		c.Barrier()
+		try(o.swiglu.Record(c, gate, up, gate, n*cfg.FFN))
+		c.Barrier()
+		try(m.matmul(c, b.Down, gate, x, n, true))
+		c.Barrier()
+	}
+
+	// Logits of the last token only.
+	last := s.x.Range(uint64(4*(n-1)*cfg.Dim), uint64(4*cfg.Dim))
+	xl := s.xb.Range(0, uint64(4*cfg.Dim))
+	try(o.norm.Record(c, last, w.OutNorm.Range(), xl, 1))
+	c.Barrier()
+	try(m.matmul(c, w.Output, xl, s.logits.All(), 1, false))
+	c.Barrier()
+	try(o.argmax.Record(c, s.logits.All(), s.next.Range(0, 4), cfg.Vocab))
+	return err
+}

@@ -1,0 +1,249 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+
+	"headinfer/engine/gguf"
+	"headinfer/engine/kernel"
+	"headinfer/engine/tokenizer"
+	"headinfer/vk"
+)
+
+// Options configure how a model is loaded and run.
+type Options struct {
+	Device     string    // device selector: index or name substring ("" = default rule)
+	CtxSize    int       // KV cache positions (0 = the model's training context, at most 4096)
+	Chunk      int       // prefill tokens per forward pass (0 = 512)
+	KVType     string    // KV cache element type: "f16" (default) or "f32"
+	Validation bool      // run under the Khronos validation layer
+	Log        func(string)
+
+	// dev, when set, is used instead of opening a device (tests share one).
+	dev *vk.Device
+}
+
+// Model is a loaded model: its configuration, tokenizer and weights on a
+// device, and the kernels that run it.
+type Model struct {
+	Config    Config
+	Tokenizer tokenizer.Tokenizer
+
+	dev     *vk.Device
+	ownDev  bool
+	file    *gguf.File
+	w       *llamaWeights
+	ops     *ops
+	freqs   []float32 // rope inverse frequencies
+	weights uint64    // bytes of weights on the device
+	loaded  *loader
+	opt     Options
+	kvType  gguf.Type
+}
+
+// ops holds the kernels one model needs, specialised for its geometry.
+type ops struct {
+	embed        *kernel.Embed
+	norm         *kernel.RMSNorm
+	ropeQ, ropeK *kernel.Rope
+	swiglu       *kernel.SwiGLU
+	argmax       *kernel.Argmax
+	kvStore      *kernel.KVStore
+	attn         *kernel.Attention
+	matvec       map[gguf.Type]*kernel.MatVec
+	matmul       map[gguf.Type]*kernel.MatMul
+}
+
+// Load opens a GGUF model, checks it, and uploads its weights to a Vulkan
+// device.
+func Load(path string, opt Options) (m *Model, err error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	c, err := ConfigOf(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	tok, err := tokenizerOf(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	kvType, err := kvTypeOf(opt.KVType)
+	if err != nil {
+		return nil, err
+	}
+	if opt.CtxSize <= 0 {
+		opt.CtxSize = min(c.TrainCtx, 4096)
+	}
+	if opt.Chunk <= 0 {
+		opt.Chunk = 512
+	}
+	opt.Chunk = min(opt.Chunk, opt.CtxSize)
+
+	m = &Model{Config: c, Tokenizer: tok, file: f, opt: opt, kvType: kvType, dev: opt.dev}
+	if m.dev == nil {
+		m.dev, err = vk.Open(vk.Options{Select: opt.Device, Validation: opt.Validation, Log: opt.Log})
+		if err != nil {
+			return nil, err
+		}
+		m.ownDev = true
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if m.freqs, err = ropeFreqs(f, c); err != nil {
+		return nil, err
+	}
+	m.loaded = &loader{f: f, d: m.dev}
+	if m.w, err = loadLlama(m.loaded, c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	m.weights = m.loaded.bytes
+	if m.ops, err = newOps(m.dev, c, m.w, kvType); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// ropeFreqs computes the rope's inverse frequencies on the host, folding in
+// linear scaling and the per-dimension factors of a rope_freqs tensor.
+func ropeFreqs(f *gguf.File, c Config) ([]float32, error) {
+	freqs := kernel.RopeFreqs(c.RopeDim, c.RopeBase, c.Llama3)
+	for i := range freqs {
+		freqs[i] = float32(float64(freqs[i]) / c.RopeScale)
+	}
+	if _, ok := f.Tensor("rope_freqs.weight"); !ok {
+		return freqs, nil
+	}
+	ti, data, err := f.TensorData("rope_freqs.weight")
+	if err != nil {
+		return nil, err
+	}
+	if ti.Elements() != uint64(len(freqs)) {
+		return nil, fmt.Errorf("rope_freqs.weight has %d elements, want %d", ti.Elements(), len(freqs))
+	}
+	factors := make([]float32, len(freqs))
+	if err := gguf.Dequantize(ti.Type, data, factors); err != nil {
+		return nil, err
+	}
+	for i := range freqs {
+		freqs[i] /= factors[i]
+	}
+	return freqs, nil
+}
+
+// kvTypeOf parses a KV cache type name.
+func kvTypeOf(name string) (gguf.Type, error) {
+	switch name {
+	case "", "f16":
+		return gguf.F16, nil
+	case "f32":
+		return gguf.F32, nil
+	}
+	return 0, fmt.Errorf("KV cache type %q is not supported (use f16 or f32)", name)
+}
+
+func newOps(d *vk.Device, c Config, w *llamaWeights, kvType gguf.Type) (*ops, error) {
+	o := &ops{matvec: map[gguf.Type]*kernel.MatVec{}, matmul: map[gguf.Type]*kernel.MatMul{}}
+	var err error
+	try := func(e error) {
+		if err == nil && e != nil {
+			err = e
+		}
+	}
+	var e error
+	o.embed, e = kernel.NewEmbed(d, w.Embed.Type, c.Dim, c.Vocab)
+	try(e)
+	o.norm, e = kernel.NewRMSNorm(d, c.Dim, float32(c.NormEps))
+	try(e)
+	layout := kernel.RopeNormal
+	if c.RopeNeox {
+		layout = kernel.RopeNeox
+	}
+	o.ropeQ, e = kernel.NewRope(d, c.Heads, c.HeadDim, c.RopeDim, layout)
+	try(e)
+	o.ropeK, e = kernel.NewRope(d, c.KVHeads, c.HeadDim, c.RopeDim, layout)
+	try(e)
+	o.swiglu, e = kernel.NewSwiGLU(d)
+	try(e)
+	o.argmax, e = kernel.NewArgmax(d, c.Vocab)
+	try(e)
+	o.kvStore, e = kernel.NewKVStore(d, kvType, c.HeadDim)
+	try(e)
+	o.attn, e = kernel.NewAttention(d, kvType, c.HeadDim, c.Group())
+	try(e)
+	types := []gguf.Type{w.Output.Type}
+	for _, b := range w.Blocks {
+		types = append(types, b.Q.Type, b.K.Type, b.V.Type, b.Out.Type, b.Gate.Type, b.Up.Type, b.Down.Type)
+	}
+	for _, t := range types {
+		if o.matvec[t] == nil {
+			o.matvec[t], e = kernel.NewMatVec(d, t)
+			try(e)
+			o.matmul[t], e = kernel.NewMatMul(d, t)
+			try(e)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// matmul records y = W·x (or y += W·x) for n rows of x.
+func (m *Model) matmul(c *vk.Commands, w *Tensor, x, y vk.Range, n int, accumulate bool) error {
+	if n == 1 {
+		return m.ops.matvec[w.Type].Record(c, w.Range(), w.Rows, w.Cols, x, y, accumulate)
+	}
+	return m.ops.matmul[w.Type].Record(c, w.Range(), w.Rows, w.Cols, n, x, y, accumulate)
+}
+
+// linear records y = W·x + bias for n rows; the bias is copied into every
+// row of y first and the product accumulated onto it.
+func (m *Model) linear(c *vk.Commands, w, bias *Tensor, x, y vk.Range, n int) error {
+	if bias == nil {
+		return m.matmul(c, w, x, y, n, false)
+	}
+	rowBytes := uint64(4 * w.Rows)
+	for t := 0; t < n; t++ {
+		c.Copy(vk.Range{Buf: y.Buf, Off: y.Off + uint64(t)*rowBytes, Size: rowBytes}, bias.Range())
+	}
+	c.Barrier()
+	return m.matmul(c, w, x, y, n, true)
+}
+
+// Device is the Vulkan device the model runs on.
+func (m *Model) Device() *vk.Device { return m.dev }
+
+// WeightBytes is the size of the weights on the device.
+func (m *Model) WeightBytes() uint64 { return m.weights }
+
+// Close frees the model's device memory and, if it opened it, the device.
+func (m *Model) Close() error {
+	if m.ops != nil && m.ops.argmax != nil {
+		m.ops.argmax.Free()
+	}
+	if m.loaded != nil {
+		m.loaded.free()
+	}
+	var err error
+	if m.ownDev && m.dev != nil {
+		err = m.dev.Close()
+		m.dev = nil
+	}
+	if m.file != nil {
+		m.file.Close()
+		m.file = nil
+	}
+	return err
+}
+
+func scaleOf(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim))) }

@@ -1,0 +1,186 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+
+	"headinfer/engine/gguf"
+)
+
+// refModel is a float64 forward pass written for clarity, not speed: the
+// oracle the engine's logits are checked against.
+type refModel struct {
+	c Config
+	w map[string][]float64 // dequantized tensors by GGUF name
+	// KV cache: [layer][position][kvHeads*headDim]
+	k, v [][][]float64
+}
+
+func newRefModel(f *gguf.File) (*refModel, error) {
+	c, err := ConfigOf(f)
+	if err != nil {
+		return nil, err
+	}
+	m := &refModel{c: c, w: map[string][]float64{}, k: make([][][]float64, c.Layers), v: make([][][]float64, c.Layers)}
+	for _, ti := range f.Tensors {
+		data := f.Data(&ti)
+		out := make([]float32, ti.Elements())
+		if err := gguf.Dequantize(ti.Type, data, out); err != nil {
+			return nil, fmt.Errorf("%s: %w", ti.Name, err)
+		}
+		w := make([]float64, len(out))
+		for i, x := range out {
+			w[i] = float64(x)
+		}
+		m.w[ti.Name] = w
+	}
+	return m, nil
+}
+
+// matvec returns W·x for W with rows of len(x) elements.
+func refMatvec(w, x []float64) []float64 {
+	y := make([]float64, len(w)/len(x))
+	for r := range y {
+		row := w[r*len(x) : (r+1)*len(x)]
+		s := 0.0
+		for i, xi := range x {
+			s += row[i] * xi
+		}
+		y[r] = s
+	}
+	return y
+}
+
+func refRMSNorm(x, w []float64, eps float64) []float64 {
+	ss := 0.0
+	for _, v := range x {
+		ss += v * v
+	}
+	s := 1 / math.Sqrt(ss/float64(len(x))+eps)
+	y := make([]float64, len(x))
+	for i := range x {
+		y[i] = x[i] * s * w[i]
+	}
+	return y
+}
+
+// invFreq returns the rotation frequencies of the model's rope.
+func (m *refModel) invFreq() []float64 {
+	c := m.c
+	f := make([]float64, c.RopeDim/2)
+	for i := range f {
+		f[i] = math.Pow(c.RopeBase, -2*float64(i)/float64(c.RopeDim)) / c.RopeScale
+		if s := c.Llama3; s != nil {
+			wavelen := 2 * math.Pi / f[i]
+			lowWave := s.OriginalContext / s.LowFreqFactor
+			highWave := s.OriginalContext / s.HighFreqFactor
+			switch {
+			case wavelen < highWave:
+			case wavelen > lowWave:
+				f[i] /= s.Factor
+			default:
+				smooth := (s.OriginalContext/wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor)
+				f[i] = (1-smooth)*f[i]/s.Factor + smooth*f[i]
+			}
+		}
+		if ff, ok := m.w["rope_freqs.weight"]; ok {
+			f[i] /= ff[i]
+		}
+	}
+	return f
+}
+
+func (m *refModel) rope(x []float64, heads, pos int) {
+	c := m.c
+	freq := m.invFreq()
+	for h := 0; h < heads; h++ {
+		v := x[h*c.HeadDim:]
+		for i := 0; i < c.RopeDim/2; i++ {
+			a, b := 2*i, 2*i+1
+			if c.RopeNeox {
+				a, b = i, i+c.RopeDim/2
+			}
+			th := float64(pos) * freq[i]
+			cs, sn := math.Cos(th), math.Sin(th)
+			v[a], v[b] = v[a]*cs-v[b]*sn, v[a]*sn+v[b]*cs
+		}
+	}
+}
+
+func (m *refModel) addBias(y []float64, name string) {
+	if b, ok := m.w[name]; ok {
+		for i := range y {
+			y[i] += b[i]
+		}
+	}
+}
+
+// forward runs one token at position len(cache) and returns its logits.
+func (m *refModel) forward(tok int32) []float64 {
+	c := m.c
+	pos := len(m.k[0])
+	x := append([]float64(nil), m.w["token_embd.weight"][int(tok)*c.Dim:(int(tok)+1)*c.Dim]...)
+	for l := 0; l < c.Layers; l++ {
+		p := fmt.Sprintf("blk.%d.", l)
+		xb := refRMSNorm(x, m.w[p+"attn_norm.weight"], c.NormEps)
+		q := refMatvec(m.w[p+"attn_q.weight"], xb)
+		k := refMatvec(m.w[p+"attn_k.weight"], xb)
+		v := refMatvec(m.w[p+"attn_v.weight"], xb)
+		m.addBias(q, p+"attn_q.bias")
+		m.addBias(k, p+"attn_k.bias")
+		m.addBias(v, p+"attn_v.bias")
+		m.rope(q, c.Heads, pos)
+		m.rope(k, c.KVHeads, pos)
+		m.k[l] = append(m.k[l], k)
+		m.v[l] = append(m.v[l], v)
+
+		att := make([]float64, c.Heads*c.HeadDim)
+		scale := 1 / math.Sqrt(float64(c.HeadDim))
+		for h := 0; h < c.Heads; h++ {
+			g := h / c.Group()
+			qh := q[h*c.HeadDim : (h+1)*c.HeadDim]
+			s := make([]float64, pos+1)
+			mx := math.Inf(-1)
+			for t := range s {
+				kh := m.k[l][t][g*c.HeadDim:]
+				for i, qi := range qh {
+					s[t] += qi * kh[i]
+				}
+				s[t] *= scale
+				mx = max(mx, s[t])
+			}
+			sum := 0.0
+			for t := range s {
+				s[t] = math.Exp(s[t] - mx)
+				sum += s[t]
+			}
+			for t := range s {
+				vh := m.v[l][t][g*c.HeadDim:]
+				for i := 0; i < c.HeadDim; i++ {
+					att[h*c.HeadDim+i] += s[t] / sum * vh[i]
+				}
+			}
+		}
+		o := refMatvec(m.w[p+"attn_output.weight"], att)
+		for i := range x {
+			x[i] += o[i]
+		}
+
+		xb = refRMSNorm(x, m.w[p+"ffn_norm.weight"], c.NormEps)
+		gate := refMatvec(m.w[p+"ffn_gate.weight"], xb)
+		up := refMatvec(m.w[p+"ffn_up.weight"], xb)
+		for i := range gate {
+			gate[i] = gate[i] / (1 + math.Exp(-gate[i])) * up[i]
+		}
+		d := refMatvec(m.w[p+"ffn_down.weight"], gate)
+		for i := range x {
+			x[i] += d[i]
+		}
+	}
+	x = refRMSNorm(x, m.w["output_norm.weight"], c.NormEps)
+	out, ok := m.w["output.weight"]
+	if !ok {
+		out = m.w["token_embd.weight"]
+	}
+	return refMatvec(out, x)
+}

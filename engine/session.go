@@ -1,0 +1,214 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"headinfer/engine/sample"
+	"headinfer/vk"
+)
+
+// Session is one sequence being generated: the tokens in its KV cache and
+// the device state that computes the next one. The CLI, the server and the
+// benchmarks all drive the engine through it. A Session is not safe for
+// concurrent use.
+type Session struct {
+	m      *Model
+	s      *state
+	tokens []int32 // what the KV cache holds, in order
+	have   bool    // the last step left the next token's logits/argmax
+	logits []float32
+	stats  Stats
+}
+
+// Stats are the timings and memory of a session's work so far.
+type Stats struct {
+	PrefillTokens int
+	Prefill       time.Duration
+	DecodeTokens  int
+	Decode        time.Duration
+	Steps         int // forward passes run (one submit and one host wait each)
+}
+
+// Memory reports device memory: by kind, peak, and the parts the engine
+// places.
+type Memory struct {
+	DeviceBytes     uint64 `json:"device_bytes"`      // device-local bytes live
+	DeviceBytesPeak uint64 `json:"device_bytes_peak"` // device-local bytes at the peak
+	HostBytes       uint64 `json:"host_bytes"`        // host-visible Vulkan memory live (staging, readback)
+	WeightBytes     uint64 `json:"weight_bytes"`
+	KVBytes         uint64 `json:"kv_bytes"`
+}
+
+// NewSession allocates a sequence's activations and KV cache.
+func (m *Model) NewSession() (*Session, error) {
+	s, err := newState(m)
+	if err != nil {
+		return nil, err
+	}
+	return &Session{m: m, s: s}, nil
+}
+
+// Close frees the session's device memory.
+func (se *Session) Close() {
+	if se.s != nil {
+		se.s.free()
+		se.s = nil
+	}
+}
+
+// CtxSize is the number of positions the KV cache holds.
+func (se *Session) CtxSize() int { return se.s.ctx }
+
+// Tokens are the ids in the KV cache, prompt and generated.
+func (se *Session) Tokens() []int32 { return se.tokens }
+
+// Reset empties the KV cache (its contents are simply overwritten).
+func (se *Session) Reset() {
+	se.tokens = se.tokens[:0]
+	se.have = false
+}
+
+// Prefill appends ids to the sequence, chunk by chunk, leaving the logits
+// of the last one for Next. withLogits copies those logits to the host
+// (needed for sampling other than greedy).
+func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) error {
+	if len(ids) == 0 {
+		return fmt.Errorf("prefill: no tokens")
+	}
+	if n := len(se.tokens) + len(ids); n > se.s.ctx {
+		return fmt.Errorf("%d tokens do not fit in the context of %d positions (%d already used): pass a larger --ctx-size or a shorter prompt", len(ids), se.s.ctx, len(se.tokens))
+	}
+	t0 := time.Now()
+	for i := 0; i < len(ids); i += se.s.chunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		part := ids[i:min(i+se.s.chunk, len(ids))]
+		last := i+len(part) == len(ids)
+		if err := se.step(part, withLogits && last); err != nil {
+			return err
+		}
+	}
+	se.stats.PrefillTokens += len(ids)
+	se.stats.Prefill += time.Since(t0)
+	return nil
+}
+
+// Decode appends one token and computes the logits after it.
+func (se *Session) Decode(id int32, withLogits bool) error {
+	if len(se.tokens)+1 > se.s.ctx {
+		return fmt.Errorf("context is full (%d positions): pass a larger --ctx-size", se.s.ctx)
+	}
+	t0 := time.Now()
+	if err := se.step([]int32{id}, withLogits); err != nil {
+		return err
+	}
+	se.stats.DecodeTokens++
+	se.stats.Decode += time.Since(t0)
+	return nil
+}
+
+func (se *Session) step(ids []int32, withLogits bool) error {
+	se.have = false
+	if err := se.s.run(ids, len(se.tokens), withLogits); err != nil {
+		return err
+	}
+	se.tokens = append(se.tokens, ids...)
+	se.stats.Steps++
+	se.have = true
+	if withLogits {
+		se.logits = se.s.logitsInto(se.logits)
+	} else {
+		se.logits = se.logits[:0]
+	}
+	return nil
+}
+
+// Argmax is the greedy choice after the last step, computed on the device.
+func (se *Session) Argmax() (int32, error) {
+	if !se.have {
+		return 0, fmt.Errorf("no logits: prefill or decode first")
+	}
+	return se.s.argmax(), nil
+}
+
+// Logits are the last step's logits, when it was asked for them.
+func (se *Session) Logits() []float32 { return se.logits }
+
+// Stats reports timings so far.
+func (se *Session) Stats() Stats { return se.stats }
+
+// Memory reports the device memory in use.
+func (se *Session) Memory() Memory {
+	ms := se.m.dev.Memory()
+	return Memory{
+		DeviceBytes:     ms.Live[vk.DeviceLocal],
+		DeviceBytesPeak: ms.Peak[vk.DeviceLocal],
+		HostBytes:       ms.Live[vk.Upload] + ms.Live[vk.Readback],
+		WeightBytes:     se.m.weights,
+		KVBytes:         se.s.kv.bytes(),
+	}
+}
+
+// GenerateParams control Generate.
+type GenerateParams struct {
+	MaxTokens int           // stop after this many new tokens
+	Sampling  sample.Params // Temperature 0 = greedy, on the device
+	// Logits, when set, receives the logits before each generated token.
+	Logits func(pos int, logits []float32)
+}
+
+// FinishReason says why generation stopped.
+type FinishReason string
+
+// Finish reasons, named as the OpenAI API names them.
+const (
+	FinishStop   FinishReason = "stop"   // end-of-generation token, or the caller stopped
+	FinishLength FinishReason = "length" // MaxTokens or the context reached
+)
+
+// Generate prefills prompt and then samples up to p.MaxTokens tokens,
+// calling emit with each; emit returning false stops generation. The
+// end-of-generation token is not emitted.
+func (se *Session) Generate(ctx context.Context, prompt []int32, p GenerateParams, emit func(id int32) bool) (FinishReason, error) {
+	if err := p.Sampling.Validate(); err != nil {
+		return "", err
+	}
+	if p.MaxTokens <= 0 {
+		return "", fmt.Errorf("max tokens must be positive, got %d", p.MaxTokens)
+	}
+	withLogits := !p.Sampling.Greedy() || p.Logits != nil
+	if err := se.Prefill(ctx, prompt, withLogits); err != nil {
+		return "", err
+	}
+	sampler := sample.New(p.Sampling)
+	tok := se.m.Tokenizer
+	for n := 0; ; n++ {
+		var id int32
+		if p.Logits != nil {
+			p.Logits(len(se.tokens), se.logits)
+		}
+		if p.Sampling.Greedy() {
+			id = se.s.argmax()
+		} else {
+			id = sampler.Sample(se.logits, se.tokens)
+		}
+		if tok.IsEOG(id) {
+			return FinishStop, nil
+		}
+		if !emit(id) {
+			return FinishStop, nil
+		}
+		if n+1 >= p.MaxTokens || len(se.tokens) >= se.s.ctx {
+			return FinishLength, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		if err := se.Decode(id, withLogits); err != nil {
+			return "", err
+		}
+	}
+}

@@ -1,0 +1,197 @@
+// attn_partial.glsl: flash attention of one KV head group's queries over one
+// block of KV rows, written as an unnormalised partial (m, l, O) that
+// attn_merge folds exactly. Included by attn_partial_<kvtype>.comp after it
+// defines KV4, the vec4-wide element type of the K and V buffers.
+//
+// Grid: x = query tile (BR tokens), y = block b of the bound KV range (rows
+// [b*block, min((b+1)*block, kv_rows))), z = KV head within the dispatch
+// (its K/V sit z*slot_stride elements into the bound ranges).
+//
+// A workgroup holds the R = BR*G query rows of its tile (G query heads per
+// token, all served by the same K/V, so K/V are read once per group) in
+// shared memory, pre-multiplied by scale. It walks the block in sub-tiles of
+// BC rows: K sub-tile to shared, scores S = Q K^T for R x BC, one thread per
+// row updates the running max and turns scores into probabilities, V
+// sub-tile to shared (over K), then every thread adds P V into the output
+// elements it owns in registers. Scores beyond the causal limit (kv position
+// > the token's position) are excluded; a row with nothing visible in the
+// block keeps m = NEG, l = 0, O = 0.
+//
+// NEG (-FLT_MAX) stands for "no score yet" instead of -inf so that the
+// rescale factor exp(m_old - m_new) is exp(0) = 1, not NaN, while a row has
+// seen nothing, and so that no infinities reach drivers that assume none.
+//
+// Partial layout (floats): parts[part][token][head][E] with E = HD + 4,
+// part = part_base + b, head = z*G + j (j = query head within the group),
+// n_tokens tokens and n_kv*G heads per part. An entry holds O[0..HD) then
+// m, l, 0, 0 (vec4-aligned so O and (m, l) move as vec4).
+//
+// Bindings: 0 Q (f32 [n_tokens][q_heads*HD]), 1 K, 2 V ([rows][HD] per
+// head), 3 positions (u32 [n_tokens]), 4 parts (f32, written).
+
+#extension GL_EXT_control_flow_attributes : enable
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 128; // threads per workgroup
+layout(constant_id = 1) const uint HD = 128; // head dimension, multiple of 4
+layout(constant_id = 2) const uint G = 1;    // query heads per KV head
+layout(constant_id = 3) const uint BR = 1;   // query tokens per workgroup
+layout(constant_id = 4) const uint BC = 32;  // KV rows per sub-tile
+
+const uint HD4 = HD / 4;
+const uint R = BR * G;         // query rows per workgroup
+const uint KS = HD4 + 1;       // shared K/V row stride in vec4, padded against bank conflicts
+const uint E4 = HD4 + 1;       // partial entry size in vec4
+const uint NS = (R * BC + WG - 1) / WG;   // scores per thread per sub-tile
+const uint NO = (R * HD4 + WG - 1) / WG;  // output vec4s per thread
+const float NEG = -3.402823466e38;
+
+layout(push_constant) uniform Push {
+    uint n_tokens;    // query tokens
+    uint q_heads;     // query heads per Q row
+    uint q_head0;     // query head served by z = 0, j = 0
+    uint kv_start;    // absolute position of row 0 of the bound K/V
+    uint kv_rows;     // rows in the bound range, per head
+    uint block;       // rows per block
+    uint part_base;   // part index of block 0
+    uint slot_stride; // elements between heads' slots (multiple of 4)
+    uint n_kv;        // KV heads in the dispatch (grid z)
+    float scale;      // score scale, usually 1/sqrt(HD)
+} p;
+
+layout(set = 0, binding = 0) readonly buffer Qb { vec4 q[]; };
+layout(set = 0, binding = 1) readonly buffer Kb { KV4 k[]; };
+layout(set = 0, binding = 2) readonly buffer Vb { KV4 v[]; };
+layout(set = 0, binding = 3) readonly buffer Pos { uint pos[]; };
+layout(set = 0, binding = 4) writeonly buffer Parts { vec4 parts[]; };
+
+shared vec4 Qs[R * HD4];
+shared vec4 KVs[BC * KS];
+shared float Ps[R * BC];
+shared float Ms[R];
+shared float Ls[R];
+shared float As[R];
+shared uint Tpos[BR];
+
+void main() {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint t0 = gl_WorkGroupID.x * BR;
+    const uint b = gl_WorkGroupID.y;
+    const uint z = gl_WorkGroupID.z;
+    const uint nt = min(BR, p.n_tokens - t0);
+    const uint row0 = b * p.block;
+    const uint rows = min(p.block, p.kv_rows - row0);
+    const uint kvbase = z * (p.slot_stride / 4) + row0 * HD4;
+    const uint first = p.kv_start + row0; // absolute position of the block's row 0
+
+    for (uint i = tid; i < R * HD4; i += WG) {
+        const uint r = i / HD4, d4 = i % HD4;
+        const uint tl = r / G, j = r % G;
+        vec4 x = vec4(0);
+        if (tl < nt) {
+            x = p.scale * q[((t0 + tl) * p.q_heads + p.q_head0 + z * G + j) * HD4 + d4];
+        }
+        Qs[i] = x;
+    }
+    for (uint i = tid; i < BR; i += WG) {
+        Tpos[i] = i < nt ? pos[t0 + i] : 0;
+    }
+    for (uint i = tid; i < R; i += WG) {
+        Ms[i] = NEG;
+        Ls[i] = 0.0;
+    }
+    // Rows past the tile's last visible position are masked for every
+    // query: stop there (skipping a fully masked sub-tile is exactly a no-op).
+    uint pmax = 0;
+    for (uint tl = 0; tl < nt; tl++) {
+        pmax = max(pmax, pos[t0 + tl]);
+    }
+    const uint live = pmax < first ? 0 : min(rows, pmax - first + 1);
+
+    vec4 acc[NO];
+    [[unroll]] for (uint n = 0; n < NO; n++) {
+        acc[n] = vec4(0);
+    }
+    barrier();
+
+    for (uint c0 = 0; c0 < live; c0 += BC) {
+        const uint nc = min(BC, live - c0);
+        for (uint i = tid; i < BC * HD4; i += WG) {
+            const uint c = i / HD4, d4 = i % HD4;
+            KVs[c * KS + d4] = c < nc ? vec4(k[kvbase + (c0 + c) * HD4 + d4]) : vec4(0);
+        }
+        barrier();
+        [[unroll]] for (uint n = 0; n < NS; n++) {
+            const uint i = tid + n * WG;
+            if (i < R * BC) {
+                const uint r = i / BC, c = i % BC;
+                const uint tl = r / G;
+                float s = NEG;
+                if (c < nc && tl < nt && first + c0 + c <= Tpos[tl]) {
+                    float dot4 = 0.0;
+                    for (uint d4 = 0; d4 < HD4; d4++) {
+                        dot4 += dot(Qs[r * HD4 + d4], KVs[c * KS + d4]);
+                    }
+                    s = dot4;
+                }
+                Ps[i] = s;
+            }
+        }
+        barrier();
+        for (uint i = tid; i < BC * HD4; i += WG) {
+            const uint c = i / HD4, d4 = i % HD4;
+            KVs[c * KS + d4] = c < nc ? vec4(v[kvbase + (c0 + c) * HD4 + d4]) : vec4(0);
+        }
+        for (uint r = tid; r < R; r += WG) {
+            const float mo = Ms[r];
+            float mx = mo;
+            for (uint c = 0; c < nc; c++) {
+                mx = max(mx, Ps[r * BC + c]);
+            }
+            float sum = 0.0;
+            for (uint c = 0; c < nc; c++) {
+                const float s = Ps[r * BC + c];
+                const float e = s == NEG ? 0.0 : exp(s - mx);
+                Ps[r * BC + c] = e;
+                sum += e;
+            }
+            const float alpha = exp(mo - mx);
+            Ms[r] = mx;
+            Ls[r] = Ls[r] * alpha + sum;
+            As[r] = alpha;
+        }
+        barrier();
+        [[unroll]] for (uint n = 0; n < NO; n++) {
+            const uint i = tid + n * WG;
+            if (i < R * HD4) {
+                const uint r = i / HD4, d4 = i % HD4;
+                vec4 o = acc[n] * As[r];
+                for (uint c = 0; c < nc; c++) {
+                    o += Ps[r * BC + c] * KVs[c * KS + d4];
+                }
+                acc[n] = o;
+            }
+        }
+        barrier();
+    }
+
+    const uint heads = p.n_kv * G;
+    const uint part = p.part_base + b;
+    [[unroll]] for (uint n = 0; n < NO; n++) {
+        const uint i = tid + n * WG;
+        if (i < R * HD4) {
+            const uint r = i / HD4, d4 = i % HD4;
+            const uint tl = r / G, j = r % G;
+            if (tl < nt) {
+                parts[((part * p.n_tokens + t0 + tl) * heads + z * G + j) * E4 + d4] = acc[n];
+            }
+        }
+    }
+    for (uint r = tid; r < R; r += WG) {
+        const uint tl = r / G, j = r % G;
+        if (tl < nt) {
+            parts[((part * p.n_tokens + t0 + tl) * heads + z * G + j) * E4 + HD4] =
+                vec4(Ms[r], Ls[r], 0.0, 0.0);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+// Shared by kv_store_<kvtype>.comp: copies a chunk's new K (or V) rows into
+// the KV slots of one or more KV heads.
+//
+// src is f32 [n_tokens][src_heads·head_dim] (K after RoPE). Source head
+// head_lo + h goes to slot h of dst; slots sit slot_stride elements apart
+// and each is [slot_rows][head_dim]. Token t goes to row
+// positions[t] − row_base of its slot; a token whose row falls outside
+// [0, slot_rows) belongs to another block of the cache and is skipped.
+// One invocation per element: x over heads·head_dim, y over tokens.
+//
+// The includer defines KV_F16 or KV_F32.
+
+#ifdef KV_F16
+#extension GL_EXT_shader_16bit_storage : require
+#endif
+
+layout(local_size_x_id = 0) in;
+
+layout(std430, binding = 0) readonly buffer Src { float src[]; };
+layout(std430, binding = 1) readonly buffer Positions { uint positions[]; };
+#if defined(KV_F16)
+layout(std430, binding = 2) writeonly buffer Dst { uint16_t dst[]; };
+#elif defined(KV_F32)
+layout(std430, binding = 2) writeonly buffer Dst { float dst[]; };
+#else
+#error "define the KV type"
+#endif
+
+layout(push_constant) uniform Push {
+	uint head_dim;
+	uint heads;       // slots written by this dispatch
+	uint src_heads;   // heads per src row
+	uint head_lo;     // src head written to slot 0
+	uint slot_stride; // elements between consecutive slots in dst
+	uint slot_rows;
+	uint row_base;    // position held by row 0 of each slot
+} p;
+
+void main() {
+	const uint i = gl_GlobalInvocationID.x;
+	const uint t = gl_GlobalInvocationID.y;
+	if (i >= p.heads * p.head_dim) {
+		return;
+	}
+	const uint pos = positions[t];
+	if (pos < p.row_base || pos - p.row_base >= p.slot_rows) {
+		return;
+	}
+	const uint h = i / p.head_dim;
+	const uint e = i % p.head_dim;
+	const float v = src[(t * p.src_heads + p.head_lo + h) * p.head_dim + e];
+	const uint at = h * p.slot_stride + (pos - p.row_base) * p.head_dim + e;
+#if defined(KV_F16)
+	// packHalf2x16 rounds to nearest even on the drivers this runs on; the
+	// test checks it bit for bit against a software rounding.
+	dst[at] = uint16_t(packHalf2x16(vec2(v, 0.0)));
+#else
+	dst[at] = v;
+#endif
+}

@@ -1,0 +1,66 @@
+#version 450
+
+// Rotary position embedding, in place, on x = [n_tokens][n_heads·head_dim]
+// f32 (queries or keys). The first n_rot dims of each head are rotated in
+// pairs by θ = positions[t] · inv_freq[i]; the rest pass through untouched.
+// Pairs are (2i, 2i+1) in the "normal" layout (Llama) and (i, i + n_rot/2)
+// in the "neox" layout (Qwen2, GPT-NeoX). Positions come from a buffer so
+// that recorded commands can be replayed for other positions.
+// One invocation per (pair, token): x over the pairs of a token, y over tokens.
+
+layout(local_size_x_id = 0) in;
+
+layout(std430, binding = 0) buffer X { float x[]; };
+layout(std430, binding = 1) readonly buffer Positions { uint positions[]; };
+layout(std430, binding = 2) readonly buffer Freqs { float inv_freq[]; };
+
+layout(push_constant) uniform Push {
+	uint n_heads;
+	uint head_dim;
+	uint n_rot;
+	uint neox;
+} p;
+
+// The Vulkan spec bounds the error of sin and cos only on [-π, π], and
+// drivers do lose accuracy beyond it, so θ (which reaches 10⁵ and more at
+// long contexts) is reduced first. 2π is split into parts of at most 8
+// significant bits, so k times each part is exact for k < 2¹⁶ and the
+// subtractions cancel exactly (Cody and Waite); the last part carries the
+// remainder of 2π. `precise` keeps the compiler from reassociating.
+float reduce_angle(float theta) {
+	precise float k = round(theta * 0.15915494309189535);
+	precise float r = theta - k * 6.28125;
+	r = r - k * 1.9378662109375e-3;
+	r = r - k * -2.562999725341797e-6;
+	r = r - k * 3.968374517882012e-9;
+	return r;
+}
+
+void main() {
+	const uint half_rot = p.n_rot / 2;
+	const uint i = gl_GlobalInvocationID.x;
+	const uint t = gl_GlobalInvocationID.y;
+	if (i >= p.n_heads * half_rot) {
+		return;
+	}
+	const uint h = i / half_rot;
+	const uint j = i % half_rot;
+	const uint base = (t * p.n_heads + h) * p.head_dim;
+	uint a, b;
+	if (p.neox != 0) {
+		a = base + j;
+		b = a + half_rot;
+	} else {
+		a = base + 2 * j;
+		b = a + 1;
+	}
+	// θ is the rounded f32 product, as reference implementations compute it.
+	precise float theta = float(positions[t]) * inv_freq[j];
+	const float r = reduce_angle(theta);
+	const float c = cos(r);
+	const float s = sin(r);
+	const float x0 = x[a];
+	const float x1 = x[b];
+	x[a] = x0 * c - x1 * s;
+	x[b] = x0 * s + x1 * c;
+}

@@ -1,0 +1,210 @@
+package vk
+
+/*
+#include "vkc.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// Queue is a device queue. Submissions to it are serialized by a mutex;
+// each also signals the queue's own timeline, which lets Run, Reset and
+// Free wait for exactly the work they need.
+type Queue struct {
+	d            *Device
+	c            *C.hi_queue
+	family       uint32
+	transferOnly bool
+	tsBits       uint32 // timestampValidBits of the family
+
+	mu   sync.Mutex
+	sem  C.VkSemaphore // internal timeline
+	last uint64        // value of the latest submission
+}
+
+func newQueue(d *Device, q C.VkQueue, family uint32, transferOnly bool, tsBits uint32) (*Queue, error) {
+	x := &Queue{d: d, family: family, transferOnly: transferOnly, tsBits: tsBits}
+	if x.c = C.hi_queue_new(q); x.c == nil {
+		return nil, errors.New("vk: out of host memory")
+	}
+	if err := result(C.hi_timeline_create(d.dev, 0, &x.sem), "vkCreateSemaphore"); err != nil {
+		C.hi_queue_free(x.c)
+		return nil, err
+	}
+	return x, nil
+}
+
+func (q *Queue) free() {
+	C.hi_timeline_destroy(q.d.dev, q.sem)
+	C.hi_queue_free(q.c)
+}
+
+// Sync is a timeline semaphore value to wait for or signal.
+type Sync struct {
+	T     *Timeline
+	Value uint64
+}
+
+// Submit queues c (which may be nil, to only wait and signal) after every
+// wait value is reached, and signals every signal value when it
+// completes. It does not wait.
+func (q *Queue) Submit(c *Commands, wait []Sync, signal []Sync) error {
+	if c != nil {
+		if err := c.ready(q); err != nil {
+			return err
+		}
+	}
+	if len(wait) > C.HI_MAX_SUBMIT || len(signal) >= C.HI_MAX_SUBMIT {
+		return fmt.Errorf("vk: submit with %d waits and %d signals, at most %d each", len(wait), len(signal), C.HI_MAX_SUBMIT-1)
+	}
+	for _, s := range wait {
+		if s.T == nil || s.T.d != q.d || s.T.freed {
+			return errors.New("vk: submit waits on a nil, freed or foreign timeline")
+		}
+	}
+	for _, s := range signal {
+		if s.T == nil || s.T.d != q.d || s.T.freed {
+			return errors.New("vk: submit signals a nil, freed or foreign timeline")
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ncb := 0
+	if c != nil {
+		q.c.cbs[0] = c.c.cb
+		ncb = 1
+	}
+	for i, s := range wait {
+		q.c.wait_sem[i] = s.T.sem
+		q.c.wait_val[i] = C.uint64_t(s.Value)
+	}
+	for i, s := range signal {
+		q.c.sig_sem[i] = s.T.sem
+		q.c.sig_val[i] = C.uint64_t(s.Value)
+	}
+	val, err := q.submitLocked(ncb, len(wait), len(signal))
+	if err == nil && c != nil {
+		c.pending = submission{q, val}
+		c.ts.ran = true
+	}
+	return err
+}
+
+// submitLocked adds the queue's own timeline signal to the prepared
+// submission and submits it; q.mu must be held.
+func (q *Queue) submitLocked(ncb, nwait, nsig int) (uint64, error) {
+	val := q.last + 1
+	q.c.sig_sem[nsig] = q.sem
+	q.c.sig_val[nsig] = C.uint64_t(val)
+	if err := result(C.hi_submit(q.d.dev, q.c, C.uint32_t(ncb), C.uint32_t(nwait), C.uint32_t(nsig+1)), "vkQueueSubmit"); err != nil {
+		return 0, err
+	}
+	q.last = val
+	return val, nil
+}
+
+// waitFor blocks until the queue's timeline reaches val.
+func (q *Queue) waitFor(val uint64) error {
+	return result(C.hi_timeline_wait(q.d.dev, q.sem, C.uint64_t(val), C.uint64_t(math.MaxUint64)), "waiting for the queue")
+}
+
+// Idle waits until everything submitted to the queue so far has completed.
+func (q *Queue) Idle() error {
+	q.mu.Lock()
+	v := q.last
+	q.mu.Unlock()
+	return q.waitFor(v)
+}
+
+// Run submits cs, in order, to the compute queue as one batch and waits
+// for them to complete.
+func (d *Device) Run(cs ...*Commands) error {
+	q := d.compute
+	if len(cs) > C.HI_MAX_SUBMIT {
+		return fmt.Errorf("vk: Run of %d command buffers, at most %d", len(cs), C.HI_MAX_SUBMIT)
+	}
+	for _, c := range cs {
+		if c == nil {
+			return errors.New("vk: Run of nil commands")
+		}
+		if err := c.ready(q); err != nil {
+			return err
+		}
+	}
+	q.mu.Lock()
+	for i, c := range cs {
+		q.c.cbs[i] = c.c.cb
+	}
+	val, err := q.submitLocked(len(cs), 0, 0)
+	if err == nil {
+		for _, c := range cs {
+			c.pending = submission{q, val}
+			c.ts.ran = true
+		}
+	}
+	q.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return q.waitFor(val)
+}
+
+// Timeline is a timeline semaphore: a 64-bit counter that submissions
+// signal and wait on, and the host can wait on.
+type Timeline struct {
+	d     *Device
+	sem   C.VkSemaphore
+	freed bool
+}
+
+// NewTimeline creates a timeline semaphore with value 0.
+func (d *Device) NewTimeline() (*Timeline, error) {
+	t := &Timeline{d: d}
+	if err := result(C.hi_timeline_create(d.dev, 0, &t.sem), "vkCreateSemaphore"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Value is the current counter value.
+func (t *Timeline) Value() (uint64, error) {
+	var v C.uint64_t
+	err := result(C.hi_timeline_value(t.d.dev, t.sem, &v), "vkGetSemaphoreCounterValue")
+	return uint64(v), err
+}
+
+// Wait blocks until the counter reaches v or timeout passes; a negative
+// timeout waits forever.
+func (t *Timeline) Wait(v uint64, timeout time.Duration) error {
+	ns := uint64(math.MaxUint64)
+	if timeout >= 0 {
+		ns = uint64(timeout)
+	}
+	r := C.hi_timeline_wait(t.d.dev, t.sem, C.uint64_t(v), C.uint64_t(ns))
+	if r == C.VK_TIMEOUT {
+		cur, _ := t.Value()
+		return fmt.Errorf("vk: timeline wait for value %d timed out after %v (value is %d)", v, timeout, cur)
+	}
+	return result(r, "vkWaitSemaphores")
+}
+
+// Signal sets the counter to v from the host; v must exceed the current
+// value.
+func (t *Timeline) Signal(v uint64) error {
+	return result(C.hi_timeline_signal(t.d.dev, t.sem, C.uint64_t(v)), "vkSignalSemaphore")
+}
+
+// Free destroys the semaphore; no pending submission may use it.
+func (t *Timeline) Free() {
+	if t == nil || t.freed {
+		return
+	}
+	t.freed = true
+	C.hi_timeline_destroy(t.d.dev, t.sem)
+}
