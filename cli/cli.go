@@ -18,6 +18,8 @@ func Run(args []string) error {
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
 			generateCommand(),
+			infoCommand(),
+			synthCommand(),
 			devicesCommand(),
 		},
 	}

@@ -121,8 +121,7 @@ const uint UNIT = WIDE == 2 ? 64 : 16;  // half a block: 8 bytes holding 16 nibb
 
 struct XU { vec4 v[16]; };
 
-// xk returns the offset in x of the first element of unit u, and the
-// offsets of its vec4s relative to it.
+// xk returns the position in x of the first element of unit u.
 uint xk(uint u) {
 #if defined(DQ_Q4_0)
     if (WIDE < 2) {

@@ -68,8 +68,8 @@ type DeviceInfo struct {
 	SubgroupArithmetic              bool // subgroupAdd/Max usable in compute shaders
 	Storage16, Float16, Int8        bool
 	Storage8, Timeline              bool
-	MemoryBudget                    bool // VK_EXT_memory_budget
-	TransferQueue                   bool // a transfer-only queue family exists
+	MemoryBudget                    bool    // VK_EXT_memory_budget
+	TransferQueue                   bool    // a transfer-only queue family exists
 	TimestampPeriod                 float64 // ns per tick; 0 when compute timestamps are unsupported
 }
 

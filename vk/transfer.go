@@ -12,11 +12,11 @@ const stagingSize = 32 << 20
 
 // stager serializes the synchronous transfers of Write and Read.
 type stager struct {
-	mu     sync.Mutex
-	buf    *Buffer   // Upload memory, mapped
-	cmds   *Commands // on the transfer queue
-	chunk  uint64    // stagingSize; tests lower it to exercise chunking
-	forceStaging bool // tests: stage even mapped memory
+	mu           sync.Mutex
+	buf          *Buffer   // Upload memory, mapped
+	cmds         *Commands // on the transfer queue
+	chunk        uint64    // stagingSize; tests lower it to exercise chunking
+	forceStaging bool      // tests: stage even mapped memory
 }
 
 func (s *stager) free() {

@@ -3,6 +3,7 @@ package gguf
 import (
 	"fmt"
 	"math"
+	"reflect"
 )
 
 // KV is one metadata key-value pair. Value holds one of these Go types, each
@@ -140,7 +141,7 @@ func (f *File) Lookup(key string, dst any) (bool, error) {
 }
 
 func convert(v, dst any) error {
-	mag, neg, isInt := integer(v)
+	mag, neg, isInt := integer(reflect.ValueOf(v))
 	want := func(what string) error { return fmt.Errorf("want %s", what) }
 	switch p := dst.(type) {
 	case *string:
@@ -156,19 +157,14 @@ func convert(v, dst any) error {
 		}
 		*p = b
 	case *float32, *float64:
-		var x float64
-		switch fv := v.(type) {
-		case float32:
-			x = float64(fv)
-		case float64:
-			x = fv
-		default:
+		rv := reflect.ValueOf(v)
+		if !rv.CanFloat() {
 			return want("a float")
 		}
 		if p32, ok := p.(*float32); ok {
-			*p32 = float32(x)
+			*p32 = float32(rv.Float())
 		} else {
-			*p.(*float64) = x
+			*p.(*float64) = rv.Float()
 		}
 	case *uint64:
 		if !isInt || neg {
@@ -187,12 +183,9 @@ func convert(v, dst any) error {
 		} else if _, ok := p.(*int); ok {
 			lo, hi = math.MinInt, math.MaxInt
 		}
-		if !isInt || (neg && mag > uint64(-lo)) || (!neg && mag > uint64(hi)) {
+		x, ok := signed(mag, neg, lo, hi)
+		if !isInt || !ok {
 			return want(fmt.Sprintf("an integer in [%d, %d]", lo, hi))
-		}
-		x := int64(mag)
-		if neg {
-			x = -x // mag 1<<63 wraps to MinInt64, which is right
 		}
 		switch p := p.(type) {
 		case *int64:
@@ -215,7 +208,7 @@ func convert(v, dst any) error {
 		}
 		*p = s
 	case *[]int:
-		s, ok := ints(v)
+		s, ok := ints(reflect.ValueOf(v))
 		if !ok {
 			return want("an array of integers that fit an int")
 		}
@@ -226,66 +219,46 @@ func convert(v, dst any) error {
 	return nil
 }
 
-// integer splits any integer value into magnitude and sign.
-func integer(v any) (mag uint64, neg, ok bool) {
-	signed := func(x int64) (uint64, bool, bool) {
-		if x < 0 {
-			return uint64(-x), true, true
-		}
-		return uint64(x), false, true
-	}
-	switch x := v.(type) {
-	case uint8:
-		return uint64(x), false, true
-	case uint16:
-		return uint64(x), false, true
-	case uint32:
-		return uint64(x), false, true
-	case uint64:
-		return x, false, true
-	case int8:
-		return signed(int64(x))
-	case int16:
-		return signed(int64(x))
-	case int32:
-		return signed(int64(x))
-	case int64:
-		return signed(x)
+// integer splits a value of any integer type into magnitude and sign.
+func integer(rv reflect.Value) (mag uint64, neg, ok bool) {
+	switch {
+	case rv.CanUint():
+		return rv.Uint(), false, true
+	case rv.CanInt() && rv.Int() < 0:
+		return uint64(-rv.Int()), true, true // MinInt64 negates to itself: 1<<63 is right
+	case rv.CanInt():
+		return uint64(rv.Int()), false, true
 	}
 	return 0, false, false
 }
 
-func ints(v any) ([]int, bool) {
-	switch s := v.(type) {
-	case []uint8:
-		return widen(s)
-	case []int8:
-		return widen(s)
-	case []uint16:
-		return widen(s)
-	case []int16:
-		return widen(s)
-	case []uint32:
-		return widen(s)
-	case []int32:
-		return widen(s)
-	case []uint64:
-		return widen(s)
-	case []int64:
-		return widen(s)
+// signed rebuilds an integer from integer's parts if it lies in [lo, hi].
+func signed(mag uint64, neg bool, lo, hi int64) (int64, bool) {
+	if neg {
+		return -int64(mag), mag <= uint64(-lo)
 	}
-	return nil, false
+	return int64(mag), mag <= uint64(hi)
 }
 
-func widen[T ~int8 | ~uint8 | ~int16 | ~uint16 | ~int32 | ~uint32 | ~int64 | ~uint64](s []T) ([]int, bool) {
-	out := make([]int, len(s))
-	for i, x := range s {
-		out[i] = int(x)
-		if T(out[i]) != x || (out[i] < 0) != (x < 0) {
+// ints converts an array of any integer type.
+func ints(rv reflect.Value) ([]int, bool) {
+	if rv.Kind() != reflect.Slice || !integerKind(rv.Type().Elem().Kind()) {
+		return nil, false
+	}
+	out := make([]int, rv.Len())
+	for i := range out {
+		mag, neg, _ := integer(rv.Index(i))
+		x, ok := signed(mag, neg, math.MinInt, math.MaxInt)
+		if !ok {
 			return nil, false
 		}
+		out[i] = int(x)
 	}
 	return out, true
+}
+
+func integerKind(k reflect.Kind) bool {
+	return k >= reflect.Int && k <= reflect.Int64 || k >= reflect.Uint && k <= reflect.Uint64
 }
 
 // String returns a string key's value; ok is false when the key is missing

@@ -44,6 +44,7 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 }
 
 var mvTuneWG, mvTuneRows int
+var mvTuneWide = -1
 
 // mvDefaultGeometry picks threads and rows per workgroup. A CPU device runs
 // a workgroup on one core, so it wants fewer, fuller workgroups; a GPU wants
@@ -90,7 +91,11 @@ func (k *MatVec) Record(c *vk.Commands, w vk.Range, rows, cols int, x, y vk.Rang
 			c.Barrier()
 		}
 		yend = yr.Off + yr.Size
-		kern, err := k.kernel(k.wide(cols, woff, xoff))
+		wide := k.wide(cols, woff, xoff)
+		if mvTuneWide >= 0 {
+			wide = uint32(mvTuneWide)
+		}
+		kern, err := k.kernel(wide)
 		if err != nil {
 			return err
 		}
@@ -121,6 +126,9 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 			return 1
 		}
 	default:
+		if cols%64 == 0 && woff%4 == 0 && xoff%16 == 0 {
+			return 2
+		}
 		if xoff%16 == 0 {
 			return 1
 		}

@@ -13,13 +13,14 @@ import (
 
 var mvTypes = []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0}
 
-// mvCols returns the row lengths to test for t: odd ones for plain float
-// types, multiples of the block size for quantized ones.
+// mvCols returns the row lengths to test for t: odd, even and multiples of
+// 8 for plain float types (each enables a different load width), odd and
+// even numbers of blocks for quantized ones.
 func mvCols(t gguf.Type) []int {
 	if t.BlockSize() == 1 {
-		return []int{37, 301, 32, 96, 4128}
+		return []int{37, 301, 302, 32, 96, 4128}
 	}
-	return []int{32, 96, 4128}
+	return []int{32, 96, 4128, 64, 1088}
 }
 
 // mvWeights returns random rows × cols weights encoded as t, and their
@@ -202,7 +203,7 @@ func TestMatVecSplit(t *testing.T) {
 		if typ.BlockSize() > 1 {
 			long = 992
 		}
-		for _, shape := range [][2]int{{301, 96}, {37, long}} {
+		for _, shape := range [][2]int{{301, 96}, {300, 128}, {37, long}} {
 			for _, lay := range []mvLayout{mvAligned, mvWordOffset} {
 				name := fmt.Sprintf("%v/%dx%d/off=%d", typ, shape[0], shape[1], lay.w)
 				t.Run(name, func(t *testing.T) { mvCase(t, d, typ, shape[0], shape[1], 0, true, lay, 4096) })

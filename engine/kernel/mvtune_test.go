@@ -14,7 +14,7 @@ import (
 
 func TestMVTune(t *testing.T) {
 	d := vktest.Device(t)
-	r, err := BenchCopy(d, 64<<20, 10)
+	r, err := BenchCopy(d, 64<<20, 40)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,14 +24,19 @@ func TestMVTune(t *testing.T) {
 	for _, tn := range strings.Fields(os.Getenv("TYPES")) {
 		for _, g := range geoms {
 			p := strings.Split(g, "x")
+			if len(p) > 2 {
+				mvTuneWide, _ = strconv.Atoi(p[2])
+			} else {
+				mvTuneWide = -1
+			}
 			wg, _ := strconv.Atoi(p[0])
 			rows, _ := strconv.Atoi(p[1])
 			mvTuneWG, mvTuneRows = wg, rows
-			res, err := BenchMatVec(d, types[tn], 4096, 4096, 10)
+			res, err := BenchMatVec(d, types[tn], 4096, 4096, 40)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s wg=%d rows=%d %v  %.0f%%", tn, wg, rows, res, 100*res.GBps/r.GBps)
+			t.Logf("%s wg=%d rows=%d wide=%d %v  %.0f%%", tn, wg, rows, mvTuneWide, res, 100*res.GBps/r.GBps)
 		}
 	}
 }

@@ -64,6 +64,8 @@ func TestBPEMergeOrder(t *testing.T) {
 		// The lower rank merges first, which decides the split.
 		{[]string{"a b", "b c"}, "abc", []string{"ab", "c"}},
 		{[]string{"b c", "a b"}, "abc", []string{"a", "bc"}},
+		// A repeated merge keeps its first (best) rank.
+		{[]string{"b c", "a b", "b c"}, "abc", []string{"a", "bc"}},
 		// A merged symbol merges again when its pair has a rank.
 		{[]string{"b c", "a b", "a bc"}, "abc", []string{"abc"}},
 		{[]string{"a b", "ab c"}, "abcabc", []string{"abc", "abc"}},
@@ -160,6 +162,7 @@ var splitCases = []struct {
 	{"I'M", []string{"I", "'M"}, nil, []string{"I", "'", "M"}},
 	{"don't", []string{"don", "'t"}, nil, []string{"don", "'t"}},
 	{"'sup", []string{"'s", "up"}, nil, []string{"'s", "up"}},
+	{"'Sup", []string{"'S", "up"}, nil, []string{"'", "Sup"}},
 	{"a'b", []string{"a", "'b"}, nil, []string{"a", "'", "b"}},
 	{"12345678", []string{"123", "456", "78"}, []string{"1", "2", "3", "4", "5", "6", "7", "8"}, []string{"12345678"}},
 	{"3.14", []string{"3", ".", "14"}, []string{"3", ".", "1", "4"}, []string{"3", ".", "14"}},

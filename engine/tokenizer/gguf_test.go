@@ -15,7 +15,7 @@ import (
 // modelPath finds shared/models/name beside the module root, walking up from
 // the test's directory (the checkout is ROOT/main with ROOT/shared, or in CI
 // CLONE with CLONE/../shared).
-func modelPath(t *testing.T, name string) string {
+func modelPath(t testing.TB, name string) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
@@ -102,7 +102,7 @@ func (r *ggufReader) value(typ uint32) any {
 }
 
 // readGGUFVocab builds a Vocab from the tokenizer.ggml.* keys of a GGUF file.
-func readGGUFVocab(t *testing.T, path string) Vocab {
+func readGGUFVocab(t testing.TB, path string) Vocab {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -170,7 +170,7 @@ func readGGUFVocab(t *testing.T, path string) Vocab {
 }
 
 // loadModel returns the tokenizer of a test model.
-func loadModel(t *testing.T, name string) Tokenizer {
+func loadModel(t testing.TB, name string) Tokenizer {
 	t.Helper()
 	tok, err := New(readGGUFVocab(t, modelPath(t, name)))
 	if err != nil {

@@ -71,6 +71,24 @@ func TestLlama2Encode(t *testing.T) {
 	}
 }
 
+func TestSPMWithoutSpacePrefix(t *testing.T) {
+	v := readGGUFVocab(t, modelPath(t, "llama-2-tiny-random.gguf"))
+	v.AddSpacePrefix = false
+	tok := mustNew(t, v)
+	for text, want := range map[string][]int32{
+		"Hello world": {1, 10994, 3186}, // "Hello" without "▁"
+		" Hello":      {1, 15043},
+	} {
+		ids := tok.Encode(text, true)
+		if !slices.Equal(ids, want) {
+			t.Errorf("Encode(%q) = %v, want %v", text, ids, want)
+		}
+		if got := tok.Decode(ids); got != text {
+			t.Errorf("Decode(%v) = %q, want %q: no space was added, so none is removed", ids, got, text)
+		}
+	}
+}
+
 func TestLlama2TokenText(t *testing.T) {
 	tok := loadModel(t, "llama-2-tiny-random.gguf")
 	for id, want := range map[int32]string{0: "<unk>", 1: "<s>", 2: "</s>", 13: "<0x0A>", 15043: "▁Hello", 29871: "▁", -1: "", 32000: ""} {

@@ -50,7 +50,8 @@ type tokenizer struct {
 	bpe *bpeState
 }
 
-// New checks v and builds its tokenizer.
+// New checks v (see Vocab.Validate) and builds its tokenizer. The
+// tokenizer keeps v's slices, which must not change afterwards.
 func New(v Vocab) (Tokenizer, error) {
 	if err := v.Validate(); err != nil {
 		return nil, err
@@ -89,7 +90,7 @@ func New(v Vocab) (Tokenizer, error) {
 		t.eog[id] = true
 	}
 	for i, s := range v.Tokens {
-		if eotNames[s] && t.types[i] != TypeNormal {
+		if eotNames[s] && (t.types[i] == TypeControl || t.types[i] == TypeUserDefined) {
 			t.eog[int32(i)] = true
 		}
 	}
@@ -110,9 +111,9 @@ func New(v Vocab) (Tokenizer, error) {
 	return t, nil
 }
 
-func (t *tokenizer) BOS() int32         { return t.v.BOS }
-func (t *tokenizer) EOS() int32         { return t.v.EOS }
-func (t *tokenizer) VocabSize() int     { return len(t.v.Tokens) }
+func (t *tokenizer) BOS() int32          { return t.v.BOS }
+func (t *tokenizer) EOS() int32          { return t.v.EOS }
+func (t *tokenizer) VocabSize() int      { return len(t.v.Tokens) }
 func (t *tokenizer) IsEOG(id int32) bool { return t.eog[id] }
 
 func (t *tokenizer) TokenText(id int32) string {

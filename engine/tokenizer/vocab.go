@@ -41,8 +41,9 @@ type Vocab struct {
 	// space, as the model was trained ("Hello" is encoded as "▁Hello").
 	// It has no effect on BPE.
 	AddSpacePrefix bool
-	// EOT lists extra end-of-generation ids besides EOS. New adds the ids of
-	// well-known end-of-turn tokens found by name (see eotNames).
+	// EOT lists extra end-of-generation ids besides EOS. New adds the
+	// control and user-defined tokens named like well-known end-of-turn
+	// markers (<|eot_id|>, <|im_end|>, …; see eotNames).
 	EOT []int32
 }
 

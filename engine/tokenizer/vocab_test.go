@@ -28,7 +28,13 @@ func TestValidate(t *testing.T) {
 		errHas string
 	}{
 		{"model", func(v *Vocab) { v.Model = "wordpiece" }, "model"},
-		{"no tokens", func(v *Vocab) { v.Tokens = nil; v.Scores = nil; v.Types = nil; v.BOS, v.EOS, v.UNK = -1, -1, -1; v.AddBOS = false }, "no tokens"},
+		{"no tokens", func(v *Vocab) {
+			v.Tokens = nil
+			v.Scores = nil
+			v.Types = nil
+			v.BOS, v.EOS, v.UNK = -1, -1, -1
+			v.AddBOS = false
+		}, "no tokens"},
 		{"scores", func(v *Vocab) { v.Scores = v.Scores[:2] }, "scores"},
 		{"types", func(v *Vocab) { v.Types = append(v.Types, 1) }, "types"},
 		{"type value", func(v *Vocab) { v.Types[3] = 9 }, "type 9"},

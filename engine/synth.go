@@ -1,0 +1,207 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+
+	"headinfer/engine/gguf"
+)
+
+// SynthSpec is the geometry of a synthetic model: random weights, a real
+// file layout and a working SentencePiece tokenizer, so that tests and
+// benchmarks can run any geometry without downloading a model.
+type SynthSpec struct {
+	Arch     string // "llama" or "qwen2"
+	Dim      int
+	Layers   int
+	Heads    int
+	KVHeads  int
+	FFN      int
+	Vocab    int
+	Ctx      int
+	RopeBase float64
+	Type     gguf.Type // type of the weight matrices; norms and biases are F32
+	Seed     uint64
+}
+
+// SynthPresets are the geometries of well-known models.
+var SynthPresets = map[string]SynthSpec{
+	"llama2-7b":  {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 32, FFN: 11008, Vocab: 32000, Ctx: 4096, RopeBase: 10000},
+	"llama3-8b":  {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, FFN: 14336, Vocab: 128256, Ctx: 8192, RopeBase: 500000},
+	"mistral-7b": {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, FFN: 14336, Vocab: 32000, Ctx: 32768, RopeBase: 1e6},
+	"qwen2-7b":   {Arch: "qwen2", Dim: 3584, Layers: 28, Heads: 28, KVHeads: 4, FFN: 18944, Vocab: 152064, Ctx: 32768, RopeBase: 1e6},
+}
+
+// Validate checks that the geometry makes a loadable model.
+func (s SynthSpec) Validate() error {
+	if _, ok := architectures[s.Arch]; !ok {
+		return fmt.Errorf("synth: architecture %q is not supported (supported: %s)", s.Arch, strings.Join(Architectures(), ", "))
+	}
+	if s.Dim <= 0 || s.Layers <= 0 || s.Heads <= 0 || s.KVHeads <= 0 || s.FFN <= 0 || s.Ctx <= 0 {
+		return fmt.Errorf("synth: every dimension must be positive")
+	}
+	if s.Dim%s.Heads != 0 || s.Heads%s.KVHeads != 0 || (s.Dim/s.Heads)%2 != 0 {
+		return fmt.Errorf("synth: dim %d, %d heads and %d kv heads do not divide evenly into even head sizes", s.Dim, s.Heads, s.KVHeads)
+	}
+	if s.Vocab < 259+3 {
+		return fmt.Errorf("synth: vocab %d is too small (at least 262: 3 control tokens, 256 bytes, and some words)", s.Vocab)
+	}
+	if !s.Type.Supported() {
+		return fmt.Errorf("synth: weight type %v is not supported", s.Type)
+	}
+	bs := s.Type.BlockSize()
+	for _, k := range []int{s.Dim, s.FFN} {
+		if k%bs != 0 {
+			return fmt.Errorf("synth: dimension %d is not a multiple of the %v block size %d", k, s.Type, bs)
+		}
+	}
+	return nil
+}
+
+// Synth writes a synthetic model to w.
+func Synth(w io.Writer, s SynthSpec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	a := s.Arch
+	hd := s.Dim / s.Heads
+	kv := []gguf.KV{
+		{Key: "general.architecture", Value: a},
+		{Key: "general.name", Value: fmt.Sprintf("synthetic %s %dx%d", a, s.Layers, s.Dim)},
+		{Key: a + ".embedding_length", Value: uint32(s.Dim)},
+		{Key: a + ".block_count", Value: uint32(s.Layers)},
+		{Key: a + ".attention.head_count", Value: uint32(s.Heads)},
+		{Key: a + ".attention.head_count_kv", Value: uint32(s.KVHeads)},
+		{Key: a + ".feed_forward_length", Value: uint32(s.FFN)},
+		{Key: a + ".context_length", Value: uint32(s.Ctx)},
+		{Key: a + ".rope.dimension_count", Value: uint32(hd)},
+		{Key: a + ".rope.freq_base", Value: float32(s.RopeBase)},
+		{Key: a + ".attention.layer_norm_rms_epsilon", Value: float32(1e-5)},
+	}
+	kv = append(kv, synthVocab(s.Vocab)...)
+
+	type tensor struct {
+		name       string
+		cols, rows int
+		typ        gguf.Type
+		fill       func(r *rand.Rand, n int) []float32
+	}
+	matrix := func(r *rand.Rand, n int, cols int) []float32 {
+		// Uniform with variance 1/cols keeps activations of order 1.
+		a := float32(math.Sqrt(3 / float64(cols)))
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = (2*r.Float32() - 1) * a
+		}
+		return v
+	}
+	norm := func(r *rand.Rand, n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = 0.8 + 0.4*r.Float32()
+		}
+		return v
+	}
+	mat := func(name string, cols, rows int) tensor {
+		return tensor{name, cols, rows, s.Type, func(r *rand.Rand, n int) []float32 { return matrix(r, n, cols) }}
+	}
+	vec := func(name string, n int) tensor { return tensor{name, n, 1, gguf.F32, norm} }
+	qdim, kvdim := s.Heads*hd, s.KVHeads*hd
+	ts := []tensor{
+		{"token_embd.weight", s.Dim, s.Vocab, s.Type, func(r *rand.Rand, n int) []float32 { return matrix(r, n, 1) }},
+		vec("output_norm.weight", s.Dim),
+		mat("output.weight", s.Dim, s.Vocab),
+	}
+	for l := 0; l < s.Layers; l++ {
+		p := fmt.Sprintf("blk.%d.", l)
+		ts = append(ts,
+			vec(p+"attn_norm.weight", s.Dim),
+			mat(p+"attn_q.weight", s.Dim, qdim), mat(p+"attn_k.weight", s.Dim, kvdim), mat(p+"attn_v.weight", s.Dim, kvdim),
+			mat(p+"attn_output.weight", qdim, s.Dim),
+			vec(p+"ffn_norm.weight", s.Dim),
+			mat(p+"ffn_gate.weight", s.Dim, s.FFN), mat(p+"ffn_up.weight", s.Dim, s.FFN), mat(p+"ffn_down.weight", s.FFN, s.Dim))
+		if s.Arch == "qwen2" {
+			ts = append(ts, vec(p+"attn_q.bias", qdim), vec(p+"attn_k.bias", kvdim), vec(p+"attn_v.bias", kvdim))
+		}
+	}
+	infos := make([]gguf.TensorInfo, len(ts))
+	for i, t := range ts {
+		dims := []uint64{uint64(t.cols)}
+		if t.rows > 1 {
+			dims = append(dims, uint64(t.rows))
+		}
+		infos[i] = gguf.TensorInfo{Name: t.name, Dims: dims, Type: t.typ}
+	}
+	gw, err := gguf.NewWriter(w, kv, infos)
+	if err != nil {
+		return err
+	}
+	for i, t := range ts {
+		// A generator per tensor: a tensor's values do not depend on the
+		// others, so changing one dimension leaves the rest alike.
+		r := rand.New(rand.NewPCG(s.Seed, uint64(i)))
+		data, err := gguf.Quantize(t.typ, t.fill(r, t.cols*t.rows))
+		if err != nil {
+			return fmt.Errorf("synth: %s: %w", t.name, err)
+		}
+		if err := gw.WriteTensor(data); err != nil {
+			return err
+		}
+	}
+	return gw.Close()
+}
+
+// synthVocab makes a SentencePiece vocabulary of n tokens: <unk>, <s>,
+// </s>, the 256 byte tokens, then English-like pieces, so that any text
+// encodes (through byte fallback where needed).
+func synthVocab(n int) []gguf.KV {
+	tokens := []string{"<unk>", "<s>", "</s>"}
+	types := []int32{2, 3, 3}
+	for b := 0; b < 256; b++ {
+		tokens = append(tokens, fmt.Sprintf("<0x%02X>", b))
+		types = append(types, 6)
+	}
+	seen := map[string]bool{}
+	var pieces []string
+	add := func(p string) {
+		if !seen[p] && len(pieces) < n-len(tokens) {
+			seen[p] = true
+			pieces = append(pieces, p)
+		}
+	}
+	letters := "etaoinshrdlcumwfgypbvkjxqz"
+	for _, c := range letters + strings.ToUpper(letters) + "0123456789.,!?'\"-:;()" {
+		add(string(c))
+		add("▁" + string(c))
+	}
+	for _, a := range letters {
+		for _, b := range letters {
+			add(string(a) + string(b))
+			add("▁" + string(a) + string(b))
+		}
+	}
+	for i := 0; len(pieces) < n-len(tokens); i++ {
+		add(fmt.Sprintf("▁w%d", i))
+	}
+	// Longer pieces score higher so that merges prefer them.
+	sort.SliceStable(pieces, func(i, j int) bool { return len(pieces[i]) < len(pieces[j]) })
+	scores := make([]float32, len(tokens), n)
+	for i, p := range pieces {
+		tokens = append(tokens, p)
+		types = append(types, 1)
+		scores = append(scores, -float32(len(pieces)-i))
+	}
+	return []gguf.KV{
+		{Key: "tokenizer.ggml.model", Value: "llama"},
+		{Key: "tokenizer.ggml.tokens", Value: tokens},
+		{Key: "tokenizer.ggml.scores", Value: scores},
+		{Key: "tokenizer.ggml.token_type", Value: types},
+		{Key: "tokenizer.ggml.bos_token_id", Value: uint32(1)},
+		{Key: "tokenizer.ggml.eos_token_id", Value: uint32(2)},
+		{Key: "tokenizer.ggml.unknown_token_id", Value: uint32(0)},
+	}
+}

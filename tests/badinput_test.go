@@ -1,0 +1,89 @@
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"headinfer/engine/gguf"
+)
+
+// writeWithArch copies a model, renaming its architecture.
+func writeWithArch(t *testing.T, src, dst, arch string) {
+	t.Helper()
+	f, err := gguf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	kv := append([]gguf.KV(nil), f.KV...)
+	for i := range kv {
+		if kv[i].Key == "general.architecture" {
+			kv[i].Value = arch
+		}
+	}
+	var tensors []gguf.TensorData
+	for i := range f.Tensors {
+		ti := &f.Tensors[i]
+		tensors = append(tensors, gguf.TensorData{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: f.Data(ti)})
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if err := gguf.Write(out, kv, tensors); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBadInput checks that each kind of bad input gives a clear error,
+// exit status 1, and no panic.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(modelsDir(t), "stories260K.gguf")
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truncated := filepath.Join(dir, "truncated.gguf")
+	os.WriteFile(truncated, data[:len(data)/2], 0o644)
+	notGGUF := filepath.Join(dir, "notgguf.gguf")
+	os.WriteFile(notGGUF, []byte("this is not a model file at all"), 0o644)
+	unknownArch := filepath.Join(dir, "arch.gguf")
+	writeWithArch(t, good, unknownArch, "gptjx")
+
+	long := strings.Repeat("once upon a time there was a dog. ", 40)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing model", []string{"generate", "-m", filepath.Join(dir, "none.gguf"), "-p", "hi"}, "no such file"},
+		{"truncated model", []string{"generate", "-m", truncated, "-p", "hi"}, "malformed GGUF"},
+		{"not a model", []string{"generate", "-m", notGGUF, "-p", "hi"}, "malformed GGUF"},
+		{"unknown architecture", []string{"generate", "-m", unknownArch, "-p", "hi"}, `architecture "gptjx" is not supported`},
+		{"prompt longer than context", []string{"generate", "-m", good, "-c", "64", "-p", long}, "context"},
+		{"no prompt", []string{"generate", "-m", good}, "no prompt"},
+		{"bad kv type", []string{"generate", "-m", good, "-p", "hi", "--kv-type", "q3"}, "KV cache type"},
+		{"negative temperature", []string{"generate", "-m", good, "-p", "hi", "--temp", "-1"}, "temperature"},
+		{"zero tokens", []string{"generate", "-m", good, "-p", "hi", "-n", "0"}, "-n must be positive"},
+		{"no such device", []string{"generate", "-m", good, "-p", "hi", "--device", "no-such-gpu"}, "no-such-gpu"},
+		{"info on a truncated model", []string{"info", truncated}, "malformed GGUF"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, stderr, err := run(t, c.args...)
+			if err == nil {
+				t.Fatalf("succeeded; want an error mentioning %q", c.want)
+			}
+			if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
+				t.Fatalf("panicked:\n%s", stderr)
+			}
+			if !strings.Contains(stderr, c.want) {
+				t.Fatalf("error %q does not mention %q", stderr, c.want)
+			}
+		})
+	}
+}
