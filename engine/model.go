@@ -12,11 +12,11 @@ import (
 
 // Options configure how a model is loaded and run.
 type Options struct {
-	Device     string    // device selector: index or name substring ("" = default rule)
-	CtxSize    int       // KV cache positions (0 = the model's training context, at most 4096)
-	Chunk      int       // prefill tokens per forward pass (0 = 512)
-	KVType     string    // KV cache element type: "f16" (default) or "f32"
-	Validation bool      // run under the Khronos validation layer
+	Device     string // device selector: index or name substring ("" = default rule)
+	CtxSize    int    // KV cache positions (0 = the model's training context, at most 4096)
+	Chunk      int    // prefill tokens per forward pass (0 = 512)
+	KVType     string // KV cache element type: "f16" (default) or "f32"
+	Validation bool   // run under the Khronos validation layer
 	Log        func(string)
 
 	// dev, when set, is used instead of opening a device (tests share one).
