@@ -247,3 +247,10 @@ func (m *Model) Close() error {
 }
 
 func scaleOf(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim))) }
+
+// ChatTemplate is the model's Jinja chat template (tokenizer.chat_template),
+// or "" when it has none.
+func (m *Model) ChatTemplate() string {
+	s, _ := m.file.String("tokenizer.chat_template")
+	return s
+}
