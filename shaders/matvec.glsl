@@ -25,8 +25,8 @@ layout(constant_id = 1) const uint ROWS = 4;  // rows per workgroup (<= WG)
 //   F16, BF16: 0 scalar, 1 pairs (K % 2 == 0, 4-byte aligned w),
 //              2 eight at a time (K % 8 == 0, 16-byte aligned w and x)
 //   Q8_0, Q4_0: 0 scalar x, 1 vec4 x (16-byte aligned x),
-//              2 pairs of blocks as 32-bit words (an even number of
-//              blocks per row, 4-byte aligned w, 16-byte aligned x)
+//              2 groups of 8 blocks as uvec4s (a multiple of 8 blocks per
+//              row, 16-byte aligned w and x)
 layout(constant_id = 2) const uint WIDE = 0;
 layout(local_size_x_id = 0) in;
 
@@ -108,39 +108,35 @@ float unit_dot(uint row, uint u, XU xu) {
 
 #elif defined(DQ_Q8_0) || defined(DQ_Q4_0)
 
-// Two quantized layouts. WIDE < 2: a unit is a piece of one block read as
-// 16-bit words, so neighbouring threads read neighbouring pieces. WIDE 2:
-// a unit is a pair of blocks, which starts 4-byte aligned (34 and 18 bytes
-// are even), read as whole 32-bit words: half the loads, which is what
-// bounds a CPU device.
+// Two quantized layouts.
+// WIDE < 2 (for GPUs): a unit is a piece of one block read as 16-bit words,
+// so the threads of a subgroup read one contiguous stretch together.
+// WIDE 2 (for CPU devices, where each load instruction costs a loop over
+// the subgroup's lanes whatever its width): a unit is a group of 8 blocks,
+// 272 or 144 bytes, 16-byte aligned when a row holds a multiple of 8
+// blocks, read as whole uvec4s: an eighth of the loads.
 #if defined(DQ_Q8_0)
-const uint UNIT = WIDE == 2 ? 64 : 8;   // a quarter block: 8 int8 in four words
+const uint UNIT = WIDE == 2 ? 256 : 8;   // WIDE < 2: a quarter block, 8 int8 in four words
+const uint GROUP_U128 = 17;              // uvec4s in 8 blocks
 #else
-const uint UNIT = WIDE == 2 ? 64 : 16;  // half a block: 8 bytes holding 16 nibbles
+const uint UNIT = WIDE == 2 ? 256 : 16;  // WIDE < 2: half a block, 8 bytes holding 16 nibbles
+const uint GROUP_U128 = 9;
 #endif
 
-struct XU { vec4 v[16]; };
-
-// xk returns the position in x of the first element of unit u.
-uint xk(uint u) {
-#if defined(DQ_Q4_0)
-    if (WIDE < 2) {
-        return (u / 2) * 32 + 8 * (u % 2);
-    }
-#endif
-    return u * UNIT;
-}
+// The x values of a unit, as vec4s. For Q4_0's half block, vec4s 0, 1
+// are elements 8h.. and 4, 5 elements 16+8h.. of the block.
+const uint XV = WIDE == 2 ? 64 : 6;
+struct XU { vec4 v[64]; };  // the first XV used
 
 XU load_x(uint u) {
     XU r;
-    uint k = p.x_off + xk(u);
+    uint k = p.x_off + u * UNIT;
 #if defined(DQ_Q4_0)
-    // Half a block pairs elements 8h.. with 16+8h..: vec4s 0, 1, 4, 5 from k.
-    const uint n4 = WIDE == 2 ? 16 : 6;
-#else
-    const uint n4 = WIDE == 2 ? 16 : 2;
+    if (WIDE < 2) {
+        k = p.x_off + (u / 2) * 32 + 8 * (u % 2);
+    }
 #endif
-    [[unroll]] for (uint i = 0; i < n4; i++) {
+    [[unroll]] for (uint i = 0; i < XV; i++) {
         if (WIDE >= 1) {
             r.v[i] = x4[k / 4 + i];
         } else {
@@ -150,24 +146,34 @@ XU load_x(uint u) {
     return r;
 }
 
+// The 32-bit word of a group that holds bytes P..P+3; P is even, and
+// when it is not a multiple of 4 the word straddles two loaded words.
+#define GROUP_WORD(w, P) ((P) % 4 == 0 ? w[(P) / 4] : (w[(P) / 4] >> 16) | (w[(P) / 4 + 1] << 16))
+#define GROUP_HALF(w, P) ((P) % 4 == 0 ? w[(P) / 4] & 0xffffu : w[(P) / 4] >> 16)
+
 #if defined(DQ_Q8_0)
 
 float unit_dot(uint row, uint u, XU xu) {
     if (WIDE == 2) {
-        // Words 0..8 hold d0 | q0[0..1], q0[2..29], q0[30..31] | d1; words
-        // 9..16 hold q1. Block 0's words straddle x's vec4s by two.
-        uint wb = row / 2 + u * 17;
-        uint w0 = w32[wb];
-        uint w8 = w32[wb + 8];
-        float s0 = dot(dq_i8x2(w0 >> 16), xu.v[0].xy) + dot(dq_i8x2(w8), xu.v[7].zw);
-        [[unroll]] for (uint i = 1; i < 8; i++) {
-            s0 += dot(dq_i8x4(w32[wb + i]), vec4(xu.v[i - 1].zw, xu.v[i].xy));
+        uint w[4 * GROUP_U128 + 1];
+        uint g = row / 8 + u * GROUP_U128;
+        [[unroll]] for (uint i = 0; i < GROUP_U128; i++) {
+            uvec4 q = w128[g + i];
+            w[4 * i] = q.x;
+            w[4 * i + 1] = q.y;
+            w[4 * i + 2] = q.z;
+            w[4 * i + 3] = q.w;
         }
-        float s1 = 0.0;
-        [[unroll]] for (uint i = 0; i < 8; i++) {
-            s1 += dot(dq_i8x4(w32[wb + 9 + i]), xu.v[8 + i]);
+        w[4 * GROUP_U128] = 0;  // never used: keeps GROUP_WORD's second word in range
+        float s = 0.0;
+        [[unroll]] for (uint b = 0; b < 8; b++) {
+            float sb = 0.0;
+            [[unroll]] for (uint j = 0; j < 8; j++) {
+                sb += dot(dq_i8x4(GROUP_WORD(w, 34 * b + 2 + 4 * j)), xu.v[8 * b + j]);
+            }
+            s += dq_half(GROUP_HALF(w, 34 * b)) * sb;
         }
-        return dq_half(w0 & 0xffffu) * s0 + dq_half(w8 >> 16) * s1;
+        return s;
     }
     uint blk = row + (u / 4) * 17;
     uint w = blk + 1 + 4 * (u % 4);
@@ -180,25 +186,26 @@ float unit_dot(uint row, uint u, XU xu) {
 
 float unit_dot(uint row, uint u, XU xu) {
     if (WIDE == 2) {
-        // Words 0..4 hold d0 | q0[0..1], q0[2..13], q0[14..15] | d1; words
-        // 5..8 hold q1. Byte j's low nibble is element j, its high nibble
-        // element j+16.
-        uint wb = row / 2 + u * 9;
-        uint w0 = w32[wb];
-        uint w4 = w32[wb + 4];
-        float s0 = dot(dq_u4lo(w0 >> 16).xy, xu.v[0].xy) + dot(dq_u4hi(w0 >> 16).xy, xu.v[4].xy) +
-                   dot(dq_u4lo(w4).xy, xu.v[3].zw) + dot(dq_u4hi(w4).xy, xu.v[7].zw);
-        [[unroll]] for (uint i = 1; i < 4; i++) {
-            uint w = w32[wb + i];
-            s0 += dot(dq_u4lo(w), vec4(xu.v[i - 1].zw, xu.v[i].xy)) +
-                  dot(dq_u4hi(w), vec4(xu.v[i + 3].zw, xu.v[i + 4].xy));
+        uint w[4 * GROUP_U128 + 1];
+        uint g = row / 8 + u * GROUP_U128;
+        [[unroll]] for (uint i = 0; i < GROUP_U128; i++) {
+            uvec4 q = w128[g + i];
+            w[4 * i] = q.x;
+            w[4 * i + 1] = q.y;
+            w[4 * i + 2] = q.z;
+            w[4 * i + 3] = q.w;
         }
-        float s1 = 0.0;
-        [[unroll]] for (uint i = 0; i < 4; i++) {
-            uint w = w32[wb + 5 + i];
-            s1 += dot(dq_u4lo(w), xu.v[8 + i]) + dot(dq_u4hi(w), xu.v[12 + i]);
+        w[4 * GROUP_U128] = 0;
+        float s = 0.0;
+        [[unroll]] for (uint b = 0; b < 8; b++) {
+            float sb = 0.0;
+            [[unroll]] for (uint j = 0; j < 4; j++) {
+                uint v = GROUP_WORD(w, 18 * b + 2 + 4 * j);
+                sb += dot(dq_u4lo(v), xu.v[8 * b + j]) + dot(dq_u4hi(v), xu.v[8 * b + 4 + j]);
+            }
+            s += dq_half(GROUP_HALF(w, 18 * b)) * sb;
         }
-        return dq_half(w0 & 0xffffu) * s0 + dq_half(w4 >> 16) * s1;
+        return s;
     }
     uint blk = row + (u / 2) * 9;
     uint w = blk + 1 + 4 * (u % 2);

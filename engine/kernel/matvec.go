@@ -20,6 +20,9 @@ type MatVec struct {
 	rows  int // rows per workgroup
 	kerns map[uint32]*vk.Kernel
 	limit uint64 // when nonzero, a binding size below the device's, so tests can force splitting
+	// cpu selects the quantized layout for CPU devices: few wide loads per
+	// thread rather than loads that neighbouring threads share.
+	cpu bool
 }
 
 // NewMatVec prepares the matrix-vector kernel for weights of type t.
@@ -37,6 +40,7 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 	}
 	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[uint32]*vk.Kernel{}}
 	k.wg, k.rows = mvDefaultGeometry(d.Info())
+	k.cpu = d.Info().Type == vk.CPU
 	if mvTuneWG > 0 {
 		k.wg, k.rows = mvTuneWG, mvTuneRows
 	}
@@ -126,7 +130,7 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 			return 1
 		}
 	default:
-		if cols%64 == 0 && woff%4 == 0 && xoff%16 == 0 {
+		if k.cpu && cols%256 == 0 && woff%16 == 0 && xoff%16 == 0 {
 			return 2
 		}
 		if xoff%16 == 0 {
