@@ -18,9 +18,12 @@ func Run(args []string) error {
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
 			generateCommand(),
+			serveCommand(),
 			infoCommand(),
 			synthCommand(),
 			devicesCommand(),
+			planCommand(),
+			benchCommand(),
 		},
 	}
 	return app.Run(args)

@@ -22,27 +22,37 @@ import (
 
 // modelFlags are the flags of every command that loads a model.
 func modelFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file", Required: true},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens (0 = the model's training context, at most 4096)"},
 		&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
 		&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
 		deviceFlag(),
-	}
+	}, offloadFlags()...)
 }
 
-// loadModel loads the model named by the model flags.
-func loadModel(c *cli.Context) (*engine.Model, error) {
+// modelOptions reads the model flags.
+func modelOptions(c *cli.Context) (engine.Options, error) {
 	if c.Int("ctx-size") < 0 || c.Int("chunk") <= 0 {
-		return nil, fmt.Errorf("--ctx-size must be ≥ 0 and --chunk > 0")
+		return engine.Options{}, fmt.Errorf("--ctx-size must be ≥ 0 and --chunk > 0")
 	}
-	return engine.Load(c.String("model"), engine.Options{
+	opt := engine.Options{
 		Device:  c.String("device"),
 		CtxSize: c.Int("ctx-size"),
 		Chunk:   c.Int("chunk"),
 		KVType:  strings.ToLower(c.String("kv-type")),
 		Log:     func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
-	})
+	}
+	return opt, offloadOptions(c, &opt)
+}
+
+// loadModel loads the model named by the model flags.
+func loadModel(c *cli.Context) (*engine.Model, error) {
+	opt, err := modelOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	return engine.Load(c.String("model"), opt)
 }
 
 func samplingFlags() []cli.Flag {
@@ -80,6 +90,7 @@ func generateCommand() *cli.Command {
 		&cli.IntFlag{Name: "n", Value: 128, Usage: "tokens to generate at most"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object (ids, text, timings, memory) instead of streaming text"},
 		&cli.StringFlag{Name: "logits-out", Usage: "write the logits before every generated token to this file (float32 little-endian, tokens × vocab)"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the memory plan and KV traffic to stderr"},
 	)
 	return &cli.Command{
 		Name:      "generate",
@@ -105,6 +116,12 @@ type timings struct {
 	PrefillMS     float64 `json:"prefill_ms"`
 	DecodeTokens  int     `json:"decode_tokens"`
 	DecodeMS      float64 `json:"decode_ms"`
+	// Streamed KV: bytes copied host → device and written device → host,
+	// and an upper bound on the time the compute queue waited for copies
+	// (engine.Stats.CopyWait).
+	H2DBytes   uint64  `json:"h2d_bytes"`
+	D2HBytes   uint64  `json:"d2h_bytes"`
+	CopyWaitMS float64 `json:"copy_wait_ms"`
 }
 
 func generate(c *cli.Context) error {
@@ -131,6 +148,9 @@ func generate(c *cli.Context) error {
 		return err
 	}
 	defer m.Close()
+	if c.Bool("verbose") {
+		fmt.Fprint(c.App.ErrWriter, m.Plan())
+	}
 	se, err := m.NewSession()
 	if err != nil {
 		return err
@@ -201,6 +221,7 @@ func generate(c *cli.Context) error {
 			Timings: timings{
 				PrefillTokens: st.PrefillTokens, PrefillMS: ms(st.Prefill.Seconds()),
 				DecodeTokens: st.DecodeTokens, DecodeMS: ms(st.Decode.Seconds()),
+				H2DBytes: st.H2DBytes, D2HBytes: st.D2HBytes, CopyWaitMS: ms(st.CopyWait.Seconds()),
 			},
 			Memory: se.Memory(),
 		})
@@ -212,6 +233,11 @@ func generate(c *cli.Context) error {
 		st.PrefillTokens, ms(st.Prefill.Seconds()), rate(st.PrefillTokens, st.Prefill.Seconds()),
 		st.DecodeTokens, ms(st.Decode.Seconds()), rate(st.DecodeTokens, st.Decode.Seconds()),
 		bytesIEC(mem.DeviceBytes), bytesIEC(mem.DeviceBytesPeak))
+	if c.Bool("verbose") {
+		fmt.Fprintf(c.App.ErrWriter, "KV: %d slots resident, %d streamed; device KV %s, host KV %s; copied %s to the device, %s to the host; copy wait ≤ %.1f ms\n",
+			mem.ResidentSlots, mem.StreamedSlots, bytesIEC(mem.DeviceKVBytesPeak), bytesIEC(mem.HostKVBytes),
+			bytesIEC(st.H2DBytes), bytesIEC(st.D2HBytes), ms(st.CopyWait.Seconds()))
+	}
 	return nil
 }
 

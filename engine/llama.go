@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 
+	"headinfer/engine/kv"
 	"headinfer/vk"
 )
 
@@ -53,9 +54,9 @@ func loadLlama(l *loader, c Config) (*llamaWeights, error) {
 }
 
 // record appends one forward pass over the n tokens in s.ids (at the
-// positions in s.pos) to c: embeddings, every block, and the logits of the
+// positions in s.pos) to p: embeddings, every block, and the logits of the
 // last token. blocks is the number of KV blocks the attention visits.
-func (s *state) record(c *vk.Commands, n, blocks int) error {
+func (s *state) record(p *kv.Program, n, blocks int) error {
 	m, w, cfg, o := s.m, s.m.w, s.m.Config, s.m.ops
 	rows := func(b *vk.Buffer, width int) vk.Range { return b.Range(0, uint64(4*n*width)) }
 	x, xb := rows(s.x, cfg.Dim), rows(s.xb, cfg.Dim)
@@ -64,7 +65,10 @@ func (s *state) record(c *vk.Commands, n, blocks int) error {
 	gate, up := rows(s.gate, cfg.FFN), rows(s.up, cfg.FFN)
 	ids, pos := s.ids.Range(0, uint64(4*n)), s.pos.Range(0, uint64(4*n))
 
-	var err error
+	c, err := p.Compute()
+	if err != nil {
+		return err
+	}
 	try := func(e error) {
 		if err == nil {
 			err = e
@@ -86,7 +90,13 @@ func (s *state) record(c *vk.Commands, n, blocks int) error {
 		c.Barrier()
 		try(s.kv.store(c, l, k, v, pos, n))
 		c.Barrier()
-		try(s.attend(c, l, q, att, pos, n, blocks))
+		try(s.attend(p, l, q, k, v, att, pos, n, blocks))
+		if err != nil {
+			return err
+		}
+		if c, err = p.Compute(); err != nil {
+			return err
+		}
 		c.Barrier()
 		try(m.matmul(c, b.Out, att, x, n, true))
 		c.Barrier()

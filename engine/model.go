@@ -19,8 +19,21 @@ type Options struct {
 	Validation bool   // run under the Khronos validation layer
 	Log        func(string)
 
+	// GPUMem is the device-local memory budget in bytes for weights,
+	// activations and KV (0 = what the device reports, less a margin).
+	GPUMem uint64
+	// Offload is OffloadAuto (""), OffloadNone or OffloadHead.
+	Offload string
+	// StreamBlock is the positions per streamed KV block, a multiple of
+	// 256 (0 = DefaultStreamBlock).
+	StreamBlock int
+
 	// dev, when set, is used instead of opening a device (tests share one).
 	dev *vk.Device
+	// pipeline streams KV through separate submissions ordered by
+	// semaphores even where the transfer queue is the compute queue
+	// (tests, so that the two-queue path runs on any device).
+	pipeline bool
 }
 
 // Model is a loaded model: its configuration, tokenizer and weights on a
@@ -39,6 +52,7 @@ type Model struct {
 	loaded  *loader
 	opt     Options
 	kvType  gguf.Type
+	plan    Plan
 }
 
 // ops holds the kernels one model needs, specialised for its geometry.
@@ -78,13 +92,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if opt.CtxSize <= 0 {
-		opt.CtxSize = min(c.TrainCtx, 4096)
-	}
-	if opt.Chunk <= 0 {
-		opt.Chunk = 512
-	}
-	opt.Chunk = min(opt.Chunk, opt.CtxSize)
+	opt = opt.resolve(c)
 
 	m = &Model{Config: c, Tokenizer: tok, file: f, opt: opt, kvType: kvType, dev: opt.dev}
 	if m.dev == nil {
@@ -94,11 +102,17 @@ func Load(path string, opt Options) (m *Model, err error) {
 		}
 		m.ownDev = true
 	}
+	loaded := m // m is nil by the time an error return runs the defer
 	defer func() {
 		if err != nil {
-			m.Close()
+			loaded.Close()
 		}
 	}()
+	// Planned before the upload, so that a model that cannot fit fails
+	// at once, saying how much it needs.
+	if m.plan, err = newPlan(f, c, opt, kvType, m.dev.Info()); err != nil {
+		return nil, err
+	}
 	if m.freqs, err = ropeFreqs(f, c); err != nil {
 		return nil, err
 	}
@@ -112,6 +126,21 @@ func Load(path string, opt Options) (m *Model, err error) {
 	}
 	return m, nil
 }
+
+// resolve fills in the defaults that depend on the model.
+func (opt Options) resolve(c Config) Options {
+	if opt.CtxSize <= 0 {
+		opt.CtxSize = min(c.TrainCtx, 4096)
+	}
+	if opt.Chunk <= 0 {
+		opt.Chunk = 512
+	}
+	opt.Chunk = min(opt.Chunk, opt.CtxSize)
+	return opt
+}
+
+// Plan is where the model's sessions put their device memory.
+func (m *Model) Plan() Plan { return m.plan }
 
 // ropeFreqs computes the rope's inverse frequencies on the host, folding in
 // linear scaling and the per-dimension factors of a rope_freqs tensor.

@@ -28,7 +28,18 @@ type Stats struct {
 	Prefill       time.Duration
 	DecodeTokens  int
 	Decode        time.Duration
-	Steps         int // forward passes run (one submit and one host wait each)
+	Steps         int // forward passes run (one host wait each)
+
+	// Streamed KV traffic: bytes copied from the host store to the
+	// device and written from the device to the host store.
+	H2DBytes, D2HBytes uint64
+	// CopyWait is, summed over the steps that stream KV, the time the
+	// compute queue was not computing: waiting for streamed blocks to
+	// arrive (on a device without a transfer queue, running the copies
+	// itself) and the gaps between submissions. It is the step's wall
+	// time less the compute segments' device time (timestamps), so it is
+	// an upper bound on the time attention waited for copies.
+	CopyWait time.Duration
 }
 
 // Memory reports device memory: by kind, peak, and the parts the engine
@@ -38,7 +49,12 @@ type Memory struct {
 	DeviceBytesPeak uint64 `json:"device_bytes_peak"` // device-local bytes at the peak
 	HostBytes       uint64 `json:"host_bytes"`        // host-visible Vulkan memory live (staging, readback)
 	WeightBytes     uint64 `json:"weight_bytes"`
-	KVBytes         uint64 `json:"kv_bytes"`
+	KVBytes         uint64 `json:"kv_bytes"` // device-local bytes of the KV cache: resident slots and streaming buffers
+	// DeviceKVBytesPeak is the most device memory the KV cache held.
+	DeviceKVBytesPeak uint64 `json:"device_kv_bytes_peak"`
+	HostKVBytes       uint64 `json:"host_kv_bytes"`  // host memory of the streamed slots
+	ResidentSlots     int    `json:"resident_slots"` // (layer, KV head) slots on the device
+	StreamedSlots     int    `json:"streamed_slots"` // slots in host memory, streamed
 }
 
 // NewSession allocates a sequence's activations and KV cache.
@@ -138,7 +154,13 @@ func (se *Session) Argmax() (int32, error) {
 func (se *Session) Logits() []float32 { return se.logits }
 
 // Stats reports timings so far.
-func (se *Session) Stats() Stats { return se.stats }
+func (se *Session) Stats() Stats {
+	st := se.stats
+	if se.s != nil {
+		st.H2DBytes, st.D2HBytes, st.CopyWait = se.s.h2d, se.s.d2h, se.s.copyWait
+	}
+	return st
+}
 
 // Memory reports the device memory in use.
 func (se *Session) Memory() Memory {
@@ -148,7 +170,12 @@ func (se *Session) Memory() Memory {
 		DeviceBytesPeak: ms.Peak[vk.DeviceLocal],
 		HostBytes:       ms.Live[vk.Upload] + ms.Live[vk.Readback],
 		WeightBytes:     se.m.weights,
-		KVBytes:         se.s.kv.bytes(),
+		KVBytes:         se.s.kv.deviceBytes,
+		// The cache's device buffers are allocated once, at NewSession.
+		DeviceKVBytesPeak: se.s.kv.deviceBytes,
+		HostKVBytes:       se.s.kv.hostBytes(),
+		ResidentSlots:     se.m.plan.Resident,
+		StreamedSlots:     se.m.plan.Streamed,
 	}
 }
 

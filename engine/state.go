@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"time"
 
 	"headinfer/engine/kernel"
+	"headinfer/engine/kv"
 	"headinfer/vk"
 )
 
@@ -19,7 +21,7 @@ const attnBlock = 256
 const partsBudget = 64 << 20
 
 // state is one sequence's device state: activations sized for a chunk, the
-// KV cache, and the command buffers recorded for each shape of step.
+// KV cache, and the programs recorded for each shape of step.
 type state struct {
 	m     *Model
 	chunk int
@@ -33,10 +35,15 @@ type state struct {
 	freqs                         *vk.Buffer // rope inverse frequencies
 	parts, acc                    *vk.Buffer // attention partials and accumulator
 	partsCap                      int        // blocks per partials batch
-	kv                            *deviceKV
+	kv                            *kvCache
 
-	bufs []*vk.Buffer
-	cmds map[stepShape]*vk.Commands
+	bufs  []*vk.Buffer
+	progs map[stepShape]*kv.Program
+	clock *kv.Clock
+
+	// Totals over the steps run so far.
+	h2d, d2h uint64
+	copyWait time.Duration
 }
 
 // stepShape identifies a recorded step: tokens in the chunk, KV blocks the
@@ -48,7 +55,7 @@ type stepShape struct {
 
 func newState(m *Model) (s *state, err error) {
 	c, d := m.Config, m.dev
-	s = &state{m: m, chunk: m.opt.Chunk, ctx: m.opt.CtxSize, cmds: map[stepShape]*vk.Commands{}}
+	s = &state{m: m, chunk: m.opt.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*kv.Program{}}
 	defer func() {
 		if err != nil {
 			s.free()
@@ -64,31 +71,32 @@ func newState(m *Model) (s *state, err error) {
 		return b
 	}
 	n := s.chunk
-	qdim, kvdim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	s.x = alloc(vk.DeviceLocal, 4*n*c.Dim, "activations x")
-	s.xb = alloc(vk.DeviceLocal, 4*n*c.Dim, "activations xb")
-	s.q = alloc(vk.DeviceLocal, 4*n*qdim, "activations q")
-	s.k = alloc(vk.DeviceLocal, 4*n*kvdim, "activations k")
-	s.v = alloc(vk.DeviceLocal, 4*n*kvdim, "activations v")
-	s.att = alloc(vk.DeviceLocal, 4*n*qdim, "activations attention")
-	s.gate = alloc(vk.DeviceLocal, 4*n*c.FFN, "activations gate")
-	s.up = alloc(vk.DeviceLocal, 4*n*c.FFN, "activations up")
-	s.logits = alloc(vk.DeviceLocal, 4*c.Vocab, "logits")
-	s.ids = alloc(vk.Upload, 4*n, "token ids")
-	s.pos = alloc(vk.Upload, 4*n, "positions")
+	a := activationSizes(c, n, s.ctx)
+	s.x = alloc(vk.DeviceLocal, int(a.x), "activations x")
+	s.xb = alloc(vk.DeviceLocal, int(a.x), "activations xb")
+	s.q = alloc(vk.DeviceLocal, int(a.q), "activations q")
+	s.k = alloc(vk.DeviceLocal, int(a.kv), "activations k")
+	s.v = alloc(vk.DeviceLocal, int(a.kv), "activations v")
+	s.att = alloc(vk.DeviceLocal, int(a.q), "activations attention")
+	s.gate = alloc(vk.DeviceLocal, int(a.ffn), "activations gate")
+	s.up = alloc(vk.DeviceLocal, int(a.ffn), "activations up")
+	s.logits = alloc(vk.DeviceLocal, int(a.logits), "logits")
+	s.ids = alloc(vk.Upload, int(a.ids), "token ids")
+	s.pos = alloc(vk.Upload, int(a.ids), "positions")
 	s.freqs = alloc(vk.Upload, 4*len(m.freqs), "rope frequencies")
 	s.next = alloc(vk.Readback, 4, "next token")
-	s.logitsHost = alloc(vk.Readback, 4*c.Vocab, "logits (host)")
-	blocks := kernel.Blocks(s.ctx, attnBlock)
-	per := kernel.PartsBytes(n, c.Heads, c.HeadDim, 1)
-	s.partsCap = max(1, min(blocks, partsBudget/per))
-	s.parts = alloc(vk.DeviceLocal, per*s.partsCap, "attention partials")
-	s.acc = alloc(vk.DeviceLocal, per, "attention accumulator")
+	s.logitsHost = alloc(vk.Readback, int(a.logits), "logits (host)")
+	s.partsCap = a.partsCap
+	s.parts = alloc(vk.DeviceLocal, int(a.parts), "attention partials")
+	s.acc = alloc(vk.DeviceLocal, int(a.acc), "attention accumulator")
 	if err != nil {
 		return nil, err
 	}
 	copy(s.freqs.Bytes(), f32Bytes(m.freqs))
-	if s.kv, err = newDeviceKV(m, s.ctx); err != nil {
+	if s.kv, err = newKVCache(m); err != nil {
+		return nil, err
+	}
+	if s.clock, err = kv.NewClock(d); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -114,27 +122,60 @@ func (s *state) run(ids []int32, start int, withLogits bool) error {
 		binary.LittleEndian.PutUint32(posb[4*i:], uint32(start+i))
 	}
 	shape := stepShape{tokens: n, blocks: kernel.Blocks(start+n, attnBlock), logits: withLogits}
-	c, ok := s.cmds[shape]
+	p, ok := s.progs[shape]
 	if !ok {
 		var err error
-		if c, err = s.m.dev.NewCommands(); err != nil {
+		if p, err = s.program(shape); err != nil {
 			return err
 		}
-		if err := s.record(c, n, shape.blocks); err != nil {
-			c.Free()
-			return err
-		}
-		if withLogits {
-			c.Barrier()
-			c.Copy(s.logitsHost.All(), s.logits.All())
-		}
-		if err := c.End(); err != nil {
-			c.Free()
-			return err
-		}
-		s.cmds[shape] = c
+		s.progs[shape] = p
 	}
-	return s.m.dev.Run(c)
+	st, err := p.Run(s.clock)
+	if err != nil {
+		return err
+	}
+	s.h2d += p.H2D
+	s.d2h += p.D2H
+	s.copyWait += st.CopyWait
+	return nil
+}
+
+// maxPrograms bounds the recorded step shapes kept: a decode step's shape
+// changes every attnBlock positions and a long context would otherwise
+// keep thousands.
+const maxPrograms = 8
+
+// program records the step of one shape.
+func (s *state) program(shape stepShape) (*kv.Program, error) {
+	if len(s.progs) >= maxPrograms {
+		for sh, p := range s.progs {
+			p.Free()
+			delete(s.progs, sh)
+		}
+	}
+	// Pipelined over two queues only when there are two: on one queue,
+	// submissions per block would cost time and overlap nothing.
+	pipelined := s.m.dev.Info().TransferQueue || s.m.opt.pipeline
+	p := kv.NewProgram(s.m.dev, s.kv.host != nil, pipelined)
+	if err := s.record(p, shape.tokens, shape.blocks); err != nil {
+		p.End()
+		p.Free()
+		return nil, err
+	}
+	if shape.logits {
+		c, err := p.Compute()
+		if err != nil {
+			p.Free()
+			return nil, err
+		}
+		c.Barrier()
+		c.Copy(s.logitsHost.All(), s.logits.All())
+	}
+	if err := p.End(); err != nil {
+		p.Free()
+		return nil, err
+	}
+	return p, nil
 }
 
 // argmax is the greedy next token of the last step.
@@ -151,18 +192,27 @@ func (s *state) logitsInto(dst []float32) []float32 {
 }
 
 // attend records attention of the n queries in q over KV blocks
-// [0, blocks) of layer l into att, a batch of partials at a time.
-func (s *state) attend(c *vk.Commands, l int, q, att, pos vk.Range, n, blocks int) error {
+// [0, blocks) of layer l into att: the resident heads from their slots,
+// then each streamed head block by block through the streaming buffers;
+// then it writes the chunk's new rows (k, v) of the streamed heads to
+// their host slots. Every head's partials are folded into the
+// accumulator in block order, whatever the batches, so the arithmetic is
+// the same wherever the slot lives.
+func (s *state) attend(p *kv.Program, l int, q, k, v, att, pos vk.Range, n, blocks int) error {
 	cfg := s.m.Config
 	a := s.m.ops.attn
+	c, err := p.Compute()
+	if err != nil {
+		return err
+	}
 	// Each group of KV heads folds its batches of blocks into the
 	// accumulator in order before the next group reuses it.
 	for _, g := range s.kv.groups(l) {
 		for b0 := 0; b0 < blocks; b0 += s.partsCap {
 			nb := min(s.partsCap, blocks-b0)
 			rows := min(nb*attnBlock, s.ctx-b0*attnBlock)
-			k, v := s.kv.rangeOf(l, g, b0*attnBlock, rows)
-			err := a.RecordPartial(c, q, k, v, pos, s.parts.All(), kernel.AttnParams{
+			kr, vr := s.kv.rangeOf(l, g, b0*attnBlock, rows)
+			err := a.RecordPartial(c, q, kr, vr, pos, s.parts.All(), kernel.AttnParams{
 				NTokens: n, QHeads: cfg.Heads, QHead0: g.first * cfg.Group(),
 				KVStart: b0 * attnBlock, KVRows: rows, Block: attnBlock,
 				SlotStride: s.kv.slotElems, KVHeads: g.n, Scale: scaleOf(cfg.HeadDim),
@@ -182,14 +232,117 @@ func (s *state) attend(c *vk.Commands, l int, q, att, pos vk.Range, n, blocks in
 			c.Barrier()
 		}
 	}
+	if s.kv.resident(l) == cfg.KVHeads {
+		return nil
+	}
+	// A step whose rows fit a streaming buffer several times over moves
+	// several heads per block: fewer copies and submissions, same blocks.
+	end := min(blocks*attnBlock, s.ctx)
+	for h := s.kv.resident(l); h < cfg.KVHeads; {
+		heads := 1
+		if 2*end <= s.kv.streamBlock {
+			heads = min(s.kv.streamBlock/end, cfg.KVHeads-h)
+		}
+		if err := s.attendStreamed(p, l, h, heads, q, k, v, att, pos, n, blocks); err != nil {
+			return err
+		}
+		h += heads
+	}
+	// The host slots are written after the layer's last streamed block
+	// was copied: the copies read the rows this overwrites (stale ones,
+	// which the attention replaced with the new rows).
+	if c, err = p.Compute(); err != nil {
+		return err
+	}
+	c.Barrier()
+	p.D2H += uint64(2*n*(cfg.KVHeads-s.kv.resident(l))*cfg.HeadDim) * s.kv.elem
+	return s.kv.storeHost(c, l, k, v, pos, n)
+}
+
+// attendStreamed records the attention of streamed KV heads h …
+// h+heads−1 of layer l over blocks [0, blocks): per streamed block, a copy
+// of its rows from the host slots into a streaming buffer (heads back to
+// back), the chunk's new rows stored over the stale ones, and the
+// partials of its attention blocks folded into the accumulator. Several
+// heads share a block only when all their rows fit it. (The decode
+// attention of streamed heads could run on the CPU where the rows live
+// instead; this is the one place that would change.)
+func (s *state) attendStreamed(p *kv.Program, l, h, heads int, q, k, v, att, pos vk.Range, n, blocks int) error {
+	cfg, kc := s.m.Config, s.kv
+	a := s.m.ops.attn
+	group := cfg.Group()
+	end := min(blocks*attnBlock, s.ctx)  // rows the step reads
+	newFrom := max(0, end-attnBlock-n+1) // no new row lies before this
+	per := kernel.PartsBytes(n, heads*group, cfg.HeadDim, 1)
+	capBlocks := max(1, int(s.parts.Size())/per)
+	rowBytes := uint64(cfg.HeadDim) * kc.elem
+	for p0 := 0; p0 < end; p0 += kc.streamBlock {
+		rows := min(kc.streamBlock/heads, end-p0)
+		headBytes := uint64(rows) * rowBytes
+		j, err := p.Stream(func(t *vk.Commands) {
+			buf := kc.stream[p.Blocks()%2]
+			for i := 0; i < heads; i++ {
+				hk, hv := kc.host.Slot(l, h+i, p0, rows)
+				t.Copy(buf.k.Range(uint64(i)*headBytes, headBytes), hk)
+				t.Copy(buf.v.Range(uint64(i)*headBytes, headBytes), hv)
+			}
+		}, 2*uint64(heads)*headBytes)
+		if err != nil {
+			return err
+		}
+		buf := kc.stream[j%2]
+		c, err := p.Attend(j)
+		if err != nil {
+			return err
+		}
+		if p0+rows > newFrom {
+			size := uint64(heads) * headBytes
+			slots := kernel.KVSlots{Tokens: n, SrcHeads: cfg.KVHeads, FirstHead: h, Heads: heads,
+				SlotStride: rows * cfg.HeadDim, SlotRows: rows, RowBase: p0}
+			if err := s.m.ops.kvStore.Record(c, k, pos, buf.k.Range(0, size), slots); err != nil {
+				return err
+			}
+			if err := s.m.ops.kvStore.Record(c, v, pos, buf.v.Range(0, size), slots); err != nil {
+				return err
+			}
+			c.Barrier()
+		}
+		nbj := kernel.Blocks(rows, attnBlock)
+		for b0 := 0; b0 < nbj; b0 += capBlocks {
+			nb := min(capBlocks, nbj-b0)
+			r := min(nb*attnBlock, rows-b0*attnBlock)
+			off := uint64(b0*attnBlock) * rowBytes
+			size := uint64(heads-1)*headBytes + uint64(r)*rowBytes
+			err := a.RecordPartial(c, q, buf.k.Range(off, size), buf.v.Range(off, size), pos, s.parts.All(), kernel.AttnParams{
+				NTokens: n, QHeads: cfg.Heads, QHead0: h * group,
+				KVStart: p0 + b0*attnBlock, KVRows: r, Block: attnBlock,
+				SlotStride: rows * cfg.HeadDim, KVHeads: heads, Scale: scaleOf(cfg.HeadDim),
+			})
+			if err != nil {
+				return err
+			}
+			c.Barrier()
+			err = a.RecordMerge(c, s.parts.All(), s.acc.All(), att, kernel.MergeParams{
+				NTokens: n, Heads: heads * group, NParts: nb,
+				Init: p0 == 0 && b0 == 0, Finalize: p0+rows >= end && b0+nb >= nbj,
+				OutHeads: cfg.Heads, OutHead0: h * group,
+			})
+			if err != nil {
+				return err
+			}
+			c.Barrier()
+		}
+	}
 	return nil
 }
 
 func (s *state) free() {
-	for _, c := range s.cmds {
-		c.Free()
+	for _, p := range s.progs {
+		p.Free()
 	}
-	s.cmds = nil
+	s.progs = nil
+	s.clock.Free()
+	s.clock = nil
 	if s.kv != nil {
 		s.kv.free()
 	}

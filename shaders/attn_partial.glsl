@@ -1,7 +1,9 @@
 // attn_partial.glsl: flash attention of one KV head group's queries over one
 // block of KV rows, written as an unnormalised partial (m, l, O) that
 // attn_merge folds exactly. Included by attn_partial_<kvtype>.comp after it
-// defines KV4, the vec4-wide element type of the K and V buffers.
+// defines KV4, the vec4-wide element type of the K and V buffers. This is
+// the GPU variant; attn_partial_cpu.glsl computes the same thing in a form
+// that suits CPU drivers.
 //
 // Grid: x = query tile (BR tokens), y = block b of the bound KV range (rows
 // [b*block, min((b+1)*block, kv_rows))), z = KV head within the dispatch

@@ -1,21 +1,47 @@
-// CPU-variant prototype
+// attn_partial_cpu.glsl: the attn_partial contract (grid, bindings, push
+// constants, partial layout, masking; see attn_partial.glsl) computed in a
+// way that suits CPU Vulkan drivers such as lavapipe. Included by
+// attn_partial_cpu_<kvtype>.comp after it defines KV4.
+//
+// A CPU driver runs a workgroup's invocations as SIMD lanes of one core and
+// turns every shared or storage-buffer access into a per-lane loop, while
+// per-invocation arrays indexed by constants stay in vector registers or on
+// the stack. So here each invocation (lane) is a small flash attention of
+// its own: it keeps all R = BR*G query rows and their output accumulators
+// in private arrays, takes the block's rows tid, tid+WG, tid+2*WG, ...,
+// reads each K and V row exactly once, and runs the online softmax over
+// them. The lanes' (m, l, O) are then folded in lane order through shared
+// memory. Every loop that indexes a private array runs over spec constants
+// so the driver can unroll it; the softmax rescale is folded into the P V
+// update for the same reason (a separate rescale loop is not unrolled).
+//
+// GPUs would spill these private arrays; they use attn_partial.glsl.
+
 #extension GL_EXT_control_flow_attributes : enable
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 8;
-layout(constant_id = 1) const uint HD = 128;
-layout(constant_id = 2) const uint G = 1;
-layout(constant_id = 3) const uint BR = 1;
-layout(constant_id = 4) const uint BC = 1; // unused here
+layout(constant_id = 0) const uint WG = 8;   // lanes per workgroup
+layout(constant_id = 1) const uint HD = 128; // head dimension, multiple of 4
+layout(constant_id = 2) const uint G = 1;    // query heads per KV head
+layout(constant_id = 3) const uint BR = 1;   // query tokens per workgroup
+layout(constant_id = 4) const uint BC = 1;   // unused; keeps the spec layout of attn_partial
 
 const uint HD4 = HD / 4;
-const uint R = BR * G;
-const uint E4 = HD4 + 1;
+const uint R = BR * G;   // query rows per workgroup
+const uint E4 = HD4 + 1; // partial entry size in vec4
 const float NEG = -3.402823466e38;
 
 layout(push_constant) uniform Push {
-    uint n_tokens; uint q_heads; uint q_head0; uint kv_start; uint kv_rows;
-    uint block; uint part_base; uint slot_stride; uint n_kv; float scale;
+    uint n_tokens;
+    uint q_heads;
+    uint q_head0;
+    uint kv_start;
+    uint kv_rows;
+    uint block;
+    uint part_base;
+    uint slot_stride;
+    uint n_kv;
+    float scale;
 } p;
 
 layout(set = 0, binding = 0) readonly buffer Qb { vec4 q[]; };
@@ -24,7 +50,7 @@ layout(set = 0, binding = 2) readonly buffer Vb { KV4 v[]; };
 layout(set = 0, binding = 3) readonly buffer Pos { uint pos[]; };
 layout(set = 0, binding = 4) writeonly buffer Parts { vec4 parts[]; };
 
-shared vec4 Ow[WG * HD4];
+shared vec4 Ow[WG * R * HD4];
 shared float Mw[WG * R];
 shared float Lw[WG * R];
 
@@ -37,8 +63,10 @@ void main() {
     const uint row0 = b * p.block;
     const uint rows = min(p.block, p.kv_rows - row0);
     const uint kvbase = z * (p.slot_stride / 4) + row0 * HD4;
-    const uint first = p.kv_start + row0;
+    const uint first = p.kv_start + row0; // absolute position of the block's row 0
 
+    // Padding rows of a partial tile repeat the tile's last token; they are
+    // masked out and never written.
     vec4 qr[R * HD4];
     vec4 o[R * HD4];
     float m[R], l[R];
@@ -58,59 +86,74 @@ void main() {
         m[r] = NEG;
         l[r] = 0.0;
     }
+    // Rows past the tile's last position are masked for every query.
     const uint live = pmax < first ? 0 : min(rows, pmax - first + 1);
 
     for (uint c0 = 0; c0 < live; c0 += WG) {
         const uint c = c0 + tid;
-        const uint cl = min(c, live - 1);
+        const uint cl = min(c, live - 1); // lanes past the end read a valid row and mask it
         float s[R];
-        [[unroll]] for (uint r = 0; r < R; r++) s[r] = 0.0;
+        [[unroll]] for (uint r = 0; r < R; r++) {
+            s[r] = 0.0;
+        }
         [[unroll]] for (uint d4 = 0; d4 < HD4; d4++) {
             const vec4 kr = vec4(k[kvbase + cl * HD4 + d4]);
-            [[unroll]] for (uint r = 0; r < R; r++) s[r] += dot(qr[r * HD4 + d4], kr);
+            [[unroll]] for (uint r = 0; r < R; r++) {
+                s[r] += dot(qr[r * HD4 + d4], kr);
+            }
         }
-        float pr[R];
+        // A masked row leaves m unchanged, so its factor is exp(0) = 1 and
+        // its weight 0: an exact no-op on (m, l, O).
+        float w[R], a[R];
         [[unroll]] for (uint r = 0; r < R; r++) {
             const bool ok = c < live && r / G < nt && first + c <= tp[r / G];
             const float mx = ok ? max(m[r], s[r]) : m[r];
-            const float a = exp(m[r] - mx);
-            pr[r] = ok ? exp(s[r] - mx) : 0.0;
-            l[r] = l[r] * a + pr[r];
+            a[r] = exp(m[r] - mx);
+            w[r] = ok ? exp(s[r] - mx) : 0.0;
+            l[r] = l[r] * a[r] + w[r];
             m[r] = mx;
-            [[unroll]] for (uint d4 = 0; d4 < HD4; d4++) o[r * HD4 + d4] *= a;
         }
         [[unroll]] for (uint d4 = 0; d4 < HD4; d4++) {
             const vec4 vr = vec4(v[kvbase + cl * HD4 + d4]);
-            [[unroll]] for (uint r = 0; r < R; r++) o[r * HD4 + d4] += pr[r] * vr;
+            [[unroll]] for (uint r = 0; r < R; r++) {
+                o[r * HD4 + d4] = o[r * HD4 + d4] * a[r] + w[r] * vr;
+            }
         }
     }
 
-    // Combine the lanes' partials, lane by lane in order.
+    // Fold the lanes' partials, lane 0 first. One barrier only: on a CPU
+    // driver every barrier splits the shader into resumable pieces, and the
+    // private arrays would be saved and restored across each.
     [[unroll]] for (uint r = 0; r < R; r++) {
         Mw[tid * R + r] = m[r];
         Lw[tid * R + r] = l[r];
+        [[unroll]] for (uint d4 = 0; d4 < HD4; d4++) {
+            Ow[(tid * R + r) * HD4 + d4] = o[r * HD4 + d4];
+        }
     }
     barrier();
     const uint heads = p.n_kv * G;
     const uint part = p.part_base + b;
-    [[unroll]] for (uint r = 0; r < R; r++) {
-        float M = NEG;
-        for (uint w = 0; w < WG; w++) M = max(M, Mw[w * R + r]);
-        const float f = exp(m[r] - M);
-        [[unroll]] for (uint d4 = 0; d4 < HD4; d4++) Ow[tid * HD4 + d4] = o[r * HD4 + d4] * f;
-        barrier();
+    for (uint i = tid; i < R * E4; i += WG) {
+        const uint r = i / E4, d4 = i % E4;
         const uint tl = r / G, j = r % G;
-        const uint eb = ((part * p.n_tokens + t0 + tl) * heads + z * G + j) * E4;
-        for (uint d4 = tid; d4 < HD4; d4 += WG) {
+        if (tl < nt) {
+            float M = NEG;
+            for (uint x = 0; x < WG; x++) {
+                M = max(M, Mw[x * R + r]);
+            }
             vec4 sum = vec4(0);
-            for (uint w = 0; w < WG; w++) sum += Ow[w * HD4 + d4];
-            if (tl < nt) parts[eb + d4] = sum;
-        }
-        if (tid == 0 && tl < nt) {
             float L = 0.0;
-            for (uint w = 0; w < WG; w++) L += Lw[w * R + r] * exp(Mw[w * R + r] - M);
-            parts[eb + HD4] = vec4(M, L, 0.0, 0.0);
+            for (uint x = 0; x < WG; x++) {
+                const float f = exp(Mw[x * R + r] - M);
+                if (d4 < HD4) {
+                    sum += Ow[(x * R + r) * HD4 + d4] * f;
+                } else {
+                    L += Lw[x * R + r] * f;
+                }
+            }
+            const uint eb = ((part * p.n_tokens + t0 + tl) * heads + z * G + j) * E4;
+            parts[eb + d4] = d4 < HD4 ? sum : vec4(M, L, 0.0, 0.0);
         }
-        barrier();
     }
 }

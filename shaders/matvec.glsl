@@ -2,12 +2,13 @@
 // decode-time projection. Included by matvec_<type>.comp after it defines
 // the weight type (see dequant.glsl).
 //
-// A workgroup owns ROWS consecutive rows. Its threads walk the row in
-// "units" (a few consecutive elements, as wide as alignment allows), so
-// neighbouring threads read neighbouring memory, and each x unit is loaded
-// once for all ROWS rows. Each row's partial sums are reduced with
-// subgroupAdd and the per-subgroup results combined through shared memory,
-// which works for any subgroup size.
+// A workgroup owns ROWS consecutive rows. Its threads walk the rows in
+// "units" (a few consecutive elements, as wide as alignment allows), each x
+// unit loaded once for all ROWS rows; neighbouring threads take
+// neighbouring units, so a subgroup reads one contiguous stretch (except in
+// the CPU layout of quantized rows, see raw_rows). Each row's partial sums
+// are reduced with subgroupAdd and the per-subgroup results combined
+// through shared memory, which works for any subgroup size.
 //
 // Bindings: 0 weights (rows back to back, GGUF layout), 1 x (f32), 2 y (f32).
 // Offsets arrive as push constants because the host binds ranges starting
@@ -19,14 +20,14 @@
 #extension GL_EXT_control_flow_attributes : enable
 
 layout(constant_id = 0) const uint WG = 128;  // threads per workgroup
-layout(constant_id = 1) const uint ROWS = 4;  // rows per workgroup (<= WG)
+layout(constant_id = 1) const uint ROWS = 4;  // rows per workgroup
 // WIDE selects the load width the host found the alignment allows:
 //   F32:       0 scalar, 1 vec4 (K % 4 == 0, 16-byte aligned w and x)
 //   F16, BF16: 0 scalar, 1 pairs (K % 2 == 0, 4-byte aligned w),
 //              2 eight at a time (K % 8 == 0, 16-byte aligned w and x)
 //   Q8_0, Q4_0: 0 scalar x, 1 vec4 x (16-byte aligned x),
-//              2 groups of 8 blocks as uvec4s (a multiple of 8 blocks per
-//              row, 16-byte aligned w and x)
+//              2 raw 16-byte pieces of the row (a multiple of 8 blocks per
+//              row, 16-byte aligned w), for CPU devices
 layout(constant_id = 2) const uint WIDE = 0;
 layout(local_size_x_id = 0) in;
 
@@ -109,35 +110,33 @@ float unit_dot(uint row, uint u, XU xu) {
 #elif defined(DQ_Q8_0) || defined(DQ_Q4_0)
 
 // Two quantized layouts.
-// WIDE < 2 (for GPUs): a unit is a piece of one block read as 16-bit words,
-// so the threads of a subgroup read one contiguous stretch together.
-// WIDE 2 (for CPU devices, where each load instruction costs a loop over
-// the subgroup's lanes whatever its width): a unit is a group of 8 blocks,
-// 272 or 144 bytes, 16-byte aligned when a row holds a multiple of 8
-// blocks, read as whole uvec4s: an eighth of the loads.
+//
+// WIDE < 2 (GPUs): a unit is a piece of one block read as 16-bit words, so
+// the threads of a subgroup read one contiguous stretch together.
+//
+// WIDE 2 (CPU devices, where every load instruction costs a loop over the
+// subgroup's lanes): see raw_rows.
+
 #if defined(DQ_Q8_0)
-const uint UNIT = WIDE == 2 ? 256 : 8;   // WIDE < 2: a quarter block, 8 int8 in four words
-const uint GROUP_U128 = 17;              // uvec4s in 8 blocks
+const uint BLOCK_BYTES = 34;
+const uint UNIT = 8;   // a quarter block: 8 int8 in four words
+const uint XV = 2;     // vec4s of x per unit
 #else
-const uint UNIT = WIDE == 2 ? 256 : 16;  // WIDE < 2: half a block, 8 bytes holding 16 nibbles
-const uint GROUP_U128 = 9;
+const uint BLOCK_BYTES = 18;
+const uint UNIT = 16;  // half a block: 8 bytes holding 16 nibbles
+const uint XV = 6;     // vec4s 0, 1: elements 8h.., vec4s 4, 5: elements 16+8h..
 #endif
 
-// The x values of a unit, as vec4s. For Q4_0's half block, vec4s 0, 1
-// are elements 8h.. and 4, 5 elements 16+8h.. of the block.
-const uint XV = WIDE == 2 ? 64 : 6;
-struct XU { vec4 v[64]; };  // the first XV used
+struct XU { vec4 v[XV]; };
 
 XU load_x(uint u) {
     XU r;
     uint k = p.x_off + u * UNIT;
 #if defined(DQ_Q4_0)
-    if (WIDE < 2) {
-        k = p.x_off + (u / 2) * 32 + 8 * (u % 2);
-    }
+    k = p.x_off + (u / 2) * 32 + 8 * (u % 2);
 #endif
     [[unroll]] for (uint i = 0; i < XV; i++) {
-        if (WIDE >= 1) {
+        if (WIDE == 1) {
             r.v[i] = x4[k / 4 + i];
         } else {
             r.v[i] = vec4(x[k + 4 * i], x[k + 4 * i + 1], x[k + 4 * i + 2], x[k + 4 * i + 3]);
@@ -146,67 +145,16 @@ XU load_x(uint u) {
     return r;
 }
 
-// The 32-bit word of a group that holds bytes P..P+3; P is even, and
-// when it is not a multiple of 4 the word straddles two loaded words.
-#define GROUP_WORD(w, P) ((P) % 4 == 0 ? w[(P) / 4] : (w[(P) / 4] >> 16) | (w[(P) / 4 + 1] << 16))
-#define GROUP_HALF(w, P) ((P) % 4 == 0 ? w[(P) / 4] & 0xffffu : w[(P) / 4] >> 16)
-
 #if defined(DQ_Q8_0)
-
 float unit_dot(uint row, uint u, XU xu) {
-    if (WIDE == 2) {
-        uint w[4 * GROUP_U128 + 1];
-        uint g = row / 8 + u * GROUP_U128;
-        [[unroll]] for (uint i = 0; i < GROUP_U128; i++) {
-            uvec4 q = w128[g + i];
-            w[4 * i] = q.x;
-            w[4 * i + 1] = q.y;
-            w[4 * i + 2] = q.z;
-            w[4 * i + 3] = q.w;
-        }
-        w[4 * GROUP_U128] = 0;  // never used: keeps GROUP_WORD's second word in range
-        float s = 0.0;
-        [[unroll]] for (uint b = 0; b < 8; b++) {
-            float sb = 0.0;
-            [[unroll]] for (uint j = 0; j < 8; j++) {
-                sb += dot(dq_i8x4(GROUP_WORD(w, 34 * b + 2 + 4 * j)), xu.v[8 * b + j]);
-            }
-            s += dq_half(GROUP_HALF(w, 34 * b)) * sb;
-        }
-        return s;
-    }
     uint blk = row + (u / 4) * 17;
     uint w = blk + 1 + 4 * (u % 4);
     uint q0 = uint(w16[w]) | (uint(w16[w + 1]) << 16);
     uint q1 = uint(w16[w + 2]) | (uint(w16[w + 3]) << 16);
     return dq_half(uint(w16[blk])) * (dot(dq_i8x4(q0), xu.v[0]) + dot(dq_i8x4(q1), xu.v[1]));
 }
-
-#else  // DQ_Q4_0
-
+#else
 float unit_dot(uint row, uint u, XU xu) {
-    if (WIDE == 2) {
-        uint w[4 * GROUP_U128 + 1];
-        uint g = row / 8 + u * GROUP_U128;
-        [[unroll]] for (uint i = 0; i < GROUP_U128; i++) {
-            uvec4 q = w128[g + i];
-            w[4 * i] = q.x;
-            w[4 * i + 1] = q.y;
-            w[4 * i + 2] = q.z;
-            w[4 * i + 3] = q.w;
-        }
-        w[4 * GROUP_U128] = 0;
-        float s = 0.0;
-        [[unroll]] for (uint b = 0; b < 8; b++) {
-            float sb = 0.0;
-            [[unroll]] for (uint j = 0; j < 4; j++) {
-                uint v = GROUP_WORD(w, 18 * b + 2 + 4 * j);
-                sb += dot(dq_u4lo(v), xu.v[8 * b + j]) + dot(dq_u4hi(v), xu.v[8 * b + 4 + j]);
-            }
-            s += dq_half(GROUP_HALF(w, 18 * b)) * sb;
-        }
-        return s;
-    }
     uint blk = row + (u / 2) * 9;
     uint w = blk + 1 + 4 * (u % 2);
     uint q0 = uint(w16[w]) | (uint(w16[w + 1]) << 16);
@@ -215,8 +163,120 @@ float unit_dot(uint row, uint u, XU xu) {
               dot(dq_u4hi(q0), xu.v[4]) + dot(dq_u4hi(q1), xu.v[5]);
     return dq_half(uint(w16[blk])) * s;
 }
-
 #endif
+
+// The CPU layout. A unit is 16 raw bytes of the row, one uvec4, read
+// without regard to block boundaries (rows must be 16-byte aligned: a
+// multiple of 8 blocks). Blocks are longer than 16 bytes, so a unit holds
+// the tail of one block ("prev") and possibly, from byte soff, the scale
+// and head of the next. Each thread walks a contiguous run of units, so
+// the prev scale is the one it saw last and costs no load.
+
+// The x values of a raw unit: for each byte, the x its quant multiplies,
+// split by block so that each part can take its own scale (zero for the
+// other part's bytes and for scale bytes). Q4_0 has a second set for the
+// high nibbles.
+#if defined(DQ_Q8_0)
+const uint RAW_XV = 8;   // prev[4], next[4]
+#else
+const uint RAW_XV = 16;  // prev lo[4], prev hi[4], next lo[4], next hi[4]
+#endif
+struct RawX {
+    vec4 v[RAW_XV];
+    uint soff;  // offset in the unit of the next block's scale; >= 16: none
+};
+
+RawX load_raw_x(uint u) {
+    RawX r;
+    uint pos = 16 * u;  // first byte of the unit in the row
+    uint b0 = pos / BLOCK_BYTES;
+    uint b1 = (pos + BLOCK_BYTES - 1) / BLOCK_BYTES;
+    r.soff = b1 * BLOCK_BYTES - pos;
+    bool at_scale = r.soff == 0;  // the unit starts at a scale: no prev part, b1 == b0
+    // Byte t of the unit is quant j = pos + t - BLOCK_BYTES b - 2 of its
+    // block b, which multiplies x[32 b + j] (Q4_0's high nibble x[32 b + j +
+    // 16]). With base the x index of byte 0 taken as part of block b0, all
+    // the unit needs lies in one short window of x, loaded without
+    // branches; soff then decides which part each byte belongs to.
+    // Indices are clamped to x: the window's ends may pass the row's.
+    int base = int(p.x_off + b0 * 32 + pos) - int(b0 * BLOCK_BYTES) - 2;
+#if defined(DQ_Q8_0)
+    // prev byte t: x[base + t]; next (block b0 + 1): x[base + t - 2].
+    const int W0 = -2;
+    const uint NW = 18;
+#else
+    // prev byte t: lo x[base + t], hi x[base + 16 + t]; next (block b0 + 1):
+    // lo x[base + 14 + t], hi x[base + 30 + t].
+    const int W0 = 0;
+    const uint NW = 46;
+#endif
+    float w[NW];
+    [[unroll]] for (uint i = 0; i < NW; i++) {
+        w[i] = x[clamp(base + W0 + int(i), int(p.x_off), int(p.x_off + p.K) - 1)];
+    }
+    [[unroll]] for (uint t = 0; t < 16; t++) {
+        bool prev = t < r.soff;
+        bool next = t >= r.soff + 2;
+#if defined(DQ_Q8_0)
+        r.v[t / 4][t % 4] = prev ? w[t + 2] : 0.0;
+        r.v[4 + t / 4][t % 4] = next ? (at_scale ? w[t + 2] : w[t]) : 0.0;
+#else
+        r.v[t / 4][t % 4] = prev ? w[t] : 0.0;
+        r.v[4 + t / 4][t % 4] = prev ? w[16 + t] : 0.0;
+        r.v[8 + t / 4][t % 4] = next ? (at_scale ? w[t] : w[14 + t]) : 0.0;
+        r.v[12 + t / 4][t % 4] = next ? (at_scale ? w[16 + t] : w[30 + t]) : 0.0;
+#endif
+    }
+    return r;
+}
+
+// raw_dot adds the unit's two parts, each times its scale, and returns in
+// d the scale now in force: the next block's if the unit holds its scale.
+float raw_dot(uvec4 q, RawX xr, inout float d) {
+    // vec4 accumulators: four independent multiply-add chains per part
+    // rather than one long one.
+    vec4 sp = vec4(0.0), sn = vec4(0.0);
+    [[unroll]] for (uint i = 0; i < 4; i++) {
+#if defined(DQ_Q8_0)
+        vec4 v = vec4(ivec4(q[i] << 24, q[i] << 16, q[i] << 8, q[i]) >> 24);
+        sp = fma(v, xr.v[i], sp);
+        sn = fma(v, xr.v[4 + i], sn);
+#else
+        vec4 lo = dq_u4lo(q[i]), hi = dq_u4hi(q[i]);
+        sp = fma(lo, xr.v[i], fma(hi, xr.v[4 + i], sp));
+        sn = fma(lo, xr.v[8 + i], fma(hi, xr.v[12 + i], sn));
+#endif
+    }
+    float dp = d;
+    if (xr.soff < 16) {
+        uint wi = xr.soff / 4;
+        uint wd = wi == 0 ? q.x : (wi == 1 ? q.y : (wi == 2 ? q.z : q.w));
+        d = dq_half(xr.soff % 4 == 0 ? wd & 0xffffu : wd >> 16);
+    }
+    return dp * ((sp.x + sp.y) + (sp.z + sp.w)) + d * ((sn.x + sn.y) + (sn.z + sn.w));
+}
+
+// raw_rows adds to sum[r] this thread's share of row r in the CPU layout:
+// a contiguous run of the row's units of 16 raw bytes.
+void raw_rows(uint tid, uint units, uint base[ROWS], inout float sum[ROWS]) {
+    uint per = (units + WG - 1) / WG;
+    uint u0 = tid * per;
+    uint u1 = min(units, u0 + per);
+    if (u0 >= u1) {
+        return;
+    }
+    float d[ROWS];
+    uint b0 = (16 * u0) / BLOCK_BYTES;
+    [[unroll]] for (uint r = 0; r < ROWS; r++) {
+        d[r] = dq_half(uint(w16[base[r] + b0 * (BLOCK_BYTES / 2)]));
+    }
+    for (uint u = u0; u < u1; u++) {
+        RawX xr = load_raw_x(u);
+        [[unroll]] for (uint r = 0; r < ROWS; r++) {
+            sum[r] += raw_dot(w128[base[r] / 8 + u], xr, d[r]);
+        }
+    }
+}
 
 #endif
 
@@ -239,11 +299,18 @@ void main() {
         sum[r] = 0.0;
     }
 
-    uint units = p.K / UNIT;
-    for (uint u = tid; u < units; u += WG) {
-        XU xu = load_x(u);
-        [[unroll]] for (uint r = 0; r < ROWS; r++) {
-            sum[r] += unit_dot(base[r], u, xu);
+#if defined(DQ_Q8_0) || defined(DQ_Q4_0)
+    if (WIDE == 2) {
+        raw_rows(tid, dq_row_u16(p.K) / 8, base, sum);
+    } else
+#endif
+    {
+        uint units = p.K / UNIT;
+        for (uint u = tid; u < units; u += WG) {
+            XU xu = load_x(u);
+            [[unroll]] for (uint r = 0; r < ROWS; r++) {
+                sum[r] += unit_dot(base[r], u, xu);
+            }
         }
     }
 
@@ -254,12 +321,12 @@ void main() {
         }
     }
     barrier();
-    if (tid < ROWS && row0 + tid < p.M) {
+    for (uint r = tid; r < ROWS && row0 + r < p.M; r += WG) {
         float t = 0.0;
         for (uint i = 0; i < gl_NumSubgroups; i++) {
-            t += red[tid][i];
+            t += red[r][i];
         }
-        uint yi = p.y_off + row0 + tid;
+        uint yi = p.y_off + row0 + r;
         y[yi] = p.acc != 0 ? y[yi] + t : t;
     }
 }

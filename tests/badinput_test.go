@@ -11,31 +11,14 @@ import (
 
 // writeWithArch copies a model, renaming its architecture.
 func writeWithArch(t *testing.T, src, dst, arch string) {
-	t.Helper()
-	f, err := gguf.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	kv := append([]gguf.KV(nil), f.KV...)
-	for i := range kv {
-		if kv[i].Key == "general.architecture" {
-			kv[i].Value = arch
+	rewriteModel(t, src, dst, func(kv []gguf.KV) []gguf.KV {
+		for i := range kv {
+			if kv[i].Key == "general.architecture" {
+				kv[i].Value = arch
+			}
 		}
-	}
-	var tensors []gguf.TensorData
-	for i := range f.Tensors {
-		ti := &f.Tensors[i]
-		tensors = append(tensors, gguf.TensorData{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: f.Data(ti)})
-	}
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	if err := gguf.Write(out, kv, tensors); err != nil {
-		t.Fatal(err)
-	}
+		return kv
+	})
 }
 
 // TestBadInput checks that each kind of bad input gives a clear error,

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"headinfer/engine/gguf"
 )
 
 var binary string
@@ -52,4 +54,32 @@ func modelsDir(t testing.TB) string {
 		t.Fatalf("test models not found: %v", err)
 	}
 	return p
+}
+
+// rewriteModel copies the GGUF file src to dst with its metadata passed
+// through edit.
+func rewriteModel(t *testing.T, src, dst string, edit func([]gguf.KV) []gguf.KV) {
+	t.Helper()
+	f, err := gguf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	kv := edit(append([]gguf.KV(nil), f.KV...))
+	var tensors []gguf.TensorData
+	for i := range f.Tensors {
+		ti := &f.Tensors[i]
+		tensors = append(tensors, gguf.TensorData{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: f.Data(ti)})
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gguf.Write(out, kv, tensors); err != nil {
+		out.Close()
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -32,6 +32,7 @@ type Error struct {
 	Code int    // the VkResult
 }
 
+// Error names the operation and the result.
 func (e *Error) Error() string {
 	return fmt.Sprintf("vk: %s: %s", e.Op, resultName(e.Code))
 }

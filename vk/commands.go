@@ -11,8 +11,9 @@ import (
 	"unsafe"
 )
 
-// Commands is a recorded command buffer that can be submitted many times.
-// One Commands must not be used from several goroutines at once.
+// Commands is a recorded command buffer that can be submitted many times,
+// also while an earlier submission is still running. One Commands must not
+// be used from several goroutines at once.
 type Commands struct {
 	d *Device
 	q *Queue // the queue family it is recorded for
@@ -42,6 +43,9 @@ func (d *Device) NewCommands() (*Commands, error) { return d.newCommands(d.compu
 func (d *Device) NewTransferCommands() (*Commands, error) { return d.newCommands(d.transfer) }
 
 func (d *Device) newCommands(q *Queue) (*Commands, error) {
+	if d.dev == nil {
+		return nil, errClosed
+	}
 	c := &Commands{d: d, q: q}
 	if err := result(C.hi_cmds_create(d.dev, C.uint32_t(q.family), &c.c), "vkCreateCommandPool"); err != nil {
 		return nil, err
@@ -52,6 +56,10 @@ func (d *Device) newCommands(q *Queue) (*Commands, error) {
 	if err := result(C.hi_cmds_begin(d.dev, c.c), "vkBeginCommandBuffer"); err != nil {
 		C.hi_cmds_destroy(d.dev, c.c)
 		return nil, err
+	}
+	if !track(d, &d.cmds, c) {
+		C.hi_cmds_destroy(d.dev, c.c)
+		return nil, errClosed
 	}
 	return c, nil
 }
@@ -273,6 +281,11 @@ func (c *Commands) Free() {
 	if c == nil || c.freed {
 		return
 	}
+	if c.d.dev == nil { // the device is closed and took everything with it
+		c.freed = true
+		return
+	}
+	untrack(c.d, &c.d.cmds, c)
 	c.wait()
 	c.freed = true
 	for _, p := range c.pools {

@@ -6,6 +6,7 @@ package vk
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -48,7 +49,13 @@ type Device struct {
 
 	stage stager
 
-	closeOnce sync.Once
+	// Live commands and timelines, released by Close.
+	objMu     sync.Mutex
+	cmds      map[*Commands]struct{}
+	timelines map[*Timeline]struct{}
+
+	closeOnce   sync.Once
+	closingMsgs []string // validation messages of Close itself
 }
 
 // Open creates a logical device on the selected physical device.
@@ -65,7 +72,8 @@ func Open(opt Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{inst: in, log: logf, kernels: map[string]*Kernel{}}
+	d := &Device{inst: in, log: logf, kernels: map[string]*Kernel{},
+		cmds: map[*Commands]struct{}{}, timelines: map[*Timeline]struct{}{}}
 	fail := func(err error) (*Device, error) {
 		d.destroy()
 		return nil, err
@@ -88,11 +96,17 @@ func Open(opt Options) (*Device, error) {
 		return fail(fmt.Errorf("vk: device %d (%s) cannot be used: %s; devices: %s", d.info.Index, d.info.Name, why, listDevices(infos)))
 	}
 	if d.info.Type == CPU {
-		if sel == "" {
-			logf(fmt.Sprintf("vk: using CPU device %s: no GPU found", d.info.Name))
-		} else {
-			logf(fmt.Sprintf("vk: using CPU device %s", d.info.Name))
+		why := "no GPU found"
+		if sel != "" {
+			why = fmt.Sprintf("selected by %q", sel)
 		}
+		for i := range ps {
+			if ps[i].info.Type != CPU && sel == "" {
+				why = fmt.Sprintf("GPU %s cannot be used: %s", ps[i].info.Name, ps[i].unusable())
+				break
+			}
+		}
+		logf(fmt.Sprintf("vk: using CPU device %s: %s", d.info.Name, why))
 	}
 	if err := result(C.hi_device_create(in, d.phys.phys, &d.phys.raw, &d.dev), "vkCreateDevice on "+d.info.Name); err != nil {
 		return fail(err)
@@ -162,7 +176,9 @@ func (d *Device) Transfer() *Queue { return d.transfer }
 // since Open or since the previous call.
 func (d *Device) ValidationMessages() []string {
 	if d.inst == nil {
-		return nil
+		m := d.closingMsgs
+		d.closingMsgs = nil
+		return m
 	}
 	s := C.hi_messages_drain(d.inst)
 	if s == nil {
@@ -199,6 +215,16 @@ func (d *Device) Close() error {
 func (d *Device) destroy() {
 	if d.dev != nil {
 		d.stage.free()
+		d.objMu.Lock()
+		cmds, tls := d.cmds, d.timelines
+		d.cmds, d.timelines = nil, nil
+		d.objMu.Unlock()
+		for c := range cmds {
+			c.Free()
+		}
+		for t := range tls {
+			t.Free()
+		}
 		d.kmu.Lock()
 		for _, k := range d.kernels {
 			C.hi_kernel_destroy(d.dev, k.c)
@@ -217,8 +243,34 @@ func (d *Device) destroy() {
 		d.dev = nil
 	}
 	if d.inst != nil {
+		// Keep what vkDestroyDevice reported (leaked objects) readable.
+		d.closingMsgs = d.ValidationMessages()
 		C.hi_instance_destroy(d.inst)
 		d.inst = nil
+	}
+}
+
+// errClosed is returned by methods of a closed device.
+var errClosed = errors.New("vk: device is closed")
+
+// track records a live object for Close; it reports false if the device
+// is closed.
+func track[T comparable](d *Device, m *map[T]struct{}, v T) bool {
+	d.objMu.Lock()
+	defer d.objMu.Unlock()
+	if *m == nil {
+		return false
+	}
+	(*m)[v] = struct{}{}
+	return true
+}
+
+// untrack forgets an object freed by its owner.
+func untrack[T comparable](d *Device, m *map[T]struct{}, v T) {
+	d.objMu.Lock()
+	defer d.objMu.Unlock()
+	if *m != nil {
+		delete(*m, v)
 	}
 }
 

@@ -208,3 +208,81 @@ func TestValidationMessages(t *testing.T) {
 		t.Fatalf("messages not drained: %q", again)
 	}
 }
+
+// TestClose checks that Close releases what is still live without
+// validation errors and that the device then refuses work.
+func TestClose(t *testing.T) {
+	d, err := vk.Open(vk.Options{Validation: vktest.Validation(), CacheDir: t.TempDir(), Log: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := axpyKernel(t, d, 64, 1)
+	b, err := d.Alloc(vk.Upload, 1000, "left over")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.NewCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Dispatch(k, [3]uint32{1, 1, 1}, vkPush(uint32(10), float32(1)), b.All(), b.All())
+	if err := c.End(); err != nil {
+		t.Fatal(err)
+	}
+	tl, err := d.NewTimeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Compute().Submit(c, nil, []vk.Sync{{tl, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if msgs := d.ValidationMessages(); len(msgs) > 0 {
+		t.Errorf("validation messages from Close:\n%s", strings.Join(msgs, "\n"))
+	}
+	c.Free()
+	tl.Free()
+	b.Free()
+	if err := d.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := d.Alloc(vk.Upload, 10, "late"); err == nil {
+		t.Error("Alloc after Close succeeded")
+	}
+	if _, err := d.NewCommands(); err == nil {
+		t.Error("NewCommands after Close succeeded")
+	}
+	if _, err := d.NewTimeline(); err == nil {
+		t.Error("NewTimeline after Close succeeded")
+	}
+}
+
+// TestMissingPieces checks the advice given when the validation layer or
+// every driver is missing, by pointing the loader at empty folders.
+func TestMissingPieces(t *testing.T) {
+	t.Run("layer", func(t *testing.T) {
+		t.Setenv("VK_LAYER_PATH", t.TempDir())
+		t.Setenv("VK_ADD_LAYER_PATH", "")
+		t.Setenv("XDG_DATA_HOME", t.TempDir())
+		t.Setenv("XDG_DATA_DIRS", t.TempDir())
+		t.Setenv("XDG_CONFIG_DIRS", t.TempDir())
+		_, err := vk.Open(vk.Options{Validation: true, CacheDir: t.TempDir(), Log: func(string) {}})
+		if err == nil || !strings.Contains(err.Error(), "apt-get install vulkan-validationlayers") {
+			t.Fatalf("Open without the layer: %v", err)
+		}
+	})
+	t.Run("driver", func(t *testing.T) {
+		t.Setenv("VK_DRIVER_FILES", filepath.Join(t.TempDir(), "none.json"))
+		t.Setenv("VK_ICD_FILENAMES", filepath.Join(t.TempDir(), "none.json"))
+		_, err := vk.Devices()
+		if err == nil || !strings.Contains(err.Error(), "apt-get install mesa-vulkan-drivers libvulkan1") {
+			t.Fatalf("Devices without drivers: %v", err)
+		}
+		_, err = vk.Open(vk.Options{CacheDir: t.TempDir(), Log: func(string) {}})
+		if err == nil || !strings.Contains(err.Error(), "apt-get install mesa-vulkan-drivers libvulkan1") {
+			t.Fatalf("Open without drivers: %v", err)
+		}
+	})
+}

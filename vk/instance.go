@@ -26,6 +26,7 @@ const (
 	Other
 )
 
+// String gives "discrete", "integrated", "virtual", "cpu" or "other".
 func (t DeviceType) String() string {
 	switch t {
 	case Discrete:

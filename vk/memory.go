@@ -10,6 +10,8 @@ import (
 	"sort"
 	"sync"
 	"unsafe"
+
+	"headinfer/bytesize"
 )
 
 // MemoryKind says where a buffer lives and whether the host maps it.
@@ -24,6 +26,7 @@ const (
 
 const numKinds = 3
 
+// String gives "device-local", "upload" or "readback".
 func (k MemoryKind) String() string {
 	switch k {
 	case DeviceLocal:
@@ -168,6 +171,9 @@ func (d *Device) Alloc(kind MemoryKind, size uint64, label string) (*Buffer, err
 	if size == 0 {
 		return nil, fmt.Errorf("vk: Alloc %q: size is 0", label)
 	}
+	if d.dev == nil {
+		return nil, errClosed
+	}
 	return d.mem.alloc(kind, size, label)
 }
 
@@ -185,7 +191,7 @@ func (a *allocator) alloc(kind MemoryKind, size uint64, label string) (*Buffer, 
 	if space > a.blockSize {
 		if m := a.d.info.MaxAllocationSize; m > 0 && space > m {
 			return nil, fmt.Errorf("vk: Alloc %q: %s of %s memory exceeds the device's maxMemoryAllocationSize (%s)",
-				label, fmtBytes(size), kind, fmtBytes(m))
+				label, bytesize.Format(size), kind, bytesize.Format(m))
 		}
 		b, err := a.newBlock(kind, space, true)
 		if err != nil {
@@ -222,7 +228,7 @@ func (a *allocator) oom(kind MemoryKind, size uint64, label string, err error) e
 		what = "out of memory"
 	}
 	return fmt.Errorf("vk: %s: %s of %s memory for %q (live: device-local %s, upload %s, readback %s): %w",
-		what, fmtBytes(size), kind, label, fmtBytes(a.live[DeviceLocal]), fmtBytes(a.live[Upload]), fmtBytes(a.live[Readback]), err)
+		what, bytesize.Format(size), kind, label, bytesize.Format(a.live[DeviceLocal]), bytesize.Format(a.live[Upload]), bytesize.Format(a.live[Readback]), err)
 }
 
 func (a *allocator) newBlock(kind MemoryKind, size uint64, dedicated bool) (*block, error) {
@@ -405,16 +411,4 @@ func (r Range) check(d *Device) error {
 // handle is the VkBuffer and offset in it where the range starts.
 func (r Range) handle() (C.VkBuffer, uint64) {
 	return r.Buf.blk.c.buf, r.Buf.off + r.Off
-}
-
-func fmtBytes(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

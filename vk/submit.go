@@ -59,6 +59,9 @@ func (q *Queue) Submit(c *Commands, wait []Sync, signal []Sync) error {
 		if err := c.ready(q); err != nil {
 			return err
 		}
+		if err := c.hostReset(); err != nil {
+			return err
+		}
 	}
 	if len(wait) > C.HI_MAX_SUBMIT || len(signal) >= C.HI_MAX_SUBMIT {
 		return fmt.Errorf("vk: submit with %d waits and %d signals, at most %d each", len(wait), len(signal), C.HI_MAX_SUBMIT-1)
@@ -165,9 +168,16 @@ type Timeline struct {
 
 // NewTimeline creates a timeline semaphore with value 0.
 func (d *Device) NewTimeline() (*Timeline, error) {
+	if d.dev == nil {
+		return nil, errClosed
+	}
 	t := &Timeline{d: d}
 	if err := result(C.hi_timeline_create(d.dev, 0, &t.sem), "vkCreateSemaphore"); err != nil {
 		return nil, err
+	}
+	if !track(d, &d.timelines, t) {
+		C.hi_timeline_destroy(d.dev, t.sem)
+		return nil, errClosed
 	}
 	return t, nil
 }
@@ -206,5 +216,9 @@ func (t *Timeline) Free() {
 		return
 	}
 	t.freed = true
+	if t.d.dev == nil {
+		return
+	}
+	untrack(t.d, &t.d.timelines, t)
 	C.hi_timeline_destroy(t.d.dev, t.sem)
 }

@@ -35,9 +35,11 @@ func (t *timestamps) free(d *Device) {
 }
 
 // Timestamp records the time at which all earlier commands have completed.
-// It does nothing when the queue cannot write timestamps.
+// It does nothing when the queue cannot write timestamps (or, for a
+// transfer-only queue, when the device cannot reset queries from the
+// host). When replays overlap, Timings reports one of them.
 func (c *Commands) Timestamp(label string) {
-	if !c.recording("Timestamp") || c.q.tsBits == 0 {
+	if !c.recording("Timestamp") || c.q.tsBits == 0 || (c.q.transferOnly && c.d.phys.raw.host_query_reset == 0) {
 		return
 	}
 	t := &c.ts
@@ -80,4 +82,24 @@ func (c *Commands) Timings() []Timing {
 		out[i] = Timing{Label: t.labels[i], NS: float64((uint64(v)-t0)&mask) * period}
 	}
 	return out
+}
+
+// hostReset resets the query pools of transfer-only commands before a
+// submission, since such queues cannot reset queries themselves. The
+// previous submission must be complete.
+func (c *Commands) hostReset() error {
+	if !c.q.transferOnly || len(c.ts.labels) == 0 {
+		return nil
+	}
+	if err := c.wait(); err != nil {
+		return err
+	}
+	for p, pool := range c.ts.pools {
+		n := min(timestampsPerPool, len(c.ts.labels)-p*timestampsPerPool)
+		if n <= 0 {
+			break
+		}
+		C.hi_qpool_host_reset(c.d.dev, pool, C.uint32_t(n))
+	}
+	return nil
 }

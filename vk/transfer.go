@@ -31,7 +31,8 @@ func (s *stager) free() {
 }
 
 // Write copies data into dst and returns when it is on the device.
-// len(data) must equal dst.Size.
+// len(data) must equal dst.Size. It is not ordered with submissions still
+// running: no such submission may use dst.
 func (d *Device) Write(dst Range, data []byte) error {
 	if err := dst.check(d); err != nil {
 		return fmt.Errorf("vk: Write: %v", err)
@@ -42,8 +43,8 @@ func (d *Device) Write(dst Range, data []byte) error {
 	return d.stage.transfer(d, dst, data, true)
 }
 
-// Read copies src into out once the device's earlier work is visible.
-// len(out) must equal src.Size.
+// Read copies src into out. len(out) must equal src.Size. Work that
+// writes src must have completed (Run, or a waited-for Submit).
 func (d *Device) Read(src Range, out []byte) error {
 	if err := src.check(d); err != nil {
 		return fmt.Errorf("vk: Read: %v", err)

@@ -349,6 +349,7 @@ void hi_physical_info(hi_instance *in, VkPhysicalDevice p, hi_devinfo *o) {
 		o->storage8 = f12.storageBuffer8BitAccess;
 		o->timeline = f12.timelineSemaphore;
 		o->int16 = f.features.shaderInt16;
+		o->host_query_reset = f12.hostQueryReset;
 	}
 	o->memory_budget = device_ext(in, p, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
 	o->portability_subset = device_ext(in, p, "VK_KHR_portability_subset");
@@ -433,6 +434,7 @@ VkResult hi_device_create(hi_instance *in, VkPhysicalDevice p, const hi_devinfo 
 		.shaderInt8 = info->int8,
 		.storageBuffer8BitAccess = info->storage8,
 		.timelineSemaphore = VK_TRUE,
+		.hostQueryReset = info->host_query_reset,
 	};
 	VkPhysicalDeviceVulkan11Features f11 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
@@ -718,8 +720,12 @@ void hi_cmds_destroy(hi_device *d, hi_cmds *c) {
 }
 
 VkResult hi_cmds_begin(hi_device *d, hi_cmds *c) {
-	// No ONE_TIME_SUBMIT: recorded work is replayed many times.
-	VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+	// No ONE_TIME_SUBMIT: recorded work is replayed many times, and may be
+	// queued again before the previous replay has finished.
+	VkCommandBufferBeginInfo bi = {
+		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+		.flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT,
+	};
 	return d->BeginCommandBuffer(c->cb, &bi);
 }
 
@@ -831,10 +837,14 @@ void hi_qpool_destroy(hi_device *d, VkQueryPool p) { d->DestroyQueryPool(d->dev,
 
 void hi_timestamp(hi_device *d, hi_cmds *c, VkQueryPool p, uint32_t i) {
 	// Each replay must find the query reset; resetting right before the
-	// write keeps a recorded buffer replayable without host work.
-	d->CmdResetQueryPool(c->cb, p, i, 1);
+	// write keeps a recorded buffer replayable without host work. Transfer
+	// queues cannot reset queries: the host does it before each submit.
+	if (!c->transfer_only)
+		d->CmdResetQueryPool(c->cb, p, i, 1);
 	d->CmdWriteTimestamp(c->cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p, i);
 }
+
+void hi_qpool_host_reset(hi_device *d, VkQueryPool p, uint32_t n) { d->ResetQueryPool(d->dev, p, 0, n); }
 
 VkResult hi_qpool_results(hi_device *d, VkQueryPool p, uint32_t n, uint64_t *out) {
 	return d->GetQueryPoolResults(d->dev, p, 0, n, (size_t)n * 8, out, 8,

@@ -80,6 +80,7 @@
 	X(CreateQueryPool)                  \
 	X(DestroyQueryPool)                 \
 	X(GetQueryPoolResults)              \
+	X(ResetQueryPool)                   \
 	X(QueueSubmit)                      \
 	X(CreateSemaphore)                  \
 	X(DestroySemaphore)                 \
@@ -132,6 +133,7 @@ typedef struct {
 	uint32_t subgroup_size, subgroup_arith;
 
 	uint32_t storage16, float16, int8, storage8, timeline, int16;
+	uint32_t host_query_reset;
 	uint32_t memory_budget, portability_subset;
 
 	int32_t compute_family, transfer_family; // transfer_family -1: none
@@ -231,6 +233,7 @@ void hi_fill(hi_device *d, hi_cmds *c, VkBuffer dst, uint64_t off, uint64_t size
 VkResult hi_qpool_create(hi_device *d, uint32_t n, VkQueryPool *out);
 void hi_qpool_destroy(hi_device *d, VkQueryPool p);
 void hi_timestamp(hi_device *d, hi_cmds *c, VkQueryPool p, uint32_t i);
+void hi_qpool_host_reset(hi_device *d, VkQueryPool p, uint32_t n);
 VkResult hi_qpool_results(hi_device *d, VkQueryPool p, uint32_t n, uint64_t *out);
 
 hi_queue *hi_queue_new(VkQueue q);

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 
 	"headinfer/engine/gguf"
 	"headinfer/shaders"
@@ -26,22 +27,45 @@ import (
 // s = scale·q·k, then l = Σ exp(s−m), then two zeros. An entry that saw no
 // visible KV row holds m = −math.MaxFloat32 (standing for −∞), l = 0, O = 0.
 // The merge accumulator uses the same layout with a single part.
+//
+// attn_partial comes in two variants with the same contract: a shared-memory
+// tiled one for GPUs and one for CPU drivers (lavapipe), where each SIMD lane
+// runs its own online softmax over a share of the block's rows in private
+// registers (see shaders/attn_partial_cpu.glsl). NewAttention picks the CPU
+// variant on CPU devices when a group's query rows fit its registers. The
+// choice is fixed per Attention, so the arithmetic is too.
+//
+// The partial kernels are compiled on first use, because the CPU driver
+// takes seconds per specialisation and a model may never prefill or never
+// decode. An Attention may be used from several goroutines.
 type Attention struct {
 	d       *vk.Device
 	kv      gguf.Type
 	headDim int
 	group   int
+	cpu     bool // the CPU variant of attn_partial
+	merge   *vk.Kernel
+
+	mu      sync.Mutex
 	decode  attnKernel // one query token per workgroup
 	prefill attnKernel // several query tokens per workgroup
-	merge   *vk.Kernel
 }
 
-// attnKernel is one specialisation of attn_partial.
+// attnKernel is one specialisation of attn_partial, compiled on first use.
 type attnKernel struct {
-	k      *vk.Kernel
+	spec   vk.KernelSpec
 	tokens int // query tokens per workgroup (BR)
-	cols   int // KV rows per sub-tile (BC)
+	k      *vk.Kernel
 }
+
+// attnVariant selects the attn_partial implementation.
+type attnVariant int
+
+const (
+	attnAuto attnVariant = iota // by device type
+	attnGPU
+	attnCPU
+)
 
 // AttnParams are the push constants of one RecordPartial dispatch.
 type AttnParams struct {
@@ -70,11 +94,13 @@ type MergeParams struct {
 }
 
 const (
-	attnWG        = 128      // threads per attn_partial workgroup
-	mergeWG       = 64       // threads per attn_merge workgroup (fixed in the shader)
-	attnShmemCap  = 32 << 10 // shared memory aimed at, for occupancy on GPUs
-	attnMaxGroups = 65535    // workgroups per grid dimension every device supports
-	attnNeg       = -math.MaxFloat32
+	attnWG         = 128      // threads per GPU attn_partial workgroup
+	attnGPURows    = 32       // query rows (tokens × group) a GPU prefill workgroup aims at
+	attnCPUFloats  = 4 * 128  // query rows × headDim a CPU workgroup keeps in registers (compile time grows fast beyond)
+	attnCPUMaxRows = 16       // query rows of a CPU workgroup, for small heads
+	mergeWG        = 64       // threads per attn_merge workgroup (fixed in the shader)
+	attnShmemCap   = 32 << 10 // shared memory aimed at, for occupancy on GPUs
+	attnMaxGroups  = 65535    // workgroups per grid dimension every device supports
 )
 
 // PartsBytes is the size of a partial buffer holding nParts parts for
@@ -92,12 +118,12 @@ func Blocks(kvRows, block int) int { return (kvRows + block - 1) / block }
 // F32), head dimension headDim (a multiple of 4 up to 256) and group query
 // heads per KV head.
 func NewAttention(d *vk.Device, kv gguf.Type, headDim, group int) (*Attention, error) {
-	var name string
+	return newAttention(d, kv, headDim, group, attnAuto)
+}
+
+func newAttention(d *vk.Device, kv gguf.Type, headDim, group int, variant attnVariant) (*Attention, error) {
 	switch kv {
-	case gguf.F16:
-		name = "attn_partial_f16"
-	case gguf.F32:
-		name = "attn_partial_f32"
+	case gguf.F16, gguf.F32:
 	default:
 		return nil, fmt.Errorf("attention: KV cache type %v is not supported (use F16 or F32)", kv)
 	}
@@ -108,13 +134,30 @@ func NewAttention(d *vk.Device, kv gguf.Type, headDim, group int) (*Attention, e
 		return nil, fmt.Errorf("attention: group size %d is out of range 1..1024", group)
 	}
 	a := &Attention{d: d, kv: kv, headDim: headDim, group: group}
-	limit := min(int(d.Info().MaxSharedMemory), attnShmemCap)
-	var err error
-	if a.decode, err = a.partialKernel(name, 1, limit); err != nil {
-		return nil, err
+	switch variant {
+	case attnAuto:
+		// Larger heads compile for tens of seconds on a CPU driver.
+		a.cpu = d.Info().Type == vk.CPU && group*headDim <= attnCPUFloats && headDim <= 128
+	case attnCPU:
+		if group*headDim > attnCPUFloats {
+			return nil, fmt.Errorf("attention: group %d × head dimension %d is too large for the CPU kernel", group, headDim)
+		}
+		a.cpu = true
 	}
-	if a.prefill, err = a.partialKernel(name, max(1, 32/group), limit); err != nil {
-		return nil, err
+	var err error
+	if a.cpu {
+		name := "attn_partial_cpu_" + strings.ToLower(kv.String())
+		a.decode = a.cpuKernel(name, 1)
+		a.prefill = a.cpuKernel(name, max(1, min(attnCPUMaxRows, attnCPUFloats/headDim)/group))
+	} else {
+		name := "attn_partial_" + strings.ToLower(kv.String())
+		limit := min(int(d.Info().MaxSharedMemory), attnShmemCap)
+		if a.decode, err = a.gpuKernel(name, 1, limit); err != nil {
+			return nil, err
+		}
+		if a.prefill, err = a.gpuKernel(name, max(1, attnGPURows/group), limit); err != nil {
+			return nil, err
+		}
 	}
 	a.merge, err = d.Kernel(vk.KernelSpec{
 		Name: "attn_merge", SPIRV: shaders.MustSPIRV("attn_merge"),
@@ -126,10 +169,10 @@ func NewAttention(d *vk.Device, kv gguf.Type, headDim, group int) (*Attention, e
 	return a, nil
 }
 
-// partialKernel specialises attn_partial for tokens query tokens per
+// gpuKernel specialises the GPU attn_partial for tokens query tokens per
 // workgroup, shrinking the sub-tile and then the token tile until the
 // shared memory fits in limit bytes.
-func (a *Attention) partialKernel(name string, tokens, limit int) (attnKernel, error) {
+func (a *Attention) gpuKernel(name string, tokens, limit int) (attnKernel, error) {
 	cols := 32
 	for attnShmem(a.headDim, tokens*a.group, tokens, cols) > limit {
 		switch {
@@ -144,23 +187,44 @@ func (a *Attention) partialKernel(name string, tokens, limit int) (attnKernel, e
 				a.headDim, a.group, attnShmem(a.headDim, a.group, 1, cols), limit)
 		}
 	}
-	wg := attnWG
-	if attnCPU {
-		name = strings.Replace(name, "partial", "partial_cpu", 1)
-		wg = 8
-		if tokens > 1 {
-			tokens = max(1, attnCPURows/a.group)
-		}
-	}
-	k, err := a.d.Kernel(vk.KernelSpec{
+	return attnKernel{tokens: tokens, spec: vk.KernelSpec{
 		Name: name, SPIRV: shaders.MustSPIRV(name),
 		Buffers: 5, PushBytes: 10 * 4,
-		Spec: []uint32{uint32(wg), uint32(a.headDim), uint32(a.group), uint32(tokens), uint32(cols)},
-	})
-	if err != nil {
-		return attnKernel{}, fmt.Errorf("attention: %w", err)
+		Spec: []uint32{attnWG, uint32(a.headDim), uint32(a.group), uint32(tokens), uint32(cols)},
+	}}, nil
+}
+
+// cpuKernel specialises the CPU attn_partial for tokens query tokens per
+// workgroup, with as many lanes as the device's SIMD width.
+func (a *Attention) cpuKernel(name string, tokens int) attnKernel {
+	lanes := int(a.d.Info().SubgroupSize)
+	if lanes < 4 || lanes > 64 {
+		lanes = 8
 	}
-	return attnKernel{k: k, tokens: tokens, cols: cols}, nil
+	return attnKernel{tokens: tokens, spec: vk.KernelSpec{
+		Name: name, SPIRV: shaders.MustSPIRV(name),
+		Buffers: 5, PushBytes: 10 * 4,
+		Spec: []uint32{uint32(lanes), uint32(a.headDim), uint32(a.group), uint32(tokens), 1},
+	}}
+}
+
+// partial returns the attn_partial specialisation for nTokens query
+// tokens, compiling it on first use.
+func (a *Attention) partial(nTokens int) (*attnKernel, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ak := &a.prefill
+	if nTokens == 1 {
+		ak = &a.decode
+	}
+	if ak.k == nil {
+		k, err := a.d.Kernel(ak.spec)
+		if err != nil {
+			return nil, fmt.Errorf("attention: %w", err)
+		}
+		ak.k = k
+	}
+	return ak, nil
 }
 
 // attnShmem is the shared memory attn_partial declares for rows query rows
@@ -177,6 +241,13 @@ func attnShmem(headDim, rows, tokens, cols int) int {
 // PartBase+b of parts (see Attention for the layout). Query tokens are
 // processed one per workgroup when NTokens is 1 and in tiles otherwise; the
 // choice depends only on NTokens, so equal dispatches give equal bits.
+//
+// A block's partial depends only on its rows and their absolute positions,
+// so streaming a head's rows in batches that start on block boundaries of
+// the whole range (KVStart advanced by a multiple of Block, PartBase by the
+// blocks before) and merging the parts in order reproduces the one-pass
+// result bit for bit. K and V must each fit one storage-buffer binding;
+// split longer ranges the same way.
 func (a *Attention) RecordPartial(c *vk.Commands, q, k, v, positions, parts vk.Range, p AttnParams) error {
 	switch {
 	case p.NTokens < 1 || p.QHeads < 1 || p.KVRows < 1 || p.Block < 1 || p.KVHeads < 1:
@@ -211,9 +282,9 @@ func (a *Attention) RecordPartial(c *vk.Commands, q, k, v, positions, parts vk.R
 	); err != nil {
 		return err
 	}
-	kern := a.prefill
-	if p.NTokens == 1 {
-		kern = a.decode
+	kern, err := a.partial(p.NTokens)
+	if err != nil {
+		return err
 	}
 	tiles := groups(p.NTokens, kern.tokens)
 	if tiles > attnMaxGroups || nb > attnMaxGroups || p.KVHeads > attnMaxGroups {
@@ -300,6 +371,3 @@ func attnCheckSizes(needs ...attnNeed) error {
 	}
 	return nil
 }
-
-var attnCPU = true
-var attnCPURows = 8

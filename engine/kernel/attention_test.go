@@ -202,14 +202,21 @@ func attnAssert(t testing.TB, got []float32, want, mag []float64, rtol float64) 
 	}
 }
 
-func attnNew(t testing.TB, d *vk.Device, kv gguf.Type, hd, group int) *Attention {
+func attnNew(t testing.TB, d *vk.Device, kv gguf.Type, hd, group int, variant attnVariant) *Attention {
 	t.Helper()
-	a, err := NewAttention(d, kv, hd, group)
+	a, err := newAttention(d, kv, hd, group, variant)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return a
 }
+
+// attnVariants are the attn_partial implementations every test runs: both
+// work on any device, whichever NewAttention would pick.
+var attnVariants = []struct {
+	name string
+	v    attnVariant
+}{{"gpu", attnGPU}, {"cpu", attnCPU}}
 
 func TestAttentionMatchesReference(t *testing.T) {
 	d := vktest.Device(t)
@@ -219,34 +226,40 @@ func TestAttentionMatchesReference(t *testing.T) {
 		hd, group, nKV    int
 		nTok, rows, block int
 		qScale            float32
+		cpu               bool // also run the CPU variant (each specialisation costs seconds to compile on lavapipe)
 	}{
-		{gguf.F16, 128, 4, 2, 1, 1000, 256, 4},  // decode, Llama-3 geometry
-		{gguf.F32, 128, 4, 2, 1, 257, 64, 4},    // decode
-		{gguf.F16, 64, 1, 2, 1, 100, 64, 8},     // decode, no GQA
-		{gguf.F32, 64, 8, 1, 1, 1, 64, 4},       // decode of the first token
-		{gguf.F16, 128, 1, 2, 7, 257, 64, 4},    // prefill chunk after existing KV
-		{gguf.F32, 128, 8, 2, 33, 1000, 256, 4}, // prefill, big group
-		{gguf.F16, 64, 4, 2, 33, 100, 64, 16},   // prefill, peaked softmax
-		{gguf.F32, 64, 1, 1, 7, 1, 64, 4},       // chunk longer than the range: early queries see nothing
-		{gguf.F16, 128, 4, 1, 33, 33, 256, 4},   // first chunk of a sequence
-		{gguf.F32, 64, 4, 2, 100, 257, 64, 4},   // several query tiles
-		{gguf.F16, 8, 2, 4, 7, 100, 64, 4},      // stories260K geometry
-		{gguf.F16, 8, 2, 4, 1, 100, 64, 4},      // stories260K decode
-		{gguf.F32, 4, 1, 2, 7, 100, 64, 2},      // head_dim 4
-		{gguf.F16, 256, 2, 1, 7, 100, 64, 4},    // largest head
-		{gguf.F32, 12, 3, 1, 5, 70, 16, 4},      // head size not a power of 2
+		{gguf.F16, 128, 4, 2, 1, 1000, 256, 4, true},   // decode, Llama-3 geometry
+		{gguf.F32, 128, 4, 2, 1, 257, 64, 4, false},    // decode
+		{gguf.F16, 64, 1, 2, 1, 100, 64, 8, false},     // decode, no GQA
+		{gguf.F32, 64, 8, 1, 1, 1, 64, 4, false},       // decode of the first token
+		{gguf.F16, 128, 1, 2, 7, 257, 64, 4, true},     // prefill chunk after existing KV
+		{gguf.F32, 128, 8, 2, 33, 1000, 256, 4, false}, // prefill, big group (too big for the CPU variant)
+		{gguf.F16, 64, 4, 2, 33, 100, 64, 16, true},    // prefill, peaked softmax
+		{gguf.F32, 64, 1, 1, 7, 1, 64, 4, true},        // chunk longer than the range: early queries see nothing
+		{gguf.F16, 128, 4, 1, 33, 33, 256, 4, true},    // first chunk of a sequence
+		{gguf.F32, 64, 4, 2, 100, 257, 64, 4, true},    // several query tiles
+		{gguf.F16, 8, 2, 4, 7, 100, 64, 4, true},       // stories260K geometry
+		{gguf.F16, 8, 2, 4, 1, 100, 64, 4, true},       // stories260K decode
+		{gguf.F32, 4, 1, 2, 7, 100, 64, 2, true},       // head_dim 4
+		{gguf.F16, 256, 2, 1, 7, 100, 64, 4, false},    // largest head
+		{gguf.F32, 12, 3, 1, 5, 70, 16, 4, true},       // head size not a power of 2
 	}
 	for _, tc := range cases {
-		name := fmt.Sprintf("%v/hd%d/g%d/tok%d/kv%d/block%d", tc.kv, tc.hd, tc.group, tc.nTok, tc.rows, tc.block)
-		t.Run(name, func(t *testing.T) {
-			p := newAttnProblem(r, tc.kv, tc.hd, tc.group, tc.nKV, tc.nTok, tc.rows, 10+r.IntN(50), tc.qScale)
-			a := attnNew(t, d, tc.kv, tc.hd, tc.group)
-			in := p.upload(t, d)
-			g := tc.nKV - 1 // the last KV head: QHead0 and slot offsets matter
-			got := p.headColumns(p.oneHead(t, d, a, in, g, tc.block), g)
-			want, mag := p.reference(g)
-			attnAssert(t, got, want, mag, 1e-5)
-		})
+		for _, vr := range attnVariants {
+			if vr.v == attnCPU && !tc.cpu {
+				continue
+			}
+			name := fmt.Sprintf("%s/%v/hd%d/g%d/tok%d/kv%d/block%d", vr.name, tc.kv, tc.hd, tc.group, tc.nTok, tc.rows, tc.block)
+			t.Run(name, func(t *testing.T) {
+				p := newAttnProblem(r, tc.kv, tc.hd, tc.group, tc.nKV, tc.nTok, tc.rows, 10+r.IntN(50), tc.qScale)
+				a := attnNew(t, d, tc.kv, tc.hd, tc.group, vr.v)
+				in := p.upload(t, d)
+				g := tc.nKV - 1 // the last KV head: QHead0 and slot offsets matter
+				got := p.headColumns(p.oneHead(t, d, a, in, g, tc.block), g)
+				want, mag := p.reference(g)
+				attnAssert(t, got, want, mag, 1e-5)
+			})
+		}
 	}
 }
 
@@ -255,20 +268,27 @@ func TestAttentionMatchesReference(t *testing.T) {
 func TestAttentionBlocksMatchOnePass(t *testing.T) {
 	d := vktest.Device(t)
 	r := newRand(t)
-	for _, nTok := range []int{1, 33} {
-		p := newAttnProblem(r, gguf.F32, 64, 4, 1, nTok, 1000, 5, 4)
-		a := attnNew(t, d, gguf.F32, 64, 4)
-		in := p.upload(t, d)
-		split := p.oneHead(t, d, a, in, 0, 64)
-		whole := p.oneHead(t, d, a, in, 0, p.rows)
-		want := make([]float64, len(whole))
-		for i, x := range whole {
-			want[i] = float64(x)
-		}
-		_, mag := p.reference(0)
-		attnAssert(t, split, want, mag, 1e-5)
-		if bytes.Equal(f32Bytes(split), f32Bytes(whole)) {
-			t.Logf("%d tokens: split and one-pass results are bit-identical", nTok)
+	// Geometries of TestAttentionMatchesReference, whose kernels are compiled already.
+	for _, vr := range attnVariants {
+		for _, c := range []struct {
+			kv          gguf.Type
+			hd, g, nTok int
+		}{{gguf.F32, 64, 4, 33}, {gguf.F16, 128, 4, 1}} {
+			nTok := c.nTok
+			p := newAttnProblem(r, c.kv, c.hd, c.g, 1, nTok, 1000, 5, 4)
+			a := attnNew(t, d, c.kv, c.hd, c.g, vr.v)
+			in := p.upload(t, d)
+			split := p.oneHead(t, d, a, in, 0, 64)
+			whole := p.oneHead(t, d, a, in, 0, p.rows)
+			want := make([]float64, len(whole))
+			for i, x := range whole {
+				want[i] = float64(x)
+			}
+			_, mag := p.reference(0)
+			attnAssert(t, split, want, mag, 1e-5)
+			if bytes.Equal(f32Bytes(split), f32Bytes(whole)) {
+				t.Logf("%s, %d tokens: split and one-pass results are bit-identical", vr.name, nTok)
+			}
 		}
 	}
 }
@@ -279,75 +299,77 @@ func TestAttentionBlocksMatchOnePass(t *testing.T) {
 func TestAttentionBatchesBitIdentical(t *testing.T) {
 	d := vktest.Device(t)
 	r := newRand(t)
-	for _, nTok := range []int{1, 7} {
-		const block, split = 64, 4 // batch 1: blocks 0..3, batch 2: blocks 4..9
-		p := newAttnProblem(r, gguf.F16, 128, 4, 2, nTok, 600, 3, 4)
-		a := attnNew(t, d, gguf.F16, 128, 4)
-		in := p.upload(t, d)
-		g := 1
-		nb := Blocks(p.rows, block)
-		heads, outHeads := p.group, p.nKV*p.group
-		outBytes := p.nTok * outHeads * p.hd * 4
-		accBytes := PartsBytes(nTok, heads, p.hd, 1)
-		merge := func(first, n int, init, fin bool) MergeParams {
-			return MergeParams{NTokens: nTok, Heads: heads, PartFirst: first, NParts: n, Init: init, Finalize: fin,
-				OutHeads: outHeads, OutHead0: g * p.group}
-		}
+	for _, vr := range attnVariants {
+		for _, nTok := range []int{1, 7} {
+			const block, split = 64, 4 // batch 1: blocks 0..3, batch 2: blocks 4..9
+			p := newAttnProblem(r, gguf.F16, 128, 4, 2, nTok, 600, 3, 4)
+			a := attnNew(t, d, gguf.F16, 128, 4, vr.v)
+			in := p.upload(t, d)
+			g := 1
+			nb := Blocks(p.rows, block)
+			heads, outHeads := p.group, p.nKV*p.group
+			outBytes := p.nTok * outHeads * p.hd * 4
+			accBytes := PartsBytes(nTok, heads, p.hd, 1)
+			merge := func(first, n int, init, fin bool) MergeParams {
+				return MergeParams{NTokens: nTok, Heads: heads, PartFirst: first, NParts: n, Init: init, Finalize: fin,
+					OutHeads: outHeads, OutHead0: g * p.group}
+			}
 
-		// Resident: all blocks, one merge.
-		parts := poisoned(t, d, PartsBytes(nTok, heads, p.hd, nb))
-		acc1, out1 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
-		// Same parts merged in two dispatches.
-		acc2, out2 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
-		// Streamed: two batches of partials, each into its own small parts
-		// buffer starting at part 0, merged batch by batch.
-		sparts := poisoned(t, d, PartsBytes(nTok, heads, p.hd, nb-split))
-		acc3, out3 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
-		run(t, d, func(c *vk.Commands) error {
-			all := p.params(g, 0, p.rows, block, 0)
-			if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
-				in.pos.All(), parts.All(), all); err != nil {
-				return err
+			// Resident: all blocks, one merge.
+			parts := poisoned(t, d, PartsBytes(nTok, heads, p.hd, nb))
+			acc1, out1 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
+			// Same parts merged in two dispatches.
+			acc2, out2 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
+			// Streamed: two batches of partials, each into its own small parts
+			// buffer starting at part 0, merged batch by batch.
+			sparts := poisoned(t, d, PartsBytes(nTok, heads, p.hd, nb-split))
+			acc3, out3 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
+			run(t, d, func(c *vk.Commands) error {
+				all := p.params(g, 0, p.rows, block, 0)
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
+					in.pos.All(), parts.All(), all); err != nil {
+					return err
+				}
+				c.Barrier()
+				if err := a.RecordMerge(c, parts.All(), acc1.All(), out1.All(), merge(0, nb, true, true)); err != nil {
+					return err
+				}
+				if err := a.RecordMerge(c, parts.All(), acc2.All(), vk.Range{}, merge(0, split, true, false)); err != nil {
+					return err
+				}
+				c.Barrier()
+				if err := a.RecordMerge(c, parts.All(), acc2.All(), out2.All(), merge(split, nb-split, false, true)); err != nil {
+					return err
+				}
+				// Streamed batch 1 (rows 0..255) then batch 2 (rows 256..599).
+				r1 := split * block
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, r1), p.headRange(in.v, g, 0, r1),
+					in.pos.All(), sparts.All(), p.params(g, 0, r1, block, 0)); err != nil {
+					return err
+				}
+				c.Barrier()
+				if err := a.RecordMerge(c, sparts.All(), acc3.All(), vk.Range{}, merge(0, split, true, false)); err != nil {
+					return err
+				}
+				c.Barrier()
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, r1, p.rows), p.headRange(in.v, g, r1, p.rows),
+					in.pos.All(), sparts.All(), p.params(g, r1, p.rows, block, 0)); err != nil {
+					return err
+				}
+				c.Barrier()
+				return a.RecordMerge(c, sparts.All(), acc3.All(), out3.All(), merge(0, nb-split, false, true))
+			})
+			o1, o2, o3 := download(t, d, out1), download(t, d, out2), download(t, d, out3)
+			a1, a2, a3 := download(t, d, acc1), download(t, d, acc2), download(t, d, acc3)
+			if !bytes.Equal(a1, a2) || !bytes.Equal(o1, o2) {
+				t.Fatalf("%s, %d tokens: merging in one dispatch and in two differs", vr.name, nTok)
 			}
-			c.Barrier()
-			if err := a.RecordMerge(c, parts.All(), acc1.All(), out1.All(), merge(0, nb, true, true)); err != nil {
-				return err
+			if !bytes.Equal(a1, a3) || !bytes.Equal(o1, o3) {
+				t.Fatalf("%s, %d tokens: streaming the blocks in two batches differs from the resident pass", vr.name, nTok)
 			}
-			if err := a.RecordMerge(c, parts.All(), acc2.All(), vk.Range{}, merge(0, split, true, false)); err != nil {
-				return err
-			}
-			c.Barrier()
-			if err := a.RecordMerge(c, parts.All(), acc2.All(), out2.All(), merge(split, nb-split, false, true)); err != nil {
-				return err
-			}
-			// Streamed batch 1 (rows 0..255) then batch 2 (rows 256..599).
-			r1 := split * block
-			if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, r1), p.headRange(in.v, g, 0, r1),
-				in.pos.All(), sparts.All(), p.params(g, 0, r1, block, 0)); err != nil {
-				return err
-			}
-			c.Barrier()
-			if err := a.RecordMerge(c, sparts.All(), acc3.All(), vk.Range{}, merge(0, split, true, false)); err != nil {
-				return err
-			}
-			c.Barrier()
-			if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, r1, p.rows), p.headRange(in.v, g, r1, p.rows),
-				in.pos.All(), sparts.All(), p.params(g, r1, p.rows, block, 0)); err != nil {
-				return err
-			}
-			c.Barrier()
-			return a.RecordMerge(c, sparts.All(), acc3.All(), out3.All(), merge(0, nb-split, false, true))
-		})
-		o1, o2, o3 := download(t, d, out1), download(t, d, out2), download(t, d, out3)
-		a1, a2, a3 := download(t, d, acc1), download(t, d, acc2), download(t, d, acc3)
-		if !bytes.Equal(a1, a2) || !bytes.Equal(o1, o2) {
-			t.Fatalf("%d tokens: merging in one dispatch and in two differs", nTok)
+			want, mag := p.reference(g)
+			attnAssert(t, p.headColumns(bytesF32(o1), g), want, mag, 1e-5)
 		}
-		if !bytes.Equal(a1, a3) || !bytes.Equal(o1, o3) {
-			t.Fatalf("%d tokens: streaming the blocks in two batches differs from the resident pass", nTok)
-		}
-		want, mag := p.reference(g)
-		attnAssert(t, p.headColumns(bytesF32(o1), g), want, mag, 1e-5)
 	}
 }
 
@@ -356,52 +378,54 @@ func TestAttentionBatchesBitIdentical(t *testing.T) {
 func TestAttentionMultiHeadBitIdentical(t *testing.T) {
 	d := vktest.Device(t)
 	r := newRand(t)
-	for _, nTok := range []int{1, 9} {
-		p := newAttnProblem(r, gguf.F16, 64, 4, 3, nTok, 300, 0, 4)
-		a := attnNew(t, d, gguf.F16, 64, 4)
-		in := p.upload(t, d)
-		const block = 128
-		nb := Blocks(p.rows, block)
-		heads := p.nKV * p.group
-		outBytes := nTok * heads * p.hd * 4
+	for _, vr := range attnVariants {
+		for _, nTok := range []int{1, 9} {
+			p := newAttnProblem(r, gguf.F16, 128, 4, 3, nTok, 300, 0, 4)
+			a := attnNew(t, d, gguf.F16, 128, 4, vr.v)
+			in := p.upload(t, d)
+			const block = 128
+			nb := Blocks(p.rows, block)
+			heads := p.nKV * p.group
+			outBytes := nTok * heads * p.hd * 4
 
-		parts := poisoned(t, d, PartsBytes(nTok, heads, p.hd, nb))
-		acc := poisoned(t, d, PartsBytes(nTok, heads, p.hd, 1))
-		multi := poisoned(t, d, outBytes)
-		run(t, d, func(c *vk.Commands) error {
-			ap := p.params(0, 0, p.rows, block, 0)
-			ap.KVHeads = p.nKV
-			kr := in.k.Range(0, uint64((p.nKV-1)*p.stride+p.rows*p.hd)*2)
-			vr := in.v.Range(0, kr.Size)
-			if err := a.RecordPartial(c, in.q.All(), kr, vr, in.pos.All(), parts.All(), ap); err != nil {
-				return err
-			}
-			c.Barrier()
-			return a.RecordMerge(c, parts.All(), acc.All(), multi.All(), MergeParams{NTokens: nTok, Heads: heads,
-				NParts: nb, Init: true, Finalize: true, OutHeads: heads})
-		})
-		single := poisoned(t, d, outBytes)
-		for g := range p.nKV {
-			sp := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, nb))
-			sa := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, 1))
+			parts := poisoned(t, d, PartsBytes(nTok, heads, p.hd, nb))
+			acc := poisoned(t, d, PartsBytes(nTok, heads, p.hd, 1))
+			multi := poisoned(t, d, outBytes)
 			run(t, d, func(c *vk.Commands) error {
-				err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
-					in.pos.All(), sp.All(), p.params(g, 0, p.rows, block, 0))
-				if err != nil {
+				ap := p.params(0, 0, p.rows, block, 0)
+				ap.KVHeads = p.nKV
+				kr := in.k.Range(0, uint64((p.nKV-1)*p.stride+p.rows*p.hd)*2)
+				vr := in.v.Range(0, kr.Size)
+				if err := a.RecordPartial(c, in.q.All(), kr, vr, in.pos.All(), parts.All(), ap); err != nil {
 					return err
 				}
 				c.Barrier()
-				return a.RecordMerge(c, sp.All(), sa.All(), single.All(), MergeParams{NTokens: nTok, Heads: p.group,
-					NParts: nb, Init: true, Finalize: true, OutHeads: heads, OutHead0: g * p.group})
+				return a.RecordMerge(c, parts.All(), acc.All(), multi.All(), MergeParams{NTokens: nTok, Heads: heads,
+					NParts: nb, Init: true, Finalize: true, OutHeads: heads})
 			})
-		}
-		m, s := download(t, d, multi), download(t, d, single)
-		if !bytes.Equal(m, s) {
-			t.Fatalf("%d tokens: the multi-head dispatch differs from per-head dispatches", nTok)
-		}
-		for g := range p.nKV {
-			want, mag := p.reference(g)
-			attnAssert(t, p.headColumns(bytesF32(m), g), want, mag, 1e-5)
+			single := poisoned(t, d, outBytes)
+			for g := range p.nKV {
+				sp := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, nb))
+				sa := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, 1))
+				run(t, d, func(c *vk.Commands) error {
+					err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
+						in.pos.All(), sp.All(), p.params(g, 0, p.rows, block, 0))
+					if err != nil {
+						return err
+					}
+					c.Barrier()
+					return a.RecordMerge(c, sp.All(), sa.All(), single.All(), MergeParams{NTokens: nTok, Heads: p.group,
+						NParts: nb, Init: true, Finalize: true, OutHeads: heads, OutHead0: g * p.group})
+				})
+			}
+			m, s := download(t, d, multi), download(t, d, single)
+			if !bytes.Equal(m, s) {
+				t.Fatalf("%s, %d tokens: the multi-head dispatch differs from per-head dispatches", vr.name, nTok)
+			}
+			for g := range p.nKV {
+				want, mag := p.reference(g)
+				attnAssert(t, p.headColumns(bytesF32(m), g), want, mag, 1e-5)
+			}
 		}
 	}
 }
@@ -416,7 +440,10 @@ func TestAttentionRejectsBadArguments(t *testing.T) {
 			t.Errorf("NewAttention(%v, %d, %d) accepted", c.kv, c.hd, c.group)
 		}
 	}
-	a := attnNew(t, d, gguf.F16, 64, 2)
+	if _, err := newAttention(d, gguf.F16, 128, 8, attnCPU); err == nil {
+		t.Errorf("the CPU kernel accepted group 8 × head dimension 128")
+	}
+	a := attnNew(t, d, gguf.F16, 64, 2, attnAuto)
 	small := poisoned(t, d, 256)
 	big := poisoned(t, d, 1<<20)
 	good := AttnParams{NTokens: 1, QHeads: 2, KVRows: 10, Block: 64, KVHeads: 1, Scale: 0.125}
@@ -451,11 +478,19 @@ func TestAttentionRejectsBadArguments(t *testing.T) {
 }
 
 // attnBench times one partial dispatch over kv rows in blocks of block and
-// the merge of its parts, for nTok queries at the last positions.
+// the merge of its parts, for nTok queries at the last positions, f16 KV,
+// head dimension 128 and group 4 (one KV head of a Llama-3-8B layer), with
+// each attn_partial variant.
 func attnBench(b *testing.B, nTok, kv, block int) {
+	for _, vr := range attnVariants {
+		b.Run(vr.name, func(b *testing.B) { attnBenchOne(b, nTok, kv, block, vr.v) })
+	}
+}
+
+func attnBenchOne(b *testing.B, nTok, kv, block int, variant attnVariant) {
 	d := vktest.Device(b)
 	const hd, group = 128, 4
-	a := attnNew(b, d, gguf.F16, hd, group)
+	a := attnNew(b, d, gguf.F16, hd, group, variant)
 	r := newRand(b)
 	p := newAttnProblem(r, gguf.F16, hd, group, 1, nTok, kv, 0, 1)
 	in := p.upload(b, d)
@@ -495,14 +530,12 @@ func attnBench(b *testing.B, nTok, kv, block int) {
 	for _, x := range p.pos {
 		pairs += float64(min(kv, int(x)+1))
 	}
-	b.ReportMetric(4*hd*group*pairs/sec/1e9, "GFLOP/s")
+	b.ReportMetric(float64(4*hd*group)*pairs/sec/1e9, "GFLOP/s")
 	b.ReportMetric(float64(2*kv*hd*2)/sec/1e9, "KV-GB/s")
 }
 
-// BenchmarkAttentionDecode: one token against 32K f16 positions, head
-// dimension 128, group 4 (one KV head of a Llama-3-8B layer).
+// BenchmarkAttentionDecode: one token against 32K positions.
 func BenchmarkAttentionDecode(b *testing.B) { attnBench(b, 1, 32768, 256) }
 
-// BenchmarkAttentionPrefill: a 512-token chunk at the end of 4K f16
-// positions, head dimension 128, group 4.
+// BenchmarkAttentionPrefill: a 512-token chunk at the end of 4K positions.
 func BenchmarkAttentionPrefill(b *testing.B) { attnBench(b, 512, 4096, 512) }

@@ -23,6 +23,7 @@ type BenchResult struct {
 	GBps float64
 }
 
+// String formats the result as one line of a table.
 func (r BenchResult) String() string {
 	return fmt.Sprintf("%-28s median %9.1f µs  best %9.1f µs  %7.2f GB/s", r.Op, r.NS/1e3, r.BestNS/1e3, r.GBps)
 }
@@ -34,10 +35,14 @@ func benchResult(op string, iters int, t benchTimes, bytes uint64) BenchResult {
 // benchTimes summarises the per-run device times of a benchmark.
 type benchTimes struct{ median, best float64 }
 
-// BenchMatVec times y = W x for a rows × cols matrix of type t, iters times
-// after one untimed run. Bytes counts the weights only, the traffic that
+// BenchMatVec times y = W x for a rows × cols matrix of type t: iters runs
+// recorded in one command buffer, which is submitted twice so that only
+// warm runs are timed. Bytes counts the weights only, the traffic that
 // bounds a decode step; x and y are small and stay in cache.
 func BenchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int) (BenchResult, error) {
+	if err := benchShape(t, rows, cols, 1); err != nil {
+		return BenchResult{}, err
+	}
 	k, err := NewMatVec(d, t)
 	if err != nil {
 		return BenchResult{}, err
@@ -48,12 +53,12 @@ func BenchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int) (BenchResult,
 		return BenchResult{}, err
 	}
 	defer benchFree(bufs)
-	w, x, y := bufs[0].All(), bufs[1].All(), bufs[2].All()
+	w, x, y := bufs[0].Range(0, wbytes), bufs[1].All(), bufs[2].All()
 	op := fmt.Sprintf("matvec %v %dx%d", t, rows, cols)
 	tm, err := benchTime(d, iters, func(c *vk.Commands) error {
 		// Values that decode to ordinary numbers in every type, so that
 		// no NaN or denormal slows a CPU device down.
-		c.Fill(w, benchPattern(t))
+		c.Fill(bufs[0].All(), benchPattern(t))
 		c.Fill(x, 0x3f800000) // 1.0
 		return nil
 	}, func(c *vk.Commands) error {
@@ -69,9 +74,21 @@ func BenchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int) (BenchResult,
 // tokens. Bytes counts the weights; the rate that matters here is
 // FLOPS, 2·rows·cols·n / NS.
 func BenchMatMul(d *vk.Device, t gguf.Type, rows, cols, n, iters int) (BenchResult, error) {
+	return benchMatMul(d, t, rows, cols, n, iters, false)
+}
+
+// benchMatMul is BenchMatMul, with tiled forcing the tiled kernel on
+// devices that would run one matvec per token.
+func benchMatMul(d *vk.Device, t gguf.Type, rows, cols, n, iters int, tiled bool) (BenchResult, error) {
+	if err := benchShape(t, rows, cols, n); err != nil {
+		return BenchResult{}, err
+	}
 	k, err := NewMatMul(d, t)
 	if err != nil {
 		return BenchResult{}, err
+	}
+	if tiled {
+		k.perToken = nil
 	}
 	wbytes := uint64(rows) * uint64(t.RowBytes(cols))
 	bufs, err := benchAlloc(d, wbytes, 4*uint64(cols)*uint64(n), 4*uint64(rows)*uint64(n))
@@ -79,10 +96,13 @@ func BenchMatMul(d *vk.Device, t gguf.Type, rows, cols, n, iters int) (BenchResu
 		return BenchResult{}, err
 	}
 	defer benchFree(bufs)
-	w, x, y := bufs[0].All(), bufs[1].All(), bufs[2].All()
+	w, x, y := bufs[0].Range(0, wbytes), bufs[1].All(), bufs[2].All()
 	op := fmt.Sprintf("matmul %v %dx%d n=%d", t, rows, cols, n)
+	if k.perToken != nil {
+		op += " (as matvecs)"
+	}
 	tm, err := benchTime(d, iters, func(c *vk.Commands) error {
-		c.Fill(w, benchPattern(t))
+		c.Fill(bufs[0].All(), benchPattern(t))
 		c.Fill(x, 0x3f800000)
 		return nil
 	}, func(c *vk.Commands) error {
@@ -112,7 +132,10 @@ func BenchCopy(d *vk.Device, bytes, iters int) (BenchResult, error) {
 	}
 	defer benchFree(bufs)
 	src, dst := bufs[0].All(), bufs[1].All()
-	op := fmt.Sprintf("copy %d MiB", size>>20)
+	op := fmt.Sprintf("copy %d bytes", size)
+	if size%(1<<20) == 0 {
+		op = fmt.Sprintf("copy %d MiB", size>>20)
+	}
 	tm, err := benchTime(d, iters, func(c *vk.Commands) error {
 		c.Fill(src, 0x3f800000)
 		c.Fill(dst, 0)
@@ -285,10 +308,24 @@ func benchSpan(ts []vk.Timing, from, to string) (float64, error) {
 	return b - a, nil
 }
 
+// benchShape reports shapes the benchmarks cannot run, before anything is
+// allocated for them.
+func benchShape(t gguf.Type, rows, cols, n int) error {
+	if rows <= 0 || cols <= 0 || n <= 0 {
+		return fmt.Errorf("benchmark: %d rows, %d columns, %d tokens: every dimension must be positive", rows, cols, n)
+	}
+	if bs := t.BlockSize(); cols%bs != 0 {
+		return fmt.Errorf("benchmark: %d columns is not a multiple of the %v block size %d", cols, t, bs)
+	}
+	return nil
+}
+
+// benchAlloc allocates device buffers of the given sizes, each rounded up
+// to 4 bytes so that it can be filled whole.
 func benchAlloc(d *vk.Device, sizes ...uint64) ([]*vk.Buffer, error) {
 	var bufs []*vk.Buffer
 	for _, s := range sizes {
-		b, err := d.Alloc(vk.DeviceLocal, s, "benchmark")
+		b, err := d.Alloc(vk.DeviceLocal, (s+3)&^3, "benchmark")
 		if err != nil {
 			benchFree(bufs)
 			return nil, err

@@ -8,8 +8,15 @@ import (
 	"headinfer/vk/vktest"
 )
 
-// The benchmarks report device time (dev-µs/op) and bandwidth from
-// timestamps; Go's own ns/op includes setup and is not the number to read.
+// The benchmarks report device time from timestamps (the fastest and the
+// median run, µs) and bandwidth from the fastest run; Go's own ns/op
+// includes setup and is not the number to read.
+
+func benchReport(b *testing.B, r BenchResult) {
+	b.ReportMetric(r.BestNS/1e3, "best-µs")
+	b.ReportMetric(r.NS/1e3, "median-µs")
+	b.ReportMetric(r.GBps, "GB/s")
+}
 
 func BenchmarkMatVec(b *testing.B) {
 	d := vktest.Device(b)
@@ -23,8 +30,7 @@ func BenchmarkMatVec(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				b.ReportMetric(r.NS/1e3, "dev-µs/op")
-				b.ReportMetric(r.GBps, "GB/s")
+				benchReport(b, r)
 			})
 		}
 	}
@@ -32,18 +38,25 @@ func BenchmarkMatVec(b *testing.B) {
 
 func BenchmarkMatMul(b *testing.B) {
 	d := vktest.Device(b)
+	const rows, cols, n = 4096, 4096, 64
 	for _, typ := range []gguf.Type{gguf.F16, gguf.Q8_0} {
-		b.Run(fmt.Sprintf("%v/4096x4096/n=64", typ), func(b *testing.B) {
-			var r BenchResult
-			var err error
-			for b.Loop() {
-				if r, err = BenchMatMul(d, typ, 4096, 4096, 64, 3); err != nil {
-					b.Fatal(err)
-				}
+		for _, tiled := range []bool{false, true} {
+			name := fmt.Sprintf("%v/%dx%d/n=%d", typ, rows, cols, n)
+			if tiled {
+				name += "/tiled"
 			}
-			b.ReportMetric(r.NS/1e3, "dev-µs/op")
-			b.ReportMetric(2*4096*4096*64/r.NS, "GFLOP/s")
-		})
+			b.Run(name, func(b *testing.B) {
+				var r BenchResult
+				var err error
+				for b.Loop() {
+					if r, err = benchMatMul(d, typ, rows, cols, n, 2, tiled); err != nil {
+						b.Fatal(err)
+					}
+				}
+				benchReport(b, r)
+				b.ReportMetric(2*rows*cols*n/r.BestNS, "GFLOP/s")
+			})
+		}
 	}
 }
 
@@ -56,8 +69,7 @@ func BenchmarkCopy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(r.NS/1e3, "dev-µs/op")
-	b.ReportMetric(r.GBps, "GB/s")
+	benchReport(b, r)
 }
 
 func BenchmarkDispatch(b *testing.B) {
@@ -71,4 +83,39 @@ func BenchmarkDispatch(b *testing.B) {
 	}
 	b.ReportMetric(r.PerDispatchUS, "µs/dispatch")
 	b.ReportMetric(r.PerSubmitUS, "µs/submit")
+}
+
+// TestBench runs each benchmark function once on small odd shapes, so that
+// `headinfer bench kernels` cannot break unnoticed.
+func TestBench(t *testing.T) {
+	d := vktest.Device(t)
+	check := func(r BenchResult, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !(r.BestNS > 0 && r.NS >= r.BestNS && r.GBps > 0) || r.Bytes == 0 {
+			t.Fatalf("%s: implausible result %+v", r.Op, r)
+		}
+		t.Log(r)
+	}
+	for _, typ := range mvTypes {
+		check(BenchMatVec(d, typ, 3, 32, 3))
+	}
+	check(BenchMatMul(d, gguf.Q4_0, 5, 64, 3, 2))
+	check(benchMatMul(d, gguf.F16, 5, 37, 3, 2, true))
+	check(BenchCopy(d, 4100, 3))
+	dc, err := BenchDispatch(d, 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(dc.PerDispatchUS > 0 && dc.PerSubmitUS > 0) {
+		t.Fatalf("implausible dispatch costs %+v", dc)
+	}
+	if _, err := BenchMatVec(d, gguf.Q8_0, 3, 33, 1); err == nil {
+		t.Error("BenchMatVec accepted 33 columns of Q8_0")
+	}
+	if _, err := BenchCopy(d, 15, 1); err == nil {
+		t.Error("BenchCopy accepted 15 bytes")
+	}
 }

@@ -21,6 +21,11 @@ type MatMul struct {
 	name  string
 	kern  *vk.Kernel
 	limit uint64 // when nonzero, a binding size below the device's, so tests can force splitting
+	// perToken, on CPU devices, does the product as one matrix-vector
+	// product per token: there every shared-memory access is a loop over a
+	// subgroup's lanes, and the tiled kernel, which lives on shared memory,
+	// runs several times slower than n matvecs (see BENCHMARKS.md).
+	perToken *MatVec
 }
 
 // NewMatMul prepares the matrix-matrix kernel for weights of type t.
@@ -40,7 +45,13 @@ func NewMatMul(d *vk.Device, t gguf.Type) (*MatMul, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return &MatMul{d: d, t: t, name: name, kern: kern}, nil
+	k := &MatMul{d: d, t: t, name: name, kern: kern}
+	if d.Info().Type == vk.CPU {
+		if k.perToken, err = NewMatVec(d, t); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
 }
 
 // Record records Y = X Wᵀ (accumulate false) or Y += X Wᵀ (accumulate
@@ -51,6 +62,17 @@ func NewMatMul(d *vk.Device, t gguf.Type) (*MatMul, error) {
 func (k *MatMul) Record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.Range, accumulate bool) error {
 	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y); err != nil {
 		return err
+	}
+	if k.perToken != nil {
+		xb, yb := 4*uint64(cols), 4*uint64(rows)
+		for j := range uint64(n) {
+			xj := x.Buf.Range(x.Off+j*xb, xb)
+			yj := y.Buf.Range(y.Off+j*yb, yb)
+			if err := k.perToken.Record(c, w, rows, cols, xj, yj, accumulate); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	info := k.d.Info()
 	lim, err := mvLimits(info, k.limit, k.name)

@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"fmt"
 	"testing"
 
 	"headinfer/engine/gguf"
@@ -19,19 +18,20 @@ func mmShapes(t gguf.Type) [][3]int {
 		}
 	}
 	return [][3]int{
-		{1, 32, 5}, {3, 4128, 67}, {37, 96, 1}, {300, 32, 67}, {300, 4128, 5}, {37, 1088, 67},
+		{1, 32, 5}, {3, 4128, 67}, {37, 96, 1}, {300, 32, 67}, {300, 4128, 5}, {37, 1280, 67},
 	}
 }
 
 func TestMatMul(t *testing.T) {
 	d := vktest.Device(t)
 	for _, typ := range mvTypes {
-		for i, s := range mmShapes(typ) {
-			rows, cols, n := s[0], s[1], s[2]
-			acc := i%2 == 1
-			lay := []mvLayout{mvAligned, mvOddOffsets, mvWordOffset}[i%3]
-			name := fmt.Sprintf("%v/%dx%d/n=%d/acc=%v/off=%d,%d,%d", typ, rows, cols, n, acc, lay.w, lay.x, lay.y)
-			t.Run(name, func(t *testing.T) { mvCase(t, d, typ, rows, cols, n, acc, lay, 0) })
+		for i, sh := range mmShapes(typ) {
+			s := mvSpec{typ: typ, rows: sh[0], cols: sh[1], n: sh[2], acc: i%2 == 1,
+				lay: []mvLayout{mvAligned, mvOddOffsets, mvWordOffset}[i%3]}
+			for _, tiled := range []bool{true, false} {
+				s.tiled = tiled
+				t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
+			}
 		}
 	}
 }
@@ -41,7 +41,10 @@ func TestMatMul(t *testing.T) {
 func TestMatMulSplit(t *testing.T) {
 	d := vktest.Device(t)
 	for _, typ := range mvTypes {
-		t.Run(typ.String(), func(t *testing.T) { mvCase(t, d, typ, 300, 96, 67, true, mvWordOffset, 8192) })
+		for _, tiled := range []bool{true, false} {
+			s := mvSpec{typ: typ, rows: 300, cols: 96, n: 67, acc: true, lay: mvWordOffset, limit: 8192, tiled: tiled}
+			t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
+		}
 	}
 }
 

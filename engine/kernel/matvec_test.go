@@ -20,7 +20,7 @@ func mvCols(t gguf.Type) []int {
 	if t.BlockSize() == 1 {
 		return []int{37, 301, 302, 32, 96, 4128}
 	}
-	return []int{32, 96, 4128, 64, 1088}
+	return []int{32, 96, 4128, 256, 1280}
 }
 
 // mvWeights returns random rows × cols weights encoded as t, and their
@@ -137,41 +137,84 @@ func mvReadOutput(t testing.TB, d *vk.Device, b *vk.Buffer, r vk.Range) []float3
 	return bytesF32(all[r.Off : r.Off+r.Size])
 }
 
-// mvCase runs one matvec (n == 0) or matmul (n ≥ 1) against the reference.
-func mvCase(t *testing.T, d *vk.Device, typ gguf.Type, rows, cols, n int, acc bool, lay mvLayout, limit uint64) {
+// mvSpec is one matvec (n == 0) or matmul (n ≥ 1) test case.
+type mvSpec struct {
+	typ           gguf.Type
+	rows, cols, n int
+	acc           bool
+	lay           mvLayout
+	limit         uint64 // nonzero: a small binding limit that forces splitting
+	tiled         bool   // matmul: the tiled kernel even where the device would run matvecs
+	gpu           bool   // matvec: the GPU geometry and layout even on a CPU device
+}
+
+// mvGPUGeometry is the matvec geometry of GPUs, tested on any device
+// because it combines several subgroups per row through shared memory.
+var mvGPUGeometry = [2]int{128, 3}
+
+func (s mvSpec) String() string {
+	str := fmt.Sprintf("%v/%dx%d", s.typ, s.rows, s.cols)
+	if s.n > 0 {
+		str += fmt.Sprintf("/n=%d", s.n)
+	}
+	str += fmt.Sprintf("/acc=%v/off=%d,%d,%d", s.acc, s.lay.w, s.lay.x, s.lay.y)
+	if s.tiled {
+		str += "/tiled"
+	}
+	if s.gpu {
+		str += "/gpu"
+	}
+	return str
+}
+
+// mvSetup applies the spec's overrides to a matvec.
+func (s mvSpec) mvSetup(k *MatVec) {
+	k.limit = s.limit
+	if s.gpu {
+		k.wg, k.rows, k.cpu = mvGPUGeometry[0], mvGPUGeometry[1], false
+	}
+}
+
+// mvCase runs one case against the float64 reference.
+func mvCase(t *testing.T, d *vk.Device, s mvSpec) {
 	t.Helper()
 	r := newRand(t)
-	raw, deq := mvWeights(t, r, typ, rows, cols)
-	nv := max(n, 1)
-	x := randFloats(r, nv*cols, 1)
+	raw, deq := mvWeights(t, r, s.typ, s.rows, s.cols)
+	nv := max(s.n, 1)
+	x := randFloats(r, nv*s.cols, 1)
 	var y0 []float32
-	if acc {
-		y0 = randFloats(r, nv*rows, 4)
+	if s.acc {
+		y0 = randFloats(r, nv*s.rows, 4)
 	}
-	want, mag := mvReference(deq, rows, cols, nv, x, y0)
+	want, mag := mvReference(deq, s.rows, s.cols, nv, x, y0)
 
-	woff := lay.w
-	if typ == gguf.F32 {
+	woff := s.lay.w
+	if s.typ == gguf.F32 {
 		woff = (woff + 3) &^ 3 // F32 weights must be 4-byte aligned
 	}
 	_, wr := mvOperand(t, d, raw, woff)
-	_, xr := mvOperand(t, d, f32Bytes(x), lay.x)
-	yb, yr := mvOutput(t, d, nv*rows, y0, lay.y)
+	_, xr := mvOperand(t, d, f32Bytes(x), s.lay.x)
+	yb, yr := mvOutput(t, d, nv*s.rows, y0, s.lay.y)
 
-	if n == 0 {
-		k, err := NewMatVec(d, typ)
+	if s.n == 0 {
+		k, err := NewMatVec(d, s.typ)
 		if err != nil {
 			t.Fatal(err)
 		}
-		k.limit = limit
-		run(t, d, func(c *vk.Commands) error { return k.Record(c, wr, rows, cols, xr, yr, acc) })
+		s.mvSetup(k)
+		run(t, d, func(c *vk.Commands) error { return k.Record(c, wr, s.rows, s.cols, xr, yr, s.acc) })
 	} else {
-		k, err := NewMatMul(d, typ)
+		k, err := NewMatMul(d, s.typ)
 		if err != nil {
 			t.Fatal(err)
 		}
-		k.limit = limit
-		run(t, d, func(c *vk.Commands) error { return k.Record(c, wr, rows, cols, n, xr, yr, acc) })
+		k.limit = s.limit
+		if s.tiled {
+			k.perToken = nil
+		} else if k.perToken != nil {
+			s.mvSetup(k.perToken)
+		}
+		run(t, d, func(c *vk.Commands) error { return k.Record(c, wr, s.rows, s.cols, s.n, xr, yr, s.acc) })
 	}
 	mvAssert(t, mvReadOutput(t, d, yb, yr), want, mag, 1e-5)
 }
@@ -185,9 +228,23 @@ func TestMatVec(t *testing.T) {
 					acc bool
 					lay mvLayout
 				}{{false, mvAligned}, {true, mvOddOffsets}, {false, mvWordOffset}} {
-					name := fmt.Sprintf("%v/%dx%d/acc=%v/off=%d,%d,%d", typ, rows, cols, v.acc, v.lay.w, v.lay.x, v.lay.y)
-					t.Run(name, func(t *testing.T) { mvCase(t, d, typ, rows, cols, 0, v.acc, v.lay, 0) })
+					s := mvSpec{typ: typ, rows: rows, cols: cols, acc: v.acc, lay: v.lay}
+					t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
 				}
+			}
+		}
+	}
+}
+
+// TestMatVecGPU runs the GPU geometry and layout (which a CPU device would
+// not choose) with every load width.
+func TestMatVecGPU(t *testing.T) {
+	d := vktest.Device(t)
+	for _, typ := range mvTypes {
+		for _, cols := range mvCols(typ) {
+			for i, lay := range []mvLayout{mvAligned, mvOddOffsets, mvWordOffset} {
+				s := mvSpec{typ: typ, rows: 37, cols: cols, acc: i == 1, lay: lay, gpu: true}
+				t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
 			}
 		}
 	}
@@ -205,8 +262,8 @@ func TestMatVecSplit(t *testing.T) {
 		}
 		for _, shape := range [][2]int{{301, 96}, {300, 128}, {37, long}} {
 			for _, lay := range []mvLayout{mvAligned, mvWordOffset} {
-				name := fmt.Sprintf("%v/%dx%d/off=%d", typ, shape[0], shape[1], lay.w)
-				t.Run(name, func(t *testing.T) { mvCase(t, d, typ, shape[0], shape[1], 0, true, lay, 4096) })
+				s := mvSpec{typ: typ, rows: shape[0], cols: shape[1], acc: true, lay: lay, limit: 4096}
+				t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
 			}
 		}
 	}
@@ -220,7 +277,7 @@ func TestMatVecLarge(t *testing.T) {
 	if need := uint64(rows * cols * 4); need <= d.Info().MaxStorageBufferRange {
 		rows = int(d.Info().MaxStorageBufferRange/uint64(cols*4)) + 37
 	}
-	mvCase(t, d, gguf.F32, rows, cols, 0, false, mvLayout{y: 8}, 0)
+	mvCase(t, d, mvSpec{typ: gguf.F32, rows: rows, cols: cols, lay: mvLayout{y: 8}})
 }
 
 func TestMatVecErrors(t *testing.T) {

@@ -1,0 +1,317 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"headinfer/bytesize"
+	"headinfer/engine"
+)
+
+func benchContextCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "context",
+		Usage: "prefill and decode speed, device and host memory against context length, per KV offload mode",
+		UsageText: "headinfer bench context (-m MODEL | --synth PRESET [--layers N]) --ctx 4096,32768 --offload none,head [--prefill N] [--csv F] [--md F] [--plot F.png]\n\n" +
+			"For every context length and offload mode it loads the model with that --ctx-size, fills the context\n" +
+			"and decodes --decode tokens at its end. With --prefill N only the last N prompt tokens are really\n" +
+			"prefilled (timed); the positions before them get made-up keys and values (a real prefill's cost grows\n" +
+			"with the square of the context). A mode that does not fit the budget gets a row saying so.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file"},
+			&cli.StringFlag{Name: "synth", Usage: "instead of -m, a synthetic model of this preset geometry (see `headinfer synth`)"},
+			&cli.IntFlag{Name: "layers", Usage: "synthetic model: transformer blocks (default: the preset's)"},
+			&cli.IntFlag{Name: "vocab", Usage: "synthetic model: vocabulary size (default: the preset's)"},
+			&cli.IntFlag{Name: "ffn", Usage: "synthetic model: feed-forward size (default: the preset's)"},
+			&cli.StringFlag{Name: "type", Value: "q8_0", Usage: "synthetic model: weight type"},
+			&cli.StringFlag{Name: "ctx", Value: "4096,16384", Usage: "context lengths, comma-separated (K = ×1024)"},
+			&cli.StringFlag{Name: "offload", Value: "none,head", Usage: "offload modes to compare, comma-separated: auto, none, head"},
+			&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
+			&cli.IntFlag{Name: "prefill", Usage: "prompt tokens really prefilled at the end of the context (0 = all)"},
+			&cli.IntFlag{Name: "decode", Value: 16, Usage: "tokens decoded after the prompt"},
+			&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
+			&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget (see generate)"},
+			&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy"},
+			&cli.StringFlag{Name: "csv", Usage: "write the results as CSV to this file"},
+			&cli.StringFlag{Name: "md", Usage: "write the results as a Markdown table to this file"},
+			&cli.StringFlag{Name: "plot", Usage: "draw device memory and speed against context length into this PNG file"},
+			deviceFlag(),
+		},
+		Action: benchContext,
+	}
+}
+
+// contextResult is one row of the context benchmark.
+type contextResult struct {
+	Ctx             int
+	Offload         string
+	Resident        int
+	Streamed        int
+	Filled          int // positions given made-up KV
+	PrefillTokens   int
+	PrefillSeconds  float64
+	DecodeTokens    int
+	DecodeSeconds   float64
+	DevicePeak      uint64
+	DeviceKVPeak    uint64
+	HostKV          uint64
+	H2DPerToken     uint64 // decode: bytes copied to the device per token
+	D2HPerToken     uint64
+	PrefillCopyWait float64 // seconds
+	DecodeCopyWait  float64
+	Err             string
+}
+
+func (r contextResult) prefillRate() float64 { return rate(r.PrefillTokens, r.PrefillSeconds) }
+func (r contextResult) decodeRate() float64  { return rate(r.DecodeTokens, r.DecodeSeconds) }
+
+func benchContext(c *cli.Context) error {
+	ctxs, err := parseCounts(c.String("ctx"))
+	if err != nil {
+		return fmt.Errorf("--ctx: %w", err)
+	}
+	modes := strings.Split(strings.ToLower(c.String("offload")), ",")
+	for _, m := range modes {
+		if m != engine.OffloadAuto && m != engine.OffloadNone && m != engine.OffloadHead {
+			return fmt.Errorf("--offload: mode %q is not auto, none or head", m)
+		}
+	}
+	if c.Int("decode") <= 0 || c.Int("prefill") < 0 || c.Int("chunk") <= 0 {
+		return fmt.Errorf("--decode and --chunk must be positive, --prefill ≥ 0")
+	}
+	path, cleanup, err := benchModelPath(c)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	base := engine.Options{
+		Device: c.String("device"), Chunk: c.Int("chunk"), KVType: strings.ToLower(c.String("kv-type")),
+		StreamBlock: c.Int("stream-block"),
+		Log:         func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
+	}
+	if s := c.String("gpu-mem"); s != "" {
+		if base.GPUMem, err = bytesize.Parse(s); err != nil {
+			return fmt.Errorf("--gpu-mem: %w", err)
+		}
+	}
+	var results []contextResult
+	for _, n := range ctxs {
+		for _, mode := range modes {
+			opt := base
+			opt.CtxSize, opt.Offload = n, mode
+			r := runContext(path, opt, c.Int("prefill"), c.Int("decode"))
+			fmt.Fprintf(c.App.ErrWriter, "ctx %d, offload %s: %s\n", n, mode, r.summary())
+			results = append(results, r)
+		}
+	}
+	md := contextMarkdown(results)
+	fmt.Fprint(c.App.Writer, md)
+	if p := c.String("md"); p != "" {
+		if err := os.WriteFile(p, []byte(md), 0o644); err != nil {
+			return err
+		}
+	}
+	if p := c.String("csv"); p != "" {
+		if err := writeFile(p, func(w io.Writer) error { return contextCSV(w, results) }); err != nil {
+			return err
+		}
+	}
+	if p := c.String("plot"); p != "" {
+		if err := writeFile(p, func(w io.Writer) error { return plotContext(w, results) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchModelPath is -m, or a synthetic model written to a temporary file.
+func benchModelPath(c *cli.Context) (string, func(), error) {
+	none := func() {}
+	switch {
+	case c.String("model") != "" && c.String("synth") != "":
+		return "", none, fmt.Errorf("pass -m or --synth, not both")
+	case c.String("model") != "":
+		return c.String("model"), none, nil
+	case c.String("synth") == "":
+		return "", none, fmt.Errorf("no model: pass -m MODEL or --synth PRESET")
+	}
+	s, ok := engine.SynthPresets[c.String("synth")]
+	if !ok {
+		return "", none, fmt.Errorf("unknown preset %q", c.String("synth"))
+	}
+	for flag, dst := range map[string]*int{"layers": &s.Layers, "vocab": &s.Vocab, "ffn": &s.FFN} {
+		if c.IsSet(flag) {
+			*dst = c.Int(flag)
+		}
+	}
+	t, err := parseType(c.String("type"))
+	if err != nil {
+		return "", none, err
+	}
+	s.Type, s.Seed = t, 1
+	dir, err := os.MkdirTemp("", "headinfer-bench")
+	if err != nil {
+		return "", none, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	path := filepath.Join(dir, "synth.gguf")
+	if err := writeFile(path, func(w io.Writer) error { return engine.Synth(w, s) }); err != nil {
+		cleanup()
+		return "", none, err
+	}
+	return path, cleanup, nil
+}
+
+// runContext measures one context length and mode; a failure is reported
+// in the row.
+func runContext(path string, opt engine.Options, prefill, decode int) contextResult {
+	r := contextResult{Ctx: opt.CtxSize, Offload: opt.Offload}
+	fail := func(err error) contextResult { r.Err = err.Error(); return r }
+	m, err := engine.Load(path, opt)
+	if err != nil {
+		return fail(err)
+	}
+	defer m.Close()
+	se, err := m.NewSession()
+	if err != nil {
+		return fail(err)
+	}
+	defer se.Close()
+	prompt := opt.CtxSize - decode
+	if prompt <= 0 {
+		return fail(fmt.Errorf("context %d leaves no room for a prompt before %d decoded tokens", opt.CtxSize, decode))
+	}
+	if prefill == 0 || prefill > prompt {
+		prefill = prompt
+	}
+	if r.Filled = prompt - prefill; r.Filled > 0 {
+		if err := se.FillSynthetic(r.Filled, 1); err != nil {
+			return fail(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(2, 3))
+	ids := make([]int32, prefill)
+	for i := range ids {
+		ids[i] = int32(3 + rng.IntN(m.Config.Vocab-3))
+	}
+	if err := se.Prefill(context.Background(), ids, false); err != nil {
+		return fail(err)
+	}
+	st := se.Stats()
+	r.PrefillTokens, r.PrefillSeconds, r.PrefillCopyWait = st.PrefillTokens, st.Prefill.Seconds(), st.CopyWait.Seconds()
+	before := st
+	for i := 0; i < decode; i++ {
+		id, err := se.Argmax()
+		if err != nil {
+			return fail(err)
+		}
+		if err := se.Decode(id, false); err != nil {
+			return fail(err)
+		}
+	}
+	st = se.Stats()
+	r.DecodeTokens, r.DecodeSeconds = st.DecodeTokens, st.Decode.Seconds()
+	r.DecodeCopyWait = (st.CopyWait - before.CopyWait).Seconds()
+	r.H2DPerToken = (st.H2DBytes - before.H2DBytes) / uint64(decode)
+	r.D2HPerToken = (st.D2HBytes - before.D2HBytes) / uint64(decode)
+	mem := se.Memory()
+	r.Resident, r.Streamed = mem.ResidentSlots, mem.StreamedSlots
+	r.DevicePeak, r.DeviceKVPeak, r.HostKV = mem.DeviceBytesPeak, mem.DeviceKVBytesPeak, mem.HostKVBytes
+	return r
+}
+
+func (r contextResult) summary() string {
+	if r.Err != "" {
+		return "error: " + r.Err
+	}
+	return fmt.Sprintf("prefill %d tokens %.1f tok/s, decode %.2f tok/s, device peak %s (KV %s), host KV %s",
+		r.PrefillTokens, r.prefillRate(), r.decodeRate(), bytesIEC(r.DevicePeak), bytesIEC(r.DeviceKVPeak), bytesIEC(r.HostKV))
+}
+
+// contextMarkdown is the results as a Markdown table.
+func contextMarkdown(rs []contextResult) string {
+	var b strings.Builder
+	b.WriteString("| context | offload | resident/streamed slots | filled | prefill tokens | prefill s | prefill tok/s | decode tok/s | device peak | device KV peak | host KV | H2D per decode token | D2H per decode token | copy wait prefill / decode s |\n")
+	b.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rs {
+		if r.Err != "" {
+			fmt.Fprintf(&b, "| %d | %s | %s |||||||||||\n", r.Ctx, r.Offload, strings.ReplaceAll(r.Err, "|", "/"))
+			continue
+		}
+		fmt.Fprintf(&b, "| %d | %s | %d/%d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f |\n",
+			r.Ctx, r.Offload, r.Resident, r.Streamed, r.Filled, r.PrefillTokens, r.PrefillSeconds, r.prefillRate(), r.decodeRate(),
+			bytesIEC(r.DevicePeak), bytesIEC(r.DeviceKVPeak), bytesIEC(r.HostKV), bytesIEC(r.H2DPerToken), bytesIEC(r.D2HPerToken),
+			r.PrefillCopyWait, r.DecodeCopyWait)
+	}
+	return b.String()
+}
+
+// contextCSV writes the results as CSV, bytes and seconds unformatted.
+func contextCSV(w io.Writer, rs []contextResult) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"ctx", "offload", "resident_slots", "streamed_slots", "filled", "prefill_tokens", "prefill_s", "prefill_tok_s",
+		"decode_tokens", "decode_s", "decode_tok_s", "device_bytes_peak", "device_kv_bytes_peak", "host_kv_bytes",
+		"h2d_bytes_per_decode_token", "d2h_bytes_per_decode_token", "prefill_copy_wait_s", "decode_copy_wait_s", "error"})
+	for _, r := range rs {
+		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+		f := func(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
+		cw.Write([]string{strconv.Itoa(r.Ctx), r.Offload, strconv.Itoa(r.Resident), strconv.Itoa(r.Streamed), strconv.Itoa(r.Filled),
+			strconv.Itoa(r.PrefillTokens), f(r.PrefillSeconds), f(r.prefillRate()),
+			strconv.Itoa(r.DecodeTokens), f(r.DecodeSeconds), f(r.decodeRate()), u(r.DevicePeak), u(r.DeviceKVPeak), u(r.HostKV),
+			u(r.H2DPerToken), u(r.D2HPerToken), f(r.PrefillCopyWait), f(r.DecodeCopyWait), r.Err})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// parseCounts reads a comma-separated list of positive counts; a K suffix
+// multiplies by 1024, M by 1024².
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		mul := 1
+		switch {
+		case strings.HasSuffix(strings.ToUpper(f), "K"):
+			mul, f = 1<<10, f[:len(f)-1]
+		case strings.HasSuffix(strings.ToUpper(f), "M"):
+			mul, f = 1<<20, f[:len(f)-1]
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive count", f)
+		}
+		out = append(out, n*mul)
+	}
+	return out, nil
+}
+
+// writeFile creates path and writes it through a buffer with fill.
+func writeFile(path string, fill func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	err = fill(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}

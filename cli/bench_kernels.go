@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"headinfer/engine/gguf"
+	"headinfer/engine/kernel"
+	"headinfer/vk"
+)
+
+// benchKernelsCommand measures the matrix × vector kernels against a plain
+// copy on the chosen device, with device timestamps.
+func benchKernelsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "kernels",
+		Usage: "matrix × vector bandwidth per weight type against a copy kernel, and dispatch overhead",
+		Flags: []cli.Flag{
+			deviceFlag(),
+			&cli.IntFlag{Name: "rows", Value: 4096, Usage: "matrix rows"},
+			&cli.IntFlag{Name: "cols", Value: 4096, Usage: "matrix columns"},
+			&cli.IntFlag{Name: "iters", Value: 20, Usage: "timed runs of each kernel"},
+			&cli.StringFlag{Name: "types", Value: "f32,f16,bf16,q8_0,q4_0", Usage: "weight types to measure"},
+		},
+		Action: func(c *cli.Context) error {
+			d, err := vk.Open(vk.Options{Select: c.String("device"), Log: func(s string) { fmt.Fprintln(c.App.ErrWriter, s) }})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			w := c.App.Writer
+			rows, cols, iters := c.Int("rows"), c.Int("cols"), c.Int("iters")
+			if rows <= 0 || cols <= 0 || iters <= 0 {
+				return fmt.Errorf("--rows, --cols and --iters must be positive")
+			}
+			fmt.Fprintf(w, "device: %s (%s)\n", d.Info().Name, d.Info().Driver)
+			cp, err := kernel.BenchCopy(d, rows*cols*2, iters)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(w, cp)
+			var types []gguf.Type
+			for _, name := range strings.Split(c.String("types"), ",") {
+				t, err := parseType(name)
+				if err != nil {
+					return err
+				}
+				types = append(types, t)
+			}
+			for _, t := range types {
+				r, err := kernel.BenchMatVec(d, t, rows, cols, iters)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "%s  %5.1f%% of copy\n", r, 100*r.GBps/cp.GBps)
+			}
+			dc, err := kernel.BenchDispatch(d, 1000, 50)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "dispatch: %.2f µs per dispatch (device time, %d in one submit); %.1f µs per submit and wait\n",
+				dc.PerDispatchUS, dc.Dispatches, dc.PerSubmitUS)
+			return nil
+		},
+	}
+}

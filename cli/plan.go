@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"headinfer/bytesize"
+	"headinfer/engine"
+)
+
+// offloadFlags choose where the KV cache lives; every command that loads
+// a model has them.
+func offloadFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget for weights, activations and KV, e.g. 512MiB or 6GiB (default: what the device reports, less 10%)"},
+		&cli.StringFlag{Name: "offload", Value: engine.OffloadAuto, Usage: "KV placement: auto (stream the KV heads that do not fit), none (all on the device, or fail), head (stream every head)"},
+		&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy (a multiple of 256)"},
+	}
+}
+
+// offloadOptions reads the offload flags into opt.
+func offloadOptions(c *cli.Context, opt *engine.Options) error {
+	if s := c.String("gpu-mem"); s != "" {
+		n, err := bytesize.Parse(s)
+		if err != nil {
+			return fmt.Errorf("--gpu-mem: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("--gpu-mem must be positive")
+		}
+		opt.GPUMem = n
+	}
+	switch m := strings.ToLower(c.String("offload")); m {
+	case engine.OffloadAuto, engine.OffloadNone, engine.OffloadHead:
+		opt.Offload = m
+	default:
+		return fmt.Errorf("--offload %q: use auto, none or head", c.String("offload"))
+	}
+	sb := c.Int("stream-block")
+	if sb <= 0 || sb%256 != 0 {
+		return fmt.Errorf("--stream-block %d: must be a positive multiple of 256", sb)
+	}
+	opt.StreamBlock = sb
+	return nil
+}
+
+// parseSize reads a byte count such as 1536, 512MiB, 6GiB, 6G or 1.5GB.
+// Binary prefixes (KiB, MiB, GiB, TiB, and K, M, G, T alone) count in
+// powers of 1024, decimal ones (KB, MB, GB, TB) in powers of 1000.
+func planCommand() *cli.Command {
+	flags := append(modelFlags(), &cli.BoolFlag{Name: "json", Usage: "print the plan as JSON"})
+	return &cli.Command{
+		Name:  "plan",
+		Usage: "show where a model's memory would go: weights, activations, streaming buffers, resident and streamed KV heads",
+		UsageText: "headinfer plan -m MODEL [-c CTX] [--gpu-mem SIZE] [--offload auto|none|head] [--chunk N]\n\n" +
+			"Reads the model's metadata and the device's properties only; nothing is loaded.",
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			opt, err := modelOptions(c)
+			if err != nil {
+				return err
+			}
+			p, err := engine.PlanModel(c.String("model"), opt)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(p)
+			}
+			fmt.Fprint(c.App.Writer, p)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"headinfer/engine"
+	"headinfer/server"
+)
+
+func serveCommand() *cli.Command {
+	flags := append(modelFlags(),
+		&cli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "address to listen on (0.0.0.0 for every interface)"},
+		&cli.IntFlag{Name: "port", Value: 8080, Usage: "TCP port (0 = any free one; the address is logged)"},
+		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on /v1 requests", EnvVars: []string{"HEADINFER_API_KEY"}},
+		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while one runs; more are answered 429"},
+		&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "longest a request may take, waiting in the queue included"},
+		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+	)
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "serve an OpenAI-compatible HTTP API",
+		UsageText: "headinfer serve -m MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-queue N] [-c CTX] [--gpu-mem SIZE] [--device D]\n\n" +
+			"POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events),\n" +
+			"GET /v1/models, GET /health, GET /metrics. Requests run one at a time, in order.",
+		Flags:  flags,
+		Action: serve,
+	}
+}
+
+func serve(c *cli.Context) error {
+	if c.Int("max-queue") < 0 || c.Duration("timeout") <= 0 || c.Duration("grace") < 0 {
+		return fmt.Errorf("--max-queue must be ≥ 0, --timeout > 0 and --grace ≥ 0")
+	}
+	if p := c.Int("port"); p < 0 || p > 65535 {
+		return fmt.Errorf("--port %d is not a TCP port", p)
+	}
+	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
+	s := server.New(server.Options{
+		ModelPath: c.String("model"),
+		APIKey:    c.String("api-key"),
+		MaxQueue:  c.Int("max-queue"),
+		Timeout:   c.Duration("timeout"),
+		Logger:    log,
+	})
+	ln, err := net.Listen("tcp", net.JoinHostPort(c.String("host"), strconv.Itoa(c.Int("port"))))
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "model", s.ModelName())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal ends the process at once
+	}()
+	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return loadModel(c) })
+}

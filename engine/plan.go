@@ -1,0 +1,309 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+
+	"headinfer/bytesize"
+	"headinfer/engine/gguf"
+	"headinfer/engine/kernel"
+	"headinfer/engine/kv"
+	"headinfer/vk"
+)
+
+// Offload modes (Options.Offload).
+const (
+	OffloadAuto = "auto" // stream only the KV slots that do not fit the budget
+	OffloadNone = "none" // keep the whole KV cache on the device, or fail
+	OffloadHead = "head" // stream every slot (for testing and measuring)
+)
+
+// DefaultStreamBlock is the number of KV positions a streamed slot moves
+// per copy: large enough that a copy's fixed costs (a submission, a
+// semaphore) are small against its bytes, small enough that the double
+// buffer stays a few MiB (16 MiB for head dimension 128 in f16).
+const DefaultStreamBlock = 16384
+
+// Plan is where a session's device memory goes, decided at load from the
+// device-memory budget: weights, activations for one chunk, the buffers
+// that streamed KV blocks pass through, then as many whole KV slots
+// (one per layer and KV head) as still fit; the other slots live in host
+// memory and are streamed through the device block by block. It budgets
+// one session: each session open at the same time takes its activations,
+// streaming buffers and KV again.
+type Plan struct {
+	Mode        string `json:"mode"`        // OffloadAuto, OffloadNone or OffloadHead
+	Budget      uint64 `json:"budget"`      // device-local bytes allowed
+	BudgetFrom  string `json:"budget_from"` // where Budget came from
+	CtxSize     int    `json:"ctx_size"`
+	Chunk       int    `json:"chunk"`
+	KVType      string `json:"kv_type"`
+	StreamBlock int    `json:"stream_block"` // positions per streamed block
+
+	Weights     uint64 `json:"weight_bytes"`     // device bytes of the weights
+	Activations uint64 `json:"activation_bytes"` // device bytes of one chunk's activations and attention scratch
+	Streaming   uint64 `json:"streaming_bytes"`  // device bytes of the streaming buffers (0 when nothing streams)
+	ResidentKV  uint64 `json:"resident_kv_bytes"`
+
+	SlotBytes     uint64 `json:"slot_bytes"`     // K+V bytes of one slot at CtxSize
+	Slots         int    `json:"slots"`          // layers × KV heads
+	Resident      int    `json:"resident_slots"` // slots kept on the device
+	Streamed      int    `json:"streamed_slots"` // slots in host memory
+	ResidentHeads []int  `json:"resident_heads"` // per layer: KV heads 0 … n−1 are resident, the rest streamed
+	HostKV        uint64 `json:"host_kv_bytes"`  // host bytes of the streamed slots
+}
+
+// DeviceBytes is the device-local memory the plan places.
+func (p Plan) DeviceBytes() uint64 { return p.Weights + p.Activations + p.Streaming + p.ResidentKV }
+
+// DeviceKVBytes is the device memory the KV cache takes: resident slots
+// and streaming buffers.
+func (p Plan) DeviceKVBytes() uint64 { return p.Streaming + p.ResidentKV }
+
+// StreamBlocks is the number of blocks a streamed slot is visited in at
+// full context.
+func (p Plan) StreamBlocks() int { return (p.CtxSize + p.StreamBlock - 1) / p.StreamBlock }
+
+// String is the plan as a short report.
+func (p Plan) String() string {
+	var b strings.Builder
+	pct := func(n uint64) string {
+		if p.Budget == 0 {
+			return ""
+		}
+		return fmt.Sprintf(" (%4.1f%%)", 100*float64(n)/float64(p.Budget))
+	}
+	fmt.Fprintf(&b, "device memory budget %s (%s), offload %s, context %d, chunk %d, KV %s\n",
+		bytesize.Format(p.Budget), p.BudgetFrom, p.Mode, p.CtxSize, p.Chunk, p.KVType)
+	fmt.Fprintf(&b, "  weights            %10s%s\n", bytesize.Format(p.Weights), pct(p.Weights))
+	fmt.Fprintf(&b, "  activations        %10s%s\n", bytesize.Format(p.Activations), pct(p.Activations))
+	fmt.Fprintf(&b, "  streaming buffers  %10s%s\n", bytesize.Format(p.Streaming), pct(p.Streaming))
+	fmt.Fprintf(&b, "  resident KV        %10s%s\n", bytesize.Format(p.ResidentKV), pct(p.ResidentKV))
+	fmt.Fprintf(&b, "  device total       %10s%s\n", bytesize.Format(p.DeviceBytes()), pct(p.DeviceBytes()))
+	fmt.Fprintf(&b, "KV slots: %d (%s each), %d resident, %d streamed", p.Slots, bytesize.Format(p.SlotBytes), p.Resident, p.Streamed)
+	if p.Streamed > 0 {
+		fmt.Fprintf(&b, " in blocks of %d positions (%d per slot at full context)", p.StreamBlock, p.StreamBlocks())
+	}
+	fmt.Fprintf(&b, "\nhost KV store: %s\n", bytesize.Format(p.HostKV))
+	if p.Resident > 0 && p.Streamed > 0 {
+		fmt.Fprintf(&b, "resident KV heads per layer: %v\n", p.ResidentHeads)
+	}
+	return b.String()
+}
+
+// planInput is what the planner decides from.
+type planInput struct {
+	c           Config
+	ctx, chunk  int
+	kvType      gguf.Type
+	mode        string
+	budget      uint64
+	budgetFrom  string
+	streamBlock int
+	weights     uint64
+	bindLimit   uint64 // maxStorageBufferRange
+}
+
+// makePlan places weights, activations, streaming buffers and KV slots in
+// the budget.
+func makePlan(in planInput) (Plan, error) {
+	c := in.c
+	elem := uint64(in.kvType.BlockBytes())
+	p := Plan{
+		Mode: in.mode, Budget: in.budget, BudgetFrom: in.budgetFrom,
+		CtxSize: in.ctx, Chunk: in.chunk, KVType: strings.ToLower(in.kvType.String()),
+		StreamBlock: in.streamBlock,
+		Weights:     in.weights,
+		Activations: activationSizes(c, in.chunk, in.ctx).device(),
+		SlotBytes:   2 * uint64(in.ctx) * uint64(c.HeadDim) * elem,
+		Slots:       c.Layers * c.KVHeads,
+	}
+	if p.Mode == "" {
+		p.Mode = OffloadAuto
+	}
+	switch p.Mode {
+	case OffloadAuto, OffloadNone, OffloadHead:
+	default:
+		return Plan{}, fmt.Errorf("offload mode %q is not one of auto, none, head", p.Mode)
+	}
+	if in.streamBlock <= 0 || in.streamBlock%attnBlock != 0 {
+		return Plan{}, fmt.Errorf("stream block of %d positions is not a positive multiple of %d", in.streamBlock, attnBlock)
+	}
+	slotBind := p.SlotBytes / 2 // a resident slot's K is bound whole by the KV store
+	streaming := streamingBytes(c, in.streamBlock, elem)
+	if p.Mode != OffloadNone && uint64(in.streamBlock)*uint64(c.HeadDim)*elem > in.bindLimit {
+		return Plan{}, fmt.Errorf("a streamed block of %d positions takes %s, more than the device binds at once (%s): lower --stream-block",
+			in.streamBlock, bytesize.Format(uint64(in.streamBlock)*uint64(c.HeadDim)*elem), bytesize.Format(in.bindLimit))
+	}
+	base := p.Weights + p.Activations
+	all := uint64(p.Slots) * p.SlotBytes
+	resident := 0
+	switch p.Mode {
+	case OffloadNone:
+		if slotBind > in.bindLimit {
+			return Plan{}, fmt.Errorf("one KV head of %d positions takes %s, more than the device binds at once (%s): lower --ctx-size or use --offload auto",
+				in.ctx, bytesize.Format(slotBind), bytesize.Format(in.bindLimit))
+		}
+		if base+all > in.budget {
+			return Plan{}, fmt.Errorf("the whole KV cache (%s for %d positions) does not fit: weights %s + activations %s + KV needs %s, the device budget is %s: use --offload auto, a larger --gpu-mem or a smaller --ctx-size",
+				bytesize.Format(all), in.ctx, bytesize.Format(p.Weights), bytesize.Format(p.Activations), bytesize.Format(base+all), bytesize.Format(in.budget))
+		}
+		resident = p.Slots
+	case OffloadAuto:
+		if slotBind <= in.bindLimit && base+all <= in.budget {
+			resident = p.Slots
+			break
+		}
+		fallthrough
+	case OffloadHead:
+		if base+streaming > in.budget {
+			return Plan{}, fmt.Errorf("model needs %s of device memory (weights %s, activations for a chunk of %d %s, streaming buffers %s), the device budget is %s: pass a larger --gpu-mem, a smaller --chunk or a smaller quantization",
+				bytesize.Format(base+streaming), bytesize.Format(p.Weights), in.chunk, bytesize.Format(p.Activations), bytesize.Format(streaming), bytesize.Format(in.budget))
+		}
+		p.Streaming = streaming
+		if p.Mode == OffloadAuto && slotBind <= in.bindLimit {
+			resident = min(p.Slots-1, int((in.budget-base-streaming)/p.SlotBytes))
+		}
+	}
+	p.Resident, p.Streamed = resident, p.Slots-resident
+	p.ResidentKV = uint64(resident) * p.SlotBytes
+	p.HostKV = uint64(p.Streamed) * p.SlotBytes
+	// Spread the resident slots over the layers, so that every layer has
+	// resident work to do while its first streamed block is copied.
+	p.ResidentHeads = make([]int, c.Layers)
+	for l := range p.ResidentHeads {
+		p.ResidentHeads[l] = resident / c.Layers
+		if l < resident%c.Layers {
+			p.ResidentHeads[l]++
+		}
+	}
+	return p, nil
+}
+
+// streamingBytes is the device memory of the streaming buffers: two
+// blocks (double buffering) of K and V for one KV head.
+func streamingBytes(c Config, streamBlock int, elem uint64) uint64 {
+	return 2 * 2 * uint64(streamBlock) * uint64(c.HeadDim) * elem
+}
+
+// actSizes are the byte sizes of a state's activation buffers.
+type actSizes struct {
+	x, q, kv, ffn, logits uint64 // per buffer: x and xb; q and att; k and v; gate and up
+	ids                   uint64 // token ids and positions (host-visible)
+	parts, acc            uint64
+	partsCap              int    // attention blocks per partials batch (all query heads)
+	argmax                uint64 // argmax scratch (allocated with the kernels)
+}
+
+// activationSizes sizes the activations of a chunk of tokens with a
+// context of ctx positions.
+func activationSizes(c Config, chunk, ctx int) actSizes {
+	n := uint64(chunk)
+	per := kernel.PartsBytes(chunk, c.Heads, c.HeadDim, 1)
+	capBlocks := max(1, min(kernel.Blocks(ctx, attnBlock), partsBudget/per))
+	return actSizes{
+		x:        4 * n * uint64(c.Dim),
+		q:        4 * n * uint64(c.Heads*c.HeadDim),
+		kv:       4 * n * uint64(c.KVHeads*c.HeadDim),
+		ffn:      4 * n * uint64(c.FFN),
+		logits:   4 * uint64(c.Vocab),
+		ids:      4 * n,
+		parts:    uint64(per) * uint64(capBlocks),
+		acc:      uint64(per),
+		partsCap: capBlocks,
+		argmax:   8 * uint64((c.Vocab+2047)/2048),
+	}
+}
+
+// device is the device-local part.
+func (a actSizes) device() uint64 {
+	return 2*a.x + 2*a.q + 2*a.kv + 2*a.ffn + a.logits + a.parts + a.acc + a.argmax
+}
+
+// weightBytes is the device memory the model's weights will take: every
+// tensor the forward pass reads (all but the host-side rope factors).
+func weightBytes(f *gguf.File) uint64 {
+	var n uint64
+	for i := range f.Tensors {
+		ti := &f.Tensors[i]
+		if ti.Name == "rope_freqs.weight" {
+			continue
+		}
+		n += uint64(len(f.Data(ti)))
+	}
+	return n
+}
+
+// deviceBudget is the device-local memory to plan with: opt.GPUMem when
+// set, else what VK_EXT_memory_budget says this process may still use, or
+// the device-local heap size, less a margin for the driver and other
+// processes.
+func deviceBudget(info vk.DeviceInfo, gpuMem uint64) (uint64, string) {
+	if gpuMem > 0 {
+		return gpuMem, "--gpu-mem"
+	}
+	var size, avail uint64
+	for _, h := range info.Heaps {
+		if !h.DeviceLocal {
+			continue
+		}
+		size += h.Size
+		if info.MemoryBudget && h.Budget > h.Usage {
+			avail += h.Budget - h.Usage
+		}
+	}
+	from := "device-local heap size less 10%"
+	if info.MemoryBudget && avail > 0 {
+		size, from = avail, "device memory budget less 10%"
+	}
+	margin := min(max(size/10, 64<<20), size/2)
+	return size - margin, from
+}
+
+// newPlan plans for file f with options opt (CtxSize and Chunk resolved)
+// on a device described by info.
+func newPlan(f *gguf.File, c Config, opt Options, kvType gguf.Type, info vk.DeviceInfo) (Plan, error) {
+	budget, from := deviceBudget(info, opt.GPUMem)
+	sb := opt.StreamBlock
+	if sb == 0 {
+		sb = DefaultStreamBlock
+	}
+	return makePlan(planInput{
+		c: c, ctx: opt.CtxSize, chunk: opt.Chunk, kvType: kvType, mode: opt.Offload,
+		budget: budget, budgetFrom: from, streamBlock: sb,
+		weights: weightBytes(f), bindLimit: info.MaxStorageBufferRange,
+	})
+}
+
+// PlanModel plans the memory of a model without loading it: it reads the
+// file's metadata and the device's properties only.
+func PlanModel(path string, opt Options) (Plan, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return Plan{}, err
+	}
+	defer f.Close()
+	c, err := ConfigOf(f)
+	if err != nil {
+		return Plan{}, fmt.Errorf("%s: %w", path, err)
+	}
+	kvType, err := kvTypeOf(opt.KVType)
+	if err != nil {
+		return Plan{}, err
+	}
+	opt = opt.resolve(c)
+	devs, err := vk.Devices()
+	if err != nil {
+		return Plan{}, err
+	}
+	i, err := vk.Choose(devs, opt.Device)
+	if err != nil {
+		return Plan{}, err
+	}
+	return newPlan(f, c, opt, kvType, devs[i])
+}
+
+// kvGeometry is the shape of the host store for a plan.
+func kvGeometry(c Config, p Plan, kvType gguf.Type) kv.Geometry {
+	return kv.Geometry{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: p.CtxSize, Elem: uint64(kvType.BlockBytes())}
+}

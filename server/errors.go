@@ -1,0 +1,105 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// apiError is an error answered to the client as OpenAI's error object,
+// {"error": {"message", "type", "param", "code"}}, with an HTTP status.
+type apiError struct {
+	Status  int     `json:"-"`
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    string  `json:"code"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+// errorBody is the JSON body that carries an apiError.
+type errorBody struct {
+	Error *apiError `json:"error"`
+}
+
+// badRequest is a 400 invalid_request_error about param ("" for none).
+func badRequest(param, code, format string, args ...any) *apiError {
+	e := &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: code, Message: fmt.Sprintf(format, args...)}
+	if param != "" {
+		e.Param = &param
+	}
+	return e
+}
+
+func unauthorized(msg string) *apiError {
+	return &apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key", Message: msg}
+}
+
+func modelNotFound(name, have string) *apiError {
+	p := "model"
+	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: &p,
+		Message: fmt.Sprintf("the model %q does not exist: this server runs %q", name, have)}
+}
+
+func tooLarge(limit int64) *apiError {
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
+		Message: fmt.Sprintf("the request body is larger than %d bytes", limit)}
+}
+
+func queueFull(limit int) *apiError {
+	return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "queue_full",
+		Message: fmt.Sprintf("the server is busy: %d requests are already waiting; retry later", limit)}
+}
+
+func loading() *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "model_loading",
+		Message: "the model is still loading; retry when GET /health answers 200"}
+}
+
+func shuttingDown() *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down",
+		Message: "the server is shutting down"}
+}
+
+func timedOut() *apiError {
+	return &apiError{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout",
+		Message: "the request took longer than the server's --timeout"}
+}
+
+func internalError(err error) *apiError {
+	return &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "internal_error", Message: err.Error()}
+}
+
+func notFound(r *http.Request) *apiError {
+	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
+		Message: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)}
+}
+
+func methodNotAllowed(r *http.Request) *apiError {
+	return &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+		Message: fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path)}
+}
+
+// Why a request's context ended; see contextError.
+var (
+	errTimeout      = errors.New("request timed out")
+	errShuttingDown = errors.New("server shutting down")
+	errClientGone   = errors.New("client disconnected")
+)
+
+// statusClientClosed is logged and counted for requests whose client went
+// away before the answer (nginx's convention); it is never sent.
+const statusClientClosed = 499
+
+// contextError maps the cause of a request context's end to the answer.
+// A nil *apiError means the client left and nothing can be sent.
+func contextError(cause error) *apiError {
+	switch {
+	case errors.Is(cause, errTimeout):
+		return timedOut()
+	case errors.Is(cause, errShuttingDown):
+		return shuttingDown()
+	}
+	return nil
+}

@@ -1,0 +1,206 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"time"
+)
+
+// routes registers the API. Go 1.22 patterns route by method; anything
+// else gets an OpenAI error object rather than net/http's plain text.
+func (s *Server) routes() {
+	s.mux = http.NewServeMux()
+	s.handle("POST /v1/completions", "/v1/completions", true, s.completions)
+	s.handle("POST /v1/chat/completions", "/v1/chat/completions", true, s.chat)
+	s.handle("GET /v1/models", "/v1/models", true, s.models)
+	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)
+	s.handle("GET /health", "/health", false, s.health)
+	s.handle("GET /metrics", "/metrics", false, s.metricsPage)
+	s.handle("/", "other", false, s.unknown)
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+var knownPaths = map[string]bool{
+	"/v1/completions": true, "/v1/chat/completions": true, "/v1/models": true, "/health": true, "/metrics": true,
+}
+
+func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {
+	if knownPaths[r.URL.Path] {
+		writeError(w, methodNotAllowed(r))
+		return
+	}
+	writeError(w, notFound(r))
+}
+
+// health answers 503 {"status":"loading"} until the model is loaded, then
+// 200 {"status":"ok"}.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if !s.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "loading"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) metricsPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	waiting, running := s.queue.depth()
+	_ = s.metrics.write(w, waiting, running, s.Ready())
+}
+
+func (s *Server) modelEntry() modelEntry {
+	return modelEntry{ID: s.name, Object: "model", Created: s.metrics.started.Unix(), OwnedBy: "headinfer"}
+}
+
+func (s *Server) models(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, modelList{Object: "list", Data: []modelEntry{s.modelEntry()}})
+}
+
+func (s *Server) modelInfo(w http.ResponseWriter, r *http.Request) {
+	if name := r.PathValue("model"); name != s.name && name != filepath.Base(s.opt.ModelPath) {
+		writeError(w, modelNotFound(name, s.name))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.modelEntry())
+}
+
+// checkModel accepts the model's name, its file name, and "".
+func (s *Server) checkModel(name string) *apiError {
+	if name == "" || name == s.name || name == filepath.Base(s.opt.ModelPath) {
+		return nil
+	}
+	return modelNotFound(name, s.name)
+}
+
+func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
+	serveJob(s, w, r, func(q *completionRequest) string { return q.Model }, (*loaded).completionJob)
+}
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
+	serveJob(s, w, r, func(q *chatRequest) string { return q.Model }, (*loaded).chatJob)
+}
+
+// serveJob decodes a request body of type R, checks the model it names,
+// turns it into a job with newJob and runs that.
+func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string, newJob func(*loaded, *R) (*job, *apiError)) {
+	l := s.model.Load()
+	if l == nil {
+		writeError(w, loading())
+		return
+	}
+	var req R
+	if e := decodeJSON(w, r, s.opt.MaxBodyBytes, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	if e := s.checkModel(model(&req)); e != nil {
+		writeError(w, e)
+		return
+	}
+	j, e := newJob(l, &req)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	s.run(w, r, l, j)
+}
+
+// run waits for the session, then generates j and answers it, as one JSON
+// object or as a stream.
+func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) {
+	info := infoOf(r)
+	info.promptTokens = len(j.prompt)
+	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
+	defer cancel()
+	if err := s.queue.acquire(ctx); err != nil {
+		switch err {
+		case errQueueFull:
+			writeError(w, queueFull(s.opt.MaxQueue))
+		case errClosed:
+			writeError(w, shuttingDown())
+		default:
+			s.fail(w, info, err)
+		}
+		return
+	}
+	defer s.queue.release()
+	a := answer{id: info.id, created: time.Now().Unix(), model: s.name, chat: j.chat}
+	if j.stream {
+		s.stream(ctx, w, info, l, j, a)
+		return
+	}
+	var text []byte
+	o, err := s.generate(ctx, l, j, func(s string) error {
+		text = append(text, s...)
+		return nil
+	})
+	info.completionTokens = o.completion
+	if err != nil {
+		s.fail(w, info, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.whole(string(text), o, len(j.prompt)))
+}
+
+// stream answers j as server-sent events, one per piece of text.
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInfo, l *loaded, j *job, a answer) {
+	sw := newSSE(w, s.opt.WriteTimeout)
+	defer sw.end()
+	if err := sw.start(); err != nil {
+		info.status = statusClientClosed
+		return
+	}
+	if a.chat {
+		if err := sw.send(a.roleChunk()); err != nil {
+			info.status = statusClientClosed
+			return
+		}
+	}
+	o, err := s.generate(ctx, l, j, func(text string) error { return sw.send(a.chunk(text, nil)) })
+	info.completionTokens = o.completion
+	if err != nil {
+		if e := s.errorFor(info, err); e != nil {
+			info.status = e.Status
+			_ = sw.send(errorBody{Error: e})
+		} else {
+			info.status = statusClientClosed
+		}
+		return
+	}
+	finish := string(o.finish)
+	err = sw.send(a.chunk("", &finish))
+	if err == nil && j.includeUsage {
+		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o.completion)))
+	}
+	if err == nil {
+		err = sw.done()
+	}
+	if err != nil {
+		info.status = statusClientClosed
+	}
+}
+
+// fail answers a request that ended in err before anything was sent.
+func (s *Server) fail(w http.ResponseWriter, info *reqInfo, err error) {
+	if e := s.errorFor(info, err); e != nil {
+		writeError(w, e)
+		return
+	}
+	info.status = statusClientClosed
+}
+
+// errorFor is the answer for a failed request; nil when the client left.
+func (s *Server) errorFor(info *reqInfo, err error) *apiError {
+	if e := contextError(err); e != nil {
+		return e
+	}
+	if errors.Is(err, errClientGone) || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	s.log.Error("generation failed", "id", info.id, "err", err)
+	return internalError(err)
+}

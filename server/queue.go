@@ -1,0 +1,137 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// queue lets one request at a time use the session and keeps the others
+// waiting in arrival order, at most limit of them. A waiter whose context
+// ends leaves the line at once.
+type queue struct {
+	mu      sync.Mutex
+	limit   int
+	busy    bool
+	closed  bool
+	idle    chan struct{} // closed when the session is released after close
+	waiting []*waiter
+}
+
+type waiter struct {
+	ready   chan struct{} // closed when the session is handed over, or on close
+	granted bool
+	err     error // why the wait ended without the session
+}
+
+var (
+	errQueueFull = errors.New("queue full")
+	errClosed    = errors.New("server closed")
+)
+
+func newQueue(limit int) *queue { return &queue{limit: limit} }
+
+// acquire waits for the session. It fails at once with errQueueFull when
+// limit requests are already waiting, with errClosed once the queue is
+// closed, and with ctx's cause when ctx ends first. On success the caller
+// must call release.
+func (q *queue) acquire(ctx context.Context) error {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return errClosed
+	}
+	if !q.busy && len(q.waiting) == 0 {
+		q.busy = true
+		q.mu.Unlock()
+		return nil
+	}
+	if len(q.waiting) >= q.limit {
+		q.mu.Unlock()
+		return errQueueFull
+	}
+	w := &waiter{ready: make(chan struct{})}
+	q.waiting = append(q.waiting, w)
+	q.mu.Unlock()
+
+	select {
+	case <-w.ready:
+		return w.err
+	case <-ctx.Done():
+	}
+	q.mu.Lock()
+	if w.granted {
+		// Handed over as ctx ended: pass it on.
+		q.mu.Unlock()
+		q.release()
+		return context.Cause(ctx)
+	}
+	if w.err == nil {
+		for i, x := range q.waiting {
+			if x == w {
+				q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
+				break
+			}
+		}
+	}
+	q.mu.Unlock()
+	return context.Cause(ctx)
+}
+
+// release hands the session to the next waiter, if any.
+func (q *queue) release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.waiting) == 0 {
+		q.busy = false
+		if q.idle != nil {
+			close(q.idle)
+			q.idle = nil
+		}
+		return
+	}
+	w := q.waiting[0]
+	q.waiting[0] = nil
+	q.waiting = q.waiting[1:]
+	w.granted = true
+	close(w.ready)
+}
+
+// close turns away every waiting and later request with errClosed and
+// waits until the running one, if any, releases the session, which the
+// caller then holds for good. It gives up when ctx ends.
+func (q *queue) close(ctx context.Context) error {
+	q.mu.Lock()
+	q.closed = true
+	for _, w := range q.waiting {
+		w.err = errClosed
+		close(w.ready)
+	}
+	q.waiting = nil
+	if !q.busy {
+		q.busy = true
+		q.mu.Unlock()
+		return nil
+	}
+	if q.idle == nil {
+		q.idle = make(chan struct{})
+	}
+	idle := q.idle
+	q.mu.Unlock()
+	select {
+	case <-idle:
+		q.mu.Lock()
+		q.busy = true
+		q.mu.Unlock()
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// depth returns the number of waiting requests and whether one is running.
+func (q *queue) depth() (waiting int, running bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.waiting), q.busy
+}

@@ -1,0 +1,365 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+
+	"headinfer/engine/sample"
+)
+
+// job is a validated generation request, ready to run on the session.
+type job struct {
+	chat         bool
+	stream       bool
+	includeUsage bool
+	prompt       []int32
+	maxTokens    int
+	params       sample.Params
+	stop         []string
+}
+
+// greedyBelow: a temperature under it is greedy decoding. OpenAI clients
+// that drop zero-valued fields (go-openai among them) can only ask for
+// greedy decoding with a tiny temperature, which would divide the logits
+// into overflow anyway.
+const greedyBelow = 1e-5
+
+// Limits on the stop strings of one request.
+const (
+	maxStops   = 16
+	maxStopLen = 1024
+)
+
+// decodeJSON reads r's body, at most limit bytes, into v, a pointer to a
+// request struct.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *apiError {
+	if r.ContentLength > limit {
+		return tooLarge(limit)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	err := dec.Decode(v)
+	if err == nil {
+		// One JSON value and nothing after it but space.
+		if _, e := dec.Token(); e != io.EOF {
+			err = errTrailing
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var big *http.MaxBytesError
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &big):
+		return tooLarge(limit)
+	case errors.Is(err, io.EOF):
+		return badRequest("", "invalid_json", "the request body is empty: send a JSON object")
+	case errors.Is(err, errTrailing):
+		return badRequest("", "invalid_json", "the request body has data after its JSON object")
+	case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("", "invalid_json", "the request body is not valid JSON: %v", err)
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return badRequest("", "invalid_json", "the request body must be a JSON object, not %s", article(typ.Value))
+		}
+		field := strings.TrimPrefix(typ.Field, "samplingFields.")
+		return badRequest(field, "invalid_type", "%s must be %s, not %s", field, jsonKind(typ.Type.Kind().String()), article(typ.Value))
+	}
+	return badRequest("", "invalid_json", "the request body cannot be read: %v", err)
+}
+
+var errTrailing = errors.New("trailing data")
+
+// jsonKind names a Go kind as the JSON type a client must send.
+func jsonKind(k string) string {
+	switch {
+	case strings.HasPrefix(k, "int"), strings.HasPrefix(k, "uint"):
+		return "an integer"
+	case strings.HasPrefix(k, "float"):
+		return "a number"
+	case k == "bool":
+		return "true or false"
+	case k == "string":
+		return "a string"
+	case k == "slice":
+		return "an array"
+	case k == "struct", k == "map":
+		return "an object"
+	}
+	return "another type"
+}
+
+// article puts "a" or "an" before the name of a JSON type.
+func article(typ string) string {
+	if typ != "" && strings.ContainsRune("aeiou", rune(typ[0])) {
+		return "an " + typ
+	}
+	return "a " + typ
+}
+
+// parseStop reads "stop": null, a string, or an array of strings.
+func parseStop(raw json.RawMessage) ([]string, *apiError) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var stops []string
+	var one string
+	if err := json.Unmarshal(raw, &one); err == nil {
+		stops = []string{one}
+	} else if err := json.Unmarshal(raw, &stops); err != nil {
+		return nil, badRequest("stop", "invalid_type", "stop must be a string or an array of strings")
+	}
+	if len(stops) > maxStops {
+		return nil, badRequest("stop", "invalid_value", "stop has %d strings, at most %d are allowed", len(stops), maxStops)
+	}
+	for _, s := range stops {
+		if s == "" || len(s) > maxStopLen {
+			return nil, badRequest("stop", "invalid_value", "each stop string must have 1 to %d bytes", maxStopLen)
+		}
+	}
+	return stops, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// promptOf reads "prompt": a string, an array of one string, or an array
+// of token ids. Text is encoded as `headinfer generate` encodes it (BOS
+// added where the vocabulary asks for it); ids are used as given.
+func (l *loaded) promptOf(raw json.RawMessage) ([]int32, *apiError) {
+	if isNull(raw) {
+		return nil, badRequest("prompt", "missing_prompt", "prompt is required")
+	}
+	var text string
+	if err := json.Unmarshal(raw, &text); err == nil {
+		return l.tok.Encode(text, true), nil
+	}
+	var texts []string
+	if err := json.Unmarshal(raw, &texts); err == nil {
+		if len(texts) != 1 {
+			return nil, badRequest("prompt", "invalid_value", "prompt has %d strings: this server answers one prompt per request", len(texts))
+		}
+		return l.tok.Encode(texts[0], true), nil
+	}
+	var ids []int32
+	if err := json.Unmarshal(raw, &ids); err == nil && len(ids) > 0 {
+		for _, id := range ids {
+			if id < 0 || int(id) >= l.tok.VocabSize() {
+				return nil, badRequest("prompt", "invalid_value", "token id %d is outside the vocabulary of %d tokens", id, l.tok.VocabSize())
+			}
+		}
+		return ids, nil
+	}
+	return nil, badRequest("prompt", "invalid_type", "prompt must be a string, an array of one string, or an array of token ids")
+}
+
+// samplingOf turns the request's sampling fields into sampler settings,
+// with OpenAI's defaults where a field is absent: temperature 1, top_p 1;
+// the extensions top_k, min_p and repeat_penalty default to off.
+func samplingOf(f *samplingFields) (sample.Params, *apiError) {
+	p := sample.Params{Temperature: 1, RepeatPenalty: 1, RepeatLastN: sample.DefaultRepeatLastN}
+	num := func(name string, v *float64, lo, hi float64, dst *float32) *apiError {
+		if v == nil {
+			return nil
+		}
+		if math.IsNaN(*v) || *v < lo || *v > hi {
+			return badRequest(name, "invalid_value", "%s must be between %g and %g, got %g", name, lo, hi, *v)
+		}
+		if dst != nil {
+			*dst = float32(*v)
+		}
+		return nil
+	}
+	var ignored float32
+	for _, e := range []*apiError{
+		num("temperature", f.Temperature, 0, 2, &p.Temperature),
+		num("top_p", f.TopP, 0, 1, &p.TopP),
+		num("min_p", f.MinP, 0, 1, &p.MinP),
+		num("repeat_penalty", f.RepeatPenalty, 0, 10, &p.RepeatPenalty),
+		// Accepted for compatibility and ignored: the sampler has one
+		// repetition penalty, set by repeat_penalty.
+		num("frequency_penalty", f.FrequencyPenalty, -2, 2, &ignored),
+		num("presence_penalty", f.PresencePenalty, -2, 2, &ignored),
+	} {
+		if e != nil {
+			return p, e
+		}
+	}
+	if p.Temperature < greedyBelow {
+		p.Temperature = 0
+	}
+	if f.TopK != nil {
+		if *f.TopK < 0 {
+			return p, badRequest("top_k", "invalid_value", "top_k must be 0 (off) or positive, got %d", *f.TopK)
+		}
+		p.TopK = *f.TopK
+	}
+	if f.RepeatPenalty != nil && *f.RepeatPenalty == 0 {
+		return p, badRequest("repeat_penalty", "invalid_value", "repeat_penalty must be positive (1 is off)")
+	}
+	if f.Seed != nil {
+		p.Seed = uint64(*f.Seed)
+	} else {
+		p.Seed = rand.Uint64()
+	}
+	if err := p.Validate(); err != nil {
+		return p, badRequest("", "invalid_value", "%v", err)
+	}
+	return p, nil
+}
+
+// commonChecks rejects what this server does not do for either endpoint.
+func commonChecks(f *samplingFields) *apiError {
+	if f.N != nil && *f.N != 1 {
+		return badRequest("n", "invalid_value", "n must be 1: this server returns one choice per request")
+	}
+	if f.StreamOptions != nil && !f.Stream {
+		return badRequest("stream_options", "invalid_value", "stream_options is only allowed with stream: true")
+	}
+	return nil
+}
+
+// finishJob fills in the parts of j that completions and chat share, given
+// its prompt.
+func (l *loaded) finishJob(j *job, f *samplingFields, maxTokens *int, maxName string) *apiError {
+	if len(j.prompt) == 0 {
+		return badRequest("prompt", "invalid_value", "the prompt is empty")
+	}
+	room := l.ctx - len(j.prompt)
+	if room < 1 {
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "context_length_exceeded",
+			Message: fmt.Sprintf("the prompt is %d tokens and the context holds %d: shorten the prompt (or restart the server with a larger --ctx-size)", len(j.prompt), l.ctx)}
+	}
+	j.maxTokens = room
+	if maxTokens != nil {
+		switch n := *maxTokens; {
+		case n <= 0:
+			return badRequest(maxName, "invalid_value", "%s must be positive, got %d", maxName, n)
+		case n > room:
+			e := badRequest(maxName, "context_length_exceeded",
+				"the context holds %d tokens; the prompt takes %d and %s asks for %d more: ask for at most %d", l.ctx, len(j.prompt), maxName, n, room)
+			return e
+		default:
+			j.maxTokens = n
+		}
+	}
+	var e *apiError
+	if j.params, e = samplingOf(f); e != nil {
+		return e
+	}
+	if j.stop, e = parseStop(f.Stop); e != nil {
+		return e
+	}
+	j.stream = f.Stream
+	j.includeUsage = f.StreamOptions != nil && f.StreamOptions.IncludeUsage
+	return nil
+}
+
+// completionJob validates a /v1/completions request.
+func (l *loaded) completionJob(req *completionRequest) (*job, *apiError) {
+	if e := commonChecks(&req.samplingFields); e != nil {
+		return nil, e
+	}
+	switch {
+	case req.Echo:
+		return nil, badRequest("echo", "unsupported", "echo is not supported")
+	case req.BestOf != nil && *req.BestOf != 1:
+		return nil, badRequest("best_of", "unsupported", "best_of must be 1")
+	case req.Logprobs != nil:
+		return nil, badRequest("logprobs", "unsupported", "logprobs are not supported")
+	case req.Suffix != nil && *req.Suffix != "":
+		return nil, badRequest("suffix", "unsupported", "suffix is not supported")
+	}
+	j := &job{}
+	var e *apiError
+	if j.prompt, e = l.promptOf(req.Prompt); e != nil {
+		return nil, e
+	}
+	if e := l.finishJob(j, &req.samplingFields, req.MaxTokens, "max_tokens"); e != nil {
+		return nil, e
+	}
+	return j, nil
+}
+
+// chatJob validates a /v1/chat/completions request and renders its prompt.
+func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
+	if e := commonChecks(&req.samplingFields); e != nil {
+		return nil, e
+	}
+	switch {
+	case req.Logprobs != nil && *req.Logprobs:
+		return nil, badRequest("logprobs", "unsupported", "logprobs are not supported")
+	case !isNull(req.Tools) && string(bytes.TrimSpace(req.Tools)) != "[]":
+		return nil, badRequest("tools", "unsupported", "tools are not supported")
+	case !isNull(req.Functions) && string(bytes.TrimSpace(req.Functions)) != "[]":
+		return nil, badRequest("functions", "unsupported", "functions are not supported")
+	}
+	msgs, e := messagesOf(req.Messages)
+	if e != nil {
+		return nil, e
+	}
+	text, e := l.render(msgs, req.ChatTemplateKwargs)
+	if e != nil {
+		return nil, e
+	}
+	j := &job{chat: true, prompt: l.encodeChat(text)}
+	maxTokens, name := req.MaxCompletionTokens, "max_completion_tokens"
+	if maxTokens == nil {
+		maxTokens, name = req.MaxTokens, "max_tokens"
+	}
+	if e := l.finishJob(j, &req.samplingFields, maxTokens, name); e != nil {
+		return nil, e
+	}
+	return j, nil
+}
+
+// message is one chat message with its content as plain text.
+type message struct {
+	Role    string
+	Content string
+	Name    string
+}
+
+// messagesOf checks the messages and flattens their content to text.
+func messagesOf(in []chatMessage) ([]message, *apiError) {
+	if len(in) == 0 {
+		return nil, badRequest("messages", "invalid_value", "messages must be a non-empty array")
+	}
+	out := make([]message, len(in))
+	for i, m := range in {
+		param := fmt.Sprintf("messages[%d]", i)
+		if m.Role == "" {
+			return nil, badRequest(param+".role", "invalid_value", "%s has no role", param)
+		}
+		out[i] = message{Role: m.Role, Name: m.Name}
+		if isNull(m.Content) {
+			continue
+		}
+		if err := json.Unmarshal(m.Content, &out[i].Content); err == nil {
+			continue
+		}
+		var parts []contentPart
+		if err := json.Unmarshal(m.Content, &parts); err != nil {
+			return nil, badRequest(param+".content", "invalid_type", "%s.content must be a string or an array of text parts", param)
+		}
+		var b strings.Builder
+		for _, p := range parts {
+			if p.Type != "text" {
+				return nil, badRequest(param+".content", "unsupported", "%s.content has a %q part: only text is supported", param, p.Type)
+			}
+			b.WriteString(p.Text)
+		}
+		out[i].Content = b.String()
+	}
+	return out, nil
+}

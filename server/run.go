@@ -1,0 +1,77 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"headinfer/engine"
+)
+
+// Serve answers HTTP on ln while load runs in the background (GET /health
+// says "loading" until it returns), until ctx ends. Then it stops
+// accepting connections, lets running requests finish for grace, cancels
+// what is left, frees the model and returns nil. A failed load or a
+// failed listener is returned as an error.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration, load func() (*engine.Model, error)) error {
+	base, cancelBase := context.WithCancelCause(context.Background())
+	defer cancelBase(errShuttingDown)
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	loaded := make(chan error, 1)
+	go func() {
+		t0 := time.Now()
+		m, err := load()
+		if err == nil {
+			if err = s.SetModel(m); err != nil {
+				m.Close()
+			}
+		}
+		if err == nil {
+			s.log.Info("model loaded", "model", s.name, "seconds", time.Since(t0).Seconds())
+		}
+		loaded <- err
+	}()
+
+	var failed error
+	for done := false; !done; {
+		select {
+		case err := <-served:
+			return err
+		case err := <-loaded:
+			loaded = nil
+			if err != nil {
+				failed = err
+				done = true
+			}
+		case <-ctx.Done():
+			done = true
+		}
+	}
+
+	if failed == nil {
+		s.log.Info("shutting down", "grace", grace)
+	}
+	stopCancel := time.AfterFunc(grace, func() { cancelBase(errShuttingDown) })
+	defer stopCancel.Stop()
+	shutCtx, cancel := context.WithTimeout(context.Background(), grace+5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutCtx); err != nil {
+		s.log.Warn("connections still open at exit", "err", err)
+		hs.Close()
+	}
+	if err := s.Close(shutCtx); err != nil {
+		s.log.Warn("closing the model", "err", err)
+	}
+	return failed
+}
