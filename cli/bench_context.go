@@ -235,7 +235,7 @@ func (r contextResult) summary() string {
 		return "error: " + r.Err
 	}
 	return fmt.Sprintf("prefill %d tokens %.1f tok/s, decode %.2f tok/s, device peak %s (KV %s), host KV %s",
-		r.PrefillTokens, r.prefillRate(), r.decodeRate(), bytesIEC(r.DevicePeak), bytesIEC(r.DeviceKVPeak), bytesIEC(r.HostKV))
+		r.PrefillTokens, r.prefillRate(), r.decodeRate(), bytesize.Format(r.DevicePeak), bytesize.Format(r.DeviceKVPeak), bytesize.Format(r.HostKV))
 }
 
 // contextMarkdown is the results as a Markdown table.
@@ -250,7 +250,7 @@ func contextMarkdown(rs []contextResult) string {
 		}
 		fmt.Fprintf(&b, "| %d | %s | %d/%d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f |\n",
 			r.Ctx, r.Offload, r.Resident, r.Streamed, r.Filled, r.PrefillTokens, r.PrefillSeconds, r.prefillRate(), r.decodeRate(),
-			bytesIEC(r.DevicePeak), bytesIEC(r.DeviceKVPeak), bytesIEC(r.HostKV), bytesIEC(r.H2DPerToken), bytesIEC(r.D2HPerToken),
+			bytesize.Format(r.DevicePeak), bytesize.Format(r.DeviceKVPeak), bytesize.Format(r.HostKV), bytesize.Format(r.H2DPerToken), bytesize.Format(r.D2HPerToken),
 			r.PrefillCopyWait, r.DecodeCopyWait)
 	}
 	return b.String()

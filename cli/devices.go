@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"headinfer/bytesize"
 	"headinfer/vk"
 )
 
@@ -47,12 +48,12 @@ func printDevice(w io.Writer, d vk.DeviceInfo, chosen bool) {
 		}
 		budget := ""
 		if h.Budget > 0 {
-			budget = fmt.Sprintf(", budget %s, used %s", bytesIEC(h.Budget), bytesIEC(h.Usage))
+			budget = fmt.Sprintf(", budget %s, used %s", bytesize.Format(h.Budget), bytesize.Format(h.Usage))
 		}
-		fmt.Fprintf(w, "    heap %d:         %s %s%s\n", i, bytesIEC(h.Size), kind, budget)
+		fmt.Fprintf(w, "    heap %d:         %s %s%s\n", i, bytesize.Format(h.Size), kind, budget)
 	}
-	fmt.Fprintf(w, "    storage range:  %s (max allocation %s)\n", bytesIEC(d.MaxStorageBufferRange), bytesIEC(d.MaxAllocationSize))
-	fmt.Fprintf(w, "    compute:        subgroup %d, shared memory %s, %d invocations per workgroup\n", d.SubgroupSize, bytesIEC(uint64(d.MaxSharedMemory)), d.MaxWorkgroupInvocations)
+	fmt.Fprintf(w, "    storage range:  %s (max allocation %s)\n", bytesize.Format(d.MaxStorageBufferRange), bytesize.Format(d.MaxAllocationSize))
+	fmt.Fprintf(w, "    compute:        subgroup %d, shared memory %s, %d invocations per workgroup\n", d.SubgroupSize, bytesize.Format(uint64(d.MaxSharedMemory)), d.MaxWorkgroupInvocations)
 	feats := []struct {
 		name string
 		ok   bool
@@ -73,18 +74,4 @@ func printDevice(w io.Writer, d vk.DeviceInfo, chosen bool) {
 	if len(lack) > 0 {
 		fmt.Fprintf(w, "    missing:        %s\n", strings.Join(lack, ", "))
 	}
-}
-
-// bytesIEC formats n bytes with a binary unit (KiB, MiB, GiB, TiB).
-func bytesIEC(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit && exp < 3; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
 }

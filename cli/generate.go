@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"headinfer/bytesize"
 	"headinfer/engine"
 	"headinfer/engine/sample"
 	"headinfer/engine/tokenizer"
@@ -122,6 +123,11 @@ type timings struct {
 	H2DBytes   uint64  `json:"h2d_bytes"`
 	D2HBytes   uint64  `json:"d2h_bytes"`
 	CopyWaitMS float64 `json:"copy_wait_ms"`
+	// Work handed to the device: kernel dispatches, command buffers
+	// submitted, and host waits (one per forward pass).
+	Dispatches  int `json:"dispatches"`
+	Submissions int `json:"submissions"`
+	HostWaits   int `json:"host_waits"`
 }
 
 func generate(c *cli.Context) error {
@@ -222,6 +228,7 @@ func generate(c *cli.Context) error {
 				PrefillTokens: st.PrefillTokens, PrefillMS: ms(st.Prefill.Seconds()),
 				DecodeTokens: st.DecodeTokens, DecodeMS: ms(st.Decode.Seconds()),
 				H2DBytes: st.H2DBytes, D2HBytes: st.D2HBytes, CopyWaitMS: ms(st.CopyWait.Seconds()),
+				Dispatches: st.Dispatches, Submissions: st.Submissions, HostWaits: st.Steps,
 			},
 			Memory: se.Memory(),
 		})
@@ -232,11 +239,11 @@ func generate(c *cli.Context) error {
 	fmt.Fprintf(c.App.ErrWriter, "prefill: %d tokens in %.1f ms (%.1f tok/s); decode: %d tokens in %.1f ms (%.1f tok/s); device memory %s (peak %s)\n",
 		st.PrefillTokens, ms(st.Prefill.Seconds()), rate(st.PrefillTokens, st.Prefill.Seconds()),
 		st.DecodeTokens, ms(st.Decode.Seconds()), rate(st.DecodeTokens, st.Decode.Seconds()),
-		bytesIEC(mem.DeviceBytes), bytesIEC(mem.DeviceBytesPeak))
+		bytesize.Format(mem.DeviceBytes), bytesize.Format(mem.DeviceBytesPeak))
 	if c.Bool("verbose") {
 		fmt.Fprintf(c.App.ErrWriter, "KV: %d slots resident, %d streamed; device KV %s, host KV %s; copied %s to the device, %s to the host; copy wait ≤ %.1f ms\n",
-			mem.ResidentSlots, mem.StreamedSlots, bytesIEC(mem.DeviceKVBytesPeak), bytesIEC(mem.HostKVBytes),
-			bytesIEC(st.H2DBytes), bytesIEC(st.D2HBytes), ms(st.CopyWait.Seconds()))
+			mem.ResidentSlots, mem.StreamedSlots, bytesize.Format(mem.DeviceKVBytesPeak), bytesize.Format(mem.HostKVBytes),
+			bytesize.Format(st.H2DBytes), bytesize.Format(st.D2HBytes), ms(st.CopyWait.Seconds()))
 	}
 	return nil
 }

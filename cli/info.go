@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"headinfer/bytesize"
 	"headinfer/engine"
 	"headinfer/engine/gguf"
 )
@@ -31,7 +32,7 @@ func infoCommand() *cli.Command {
 			defer f.Close()
 			w := c.App.Writer
 			st, _ := os.Stat(path)
-			fmt.Fprintf(w, "file:          %s (%s, GGUF v%d, %d keys, %d tensors)\n", path, bytesIEC(uint64(st.Size())), f.Version, len(f.KV), len(f.Tensors))
+			fmt.Fprintf(w, "file:          %s (%s, GGUF v%d, %d keys, %d tensors)\n", path, bytesize.Format(uint64(st.Size())), f.Version, len(f.KV), len(f.Tensors))
 			counts := map[gguf.Type]int{}
 			var weights uint64
 			for _, ti := range f.Tensors {
@@ -70,7 +71,7 @@ func infoCommand() *cli.Command {
 				ctx = min(cfg.TrainCtx, 4096)
 			}
 			kv := uint64(2 * 2 * cfg.Layers * cfg.KVHeads * cfg.HeadDim * ctx)
-			fmt.Fprintf(w, "device memory: weights %s + f16 KV cache for %d tokens %s (+ activations)\n", bytesIEC(weights), ctx, bytesIEC(kv))
+			fmt.Fprintf(w, "device memory: weights %s + f16 KV cache for %d tokens %s (+ activations)\n", bytesize.Format(weights), ctx, bytesize.Format(kv))
 			return nil
 		},
 	}

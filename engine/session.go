@@ -30,6 +30,10 @@ type Stats struct {
 	Decode        time.Duration
 	Steps         int // forward passes run (one host wait each)
 
+	// Dispatches and Submissions count the kernel dispatches and the
+	// command buffers submitted, over all steps.
+	Dispatches, Submissions int
+
 	// Streamed KV traffic: bytes copied from the host store to the
 	// device and written from the device to the host store.
 	H2DBytes, D2HBytes uint64
@@ -158,6 +162,7 @@ func (se *Session) Stats() Stats {
 	st := se.stats
 	if se.s != nil {
 		st.H2DBytes, st.D2HBytes, st.CopyWait = se.s.h2d, se.s.d2h, se.s.copyWait
+		st.Dispatches, st.Submissions = se.s.dispatches, se.s.submissions
 	}
 	return st
 }

@@ -42,8 +42,10 @@ type state struct {
 	clock *kv.Clock
 
 	// Totals over the steps run so far.
-	h2d, d2h uint64
-	copyWait time.Duration
+	h2d, d2h    uint64
+	copyWait    time.Duration
+	dispatches  int
+	submissions int
 }
 
 // stepShape identifies a recorded step: tokens in the chunk, KV blocks the
@@ -136,6 +138,8 @@ func (s *state) run(ids []int32, start int, withLogits bool) error {
 	}
 	s.h2d += p.H2D
 	s.d2h += p.D2H
+	s.dispatches += p.Dispatches()
+	s.submissions += p.Submissions()
 	s.copyWait += st.CopyWait
 	return nil
 }

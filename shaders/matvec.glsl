@@ -2,6 +2,11 @@
 // decode-time projection. Included by matvec_<type>.comp after it defines
 // the weight type (see dequant.glsl).
 //
+// Workgroups along z take one vector each (x and y advance by x_stride and
+// y_stride floats): the products of a prefill chunk in one dispatch, for
+// CPU devices, where the tiled matmul kernel is slow and a dispatch per
+// token costs more than the product.
+//
 // A workgroup owns ROWS consecutive rows. Its threads walk the rows in
 // "units" (a few consecutive elements, as wide as alignment allows), each x
 // unit loaded once for all ROWS rows; neighbouring threads take
@@ -45,7 +50,12 @@ layout(push_constant) uniform Push {
     uint x_off;  // x[0], in floats from the start of binding 1
     uint y_off;  // y[0], in floats from the start of binding 2
     uint acc;    // nonzero: add to y instead of overwriting it
+    uint x_stride;  // floats from one vector of x to the next (z workgroups)
+    uint y_stride;  // floats from one vector of y to the next
 } p;
+
+// This workgroup's x[0] and y[0], in floats from the start of their bindings.
+uint xo, yo;
 
 #define DQ_U16(i) w16[i]
 #include "dequant.glsl"
@@ -60,9 +70,9 @@ struct XU { vec4 a; };
 XU load_x(uint u) {
     XU r;
     if (WIDE == 1) {
-        r.a = x4[p.x_off / 4 + u];
+        r.a = x4[xo / 4 + u];
     } else {
-        r.a = vec4(x[p.x_off + u], 0.0, 0.0, 0.0);
+        r.a = vec4(x[xo + u], 0.0, 0.0, 0.0);
     }
     return r;
 }
@@ -86,13 +96,13 @@ struct XU { vec4 a; vec4 b; };
 XU load_x(uint u) {
     XU r;
     if (WIDE == 2) {
-        r.a = x4[p.x_off / 4 + 2 * u];
-        r.b = x4[p.x_off / 4 + 2 * u + 1];
+        r.a = x4[xo / 4 + 2 * u];
+        r.b = x4[xo / 4 + 2 * u + 1];
     } else if (WIDE == 1) {
-        r.a = vec4(x[p.x_off + 2 * u], x[p.x_off + 2 * u + 1], 0.0, 0.0);
+        r.a = vec4(x[xo + 2 * u], x[xo + 2 * u + 1], 0.0, 0.0);
         r.b = vec4(0.0);
     } else {
-        r.a = vec4(x[p.x_off + u], 0.0, 0.0, 0.0);
+        r.a = vec4(x[xo + u], 0.0, 0.0, 0.0);
         r.b = vec4(0.0);
     }
     return r;
@@ -131,9 +141,9 @@ struct XU { vec4 v[XV]; };
 
 XU load_x(uint u) {
     XU r;
-    uint k = p.x_off + u * UNIT;
+    uint k = xo + u * UNIT;
 #if defined(DQ_Q4_0)
-    k = p.x_off + (u / 2) * 32 + 8 * (u % 2);
+    k = xo + (u / 2) * 32 + 8 * (u % 2);
 #endif
     [[unroll]] for (uint i = 0; i < XV; i++) {
         if (WIDE == 1) {
@@ -199,7 +209,7 @@ RawX load_raw_x(uint u) {
     // the unit needs lies in one short window of x, loaded without
     // branches; soff then decides which part each byte belongs to.
     // Indices are clamped to x: the window's ends may pass the row's.
-    int base = int(p.x_off + b0 * 32 + pos) - int(b0 * BLOCK_BYTES) - 2;
+    int base = int(xo + b0 * 32 + pos) - int(b0 * BLOCK_BYTES) - 2;
 #if defined(DQ_Q8_0)
     // prev byte t: x[base + t]; next (block b0 + 1): x[base + t - 2].
     const int W0 = -2;
@@ -212,7 +222,7 @@ RawX load_raw_x(uint u) {
 #endif
     float w[NW];
     [[unroll]] for (uint i = 0; i < NW; i++) {
-        w[i] = x[clamp(base + W0 + int(i), int(p.x_off), int(p.x_off + p.K) - 1)];
+        w[i] = x[clamp(base + W0 + int(i), int(xo), int(xo + p.K) - 1)];
     }
     [[unroll]] for (uint t = 0; t < 16; t++) {
         bool prev = t < r.soff;
@@ -289,6 +299,8 @@ void main() {
     }
     uint tid = gl_LocalInvocationID.x;
     uint stride = dq_row_u16(p.K);
+    xo = p.x_off + gl_WorkGroupID.z * p.x_stride;
+    yo = p.y_off + gl_WorkGroupID.z * p.y_stride;
 
     // Rows past M repeat the last row so the loop stays uniform; their
     // sums are never stored.
@@ -326,7 +338,7 @@ void main() {
         for (uint i = 0; i < gl_NumSubgroups; i++) {
             t += red[r][i];
         }
-        uint yi = p.y_off + row0 + r;
+        uint yi = yo + row0 + r;
         y[yi] = p.acc != 0 ? y[yi] + t : t;
     }
 }

@@ -22,11 +22,12 @@ type Commands struct {
 	pools []C.VkDescriptorPool // pools[npool-1] is the one in use
 	npool int
 
-	ts      timestamps
-	err     error
-	ended   bool
-	freed   bool
-	pending submission // the latest submission, waited for before reuse
+	ts         timestamps
+	dispatches int // recorded since Begin or Reset
+	err        error
+	ended      bool
+	freed      bool
+	pending    submission // the latest submission, waited for before reuse
 }
 
 // submission is a point on a queue's internal timeline.
@@ -157,10 +158,15 @@ func (c *Commands) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Ra
 		}
 		if r != C.VK_SUCCESS {
 			c.err = result(r, "vkAllocateDescriptorSets for "+k.key)
+			return
 		}
+		c.dispatches++
 		return
 	}
 }
+
+// Dispatches is the number of kernel dispatches recorded.
+func (c *Commands) Dispatches() int { return c.dispatches }
 
 // nextPool moves to the next descriptor pool, creating it if needed. Pools
 // grow so that long recordings need few of them.
@@ -270,6 +276,7 @@ func (c *Commands) Reset() error {
 		}
 	}
 	c.npool = 0
+	c.dispatches = 0
 	c.ts.reset()
 	c.err = nil
 	c.ended = false

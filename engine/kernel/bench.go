@@ -78,7 +78,7 @@ func BenchMatMul(d *vk.Device, t gguf.Type, rows, cols, n, iters int) (BenchResu
 }
 
 // benchMatMul is BenchMatMul, with tiled forcing the tiled kernel on
-// devices that would run one matvec per token.
+// devices that would run the batched matvec.
 func benchMatMul(d *vk.Device, t gguf.Type, rows, cols, n, iters int, tiled bool) (BenchResult, error) {
 	if err := benchShape(t, rows, cols, n); err != nil {
 		return BenchResult{}, err
@@ -88,7 +88,7 @@ func benchMatMul(d *vk.Device, t gguf.Type, rows, cols, n, iters int, tiled bool
 		return BenchResult{}, err
 	}
 	if tiled {
-		k.perToken = nil
+		k.batched = nil
 	}
 	wbytes := uint64(rows) * uint64(t.RowBytes(cols))
 	bufs, err := benchAlloc(d, wbytes, 4*uint64(cols)*uint64(n), 4*uint64(rows)*uint64(n))
@@ -98,8 +98,8 @@ func benchMatMul(d *vk.Device, t gguf.Type, rows, cols, n, iters int, tiled bool
 	defer benchFree(bufs)
 	w, x, y := bufs[0].Range(0, wbytes), bufs[1].All(), bufs[2].All()
 	op := fmt.Sprintf("matmul %v %dx%d n=%d", t, rows, cols, n)
-	if k.perToken != nil {
-		op += " (as matvecs)"
+	if k.batched != nil {
+		op += " (batched matvec)"
 	}
 	tm, err := benchTime(d, iters, func(c *vk.Commands) error {
 		c.Fill(bufs[0].All(), benchPattern(t))

@@ -21,11 +21,11 @@ type MatMul struct {
 	name  string
 	kern  *vk.Kernel
 	limit uint64 // when nonzero, a binding size below the device's, so tests can force splitting
-	// perToken, on CPU devices, does the product as one matrix-vector
-	// product per token: there every shared-memory access is a loop over a
-	// subgroup's lanes, and the tiled kernel, which lives on shared memory,
-	// runs several times slower than n matvecs (see BENCHMARKS.md).
-	perToken *MatVec
+	// batched, on CPU devices, does the product as n matrix-vector
+	// products in one dispatch: there every shared-memory access is a loop
+	// over a subgroup's lanes, and the tiled kernel, which lives on shared
+	// memory, runs several times slower (see BENCHMARKS.md).
+	batched *MatVec
 }
 
 // NewMatMul prepares the matrix-matrix kernel for weights of type t.
@@ -47,7 +47,7 @@ func NewMatMul(d *vk.Device, t gguf.Type) (*MatMul, error) {
 	}
 	k := &MatMul{d: d, t: t, name: name, kern: kern}
 	if d.Info().Type == vk.CPU {
-		if k.perToken, err = NewMatVec(d, t); err != nil {
+		if k.batched, err = NewMatVec(d, t); err != nil {
 			return nil, err
 		}
 	}
@@ -63,16 +63,8 @@ func (k *MatMul) Record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y); err != nil {
 		return err
 	}
-	if k.perToken != nil {
-		xb, yb := 4*uint64(cols), 4*uint64(rows)
-		for j := range uint64(n) {
-			xj := x.Buf.Range(x.Off+j*xb, xb)
-			yj := y.Buf.Range(y.Off+j*yb, yb)
-			if err := k.perToken.Record(c, w, rows, cols, xj, yj, accumulate); err != nil {
-				return err
-			}
-		}
-		return nil
+	if k.batched != nil {
+		return k.batched.RecordBatch(c, w, rows, cols, n, x, y, accumulate)
 	}
 	info := k.d.Info()
 	lim, err := mvLimits(info, k.limit, k.name)

@@ -66,46 +66,68 @@ func mvDefaultGeometry(info vk.DeviceInfo, t gguf.Type) (wg, rows int) {
 // cols floats and y rows floats. Matrices bigger than the device's largest
 // storage-buffer binding are split into several dispatches by rows.
 func (k *MatVec) Record(c *vk.Commands, w vk.Range, rows, cols int, x, y vk.Range, accumulate bool) error {
-	if err := mvCheckArgs(k.name, k.t, w, rows, cols, 1, x, y); err != nil {
+	return k.RecordBatch(c, w, rows, cols, 1, x, y, accumulate)
+}
+
+// RecordBatch records Record's product for n vectors at once, each x and y
+// vector contiguous and following the previous one, in as few dispatches
+// as the bindings allow. W is read once per vector: it suits devices whose
+// dispatches cost more than re-reading W (CPU devices, small models).
+func (k *MatVec) RecordBatch(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.Range, accumulate bool) error {
+	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y); err != nil {
 		return err
 	}
 	info := k.d.Info()
-	rb := uint64(k.t.RowBytes(cols))
+	rb, xb, yb := uint64(k.t.RowBytes(cols)), 4*uint64(cols), 4*uint64(rows)
 	lim, err := mvLimits(info, k.limit, k.name)
 	if err != nil {
 		return err
 	}
-	if rb > lim.span || 4*uint64(cols) > lim.span {
+	if rb > lim.span || xb > lim.span {
 		return fmt.Errorf("%s: a %d-element row does not fit one storage-buffer binding (%d bytes on %s)",
 			k.name, cols, lim.span+lim.align, info.Name)
 	}
 	per := lim.chunkRows(rb, 4)
-	xr, xoff := mvBind(info, x, 0, 4*uint64(cols))
+	// A chunk of vectors binds their x and the y rows of all of W's rows,
+	// so that y stays one strided array across chunks of W.
+	nPer := min(int(lim.span/xb), int(lim.span/yb), int(info.MaxWorkgroupCount[2]))
+	if n > 1 && nPer == 0 {
+		return fmt.Errorf("%s: %d outputs per vector do not fit one storage-buffer binding (%d bytes on %s)",
+			k.name, rows, lim.span+lim.align, info.Name)
+	}
+	nPer = max(nPer, 1)
 	acc := uint32(0)
 	if accumulate {
 		acc = 1
 	}
-	var yend uint64 // end of the previous chunk's output binding
-	for m0 := 0; m0 < rows; m0 += per {
-		mc := min(per, rows-m0)
-		wr, woff := mvBind(info, w, uint64(m0)*rb, uint64(mc)*rb)
-		yr, yoff := mvBind(info, y, 4*uint64(m0), 4*uint64(mc))
-		if m0 > 0 && yr.Off < yend {
-			// Only when chunks cannot be aligned: their output bindings
-			// share a few bytes, so order them.
-			c.Barrier()
+	var yend uint64 // end of the previous dispatch's output binding
+	for n0 := 0; n0 < n; n0 += nPer {
+		nc := min(nPer, n-n0)
+		xr, xoff := mvBind(info, x, uint64(n0)*xb, uint64(nc)*xb)
+		for m0 := 0; m0 < rows; m0 += per {
+			mc := min(per, rows-m0)
+			wr, woff := mvBind(info, w, uint64(m0)*rb, uint64(mc)*rb)
+			yr, yoff := mvBind(info, y, uint64(n0)*yb+4*uint64(m0), uint64(nc-1)*yb+4*uint64(mc))
+			if yr.Off < yend && (m0 > 0 || n0 > 0) {
+				// Dispatches write disjoint elements, but their output
+				// bindings overlap (unaligned chunks, or vectors
+				// interleaved with other chunks' rows): order them.
+				c.Barrier()
+			}
+			yend = yr.Off + yr.Size
+			kern, err := k.kernel(k.wide(cols, woff, xoff))
+			if err != nil {
+				return err
+			}
+			grid, err := mvGrid(info, groups(mc, k.rows), k.name)
+			if err != nil {
+				return err
+			}
+			grid[2] = uint32(nc)
+			c.Dispatch(kern, grid, push(uint32(mc), uint32(cols), uint32(woff/2), uint32(xoff/4), uint32(yoff/4), acc,
+				uint32(cols), uint32(rows)),
+				wr, xr, yr)
 		}
-		yend = yr.Off + yr.Size
-		kern, err := k.kernel(k.wide(cols, woff, xoff))
-		if err != nil {
-			return err
-		}
-		grid, err := mvGrid(info, groups(mc, k.rows), k.name)
-		if err != nil {
-			return err
-		}
-		c.Dispatch(kern, grid, push(uint32(mc), uint32(cols), uint32(woff/2), uint32(xoff/4), uint32(yoff/4), acc),
-			wr, xr, yr)
 	}
 	return nil
 }
@@ -145,7 +167,7 @@ func (k *MatVec) kernel(wide uint32) (*vk.Kernel, error) {
 		Name:      k.name,
 		SPIRV:     k.spirv,
 		Buffers:   3,
-		PushBytes: 24,
+		PushBytes: 32,
 		Spec:      []uint32{uint32(k.wg), uint32(k.rows), wide},
 	})
 	if err != nil {

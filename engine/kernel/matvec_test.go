@@ -210,9 +210,9 @@ func mvCase(t *testing.T, d *vk.Device, s mvSpec) {
 		}
 		k.limit = s.limit
 		if s.tiled {
-			k.perToken = nil
-		} else if k.perToken != nil {
-			s.mvSetup(k.perToken)
+			k.batched = nil
+		} else if k.batched != nil {
+			s.mvSetup(k.batched)
 		}
 		run(t, d, func(c *vk.Commands) error { return k.Record(c, wr, s.rows, s.cols, s.n, xr, yr, s.acc) })
 	}

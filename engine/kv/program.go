@@ -169,6 +169,18 @@ func (p *Program) newSegment(transfer bool, block int) (*segment, error) {
 // Blocks is the number of streamed blocks one run copies.
 func (p *Program) Blocks() int { return p.blocks }
 
+// Dispatches is the number of kernel dispatches one run records.
+func (p *Program) Dispatches() int {
+	n := 0
+	for _, s := range p.segs {
+		n += s.c.Dispatches()
+	}
+	return n
+}
+
+// Submissions is the number of command buffers one run submits.
+func (p *Program) Submissions() int { return len(p.order) }
+
 // End finishes recording and fixes the submission order: transfers 0 and 1
 // first (they wait for nothing in this step, so they start at once), then
 // the compute segments in order, each transfer j+2 right after the
