@@ -13,6 +13,7 @@ func benchCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			benchContextCommand(),
 			benchKernelsCommand(),
+			benchSpeedCommand(),
 		},
 	}
 }

@@ -13,16 +13,16 @@ import (
 // llamaBlock is one transformer block's weights.
 type llamaBlock struct {
 	AttnNorm *Tensor `gguf:"attn_norm" shape:"dim"`
-	Q        *Tensor `gguf:"attn_q" shape:"dim,qdim"`
-	K        *Tensor `gguf:"attn_k" shape:"dim,kvdim"`
-	V        *Tensor `gguf:"attn_v" shape:"dim,kvdim"`
-	QBias    *Tensor `gguf:"attn_q.bias,optional" shape:"qdim"`
-	KBias    *Tensor `gguf:"attn_k.bias,optional" shape:"kvdim"`
-	VBias    *Tensor `gguf:"attn_v.bias,optional" shape:"kvdim"`
+	Q        *Tensor `gguf:"attn_q" shape:"dim,qdim" join:"qkv"`
+	K        *Tensor `gguf:"attn_k" shape:"dim,kvdim" join:"qkv"`
+	V        *Tensor `gguf:"attn_v" shape:"dim,kvdim" join:"qkv"`
+	QBias    *Tensor `gguf:"attn_q.bias,optional" shape:"qdim" join:"qkv bias"`
+	KBias    *Tensor `gguf:"attn_k.bias,optional" shape:"kvdim" join:"qkv bias"`
+	VBias    *Tensor `gguf:"attn_v.bias,optional" shape:"kvdim" join:"qkv bias"`
 	Out      *Tensor `gguf:"attn_output" shape:"qdim,dim"`
 	FFNNorm  *Tensor `gguf:"ffn_norm" shape:"dim"`
-	Gate     *Tensor `gguf:"ffn_gate" shape:"dim,ffn"`
-	Up       *Tensor `gguf:"ffn_up" shape:"dim,ffn"`
+	Gate     *Tensor `gguf:"ffn_gate" shape:"dim,ffn" join:"gate up"`
+	Up       *Tensor `gguf:"ffn_up" shape:"dim,ffn" join:"gate up"`
 	Down     *Tensor `gguf:"ffn_down" shape:"ffn,dim"`
 }
 
@@ -60,7 +60,8 @@ func (s *state) record(p *kv.Program, n, blocks int) error {
 	m, w, cfg, o := s.m, s.m.w, s.m.Config, s.m.ops
 	rows := func(b *vk.Buffer, width int) vk.Range { return b.Range(0, uint64(4*n*width)) }
 	x, xb := rows(s.x, cfg.Dim), rows(s.xb, cfg.Dim)
-	q, k, v := rows(s.q, cfg.Heads*cfg.HeadDim), rows(s.k, cfg.KVHeads*cfg.HeadDim), rows(s.v, cfg.KVHeads*cfg.HeadDim)
+	q, k, v := s.qkvRanges(n)
+	qk, qkJoined := adjacent(q, k)
 	att := rows(s.att, cfg.Heads*cfg.HeadDim)
 	gate, up := rows(s.gate, cfg.FFN), rows(s.up, cfg.FFN)
 	ids, pos := s.ids.Range(0, uint64(4*n)), s.pos.Range(0, uint64(4*n))
@@ -81,12 +82,14 @@ func (s *state) record(p *kv.Program, n, blocks int) error {
 		// Attention: x += Wo · attention(rope(Wq·xb), rope(Wk·xb), Wv·xb).
 		try(o.norm.Record(c, x, b.AttnNorm.Range(), xb, n))
 		c.Barrier()
-		try(m.linear(c, b.Q, b.QBias, xb, q, n))
-		try(m.linear(c, b.K, b.KBias, xb, k, n))
-		try(m.linear(c, b.V, b.VBias, xb, v, n))
+		try(m.qkv(c, b, xb, q, k, v, n))
 		c.Barrier()
-		try(o.ropeQ.Record(c, q, pos, s.freqs.All(), n))
-		try(o.ropeK.Record(c, k, pos, s.freqs.All(), n))
+		if n == 1 && qkJoined && !m.opt.separate {
+			try(o.ropeQK.Record(c, qk, pos, s.freqs.All(), 1))
+		} else {
+			try(o.ropeQ.Record(c, q, pos, s.freqs.All(), n))
+			try(o.ropeK.Record(c, k, pos, s.freqs.All(), n))
+		}
 		c.Barrier()
 		try(s.kv.store(c, l, k, v, pos, n))
 		c.Barrier()
@@ -104,10 +107,7 @@ func (s *state) record(p *kv.Program, n, blocks int) error {
 		// Feed-forward: x += Wdown · (silu(Wgate·xb) ⊙ Wup·xb).
 		try(o.norm.Record(c, x, b.FFNNorm.Range(), xb, n))
 		c.Barrier()
-		try(m.matmul(c, b.Gate, xb, gate, n, false))
-		try(m.matmul(c, b.Up, xb, up, n, false))
-		c.Barrier()
-		try(o.swiglu.Record(c, gate, up, gate, n*cfg.FFN))
+		try(m.gateUp(c, b, xb, gate, up, n))
 		c.Barrier()
 		try(m.matmul(c, b.Down, gate, x, n, true))
 		c.Barrier()

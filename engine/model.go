@@ -34,6 +34,9 @@ type Options struct {
 	// semaphores even where the transfer queue is the compute queue
 	// (tests, so that the two-queue path runs on any device).
 	pipeline bool
+	// separate runs Q, K, V, gate and up as separate products and RoPE as
+	// two passes even where they could be fused (tests).
+	separate bool
 }
 
 // Model is a loaded model: its configuration, tokenizer and weights on a
@@ -60,6 +63,7 @@ type ops struct {
 	embed        *kernel.Embed
 	norm         *kernel.RMSNorm
 	ropeQ, ropeK *kernel.Rope
+	ropeQK       *kernel.Rope // Q and K of one token back to back
 	swiglu       *kernel.SwiGLU
 	argmax       *kernel.Argmax
 	kvStore      *kernel.KVStore
@@ -201,6 +205,8 @@ func newOps(d *vk.Device, c Config, w *llamaWeights, kvType gguf.Type) (*ops, er
 	try(e)
 	o.ropeK, e = kernel.NewRope(d, c.KVHeads, c.HeadDim, c.RopeDim, layout)
 	try(e)
+	o.ropeQK, e = kernel.NewRope(d, c.Heads+c.KVHeads, c.HeadDim, c.RopeDim, layout)
+	try(e)
 	o.swiglu, e = kernel.NewSwiGLU(d)
 	try(e)
 	o.argmax, e = kernel.NewArgmax(d, c.Vocab)
@@ -229,10 +235,73 @@ func newOps(d *vk.Device, c Config, w *llamaWeights, kvType gguf.Type) (*ops, er
 
 // matmul records y = W·x (or y += W·x) for n rows of x.
 func (m *Model) matmul(c *vk.Commands, w *Tensor, x, y vk.Range, n int, accumulate bool) error {
+	return m.product(c, w.Type, w.Range(), w.Rows, w.Cols, x, y, n, accumulate)
+}
+
+// product records y = W·x (or y += W·x) for n rows of x, W being rows ×
+// cols weights of type t.
+func (m *Model) product(c *vk.Commands, t gguf.Type, w vk.Range, rows, cols int, x, y vk.Range, n int, accumulate bool) error {
 	if n == 1 {
-		return m.ops.matvec[w.Type].Record(c, w.Range(), w.Rows, w.Cols, x, y, accumulate)
+		return m.ops.matvec[t].Record(c, w, rows, cols, x, y, accumulate)
 	}
-	return m.ops.matmul[w.Type].Record(c, w.Range(), w.Rows, w.Cols, n, x, y, accumulate)
+	return m.ops.matmul[t].Record(c, w, rows, cols, n, x, y, accumulate)
+}
+
+// qkv records the three projections of n rows of xb, with their biases
+// if any, into q, k and v. When one token's q, k and v lie back to back,
+// as do the weights (and biases), it is one product: the rows of Wq, Wk
+// and Wv stacked.
+func (m *Model) qkv(c *vk.Commands, b *llamaBlock, xb, q, k, v vk.Range, n int) error {
+	w, wok := joined(b.Q, b.K, b.V)
+	out, ook := adjacent(q, k, v)
+	bias, bok := joined(b.QBias, b.KBias, b.VBias)
+	if n == 1 && wok && ook && (bok || b.QBias == nil) && !m.opt.separate {
+		if b.QBias != nil {
+			c.Copy(out, bias)
+			c.Barrier()
+		}
+		return m.product(c, b.Q.Type, w, b.Q.Rows+b.K.Rows+b.V.Rows, b.Q.Cols, xb, out, 1, b.QBias != nil)
+	}
+	for _, p := range []struct {
+		w, bias *Tensor
+		y       vk.Range
+	}{{b.Q, b.QBias, q}, {b.K, b.KBias, k}, {b.V, b.VBias, v}} {
+		if err := m.linear(c, p.w, p.bias, xb, p.y, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// adjacent returns one range over ranges of one buffer that follow each
+// other without a gap.
+func adjacent(rs ...vk.Range) (vk.Range, bool) {
+	for i := 1; i < len(rs); i++ {
+		if rs[i].Buf != rs[0].Buf || rs[i].Off != rs[i-1].Off+rs[i-1].Size {
+			return vk.Range{}, false
+		}
+	}
+	last := rs[len(rs)-1]
+	return rs[0].Buf.Range(rs[0].Off, last.Off+last.Size-rs[0].Off), true
+}
+
+// gateUp records silu(Wgate·xb) ⊙ (Wup·xb) for n rows into gate; up is
+// scratch. Where the product runs as matrix-vector products and the two
+// matrices lie back to back, it is one fused pass.
+func (m *Model) gateUp(c *vk.Commands, b *llamaBlock, xb, gate, up vk.Range, n int) error {
+	mv := m.ops.matvec[b.Gate.Type]
+	fusable := (n == 1 || m.ops.matmul[b.Gate.Type].Batched()) && mv.CanGLU(b.Gate.Rows, b.Gate.Cols) && !m.opt.separate
+	if w, ok := joined(b.Gate, b.Up); ok && fusable {
+		return mv.RecordGLU(c, w, b.Gate.Rows, b.Gate.Cols, n, xb, gate)
+	}
+	if err := m.matmul(c, b.Gate, xb, gate, n, false); err != nil {
+		return err
+	}
+	if err := m.matmul(c, b.Up, xb, up, n, false); err != nil {
+		return err
+	}
+	c.Barrier()
+	return m.ops.swiglu.Record(c, gate, up, gate, n*m.Config.FFN)
 }
 
 // linear records y = W·x + bias for n rows; the bias is copied into every

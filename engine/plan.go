@@ -217,8 +217,12 @@ func activationSizes(c Config, chunk, ctx int) actSizes {
 
 // device is the device-local part.
 func (a actSizes) device() uint64 {
-	return 2*a.x + 2*a.q + 2*a.kv + 2*a.ffn + a.logits + a.parts + a.acc + a.argmax
+	return 2*a.x + 2*a.q + 2*a.kv + 2*qkvPad + 2*a.ffn + a.logits + a.parts + a.acc + a.argmax
 }
+
+// qkvPad is what aligning k and v within the q, k, v buffer may add to each
+// (the largest minStorageBufferOffsetAlignment Vulkan allows).
+const qkvPad = 256
 
 // weightBytes is the device memory the model's weights will take: every
 // tensor the forward pass reads (all but the host-side rope factors).

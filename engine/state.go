@@ -27,15 +27,15 @@ type state struct {
 	chunk int
 	ctx   int
 
-	x, xb, q, k, v, att, gate, up *vk.Buffer // activations, chunk rows each
-	logits                        *vk.Buffer // last token's logits
-	ids, pos                      *vk.Buffer // host-written inputs (uint32 per token)
-	next                          *vk.Buffer // argmax result, read by the host
-	logitsHost                    *vk.Buffer // logits copied for host sampling
-	freqs                         *vk.Buffer // rope inverse frequencies
-	parts, acc                    *vk.Buffer // attention partials and accumulator
-	partsCap                      int        // blocks per partials batch
-	kv                            *kvCache
+	x, xb, qkv, att, gate, up *vk.Buffer // activations, chunk rows each (see qkvRanges)
+	logits                    *vk.Buffer // last token's logits
+	ids, pos                  *vk.Buffer // host-written inputs (uint32 per token)
+	next                      *vk.Buffer // argmax result, read by the host
+	logitsHost                *vk.Buffer // logits copied for host sampling
+	freqs                     *vk.Buffer // rope inverse frequencies
+	parts, acc                *vk.Buffer // attention partials and accumulator
+	partsCap                  int        // blocks per partials batch
+	kv                        *kvCache
 
 	bufs  []*vk.Buffer
 	progs map[stepShape]*kv.Program
@@ -76,9 +76,7 @@ func newState(m *Model) (s *state, err error) {
 	a := activationSizes(c, n, s.ctx)
 	s.x = alloc(vk.DeviceLocal, int(a.x), "activations x")
 	s.xb = alloc(vk.DeviceLocal, int(a.x), "activations xb")
-	s.q = alloc(vk.DeviceLocal, int(a.q), "activations q")
-	s.k = alloc(vk.DeviceLocal, int(a.kv), "activations k")
-	s.v = alloc(vk.DeviceLocal, int(a.kv), "activations v")
+	s.qkv = alloc(vk.DeviceLocal, int(a.q+2*a.kv+2*qkvPad), "activations q, k, v")
 	s.att = alloc(vk.DeviceLocal, int(a.q), "activations attention")
 	s.gate = alloc(vk.DeviceLocal, int(a.ffn), "activations gate")
 	s.up = alloc(vk.DeviceLocal, int(a.ffn), "activations up")
@@ -102,6 +100,20 @@ func newState(m *Model) (s *state, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// qkvRanges places n rows each of q, k and v in s.qkv: back to back where
+// the binding alignment allows, so that one token's q, k and v form one
+// vector (see Model.qkv), else each at the next aligned offset.
+func (s *state) qkvRanges(n int) (q, k, v vk.Range) {
+	cfg := s.m.Config
+	align := max(s.m.dev.Info().MinStorageBufferOffsetAlignment, 4)
+	up := func(o uint64) uint64 { return (o + align - 1) / align * align }
+	qb, kb := uint64(4*n*cfg.Heads*cfg.HeadDim), uint64(4*n*cfg.KVHeads*cfg.HeadDim)
+	q = s.qkv.Range(0, qb)
+	k = s.qkv.Range(up(qb), kb)
+	v = s.qkv.Range(up(k.Off+kb), kb)
+	return q, k, v
 }
 
 // run computes the forward pass of ids at positions start, start+1, …

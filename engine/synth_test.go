@@ -30,11 +30,14 @@ func writeSynth(t testing.TB, s SynthSpec) string {
 
 // TestSyntheticModelsMatchReference runs every weight type and both
 // architectures against the float64 forward pass, over a prompt that spans
-// several prefill chunks and then decodes.
+// several prefill chunks and then decodes, with the fused projections
+// (Q, K and V as one; gate, up and SwiGLU as one; one RoPE pass) and
+// without.
 func TestSyntheticModelsMatchReference(t *testing.T) {
 	for _, arch := range []string{"llama", "qwen2"} {
-		for _, typ := range []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0} {
-			t.Run(fmt.Sprintf("%s/%v", arch, typ), func(t *testing.T) {
+		for i, typ := range []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0} {
+			separate := i%2 == 1
+			t.Run(fmt.Sprintf("%s/%v/separate=%v", arch, typ, separate), func(t *testing.T) {
 				spec := SynthSpec{Arch: arch, Dim: 128, Layers: 2, Heads: 8, KVHeads: 2, FFN: 96, Vocab: 300,
 					Ctx: 512, RopeBase: 10000, Type: typ, Seed: 7}
 				path := writeSynth(t, spec)
@@ -47,7 +50,7 @@ func TestSyntheticModelsMatchReference(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				m := loadModel(t, path, Options{CtxSize: 300, Chunk: 5, KVType: "f32"})
+				m := loadModel(t, path, Options{CtxSize: 300, Chunk: 5, KVType: "f32", separate: separate})
 				se, err := m.NewSession()
 				if err != nil {
 					t.Fatal(err)

@@ -10,16 +10,34 @@ import (
 )
 
 // Tensor is a weight tensor uploaded to device-local memory, in its GGUF
-// storage type and layout: Rows rows of Cols elements each.
+// storage type and layout: Rows rows of Cols elements each, at Off in Buf.
 type Tensor struct {
 	Name       string
 	Type       gguf.Type
 	Rows, Cols int
 	Buf        *vk.Buffer
+	Off, Size  uint64
 }
 
 // Range is the whole tensor as a binding range.
-func (t *Tensor) Range() vk.Range { return t.Buf.All() }
+func (t *Tensor) Range() vk.Range { return t.Buf.Range(t.Off, t.Size) }
+
+// joined returns one range over tensors of one type that lie back to back
+// in one buffer, in order: matrices with rows of one length read as one
+// matrix of their rows stacked, or vectors as one vector. ok is false when
+// they do not lie so (or one is nil).
+func joined(ts ...*Tensor) (r vk.Range, ok bool) {
+	for i, t := range ts {
+		if t == nil || t.Buf != ts[0].Buf || t.Type != ts[0].Type {
+			return vk.Range{}, false
+		}
+		if i > 0 && t.Off != ts[i-1].Off+ts[i-1].Size {
+			return vk.Range{}, false
+		}
+	}
+	last := ts[len(ts)-1]
+	return ts[0].Buf.Range(ts[0].Off, last.Off+last.Size-ts[0].Off), true
+}
 
 // loader uploads the tensors a model asks for, by GGUF name, and keeps
 // count of what it placed.
@@ -30,31 +48,57 @@ type loader struct {
 	bufs  []*vk.Buffer
 }
 
-// tensor uploads the named tensor and checks its shape: cols is the row
-// length (ggml ne[0]) and rows the number of rows (the product of the other
-// dimensions). rows 0 accepts any row count.
-func (l *loader) tensor(name string, cols, rows int) (*Tensor, error) {
+// pending is a tensor found and checked, not yet uploaded.
+type pending struct {
+	t    *Tensor
+	data []byte
+}
+
+// find looks up the named tensor and checks its shape: cols is the row
+// length (ggml ne[0]) and rows the number of rows (the product of the
+// other dimensions).
+func (l *loader) find(name string, cols, rows int) (pending, error) {
 	ti, data, err := l.f.TensorData(name)
 	if err != nil {
-		return nil, err
+		return pending{}, err
 	}
 	r := 1
 	for _, d := range ti.Dims[1:] {
 		r *= int(d)
 	}
-	if int(ti.Dims[0]) != cols || (rows != 0 && r != rows) {
-		return nil, fmt.Errorf("tensor %q has shape %v, want [%d, %d]", name, ti.Dims, cols, rows)
+	if int(ti.Dims[0]) != cols || r != rows {
+		return pending{}, fmt.Errorf("tensor %q has shape %v, want [%d, %d]", name, ti.Dims, cols, rows)
 	}
-	buf, err := l.d.Alloc(vk.DeviceLocal, uint64(len(data)), name)
+	return pending{&Tensor{Name: name, Type: ti.Type, Rows: r, Cols: cols, Size: uint64(len(data))}, data}, nil
+}
+
+// upload places tensors in one device buffer, in order, each at an offset
+// the device can bind: tensors whose sizes keep that alignment end up back
+// to back, which lets kernels read them as one (see joined).
+func (l *loader) upload(ps []pending) error {
+	align := max(l.d.Info().MinStorageBufferOffsetAlignment, 4)
+	var size uint64
+	for _, p := range ps {
+		p.t.Off = size
+		size += (p.t.Size + align - 1) / align * align
+	}
+	label := ps[0].t.Name
+	if len(ps) > 1 {
+		label += fmt.Sprintf(" and %d more", len(ps)-1)
+	}
+	buf, err := l.d.Alloc(vk.DeviceLocal, size, label)
 	if err != nil {
-		return nil, fmt.Errorf("loading %s: %w", name, err)
+		return fmt.Errorf("loading %s: %w", label, err)
 	}
 	l.bufs = append(l.bufs, buf)
-	if err := l.d.Write(buf.All(), data); err != nil {
-		return nil, fmt.Errorf("loading %s: %w", name, err)
+	for _, p := range ps {
+		p.t.Buf = buf
+		if err := l.d.Write(p.t.Range(), p.data); err != nil {
+			return fmt.Errorf("loading %s: %w", p.t.Name, err)
+		}
+		l.bytes += p.t.Size
 	}
-	l.bytes += uint64(len(data))
-	return &Tensor{Name: name, Type: ti.Type, Rows: r, Cols: cols, Buf: buf}, nil
+	return nil
 }
 
 // free releases everything loaded so far (after a failed load).
@@ -70,10 +114,14 @@ func (l *loader) free() {
 // PREFIX+"attn_q.weight"; a tag with an explicit suffix (`attn_q.bias`) is
 // used as is; ",optional" leaves the field nil when the file lacks the
 // tensor. The `shape` tag gives the expected [cols, rows] in terms of the
-// config's dimensions.
+// config's dimensions. Fields with the same `join` tag are uploaded into
+// one buffer in field order, so that one kernel can read them as one
+// matrix (Q, K and V as one projection, gate and up as one).
 func (l *loader) bind(dst any, prefix string, c Config) error {
 	v := reflect.ValueOf(dst).Elem()
 	t := v.Type()
+	var groups [][]pending
+	joins := map[string]int{} // join tag → index in groups
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, ok := f.Tag.Lookup("gguf")
@@ -92,11 +140,25 @@ func (l *loader) bind(dst any, prefix string, c Config) error {
 		if err != nil {
 			return fmt.Errorf("field %s: %w", f.Name, err)
 		}
-		ten, err := l.tensor(name, cols, rows)
+		p, err := l.find(name, cols, rows)
 		if err != nil {
 			return err
 		}
-		v.Field(i).Set(reflect.ValueOf(ten))
+		v.Field(i).Set(reflect.ValueOf(p.t))
+		j, joinTag := f.Tag.Lookup("join")
+		if gi, seen := joins[j]; joinTag && seen {
+			groups[gi] = append(groups[gi], p)
+			continue
+		}
+		if joinTag {
+			joins[j] = len(groups)
+		}
+		groups = append(groups, []pending{p})
+	}
+	for _, g := range groups {
+		if err := l.upload(g); err != nil {
+			return err
+		}
 	}
 	return nil
 }

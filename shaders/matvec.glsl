@@ -34,6 +34,12 @@ layout(constant_id = 1) const uint ROWS = 4;  // rows per workgroup
 //              2 raw 16-byte pieces of the row (a multiple of 8 blocks per
 //              row, 16-byte aligned w), for CPU devices
 layout(constant_id = 2) const uint WIDE = 0;
+// GLU 1 computes silu(gate·x) * (up·x) instead: the rows of up follow
+// those of gate, up_delta words further, and a workgroup takes ROWS rows
+// of each (NR in all), so that one product does the feed-forward's first
+// half and its activation.
+layout(constant_id = 3) const uint GLU = 0;
+const uint NR = ROWS * (1 + GLU);
 layout(local_size_x_id = 0) in;
 
 layout(set = 0, binding = 0) readonly buffer W16 { uint16_t w16[]; };
@@ -52,6 +58,7 @@ layout(push_constant) uniform Push {
     uint acc;    // nonzero: add to y instead of overwriting it
     uint x_stride;  // floats from one vector of x to the next (z workgroups)
     uint y_stride;  // floats from one vector of y to the next
+    uint up_delta;  // GLU: from a gate row to its up row, in uint16 words
 } p;
 
 // This workgroup's x[0] and y[0], in floats from the start of their bindings.
@@ -268,21 +275,21 @@ float raw_dot(uvec4 q, RawX xr, inout float d) {
 
 // raw_rows adds to sum[r] this thread's share of row r in the CPU layout:
 // a contiguous run of the row's units of 16 raw bytes.
-void raw_rows(uint tid, uint units, uint base[ROWS], inout float sum[ROWS]) {
+void raw_rows(uint tid, uint units, uint base[NR], inout float sum[NR]) {
     uint per = (units + WG - 1) / WG;
     uint u0 = tid * per;
     uint u1 = min(units, u0 + per);
     if (u0 >= u1) {
         return;
     }
-    float d[ROWS];
+    float d[NR];
     uint b0 = (16 * u0) / BLOCK_BYTES;
-    [[unroll]] for (uint r = 0; r < ROWS; r++) {
+    [[unroll]] for (uint r = 0; r < NR; r++) {
         d[r] = dq_half(uint(w16[base[r] + b0 * (BLOCK_BYTES / 2)]));
     }
     for (uint u = u0; u < u1; u++) {
         RawX xr = load_raw_x(u);
-        [[unroll]] for (uint r = 0; r < ROWS; r++) {
+        [[unroll]] for (uint r = 0; r < NR; r++) {
             sum[r] += raw_dot(w128[base[r] / 8 + u], xr, d[r]);
         }
     }
@@ -290,7 +297,7 @@ void raw_rows(uint tid, uint units, uint base[ROWS], inout float sum[ROWS]) {
 
 #endif
 
-shared float red[ROWS][WG];
+shared float red[NR][WG];
 
 void main() {
     uint row0 = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * ROWS;
@@ -304,10 +311,10 @@ void main() {
 
     // Rows past M repeat the last row so the loop stays uniform; their
     // sums are never stored.
-    uint base[ROWS];
-    float sum[ROWS];
-    [[unroll]] for (uint r = 0; r < ROWS; r++) {
-        base[r] = p.w_off + min(row0 + r, p.M - 1) * stride;
+    uint base[NR];
+    float sum[NR];
+    [[unroll]] for (uint r = 0; r < NR; r++) {
+        base[r] = p.w_off + min(row0 + r % ROWS, p.M - 1) * stride + (r / ROWS) * p.up_delta;
         sum[r] = 0.0;
     }
 
@@ -320,13 +327,13 @@ void main() {
         uint units = p.K / UNIT;
         for (uint u = tid; u < units; u += WG) {
             XU xu = load_x(u);
-            [[unroll]] for (uint r = 0; r < ROWS; r++) {
+            [[unroll]] for (uint r = 0; r < NR; r++) {
                 sum[r] += unit_dot(base[r], u, xu);
             }
         }
     }
 
-    [[unroll]] for (uint r = 0; r < ROWS; r++) {
+    [[unroll]] for (uint r = 0; r < NR; r++) {
         float s = subgroupAdd(sum[r]);
         if (subgroupElect()) {
             red[r][gl_SubgroupID] = s;
@@ -337,6 +344,13 @@ void main() {
         float t = 0.0;
         for (uint i = 0; i < gl_NumSubgroups; i++) {
             t += red[r][i];
+        }
+        if (GLU != 0) {
+            float u = 0.0;
+            for (uint i = 0; i < gl_NumSubgroups; i++) {
+                u += red[ROWS + r][i];
+            }
+            t = t / (1.0 + exp(-t)) * u;  // as swiglu.comp
         }
         uint yi = yo + row0 + r;
         y[yi] = p.acc != 0 ? y[yi] + t : t;

@@ -81,11 +81,16 @@ func skElementwise(d *vk.Device, c *vk.Commands, k *vk.Kernel, maxGroups uint32,
 // skKernel creates the pipeline of the shader name with skWG invocations
 // per workgroup (specialization constant 0).
 func skKernel(d *vk.Device, name string, buffers, pushBytes int) (*vk.Kernel, error) {
+	return skKernelWG(d, name, buffers, pushBytes, skWG)
+}
+
+// skKernelWG is skKernel with wg invocations per workgroup.
+func skKernelWG(d *vk.Device, name string, buffers, pushBytes, wg int) (*vk.Kernel, error) {
 	code, err := shaders.SPIRV(name)
 	if err != nil {
 		return nil, err
 	}
-	k, err := d.Kernel(vk.KernelSpec{Name: name, SPIRV: code, Buffers: buffers, PushBytes: pushBytes, Spec: []uint32{skWG}})
+	k, err := d.Kernel(vk.KernelSpec{Name: name, SPIRV: code, Buffers: buffers, PushBytes: pushBytes, Spec: []uint32{uint32(wg)}})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

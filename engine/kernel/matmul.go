@@ -54,6 +54,10 @@ func NewMatMul(d *vk.Device, t gguf.Type) (*MatMul, error) {
 	return k, nil
 }
 
+// Batched reports whether the product runs as batched matrix-vector
+// products (CPU devices), which MatVec.RecordGLU can then fuse.
+func (k *MatMul) Batched() bool { return k.batched != nil }
+
 // Record records Y = X Wᵀ (accumulate false) or Y += X Wᵀ (accumulate
 // true) for n tokens: Y[j][m] = Σ_k W[m][k] X[j][k]. w holds rows × cols
 // weights, x at least n × cols floats and y n × rows floats. Operands

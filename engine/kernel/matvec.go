@@ -16,10 +16,10 @@ type MatVec struct {
 	t     gguf.Type
 	name  string
 	spirv []byte
-	wg    int // threads per workgroup
-	rows  int // rows per workgroup
-	kerns map[uint32]*vk.Kernel
-	limit uint64 // when nonzero, a binding size below the device's, so tests can force splitting
+	wg    int                      // threads per workgroup
+	rows  int                      // rows per workgroup
+	kerns map[[2]uint32]*vk.Kernel // by load width and GLU
+	limit uint64                   // when nonzero, a binding size below the device's, so tests can force splitting
 	// cpu selects the quantized layout for CPU devices: few wide loads per
 	// thread rather than loads that neighbouring threads share.
 	cpu bool
@@ -38,7 +38,7 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[uint32]*vk.Kernel{}}
+	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[[2]uint32]*vk.Kernel{}}
 	k.wg, k.rows = mvDefaultGeometry(d.Info(), t)
 	k.cpu = d.Info().Type == vk.CPU
 	return k, nil
@@ -77,6 +77,37 @@ func (k *MatVec) RecordBatch(c *vk.Commands, w vk.Range, rows, cols, n int, x, y
 	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y); err != nil {
 		return err
 	}
+	return k.record(c, w, rows, cols, n, x, y, accumulate, false)
+}
+
+// RecordGLU records y = silu(G x) ⊙ (U x) for n vectors (as RecordBatch),
+// where w holds the rows × cols matrices G and U back to back: a
+// feed-forward's gate and up projections and its activation in one pass.
+// It fails when G and one chunk of U do not fit one binding (see CanGLU).
+func (k *MatVec) RecordGLU(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.Range) error {
+	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y); err != nil {
+		return err
+	}
+	if need := 2 * uint64(rows) * uint64(k.t.RowBytes(cols)); w.Size < need {
+		return fmt.Errorf("%s: weight range holds %d bytes; gate and up of %d×%d need %d", k.name, w.Size, rows, cols, need)
+	}
+	if !k.CanGLU(rows, cols) {
+		return fmt.Errorf("%s: gate and up of %d×%d do not fit one storage-buffer binding", k.name, rows, cols)
+	}
+	return k.record(c, w, rows, cols, n, x, y, false, true)
+}
+
+// CanGLU reports whether RecordGLU can take matrices of rows × cols: one
+// binding must reach from a chunk of G's rows to the same rows of U.
+func (k *MatVec) CanGLU(rows, cols int) bool {
+	lim, err := mvLimits(k.d.Info(), k.limit, k.name)
+	if err != nil {
+		return false
+	}
+	return uint64(rows+k.rows)*uint64(k.t.RowBytes(cols)) <= lim.span
+}
+
+func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.Range, accumulate, glu bool) error {
 	info := k.d.Info()
 	rb, xb, yb := uint64(k.t.RowBytes(cols)), 4*uint64(cols), 4*uint64(rows)
 	lim, err := mvLimits(info, k.limit, k.name)
@@ -88,6 +119,11 @@ func (k *MatVec) RecordBatch(c *vk.Commands, w vk.Range, rows, cols, n int, x, y
 			k.name, cols, lim.span+lim.align, info.Name)
 	}
 	per := lim.chunkRows(rb, 4)
+	var upDelta uint64 // GLU: bytes from a gate row to its up row
+	if glu {
+		upDelta = uint64(rows) * rb
+		per = min(per, int(lim.span/rb)-rows)
+	}
 	// A chunk of vectors binds their x and the y rows of all of W's rows,
 	// so that y stays one strided array across chunks of W.
 	nPer := min(int(lim.span/xb), int(lim.span/yb), int(info.MaxWorkgroupCount[2]))
@@ -106,7 +142,7 @@ func (k *MatVec) RecordBatch(c *vk.Commands, w vk.Range, rows, cols, n int, x, y
 		xr, xoff := mvBind(info, x, uint64(n0)*xb, uint64(nc)*xb)
 		for m0 := 0; m0 < rows; m0 += per {
 			mc := min(per, rows-m0)
-			wr, woff := mvBind(info, w, uint64(m0)*rb, uint64(mc)*rb)
+			wr, woff := mvBind(info, w, uint64(m0)*rb, upDelta+uint64(mc)*rb)
 			yr, yoff := mvBind(info, y, uint64(n0)*yb+4*uint64(m0), uint64(nc-1)*yb+4*uint64(mc))
 			if yr.Off < yend && (m0 > 0 || n0 > 0) {
 				// Dispatches write disjoint elements, but their output
@@ -115,7 +151,7 @@ func (k *MatVec) RecordBatch(c *vk.Commands, w vk.Range, rows, cols, n int, x, y
 				c.Barrier()
 			}
 			yend = yr.Off + yr.Size
-			kern, err := k.kernel(k.wide(cols, woff, xoff))
+			kern, err := k.kernel(k.wide(cols, woff, xoff), glu)
 			if err != nil {
 				return err
 			}
@@ -125,7 +161,7 @@ func (k *MatVec) RecordBatch(c *vk.Commands, w vk.Range, rows, cols, n int, x, y
 			}
 			grid[2] = uint32(nc)
 			c.Dispatch(kern, grid, push(uint32(mc), uint32(cols), uint32(woff/2), uint32(xoff/4), uint32(yoff/4), acc,
-				uint32(cols), uint32(rows)),
+				uint32(cols), uint32(rows), uint32(upDelta/2)),
 				wr, xr, yr)
 		}
 	}
@@ -159,21 +195,25 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 	return 0
 }
 
-func (k *MatVec) kernel(wide uint32) (*vk.Kernel, error) {
-	if kern, ok := k.kerns[wide]; ok {
+func (k *MatVec) kernel(wide uint32, glu bool) (*vk.Kernel, error) {
+	key := [2]uint32{wide, 0}
+	if glu {
+		key[1] = 1
+	}
+	if kern, ok := k.kerns[key]; ok {
 		return kern, nil
 	}
 	kern, err := k.d.Kernel(vk.KernelSpec{
 		Name:      k.name,
 		SPIRV:     k.spirv,
 		Buffers:   3,
-		PushBytes: 32,
-		Spec:      []uint32{uint32(k.wg), uint32(k.rows), wide},
+		PushBytes: 36,
+		Spec:      []uint32{uint32(k.wg), uint32(k.rows), key[0], key[1]},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k.name, err)
 	}
-	k.kerns[wide] = kern
+	k.kerns[key] = kern
 	return kern, nil
 }
 

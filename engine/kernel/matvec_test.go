@@ -318,3 +318,67 @@ func TestMatVecErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestMatVecGLU checks the fused gate/up product and its activation,
+// silu(G x)·(U x), for one and several vectors, with every load width,
+// the GPU geometry, and bindings small enough to split G into chunks.
+func TestMatVecGLU(t *testing.T) {
+	d := vktest.Device(t)
+	for _, typ := range mvTypes {
+		cols := mvCols(typ)
+		for i, c := range []struct {
+			rows, cols, n int
+			lay           mvLayout
+			gpu           bool
+			limit         uint64
+		}{
+			{37, cols[0], 1, mvAligned, false, 0},
+			{300, cols[1], 5, mvOddOffsets, false, 0},
+			{3, cols[2], 1, mvWordOffset, true, 0},
+			{64, cols[len(cols)-1], 3, mvAligned, true, 0},
+			{300, cols[1], 2, mvAligned, false, uint64(400 * typ.RowBytes(cols[1]))},
+		} {
+			name := fmt.Sprintf("%v/%dx%d/n=%d/%d", typ, c.rows, c.cols, c.n, i)
+			t.Run(name, func(t *testing.T) {
+				s := mvSpec{typ: typ, rows: c.rows, cols: c.cols, n: c.n, lay: c.lay, gpu: c.gpu, limit: c.limit}
+				gluCase(t, d, s)
+			})
+		}
+	}
+}
+
+func gluCase(t *testing.T, d *vk.Device, s mvSpec) {
+	r := newRand(t)
+	raw, deq := mvWeights(t, r, s.typ, 2*s.rows, s.cols)
+	x := randFloats(r, s.n*s.cols, 1)
+	g, gmag := mvReference(deq[:s.rows*s.cols], s.rows, s.cols, s.n, x, nil)
+	u, umag := mvReference(deq[s.rows*s.cols:], s.rows, s.cols, s.n, x, nil)
+
+	woff := s.lay.w
+	if s.typ == gguf.F32 {
+		woff = (woff + 3) &^ 3
+	}
+	_, wr := mvOperand(t, d, raw, woff)
+	_, xr := mvOperand(t, d, f32Bytes(x), s.lay.x)
+	yb, yr := mvOutput(t, d, s.n*s.rows, nil, s.lay.y)
+	k, err := NewMatVec(d, s.typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mvSetup(k)
+	if !k.CanGLU(s.rows, s.cols) {
+		t.Fatalf("CanGLU(%d, %d) is false", s.rows, s.cols)
+	}
+	run(t, d, func(c *vk.Commands) error { return k.RecordGLU(c, wr, s.rows, s.cols, s.n, xr, yr) })
+	got := mvReadOutput(t, d, yb, yr)
+	for i := range got {
+		silu := g[i] / (1 + math.Exp(-g[i]))
+		want := silu * u[i]
+		// silu's slope stays within [-0.1, 1.1]: an error e in g moves
+		// the product by at most 1.1·e·|u|.
+		tol := 1e-5 * (1.1*gmag[i]*math.Abs(u[i]) + math.Abs(silu)*umag[i] + 1e-30)
+		if e := math.Abs(float64(got[i]) - want); !(e <= tol) {
+			t.Fatalf("element %d: got %v, want %v (error %.3g, tolerance %.3g)", i, got[i], want, e, tol)
+		}
+	}
+}

@@ -28,7 +28,17 @@ func NewRMSNorm(d *vk.Device, dim int, eps float32) (*RMSNorm, error) {
 	if err := skNeed(d, "rmsnorm", true, false); err != nil {
 		return nil, err
 	}
-	k, err := skKernel(d, "rmsnorm", 3, 8)
+	// A workgroup per row. On a CPU device one subgroup: there a
+	// workgroup barrier switches between its subgroups in software.
+	wg := skWG
+	if d.Info().Type == vk.CPU {
+		wg = max(int(d.Info().SubgroupSize), 8)
+	}
+	return newRMSNorm(d, dim, eps, wg)
+}
+
+func newRMSNorm(d *vk.Device, dim int, eps float32, wg int) (*RMSNorm, error) {
+	k, err := skKernelWG(d, "rmsnorm", 3, 8, wg)
 	if err != nil {
 		return nil, err
 	}

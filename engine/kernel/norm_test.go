@@ -24,12 +24,15 @@ func skRMSNormRef(x, w []float32, dim int, eps float32) []float64 {
 	return y
 }
 
+// TestRMSNorm runs the workgroup size of GPUs (several subgroups) and of
+// CPU devices (one).
 func TestRMSNorm(t *testing.T) {
 	d := vktest.Device(t)
 	r := newRand(t)
-	for _, sh := range []struct{ rows, dim int }{{5, 1000}, {3, 7}, {1, 4099}} {
+	for i, sh := range []struct{ rows, dim int }{{5, 1000}, {3, 7}, {1, 4099}, {5, 1000}, {3, 7}, {1, 4099}} {
 		const eps = 1e-5
-		k, err := NewRMSNorm(d, sh.dim, eps)
+		wg := []int{skWG, int(max(d.Info().SubgroupSize, 8))}[i/3]
+		k, err := newRMSNorm(d, sh.dim, eps, wg)
 		if err != nil {
 			t.Fatal(err)
 		}
