@@ -2,10 +2,11 @@
 // decode-time projection. Included by matvec_<type>.comp after it defines
 // the weight type (see dequant.glsl).
 //
-// Workgroups along z take one vector each (x and y advance by x_stride and
-// y_stride floats): the products of a prefill chunk in one dispatch, for
-// CPU devices, where the tiled matmul kernel is slow and a dispatch per
-// token costs more than the product.
+// Workgroups along z take NT vectors each (x and y advance by x_stride and
+// y_stride floats from one to the next): the products of a prefill chunk
+// in one dispatch, for CPU devices, where the tiled matmul kernel is slow
+// and a dispatch per token costs more than the product. A workgroup's
+// vectors share its setup and its weight loads.
 //
 // A workgroup owns ROWS consecutive rows. Its threads walk the rows in
 // "units" (a few consecutive elements, as wide as alignment allows), each x
@@ -40,6 +41,7 @@ layout(constant_id = 2) const uint WIDE = 0;
 // half and its activation.
 layout(constant_id = 3) const uint GLU = 0;
 const uint NR = ROWS * (1 + GLU);
+layout(constant_id = 4) const uint NT = 1;  // vectors per workgroup
 layout(local_size_x_id = 0) in;
 
 layout(set = 0, binding = 0) readonly buffer W16 { uint16_t w16[]; };
@@ -59,10 +61,24 @@ layout(push_constant) uniform Push {
     uint x_stride;  // floats from one vector of x to the next (z workgroups)
     uint y_stride;  // floats from one vector of y to the next
     uint up_delta;  // GLU: from a gate row to its up row, in uint16 words
+    uint n;         // vectors in this dispatch
 } p;
 
-// This workgroup's x[0] and y[0], in floats from the start of their bindings.
-uint xo, yo;
+// The x[0] of the vector being read, in floats from the start of binding 1.
+uint xo;
+
+// The workgroup's rows (where each starts, in uint16 words of binding 0)
+// and this thread's partial sums, sum[t * NR + r] for vector t and row r.
+// Globals, as arrays sized by specialization constants cannot be passed
+// to functions.
+uint base[NR];
+float sum[NT * NR];
+
+// x_at returns where vector t of this workgroup starts; vectors past the
+// dispatch's repeat its last one (their sums are never stored).
+uint x_at(uint t) {
+    return p.x_off + min(gl_WorkGroupID.z * NT + t, p.n - 1) * p.x_stride;
+}
 
 #define DQ_U16(i) w16[i]
 #include "dequant.glsl"
@@ -273,9 +289,10 @@ float raw_dot(uvec4 q, RawX xr, inout float d) {
     return dp * ((sp.x + sp.y) + (sp.z + sp.w)) + d * ((sn.x + sn.y) + (sn.z + sn.w));
 }
 
-// raw_rows adds to sum[r] this thread's share of row r in the CPU layout:
-// a contiguous run of the row's units of 16 raw bytes.
-void raw_rows(uint tid, uint units, uint base[NR], inout float sum[NR]) {
+// raw_rows adds to sum[t * NR + r] this thread's share of row r times
+// vector t in the CPU layout: a contiguous run of the row's units of 16
+// raw bytes.
+void raw_rows(uint tid, uint units) {
     uint per = (units + WG - 1) / WG;
     uint u0 = tid * per;
     uint u1 = min(units, u0 + per);
@@ -288,16 +305,28 @@ void raw_rows(uint tid, uint units, uint base[NR], inout float sum[NR]) {
         d[r] = dq_half(uint(w16[base[r] + b0 * (BLOCK_BYTES / 2)]));
     }
     for (uint u = u0; u < u1; u++) {
-        RawX xr = load_raw_x(u);
+        uvec4 q[NR];
         [[unroll]] for (uint r = 0; r < NR; r++) {
-            sum[r] += raw_dot(w128[base[r] / 8 + u], xr, d[r]);
+            q[r] = w128[base[r] / 8 + u];
+        }
+        float dn[NR];  // the scale in force after this unit
+        [[unroll]] for (uint t = 0; t < NT; t++) {
+            xo = x_at(t);
+            RawX xr = load_raw_x(u);
+            [[unroll]] for (uint r = 0; r < NR; r++) {
+                dn[r] = d[r];
+                sum[t * NR + r] += raw_dot(q[r], xr, dn[r]);
+            }
+        }
+        [[unroll]] for (uint r = 0; r < NR; r++) {
+            d[r] = dn[r];
         }
     }
 }
 
 #endif
 
-shared float red[NR][WG];
+shared float red[NT * NR][WG];
 
 void main() {
     uint row0 = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * ROWS;
@@ -306,53 +335,59 @@ void main() {
     }
     uint tid = gl_LocalInvocationID.x;
     uint stride = dq_row_u16(p.K);
-    xo = p.x_off + gl_WorkGroupID.z * p.x_stride;
-    yo = p.y_off + gl_WorkGroupID.z * p.y_stride;
+    uint t0 = gl_WorkGroupID.z * NT;  // first vector
 
     // Rows past M repeat the last row so the loop stays uniform; their
     // sums are never stored.
-    uint base[NR];
-    float sum[NR];
     [[unroll]] for (uint r = 0; r < NR; r++) {
         base[r] = p.w_off + min(row0 + r % ROWS, p.M - 1) * stride + (r / ROWS) * p.up_delta;
-        sum[r] = 0.0;
+    }
+    [[unroll]] for (uint i = 0; i < NT * NR; i++) {
+        sum[i] = 0.0;
     }
 
 #if defined(DQ_Q8_0) || defined(DQ_Q4_0)
     if (WIDE == 2) {
-        raw_rows(tid, dq_row_u16(p.K) / 8, base, sum);
+        raw_rows(tid, dq_row_u16(p.K) / 8);
     } else
 #endif
     {
         uint units = p.K / UNIT;
         for (uint u = tid; u < units; u += WG) {
-            XU xu = load_x(u);
-            [[unroll]] for (uint r = 0; r < NR; r++) {
-                sum[r] += unit_dot(base[r], u, xu);
+            [[unroll]] for (uint t = 0; t < NT; t++) {
+                xo = x_at(t);
+                XU xu = load_x(u);
+                [[unroll]] for (uint r = 0; r < NR; r++) {
+                    sum[t * NR + r] += unit_dot(base[r], u, xu);
+                }
             }
         }
     }
 
-    [[unroll]] for (uint r = 0; r < NR; r++) {
-        float s = subgroupAdd(sum[r]);
+    [[unroll]] for (uint i = 0; i < NT * NR; i++) {
+        float s = subgroupAdd(sum[i]);
         if (subgroupElect()) {
-            red[r][gl_SubgroupID] = s;
+            red[i][gl_SubgroupID] = s;
         }
     }
     barrier();
-    for (uint r = tid; r < ROWS && row0 + r < p.M; r += WG) {
-        float t = 0.0;
-        for (uint i = 0; i < gl_NumSubgroups; i++) {
-            t += red[r][i];
+    for (uint i = tid; i < NT * ROWS; i += WG) {
+        uint t = i / ROWS, r = i % ROWS;
+        if (t0 + t >= p.n || row0 + r >= p.M) {
+            continue;
+        }
+        float v = 0.0;
+        for (uint j = 0; j < gl_NumSubgroups; j++) {
+            v += red[t * NR + r][j];
         }
         if (GLU != 0) {
             float u = 0.0;
-            for (uint i = 0; i < gl_NumSubgroups; i++) {
-                u += red[ROWS + r][i];
+            for (uint j = 0; j < gl_NumSubgroups; j++) {
+                u += red[t * NR + ROWS + r][j];
             }
-            t = t / (1.0 + exp(-t)) * u;  // as swiglu.comp
+            v = v / (1.0 + exp(-v)) * u;  // as swiglu.comp
         }
-        uint yi = yo + row0 + r;
-        y[yi] = p.acc != 0 ? y[yi] + t : t;
+        uint yi = p.y_off + (t0 + t) * p.y_stride + row0 + r;
+        y[yi] = p.acc != 0 ? y[yi] + v : v;
     }
 }

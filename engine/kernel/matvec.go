@@ -18,7 +18,8 @@ type MatVec struct {
 	spirv []byte
 	wg    int                      // threads per workgroup
 	rows  int                      // rows per workgroup
-	kerns map[[2]uint32]*vk.Kernel // by load width and GLU
+	batch int                      // vectors per workgroup in RecordBatch and RecordGLU
+	kerns map[[3]uint32]*vk.Kernel // by load width, GLU and vectors per workgroup
 	limit uint64                   // when nonzero, a binding size below the device's, so tests can force splitting
 	// cpu selects the quantized layout for CPU devices: few wide loads per
 	// thread rather than loads that neighbouring threads share.
@@ -38,27 +39,29 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[[2]uint32]*vk.Kernel{}}
-	k.wg, k.rows = mvDefaultGeometry(d.Info(), t)
+	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[[3]uint32]*vk.Kernel{}}
+	k.wg, k.rows, k.batch = mvDefaultGeometry(d.Info(), t)
+
 	k.cpu = d.Info().Type == vk.CPU
 	return k, nil
 }
 
-// mvDefaultGeometry picks threads and rows per workgroup. A GPU wants
-// many workgroups of a few rows to cover its memory latency. A CPU device
-// runs a workgroup on one core, one subgroup-wide vector at a time: there
-// one subgroup per workgroup and many rows sharing each load of x do best
-// (measured on lavapipe), most of all for quantized rows, whose x values
-// cost more to gather per weight byte.
-func mvDefaultGeometry(info vk.DeviceInfo, t gguf.Type) (wg, rows int) {
+// mvDefaultGeometry picks threads, rows and (batched) vectors per
+// workgroup. A GPU wants many workgroups of a few rows to cover its memory
+// latency. A CPU device runs a workgroup on one core, one subgroup-wide
+// vector at a time: there one subgroup per workgroup and many rows sharing
+// each load of x do best (measured on lavapipe), most of all for quantized
+// rows, whose x values cost more to gather per weight byte; and several
+// vectors per workgroup share its setup and weight loads.
+func mvDefaultGeometry(info vk.DeviceInfo, t gguf.Type) (wg, rows, batch int) {
 	if info.Type != vk.CPU {
-		return 128, 2
+		return 128, 2, 1
 	}
 	wg = max(int(info.SubgroupSize), 8)
 	if t.BlockSize() > 1 {
-		return wg, 64
+		return wg, 64, 4
 	}
-	return wg, 16
+	return wg, 16, 8
 }
 
 // Record records y = W x (accumulate false) or y += W x (accumulate true).
@@ -136,6 +139,11 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 	if accumulate {
 		acc = 1
 	}
+	batch := 1
+	if n > 1 {
+		batch = k.batch
+		nPer = min(nPer, int(info.MaxWorkgroupCount[2])*batch)
+	}
 	var yend uint64 // end of the previous dispatch's output binding
 	for n0 := 0; n0 < n; n0 += nPer {
 		nc := min(nPer, n-n0)
@@ -151,7 +159,7 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 				c.Barrier()
 			}
 			yend = yr.Off + yr.Size
-			kern, err := k.kernel(k.wide(cols, woff, xoff), glu)
+			kern, err := k.kernel(k.wide(cols, woff, xoff), glu, batch)
 			if err != nil {
 				return err
 			}
@@ -159,9 +167,9 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 			if err != nil {
 				return err
 			}
-			grid[2] = uint32(nc)
+			grid[2] = uint32((nc + batch - 1) / batch)
 			c.Dispatch(kern, grid, push(uint32(mc), uint32(cols), uint32(woff/2), uint32(xoff/4), uint32(yoff/4), acc,
-				uint32(cols), uint32(rows), uint32(upDelta/2)),
+				uint32(cols), uint32(rows), uint32(upDelta/2), uint32(nc)),
 				wr, xr, yr)
 		}
 	}
@@ -195,8 +203,8 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 	return 0
 }
 
-func (k *MatVec) kernel(wide uint32, glu bool) (*vk.Kernel, error) {
-	key := [2]uint32{wide, 0}
+func (k *MatVec) kernel(wide uint32, glu bool, batch int) (*vk.Kernel, error) {
+	key := [3]uint32{wide, 0, uint32(batch)}
 	if glu {
 		key[1] = 1
 	}
@@ -207,8 +215,8 @@ func (k *MatVec) kernel(wide uint32, glu bool) (*vk.Kernel, error) {
 		Name:      k.name,
 		SPIRV:     k.spirv,
 		Buffers:   3,
-		PushBytes: 36,
-		Spec:      []uint32{uint32(k.wg), uint32(k.rows), key[0], key[1]},
+		PushBytes: 40,
+		Spec:      []uint32{uint32(k.wg), uint32(k.rows), key[0], key[1], key[2]},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k.name, err)
