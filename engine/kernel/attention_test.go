@@ -367,6 +367,19 @@ func TestAttentionBatchesBitIdentical(t *testing.T) {
 			if !bytes.Equal(a1, a3) || !bytes.Equal(o1, o3) {
 				t.Fatalf("%s, %d tokens: streaming the blocks in two batches differs from the resident pass", vr.name, nTok)
 			}
+			// A finalize-only merge (NParts 0) of an accumulator holding
+			// every block must give the bits of finalizing in the last merge.
+			acc4, out4 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
+			run(t, d, func(c *vk.Commands) error {
+				if err := a.RecordMerge(c, parts.All(), acc4.All(), vk.Range{}, merge(0, nb, true, false)); err != nil {
+					return err
+				}
+				c.Barrier()
+				return a.RecordMerge(c, vk.Range{}, acc4.All(), out4.All(), merge(0, 0, false, true))
+			})
+			if !bytes.Equal(a1, download(t, d, acc4)) || !bytes.Equal(o1, download(t, d, out4)) {
+				t.Fatalf("%s, %d tokens: a finalize-only merge (NParts 0) differs from finalizing in the last merge", vr.name, nTok)
+			}
 			want, mag := p.reference(g)
 			attnAssert(t, p.headColumns(bytesF32(o1), g), want, mag, 1e-5)
 		}

@@ -16,6 +16,7 @@ type Copy struct {
 	wg    int    // threads per workgroup
 	per   int    // uvec4 per thread
 	limit uint64 // when nonzero, a binding size below the device's, so tests can force splitting
+	align uint64 // when above the device's, the binding offset alignment used, so tests see nonzero offsets
 }
 
 // NewCopy prepares the copy kernel.
@@ -50,6 +51,7 @@ func (k *Copy) Record(c *vk.Commands, dst, src vk.Range) error {
 			dst.Size, dst.Off, src.Off)
 	}
 	info := k.d.Info()
+	info.MinStorageBufferOffsetAlignment = max(info.MinStorageBufferOffsetAlignment, k.align)
 	lim, err := mvLimits(info, k.limit, "copy")
 	if err != nil {
 		return err

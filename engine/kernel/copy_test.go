@@ -13,13 +13,14 @@ func TestCopy(t *testing.T) {
 	d := vktest.Device(t)
 	for _, tc := range []struct {
 		size, soff, doff int
-		limit            uint64
+		limit, align     uint64
 	}{
-		{16, 0, 0, 0},
-		{16 * 1001, 32, 16, 0},
-		{16 * 70000, 16, 48, 0},     // several workgroups, last one partial
-		{16 * 5000, 16, 32, 4096},   // split into many dispatches
-		{16 * 4096 * 4, 0, 0, 4096}, // chunks that end on workgroup boundaries
+		{16, 0, 0, 0, 0},
+		{16 * 1001, 32, 16, 0, 0},
+		{16 * 70000, 16, 48, 0, 0},     // several workgroups, last one partial
+		{16 * 5000, 16, 32, 4096, 0},   // split into many dispatches
+		{16 * 4096 * 4, 0, 0, 4096, 0}, // chunks that end on workgroup boundaries
+		{16 * 1001, 32, 48, 0, 256},    // bindings start below the data: nonzero, different offsets
 	} {
 		t.Run(fmt.Sprintf("%d/%d,%d/limit=%d", tc.size, tc.soff, tc.doff, tc.limit), func(t *testing.T) {
 			r := newRand(t)
@@ -34,7 +35,7 @@ func TestCopy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			k.limit = tc.limit
+			k.limit, k.align = tc.limit, tc.align
 			run(t, d, func(c *vk.Commands) error { return k.Record(c, dst, src) })
 			all := download(t, d, db)
 			if !bytes.Equal(all[tc.doff:tc.doff+tc.size], data) {
