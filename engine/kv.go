@@ -13,8 +13,8 @@ import (
 
 // kvCache is a sequence's KV cache as the plan places it. Per layer l,
 // KV heads 0 … res[l].heads−1 are resident: their slots (slot =
-// [ctx positions][headDim]) lie back to back in one device K and one
-// device V buffer. The other heads are streamed: their slots live in the
+// [ctx positions][headDim]) lie back to back in one device buffer, the K
+// slots and then the V slots. The other heads are streamed: their slots live in the
 // host store and pass through the two streaming buffers a block of
 // streamBlock positions at a time.
 type kvCache struct {
@@ -35,7 +35,8 @@ type kvCache struct {
 // residentLayer is one layer's resident slots.
 type residentLayer struct {
 	heads int
-	k, v  *vk.Buffer
+	buf   *vk.Buffer  // K slots, then V slots
+	vOff  uint64      // where the V slots start in buf
 	split []headGroup // heads per dispatch, so that a bound range fits the device limit
 }
 
@@ -71,10 +72,8 @@ func newKVCache(m *Model) (kc *kvCache, err error) {
 		for h := 0; h < heads; h += per {
 			r.split = append(r.split, headGroup{h, min(per, heads-h)})
 		}
-		if r.k, err = m.dev.Alloc(vk.DeviceLocal, slot*uint64(heads), fmt.Sprintf("KV cache layer %d K", l)); err != nil {
-			return nil, fmt.Errorf("KV cache of %d positions: %w", kc.ctx, err)
-		}
-		if r.v, err = m.dev.Alloc(vk.DeviceLocal, slot*uint64(heads), fmt.Sprintf("KV cache layer %d V", l)); err != nil {
+		r.vOff = slot * uint64(heads)
+		if r.buf, err = m.dev.Alloc(vk.DeviceLocal, 2*r.vOff, fmt.Sprintf("KV cache layer %d", l)); err != nil {
 			return nil, fmt.Errorf("KV cache of %d positions: %w", kc.ctx, err)
 		}
 		kc.deviceBytes += 2 * slot * uint64(heads)
@@ -117,14 +116,24 @@ func (kc *kvCache) rangeOf(l int, g headGroup, row, rows int) (k, v vk.Range) {
 	hd := kc.m.Config.HeadDim
 	off := uint64(g.first*kc.slotElems+row*hd) * kc.elem
 	size := uint64((g.n-1)*kc.slotElems+rows*hd) * kc.elem
-	return kc.res[l].k.Range(off, size), kc.res[l].v.Range(off, size)
+	r := &kc.res[l]
+	return r.buf.Range(off, size), r.buf.Range(r.vOff+off, size)
 }
 
 // store records the write of the chunk's keys and values (n rows of
 // KVHeads·headDim f32) into layer l's resident slots at their positions.
 func (kc *kvCache) store(c *vk.Commands, l int, k, v, pos vk.Range, n int) error {
 	cfg := kc.m.Config
-	for _, g := range kc.res[l].split {
+	r := &kc.res[l]
+	// One token whose k and v lie back to back, all heads resident: its
+	// 2·KVHeads rows go to the K and then the V slots in one pass.
+	if src, ok := adjacent(k, v); ok && n == 1 && r.heads == cfg.KVHeads &&
+		2*r.vOff <= kc.m.dev.Info().MaxStorageBufferRange {
+		slots := kernel.KVSlots{Tokens: 1, SrcHeads: 2 * cfg.KVHeads, Heads: 2 * cfg.KVHeads,
+			SlotStride: kc.slotElems, SlotRows: kc.ctx}
+		return kc.m.ops.kvStore.Record(c, src, pos, r.buf.Range(0, 2*r.vOff), slots)
+	}
+	for _, g := range r.split {
 		dk, dv := kc.rangeOf(l, g, 0, kc.ctx)
 		slots := kernel.KVSlots{Tokens: n, SrcHeads: cfg.KVHeads, FirstHead: g.first, Heads: g.n,
 			SlotStride: kc.slotElems, SlotRows: kc.ctx}
@@ -192,8 +201,7 @@ func (kc *kvCache) hostBytes() uint64 {
 
 func (kc *kvCache) free() {
 	for _, r := range kc.res {
-		r.k.Free()
-		r.v.Free()
+		r.buf.Free()
 	}
 	kc.res = nil
 	if kc.host != nil {
@@ -253,12 +261,12 @@ func (se *Session) FillSynthetic(n int, seed uint64) error {
 func (kc *kvCache) write(l, h int, isV bool, row int, data []byte) error {
 	rowBytes := uint64(kc.m.Config.HeadDim) * kc.elem
 	if h < kc.res[l].heads {
-		b := kc.res[l].k
-		if isV {
-			b = kc.res[l].v
-		}
+		r := &kc.res[l]
 		off := uint64(h*kc.slotElems)*kc.elem + uint64(row)*rowBytes
-		return kc.m.dev.Write(b.Range(off, uint64(len(data))), data)
+		if isV {
+			off += r.vOff
+		}
+		return kc.m.dev.Write(r.buf.Range(off, uint64(len(data))), data)
 	}
 	k, v := kc.host.Slot(l, h, row, len(data)/int(rowBytes))
 	if isV {

@@ -64,8 +64,7 @@ func offloadPoison(t *testing.T, d *vk.Device, kc *kvCache) {
 		}
 	}
 	for _, r := range kc.res {
-		fill(r.k)
-		fill(r.v)
+		fill(r.buf)
 	}
 	for _, b := range kc.stream {
 		fill(b.k)

@@ -27,6 +27,13 @@ type Options struct {
 	CacheDir string
 	// Log receives one-line notices; nil writes them to stderr.
 	Log func(string)
+	// InlineCPU asks Mesa's lavapipe to run kernels on its submitting
+	// thread rather than its thread pool (LP_NUM_THREADS=0), unless the
+	// environment sets LP_NUM_THREADS. Waking the pool costs tens of µs
+	// per dispatch, more than a small model's kernels take, but a large
+	// model's kernels need the pool's memory bandwidth. It sets the
+	// variable for the rest of the process; other devices ignore it.
+	InlineCPU bool
 }
 
 // Device is an open logical device with its queues, memory and kernels.
@@ -67,6 +74,9 @@ func Open(opt Options) (*Device, error) {
 	sel := opt.Select
 	if sel == "" {
 		sel = os.Getenv("HEADINFER_DEVICE")
+	}
+	if _, set := os.LookupEnv("LP_NUM_THREADS"); opt.InlineCPU && !set {
+		os.Setenv("LP_NUM_THREADS", "0") // read by lavapipe as it enumerates devices
 	}
 	in, err := newInstance(instanceOptions{validation: opt.Validation})
 	if err != nil {
