@@ -11,6 +11,7 @@ import (
 
 	"headinfer/bytesize"
 	"headinfer/engine"
+	"headinfer/engine/kernel"
 )
 
 // benchSpeedCommand measures prompt processing and generation the way
@@ -48,6 +49,12 @@ type speedResult struct {
 	HostWaitsPerToken   float64 `json:"host_waits_per_token"`
 	WeightBytes         uint64  `json:"weight_bytes"`
 	DeviceBytesPeak     uint64  `json:"device_bytes_peak"`
+	// Decode reads DecodeBytes of weights per token: at GenTokPerSec that
+	// is DecodeGBps, against the copy kernel's CopyGBps on the same
+	// device (bytes read and written).
+	DecodeBytes uint64  `json:"decode_bytes_per_token"`
+	DecodeGBps  float64 `json:"decode_weight_gbps"`
+	CopyGBps    float64 `json:"copy_gbps"`
 }
 
 func benchSpeed(c *cli.Context) error {
@@ -138,6 +145,16 @@ func benchSpeed(c *cli.Context) error {
 		PromptTokens: pp, PromptTokPerSec: median(pps),
 		GenTokens: tg, GenTokPerSec: median(tgs),
 		WeightBytes: m.WeightBytes(), DeviceBytesPeak: se.Memory().DeviceBytesPeak,
+		DecodeBytes: m.DecodeBytes(),
+	}
+	r.DecodeGBps = float64(r.DecodeBytes) * r.GenTokPerSec / 1e9
+	if tg > 0 {
+		// The yardstick: a plain copy as large as a big layer's matrix.
+		cp, err := kernel.BenchCopy(m.Device(), 64<<20, 10)
+		if err != nil {
+			return err
+		}
+		r.CopyGBps = cp.GBps
 	}
 	if steps := after.Steps - before.Steps; steps > 0 {
 		r.DispatchesPerToken = float64(after.Dispatches-before.Dispatches) / float64(steps)
@@ -156,9 +173,10 @@ func benchSpeed(c *cli.Context) error {
 		fmt.Fprintf(w, "pp%d: %8.1f tokens/s (median of %d)\n", pp, r.PromptTokPerSec, reps)
 	}
 	if tg > 0 {
-		fmt.Fprintf(w, "tg%d: %8.1f tokens/s (median of %d); per token: %.0f dispatches, %.0f submissions, %.0f host wait; weights read at %.2f GB/s\n",
-			tg, r.GenTokPerSec, reps, r.DispatchesPerToken, r.SubmissionsPerToken, r.HostWaitsPerToken,
-			float64(r.WeightBytes)*r.GenTokPerSec/1e9)
+		fmt.Fprintf(w, "tg%d: %8.2f tokens/s (median of %d); per token: %.0f dispatches, %.0f submissions, %.0f host wait\n",
+			tg, r.GenTokPerSec, reps, r.DispatchesPerToken, r.SubmissionsPerToken, r.HostWaitsPerToken)
+		fmt.Fprintf(w, "decode reads %s of weights per token: %.2f GB/s, %.0f%% of the copy kernel's %.2f GB/s\n",
+			bytesize.Format(r.DecodeBytes), r.DecodeGBps, 100*r.DecodeGBps/r.CopyGBps, r.CopyGBps)
 	}
 	return nil
 }

@@ -334,6 +334,17 @@ func (m *Model) Device() *vk.Device { return m.dev }
 // WeightBytes is the size of the weights on the device.
 func (m *Model) WeightBytes() uint64 { return m.weights }
 
+// DecodeBytes is the weight bytes one decode step reads: all but the token
+// embeddings, of which it reads one row (unless the output projection
+// shares them).
+func (m *Model) DecodeBytes() uint64 {
+	e := m.w.Embed
+	if m.w.Output == e {
+		return m.weights
+	}
+	return m.weights - e.Size + e.Size/uint64(e.Rows)
+}
+
 // Close frees the model's device memory and, if it opened it, the device.
 func (m *Model) Close() error {
 	if m.ops != nil && m.ops.argmax != nil {

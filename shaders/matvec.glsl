@@ -304,6 +304,17 @@ void raw_rows(uint tid, uint units) {
     [[unroll]] for (uint r = 0; r < NR; r++) {
         d[r] = dq_half(uint(w16[base[r] + b0 * (BLOCK_BYTES / 2)]));
     }
+    if (NT == 1) {
+        // One vector: the scale in force moves on in place.
+        xo = x_at(0);
+        for (uint u = u0; u < u1; u++) {
+            RawX xr = load_raw_x(u);
+            [[unroll]] for (uint r = 0; r < NR; r++) {
+                sum[r] += raw_dot(w128[base[r] / 8 + u], xr, d[r]);
+            }
+        }
+        return;
+    }
     for (uint u = u0; u < u1; u++) {
         uvec4 q[NR];
         [[unroll]] for (uint r = 0; r < NR; r++) {
@@ -353,9 +364,12 @@ void main() {
 #endif
     {
         uint units = p.K / UNIT;
+        xo = x_at(0);
         for (uint u = tid; u < units; u += WG) {
             [[unroll]] for (uint t = 0; t < NT; t++) {
-                xo = x_at(t);
+                if (NT > 1) {
+                    xo = x_at(t);
+                }
                 XU xu = load_x(u);
                 [[unroll]] for (uint r = 0; r < NR; r++) {
                     sum[t * NR + r] += unit_dot(base[r], u, xu);
