@@ -33,7 +33,7 @@ func Run(args []string) error {
 func deviceFlag() *cli.StringFlag {
 	return &cli.StringFlag{
 		Name:    "device",
-		Usage:   "Vulkan device: index or name substring (see `headinfer devices`); default: discrete > integrated > virtual > CPU",
+		Usage:   "Vulkan device: index or name substring (see headinfer devices); default: discrete > integrated > virtual > CPU",
 		EnvVars: []string{"HEADINFER_DEVICE"},
 	}
 }
