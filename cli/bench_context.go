@@ -218,11 +218,9 @@ func runContext(path string, opt engine.Options, prefill, decode int) contextRes
 	if err := se.Prefill(context.Background(), ids, false); err != nil {
 		return fail(err)
 	}
-	st := se.Stats()
-	r.PrefillTokens = st.PrefillTokens - warm.PrefillTokens
-	r.PrefillSeconds = (st.Prefill - warm.Prefill).Seconds()
-	r.PrefillCopyWait = (st.CopyWait - warm.CopyWait).Seconds()
-	before := st
+	before := se.Stats()
+	pre := before.Sub(warm)
+	r.PrefillTokens, r.PrefillSeconds, r.PrefillCopyWait = pre.PrefillTokens, pre.Prefill.Seconds(), pre.CopyWait.Seconds()
 	for i := 0; i < decode; i++ {
 		id, err := se.Argmax()
 		if err != nil {
@@ -232,12 +230,10 @@ func runContext(path string, opt engine.Options, prefill, decode int) contextRes
 			return fail(err)
 		}
 	}
-	st = se.Stats()
-	r.DecodeTokens = st.DecodeTokens - before.DecodeTokens
-	r.DecodeSeconds = (st.Decode - before.Decode).Seconds()
-	r.DecodeCopyWait = (st.CopyWait - before.CopyWait).Seconds()
-	r.H2DPerToken = (st.H2DBytes - before.H2DBytes) / uint64(decode)
-	r.D2HPerToken = (st.D2HBytes - before.D2HBytes) / uint64(decode)
+	dec := se.Stats().Sub(before)
+	r.DecodeTokens, r.DecodeSeconds, r.DecodeCopyWait = dec.DecodeTokens, dec.Decode.Seconds(), dec.CopyWait.Seconds()
+	r.H2DPerToken = dec.H2DBytes / uint64(decode)
+	r.D2HPerToken = dec.D2HBytes / uint64(decode)
 	mem := se.Memory()
 	r.Resident, r.Streamed = mem.ResidentSlots, mem.StreamedSlots
 	r.DevicePeak, r.DeviceKVPeak, r.HostKV = mem.DeviceBytesPeak, mem.DeviceKVBytesPeak, mem.HostKVBytes

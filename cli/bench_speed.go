@@ -97,13 +97,13 @@ func benchSpeed(c *cli.Context) error {
 		}
 		return time.Since(t0), nil
 	}
-	var before, after engine.Stats
+	var steps engine.Stats // the last decode test's work
 	decode := func() (time.Duration, error) {
 		se.Reset()
 		if err := se.Prefill(ctx, prompt[:short], false); err != nil {
 			return 0, err
 		}
-		before = se.Stats()
+		before := se.Stats()
 		t0 := time.Now()
 		for range tg {
 			id, err := se.Argmax()
@@ -115,7 +115,7 @@ func benchSpeed(c *cli.Context) error {
 			}
 		}
 		d := time.Since(t0)
-		after = se.Stats()
+		steps = se.Stats().Sub(before)
 		return d, nil
 	}
 
@@ -156,9 +156,9 @@ func benchSpeed(c *cli.Context) error {
 		}
 		r.CopyGBps = cp.GBps
 	}
-	if steps := after.Steps - before.Steps; steps > 0 {
-		r.DispatchesPerToken = float64(after.Dispatches-before.Dispatches) / float64(steps)
-		r.SubmissionsPerToken = float64(after.Submissions-before.Submissions) / float64(steps)
+	if n := float64(steps.Steps); n > 0 {
+		r.DispatchesPerToken = float64(steps.Dispatches) / n
+		r.SubmissionsPerToken = float64(steps.Submissions) / n
 		r.HostWaitsPerToken = 1 // each step ends in one wait for its last submission
 	}
 	if c.Bool("json") {

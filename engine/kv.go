@@ -137,14 +137,20 @@ func (kc *kvCache) store(c *vk.Commands, l int, k, v, pos vk.Range, n int) error
 		dk, dv := kc.rangeOf(l, g, 0, kc.ctx)
 		slots := kernel.KVSlots{Tokens: n, SrcHeads: cfg.KVHeads, FirstHead: g.first, Heads: g.n,
 			SlotStride: kc.slotElems, SlotRows: kc.ctx}
-		if err := kc.m.ops.kvStore.Record(c, k, pos, dk, slots); err != nil {
-			return err
-		}
-		if err := kc.m.ops.kvStore.Record(c, v, pos, dv, slots); err != nil {
+		if err := kc.storeKV(c, k, v, pos, dk, dv, slots); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// storeKV records the store of the chunk's keys k into the K slots dk and
+// of its values v into the V slots dv, laid out alike.
+func (kc *kvCache) storeKV(c *vk.Commands, k, v, pos, dk, dv vk.Range, slots kernel.KVSlots) error {
+	if err := kc.m.ops.kvStore.Record(c, k, pos, dk, slots); err != nil {
+		return err
+	}
+	return kc.m.ops.kvStore.Record(c, v, pos, dv, slots)
 }
 
 // storeHost records the write of the chunk's new rows of layer l's
@@ -165,10 +171,7 @@ func (kc *kvCache) storeHost(c *vk.Commands, l int, k, v, pos vk.Range, n int) e
 			size := uint64((heads-1)*r.Stride)*kc.elem + uint64(rows)*row
 			slots := kernel.KVSlots{Tokens: n, SrcHeads: cfg.KVHeads, FirstHead: first, Heads: heads,
 				SlotStride: r.Stride, SlotRows: rows, RowBase: w0}
-			if err := kc.m.ops.kvStore.Record(c, k, pos, r.K.Range(off, size), slots); err != nil {
-				return err
-			}
-			if err := kc.m.ops.kvStore.Record(c, v, pos, r.V.Range(off, size), slots); err != nil {
+			if err := kc.storeKV(c, k, v, pos, r.K.Range(off, size), r.V.Range(off, size), slots); err != nil {
 				return err
 			}
 		}

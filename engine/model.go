@@ -283,18 +283,6 @@ func (m *Model) qkv(c *vk.Commands, b *llamaBlock, xb, q, k, v vk.Range, n int) 
 	return nil
 }
 
-// adjacent returns one range over ranges of one buffer that follow each
-// other without a gap.
-func adjacent(rs ...vk.Range) (vk.Range, bool) {
-	for i := 1; i < len(rs); i++ {
-		if rs[i].Buf != rs[0].Buf || rs[i].Off != rs[i-1].Off+rs[i-1].Size {
-			return vk.Range{}, false
-		}
-	}
-	last := rs[len(rs)-1]
-	return rs[0].Buf.Range(rs[0].Off, last.Off+last.Size-rs[0].Off), true
-}
-
 // gateUp records silu(Wgate·xb) ⊙ (Wup·xb) for n rows into gate; up is
 // scratch. Where the product runs as matrix-vector products and the two
 // matrices lie back to back, it is one fused pass.

@@ -188,11 +188,11 @@ func streamingBytes(c Config, streamBlock int, elem uint64) uint64 {
 
 // actSizes are the byte sizes of a state's activation buffers.
 type actSizes struct {
-	x, q, kv, ffn, logits uint64 // per buffer: x and xb; q and att; k and v; gate and up
-	ids                   uint64 // token ids and positions (host-visible)
-	parts, acc            uint64
-	partsCap              int    // attention blocks per partials batch (all query heads)
-	argmax                uint64 // argmax scratch (allocated with the kernels)
+	x, att, qkv, ffn, logits uint64 // per buffer: x and xb; attention; q, k and v; gate and up
+	ids                      uint64 // token ids and positions (host-visible)
+	parts, acc               uint64
+	partsCap                 int    // attention blocks per partials batch (all query heads)
+	argmax                   uint64 // argmax scratch (allocated with the kernels)
 }
 
 // activationSizes sizes the activations of a chunk of tokens with a
@@ -203,8 +203,8 @@ func activationSizes(c Config, chunk, ctx int) actSizes {
 	capBlocks := max(1, min(kernel.Blocks(ctx, attnBlock), partsBudget/per))
 	return actSizes{
 		x:        4 * n * uint64(c.Dim),
-		q:        4 * n * uint64(c.Heads*c.HeadDim),
-		kv:       4 * n * uint64(c.KVHeads*c.HeadDim),
+		att:      4 * n * uint64(c.Heads*c.HeadDim),
+		qkv:      4*n*uint64((c.Heads+2*c.KVHeads)*c.HeadDim) + 2*qkvPad,
 		ffn:      4 * n * uint64(c.FFN),
 		logits:   4 * uint64(c.Vocab),
 		ids:      4 * n,
@@ -217,7 +217,7 @@ func activationSizes(c Config, chunk, ctx int) actSizes {
 
 // device is the device-local part.
 func (a actSizes) device() uint64 {
-	return 2*a.x + 2*a.q + 2*a.kv + 2*qkvPad + 2*a.ffn + a.logits + a.parts + a.acc + a.argmax
+	return 2*a.x + a.att + a.qkv + 2*a.ffn + a.logits + a.parts + a.acc + a.argmax
 }
 
 // qkvPad is what aligning k and v within the q, k, v buffer may add to each

@@ -46,6 +46,23 @@ type Stats struct {
 	CopyWait time.Duration
 }
 
+// Sub is the work done between an earlier reading of a session's stats
+// and s.
+func (s Stats) Sub(earlier Stats) Stats {
+	return Stats{
+		PrefillTokens: s.PrefillTokens - earlier.PrefillTokens,
+		Prefill:       s.Prefill - earlier.Prefill,
+		DecodeTokens:  s.DecodeTokens - earlier.DecodeTokens,
+		Decode:        s.Decode - earlier.Decode,
+		Steps:         s.Steps - earlier.Steps,
+		Dispatches:    s.Dispatches - earlier.Dispatches,
+		Submissions:   s.Submissions - earlier.Submissions,
+		H2DBytes:      s.H2DBytes - earlier.H2DBytes,
+		D2HBytes:      s.D2HBytes - earlier.D2HBytes,
+		CopyWait:      s.CopyWait - earlier.CopyWait,
+	}
+}
+
 // Memory reports device memory: by kind, peak, and the parts the engine
 // places.
 type Memory struct {

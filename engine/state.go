@@ -76,8 +76,8 @@ func newState(m *Model) (s *state, err error) {
 	a := activationSizes(c, n, s.ctx)
 	s.x = alloc(vk.DeviceLocal, int(a.x), "activations x")
 	s.xb = alloc(vk.DeviceLocal, int(a.x), "activations xb")
-	s.qkv = alloc(vk.DeviceLocal, int(a.q+2*a.kv+2*qkvPad), "activations q, k, v")
-	s.att = alloc(vk.DeviceLocal, int(a.q), "activations attention")
+	s.qkv = alloc(vk.DeviceLocal, int(a.qkv), "activations q, k, v")
+	s.att = alloc(vk.DeviceLocal, int(a.att), "activations attention")
 	s.gate = alloc(vk.DeviceLocal, int(a.ffn), "activations gate")
 	s.up = alloc(vk.DeviceLocal, int(a.ffn), "activations up")
 	s.logits = alloc(vk.DeviceLocal, int(a.logits), "logits")
@@ -315,10 +315,7 @@ func (s *state) attendStreamed(p *kv.Program, l, h, heads int, q, k, v, att, pos
 			size := uint64(heads) * headBytes
 			slots := kernel.KVSlots{Tokens: n, SrcHeads: cfg.KVHeads, FirstHead: h, Heads: heads,
 				SlotStride: rows * cfg.HeadDim, SlotRows: rows, RowBase: p0}
-			if err := s.m.ops.kvStore.Record(c, k, pos, buf.k.Range(0, size), slots); err != nil {
-				return err
-			}
-			if err := s.m.ops.kvStore.Record(c, v, pos, buf.v.Range(0, size), slots); err != nil {
+			if err := kc.storeKV(c, k, v, pos, buf.k.Range(0, size), buf.v.Range(0, size), slots); err != nil {
 				return err
 			}
 			c.Barrier()

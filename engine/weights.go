@@ -27,16 +27,26 @@ func (t *Tensor) Range() vk.Range { return t.Buf.Range(t.Off, t.Size) }
 // matrix of their rows stacked, or vectors as one vector. ok is false when
 // they do not lie so (or one is nil).
 func joined(ts ...*Tensor) (r vk.Range, ok bool) {
+	rs := make([]vk.Range, len(ts))
 	for i, t := range ts {
-		if t == nil || t.Buf != ts[0].Buf || t.Type != ts[0].Type {
+		if t == nil || t.Type != ts[0].Type {
 			return vk.Range{}, false
 		}
-		if i > 0 && t.Off != ts[i-1].Off+ts[i-1].Size {
+		rs[i] = t.Range()
+	}
+	return adjacent(rs...)
+}
+
+// adjacent returns one range over ranges of one buffer that follow each
+// other without a gap.
+func adjacent(rs ...vk.Range) (vk.Range, bool) {
+	for i := 1; i < len(rs); i++ {
+		if rs[i].Buf != rs[0].Buf || rs[i].Off != rs[i-1].Off+rs[i-1].Size {
 			return vk.Range{}, false
 		}
 	}
-	last := ts[len(ts)-1]
-	return ts[0].Buf.Range(ts[0].Off, last.Off+last.Size-ts[0].Off), true
+	last := rs[len(rs)-1]
+	return rs[0].Buf.Range(rs[0].Off, last.Off+last.Size-rs[0].Off), true
 }
 
 // loader uploads the tensors a model asks for, by GGUF name, and keeps

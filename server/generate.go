@@ -53,7 +53,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		}
 		return ctx.Err() == nil
 	})
-	s.metrics.generation(o.completion, since(before, se.Stats()), se.Memory())
+	s.metrics.generation(o.completion, se.Stats().Sub(before), se.Memory())
 
 	switch {
 	case emitErr != nil:
@@ -77,15 +77,4 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		return o, errors.Join(errClientGone, emitErr)
 	}
 	return o, nil
-}
-
-// since is the work done between two readings of a session's stats.
-func since(a, b engine.Stats) engine.Stats {
-	return engine.Stats{
-		PrefillTokens: b.PrefillTokens - a.PrefillTokens,
-		Prefill:       b.Prefill - a.Prefill,
-		DecodeTokens:  b.DecodeTokens - a.DecodeTokens,
-		Decode:        b.Decode - a.Decode,
-		Steps:         b.Steps - a.Steps,
-	}
 }

@@ -127,9 +127,13 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 		upDelta = uint64(rows) * rb
 		per = min(per, int(lim.span/rb)-rows)
 	}
+	batch := 1 // vectors per workgroup
+	if n > 1 {
+		batch = k.batch
+	}
 	// A chunk of vectors binds their x and the y rows of all of W's rows,
 	// so that y stays one strided array across chunks of W.
-	nPer := min(int(lim.span/xb), int(lim.span/yb), int(info.MaxWorkgroupCount[2]))
+	nPer := min(int(lim.span/xb), int(lim.span/yb), int(info.MaxWorkgroupCount[2])*batch)
 	if n > 1 && nPer == 0 {
 		return fmt.Errorf("%s: %d outputs per vector do not fit one storage-buffer binding (%d bytes on %s)",
 			k.name, rows, lim.span+lim.align, info.Name)
@@ -138,11 +142,6 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 	acc := uint32(0)
 	if accumulate {
 		acc = 1
-	}
-	batch := 1
-	if n > 1 {
-		batch = k.batch
-		nPer = min(nPer, int(info.MaxWorkgroupCount[2])*batch)
 	}
 	var yend uint64 // end of the previous dispatch's output binding
 	for n0 := 0; n0 < n; n0 += nPer {
