@@ -1,4 +1,4 @@
-package kv
+package offload
 
 import (
 	"errors"
@@ -122,7 +122,7 @@ func (p *Program) Stream(fill func(c *vk.Commands), h2d uint64) (int, error) {
 // handed back to the copies when the next segment opens.
 func (p *Program) Attend(j int) (*vk.Commands, error) {
 	if j < 0 || j >= p.blocks {
-		return nil, fmt.Errorf("kv: attention of block %d, %d streamed", j, p.blocks)
+		return nil, fmt.Errorf("offload: attention of block %d, %d streamed", j, p.blocks)
 	}
 	if !p.pipelined {
 		c, err := p.Compute()
@@ -141,7 +141,7 @@ func (p *Program) Attend(j int) (*vk.Commands, error) {
 
 func (p *Program) newSegment(transfer bool, block int) (*segment, error) {
 	if p.ended {
-		return nil, errors.New("kv: recording into an ended program")
+		return nil, errors.New("offload: recording into an ended program")
 	}
 	var c *vk.Commands
 	var err error
@@ -187,7 +187,7 @@ func (p *Program) Submissions() int { return len(p.order) }
 // attention segment j that frees its buffer.
 func (p *Program) End() error {
 	if p.ended {
-		return errors.New("kv: program ended twice")
+		return errors.New("offload: program ended twice")
 	}
 	p.ended = true
 	p.err = p.end()
@@ -202,10 +202,10 @@ func (p *Program) end() error {
 		}
 	}
 	if last == nil {
-		return errors.New("kv: program without compute")
+		return errors.New("offload: program without compute")
 	}
 	if last.block >= 0 {
-		return errors.New("kv: program ends with attention")
+		return errors.New("offload: program ends with attention")
 	}
 	if !p.pipelined {
 		p.order = []*segment{last}
@@ -300,7 +300,7 @@ func (p *Program) Run(k *Clock) (RunStats, error) { return p.RunUntil(k, time.Ti
 // device seems hung, and its semaphores can no longer be trusted.
 func (p *Program) RunUntil(k *Clock, deadline time.Time) (RunStats, error) {
 	if !p.ended {
-		return RunStats{}, errors.New("kv: run of a program still recording")
+		return RunStats{}, errors.New("offload: run of a program still recording")
 	}
 	if p.err != nil {
 		return RunStats{}, p.err
