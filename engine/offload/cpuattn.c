@@ -212,6 +212,7 @@ static const ops ops_avx2 = {tile_avx2, scores_avx2, probs_avx2, pv_avx2};
 #define TGT __attribute__((target("avx512f,avx2,fma,f16c")))
 #define V __m512
 #define W 16
+#define WIDE_REGS // 32 vector registers: wider register blocking
 #define VLOAD _mm512_loadu_ps
 #define VSTORE _mm512_storeu_ps
 #define VSET1 _mm512_set1_ps
@@ -237,9 +238,30 @@ TGT static inline __m256 half512(__m512 a) {
 
 #include "cpuattn_simd.h"
 static const ops ops_avx512 = {tile_avx512, scores_avx512, probs_avx512, pv_avx512};
+#undef WIDE_REGS
 #else
 int hi_cpuattn_simd(void) { return 0; }
 #endif
+
+// Chunks ahead of the current one whose rows are prefetched. The block
+// alternates between converting a chunk (loads) and computing on it (no
+// loads); asking for later chunks' lines keeps memory busy during the
+// arithmetic, which the hardware prefetchers do not fully do.
+#define PF_AHEAD 2 // prefetched into L2 and L3 (locality 1), L1 holds the tile
+
+// prefetch_chunk asks for the cache lines of K and V rows [c0, c0+CH),
+// clipped to rows.
+static inline void prefetch_chunk(const void *k, const void *v, size_t row_bytes, int c0, int rows) {
+	if (c0 >= rows) {
+		return;
+	}
+	const int n = rows - c0 < CH ? rows - c0 : CH;
+	const char *kp = (const char *)k + (size_t)c0 * row_bytes, *vp = (const char *)v + (size_t)c0 * row_bytes;
+	for (size_t off = 0; off < (size_t)n * row_bytes; off += 64) {
+		__builtin_prefetch(kp + off, 0, 1);
+		__builtin_prefetch(vp + off, 0, 1);
+	}
+}
 
 void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
                       const void *k, const void *v, int64_t first, int rows,
@@ -253,6 +275,7 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 	}
 #endif
 	const int hd = s.hd, G = s.group, R = s.group * s.ntok, E = hd + 4;
+	const size_t row_bytes = (size_t)hd * (s.kv_f16 ? 2 : 4);
 	float *qs = scratch;
 	float *tile = qs + (size_t)R * hd;
 	float *S = tile + (size_t)CH * hd;
@@ -280,9 +303,13 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 		o[hd + 3] = 0;
 	}
 
+	for (int c = 0; c < PF_AHEAD; c++) {
+		prefetch_chunk(k, v, row_bytes, c * CH, maxlive);
+	}
 	for (int c0 = 0; c0 < maxlive; c0 += CH) {
 		const int nc = maxlive - c0 < CH ? maxlive - c0 : CH;
 		const float *kt, *vt;
+		prefetch_chunk(k, v, row_bytes, c0 + PF_AHEAD * CH, maxlive);
 		if (s.kv_f16) {
 			op->tile(tile, (const uint16_t *)k + (size_t)c0 * hd, nc * hd);
 			kt = tile;

@@ -23,6 +23,36 @@ TGT static void FN(tile)(float *dst, const uint16_t *src, int n) {
 TGT static void FN(scores)(const float *qs, const float *k, int nc, int R, int hd, float *S) {
 	const int nc4 = nc & ~3;
 	int r = 0;
+#ifdef WIDE_REGS
+	// With 32 registers: four query rows against four K rows, sixteen
+	// chains, each load serving four FMAs.
+	for (; r + 4 <= R; r += 4) {
+		const float *q0 = qs + (size_t)r * hd, *q1 = q0 + hd, *q2 = q1 + hd, *q3 = q2 + hd;
+		for (int c = 0; c < nc4; c += 4) {
+			const float *k0 = k + (size_t)c * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+			V a[4][4];
+			for (int i = 0; i < 4; i++) {
+				for (int j = 0; j < 4; j++) {
+					a[i][j] = VZERO();
+				}
+			}
+			for (int d = 0; d < hd; d += W) {
+				const V y0 = VLOAD(k0 + d), y1 = VLOAD(k1 + d), y2 = VLOAD(k2 + d), y3 = VLOAD(k3 + d);
+				const float *qi[4] = {q0, q1, q2, q3};
+				for (int i = 0; i < 4; i++) {
+					const V x = VLOAD(qi[i] + d);
+					a[i][0] = VFMA(x, y0, a[i][0]);
+					a[i][1] = VFMA(x, y1, a[i][1]);
+					a[i][2] = VFMA(x, y2, a[i][2]);
+					a[i][3] = VFMA(x, y3, a[i][3]);
+				}
+			}
+			for (int i = 0; i < 4; i++) {
+				HSUM4(a[i][0], a[i][1], a[i][2], a[i][3], S + (r + i) * CH + c);
+			}
+		}
+	}
+#endif
 	for (; r + 2 <= R; r += 2) {
 		const float *q0 = qs + (size_t)r * hd, *q1 = q0 + hd;
 		for (int c = 0; c < nc4; c += 4) {
@@ -146,8 +176,47 @@ TGT static float FN(probs)(float *S, int n, float *mp) {
 		d0 += N * W;                                                           \
 	}
 
+#ifdef WIDE_REGS
+// PV_SEG2 is PV_SEG for two query rows (o0, p0, a0 and o1, p1, a1) at
+// once, so that each V load serves two FMAs.
+#define PV_SEG2(N)                                                             \
+	{                                                                          \
+		V acc0[N], acc1[N];                                                    \
+		for (int i = 0; i < N; i++) {                                          \
+			acc0[i] = VMUL(a0, VLOAD(o0 + d0 + i * W));                        \
+			acc1[i] = VMUL(a1, VLOAD(o1 + d0 + i * W));                        \
+		}                                                                      \
+		for (int c = 0; c < nc; c++) {                                         \
+			const V b0 = VSET1(p0[c]), b1 = VSET1(p1[c]);                      \
+			const float *vc = v + (size_t)c * hd + d0;                         \
+			for (int i = 0; i < N; i++) {                                      \
+				const V y = VLOAD(vc + i * W);                                 \
+				acc0[i] = VFMA(b0, y, acc0[i]);                                \
+				acc1[i] = VFMA(b1, y, acc1[i]);                                \
+			}                                                                  \
+		}                                                                      \
+		for (int i = 0; i < N; i++) {                                          \
+			VSTORE(o0 + d0 + i * W, acc0[i]);                                  \
+			VSTORE(o1 + d0 + i * W, acc1[i]);                                  \
+		}                                                                      \
+		d0 += N * W;                                                           \
+	}
+#endif
+
 TGT static void FN(pv)(const float *P, const float *alpha, const float *v, int nc, int R, int hd, float *out) {
-	for (int r = 0; r < R; r++) {
+	int r = 0;
+#ifdef WIDE_REGS
+	for (; r + 2 <= R; r += 2) {
+		float *o0 = out + (size_t)r * (hd + 4), *o1 = o0 + hd + 4;
+		const float *p0 = P + r * CH, *p1 = p0 + CH;
+		const V a0 = VSET1(alpha[r]), a1 = VSET1(alpha[r + 1]);
+		int d0 = 0;
+		while (d0 + 8 * W <= hd) PV_SEG2(8)
+		while (d0 + 4 * W <= hd) PV_SEG2(4)
+		while (d0 < hd) PV_SEG2(1)
+	}
+#endif
+	for (; r < R; r++) {
 		float *o = out + (size_t)r * (hd + 4);
 		const float *p = P + r * CH;
 		const V a = VSET1(alpha[r]);
@@ -158,3 +227,4 @@ TGT static void FN(pv)(const float *P, const float *alpha, const float *v, int n
 	}
 }
 #undef PV_SEG
+#undef PV_SEG2
