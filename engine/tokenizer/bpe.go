@@ -67,6 +67,7 @@ func (t *tokenizer) encodeBPE(out []int32, run string) []int32 {
 	st := t.bpe
 	var mapped strings.Builder
 	var syms []symbol
+	var queue candidateHeap
 	lookup := func(p string) int32 {
 		if id, ok := t.byText[p]; ok {
 			return id
@@ -86,7 +87,7 @@ func (t *tokenizer) encodeBPE(out []int32, run string) []int32 {
 			}
 		}
 		syms = initSymbols(syms, w, lookup)
-		mergeSymbols(syms, func(l, r *symbol) (float64, int32, bool) {
+		queue = mergeSymbols(syms, queue, func(l, r *symbol) (uint32, int32, bool) {
 			if l.id < 0 || r.id < 0 {
 				return 0, 0, false
 			}
@@ -94,9 +95,9 @@ func (t *tokenizer) encodeBPE(out []int32, run string) []int32 {
 			if !ok {
 				return 0, 0, false
 			}
-			return float64(rank), lookup(w[l.start:r.end]), true
+			return uint32(rank), lookup(w[l.start:r.end]), true
 		})
-		for i := 0; i >= 0 && i < len(syms); i = syms[i].next {
+		for i := int32(0); i >= 0 && int(i) < len(syms); i = syms[i].next {
 			sym := syms[i]
 			if sym.id >= 0 {
 				out = append(out, sym.id)
