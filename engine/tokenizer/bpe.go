@@ -32,6 +32,17 @@ func byteRunes() (fwd [256]rune, inv map[rune]byte) {
 	return fwd, inv
 }
 
+// ByteLevelText spells b as byte-level BPE vocabularies write token text
+// (GPT-2's table: " " is "Ġ", "\n" is "Ċ"), as needed to build one.
+func ByteLevelText(b []byte) string {
+	fwd, _ := byteRunes()
+	r := make([]rune, len(b))
+	for i, c := range b {
+		r[i] = fwd[c]
+	}
+	return string(r)
+}
+
 func (t *tokenizer) initBPE() error {
 	split, err := splitterFor(t.v.Pre)
 	if err != nil {
