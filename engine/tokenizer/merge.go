@@ -42,6 +42,9 @@ type candidate struct {
 // scorePrio turns a SentencePiece score (higher merges first) into a
 // priority (lower merges first) that orders as the float does.
 func scorePrio(score float32) uint32 {
+	if score == 0 {
+		score = 0 // -0 ties with 0, as the scores compare
+	}
 	b := math.Float32bits(score)
 	if b&(1<<31) != 0 {
 		b = ^b // negative: larger magnitude is smaller
