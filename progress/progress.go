@@ -60,13 +60,15 @@ func newBar(w io.Writer, total int64, o Options, now func() time.Time) *Bar {
 		progressbar.OptionThrottle(100 * time.Millisecond),
 		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
 		progressbar.OptionOnCompletion(func() { fmt.Fprintln(g) }),
 	}
 	if o.Bytes {
 		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true))
-	} else if o.Unit != "" {
-		opts = append(opts, progressbar.OptionSetItsString(o.Unit))
+	} else {
+		opts = append(opts, progressbar.OptionShowIts())
+		if o.Unit != "" {
+			opts = append(opts, progressbar.OptionSetItsString(o.Unit))
+		}
 	}
 	return &Bar{pb: progressbar.NewOptions64(total, opts...), gate: g, total: total}
 }
