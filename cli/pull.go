@@ -69,7 +69,7 @@ func modelPath(c *cli.Context, arg string) (string, error) {
 	fmt.Fprintf(c.App.ErrWriter, "headinfer: %s is not a local file: pulling it\n", arg)
 	p, err := pull(c, r)
 	if err != nil {
-		return "", fmt.Errorf("model %q is not a local file, and pulling it failed: %w", arg, err)
+		return "", fmt.Errorf("pulling %s: %w", arg, err)
 	}
 	return p, nil
 }
