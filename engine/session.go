@@ -150,7 +150,8 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 	}
 	defer se.useDeadline(ctx)()
 	t0 := time.Now()
-	for i := 0; i < len(ids); i += se.s.chunk {
+	chunks := (len(ids) + se.s.chunk - 1) / se.s.chunk
+	for i, k := 0, 1; i < len(ids); i, k = i+se.s.chunk, k+1 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -158,6 +159,9 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 		last := i+len(part) == len(ids)
 		if err := se.step(part, withLogits && last); err != nil {
 			return err
+		}
+		if report := se.m.opt.Progress; report != nil && chunks > 1 {
+			report(Progress{Work: ProgressPrefill, Done: int64(i + len(part)), Total: int64(len(ids)), Chunk: k, Chunks: chunks})
 		}
 	}
 	se.stats.PrefillTokens += len(ids)
