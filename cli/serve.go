@@ -44,9 +44,13 @@ func serve(c *cli.Context) error {
 	if p := c.Int("port"); p < 0 || p > 65535 {
 		return fmt.Errorf("--port %d is not a TCP port", p)
 	}
+	path, err := modelPath(c, c.String("model"))
+	if err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 	s := server.New(server.Options{
-		ModelPath: c.String("model"),
+		ModelPath: path,
 		APIKey:    c.String("api-key"),
 		MaxQueue:  c.Int("max-queue"),
 		Timeout:   c.Duration("timeout"),
@@ -65,5 +69,5 @@ func serve(c *cli.Context) error {
 		<-ctx.Done()
 		stop() // a second signal ends the process at once
 	}()
-	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return loadModel(c) })
+	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return loadModel(c, path, false) })
 }

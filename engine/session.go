@@ -150,7 +150,8 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 	}
 	defer se.useDeadline(ctx)()
 	t0 := time.Now()
-	for i := 0; i < len(ids); i += se.s.chunk {
+	chunks := (len(ids) + se.s.chunk - 1) / se.s.chunk
+	for i, k := 0, 1; i < len(ids); i, k = i+se.s.chunk, k+1 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -158,6 +159,9 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 		last := i+len(part) == len(ids)
 		if err := se.step(part, withLogits && last); err != nil {
 			return err
+		}
+		if report := se.m.opt.Progress; report != nil && chunks > 1 {
+			report(Progress{Work: ProgressPrefill, Done: int64(i + len(part)), Total: int64(len(ids)), Chunk: k, Chunks: chunks})
 		}
 	}
 	se.stats.PrefillTokens += len(ids)
@@ -230,10 +234,10 @@ func (se *Session) Memory() Memory {
 		DeviceBytesPeak: ms.Peak[vk.DeviceLocal],
 		HostBytes:       ms.Live[vk.Upload] + ms.Live[vk.Readback],
 		WeightBytes:     se.m.weights,
-		KVBytes:         se.s.kv.deviceBytes,
+		KVBytes:         se.s.kv.DeviceBytes(),
 		// The cache's device buffers are allocated once, at NewSession.
-		DeviceKVBytesPeak: se.s.kv.deviceBytes,
-		HostKVBytes:       se.s.kv.hostBytes(),
+		DeviceKVBytesPeak: se.s.kv.DeviceBytes(),
+		HostKVBytes:       se.s.kv.HostBytes(),
 		ResidentSlots:     se.m.plan.Resident,
 		StreamedSlots:     se.m.plan.Streamed,
 	}

@@ -52,6 +52,14 @@ func queueFull(limit int) *apiError {
 		Message: fmt.Sprintf("the server is busy: %d requests are already waiting; retry later", limit)}
 }
 
+// busy answers a request that arrives while the server already holds as
+// many as it admits; the code is the queue's, since to a client it is the
+// same condition.
+func busy(held int) *apiError {
+	return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "queue_full",
+		Message: fmt.Sprintf("the server is busy: it already holds %d requests (running, waiting or being read); retry later", held)}
+}
+
 func loading() *apiError {
 	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "model_loading",
 		Message: "the model is still loading; retry when GET /health answers 200"}

@@ -107,6 +107,11 @@ func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model fu
 		writeError(w, loading())
 		return
 	}
+	if !s.admit.enter() {
+		writeError(w, busy(s.admit.size()))
+		return
+	}
+	defer s.admit.leave()
 	var req R
 	if e := decodeJSON(w, r, s.opt.MaxBodyBytes, &req); e != nil {
 		writeError(w, e)
@@ -171,7 +176,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 		return
 	}
 	var text []byte
-	o, err := s.generate(ctx, l, j, func(s string) error {
+	o, err := s.gen(ctx, l, j, func(s string) error {
 		text = append(text, s...)
 		return nil
 	})
@@ -197,7 +202,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 			return
 		}
 	}
-	o, err := s.generate(ctx, l, j, func(text string) error { return sw.send(a.chunk(text, nil)) })
+	o, err := s.gen(ctx, l, j, func(text string) error { return sw.send(a.chunk(text, nil)) })
 	info.completionTokens = o.completion
 	if err != nil {
 		if e := s.errorFor(info, err); e != nil {

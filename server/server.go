@@ -63,7 +63,11 @@ type Server struct {
 	name    string // the model's name in the API
 	log     *slog.Logger
 	queue   *queue
+	admit   *admission
 	metrics *metrics
+	// gen runs a job on the session: generate, or a stand-in in tests
+	// that run the HTTP layer without a device.
+	gen     func(ctx context.Context, l *loaded, j *job, emit func(string) error) (outcome, error)
 	model   atomic.Pointer[loaded]
 	mux     *http.ServeMux
 	closeMu sync.Mutex
@@ -113,8 +117,10 @@ func New(opt Options) *Server {
 		name:    strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf"),
 		log:     opt.Logger,
 		queue:   newQueue(opt.MaxQueue),
+		admit:   newAdmission(opt.MaxQueue + runningAtOnce),
 		metrics: newMetrics(),
 	}
+	s.gen = s.generate
 	s.routes()
 	return s
 }
@@ -137,12 +143,8 @@ func (s *Server) SetModel(m *engine.Model) error {
 	if err != nil {
 		return err
 	}
-	l := &loaded{m: m, se: se, tok: m.Tokenizer, ctx: se.CtxSize()}
-	if bos := l.tok.BOS(); bos >= 0 {
-		probe := l.tok.Encode("", true)
-		l.addBOS = len(probe) > 0 && probe[0] == bos
-	}
-	l.tmpl, l.tmplErr = newChatTemplate(m.ChatTemplate(), l.tok.TokenText(l.tok.BOS()), l.tok.TokenText(l.tok.EOS()))
+	l := newLoaded(m.Tokenizer, se.CtxSize(), m.ChatTemplate())
+	l.m, l.se = m, se
 	if l.tmplErr != nil {
 		s.log.Warn("chat completions will fail", "err", l.tmplErr)
 	} else if l.tmpl.t == nil {
@@ -151,6 +153,18 @@ func (s *Server) SetModel(m *engine.Model) error {
 	s.metrics.setMemory(se.Memory())
 	s.model.Store(l)
 	return nil
+}
+
+// newLoaded prepares what requests need besides the session: the
+// tokenizer, the context size and the chat template (source tmpl).
+func newLoaded(tok tokenizer.Tokenizer, ctx int, tmpl string) *loaded {
+	l := &loaded{tok: tok, ctx: ctx}
+	if bos := tok.BOS(); bos >= 0 {
+		probe := tok.Encode("", true)
+		l.addBOS = len(probe) > 0 && probe[0] == bos
+	}
+	l.tmpl, l.tmplErr = newChatTemplate(tmpl, tok.TokenText(tok.BOS()), tok.TokenText(tok.EOS()))
+	return l
 }
 
 // Ready reports whether the model is loaded and its device works.
