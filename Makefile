@@ -22,15 +22,20 @@ run: build
 
 # The server, engine and vk packages are tested under the race detector,
 # except the kernel tests (engine/kernel): long runs of dispatches with no
-# goroutines of their own, which -race would only slow down. The server
-# load test then runs once more against a binary built with -race, whose
-# "DATA RACE" reports fail it.
-RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v '/engine/kernel$$')
+# goroutines of their own, which -race would only slow down; and CPU
+# attention's two reference sweeps (engine/offload), float loops that -race
+# slows twentyfold, whose thread pool the package's other tests check under
+# it. The server load test then runs once more against a binary built with
+# -race, whose "DATA RACE" reports fail it.
+RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v -e '/engine/kernel$$' -e '/engine/offload$$')
+RACE_SLOW = ^TestCPUAttention(MatchesReference|Subsets)$$
 OTHER_PKGS = $$(go list ./... | grep -v -e '^headinfer/server' -e '^headinfer/engine' -e '^headinfer/vk') ./engine/kernel/
 
 test: deps
 	go vet ./...
 	go test -race -count=1 -timeout 30m $(RACE_PKGS)
+	go test -race -count=1 -timeout 30m -skip '$(RACE_SLOW)' ./engine/offload/
+	go test -count=1 -timeout 30m -run '$(RACE_SLOW)' ./engine/offload/
 	go test -count=1 -timeout 30m $(OTHER_PKGS)
 	HEADINFER_E2E_RACE=1 go test -count=1 -timeout 15m -run '^TestServerQueue$$' ./tests/
 
