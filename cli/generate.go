@@ -103,6 +103,7 @@ func generateCommand() *cli.Command {
 	flags = append(flags,
 		&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt text"},
 		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the prompt from this file"},
+		&cli.BoolFlag{Name: "no-special", Usage: "read control tokens written in the prompt (\"</s>\", \"<|eot_id|>\") as plain text"},
 		&cli.IntFlag{Name: "n", Value: 128, Usage: "tokens to generate at most"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object (ids, text, timings, memory) instead of streaming text"},
 		&cli.StringFlag{Name: "logits-out", Usage: "write the logits before every generated token to this file (float32 little-endian, tokens × vocab)"},
@@ -182,7 +183,12 @@ func generate(c *cli.Context) error {
 	}
 	defer se.Close()
 
-	ids := m.Tokenizer.Encode(prompt, true)
+	// The operator writes the prompt, so control tokens in it are meant,
+	// unlike in text that comes from a server request.
+	ids := m.Tokenizer.EncodeSpecial(prompt, true)
+	if c.Bool("no-special") {
+		ids = m.Tokenizer.Encode(prompt, true)
+	}
 	if len(ids)+1 > se.CtxSize() {
 		return fmt.Errorf("the prompt is %d tokens, the context holds %d: pass a larger --ctx-size or a shorter prompt", len(ids), se.CtxSize())
 	}

@@ -24,6 +24,7 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while one runs; more are answered 429"},
 		&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "longest a request may take, waiting in the queue included"},
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -54,6 +55,8 @@ func serve(c *cli.Context) error {
 		MaxQueue:  c.Int("max-queue"),
 		Timeout:   c.Duration("timeout"),
 		Logger:    log,
+
+		ReloadOnFailure: c.Bool("reload-on-failure"),
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(c.String("host"), strconv.Itoa(c.Int("port"))))
 	if err != nil {
