@@ -48,13 +48,7 @@ func modelOptions(c *cli.Context) (engine.Options, error) {
 }
 
 // loadModel loads the model named by the model flags.
-func loadModel(c *cli.Context) (*engine.Model, error) {
-	opt, err := modelOptions(c)
-	if err != nil {
-		return nil, err
-	}
-	return engine.Load(c.String("model"), opt)
-}
+func loadModel(c *cli.Context) (*engine.Model, error) { return headless().loadModel(c) }
 
 func samplingFlags() []cli.Flag {
 	return []cli.Flag{
@@ -93,6 +87,7 @@ func generateCommand() *cli.Command {
 		&cli.StringFlag{Name: "logits-out", Usage: "write the logits before every generated token to this file (float32 little-endian, tokens × vocab)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the memory plan and KV traffic to stderr"},
 	)
+	flags = append(flags, windowFlags()...)
 	return &cli.Command{
 		Name:      "generate",
 		Usage:     "generate text from a prompt",
@@ -149,7 +144,12 @@ func generate(c *cli.Context) error {
 	if err := params.Validate(); err != nil {
 		return err
 	}
-	m, err := loadModel(c)
+	return withWindow(c, "generate", false, func(lv liveView) error { return generateText(c, lv, prompt, params) })
+}
+
+// generateText loads the model and generates, showing the run in lv.
+func generateText(c *cli.Context, lv liveView, prompt string, params sample.Params) error {
+	m, err := lv.loadModel(c)
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func generate(c *cli.Context) error {
 		}()
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(lv.ctx, os.Interrupt)
 	defer stop()
 	dec := tokenizer.NewDecoder(m.Tokenizer)
 	for _, id := range ids {
@@ -207,6 +207,7 @@ func generate(c *cli.Context) error {
 		out = append(out, id)
 		s := dec.Add(id)
 		text.WriteString(s)
+		lv.text(s)
 		if !asJSON {
 			w.WriteString(s)
 			w.Flush()
@@ -215,6 +216,10 @@ func generate(c *cli.Context) error {
 	})
 	tail := dec.Flush()
 	text.WriteString(tail)
+	lv.text(tail)
+	if err != nil && errors.Is(err, context.Canceled) && lv.ctx.Err() != nil {
+		err, finish = nil, engine.FinishStop // the window was closed: a clean end
+	}
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,8 @@ type Options struct {
 	KVType     string // KV cache element type: "f16" (default) or "f32"
 	Validation bool   // run under the Khronos validation layer
 	Log        func(string)
+	// Monitor, when set, receives the sessions' events (see Monitor).
+	Monitor *Monitor
 
 	// GPUMem is the device-local memory budget in bytes for weights,
 	// activations and KV (0 = what the device reports, less a margin).

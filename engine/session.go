@@ -20,6 +20,8 @@ type Session struct {
 	have   bool    // the last step left the next token's logits/argmax
 	logits []float32
 	stats  Stats
+
+	observeID uint64 // the session's number in Options.Monitor's events
 }
 
 // Stats are the timings and memory of a session's work so far.
@@ -84,12 +86,15 @@ func (m *Model) NewSession() (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{m: m, s: s}, nil
+	se := &Session{m: m, s: s}
+	se.observeOpen()
+	return se, nil
 }
 
 // Close frees the session's device memory.
 func (se *Session) Close() {
 	if se.s != nil {
+		se.observe(EventClose, 0, time.Time{})
 		se.s.free()
 		se.s = nil
 	}
@@ -118,18 +123,22 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 		return fmt.Errorf("%d tokens do not fit in the context of %d positions (%d already used): pass a larger --ctx-size or a shorter prompt", len(ids), se.s.ctx, len(se.tokens))
 	}
 	t0 := time.Now()
+	var paused time.Duration // not prefill time
 	for i := 0; i < len(ids); i += se.s.chunk {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		part := ids[i:min(i+se.s.chunk, len(ids))]
 		last := i+len(part) == len(ids)
+		paused += se.m.opt.Monitor.hold()
+		tc := time.Now()
 		if err := se.step(part, withLogits && last); err != nil {
 			return err
 		}
+		se.observe(EventPrefill, len(part), tc)
 	}
 	se.stats.PrefillTokens += len(ids)
-	se.stats.Prefill += time.Since(t0)
+	se.stats.Prefill += time.Since(t0) - paused
 	return nil
 }
 
@@ -138,12 +147,14 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 	if len(se.tokens)+1 > se.s.ctx {
 		return fmt.Errorf("context is full (%d positions): pass a larger --ctx-size", se.s.ctx)
 	}
+	se.m.opt.Monitor.hold()
 	t0 := time.Now()
 	if err := se.step([]int32{id}, withLogits); err != nil {
 		return err
 	}
 	se.stats.DecodeTokens++
 	se.stats.Decode += time.Since(t0)
+	se.observe(EventDecode, 1, t0)
 	return nil
 }
 
