@@ -24,6 +24,7 @@ type Monitor struct {
 	paused   bool
 	resume   chan struct{} // closed when the pause ends
 	released bool          // no pause may start any more
+	holding  int           // sessions waiting at the gate (tests)
 }
 
 // MonitorBuffer is the number of events a Monitor holds for a reader that
@@ -86,7 +87,13 @@ func (o *Monitor) hold() time.Duration {
 		return 0
 	}
 	t0 := time.Now()
+	o.mu.Lock()
+	o.holding++
+	o.mu.Unlock()
 	<-ch
+	o.mu.Lock()
+	o.holding--
+	o.mu.Unlock()
 	return time.Since(t0)
 }
 
