@@ -35,6 +35,7 @@ func withWindow(c *cli.Context, title string, serve bool, body func(liveView) er
 		Frames:   c.Int("window-frames"),
 		Capture:  c.String("window-capture"),
 		Validate: c.Bool("window-validate"),
+		Log:      func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 		Status: func() []string {
 			if f := status.Load(); f != nil {
 				return (*f)()

@@ -109,7 +109,8 @@ func drawFrame(img *image.RGBA, v *view, now time.Time) {
 
 	keys := "Space pause/resume   Esc or close: end the run"
 	c.text(margin, h-8, keys, colDim)
-	info := fmt.Sprintf("frame %d, drawn in %.1f ms; events %d, dropped %d", v.frames, v.frameTime.Seconds()*1e3, v.events, v.dropped)
+	info := fmt.Sprintf("frame %d: drawn in %.1f ms, presented in %.1f ms; events %d, dropped %d",
+		v.frames, v.frameTime.Seconds()*1e3, v.presTime.Seconds()*1e3, v.events, v.dropped)
 	c.text(w-margin-charWidth*len(info), h-8, info, colDim)
 }
 

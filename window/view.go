@@ -50,8 +50,12 @@ type view struct {
 	phase     string   // what the command is doing, when no pass runs
 	text      string   // generated text (generate)
 	status    []string // queue and requests (serve)
+	device    string   // the device that presents
 	frames    uint64
 	frameTime time.Duration // last frame's drawing time
+	drawTotal time.Duration // all frames' drawing time
+	presTotal time.Duration // all frames' time in present (copy, submit, wait)
+	presTime  time.Duration // last frame's
 }
 
 func newView(title string, serve bool) *view {

@@ -48,6 +48,9 @@ type Options struct {
 	// Validate runs the window's Vulkan instance under the Khronos
 	// validation layer; any message makes Run fail.
 	Validate bool
+	// Log, when set, receives a line on what the window cost when it
+	// closes.
+	Log func(string)
 	// Status, for Serve, returns the lines describing the queue and the
 	// requests; it is called once per frame from the window's thread.
 	Status func() []string
@@ -143,9 +146,12 @@ func (w *Window) onKey(_ *glfw.Window, key glfw.Key, _ int, action glfw.Action, 
 func (w *Window) Run(mon *engine.Monitor, stop func()) error {
 	w.mon = mon
 	v := newView(w.opt.Title, w.opt.Serve)
+	v.device = w.pres.gpuName
 	size := w.pres.size()
 	img := image.NewRGBA(image.Rectangle{Max: size})
 	var shown uint64
+	var lastKey frameKey
+	var lastFrame time.Time
 	var loopErr error
 	events := mon.Events()
 	for {
@@ -174,6 +180,19 @@ func (w *Window) Run(mon *engine.Monitor, stop func()) error {
 				break
 			}
 		}
+		// A frame that would show what the last one showed is skipped,
+		// except once a second (the rate graph moves on): on a device
+		// whose presentation runs on the CPU, as lavapipe's does, an idle
+		// window then costs the engine nothing.
+		now := time.Now()
+		key := frameKey{events: v.events, paused: w.mon.Paused(), done: done, copying: v.copying(now), text: len(w.text.load())}
+		if w.opt.Status != nil {
+			key.status = strings.Join(w.opt.Status(), "\n")
+		}
+		if key == lastKey && now.Sub(lastFrame) < time.Second && (w.opt.Frames == 0 || shown >= uint64(w.opt.Frames)) {
+			continue
+		}
+		lastKey, lastFrame = key, now
 		if err := w.frame(v, img, false); err != nil {
 			if errors.Is(err, errOutOfDate) {
 				size = w.pres.size()
@@ -189,7 +208,19 @@ func (w *Window) Run(mon *engine.Monitor, stop func()) error {
 	if w.opt.Capture != "" && loopErr == nil {
 		loopErr = w.capture(v, img)
 	}
+	if w.opt.Log != nil {
+		w.opt.Log(v.summary())
+	}
 	return errors.Join(loopErr, w.close())
+}
+
+// frameKey is what decides whether a new frame would differ from the
+// last one.
+type frameKey struct {
+	events                uint64
+	paused, done, copying bool
+	text                  int
+	status                string
 }
 
 // frame draws the view and presents it.
@@ -217,9 +248,25 @@ func (w *Window) drawAndPresent(v *view, img *image.RGBA, capture bool) (*image.
 	t0 := time.Now()
 	drawFrame(img, v, now)
 	v.frameTime = time.Since(t0)
+	v.drawTotal += v.frameTime
 	v.frames++
 	fw, fh := w.win.GetFramebufferSize()
-	return w.pres.present(img, capture, fw, fh)
+	t1 := time.Now()
+	shot, err := w.pres.present(img, capture, fw, fh)
+	v.presTime = time.Since(t1)
+	v.presTotal += v.presTime
+	return shot, err
+}
+
+// Summary is one line on what the window cost: frames shown and the time
+// spent drawing and presenting them, for the log.
+func (v *view) summary() string {
+	if v.frames == 0 {
+		return "window: no frame shown"
+	}
+	n := float64(v.frames)
+	return fmt.Sprintf("window: %d frames on %s, %.2f ms drawing and %.2f ms presenting each on average",
+		v.frames, v.device, v.drawTotal.Seconds()*1e3/n, v.presTotal.Seconds()*1e3/n)
 }
 
 // capture presents one more frame, copying it back from the swapchain
