@@ -9,7 +9,7 @@
 set -euo pipefail
 
 pkgs=(libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc spirv-tools vulkan-tools
-	libx11-dev libxcursor-dev libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev libgl-dev xvfb xauth)
+	libx11-dev libxcursor-dev libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev libgl-dev xvfb xauth xdotool)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

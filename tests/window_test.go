@@ -345,3 +345,106 @@ func TestWindowServe(t *testing.T) {
 	resident, kvHeads := planResident(t, "-m", model, "-c", "512", "--offload", "head")
 	checkSlotMap(t, capture, resident, kvHeads)
 }
+
+// TestWindowKeys presses Space (pause) and then Esc in the window of a long
+// generate under Xvfb (xdotool): paused at the gate or not, the run must
+// end cleanly, with the text generated so far and far fewer tokens than
+// asked for. (That a pause holds the forward passes is TestMonitorPause's
+// in the engine.)
+func TestWindowKeys(t *testing.T) {
+	bin, xvfb := buildWindow(t), xvfbRun(t)
+	xdotool, err := exec.LookPath("xdotool")
+	if err != nil {
+		t.Fatal("xdotool not found: the window key test needs it (scripts/deps.sh installs it)")
+	}
+	model := filepath.Join(modelsDir(t), "stories260K.gguf")
+	envFile := filepath.Join(t.TempDir(), "display")
+	// The shell tells the test which display and X authority the binary
+	// uses, so that xdotool can reach its window.
+	cmd := exec.Command(xvfb, "-a", "sh", "-c", `echo "$DISPLAY" "$XAUTHORITY" > "$0.tmp" && mv "$0.tmp" "$0"; exec "$@"`, envFile,
+		bin, "generate", "-m", model, "-c", "2048", "-n", "2000", "--temp", "0", "-p", "Once upon a time",
+		"--window", "--window-validate")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	out := &lockedBuffer{}
+	first := make(chan struct{})
+	exit := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		once := sync.Once{}
+		for {
+			n, err := stdout.Read(buf)
+			if n > 0 {
+				out.add(string(buf[:n]))
+				once.Do(func() { close(first) })
+			}
+			if err != nil {
+				break
+			}
+		}
+		exit <- cmd.Wait()
+	}()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("stderr:\n%s", errb.String())
+		}
+	}()
+	select {
+	case <-first: // generating: the window is up and the model loaded
+	case err := <-exit:
+		t.Fatalf("generate --window exited before generating: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no text from generate --window")
+	}
+	b, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Fields(string(b))
+	if len(env) != 2 {
+		t.Fatalf("display and X authority: %q", b)
+	}
+	xdo := func(args ...string) string {
+		c := exec.Command(xdotool, args...)
+		c.Env = append(os.Environ(), "DISPLAY="+env[0], "XAUTHORITY="+env[1])
+		o, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("xdotool %v: %v\n%s", args, err, o)
+		}
+		return strings.TrimSpace(string(o))
+	}
+	ids := strings.Fields(xdo("search", "--name", "headinfer: generate"))
+	if len(ids) == 0 {
+		t.Fatal("xdotool found no window")
+	}
+	xdo("key", "--window", ids[0], "space")
+	xdo("key", "--window", ids[0], "Escape")
+	select {
+	case err := <-exit:
+		if err != nil {
+			t.Fatalf("after Space and Esc: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("generate --window did not end on Esc")
+	}
+	m := regexp.MustCompile(`decode: (\d+) tokens`).FindStringSubmatch(errb.String())
+	if m == nil {
+		t.Fatalf("no summary line after Esc")
+	}
+	if n, _ := strconv.Atoi(m[1]); n >= 1999 {
+		t.Fatalf("decoded %d tokens: Esc did not end the run", n)
+	}
+	if out.String() == "" {
+		t.Fatal("no text printed")
+	}
+}

@@ -85,6 +85,8 @@ func drawFrame(img *image.RGBA, v *view, now time.Time) {
 	c.text(margin, 18, v.title, colText)
 	state, col := v.phase, colDim
 	switch {
+	case v.done && v.serve:
+		state = "stopped"
 	case v.done:
 		state = "done: Esc or close the window to exit"
 	case v.paused:

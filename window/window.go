@@ -16,6 +16,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,10 @@ type Window struct {
 	done   atomic.Bool
 	runErr atomic.Pointer[error]
 	mon    *engine.Monitor // set by Run
+
+	// glfwMu orders Done's wake-up call before glfw's termination.
+	glfwMu     sync.Mutex
+	terminated bool
 }
 
 // Open creates the window and its swapchain. It fails, before anything
@@ -120,7 +125,11 @@ func (w *Window) Text(s string) { w.text.add(s) }
 func (w *Window) Done(err error) {
 	if w.done.CompareAndSwap(false, true) {
 		w.runErr.Store(&err)
-		glfw.PostEmptyEvent() // wake the loop
+		w.glfwMu.Lock()
+		if !w.terminated {
+			glfw.PostEmptyEvent() // wake the loop
+		}
+		w.glfwMu.Unlock()
 	}
 }
 
@@ -239,7 +248,9 @@ func (w *Window) drawAndPresent(v *view, img *image.RGBA, capture bool) (*image.
 	v.text = w.text.load()
 	if w.opt.Serve {
 		v.status = v.status[:0]
-		if w.opt.Status != nil {
+		if v.done {
+			v.status = append(v.status, "the server has stopped")
+		} else if w.opt.Status != nil {
 			v.status = append(v.status, w.opt.Status()...)
 		}
 		v.status = append(v.status, v.sequenceLines(now)...)
@@ -299,7 +310,10 @@ func (w *Window) capture(v *view, img *image.RGBA) error {
 func (w *Window) close() error {
 	w.pres.close()
 	w.win.Destroy()
+	w.glfwMu.Lock()
 	glfw.Terminate()
+	w.terminated = true
+	w.glfwMu.Unlock()
 	if !w.opt.Validate {
 		return nil
 	}
