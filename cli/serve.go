@@ -23,6 +23,7 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while one runs; more are answered 429"},
 		&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "longest a request may take, waiting in the queue included"},
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
 	)
 	flags = append(flags, windowFlags()...)
 	return &cli.Command{
@@ -48,13 +49,19 @@ func serve(c *cli.Context) error {
 
 // serveWith serves until a signal, or until the window closes.
 func serveWith(c *cli.Context, lv liveView) error {
+	path, err := modelPath(c, c.String("model"))
+	if err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 	s := server.New(server.Options{
-		ModelPath: c.String("model"),
+		ModelPath: path,
 		APIKey:    c.String("api-key"),
 		MaxQueue:  c.Int("max-queue"),
 		Timeout:   c.Duration("timeout"),
 		Logger:    log,
+
+		ReloadOnFailure: c.Bool("reload-on-failure"),
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(c.String("host"), strconv.Itoa(c.Int("port"))))
 	if err != nil {
@@ -77,5 +84,5 @@ func serveWith(c *cli.Context, lv liveView) error {
 		<-ctx.Done()
 		stop() // a second signal ends the process at once
 	}()
-	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return lv.loadModel(c) })
+	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return lv.loadModel(c, path, false) })
 }

@@ -40,13 +40,13 @@ func headless() liveView {
 	return liveView{text: func(string) {}, ctx: context.Background(), status: new(atomic.Pointer[func() []string])}
 }
 
-// loadModel loads the model named by the model flags, publishing to the
-// view's monitor.
-func (lv liveView) loadModel(c *cli.Context) (*engine.Model, error) {
+// loadModel is the command's loadModel, publishing to the view's
+// monitor.
+func (lv liveView) loadModel(c *cli.Context, path string, prefillBars bool) (*engine.Model, error) {
 	opt, err := modelOptions(c)
 	if err != nil {
 		return nil, err
 	}
 	opt.Monitor = lv.monitor
-	return engine.Load(c.String("model"), opt)
+	return loadWithBars(c, path, opt, prefillBars)
 }
