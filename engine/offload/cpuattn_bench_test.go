@@ -80,7 +80,8 @@ func cpuSeconds() float64 {
 // buffers (bytes read; it writes as many): the memory bandwidth the
 // attention can at best reach. Also: the group sizes, f32 KV (64K
 // positions, the same bytes), the portable code, one thread, and the same
-// algorithm in plain Go on one thread.
+// algorithm in plain Go on one thread, and KV small enough to stay in the
+// caches (the arithmetic's ceiling).
 //
 //	go test -run '^$' -bench CPUAttention ./engine/offload/
 func BenchmarkCPUAttention(b *testing.B) {
@@ -112,8 +113,8 @@ func BenchmarkCPUAttention(b *testing.B) {
 			defer a.Close()
 			a.code = min(a.code, code)
 			d.g = group
-			d.q = make([]float32, kvHeads*group*hd)
-			d.parts = make([]float32, kvHeads*group*(hd+4))
+			d.q = make([]float32, d.kvHeads*group*hd)
+			d.parts = make([]float32, d.kvHeads*group*(hd+4))
 			p := d.params()
 			if err := a.Partial(d.q, d.pos, d.heads, d.parts, p); err != nil {
 				tb.Fatal(err)
@@ -147,6 +148,12 @@ func BenchmarkCPUAttention(b *testing.B) {
 		}
 		f16.report(tb, start, cpu0, 1)
 	})
+	// KV that stays in the caches (1 head × 4096 positions, 2 MiB): the
+	// arithmetic's ceiling, without memory.
+	small := newBenchKV(gguf.F16, hd, 4, 1, 4096)
+	for _, g := range []int{4, 8} {
+		run(fmt.Sprintf("f16/g%d/threads1/%v/in-cache", g, best), small, g, 1, best)
+	}
 	f16 = nil
 	runtime.GC()
 	f32 := newBenchKV(gguf.F32, hd, 4, kvHeads, rows/2)
