@@ -24,6 +24,14 @@ import (
 // cores: the same inputs give the same bits with any number of threads.
 const CPUBlockRows = 1024
 
+// cpuMaxRows bounds the query rows (tokens × group) per KV head of a call,
+// which size every task's partial and every thread's scratch.
+const cpuMaxRows = 1024
+
+// cpuMaxIndex bounds query heads and part indices, far beyond any model,
+// so that size arithmetic on them cannot overflow.
+const cpuMaxIndex = 1 << 20
+
 // CPUAttention computes decode attention partials on the CPU for KV heads
 // whose K and V rows live in host memory (the host KV store), so that
 // streamed heads need not cross the device link. Its output is the partial
@@ -79,7 +87,7 @@ type CPUAttnParams struct {
 	KV      gguf.Type // element type of K and V: F16 or F32
 	HeadDim int       // a multiple of 4, at most 256
 	Group   int       // query heads per KV head
-	NTokens int       // query tokens (1 for decode)
+	NTokens int       // query tokens (1 for decode); NTokens·Group ≤ 1024
 	QHeads  int       // query heads per Q row (a Q row holds QHeads·HeadDim floats)
 	QHead0  int       // query head served first by the first KV head (its group's first head)
 	KVStart int       // absolute position of row 0 of every head's K and V
@@ -279,9 +287,12 @@ func (p CPUAttnParams) check(q []float32, positions []uint32, heads []CPUHeadKV,
 		return fmt.Errorf("cpu attention: group size %d is out of range 1..1024", p.Group)
 	case p.NTokens < 1 || p.KVRows < 1 || len(heads) < 1:
 		return fmt.Errorf("cpu attention: NTokens %d, KVRows %d and KV heads %d must all be positive", p.NTokens, p.KVRows, len(heads))
-	case p.QHeads < 1 || p.QHead0 < 0 || p.KVStart < 0 || p.Part < 0:
-		return fmt.Errorf("cpu attention: QHeads %d must be positive, QHead0 %d, KVStart %d and Part %d not negative",
-			p.QHeads, p.QHead0, p.KVStart, p.Part)
+	case p.NTokens > cpuMaxRows || p.NTokens*p.Group > cpuMaxRows:
+		return fmt.Errorf("cpu attention: %d tokens × group %d is more than the %d query rows per KV head it serves (it is for decode; prefill attention belongs on the device)",
+			p.NTokens, p.Group, cpuMaxRows)
+	case p.QHeads < 1 || p.QHeads > cpuMaxIndex || p.QHead0 < 0 || p.QHead0 > cpuMaxIndex || p.KVStart < 0 || p.Part < 0 || p.Part > cpuMaxIndex:
+		return fmt.Errorf("cpu attention: QHeads %d must be in 1..%d, QHead0 %d and Part %d in 0..%d, KVStart %d not negative",
+			p.QHeads, cpuMaxIndex, p.QHead0, p.Part, cpuMaxIndex, p.KVStart)
 	case p.QHead0+len(heads)*p.Group > p.QHeads:
 		return fmt.Errorf("cpu attention: query heads %d..%d exceed the %d heads of a Q row",
 			p.QHead0, p.QHead0+len(heads)*p.Group-1, p.QHeads)
