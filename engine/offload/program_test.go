@@ -332,4 +332,11 @@ func TestProgramRunDeadline(t *testing.T) {
 	if err := gate.Signal(1); err != nil {
 		t.Fatal(err)
 	}
+	// On a hung device Idle only checks (and Close leaves a device with
+	// work pending): poll until the released work is done.
+	for limit := time.Now().Add(time.Minute); d.Compute().Idle() != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(limit) {
+			t.Fatal("the released work was not done within a minute")
+		}
+	}
 }
