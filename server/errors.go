@@ -70,6 +70,21 @@ func shuttingDown() *apiError {
 		Message: "the server is shutting down"}
 }
 
+// deviceFailed answers the request during which the device failed.
+func deviceFailed(err error) *apiError {
+	return &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "device_failed",
+		Message: "the device failed during this request: " + err.Error()}
+}
+
+// unavailable answers requests after the device failed.
+func unavailable(f *failure) *apiError {
+	msg := "the model is unavailable: its device failed (" + f.err.Error() + ")"
+	if f.reloading {
+		msg += "; it is being reloaded, retry when GET /health answers 200"
+	}
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "model_unavailable", Message: msg}
+}
+
 func timedOut() *apiError {
 	return &apiError{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "timeout",
 		Message: "the request took longer than the server's --timeout"}
