@@ -166,7 +166,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	}
 	defer func() {
 		// Also when the request ended for another reason first.
-		if err := l.se.Failed(); err != nil {
+		if err := l.failure(); err != nil {
 			afterRelease = s.deviceFailed(l, err)
 		}
 	}()

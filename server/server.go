@@ -155,6 +155,16 @@ func (s *Server) SetModel(m *engine.Model) error {
 	return nil
 }
 
+// failure is the session's device failure, or nil while it works. A
+// loaded without a session (newLoaded's, as the HTTP layer's tests use
+// it) has none.
+func (l *loaded) failure() error {
+	if l.se == nil {
+		return nil
+	}
+	return l.se.Failed()
+}
+
 // newLoaded prepares what requests need besides the session: the
 // tokenizer, the context size and the chat template (source tmpl).
 func newLoaded(tok tokenizer.Tokenizer, ctx int, tmpl string) *loaded {
