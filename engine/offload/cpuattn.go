@@ -44,6 +44,13 @@ const cpuMaxIndex = 1 << 20
 // AVX2, FMA and F16C (f16 KV converted in the inner loop) when the CPU has
 // them, AVX-512F where present (see CPUCode), and portable C otherwise.
 //
+// The caller orders the CPU work with the device's: the step's new K/V rows
+// and its queries must have been written by the device (its submission
+// waited for, and invalidated where the memory is not coherent) before
+// Partial reads them, and the merge that folds the parts must be submitted
+// (or released) only after Partial returns. The host store must be memory
+// the CPU reads at full speed (cached), not write-combined.
+//
 // A CPUAttention serves one call at a time (calls from several goroutines
 // are serialised). It holds threads until Close.
 type CPUAttention struct {
@@ -331,4 +338,23 @@ func FloatsOf(b []byte) ([]float32, error) {
 		return nil, fmt.Errorf("cpu attention: f32 data at %p is not 4-byte aligned", &b[0])
 	}
 	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), nil
+}
+
+// StoreHeads appends to dst the K and V rows [row, row+rows) of host store
+// heads first … first+n−1 of layer l, as Partial reads them, and returns
+// the extended slice. Passing a kept slice's dst[:0] avoids allocating per
+// step.
+func StoreHeads(dst []CPUHeadKV, s *Store, l, first, n, row, rows int) ([]CPUHeadKV, error) {
+	for h := first; h < first+n; h++ {
+		k, v, err := s.Slot(l, h, row, rows)
+		if err != nil {
+			return dst, err
+		}
+		kb, vb := k.Buf.Bytes(), v.Buf.Bytes()
+		if kb == nil || vb == nil {
+			return dst, fmt.Errorf("cpu attention: the host KV of layer %d head %d is not mapped", l, h)
+		}
+		dst = append(dst, CPUHeadKV{K: kb[k.Off : k.Off+k.Size], V: vb[v.Off : v.Off+v.Size]})
+	}
+	return dst, nil
 }
