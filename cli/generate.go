@@ -109,6 +109,7 @@ func generateCommand() *cli.Command {
 		&cli.StringFlag{Name: "logits-out", Usage: "write the logits before every generated token to this file (float32 little-endian, tokens × vocab)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the memory plan and KV traffic to stderr"},
 	)
+	flags = append(flags, windowFlags()...)
 	return &cli.Command{
 		Name:      "generate",
 		Usage:     "generate text from a prompt",
@@ -165,11 +166,16 @@ func generate(c *cli.Context) error {
 	if err := params.Validate(); err != nil {
 		return err
 	}
+	return withWindow(c, "generate", false, func(lv liveView) error { return generateText(c, lv, prompt, params) })
+}
+
+// generateText loads the model and generates, showing the run in lv.
+func generateText(c *cli.Context, lv liveView, prompt string, params sample.Params) error {
 	path, err := modelPath(c, c.String("model"))
 	if err != nil {
 		return err
 	}
-	m, err := loadModel(c, path, true)
+	m, err := lv.loadModel(c, path, true)
 	if err != nil {
 		return err
 	}
@@ -218,7 +224,7 @@ func generate(c *cli.Context) error {
 		}()
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(lv.ctx, os.Interrupt)
 	defer stop()
 	dec := tokenizer.NewDecoder(m.Tokenizer)
 	for _, id := range ids {
@@ -232,6 +238,7 @@ func generate(c *cli.Context) error {
 		out = append(out, id)
 		s := dec.Add(id)
 		text.WriteString(s)
+		lv.text(s)
 		if !asJSON {
 			w.WriteString(s)
 			w.Flush()
@@ -240,6 +247,10 @@ func generate(c *cli.Context) error {
 	})
 	tail := dec.Flush()
 	text.WriteString(tail)
+	lv.text(tail)
+	if err != nil && errors.Is(err, context.Canceled) && lv.ctx.Err() != nil {
+		err, finish = nil, engine.FinishStop // the window was closed: a clean end
+	}
 	if err != nil {
 		return err
 	}

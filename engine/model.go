@@ -21,6 +21,8 @@ type Options struct {
 	// upload of Load and the chunks of a prefill of more than one. It is
 	// called on the working goroutine and must return quickly.
 	Progress func(Progress)
+	// Monitor, when set, receives the sessions' events (see Monitor).
+	Monitor *Monitor
 
 	// GPUMem is the device-local memory budget in bytes for weights,
 	// activations and KV (0 = what the device reports, less a margin).

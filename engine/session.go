@@ -22,6 +22,8 @@ type Session struct {
 	logits []float32
 	stats  Stats
 	failed error // the device failure that ended the session, if any
+
+	observeID uint64 // the session's number in Options.Monitor's events
 }
 
 // ErrDeviceFailed is matched (errors.Is) by the errors of a session whose
@@ -115,12 +117,15 @@ func (m *Model) NewSession() (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{m: m, s: s}, nil
+	se := &Session{m: m, s: s}
+	se.observeOpen()
+	return se, nil
 }
 
 // Close frees the session's device memory.
 func (se *Session) Close() {
 	if se.s != nil {
+		se.observe(EventClose, 0, time.Time{})
 		se.s.free()
 		se.s = nil
 	}
@@ -150,6 +155,7 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 	}
 	defer se.useDeadline(ctx)()
 	t0 := time.Now()
+	var paused time.Duration // not prefill time
 	chunks := (len(ids) + se.s.chunk - 1) / se.s.chunk
 	for i, k := 0, 1; i < len(ids); i, k = i+se.s.chunk, k+1 {
 		if err := ctx.Err(); err != nil {
@@ -157,15 +163,18 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 		}
 		part := ids[i:min(i+se.s.chunk, len(ids))]
 		last := i+len(part) == len(ids)
+		paused += se.m.opt.Monitor.hold()
+		tc := time.Now()
 		if err := se.step(part, withLogits && last); err != nil {
 			return err
 		}
+		se.observe(EventPrefill, len(part), tc)
 		if report := se.m.opt.Progress; report != nil && chunks > 1 {
 			report(Progress{Work: ProgressPrefill, Done: int64(i + len(part)), Total: int64(len(ids)), Chunk: k, Chunks: chunks})
 		}
 	}
 	se.stats.PrefillTokens += len(ids)
-	se.stats.Prefill += time.Since(t0)
+	se.stats.Prefill += time.Since(t0) - paused
 	return nil
 }
 
@@ -174,12 +183,14 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 	if len(se.tokens)+1 > se.s.ctx {
 		return fmt.Errorf("context is full (%d positions): pass a larger --ctx-size", se.s.ctx)
 	}
+	se.m.opt.Monitor.hold()
 	t0 := time.Now()
 	if err := se.step([]int32{id}, withLogits); err != nil {
 		return err
 	}
 	se.stats.DecodeTokens++
 	se.stats.Decode += time.Since(t0)
+	se.observe(EventDecode, 1, t0)
 	return nil
 }
 
