@@ -80,8 +80,9 @@ func cpuSeconds() float64 {
 // buffers (bytes read; it writes as many): the memory bandwidth the
 // attention can at best reach. Also: the group sizes, f32 KV (64K
 // positions, the same bytes), the portable code, one thread, and the same
-// algorithm in plain Go on one thread, and KV small enough to stay in the
-// caches (the arithmetic's ceiling).
+// algorithm in plain Go on one thread, 4K positions (a short context's
+// call), and KV small enough to stay in the caches (the arithmetic's
+// ceiling).
 //
 //	go test -run '^$' -bench CPUAttention ./engine/offload/
 func BenchmarkCPUAttention(b *testing.B) {
@@ -148,6 +149,9 @@ func BenchmarkCPUAttention(b *testing.B) {
 		}
 		f16.report(tb, start, cpu0, 1)
 	})
+	// A short context: what one layer's call costs when the work is small
+	// (8 heads × 4K positions: 32 tasks, 16 MiB).
+	run(fmt.Sprintf("f16/g4/threads%d/%v/4K", threads, best), newBenchKV(gguf.F16, hd, 4, kvHeads, 4096), 4, threads, best)
 	// KV that stays in the caches (1 head × 4096 positions, 2 MiB): the
 	// arithmetic's ceiling, without memory.
 	small := newBenchKV(gguf.F16, hd, 4, 1, 4096)

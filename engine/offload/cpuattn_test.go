@@ -297,8 +297,9 @@ func TestCPUAttentionSubsets(t *testing.T) {
 }
 
 // The result must not depend on the number of threads (blocks are fixed
-// by CPUBlockRows, so the arithmetic is the same), and a call's result must
-// not depend on the previous call's leftovers in the reused buffers.
+// by CPUBlockRows, so the arithmetic is the same) nor on the rounds the
+// blocks are done in, and a call's result must not depend on the previous
+// call's leftovers in the reused buffers.
 func TestCPUAttentionThreadsBitIdentical(t *testing.T) {
 	r := cpuNewRand(t)
 	p := newCPUProblem(r, gguf.F16, 128, 4, 3, 1, 5000, 0, 4)
@@ -324,6 +325,22 @@ func TestCPUAttentionThreadsBitIdentical(t *testing.T) {
 		}
 		if !bytes.Equal(cpuF32Bytes(parts), cpuF32Bytes(ref)) {
 			t.Fatalf("%d threads give other bits than 1 thread", threads)
+		}
+	}
+	// With little room for the tasks' partials the blocks are done and
+	// folded in rounds (5 blocks per head: rounds of 1 and of 2): the same bits.
+	entry := p.group * (p.hd + 4)
+	for _, perRound := range []int{1, 2} {
+		a := NewCPUAttention(2)
+		a.blockFloats = perRound * 3 * entry
+		parts := poisonedFloats(n)
+		err := a.Partial(p.q, p.pos, p.heads(0, 3, 0, p.rows), parts, p.params(0, 0, p.rows, 0))
+		a.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(cpuF32Bytes(parts), cpuF32Bytes(ref)) {
+			t.Fatalf("rounds of %d blocks per head give other bits than one round", perRound)
 		}
 	}
 }
