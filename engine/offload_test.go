@@ -127,20 +127,22 @@ func TestOffloadBitIdentical(t *testing.T) {
 				}
 			}
 
-			// Traffic: the new rows go to the host once; a step reads
-			// each streamed slot's blocks up to its last attention block.
+			// Traffic: the new rows go to the host once; a step copies
+			// each streamed slot's streamed blocks (whole, the last one
+			// too) up to the one that holds its last position.
 			hd, elem := spec.Dim/spec.Heads, uint64(2)
 			if tc.kvType == "f32" {
 				elem = 4
 			}
 			row := uint64(hd) * elem
+			sb := min(tc.streamBlock, ctx)
 			var reads uint64
 			for start := 0; start < promptLen; start += chunk {
 				n := min(chunk, promptLen-start)
-				reads += uint64(min(ctx, (start+n+255)/256*256))
+				reads += uint64(min(ctx, (start+n+sb-1)/sb*sb))
 			}
 			for pos := promptLen; pos < promptLen+gen-1; pos++ {
-				reads += uint64(min(ctx, (pos+1+255)/256*256))
+				reads += uint64(min(ctx, (pos+1+sb-1)/sb*sb))
 			}
 			positions := uint64(promptLen + gen - 1)
 			for name, r := range map[string]offloadRun{"none": none, "head": head, "auto": auto} {

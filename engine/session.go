@@ -30,9 +30,14 @@ type Stats struct {
 	Decode        time.Duration
 	Steps         int // forward passes run (one host wait each)
 
-	// Dispatches and Submissions count the kernel dispatches and the
-	// command buffers submitted, over all steps.
-	Dispatches, Submissions int
+	// Dispatches, Submissions and Commands count the kernel dispatches,
+	// the vkQueueSubmit calls and the command buffers submitted, over all
+	// steps.
+	Dispatches, Submissions, Commands int
+	// Recordings counts the steps recorded (a recording serves every
+	// position) and RecordTime is the time they took.
+	Recordings int
+	RecordTime time.Duration
 
 	// Streamed KV traffic: bytes copied from the host store to the
 	// device and written from the device to the host store.
@@ -57,6 +62,9 @@ func (s Stats) Sub(earlier Stats) Stats {
 		Steps:         s.Steps - earlier.Steps,
 		Dispatches:    s.Dispatches - earlier.Dispatches,
 		Submissions:   s.Submissions - earlier.Submissions,
+		Commands:      s.Commands - earlier.Commands,
+		Recordings:    s.Recordings - earlier.Recordings,
+		RecordTime:    s.RecordTime - earlier.RecordTime,
 		H2DBytes:      s.H2DBytes - earlier.H2DBytes,
 		D2HBytes:      s.D2HBytes - earlier.D2HBytes,
 		CopyWait:      s.CopyWait - earlier.CopyWait,
@@ -179,7 +187,8 @@ func (se *Session) Stats() Stats {
 	st := se.stats
 	if se.s != nil {
 		st.H2DBytes, st.D2HBytes, st.CopyWait = se.s.h2d, se.s.d2h, se.s.copyWait
-		st.Dispatches, st.Submissions = se.s.dispatches, se.s.submissions
+		st.Dispatches, st.Submissions, st.Commands = se.s.dispatches, se.s.submissions, se.s.commands
+		st.Recordings, st.RecordTime = se.s.recordings, se.s.recordTime
 	}
 	return st
 }
