@@ -128,6 +128,14 @@ type timings struct {
 	Dispatches  int `json:"dispatches"`
 	Submissions int `json:"submissions"`
 	HostWaits   int `json:"host_waits"`
+	// Per decode step: vkQueueSubmit calls and kernel dispatches (they
+	// do not grow with the context); command buffers submitted over all
+	// steps; steps recorded and the time that took.
+	SubmissionsPerDecodeStep float64 `json:"submissions_per_decode_step"`
+	DispatchesPerDecodeStep  float64 `json:"dispatches_per_decode_step"`
+	CommandBuffers           int     `json:"command_buffers"`
+	Recordings               int     `json:"recordings"`
+	RecordMS                 float64 `json:"record_ms"`
 }
 
 func generate(c *cli.Context) error {
@@ -229,6 +237,9 @@ func generate(c *cli.Context) error {
 				DecodeTokens: st.DecodeTokens, DecodeMS: ms(st.Decode.Seconds()),
 				H2DBytes: st.H2DBytes, D2HBytes: st.D2HBytes, CopyWaitMS: ms(st.CopyWait.Seconds()),
 				Dispatches: st.Dispatches, Submissions: st.Submissions, HostWaits: st.Steps,
+				SubmissionsPerDecodeStep: perStep(st.DecodeSubmissions, st.DecodeTokens),
+				DispatchesPerDecodeStep:  perStep(st.DecodeDispatches, st.DecodeTokens),
+				CommandBuffers:           st.Commands, Recordings: st.Recordings, RecordMS: ms(st.RecordTime.Seconds()),
 			},
 			Memory: se.Memory(),
 		})
@@ -246,6 +257,14 @@ func generate(c *cli.Context) error {
 			bytesize.Format(st.H2DBytes), bytesize.Format(st.D2HBytes), ms(st.CopyWait.Seconds()))
 	}
 	return nil
+}
+
+// perStep is n per step, or 0 without steps.
+func perStep(n, steps int) float64 {
+	if steps == 0 {
+		return 0
+	}
+	return float64(n) / float64(steps)
 }
 
 func ms(s float64) float64 { return math.Round(s*1e6) / 1e3 }

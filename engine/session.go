@@ -34,6 +34,9 @@ type Stats struct {
 	// the vkQueueSubmit calls and the command buffers submitted, over all
 	// steps.
 	Dispatches, Submissions, Commands int
+	// DecodeSubmissions and DecodeDispatches are the part of
+	// Submissions and Dispatches that decode steps made.
+	DecodeSubmissions, DecodeDispatches int
 	// Recordings counts the steps recorded (a recording serves every
 	// position) and RecordTime is the time they took.
 	Recordings int
@@ -55,19 +58,21 @@ type Stats struct {
 // and s.
 func (s Stats) Sub(earlier Stats) Stats {
 	return Stats{
-		PrefillTokens: s.PrefillTokens - earlier.PrefillTokens,
-		Prefill:       s.Prefill - earlier.Prefill,
-		DecodeTokens:  s.DecodeTokens - earlier.DecodeTokens,
-		Decode:        s.Decode - earlier.Decode,
-		Steps:         s.Steps - earlier.Steps,
-		Dispatches:    s.Dispatches - earlier.Dispatches,
-		Submissions:   s.Submissions - earlier.Submissions,
-		Commands:      s.Commands - earlier.Commands,
-		Recordings:    s.Recordings - earlier.Recordings,
-		RecordTime:    s.RecordTime - earlier.RecordTime,
-		H2DBytes:      s.H2DBytes - earlier.H2DBytes,
-		D2HBytes:      s.D2HBytes - earlier.D2HBytes,
-		CopyWait:      s.CopyWait - earlier.CopyWait,
+		PrefillTokens:     s.PrefillTokens - earlier.PrefillTokens,
+		Prefill:           s.Prefill - earlier.Prefill,
+		DecodeTokens:      s.DecodeTokens - earlier.DecodeTokens,
+		Decode:            s.Decode - earlier.Decode,
+		Steps:             s.Steps - earlier.Steps,
+		Dispatches:        s.Dispatches - earlier.Dispatches,
+		Submissions:       s.Submissions - earlier.Submissions,
+		Commands:          s.Commands - earlier.Commands,
+		DecodeSubmissions: s.DecodeSubmissions - earlier.DecodeSubmissions,
+		DecodeDispatches:  s.DecodeDispatches - earlier.DecodeDispatches,
+		Recordings:        s.Recordings - earlier.Recordings,
+		RecordTime:        s.RecordTime - earlier.RecordTime,
+		H2DBytes:          s.H2DBytes - earlier.H2DBytes,
+		D2HBytes:          s.D2HBytes - earlier.D2HBytes,
+		CopyWait:          s.CopyWait - earlier.CopyWait,
 	}
 }
 
@@ -147,9 +152,12 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 		return fmt.Errorf("context is full (%d positions): pass a larger --ctx-size", se.s.ctx)
 	}
 	t0 := time.Now()
+	subs, disp := se.s.submissions, se.s.dispatches
 	if err := se.step([]int32{id}, withLogits); err != nil {
 		return err
 	}
+	se.stats.DecodeSubmissions += se.s.submissions - subs
+	se.stats.DecodeDispatches += se.s.dispatches - disp
 	se.stats.DecodeTokens++
 	se.stats.Decode += time.Since(t0)
 	return nil

@@ -4,11 +4,20 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
 	"time"
 
 	"headinfer/engine/offload"
 	"headinfer/vk"
 )
+
+// PipelineEnv names the environment variable that, set to 1, makes a
+// device without a transfer queue run streamed KV the way two-queue
+// devices do: each streamed block's copies and attention as their own
+// command buffers ordered by timeline semaphores, instead of fused. The
+// arithmetic is the same; benchmarks use it to count the two-queue path's
+// submissions and measure its overhead on one queue.
+const PipelineEnv = "HEADINFER_PIPELINE"
 
 // attnBlock is the number of KV positions one attention partial covers.
 const attnBlock = offload.AttnBlock
@@ -32,6 +41,7 @@ type state struct {
 	freqs                     *vk.Buffer // rope inverse frequencies
 	parts, acc                *vk.Buffer // attention partials and accumulator
 	kv                        kvCache
+	pipelined                 bool // streamed blocks as separate segments ordered by semaphores
 
 	bufs  []*vk.Buffer
 	progs map[stepShape]*recorded
@@ -121,6 +131,10 @@ func newState(m *Model) (s *state, err error) {
 		return nil, err
 	}
 	s.kv = kc
+	// Pipelined over two queues only when there are two: on one queue,
+	// segments per block overlap nothing. PipelineEnv forces it, so that
+	// the two-queue path can be measured on any device.
+	s.pipelined = d.Info().TransferQueue || m.opt.pipeline || os.Getenv(PipelineEnv) == "1"
 	if s.clock, err = offload.NewClock(d); err != nil {
 		return nil, err
 	}
@@ -215,10 +229,7 @@ func (s *state) programFor(shape stepShape) (*offload.Program, error) {
 
 // program records the step of one shape.
 func (s *state) program(shape stepShape) (*offload.Program, error) {
-	// Pipelined over two queues only when there are two: on one queue,
-	// submissions per block would cost time and overlap nothing.
-	pipelined := s.m.dev.Info().TransferQueue || s.m.opt.pipeline
-	p := offload.NewProgram(s.m.dev, s.kv.Streams(), pipelined)
+	p := offload.NewProgram(s.m.dev, s.kv.Streams(), s.pipelined)
 	if err := s.record(p, shape.tokens); err != nil {
 		p.End()
 		p.Free()
