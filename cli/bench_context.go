@@ -36,7 +36,7 @@ func benchContextCommand() *cli.Command {
 			&cli.StringFlag{Name: "type", Value: "q8_0", Usage: "synthetic model: weight type"},
 			&cli.StringFlag{Name: "ctx", Value: "4096,16384", Usage: "context lengths, comma-separated (K = ×1024)"},
 			&cli.StringFlag{Name: "offload", Value: "none,head", Usage: "offload modes to compare, comma-separated: auto, none, head"},
-			&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
+			chunkFlag(),
 			&cli.IntFlag{Name: "prefill", Usage: "prompt tokens really prefilled at the end of the context (0 = all)"},
 			&cli.IntFlag{Name: "decode", Value: 16, Usage: "tokens decoded after the prompt"},
 			&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
@@ -95,8 +95,12 @@ func benchContext(c *cli.Context) error {
 			return fmt.Errorf("--offload: mode %q is not auto, none or head", m)
 		}
 	}
-	if c.Int("decode") <= 0 || c.Int("prefill") < 0 || c.Int("chunk") <= 0 {
-		return fmt.Errorf("--decode and --chunk must be positive, --prefill ≥ 0")
+	if c.Int("decode") <= 0 || c.Int("prefill") < 0 {
+		return fmt.Errorf("--decode must be positive, --prefill ≥ 0")
+	}
+	chunk, err := parseChunk(c.String("chunk"))
+	if err != nil {
+		return err
 	}
 	path, cleanup, err := benchModelPath(c)
 	if err != nil {
@@ -104,7 +108,7 @@ func benchContext(c *cli.Context) error {
 	}
 	defer cleanup()
 	base := engine.Options{
-		Device: c.String("device"), Chunk: c.Int("chunk"), KVType: strings.ToLower(c.String("kv-type")),
+		Device: c.String("device"), Chunk: chunk, KVType: strings.ToLower(c.String("kv-type")),
 		StreamBlock: c.Int("stream-block"),
 		Log:         func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}

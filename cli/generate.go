@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -26,7 +27,7 @@ func modelFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file", Required: true},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens (0 = the model's training context, at most 4096)"},
-		&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
+		chunkFlag(),
 		&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
 		deviceFlag(),
 	}, offloadFlags()...)
@@ -34,17 +35,38 @@ func modelFlags() []cli.Flag {
 
 // modelOptions reads the model flags.
 func modelOptions(c *cli.Context) (engine.Options, error) {
-	if c.Int("ctx-size") < 0 || c.Int("chunk") <= 0 {
-		return engine.Options{}, fmt.Errorf("--ctx-size must be ≥ 0 and --chunk > 0")
+	if c.Int("ctx-size") < 0 {
+		return engine.Options{}, fmt.Errorf("--ctx-size must be ≥ 0")
+	}
+	chunk, err := parseChunk(c.String("chunk"))
+	if err != nil {
+		return engine.Options{}, err
 	}
 	opt := engine.Options{
 		Device:  c.String("device"),
 		CtxSize: c.Int("ctx-size"),
-		Chunk:   c.Int("chunk"),
+		Chunk:   chunk,
 		KVType:  strings.ToLower(c.String("kv-type")),
 		Log:     func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
 	return opt, offloadOptions(c, &opt)
+}
+
+// chunkFlag is --chunk: prompt tokens per forward pass, or auto.
+func chunkFlag() cli.Flag {
+	return &cli.StringFlag{Name: "chunk", Value: "auto", Usage: "prompt tokens per forward pass, or auto: 512 when the KV cache is resident, else sized so that prefill over streamed KV is compute-bound, within the budget (headinfer plan says why)"}
+}
+
+// parseChunk reads --chunk: a positive count, or auto (0).
+func parseChunk(s string) (int, error) {
+	if strings.EqualFold(s, "auto") {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("--chunk %q: use a positive number of tokens or auto", s)
+	}
+	return n, nil
 }
 
 // loadModel loads the model named by the model flags.

@@ -88,7 +88,7 @@ type recorded struct {
 
 func newState(m *Model) (s *state, err error) {
 	c, d := m.Config, m.dev
-	s = &state{m: m, chunk: m.opt.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*recorded{}}
+	s = &state{m: m, chunk: m.plan.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*recorded{}}
 	defer func() {
 		if err != nil {
 			s.free()
