@@ -24,6 +24,7 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while one runs; more are answered 429"},
 		&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "longest a request may take, waiting in the queue included"},
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -43,13 +44,19 @@ func serve(c *cli.Context) error {
 	if p := c.Int("port"); p < 0 || p > 65535 {
 		return fmt.Errorf("--port %d is not a TCP port", p)
 	}
+	path, err := modelPath(c, c.String("model"))
+	if err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 	s := server.New(server.Options{
-		ModelPath: c.String("model"),
+		ModelPath: path,
 		APIKey:    c.String("api-key"),
 		MaxQueue:  c.Int("max-queue"),
 		Timeout:   c.Duration("timeout"),
 		Logger:    log,
+
+		ReloadOnFailure: c.Bool("reload-on-failure"),
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(c.String("host"), strconv.Itoa(c.Int("port"))))
 	if err != nil {
@@ -62,5 +69,5 @@ func serve(c *cli.Context) error {
 		<-ctx.Done()
 		stop() // a second signal ends the process at once
 	}()
-	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return loadModel(c) })
+	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return loadModel(c, path, false) })
 }

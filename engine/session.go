@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,6 +21,36 @@ type Session struct {
 	have   bool    // the last step left the next token's logits/argmax
 	logits []float32
 	stats  Stats
+	failed error // the device failure that ended the session, if any
+}
+
+// ErrDeviceFailed is matched (errors.Is) by the errors of a session whose
+// device failed: a submission was refused, the device was lost, or a step
+// did not finish in time. Such a session, and its model, cannot be used
+// any more; close the model and load it again.
+var ErrDeviceFailed = vk.ErrDeviceFailed
+
+// StepGrace is how long after its context's deadline a step may still run
+// before the device counts as hung. The caller's deadline usually passes
+// between steps; a step that is running then is let finish, since it may
+// simply be long (a prefill chunk of a large model on a slow device).
+const StepGrace = time.Minute
+
+// Failed is the device failure that ended the session, or nil.
+func (se *Session) Failed() error { return se.failed }
+
+// Failed is the failure of the model's device, or nil while it works.
+func (m *Model) Failed() error { return m.dev.Failed() }
+
+// useDeadline makes the steps run until the caller returns wait for the
+// device until ctx's deadline plus StepGrace (or the device's default
+// when ctx has none); the returned function restores the previous one.
+func (se *Session) useDeadline(ctx context.Context) func() {
+	prev := se.s.deadline
+	if d, ok := ctx.Deadline(); ok {
+		se.s.deadline = d.Add(StepGrace)
+	}
+	return func() { se.s.deadline = prev }
 }
 
 // Stats are the timings and memory of a session's work so far.
@@ -130,8 +161,10 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 	if n := len(se.tokens) + len(ids); n > se.s.ctx {
 		return fmt.Errorf("%d tokens do not fit in the context of %d positions (%d already used): pass a larger --ctx-size or a shorter prompt", len(ids), se.s.ctx, len(se.tokens))
 	}
+	defer se.useDeadline(ctx)()
 	t0 := time.Now()
-	for i := 0; i < len(ids); i += se.s.chunk {
+	chunks := (len(ids) + se.s.chunk - 1) / se.s.chunk
+	for i, k := 0, 1; i < len(ids); i, k = i+se.s.chunk, k+1 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -139,6 +172,9 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 		last := i+len(part) == len(ids)
 		if err := se.step(part, withLogits && last); err != nil {
 			return err
+		}
+		if report := se.m.opt.Progress; report != nil && chunks > 1 {
+			report(Progress{Work: ProgressPrefill, Done: int64(i + len(part)), Total: int64(len(ids)), Chunk: k, Chunks: chunks})
 		}
 	}
 	se.stats.PrefillTokens += len(ids)
@@ -164,8 +200,14 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 }
 
 func (se *Session) step(ids []int32, withLogits bool) error {
+	if se.failed != nil {
+		return se.failed
+	}
 	se.have = false
 	if err := se.s.run(ids, len(se.tokens), withLogits); err != nil {
+		if errors.Is(err, ErrDeviceFailed) {
+			se.failed = err
+		}
 		return err
 	}
 	se.tokens = append(se.tokens, ids...)
@@ -245,6 +287,7 @@ func (se *Session) Generate(ctx context.Context, prompt []int32, p GenerateParam
 	if p.MaxTokens <= 0 {
 		return "", fmt.Errorf("max tokens must be positive, got %d", p.MaxTokens)
 	}
+	defer se.useDeadline(ctx)()
 	withLogits := !p.Sampling.Greedy() || p.Logits != nil
 	if err := se.Prefill(ctx, prompt, withLogits); err != nil {
 		return "", err

@@ -47,6 +47,9 @@ type state struct {
 	progs map[stepShape]*recorded
 	tick  uint64 // counts program look-ups, for least-recently-used eviction
 	clock *offload.Clock
+	// deadline bounds the wait for each step (zero: the device's
+	// default); the session sets it from its caller's context.
+	deadline time.Time
 
 	// Totals over the steps run so far.
 	h2d, d2h    uint64
@@ -179,7 +182,7 @@ func (s *state) run(ids []int32, start int, withLogits bool) error {
 	if err != nil {
 		return err
 	}
-	st, err := p.Run(s.clock, start+n)
+	st, err := p.RunUntil(s.clock, start+n, s.deadline)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,8 @@ type metrics struct {
 	mem             engine.Memory // after the last request (or the load)
 	haveMem         bool
 	started         time.Time
+	deviceFailed    bool   // the model's device failed and no reload replaced it yet
+	reloads         uint64 // models loaded again after a device failure
 }
 
 type routeStatus struct {
@@ -69,6 +71,18 @@ func (m *metrics) memory(mem engine.Memory) {
 	m.mem, m.haveMem = mem, true
 }
 
+func (m *metrics) setDeviceFailed(failed bool) {
+	m.mu.Lock()
+	m.deviceFailed = failed
+	m.mu.Unlock()
+}
+
+func (m *metrics) reloaded() {
+	m.mu.Lock()
+	m.reloads++
+	m.mu.Unlock()
+}
+
 // write writes every metric; queue state and readiness are read by the
 // caller.
 func (m *metrics) write(w io.Writer, waiting int, running, ready bool) error {
@@ -96,7 +110,9 @@ func (m *metrics) write(w io.Writer, waiting int, running, ready bool) error {
 	pw.metric("headinfer_generated_tokens_total", "counter", "Tokens generated.", float64(m.generatedTokens))
 	pw.metric("headinfer_queue_depth", "gauge", "Requests waiting for the model.", float64(waiting))
 	pw.metric("headinfer_requests_running", "gauge", "Requests being generated (0 or 1).", b2f(running))
-	pw.metric("headinfer_model_ready", "gauge", "1 once the model is loaded.", b2f(ready))
+	pw.metric("headinfer_model_ready", "gauge", "1 once the model is loaded, while its device works.", b2f(ready))
+	pw.metric("headinfer_device_failed", "gauge", "1 while the model's device has failed (requests are answered 503).", b2f(m.deviceFailed))
+	pw.metric("headinfer_model_reloads_total", "counter", "Models loaded again after a device failure.", float64(m.reloads))
 	pw.metric("headinfer_last_prefill_tokens_per_second", "gauge", "Prefill speed of the last request.", m.lastPrefillRate)
 	pw.metric("headinfer_last_decode_tokens_per_second", "gauge", "Decode speed of the last request.", m.lastDecodeRate)
 	if m.haveMem {

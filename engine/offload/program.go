@@ -265,8 +265,16 @@ type RunStats struct {
 }
 
 // Run submits the segments a step with a KV length of length positions
-// needs, waits for them, and moves the clock on.
+// needs, waits for them, and moves the clock on. The wait lasts at most
+// the device's default wait.
 func (p *Program) Run(k *Clock, length int) (RunStats, error) {
+	return p.RunUntil(k, length, time.Time{})
+}
+
+// RunUntil is Run with a deadline for the wait (zero: the device's default
+// wait). A step not done by then marks the device failed (vk.Fail): the
+// device seems hung, and its semaphores can no longer be trusted.
+func (p *Program) RunUntil(k *Clock, length int, deadline time.Time) (RunStats, error) {
 	if !p.ended {
 		return RunStats{}, errors.New("offload: run of a program still recording")
 	}
@@ -291,14 +299,15 @@ func (p *Program) Run(k *Clock, length int) (RunStats, error) {
 	st.Commands = len(run)
 	t0 := time.Now()
 	cb, ab := k.copyBase, k.attnBase
+	var copied, done uint64 // the run's final values
 	var batches struct{ xfer, comp []vk.Batch }
 	if !p.pipelined {
 		cmds := make([]*vk.Commands, len(run))
 		for i, s := range run {
 			cmds[i] = s.c
 		}
-		batches.comp = []vk.Batch{{Cmds: cmds, Signal: []vk.Sync{{T: k.attended, Value: ab + 1}}}}
-		k.attnBase = ab + 1
+		copied, done = cb, ab+1
+		batches.comp = []vk.Batch{{Cmds: cmds, Signal: []vk.Sync{{T: k.attended, Value: done}}}}
 	} else {
 		// e numbers the blocks run; reader[b] is the attended value of the
 		// last attention that read buffer b (0: none in this run).
@@ -339,7 +348,7 @@ func (p *Program) Run(k *Clock, length int) (RunStats, error) {
 				batches.comp = append(batches.comp, b)
 			}
 		}
-		k.copyBase, k.attnBase = cb+e, ab+e+1
+		copied, done = cb+e, ab+e+1
 	}
 	if p.d.Transfer() == p.d.Compute() && len(batches.xfer) > 0 {
 		// One queue: one submission in recording order.
@@ -354,15 +363,25 @@ func (p *Program) Run(k *Clock, length int) (RunStats, error) {
 			continue
 		}
 		if err := q.q.SubmitBatch(q.bs); err != nil {
-			// Release whatever already waits on values that will never be
-			// signalled, so that the device can still be closed.
-			k.copied.Signal(k.copyBase)
-			k.attended.Signal(k.attnBase)
-			return RunStats{}, err
+			if st.Submissions > 0 {
+				// The transfer batch went in and waits for attention
+				// that will never be submitted: nothing pending signals
+				// attended past ab, so the host may release it.
+				err = errors.Join(err, k.attended.Signal(done))
+			}
+			return RunStats{}, p.abandon(k, copied, done, deadline, err)
 		}
 		st.Submissions++
 	}
-	if err := k.attended.Wait(k.attnBase, -1); err != nil {
+	k.copyBase, k.attnBase = copied, done
+	timeout := time.Duration(-1) // the device's default
+	if !deadline.IsZero() {
+		timeout = max(time.Until(deadline), 0)
+	}
+	if err := k.attended.Wait(done, timeout); err != nil {
+		if errors.Is(err, vk.ErrTimeout) {
+			return RunStats{}, p.d.Fail(fmt.Errorf("offload: a step did not finish in time, the device seems hung: %w", err))
+		}
 		return RunStats{}, err
 	}
 	p.times(&st, run, time.Since(t0))
@@ -381,6 +400,33 @@ func (p *Program) ordered(run []*segment, xfer, comp []vk.Batch) []vk.Batch {
 		}
 	}
 	return out
+}
+
+// abandon ends a run whose submission failed with err. The host may not
+// signal a semaphore past a value that a pending submission will still
+// signal, so it first waits for what was submitted, which completes: every
+// wait names a value an earlier submission signals, or (a transfer batch
+// whose compute batch failed) one the host signalled. Then it signals the run's
+// final values, so that the clock's next run starts from them, and
+// returns err. If the wait fails too, the device is failed and the clock
+// is left alone.
+func (p *Program) abandon(k *Clock, copied, done uint64, deadline time.Time, err error) error {
+	for _, q := range []*vk.Queue{p.d.Compute(), p.d.Transfer()} {
+		if werr := q.IdleUntil(deadline); werr != nil {
+			return errors.Join(err, fmt.Errorf("offload: after a failed submission: %w", werr))
+		}
+	}
+	for _, s := range []vk.Sync{{T: k.copied, Value: copied}, {T: k.attended, Value: done}} {
+		v, verr := s.T.Value()
+		if verr == nil && v < s.Value {
+			verr = s.T.Signal(s.Value)
+		}
+		if verr != nil {
+			return errors.Join(err, verr)
+		}
+	}
+	k.copyBase, k.attnBase = copied, done
+	return err
 }
 
 // times reads the compute segments' timestamps.
