@@ -10,6 +10,7 @@ import (
 
 	"headinfer/engine/gguf"
 	"headinfer/vk"
+	"headinfer/vk/vktest"
 )
 
 // offloadRun is what one generation left behind.
@@ -157,9 +158,31 @@ func TestOffloadBitIdentical(t *testing.T) {
 					t.Errorf("%s: memory %+v does not match plan %+v", name, r.mem, r.plan)
 				}
 			}
+			// A recording serves every position: one per chunk size
+			// (160, the last 60) and one for decode, whatever the
+			// positions; each step is one vkQueueSubmit per queue used.
+			for name, r := range map[string]offloadRun{"none": none, "head": head, "auto": auto} {
+				if r.stats.Recordings != 3 {
+					t.Errorf("%s: %d steps recorded over %d positions, want 3", name, r.stats.Recordings, positions)
+				}
+				perStep := 1
+				if r.plan.Streamed > 0 && hasTransferQueue(t) {
+					perStep = 2
+				}
+				if r.stats.Submissions != perStep*r.stats.Steps || r.stats.DecodeSubmissions != perStep*r.stats.DecodeTokens {
+					t.Errorf("%s: %d submissions in %d steps (%d in %d decode steps), want %d per step",
+						name, r.stats.Submissions, r.stats.Steps, r.stats.DecodeSubmissions, r.stats.DecodeTokens, perStep)
+				}
+			}
 			t.Logf("head: H2D %d B, D2H %d B, copy wait %v", head.stats.H2DBytes, head.stats.D2HBytes, head.stats.CopyWait)
 		})
 	}
+}
+
+// hasTransferQueue says whether the test device has a transfer queue of
+// its own (then a step that streams submits to both queues).
+func hasTransferQueue(t *testing.T) bool {
+	return vktest.Device(t).Info().TransferQueue
 }
 
 // firstDiff describes the first logit whose bits differ, or "".
