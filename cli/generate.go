@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -26,7 +27,7 @@ func modelFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file, or OWNER/REPO:QUANT on Hugging Face (pulled on first use, see headinfer pull)", Required: true},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens (0 = the model's training context, at most 4096)"},
-		&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
+		chunkFlag(),
 		&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
 		deviceFlag(),
 	}, offloadFlags()...)
@@ -34,17 +35,38 @@ func modelFlags() []cli.Flag {
 
 // modelOptions reads the model flags.
 func modelOptions(c *cli.Context) (engine.Options, error) {
-	if c.Int("ctx-size") < 0 || c.Int("chunk") <= 0 {
-		return engine.Options{}, fmt.Errorf("--ctx-size must be ≥ 0 and --chunk > 0")
+	if c.Int("ctx-size") < 0 {
+		return engine.Options{}, fmt.Errorf("--ctx-size must be ≥ 0")
+	}
+	chunk, err := parseChunk(c.String("chunk"))
+	if err != nil {
+		return engine.Options{}, err
 	}
 	opt := engine.Options{
 		Device:  c.String("device"),
 		CtxSize: c.Int("ctx-size"),
-		Chunk:   c.Int("chunk"),
+		Chunk:   chunk,
 		KVType:  strings.ToLower(c.String("kv-type")),
 		Log:     func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
 	return opt, offloadOptions(c, &opt)
+}
+
+// chunkFlag is --chunk: prompt tokens per forward pass, or auto.
+func chunkFlag() cli.Flag {
+	return &cli.StringFlag{Name: "chunk", Value: "auto", Usage: "prompt tokens per forward pass, or auto: 512 when the KV cache is resident, else sized so that prefill over streamed KV is compute-bound, within the budget (headinfer plan says why)"}
+}
+
+// parseChunk reads --chunk: a positive count, or auto (0).
+func parseChunk(s string) (int, error) {
+	if strings.EqualFold(s, "auto") {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("--chunk %q: use a positive number of tokens or auto", s)
+	}
+	return n, nil
 }
 
 // loadModel loads the model file at path (see modelPath) with the model
@@ -145,6 +167,14 @@ type timings struct {
 	Dispatches  int `json:"dispatches"`
 	Submissions int `json:"submissions"`
 	HostWaits   int `json:"host_waits"`
+	// Per decode step: vkQueueSubmit calls and kernel dispatches (they
+	// do not grow with the context); command buffers submitted over all
+	// steps; steps recorded and the time that took.
+	SubmissionsPerDecodeStep float64 `json:"submissions_per_decode_step"`
+	DispatchesPerDecodeStep  float64 `json:"dispatches_per_decode_step"`
+	CommandBuffers           int     `json:"command_buffers"`
+	Recordings               int     `json:"recordings"`
+	RecordMS                 float64 `json:"record_ms"`
 }
 
 func generate(c *cli.Context) error {
@@ -265,6 +295,9 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 				DecodeTokens: st.DecodeTokens, DecodeMS: ms(st.Decode.Seconds()),
 				H2DBytes: st.H2DBytes, D2HBytes: st.D2HBytes, CopyWaitMS: ms(st.CopyWait.Seconds()),
 				Dispatches: st.Dispatches, Submissions: st.Submissions, HostWaits: st.Steps,
+				SubmissionsPerDecodeStep: perStep(st.DecodeSubmissions, st.DecodeTokens),
+				DispatchesPerDecodeStep:  perStep(st.DecodeDispatches, st.DecodeTokens),
+				CommandBuffers:           st.Commands, Recordings: st.Recordings, RecordMS: ms(st.RecordTime.Seconds()),
 			},
 			Memory: se.Memory(),
 		})
@@ -282,6 +315,14 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 			bytesize.Format(st.H2DBytes), bytesize.Format(st.D2HBytes), ms(st.CopyWait.Seconds()))
 	}
 	return nil
+}
+
+// perStep is n per step, or 0 without steps.
+func perStep(n, steps int) float64 {
+	if steps == 0 {
+		return 0
+	}
+	return float64(n) / float64(steps)
 }
 
 func ms(s float64) float64 { return math.Round(s*1e6) / 1e3 }
