@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"time"
 
 	"headinfer/engine"
 	"headinfer/engine/tokenizer"
@@ -18,7 +19,11 @@ type outcome struct {
 // text to emit as it becomes final: valid UTF-8, with stop strings and
 // what follows them removed. It stops within one decode step when ctx ends
 // (returning ctx's cause) or emit fails (returning errClientGone).
-func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(string) error) (outcome, error) {
+// admitted is when the request joined the queue, for the metrics.
+func (s *Server) generate(ctx context.Context, l *loaded, j *job, admitted time.Time, emit func(string) error) (outcome, error) {
+	s.metrics.sequencesRunning.Inc()
+	defer s.metrics.sequencesRunning.Dec()
+	last := admitted
 	se := l.se
 	se.Reset()
 	before := se.Stats()
@@ -43,6 +48,14 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 	gp := engine.GenerateParams{MaxTokens: j.maxTokens, Sampling: j.params}
 	finish, err := se.Generate(ctx, j.prompt, gp, func(id int32) bool {
 		o.completion++
+		now := time.Now()
+		if o.completion == 1 {
+			s.metrics.timeToFirstToken.Observe(now.Sub(admitted).Seconds())
+		} else {
+			s.metrics.timePerToken.Observe(now.Sub(last).Seconds())
+			s.metrics.batchSize.Set(1) // one sequence per decode step
+		}
+		last = now
 		out, hit := stop.add(dec.Add(id))
 		if !send(out) {
 			return false

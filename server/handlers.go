@@ -47,9 +47,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) metricsPage(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	waiting, running := s.queue.depth()
-	_ = s.metrics.write(w, waiting, running, s.Ready())
+	s.metrics.handler(s.log).ServeHTTP(w, r)
 }
 
 func (s *Server) modelEntry() modelEntry {
@@ -116,6 +114,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	info.promptTokens = len(j.prompt)
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
 	defer cancel()
+	admitted := time.Now()
 	if err := s.queue.acquire(ctx); err != nil {
 		switch err {
 		case errQueueFull:
@@ -128,13 +127,15 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 		return
 	}
 	defer s.queue.release()
+	s.metrics.queueWait.Observe(time.Since(admitted).Seconds())
+	defer func() { s.metrics.requestDuration.Observe(time.Since(admitted).Seconds()) }()
 	a := answer{id: info.id, created: time.Now().Unix(), model: s.name, chat: j.chat}
 	if j.stream {
-		s.stream(ctx, w, info, l, j, a)
+		s.stream(ctx, w, info, l, j, a, admitted)
 		return
 	}
 	var text []byte
-	o, err := s.generate(ctx, l, j, func(s string) error {
+	o, err := s.generate(ctx, l, j, admitted, func(s string) error {
 		text = append(text, s...)
 		return nil
 	})
@@ -147,7 +148,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 }
 
 // stream answers j as server-sent events, one per piece of text.
-func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInfo, l *loaded, j *job, a answer) {
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInfo, l *loaded, j *job, a answer, admitted time.Time) {
 	sw := newSSE(w, s.opt.WriteTimeout)
 	defer sw.end()
 	if err := sw.start(); err != nil {
@@ -160,7 +161,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 			return
 		}
 	}
-	o, err := s.generate(ctx, l, j, func(text string) error { return sw.send(a.chunk(text, nil)) })
+	o, err := s.generate(ctx, l, j, admitted, func(text string) error { return sw.send(a.chunk(text, nil)) })
 	info.completionTokens = o.completion
 	if err != nil {
 		if e := s.errorFor(info, err); e != nil {

@@ -94,12 +94,15 @@ func New(opt Options) *Server {
 		opt.Logger = slog.Default()
 	}
 	s := &Server{
-		opt:     opt,
-		name:    strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf"),
-		log:     opt.Logger,
-		queue:   newQueue(opt.MaxQueue),
-		metrics: newMetrics(),
+		opt:   opt,
+		name:  strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf"),
+		log:   opt.Logger,
+		queue: newQueue(opt.MaxQueue),
 	}
+	s.metrics = newMetrics(func() (int, bool, bool) {
+		waiting, running := s.queue.depth()
+		return waiting, running, s.Ready()
+	})
 	s.routes()
 	return s
 }
