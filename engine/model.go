@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"math"
 
 	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
@@ -352,8 +351,6 @@ func (m *Model) Close() error {
 	}
 	return err
 }
-
-func scaleOf(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim))) }
 
 // ChatTemplate is the model's Jinja chat template (tokenizer.chat_template),
 // or "" when it has none.

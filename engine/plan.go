@@ -7,7 +7,7 @@ import (
 	"headinfer/bytesize"
 	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
-	"headinfer/engine/kv"
+	"headinfer/engine/offload"
 	"headinfer/vk"
 )
 
@@ -308,6 +308,6 @@ func PlanModel(path string, opt Options) (Plan, error) {
 }
 
 // kvGeometry is the shape of the host store for a plan.
-func kvGeometry(c Config, p Plan, kvType gguf.Type) kv.Geometry {
-	return kv.Geometry{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: p.CtxSize, Elem: uint64(kvType.BlockBytes())}
+func kvGeometry(c Config, p Plan, kvType gguf.Type) offload.Geometry {
+	return offload.Geometry{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: p.CtxSize, Elem: uint64(kvType.BlockBytes())}
 }

@@ -192,10 +192,10 @@ func (se *Session) Memory() Memory {
 		DeviceBytesPeak: ms.Peak[vk.DeviceLocal],
 		HostBytes:       ms.Live[vk.Upload] + ms.Live[vk.Readback],
 		WeightBytes:     se.m.weights,
-		KVBytes:         se.s.kv.deviceBytes,
+		KVBytes:         se.s.kv.DeviceBytes(),
 		// The cache's device buffers are allocated once, at NewSession.
-		DeviceKVBytesPeak: se.s.kv.deviceBytes,
-		HostKVBytes:       se.s.kv.hostBytes(),
+		DeviceKVBytesPeak: se.s.kv.DeviceBytes(),
+		HostKVBytes:       se.s.kv.HostBytes(),
 		ResidentSlots:     se.m.plan.Resident,
 		StreamedSlots:     se.m.plan.Streamed,
 	}

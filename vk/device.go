@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -34,6 +36,14 @@ type Options struct {
 	// model's kernels need the pool's memory bandwidth. It sets the
 	// variable for the rest of the process; other devices ignore it.
 	InlineCPU bool
+	// WaitTimeout bounds host waits for submitted work that have no
+	// deadline of their own (default DefaultWaitTimeout).
+	WaitTimeout time.Duration
+	// FaultSubmit, for tests of failure handling, makes the Nth
+	// submission (counting from 1 over all queues) fail with
+	// VK_ERROR_DEVICE_LOST without reaching the driver; 0 (the default)
+	// reads $HEADINFER_FAULT_SUBMIT, unset means never.
+	FaultSubmit int
 }
 
 // Device is an open logical device with its queues, memory and kernels.
@@ -61,6 +71,13 @@ type Device struct {
 	cmds      map[*Commands]struct{}
 	timelines map[*Timeline]struct{}
 
+	// Failure state (see Fail) and fault injection.
+	failed      atomic.Pointer[failure]
+	hung        atomic.Bool // a wait for submitted work timed out
+	submits     atomic.Int64
+	faultAt     int64
+	waitTimeout time.Duration
+
 	closeOnce   sync.Once
 	closingMsgs []string // validation messages of Close itself
 }
@@ -78,12 +95,20 @@ func Open(opt Options) (*Device, error) {
 	if _, set := os.LookupEnv("LP_NUM_THREADS"); opt.InlineCPU && !set {
 		os.Setenv("LP_NUM_THREADS", "0") // read by lavapipe as it enumerates devices
 	}
+	faultAt, err := faultSubmit(opt)
+	if err != nil {
+		return nil, err
+	}
 	in, err := newInstance(instanceOptions{validation: opt.Validation})
 	if err != nil {
 		return nil, err
 	}
 	d := &Device{inst: in, log: logf, kernels: map[string]*Kernel{},
-		cmds: map[*Commands]struct{}{}, timelines: map[*Timeline]struct{}{}}
+		cmds: map[*Commands]struct{}{}, timelines: map[*Timeline]struct{}{},
+		faultAt: faultAt, waitTimeout: opt.WaitTimeout}
+	if d.waitTimeout <= 0 {
+		d.waitTimeout = DefaultWaitTimeout
+	}
 	fail := func(err error) (*Device, error) {
 		d.destroy()
 		return nil, err

@@ -198,7 +198,6 @@ func (a *allocator) alloc(kind MemoryKind, size uint64, label string) (*Buffer, 
 			return nil, a.oom(kind, size, label, err)
 		}
 		blk, off = b, 0
-		b.take(0, space)
 	} else {
 		for _, b := range a.blocks[kind] {
 			if o, ok := b.fit(space); ok {
@@ -212,9 +211,10 @@ func (a *allocator) alloc(kind MemoryKind, size uint64, label string) (*Buffer, 
 				return nil, a.oom(kind, size, label, err)
 			}
 			blk = b
-			off, _ = b.fit(space)
 		}
-		blk.take(off, space)
+	}
+	if err := blk.take(off, space); err != nil {
+		return nil, fmt.Errorf("vk: Alloc %q: %w", label, err)
 	}
 	a.live[kind] += size
 	a.peak[kind] = max(a.peak[kind], a.live[kind])
@@ -254,20 +254,21 @@ func (b *block) fit(size uint64) (uint64, bool) {
 	return 0, false
 }
 
-// take removes [off, off+size) from the free span that starts at off.
-func (b *block) take(off, size uint64) {
+// take removes [off, off+size) from the free span that starts at off
+// (at 0 in a new block).
+func (b *block) take(off, size uint64) error {
 	for i, s := range b.free {
-		if s.off == off {
+		if s.off == off && s.size >= size {
 			if s.size == size {
 				b.free = append(b.free[:i], b.free[i+1:]...)
 			} else {
 				b.free[i] = span{off + size, s.size - size}
 			}
 			b.used += size
-			return
+			return nil
 		}
 	}
-	panic("vk: allocator take outside a free span")
+	return fmt.Errorf("allocator has no free span of %d bytes at offset %d", size, off)
 }
 
 // give returns [off, off+size) to the free list, merging neighbours.

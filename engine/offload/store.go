@@ -1,9 +1,13 @@
-// Package kv holds the parts of head-wise KV offload that know nothing of
-// the model: the host KV store (one K and one V region per streamed
-// (layer, KV head) slot, in pinned host memory the device copies from and
-// to directly) and Program, a forward step split into command buffers on
-// the compute and transfer queues that timeline semaphores order.
-package kv
+// Package offload is the HeadInfer core: head-wise KV offload. It places a
+// sequence's KV cache (Cache: per layer, the first KV heads resident in
+// device memory, the others in the host store, one K and one V region per
+// streamed (layer, KV head) slot in pinned host memory that the device
+// copies from and to directly), schedules a step's attention over it
+// (Cache.Attend: resident heads in place, streamed heads block by block
+// through two device buffers), and records the step as a Program, command
+// buffers on the compute and transfer queues that timeline semaphores
+// order.
+package offload
 
 import (
 	"fmt"
@@ -54,12 +58,12 @@ type Store struct {
 // that gets a buffer of its own.
 func NewStore(d *vk.Device, g Geometry, first []int, maxBuffer uint64) (*Store, error) {
 	if len(first) != g.Layers {
-		return nil, fmt.Errorf("kv: %d per-layer head counts for %d layers", len(first), g.Layers)
+		return nil, fmt.Errorf("offload: %d per-layer head counts for %d layers", len(first), g.Layers)
 	}
 	s := &Store{g: g, first: first, runs: make([][]Run, g.Layers)}
 	slot := g.SlotBytes()
 	if m := d.Info().MaxAllocationSize; m > 0 && slot > m {
-		return nil, fmt.Errorf("kv: one KV head of %d positions takes %s of host memory, more than the device allocates at once (%s): lower --ctx-size",
+		return nil, fmt.Errorf("offload: one KV head of %d positions takes %s of host memory, more than the device allocates at once (%s): lower --ctx-size",
 			g.Ctx, bytesize.Format(slot), bytesize.Format(m))
 	}
 	per := max(1, int(maxBuffer/max(slot, 1)))
@@ -88,15 +92,19 @@ func (s *Store) Runs(l int) []Run { return s.runs[l] }
 
 // Slot is the K and V range of rows [row, row+rows) of head h of layer l,
 // which must be streamed.
-func (s *Store) Slot(l, h, row, rows int) (k, v vk.Range) {
+func (s *Store) Slot(l, h, row, rows int) (k, v vk.Range, err error) {
+	if l < 0 || l >= len(s.runs) || row < 0 || rows < 1 || row+rows > s.g.Ctx {
+		return vk.Range{}, vk.Range{}, fmt.Errorf("offload: rows %d..%d of layer %d are outside the host store (%d layers, %d positions)",
+			row, row+rows, l, len(s.runs), s.g.Ctx)
+	}
 	for _, r := range s.runs[l] {
 		if h >= r.First && h < r.First+r.N {
 			off := uint64((h-r.First)*r.Stride)*s.g.Elem + uint64(row)*s.g.RowBytes()
 			size := uint64(rows) * s.g.RowBytes()
-			return r.K.Range(off, size), r.V.Range(off, size)
+			return r.K.Range(off, size), r.V.Range(off, size), nil
 		}
 	}
-	panic(fmt.Sprintf("kv: head %d of layer %d is not in the host store", h, l))
+	return vk.Range{}, vk.Range{}, fmt.Errorf("offload: head %d of layer %d is not in the host store", h, l)
 }
 
 // Bytes is the host memory the store holds.

@@ -1,4 +1,4 @@
-package kv
+package offload
 
 import (
 	"errors"
@@ -122,7 +122,7 @@ func (p *Program) Stream(fill func(c *vk.Commands), h2d uint64) (int, error) {
 // handed back to the copies when the next segment opens.
 func (p *Program) Attend(j int) (*vk.Commands, error) {
 	if j < 0 || j >= p.blocks {
-		return nil, fmt.Errorf("kv: attention of block %d, %d streamed", j, p.blocks)
+		return nil, fmt.Errorf("offload: attention of block %d, %d streamed", j, p.blocks)
 	}
 	if !p.pipelined {
 		c, err := p.Compute()
@@ -141,7 +141,7 @@ func (p *Program) Attend(j int) (*vk.Commands, error) {
 
 func (p *Program) newSegment(transfer bool, block int) (*segment, error) {
 	if p.ended {
-		return nil, errors.New("kv: recording into an ended program")
+		return nil, errors.New("offload: recording into an ended program")
 	}
 	var c *vk.Commands
 	var err error
@@ -187,7 +187,7 @@ func (p *Program) Submissions() int { return len(p.order) }
 // attention segment j that frees its buffer.
 func (p *Program) End() error {
 	if p.ended {
-		return errors.New("kv: program ended twice")
+		return errors.New("offload: program ended twice")
 	}
 	p.ended = true
 	p.err = p.end()
@@ -202,10 +202,10 @@ func (p *Program) end() error {
 		}
 	}
 	if last == nil {
-		return errors.New("kv: program without compute")
+		return errors.New("offload: program without compute")
 	}
 	if last.block >= 0 {
-		return errors.New("kv: program ends with attention")
+		return errors.New("offload: program ends with attention")
 	}
 	if !p.pipelined {
 		p.order = []*segment{last}
@@ -291,10 +291,16 @@ type RunStats struct {
 	CopyWait time.Duration
 }
 
-// Run submits the program, waits for it, and moves the clock on.
-func (p *Program) Run(k *Clock) (RunStats, error) {
+// Run submits the program, waits for it, and moves the clock on. The wait
+// lasts at most the device's default wait.
+func (p *Program) Run(k *Clock) (RunStats, error) { return p.RunUntil(k, time.Time{}) }
+
+// RunUntil is Run with a deadline for the wait (zero: the device's default
+// wait). A step not done by then marks the device failed (vk.Fail): the
+// device seems hung, and its semaphores can no longer be trusted.
+func (p *Program) RunUntil(k *Clock, deadline time.Time) (RunStats, error) {
 	if !p.ended {
-		return RunStats{}, errors.New("kv: run of a program still recording")
+		return RunStats{}, errors.New("offload: run of a program still recording")
 	}
 	if p.err != nil {
 		return RunStats{}, p.err
@@ -302,13 +308,13 @@ func (p *Program) Run(k *Clock) (RunStats, error) {
 	t0 := time.Now()
 	if len(p.order) == 1 {
 		// No streaming: one submission and its wait, as in the plain case.
-		if err := p.d.Run(p.order[0].c); err != nil {
+		if err := p.d.RunUntil(deadline, p.order[0].c); err != nil {
 			return RunStats{}, err
 		}
 		return p.stats(time.Since(t0)), nil
 	}
 	cb, ab := k.copyBase, k.attnBase
-	done := ab + uint64(p.blocks) + 1
+	copied, done := cb+uint64(p.blocks), ab+uint64(p.blocks)+1
 	last := p.order[len(p.order)-1]
 	for _, s := range p.order {
 		var wait, signal []vk.Sync
@@ -332,19 +338,47 @@ func (p *Program) Run(k *Clock) (RunStats, error) {
 			signal = []vk.Sync{{T: k.attended, Value: done}}
 		}
 		if err := q.Submit(s.c, wait, signal); err != nil {
-			// Release whatever already waits on values that will never be
-			// signalled, so that the device can still be closed.
-			k.copied.Signal(cb + uint64(p.blocks))
-			k.attended.Signal(done)
-			k.copyBase, k.attnBase = cb+uint64(p.blocks), done
-			return RunStats{}, err
+			return RunStats{}, p.abandon(k, copied, done, deadline, err)
 		}
 	}
-	k.copyBase, k.attnBase = cb+uint64(p.blocks), done
-	if err := k.attended.Wait(done, -1); err != nil {
+	k.copyBase, k.attnBase = copied, done
+	timeout := time.Duration(-1) // the device's default
+	if !deadline.IsZero() {
+		timeout = max(time.Until(deadline), 0)
+	}
+	if err := k.attended.Wait(done, timeout); err != nil {
+		if errors.Is(err, vk.ErrTimeout) {
+			return RunStats{}, p.d.Fail(fmt.Errorf("kv: a step did not finish in time, the device seems hung: %w", err))
+		}
 		return RunStats{}, err
 	}
 	return p.stats(time.Since(t0)), nil
+}
+
+// abandon ends a run whose submission failed part way with err. The host
+// may not signal a semaphore past a value that a pending submission will
+// still signal, so it first waits for what was submitted, which completes:
+// every wait names a value an earlier submission signals. Then it signals
+// the run's final values, so that the clock's next run starts from them,
+// and returns err. If the wait fails too, the device is failed and the
+// clock is left alone.
+func (p *Program) abandon(k *Clock, copied, done uint64, deadline time.Time, err error) error {
+	for _, q := range []*vk.Queue{p.d.Compute(), p.d.Transfer()} {
+		if werr := q.IdleUntil(deadline); werr != nil {
+			return errors.Join(err, fmt.Errorf("kv: after a failed submission: %w", werr))
+		}
+	}
+	for _, s := range []vk.Sync{{T: k.copied, Value: copied}, {T: k.attended, Value: done}} {
+		v, verr := s.T.Value()
+		if verr == nil && v < s.Value {
+			verr = s.T.Signal(s.Value)
+		}
+		if verr != nil {
+			return errors.Join(err, verr)
+		}
+	}
+	k.copyBase, k.attnBase = copied, done
+	return err
 }
 
 // stats reads the compute segments' timestamps.
