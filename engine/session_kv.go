@@ -46,8 +46,10 @@ func (se *Session) ExportKV(n int, put func(slot []byte) error) error {
 	for l := range g.Layers {
 		for h := range g.KVHeads {
 			for _, isV := range []bool{false, true} {
-				if err := se.s.kv.read(l, h, isV, buf); err != nil {
-					return err
+				if n > 0 {
+					if err := se.s.kv.Read(l, h, isV, 0, buf); err != nil {
+						return err
+					}
 				}
 				if err := put(buf); err != nil {
 					return err
@@ -84,7 +86,7 @@ func (se *Session) ImportKV(tokens []int32, get func(slot []byte) error) (err er
 				if err := get(buf); err != nil {
 					return err
 				}
-				if err := se.s.kv.write(l, h, isV, 0, buf); err != nil {
+				if err := se.s.kv.Write(l, h, isV, 0, buf); err != nil {
 					return err
 				}
 			}
@@ -144,27 +146,3 @@ func (m *Model) Identity() [32]byte {
 
 // identityBytes is how much of each tensor's data Identity hashes.
 const identityBytes = 64 << 10
-
-// read copies rows [0, len(out)/rowBytes) of the K (or V) slot of head h
-// of layer l into out, wherever the slot lives; write's counterpart.
-func (kc *kvCache) read(l, h int, isV bool, out []byte) error {
-	rowBytes := uint64(kc.m.Config.HeadDim) * kc.elem
-	rows := len(out) / int(rowBytes)
-	if rows == 0 {
-		return nil
-	}
-	if h < kc.res[l].heads {
-		r := &kc.res[l]
-		off := uint64(h*kc.slotElems) * kc.elem
-		if isV {
-			off += r.vOff
-		}
-		return kc.m.dev.Read(r.buf.Range(off, uint64(len(out))), out)
-	}
-	k, v := kc.host.Slot(l, h, 0, rows)
-	if isV {
-		k = v
-	}
-	copy(out, k.Buf.Bytes()[k.Off:k.Off+k.Size])
-	return nil
-}
