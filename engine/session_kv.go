@@ -96,17 +96,23 @@ func (se *Session) ImportKV(tokens []int32, get func(slot []byte) error) (err er
 	return nil
 }
 
-// ReusePrefix keeps the KV of the longest common prefix of the session's
-// tokens and prompt, leaving at least the last prompt token to compute
-// (its step gives the logits of the first new token), and drops the rest.
-// It returns the number of prompt tokens kept: the caller prefills
-// prompt[kept:] (Generate does, given it).
+// ReusePrefix keeps the KV of PrefixLen(tokens, prompt) tokens, dropping
+// the rest, and returns that length: the caller prefills prompt[kept:]
+// (Generate does, given it).
 func (se *Session) ReusePrefix(prompt []int32) int {
+	n := PrefixLen(se.tokens, prompt)
+	se.Truncate(n)
+	return n
+}
+
+// PrefixLen is the number of prompt tokens whose KV a sequence of held
+// tokens can give: their common prefix, less the last prompt token,
+// which always runs (its step gives the next token's logits).
+func PrefixLen(held, prompt []int32) int {
 	n := 0
-	for n < len(se.tokens) && n < len(prompt)-1 && se.tokens[n] == prompt[n] {
+	for n < len(held) && n < len(prompt)-1 && held[n] == prompt[n] {
 		n++
 	}
-	se.Truncate(n)
 	return n
 }
 

@@ -13,6 +13,7 @@ import (
 type outcome struct {
 	finish     engine.FinishReason
 	completion int // tokens generated, including any cut off by a stop string
+	cached     int // prompt tokens whose KV was reused, not prefilled
 }
 
 // generate runs j on the session, which the caller holds, and passes the
@@ -25,14 +26,14 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, admitted time.
 	defer s.metrics.sequencesRunning.Dec()
 	last := admitted
 	se := l.se
-	se.Reset()
+	o := outcome{cached: l.prefix.prepare(se, j.prompt)}
+	s.metrics.prefixReuse(o.cached)
 	before := se.Stats()
 	dec := tokenizer.NewDecoder(l.tok)
 	for _, id := range j.prompt {
 		dec.Add(id) // so that the first token's leading space decodes as in `generate`
 	}
 	stop := &stopper{stops: j.stop}
-	var o outcome
 	var emitErr error
 	stopped := false
 	send := func(text string) bool {
@@ -46,7 +47,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, admitted time.
 		return true
 	}
 	gp := engine.GenerateParams{MaxTokens: j.maxTokens, Sampling: j.params}
-	finish, err := se.Generate(ctx, j.prompt, gp, func(id int32) bool {
+	finish, err := se.Generate(ctx, j.prompt[o.cached:], gp, func(id int32) bool {
 		o.completion++
 		now := time.Now()
 		if o.completion == 1 {

@@ -18,6 +18,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)
 	s.handle("GET /health", "/health", false, s.health)
 	s.handle("GET /metrics", "/metrics", false, s.metricsPage)
+	s.handle("POST /slots/{id}", "/slots", true, s.slots)
 	s.handle("/", "other", false, s.unknown)
 }
 
@@ -115,15 +116,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
 	defer cancel()
 	admitted := time.Now()
-	if err := s.queue.acquire(ctx); err != nil {
-		switch err {
-		case errQueueFull:
-			writeError(w, queueFull(s.opt.MaxQueue))
-		case errClosed:
-			writeError(w, shuttingDown())
-		default:
-			s.fail(w, info, err)
-		}
+	if !s.acquire(ctx, w, info) {
 		return
 	}
 	defer s.queue.release()
@@ -145,6 +138,23 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 		return
 	}
 	writeJSON(w, http.StatusOK, a.whole(string(text), o, len(j.prompt)))
+}
+
+// acquire waits for the session and says whether the caller holds it
+// (and must release it); if not, it has answered the request.
+func (s *Server) acquire(ctx context.Context, w http.ResponseWriter, info *reqInfo) bool {
+	err := s.queue.acquire(ctx)
+	switch {
+	case err == nil:
+		return true
+	case err == errQueueFull:
+		writeError(w, queueFull(s.opt.MaxQueue))
+	case err == errClosed:
+		writeError(w, shuttingDown())
+	default:
+		s.fail(w, info, err)
+	}
+	return false
 }
 
 // stream answers j as server-sent events, one per piece of text.
@@ -175,7 +185,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 	finish := string(o.finish)
 	err = sw.send(a.chunk("", &finish))
 	if err == nil && j.includeUsage {
-		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o.completion)))
+		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o)))
 	}
 	if err == nil {
 		err = sw.done()

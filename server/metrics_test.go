@@ -236,7 +236,10 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	check("requests 200", value(t, fams, "headinfer_requests_total", "route", "/v1/completions", "status", "200"), 2)
 	check("requests 400", value(t, fams, "headinfer_requests_total", "route", "/v1/completions", "status", "400"), 1)
-	check("prompt tokens", value(t, fams, "headinfer_prompt_tokens_total"), float64(u1.PromptTokens+u2.PromptTokens))
+	// Both prompts begin with BOS: the second reuses its KV.
+	cached := u2.PromptTokensDetails.CachedTokens
+	check("cached tokens reported", float64(cached), 1)
+	check("prompt tokens", value(t, fams, "headinfer_prompt_tokens_total"), float64(u1.PromptTokens+u2.PromptTokens-cached))
 	generated := u1.CompletionTokens + u2.CompletionTokens
 	check("generated tokens", value(t, fams, "headinfer_generated_tokens_total"), float64(generated))
 	check("model ready", value(t, fams, "headinfer_model_ready"), 1)
@@ -244,8 +247,8 @@ func TestMetricsScrape(t *testing.T) {
 	check("requests running", value(t, fams, "headinfer_requests_running"), 0)
 	check("sequences running", value(t, fams, "headinfer_sequences_running"), 0)
 	check("batch size", value(t, fams, "headinfer_batch_size"), 1)
-	check("prefix hits", value(t, fams, "headinfer_prefix_cache_hits_total"), 0)
-	check("cached tokens", value(t, fams, "headinfer_prefix_cache_cached_tokens_total"), 0)
+	check("prefix hits", value(t, fams, "headinfer_prefix_cache_hits_total"), 1)
+	check("cached tokens", value(t, fams, "headinfer_prefix_cache_cached_tokens_total"), float64(cached))
 
 	hist := func(name string) *dto.Histogram {
 		return series(t, fams, name, dto.MetricType_HISTOGRAM).Histogram

@@ -39,6 +39,10 @@ type Options struct {
 	WriteTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (default 8 MiB).
 	MaxBodyBytes int64
+	// KVCacheDir, when set, is where sequences evicted from the session
+	// are spilled as KV snapshots (and restored on a prefix hit), and
+	// where POST /slots/0?action=save|restore keeps its files.
+	KVCacheDir string
 	// Logger receives one line per request and the server's events
 	// (default slog.Default()).
 	Logger *slog.Logger
@@ -76,6 +80,7 @@ type loaded struct {
 	tmpl    *chatTemplate
 	tmplErr error
 	addBOS  bool // the vocabulary wants BOS in front of a prompt
+	prefix  *prefixCache
 }
 
 // New returns a Server with no model yet.
@@ -126,6 +131,10 @@ func (s *Server) SetModel(m *engine.Model) error {
 		return err
 	}
 	l := &loaded{m: m, se: se, tok: m.Tokenizer, ctx: se.CtxSize()}
+	if l.prefix, err = newPrefixCache(s.opt.KVCacheDir, m, se, s.log, s.metrics); err != nil {
+		se.Close()
+		return err
+	}
 	if bos := l.tok.BOS(); bos >= 0 {
 		probe := l.tok.Encode("", true)
 		l.addBOS = len(probe) > 0 && probe[0] == bos

@@ -388,28 +388,65 @@ func SaveFile(path string, se *engine.Session, id [32]byte, n int) error {
 // returns how many prompt tokens se then holds: 0 when the snapshot
 // shares nothing with prompt, or on error (se is then empty).
 func LoadPrefix(path string, se *engine.Session, id [32]byte, prompt []int32) (int, error) {
+	n := 0
+	err := open(path, se, id, func(sr *Reader) bool {
+		n = engine.PrefixLen(sr.Tokens, prompt)
+		return n > 0
+	})
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	se.Truncate(n)
+	return n, nil
+}
+
+// ReadTokens reads the token ids of the snapshot at path after checking
+// its header against the session and the model identity id.
+func ReadTokens(path string, se *engine.Session, id [32]byte) ([]int32, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return nil, err
+	}
+	defer f.Close()
+	sr, err := NewReader(bufio.NewReaderSize(f, 64<<10), se, id)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	sr.Close()
+	return sr.Tokens, nil
+}
+
+// LoadFile loads the whole snapshot at path into se and returns the
+// number of positions it held. On error se is left empty.
+func LoadFile(path string, se *engine.Session, id [32]byte) (int, error) {
+	n := 0
+	err := open(path, se, id, func(sr *Reader) bool {
+		n = len(sr.Tokens)
+		return true
+	})
+	return n, err
+}
+
+// open reads the snapshot at path and imports it into se when use,
+// shown its header and tokens, says so. se is left empty unless the
+// import succeeds. Errors name the file.
+func open(path string, se *engine.Session, id [32]byte, use func(*Reader) bool) error {
+	se.Reset()
+	f, err := os.Open(path)
+	if err != nil {
+		return err
 	}
 	defer f.Close()
 	sr, err := NewReader(bufio.NewReaderSize(f, 1<<20), se, id)
 	if err != nil {
-		se.Reset()
-		return 0, fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	defer sr.Close()
-	n := 0
-	for n < len(sr.Tokens) && n < len(prompt)-1 && sr.Tokens[n] == prompt[n] {
-		n++
-	}
-	if n == 0 {
-		se.Reset()
-		return 0, nil
+	if !use(sr) {
+		return nil
 	}
 	if err := sr.Import(se); err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	se.Truncate(n)
-	return n, nil
+	return nil
 }
