@@ -43,6 +43,9 @@ type Options struct {
 	// are spilled as KV snapshots (and restored on a prefix hit), and
 	// where POST /slots/0?action=save|restore keeps its files.
 	KVCacheDir string
+	// NoPrefixReuse prefills every prompt whole (for measuring what
+	// reuse saves).
+	NoPrefixReuse bool
 	// Logger receives one line per request and the server's events
 	// (default slog.Default()).
 	Logger *slog.Logger
@@ -135,6 +138,7 @@ func (s *Server) SetModel(m *engine.Model) error {
 		se.Close()
 		return err
 	}
+	l.prefix.off = s.opt.NoPrefixReuse
 	if bos := l.tok.BOS(); bos >= 0 {
 		probe := l.tok.Encode("", true)
 		l.addBOS = len(probe) > 0 && probe[0] == bos
