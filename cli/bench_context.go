@@ -16,6 +16,7 @@ import (
 
 	"headinfer/bytesize"
 	"headinfer/engine"
+	"headinfer/progress"
 )
 
 func benchContextCommand() *cli.Command {
@@ -28,7 +29,7 @@ func benchContextCommand() *cli.Command {
 			"prefilled (timed); the positions before them get made-up keys and values (a real prefill's cost grows\n" +
 			"with the square of the context). A mode that does not fit the budget gets a row saying so.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file"},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file, or OWNER/REPO:QUANT on Hugging Face (pulled on first use)"},
 			&cli.StringFlag{Name: "synth", Usage: "instead of -m, a synthetic model of this preset geometry (see headinfer synth)"},
 			&cli.IntFlag{Name: "layers", Usage: "synthetic model: transformer blocks", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "vocab", Usage: "synthetic model: vocabulary size", DefaultText: "the preset's"},
@@ -105,15 +106,22 @@ func benchContext(c *cli.Context) error {
 		}
 	}
 	var results []contextResult
+	bar := progress.New(barFile(c), int64(len(ctxs)*len(modes)), progress.Options{Unit: "runs"})
 	for _, n := range ctxs {
 		for _, mode := range modes {
 			opt := base
 			opt.CtxSize, opt.Offload = n, mode
+			run := fmt.Sprintf("ctx %d, offload %s", n, mode)
+			bar.Describe(run)
+			opt.Progress = func(p engine.Progress) { bar.Describe(run + ": " + workText(p)) }
 			r := runContext(path, opt, c.Int("prefill"), c.Int("decode"))
-			fmt.Fprintf(c.App.ErrWriter, "ctx %d, offload %s: %s\n", n, mode, r.summary())
+			bar.Clear()
+			fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", run, r.summary())
 			results = append(results, r)
+			bar.Set(int64(len(results)))
 		}
 	}
+	bar.Finish()
 	md := contextMarkdown(results)
 	fmt.Fprint(c.App.Writer, md)
 	if p := c.String("md"); p != "" {
@@ -141,7 +149,8 @@ func benchModelPath(c *cli.Context) (string, func(), error) {
 	case c.String("model") != "" && c.String("synth") != "":
 		return "", none, fmt.Errorf("pass -m or --synth, not both")
 	case c.String("model") != "":
-		return c.String("model"), none, nil
+		p, err := modelPath(c, c.String("model"))
+		return p, none, err
 	case c.String("synth") == "":
 		return "", none, fmt.Errorf("no model: pass -m MODEL or --synth PRESET")
 	}

@@ -80,12 +80,16 @@ func benchServe(c *cli.Context) error {
 	if p <= 0 || t <= 0 || reqs <= 0 || k < 0 || k >= p {
 		return fmt.Errorf("--prompt-tokens, --max-tokens and --requests must be positive, and --shared-prefix below --prompt-tokens")
 	}
-	m, err := loadModel(c)
+	path, err := modelPath(c, c.String("model"))
+	if err != nil {
+		return err
+	}
+	m, err := loadModel(c, path, false)
 	if err != nil {
 		return err
 	}
 	s := server.New(server.Options{
-		ModelPath: c.String("model"), MaxQueue: slices.Max(clients), Timeout: 24 * time.Hour,
+		ModelPath: path, MaxQueue: slices.Max(clients), Timeout: 24 * time.Hour,
 		NoPrefixReuse: c.Bool("no-prefix-cache"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err := s.SetModel(m); err != nil {

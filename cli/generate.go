@@ -24,7 +24,7 @@ import (
 // modelFlags are the flags of every command that loads a model.
 func modelFlags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file", Required: true},
+		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file, or OWNER/REPO:QUANT on Hugging Face (pulled on first use, see headinfer pull)", Required: true},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens (0 = the model's training context, at most 4096)"},
 		&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
 		&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
@@ -47,13 +47,28 @@ func modelOptions(c *cli.Context) (engine.Options, error) {
 	return opt, offloadOptions(c, &opt)
 }
 
-// loadModel loads the model named by the model flags.
-func loadModel(c *cli.Context) (*engine.Model, error) {
+// loadModel loads the model file at path (see modelPath) with the model
+// flags, with a progress bar on a terminal for the weight upload and,
+// when prefillBars is set, for prefills of more than one chunk.
+func loadModel(c *cli.Context, path string, prefillBars bool) (*engine.Model, error) {
 	opt, err := modelOptions(c)
 	if err != nil {
 		return nil, err
 	}
-	return engine.Load(c.String("model"), opt)
+	return loadWithBars(c, path, opt, prefillBars)
+}
+
+// loadWithBars loads path with opt and the progress bars of loadModel.
+func loadWithBars(c *cli.Context, path string, opt engine.Options, prefillBars bool) (*engine.Model, error) {
+	bars := &engineBars{f: barFile(c), prefill: prefillBars}
+	opt.Progress = bars.report
+	m, err := engine.Load(path, opt)
+	if err != nil {
+		bars.stop()
+		return nil, err
+	}
+	bars.done()
+	return m, nil
 }
 
 func samplingFlags() []cli.Flag {
@@ -88,12 +103,14 @@ func generateCommand() *cli.Command {
 	flags = append(flags,
 		&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt text"},
 		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the prompt from this file"},
+		&cli.BoolFlag{Name: "no-special", Usage: "read control tokens written in the prompt (\"</s>\", \"<|eot_id|>\") as plain text"},
 		&cli.IntFlag{Name: "n", Value: 128, Usage: "tokens to generate at most"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object (ids, text, timings, memory) instead of streaming text"},
 		&cli.StringFlag{Name: "logits-out", Usage: "write the logits before every generated token to this file (float32 little-endian, tokens × vocab)"},
 		&cli.StringFlag{Name: "prompt-cache", Usage: "KV snapshot `FILE`: when it holds a prefix of this prompt for this model, load it and prefill only the rest; afterwards save the prompt's KV there"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the memory plan and KV traffic to stderr"},
 	)
+	flags = append(flags, windowFlags()...)
 	return &cli.Command{
 		Name:      "generate",
 		Usage:     "generate text from a prompt",
@@ -151,7 +168,16 @@ func generate(c *cli.Context) error {
 	if err := params.Validate(); err != nil {
 		return err
 	}
-	m, err := loadModel(c)
+	return withWindow(c, "generate", false, func(lv liveView) error { return generateText(c, lv, prompt, params) })
+}
+
+// generateText loads the model and generates, showing the run in lv.
+func generateText(c *cli.Context, lv liveView, prompt string, params sample.Params) error {
+	path, err := modelPath(c, c.String("model"))
+	if err != nil {
+		return err
+	}
+	m, err := lv.loadModel(c, path, true)
 	if err != nil {
 		return err
 	}
@@ -165,7 +191,12 @@ func generate(c *cli.Context) error {
 	}
 	defer se.Close()
 
-	ids := m.Tokenizer.Encode(prompt, true)
+	// The operator writes the prompt, so control tokens in it are meant,
+	// unlike in text that comes from a server request.
+	ids := m.Tokenizer.EncodeSpecial(prompt, true)
+	if c.Bool("no-special") {
+		ids = m.Tokenizer.Encode(prompt, true)
+	}
 	if len(ids)+1 > se.CtxSize() {
 		return fmt.Errorf("the prompt is %d tokens, the context holds %d: pass a larger --ctx-size or a shorter prompt", len(ids), se.CtxSize())
 	}
@@ -198,7 +229,7 @@ func generate(c *cli.Context) error {
 	cache := promptCache{path: c.String("prompt-cache"), log: c.App.ErrWriter}
 	cached := cache.load(m, se, ids)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(lv.ctx, os.Interrupt)
 	defer stop()
 	dec := tokenizer.NewDecoder(m.Tokenizer)
 	for _, id := range ids {
@@ -212,6 +243,7 @@ func generate(c *cli.Context) error {
 		out = append(out, id)
 		s := dec.Add(id)
 		text.WriteString(s)
+		lv.text(s)
 		if !asJSON {
 			w.WriteString(s)
 			w.Flush()
@@ -220,6 +252,10 @@ func generate(c *cli.Context) error {
 	})
 	tail := dec.Flush()
 	text.WriteString(tail)
+	lv.text(tail)
+	if err != nil && errors.Is(err, context.Canceled) && lv.ctx.Err() != nil {
+		err, finish = nil, engine.FinishStop // the window was closed: a clean end
+	}
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,12 @@ type Options struct {
 	KVType     string // KV cache element type: "f16" (default) or "f32"
 	Validation bool   // run under the Khronos validation layer
 	Log        func(string)
+	// Progress, when set, hears how long work advances: the weight
+	// upload of Load and the chunks of a prefill of more than one. It is
+	// called on the working goroutine and must return quickly.
+	Progress func(Progress)
+	// Monitor, when set, receives the sessions' events (see Monitor).
+	Monitor *Monitor
 
 	// GPUMem is the device-local memory budget in bytes for weights,
 	// activations and KV (0 = what the device reports, less a margin).
@@ -37,6 +43,20 @@ type Options struct {
 	// two passes even where they could be fused (tests).
 	separate bool
 }
+
+// Progress reports long work (Options.Progress).
+type Progress struct {
+	Work        string // ProgressLoad (Done, Total: weight bytes) or ProgressPrefill (prompt tokens)
+	Done, Total int64
+	// Chunk and Chunks are, for a prefill, the chunks done and in all.
+	Chunk, Chunks int
+}
+
+// The kinds of work Progress reports.
+const (
+	ProgressLoad    = "load"
+	ProgressPrefill = "prefill"
+)
 
 // Model is a loaded model: its configuration, tokenizer and weights on a
 // device, and the kernels that run it.
@@ -121,6 +141,10 @@ func Load(path string, opt Options) (m *Model, err error) {
 		return nil, err
 	}
 	m.loaded = &loader{f: f, d: m.dev}
+	if report := opt.Progress; report != nil {
+		total := int64(weightBytes(f))
+		m.loaded.progress = func(done uint64) { report(Progress{Work: ProgressLoad, Done: int64(done), Total: total}) }
+	}
 	if m.w, err = loadLlama(m.loaded, c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -37,6 +37,9 @@ type state struct {
 	bufs  []*vk.Buffer
 	progs map[stepShape]*offload.Program
 	clock *offload.Clock
+	// deadline bounds the wait for each step (zero: the device's
+	// default); the session sets it from its caller's context.
+	deadline time.Time
 
 	// Totals over the steps run so far.
 	h2d, d2h    uint64
@@ -160,7 +163,7 @@ func (s *state) run(ids []int32, start int, withLogits bool) error {
 		}
 		s.progs[shape] = p
 	}
-	st, err := p.Run(s.clock)
+	st, err := p.RunUntil(s.clock, s.deadline)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,10 @@ type completionRequest struct {
 	BestOf   *int            `json:"best_of"`
 	Logprobs *int            `json:"logprobs"`
 	Suffix   *string         `json:"suffix"`
+	// ParseSpecial (an extension) reads control tokens written in a text
+	// prompt ("</s>", "<|eot_id|>") as those tokens; by default they are
+	// plain text.
+	ParseSpecial bool `json:"parse_special"`
 }
 
 // chatRequest is the body of POST /v1/chat/completions.

@@ -20,11 +20,10 @@ type outcome struct {
 // text to emit as it becomes final: valid UTF-8, with stop strings and
 // what follows them removed. It stops within one decode step when ctx ends
 // (returning ctx's cause) or emit fails (returning errClientGone).
-// admitted is when the request joined the queue, for the metrics.
-func (s *Server) generate(ctx context.Context, l *loaded, j *job, admitted time.Time, emit func(string) error) (outcome, error) {
+func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(string) error) (outcome, error) {
 	s.metrics.sequencesRunning.Inc()
 	defer s.metrics.sequencesRunning.Dec()
-	last := admitted
+	last := j.admitted
 	se := l.se
 	o := outcome{cached: l.prefix.prepare(se, j.prompt)}
 	s.metrics.prefixReuse(o.cached)
@@ -51,7 +50,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, admitted time.
 		o.completion++
 		now := time.Now()
 		if o.completion == 1 {
-			s.metrics.timeToFirstToken.Observe(now.Sub(admitted).Seconds())
+			s.metrics.timeToFirstToken.Observe(now.Sub(j.admitted).Seconds())
 		} else {
 			s.metrics.timePerToken.Observe(now.Sub(last).Seconds())
 			s.metrics.batchSize.Set(1) // one sequence per decode step

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"time"
+
+	"headinfer/engine"
 )
 
 // routes registers the API. Go 1.22 patterns route by method; anything
@@ -38,8 +40,17 @@ func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {
 }
 
 // health answers 503 {"status":"loading"} until the model is loaded, then
-// 200 {"status":"ok"}.
+// 200 {"status":"ok"}; after a device failure, 503 {"status":"failed" or
+// "reloading", "reason": the error}.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if f := s.failed.Load(); f != nil {
+		status := "failed"
+		if f.reloading {
+			status = "reloading"
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status, "reason": f.err.Error()})
+		return
+	}
 	if !s.Ready() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "loading"})
 		return
@@ -86,11 +97,20 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 // serveJob decodes a request body of type R, checks the model it names,
 // turns it into a job with newJob and runs that.
 func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string, newJob func(*loaded, *R) (*job, *apiError)) {
+	if f := s.failed.Load(); f != nil {
+		writeError(w, unavailable(f))
+		return
+	}
 	l := s.model.Load()
 	if l == nil {
 		writeError(w, loading())
 		return
 	}
+	if !s.admit.enter() {
+		writeError(w, busy(s.admit.size()))
+		return
+	}
+	defer s.admit.leave()
 	var req R
 	if e := decodeJSON(w, r, s.opt.MaxBodyBytes, &req); e != nil {
 		writeError(w, e)
@@ -115,20 +135,42 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	info.promptTokens = len(j.prompt)
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
 	defer cancel()
-	admitted := time.Now()
+	j.admitted = time.Now()
 	if !s.acquire(ctx, w, info) {
 		return
 	}
-	defer s.queue.release()
-	s.metrics.queueWait.Observe(time.Since(admitted).Seconds())
-	defer func() { s.metrics.requestDuration.Observe(time.Since(admitted).Seconds()) }()
+	afterRelease := func() {}
+	defer func() {
+		s.queue.release()
+		afterRelease()
+	}()
+	s.metrics.queueWait.Observe(time.Since(j.admitted).Seconds())
+	defer func() { s.metrics.requestDuration.Observe(time.Since(j.admitted).Seconds()) }()
+	if f := s.failed.Load(); f != nil {
+		// The device failed while this request waited.
+		writeError(w, unavailable(f))
+		return
+	}
+	if cur := s.model.Load(); cur != l {
+		if cur == nil {
+			writeError(w, loading())
+			return
+		}
+		l = cur // reloaded from the same file while this request waited
+	}
+	defer func() {
+		// Also when the request ended for another reason first.
+		if err := l.se.Failed(); err != nil {
+			afterRelease = s.deviceFailed(l, err)
+		}
+	}()
 	a := answer{id: info.id, created: time.Now().Unix(), model: s.name, chat: j.chat}
 	if j.stream {
-		s.stream(ctx, w, info, l, j, a, admitted)
+		s.stream(ctx, w, info, l, j, a)
 		return
 	}
 	var text []byte
-	o, err := s.generate(ctx, l, j, admitted, func(s string) error {
+	o, err := s.gen(ctx, l, j, func(s string) error {
 		text = append(text, s...)
 		return nil
 	})
@@ -158,7 +200,7 @@ func (s *Server) acquire(ctx context.Context, w http.ResponseWriter, info *reqIn
 }
 
 // stream answers j as server-sent events, one per piece of text.
-func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInfo, l *loaded, j *job, a answer, admitted time.Time) {
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInfo, l *loaded, j *job, a answer) {
 	sw := newSSE(w, s.opt.WriteTimeout)
 	defer sw.end()
 	if err := sw.start(); err != nil {
@@ -171,7 +213,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 			return
 		}
 	}
-	o, err := s.generate(ctx, l, j, admitted, func(text string) error { return sw.send(a.chunk(text, nil)) })
+	o, err := s.gen(ctx, l, j, func(text string) error { return sw.send(a.chunk(text, nil)) })
 	info.completionTokens = o.completion
 	if err != nil {
 		if e := s.errorFor(info, err); e != nil {
@@ -208,6 +250,9 @@ func (s *Server) fail(w http.ResponseWriter, info *reqInfo, err error) {
 func (s *Server) errorFor(info *reqInfo, err error) *apiError {
 	if e := contextError(err); e != nil {
 		return e
+	}
+	if errors.Is(err, engine.ErrDeviceFailed) {
+		return deviceFailed(err)
 	}
 	if errors.Is(err, errClientGone) || errors.Is(err, context.Canceled) {
 		return nil

@@ -26,6 +26,8 @@ type metrics struct {
 	generatedTokens prometheus.Counter
 	lastPrefillRate prometheus.Gauge
 	lastDecodeRate  prometheus.Gauge
+	deviceFailed    prometheus.Gauge
+	reloads         prometheus.Counter
 
 	timeToFirstToken   prometheus.Histogram
 	timePerToken       prometheus.Histogram
@@ -58,10 +60,12 @@ func newMetrics(state queueState) *metrics {
 		_, r, _ := state()
 		return b2f(r)
 	})
-	f.gaugeFunc("headinfer_model_ready", "1 once the model is loaded.", func() float64 {
+	f.gaugeFunc("headinfer_model_ready", "1 once the model is loaded, while its device works.", func() float64 {
 		_, _, ready := state()
 		return b2f(ready)
 	})
+	m.deviceFailed = f.gauge("headinfer_device_failed", "1 while the model's device has failed (requests are answered 503).")
+	m.reloads = f.counter("headinfer_model_reloads_total", "Models loaded again after a device failure.")
 	m.lastPrefillRate = f.gauge("headinfer_last_prefill_tokens_per_second", "Prefill speed of the last request.")
 	m.lastDecodeRate = f.gauge("headinfer_last_decode_tokens_per_second", "Decode speed of the last request.")
 
@@ -135,6 +139,12 @@ func perSecond(n int, d time.Duration) float64 {
 	}
 	return float64(n) / d.Seconds()
 }
+
+// setDeviceFailed sets the gauge of a failed device.
+func (m *metrics) setDeviceFailed(failed bool) { m.deviceFailed.Set(b2f(failed)) }
+
+// reloaded counts a model loaded again after a device failure.
+func (m *metrics) reloaded() { m.reloads.Inc() }
 
 func b2f(b bool) float64 {
 	if b {

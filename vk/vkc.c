@@ -235,16 +235,23 @@ VkResult hi_instance_create(uint32_t api, int validation, int sync_validation, i
 #define HI_LOAD_INSTANCE(name) in->name = (PFN_vk##name)gipa(in->inst, "vk" #name);
 	HI_INSTANCE_FUNCS(HI_LOAD_INSTANCE)
 #undef HI_LOAD_INSTANCE
+	*out = in;
 	if (in->msgs) {
+		// Without the messenger, validation would run and its messages go
+		// nowhere: tests relying on them would pass with nothing collected.
 		PFN_vkCreateDebugUtilsMessengerEXT create =
 			(PFN_vkCreateDebugUtilsMessengerEXT)gipa(in->inst, "vkCreateDebugUtilsMessengerEXT");
 		in->DestroyDebugUtilsMessengerEXT =
 			(PFN_vkDestroyDebugUtilsMessengerEXT)gipa(in->inst, "vkDestroyDebugUtilsMessengerEXT");
 		mci.pNext = NULL;
-		if (create && in->DestroyDebugUtilsMessengerEXT)
-			create(in->inst, &mci, NULL, &in->messenger);
+		if (!create || !in->DestroyDebugUtilsMessengerEXT)
+			return HI_NO_MESSENGER;
+		r = create(in->inst, &mci, NULL, &in->messenger);
+		if (r != VK_SUCCESS) {
+			in->messenger = VK_NULL_HANDLE;
+			return r;
+		}
 	}
-	*out = in;
 	return VK_SUCCESS;
 }
 

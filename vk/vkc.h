@@ -191,6 +191,11 @@ int hi_load(char *err, size_t errlen);
 uint32_t hi_instance_version(void);
 int hi_layer_present(const char *layer);
 int hi_instance_ext_present(const char *layer, const char *ext);
+// hi_instance_create returns HI_NO_MESSENGER, or the error of
+// vkCreateDebugUtilsMessengerEXT, when validation with debug utils was
+// asked for and the messenger could not be made; *out is then set and must
+// be destroyed.
+#define HI_NO_MESSENGER ((VkResult)-1000999000)
 VkResult hi_instance_create(uint32_t api, int validation, int sync_validation, int debug_utils, int portability, hi_instance **out);
 void hi_instance_destroy(hi_instance *in);
 char *hi_messages_drain(hi_instance *in);

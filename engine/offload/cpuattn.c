@@ -20,7 +20,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(HI_CPUATTN_PORTABLE) // the define checks the build without vector code
 #include <immintrin.h>
 #define HI_X86 1
 #endif
@@ -63,8 +63,9 @@ typedef struct {
 	void (*tile)(float *dst, const uint16_t *src, int n);
 	// scores writes S[r*CH+c] = qs[r]·k[c] for c < nc.
 	void (*scores)(const float *qs, const float *k, int nc, int R, int hd, float *S);
-	// probs overwrites S[0..n) with exp(S[c] - mx) and returns their sum.
-	float (*probs)(float *S, int n, float mx);
+	// probs raises the running max *m to the max of S[0..n), overwrites
+	// S[0..n) with exp(S[c] - *m) and returns their sum.
+	float (*probs)(float *S, int n, float *m);
 	// pv sets O[r] = O[r]*alpha[r] + Σ_c P[r*CH+c]·v[c] for c < nc, O[r] at out + r*(hd+4).
 	void (*pv)(const float *P, const float *alpha, const float *v, int nc, int R, int hd, float *out);
 } ops;
@@ -89,7 +90,12 @@ static void scores_c(const float *qs, const float *k, int nc, int R, int hd, flo
 	}
 }
 
-static float probs_c(float *S, int n, float mx) {
+static float probs_c(float *S, int n, float *m) {
+	float mx = *m;
+	for (int c = 0; c < n; c++) {
+		mx = S[c] > mx ? S[c] : mx;
+	}
+	*m = mx;
 	float sum = 0;
 	for (int c = 0; c < n; c++) {
 		S[c] = expf(S[c] - mx);
@@ -118,190 +124,158 @@ static void pv_c(const float *P, const float *alpha, const float *v, int nc, int
 static const ops ops_c = {tile_c, scores_c, probs_c, pv_c};
 
 #ifdef HI_X86
-#define AVX __attribute__((target("avx2,fma,f16c")))
-
 int hi_cpuattn_simd(void) {
 	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-
-AVX static void tile_avx(float *dst, const uint16_t *src, int n) {
-	for (int i = 0; i < n; i += 8) {
-		_mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c")) {
+		return 0;
 	}
+	return __builtin_cpu_supports("avx512f") ? 2 : 1;
 }
 
-AVX static inline float hsum(__m256 a) {
+// AVX2 + FMA + F16C: 8 lanes.
+#define FN(name) name##_avx2
+#define TGT __attribute__((target("avx2,fma,f16c")))
+#define V __m256
+#define W 8
+#define VLOAD _mm256_loadu_ps
+#define VSTORE _mm256_storeu_ps
+#define VSET1 _mm256_set1_ps
+#define VZERO _mm256_setzero_ps
+#define VADD _mm256_add_ps
+#define VSUB _mm256_sub_ps
+#define VMUL _mm256_mul_ps
+#define VMAX _mm256_max_ps
+#define VFMA _mm256_fmadd_ps
+#define VCVTPH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define VMIN _mm256_min_ps
+#define VFNMADD _mm256_fnmadd_ps
+#define VROUND(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VLDEXP ldexp_avx2
+#define HSUM hsum_avx2
+#define HMAX hmax_avx2
+#define HSUM4(a, b, c, d, out) _mm_storeu_ps(out, hsum4_avx2(a, b, c, d))
+
+TGT static inline float hsum_avx2(__m256 a) {
 	__m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
 	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
 	s = _mm_add_ss(s, _mm_movehdup_ps(s));
 	return _mm_cvtss_f32(s);
 }
 
-// hsum4 returns the four horizontal sums of a0..a3 in one vector.
-AVX static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+TGT static inline float hmax_avx2(__m256 a) {
+	__m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+	s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_max_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+// hsum4_avx2 returns the four horizontal sums of a0..a3 in one vector.
+TGT static inline __m128 hsum4_avx2(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
 	__m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
 	return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-// Scores two query rows at a time against four K rows, so that eight
-// independent FMA chains hide the FMA latency and each K load serves two
-// rows.
-AVX static void scores_avx(const float *qs, const float *k, int nc, int R, int hd, float *S) {
-	const int nc4 = nc & ~3;
-	int r = 0;
-	for (; r + 2 <= R; r += 2) {
-		const float *q0 = qs + (size_t)r * hd, *q1 = q0 + hd;
-		for (int c = 0; c < nc4; c += 4) {
-			const float *k0 = k + (size_t)c * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
-			__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-			for (int d = 0; d < hd; d += 8) {
-				const __m256 x0 = _mm256_loadu_ps(q0 + d), x1 = _mm256_loadu_ps(q1 + d);
-				const __m256 y0 = _mm256_loadu_ps(k0 + d), y1 = _mm256_loadu_ps(k1 + d);
-				const __m256 y2 = _mm256_loadu_ps(k2 + d), y3 = _mm256_loadu_ps(k3 + d);
-				a0 = _mm256_fmadd_ps(x0, y0, a0);
-				a1 = _mm256_fmadd_ps(x0, y1, a1);
-				a2 = _mm256_fmadd_ps(x0, y2, a2);
-				a3 = _mm256_fmadd_ps(x0, y3, a3);
-				b0 = _mm256_fmadd_ps(x1, y0, b0);
-				b1 = _mm256_fmadd_ps(x1, y1, b1);
-				b2 = _mm256_fmadd_ps(x1, y2, b2);
-				b3 = _mm256_fmadd_ps(x1, y3, b3);
-			}
-			_mm_storeu_ps(S + r * CH + c, hsum4(a0, a1, a2, a3));
-			_mm_storeu_ps(S + (r + 1) * CH + c, hsum4(b0, b1, b2, b3));
-		}
-	}
-	for (; r < R; r++) {
-		const float *q0 = qs + (size_t)r * hd;
-		for (int c = 0; c < nc4; c += 4) {
-			const float *k0 = k + (size_t)c * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
-			__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-			for (int d = 0; d < hd; d += 8) {
-				const __m256 x0 = _mm256_loadu_ps(q0 + d);
-				a0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k0 + d), a0);
-				a1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k1 + d), a1);
-				a2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k2 + d), a2);
-				a3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k3 + d), a3);
-			}
-			_mm_storeu_ps(S + r * CH + c, hsum4(a0, a1, a2, a3));
-		}
-	}
-	for (r = 0; r < R; r++) {
-		const float *q0 = qs + (size_t)r * hd;
-		for (int c = nc4; c < nc; c++) {
-			const float *k0 = k + (size_t)c * hd;
-			__m256 a0 = _mm256_setzero_ps();
-			for (int d = 0; d < hd; d += 8) {
-				a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), _mm256_loadu_ps(k0 + d), a0);
-			}
-			S[r * CH + c] = hsum(a0);
-		}
-	}
-}
-
-// exp8 is e^x to about 2 ulp for x in [-87.3, 88.3] (clamped outside):
-// x = n·ln2 + f with |f| ≤ ln2/2, e^f by a degree-7 polynomial (the
-// Cephes expf coefficients), 2^n through the exponent bits.
-AVX static inline __m256 exp8(__m256 x) {
-	x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-	const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-	                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-	x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-	x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
-	__m256 y = _mm256_set1_ps(1.9875691500e-4f);
-	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-	y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+// ldexp_avx2 is y·2^n for integral n in [-126, 127], through the exponent bits.
+TGT static inline __m256 ldexp_avx2(__m256 y, __m256 n) {
 	const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
 	return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-AVX static float probs_avx(float *S, int n, float mx) {
-	const __m256 m = _mm256_set1_ps(mx);
-	__m256 sum = _mm256_setzero_ps();
-	int c = 0;
-	for (; c + 8 <= n; c += 8) {
-		const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(S + c), m));
-		_mm256_storeu_ps(S + c, p);
-		sum = _mm256_add_ps(sum, p);
-	}
-	float s = hsum(sum);
-	if (c < n) {
-		// The S row has CH ≥ c+8 slots; lanes past n are computed and dropped.
-		float tmp[8];
-		_mm256_storeu_ps(tmp, exp8(_mm256_sub_ps(_mm256_loadu_ps(S + c), m)));
-		for (int i = 0; c + i < n; i++) {
-			S[c + i] = tmp[i];
-			s += tmp[i];
-		}
-	}
-	return s;
+#include "cpuattn_simd.h"
+static const ops ops_avx2 = {tile_avx2, scores_avx2, probs_avx2, pv_avx2};
+
+#undef FN
+#undef TGT
+#undef V
+#undef W
+#undef VLOAD
+#undef VSTORE
+#undef VSET1
+#undef VZERO
+#undef VADD
+#undef VSUB
+#undef VMUL
+#undef VMAX
+#undef VFMA
+#undef VCVTPH
+#undef VMIN
+#undef VFNMADD
+#undef VROUND
+#undef VLDEXP
+#undef HSUM
+#undef HMAX
+#undef HSUM4
+
+// AVX-512F: 16 lanes, twice the work per instruction where the core
+// executes 512-bit operations at full width.
+#define FN(name) name##_avx512
+#define TGT __attribute__((target("avx512f,avx2,fma,f16c")))
+#define V __m512
+#define W 16
+#define WIDE_REGS // 32 vector registers: wider register blocking
+#define VLOAD _mm512_loadu_ps
+#define VSTORE _mm512_storeu_ps
+#define VSET1 _mm512_set1_ps
+#define VZERO _mm512_setzero_ps
+#define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VMUL _mm512_mul_ps
+#define VMAX _mm512_max_ps
+#define VFMA _mm512_fmadd_ps
+#define VCVTPH(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define VMIN _mm512_min_ps
+#define VFNMADD _mm512_fnmadd_ps
+#define VROUND(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VLDEXP _mm512_scalef_ps
+#define HSUM _mm512_reduce_add_ps
+#define HMAX _mm512_reduce_max_ps
+#define HSUM4(a, b, c, d, out) _mm_storeu_ps(out, hsum4_avx2(half512(a), half512(b), half512(c), half512(d)))
+
+// half512 adds the two 256-bit halves of a.
+TGT static inline __m256 half512(__m512 a) {
+	return _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
 }
 
-// Adds P·V with 64 output columns of a query row in registers over the
-// whole chunk, so that each V element is loaded once per row and the
-// output is read and written once per chunk.
-AVX static void pv_avx(const float *P, const float *alpha, const float *v, int nc, int R, int hd, float *out) {
-	for (int r = 0; r < R; r++) {
-		float *o = out + (size_t)r * (hd + 4);
-		const float *p = P + r * CH;
-		const __m256 a = _mm256_set1_ps(alpha[r]);
-		int d0 = 0;
-		for (; d0 + 64 <= hd; d0 += 64) {
-			__m256 o0 = _mm256_mul_ps(a, _mm256_loadu_ps(o + d0)), o1 = _mm256_mul_ps(a, _mm256_loadu_ps(o + d0 + 8));
-			__m256 o2 = _mm256_mul_ps(a, _mm256_loadu_ps(o + d0 + 16)), o3 = _mm256_mul_ps(a, _mm256_loadu_ps(o + d0 + 24));
-			__m256 o4 = _mm256_mul_ps(a, _mm256_loadu_ps(o + d0 + 32)), o5 = _mm256_mul_ps(a, _mm256_loadu_ps(o + d0 + 40));
-			__m256 o6 = _mm256_mul_ps(a, _mm256_loadu_ps(o + d0 + 48)), o7 = _mm256_mul_ps(a, _mm256_loadu_ps(o + d0 + 56));
-			for (int c = 0; c < nc; c++) {
-				const __m256 b = _mm256_broadcast_ss(p + c);
-				const float *vc = v + (size_t)c * hd + d0;
-				o0 = _mm256_fmadd_ps(b, _mm256_loadu_ps(vc), o0);
-				o1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(vc + 8), o1);
-				o2 = _mm256_fmadd_ps(b, _mm256_loadu_ps(vc + 16), o2);
-				o3 = _mm256_fmadd_ps(b, _mm256_loadu_ps(vc + 24), o3);
-				o4 = _mm256_fmadd_ps(b, _mm256_loadu_ps(vc + 32), o4);
-				o5 = _mm256_fmadd_ps(b, _mm256_loadu_ps(vc + 40), o5);
-				o6 = _mm256_fmadd_ps(b, _mm256_loadu_ps(vc + 48), o6);
-				o7 = _mm256_fmadd_ps(b, _mm256_loadu_ps(vc + 56), o7);
-			}
-			_mm256_storeu_ps(o + d0, o0);
-			_mm256_storeu_ps(o + d0 + 8, o1);
-			_mm256_storeu_ps(o + d0 + 16, o2);
-			_mm256_storeu_ps(o + d0 + 24, o3);
-			_mm256_storeu_ps(o + d0 + 32, o4);
-			_mm256_storeu_ps(o + d0 + 40, o5);
-			_mm256_storeu_ps(o + d0 + 48, o6);
-			_mm256_storeu_ps(o + d0 + 56, o7);
-		}
-		for (; d0 < hd; d0 += 8) {
-			__m256 o0 = _mm256_mul_ps(a, _mm256_loadu_ps(o + d0));
-			for (int c = 0; c < nc; c++) {
-				o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + c), _mm256_loadu_ps(v + (size_t)c * hd + d0), o0);
-			}
-			_mm256_storeu_ps(o + d0, o0);
-		}
-	}
-}
-
-static const ops ops_avx = {tile_avx, scores_avx, probs_avx, pv_avx};
+#include "cpuattn_simd.h"
+static const ops ops_avx512 = {tile_avx512, scores_avx512, probs_avx512, pv_avx512};
+#undef WIDE_REGS
 #else
 int hi_cpuattn_simd(void) { return 0; }
 #endif
+
+// Chunks ahead of the current one whose rows are prefetched. The block
+// alternates between converting a chunk (loads) and computing on it (no
+// loads); asking for later chunks' lines keeps memory busy during the
+// arithmetic, which the hardware prefetchers do not fully do.
+#define PF_AHEAD 2 // prefetched into L2 and L3 (locality 1), L1 holds the tile
+
+// prefetch_chunk asks for the cache lines of K and V rows [c0, c0+CH),
+// clipped to rows.
+static inline void prefetch_chunk(const void *k, const void *v, size_t row_bytes, int c0, int rows) {
+	if (c0 >= rows) {
+		return;
+	}
+	const int n = rows - c0 < CH ? rows - c0 : CH;
+	const char *kp = (const char *)k + (size_t)c0 * row_bytes, *vp = (const char *)v + (size_t)c0 * row_bytes;
+	for (size_t off = 0; off < (size_t)n * row_bytes; off += 64) {
+		__builtin_prefetch(kp + off, 0, 1);
+		__builtin_prefetch(vp + off, 0, 1);
+	}
+}
 
 void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
                       const void *k, const void *v, int64_t first, int rows,
                       float *scratch, float *out) {
 	const ops *op = &ops_c;
 #ifdef HI_X86
-	if (s.simd) {
-		op = &ops_avx;
+	if (s.simd == 1) {
+		op = &ops_avx2;
+	} else if (s.simd == 2) {
+		op = &ops_avx512;
 	}
 #endif
 	const int hd = s.hd, G = s.group, R = s.group * s.ntok, E = hd + 4;
+	const size_t row_bytes = (size_t)hd * (s.kv_f16 ? 2 : 4);
 	float *qs = scratch;
 	float *tile = qs + (size_t)R * hd;
 	float *S = tile + (size_t)CH * hd;
@@ -329,9 +303,13 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 		o[hd + 3] = 0;
 	}
 
+	for (int c = 0; c < PF_AHEAD; c++) {
+		prefetch_chunk(k, v, row_bytes, c * CH, maxlive);
+	}
 	for (int c0 = 0; c0 < maxlive; c0 += CH) {
 		const int nc = maxlive - c0 < CH ? maxlive - c0 : CH;
 		const float *kt, *vt;
+		prefetch_chunk(k, v, row_bytes, c0 + PF_AHEAD * CH, maxlive);
 		if (s.kv_f16) {
 			op->tile(tile, (const uint16_t *)k + (size_t)c0 * hd, nc * hd);
 			kt = tile;
@@ -351,10 +329,7 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 				continue;
 			}
 			float mx = o[hd];
-			for (int c = 0; c < nv; c++) {
-				mx = Sr[c] > mx ? Sr[c] : mx;
-			}
-			const float sum = op->probs(Sr, nv, mx);
+			const float sum = op->probs(Sr, nv, &mx);
 			memset(Sr + nv, 0, sizeof(float) * (nc - nv));
 			alpha[r] = expf(o[hd] - mx);
 			o[hd] = mx;

@@ -24,6 +24,14 @@ import (
 // cores: the same inputs give the same bits with any number of threads.
 const CPUBlockRows = 1024
 
+// cpuMaxRows bounds the query rows (tokens × group) per KV head of a call,
+// which size every task's partial and every thread's scratch.
+const cpuMaxRows = 1024
+
+// cpuMaxIndex bounds query heads and part indices, far beyond any model,
+// so that size arithmetic on them cannot overflow.
+const cpuMaxIndex = 1 << 20
+
 // CPUAttention computes decode attention partials on the CPU for KV heads
 // whose K and V rows live in host memory (the host KV store), so that
 // streamed heads need not cross the device link. Its output is the partial
@@ -34,14 +42,14 @@ const CPUBlockRows = 1024
 // head, run by a pool of threads; each task's partial is folded with the
 // head's others in row order. The arithmetic is C compiled with -O3, using
 // AVX2, FMA and F16C (f16 KV converted in the inner loop) when the CPU has
-// them and portable C otherwise.
+// them, AVX-512F where present (see CPUCode), and portable C otherwise.
 //
 // A CPUAttention serves one call at a time (calls from several goroutines
 // are serialised). It holds threads until Close.
 type CPUAttention struct {
 	mu      sync.Mutex
 	threads int
-	simd    bool
+	code    CPUCode         // the best code this CPU runs
 	start   []chan struct{} // one per pool goroutine; closed by Close
 	done    sync.WaitGroup
 	scratch [][]float32 // per thread (index 0: the caller)
@@ -79,7 +87,7 @@ type CPUAttnParams struct {
 	KV      gguf.Type // element type of K and V: F16 or F32
 	HeadDim int       // a multiple of 4, at most 256
 	Group   int       // query heads per KV head
-	NTokens int       // query tokens (1 for decode)
+	NTokens int       // query tokens (1 for decode); NTokens·Group ≤ 1024
 	QHeads  int       // query heads per Q row (a Q row holds QHeads·HeadDim floats)
 	QHead0  int       // query head served first by the first KV head (its group's first head)
 	KVStart int       // absolute position of row 0 of every head's K and V
@@ -88,8 +96,50 @@ type CPUAttnParams struct {
 	Scale   float32   // score scale, usually 1/sqrt(HeadDim)
 }
 
-// cpuSIMD reports whether this CPU runs the AVX2/FMA/F16C code.
-var cpuSIMD = C.hi_cpuattn_simd() != 0
+// CPUCode is an implementation of the CPU attention arithmetic.
+type CPUCode int
+
+// The implementations, each usable where the CPU has its instructions and
+// the head dimension is a multiple of its lanes; a call uses the best one
+// that qualifies.
+const (
+	CodePortable CPUCode = iota // portable C
+	CodeAVX2                    // AVX2 + FMA + F16C, 8 lanes
+	CodeAVX512                  // AVX-512F, 16 lanes
+)
+
+// String gives "portable", "avx2" or "avx512".
+func (c CPUCode) String() string {
+	switch c {
+	case CodeAVX2:
+		return "avx2"
+	case CodeAVX512:
+		return "avx512"
+	}
+	return "portable"
+}
+
+// lanes is the f32 lanes of the code's vectors.
+func (c CPUCode) lanes() int {
+	switch c {
+	case CodeAVX2:
+		return 8
+	case CodeAVX512:
+		return 16
+	}
+	return 1
+}
+
+// forHeadDim is the best code at most c that handles head dimension hd.
+func (c CPUCode) forHeadDim(hd int) CPUCode {
+	for c > CodePortable && hd%c.lanes() != 0 {
+		c--
+	}
+	return c
+}
+
+// cpuBest is the best code this CPU runs.
+var cpuBest = CPUCode(C.hi_cpuattn_simd())
 
 // NewCPUAttention starts a pool of threads workers (GOMAXPROCS when
 // threads ≤ 0), the calling goroutine counting as one.
@@ -97,7 +147,7 @@ func NewCPUAttention(threads int) *CPUAttention {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	a := &CPUAttention{threads: threads, simd: cpuSIMD}
+	a := &CPUAttention{threads: threads, code: cpuBest}
 	a.scratch = make([][]float32, threads)
 	a.start = make([]chan struct{}, threads-1)
 	for i := range a.start {
@@ -110,8 +160,8 @@ func NewCPUAttention(threads int) *CPUAttention {
 // Threads is the number of threads a call uses.
 func (a *CPUAttention) Threads() int { return a.threads }
 
-// SIMD reports whether the vector (AVX2/FMA/F16C) code runs on this CPU.
-func (a *CPUAttention) SIMD() bool { return a.simd }
+// Code is the implementation calls use for head dimension headDim.
+func (a *CPUAttention) Code(headDim int) CPUCode { return a.code.forHeadDim(headDim) }
 
 // Close stops the pool. Calls after Close return an error.
 func (a *CPUAttention) Close() {
@@ -176,13 +226,9 @@ func (a *CPUAttention) Partial(q []float32, positions []uint32, heads []CPUHeadK
 	if p.KV == gguf.F16 {
 		f16 = 1
 	}
-	simd := 0
-	if a.simd && hd%8 == 0 {
-		simd = 1
-	}
 	a.job = cpuJob{
 		shape: C.hi_cpuattn_shape{hd: C.int(hd), group: C.int(p.Group), ntok: C.int(p.NTokens),
-			qstride: C.int(p.QHeads * hd), kv_f16: C.int(f16), simd: C.int(simd), scale: C.float(p.Scale)},
+			qstride: C.int(p.QHeads * hd), kv_f16: C.int(f16), simd: C.int(a.code.forHeadDim(hd)), scale: C.float(p.Scale)},
 		q: q, pos: positions, heads: heads, rowB: hd * p.KV.BlockBytes(), qHead0: p.QHead0,
 		kvStart: int64(p.KVStart), rows: p.KVRows, nb: nb, entry: entry,
 	}
@@ -241,9 +287,12 @@ func (p CPUAttnParams) check(q []float32, positions []uint32, heads []CPUHeadKV,
 		return fmt.Errorf("cpu attention: group size %d is out of range 1..1024", p.Group)
 	case p.NTokens < 1 || p.KVRows < 1 || len(heads) < 1:
 		return fmt.Errorf("cpu attention: NTokens %d, KVRows %d and KV heads %d must all be positive", p.NTokens, p.KVRows, len(heads))
-	case p.QHeads < 1 || p.QHead0 < 0 || p.KVStart < 0 || p.Part < 0:
-		return fmt.Errorf("cpu attention: QHeads %d must be positive, QHead0 %d, KVStart %d and Part %d not negative",
-			p.QHeads, p.QHead0, p.KVStart, p.Part)
+	case p.NTokens > cpuMaxRows || p.NTokens*p.Group > cpuMaxRows:
+		return fmt.Errorf("cpu attention: %d tokens × group %d is more than the %d query rows per KV head it serves (it is for decode; prefill attention belongs on the device)",
+			p.NTokens, p.Group, cpuMaxRows)
+	case p.QHeads < 1 || p.QHeads > cpuMaxIndex || p.QHead0 < 0 || p.QHead0 > cpuMaxIndex || p.KVStart < 0 || p.Part < 0 || p.Part > cpuMaxIndex:
+		return fmt.Errorf("cpu attention: QHeads %d must be in 1..%d, QHead0 %d and Part %d in 0..%d, KVStart %d not negative",
+			p.QHeads, cpuMaxIndex, p.QHead0, p.Part, cpuMaxIndex, p.KVStart)
 	case p.QHead0+len(heads)*p.Group > p.QHeads:
 		return fmt.Errorf("cpu attention: query heads %d..%d exceed the %d heads of a Q row",
 			p.QHead0, p.QHead0+len(heads)*p.Group-1, p.QHeads)

@@ -17,11 +17,12 @@ typedef struct {
 	int ntok;     // query tokens
 	int qstride;  // floats from one token's Q row to the next's
 	int kv_f16;   // 1: K and V hold f16 elements, 0: f32
-	int simd;     // 1: use the AVX2/FMA/F16C code (hi_cpuattn_simd() must be 1)
+	int simd;     // code: 0 portable, 1 AVX2/FMA/F16C, 2 AVX-512F (at most hi_cpuattn_simd())
 	float scale;  // score scale
 } hi_cpuattn_shape;
 
-// hi_cpuattn_simd reports whether this CPU runs the AVX2/FMA/F16C code.
+// hi_cpuattn_simd is the best code this CPU runs: 0 portable, 1 AVX2 + FMA +
+// F16C (head dimensions multiple of 8), 2 AVX-512F (multiple of 16).
 int hi_cpuattn_simd(void);
 
 // hi_cpuattn_scratch_floats is the scratch one worker needs for a shape.

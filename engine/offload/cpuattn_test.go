@@ -250,14 +250,17 @@ func TestCPUAttentionMatchesReference(t *testing.T) {
 		tc{gguf.F32, 128, 16, 1, 2, 1100, 4}, // group beyond the device kernel's
 	)
 	for _, c := range cases {
-		for _, simd := range cpuPaths(a) {
-			name := fmt.Sprintf("%v/hd%d/g%d/kv%d/tok%d/rows%d/%s", c.kv, c.hd, c.group, c.nKV, c.nTok, c.rows, simdName(simd))
+		for code := cpuBest; code >= CodePortable; code-- {
+			if code.forHeadDim(c.hd) != code {
+				continue
+			}
+			name := fmt.Sprintf("%v/hd%d/g%d/kv%d/tok%d/rows%d/%v", c.kv, c.hd, c.group, c.nKV, c.nTok, c.rows, code)
 			t.Run(name, func(t *testing.T) {
 				p := newCPUProblem(r, c.kv, c.hd, c.group, c.nKV, c.nTok, c.rows, r.IntN(100), c.qScale)
 				// Two parts: write part 1 and check part 0 stays poisoned.
 				n := kernel.PartsBytes(c.nTok, c.nKV*c.group, c.hd, 2) / 4
 				parts := poisonedFloats(n)
-				a.simd = simd
+				a.code = code
 				if err := a.Partial(p.q, p.pos, p.heads(0, c.nKV, 0, c.rows), parts, p.params(0, 0, c.rows, 1)); err != nil {
 					t.Fatal(err)
 				}
@@ -270,7 +273,6 @@ func TestCPUAttentionMatchesReference(t *testing.T) {
 			})
 		}
 	}
-	a.simd = cpuSIMD
 }
 
 // A subset of positions [from, to) of a subset of the heads: the partial
@@ -348,6 +350,11 @@ func TestCPUAttentionRejectsBadInput(t *testing.T) {
 		{name: "head dim 512", edit: func(c *CPUAttnParams) { c.HeadDim = 512 }},
 		{name: "group 0", edit: func(c *CPUAttnParams) { c.Group = 0 }},
 		{name: "no rows", edit: func(c *CPUAttnParams) { c.KVRows = 0 }},
+		{name: "a prefill chunk", edit: func(c *CPUAttnParams) { c.NTokens = 512 }},
+		{name: "tokens that overflow", edit: func(c *CPUAttnParams) { c.NTokens = math.MaxInt / 2 }},
+		{name: "part that overflows", edit: func(c *CPUAttnParams) { c.Part = math.MaxInt / 2 }},
+		{name: "query heads that overflow", edit: func(c *CPUAttnParams) { c.QHeads = math.MaxInt / 2 }},
+		{name: "first query head that overflows", edit: func(c *CPUAttnParams) { c.QHead0 = math.MaxInt }},
 		{name: "no tokens", edit: func(c *CPUAttnParams) { c.NTokens = 0 }},
 		{name: "negative start", edit: func(c *CPUAttnParams) { c.KVStart = -1 }},
 		{name: "query heads beyond the row", edit: func(c *CPUAttnParams) { c.QHead0 = 1 }},
@@ -422,22 +429,6 @@ func TestFloatsOf(t *testing.T) {
 	}
 }
 
-// cpuPaths are the implementations every reference test runs: the vector
-// code where this CPU has it, and always the portable code.
-func cpuPaths(a *CPUAttention) []bool {
-	if cpuSIMD {
-		return []bool{true, false}
-	}
-	return []bool{false}
-}
-
-func simdName(simd bool) string {
-	if simd {
-		return "avx2"
-	}
-	return "portable"
-}
-
 func cpuNewRand(t testing.TB) *rand.Rand {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
@@ -450,4 +441,30 @@ func cpuF32Bytes(v []float32) []byte {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 	}
 	return b
+}
+
+// MeasureCPUAttention reports rates of the geometry it ran (no timing is
+// asserted: only that the figures are finite, positive and consistent).
+func TestMeasureCPUAttention(t *testing.T) {
+	for _, kv := range []gguf.Type{gguf.F16, gguf.F32} {
+		r, err := MeasureCPUAttention(kv, 128, 4, 2, 3000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%v: %+v", kv, r)
+		if !(r.KVBytesPerSec > 0) || math.IsInf(r.KVBytesPerSec, 0) || r.Threads < 1 || r.Code != cpuBest.forHeadDim(128) {
+			t.Fatalf("%v: implausible rate %+v", kv, r)
+		}
+		// flops per KV byte: 4·HD·group per position over 2·HD·elem bytes.
+		want := float64(2*4) / float64(kv.BlockBytes())
+		if got := r.FLOPPerSec / r.KVBytesPerSec; math.Abs(got-want) > 1e-9*want {
+			t.Fatalf("%v: %v flops per byte, want %v", kv, got, want)
+		}
+	}
+	if _, err := MeasureCPUAttention(gguf.F16, 128, 4, 0, 100, 0); err == nil {
+		t.Fatalf("no KV heads: no error")
+	}
+	if _, err := MeasureCPUAttention(gguf.Q4_0, 128, 4, 1, 100, 0); err == nil {
+		t.Fatalf("Q4_0 KV: no error")
+	}
 }
