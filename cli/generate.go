@@ -129,6 +129,7 @@ func generateCommand() *cli.Command {
 		&cli.IntFlag{Name: "n", Value: 128, Usage: "tokens to generate at most"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object (ids, text, timings, memory) instead of streaming text"},
 		&cli.StringFlag{Name: "logits-out", Usage: "write the logits before every generated token to this file (float32 little-endian, tokens × vocab)"},
+		&cli.StringFlag{Name: "prompt-cache", Usage: "KV snapshot `FILE`: when it holds a prefix of this prompt for this model, load it and prefill only the rest; afterwards save the prompt's KV there"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the memory plan and KV traffic to stderr"},
 	)
 	flags = append(flags, windowFlags()...)
@@ -153,6 +154,7 @@ type generateResult struct {
 
 type timings struct {
 	PrefillTokens int     `json:"prefill_tokens"`
+	CachedTokens  int     `json:"cached_tokens"` // prompt tokens whose KV came from --prompt-cache
 	PrefillMS     float64 `json:"prefill_ms"`
 	DecodeTokens  int     `json:"decode_tokens"`
 	DecodeMS      float64 `json:"decode_ms"`
@@ -254,6 +256,9 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 		}()
 	}
 
+	cache := promptCache{path: c.String("prompt-cache"), log: c.App.ErrWriter}
+	cached := cache.load(m, se, ids)
+
 	ctx, stop := signal.NotifyContext(lv.ctx, os.Interrupt)
 	defer stop()
 	dec := tokenizer.NewDecoder(m.Tokenizer)
@@ -264,7 +269,7 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 	var text strings.Builder
 	w := bufio.NewWriter(c.App.Writer)
 	asJSON := c.Bool("json")
-	finish, err := se.Generate(ctx, ids, gp, func(id int32) bool {
+	finish, err := se.Generate(ctx, ids[cached:], gp, func(id int32) bool {
 		out = append(out, id)
 		s := dec.Add(id)
 		text.WriteString(s)
@@ -284,6 +289,7 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 	if err != nil {
 		return err
 	}
+	cache.save(m, se, len(ids), cached)
 	st := se.Stats()
 	if asJSON {
 		enc := json.NewEncoder(c.App.Writer)
@@ -291,7 +297,7 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 		return enc.Encode(generateResult{
 			PromptIDs: ids, IDs: out, Text: text.String(), Finish: string(finish),
 			Timings: timings{
-				PrefillTokens: st.PrefillTokens, PrefillMS: ms(st.Prefill.Seconds()),
+				PrefillTokens: st.PrefillTokens, CachedTokens: cached, PrefillMS: ms(st.Prefill.Seconds()),
 				DecodeTokens: st.DecodeTokens, DecodeMS: ms(st.Decode.Seconds()),
 				H2DBytes: st.H2DBytes, D2HBytes: st.D2HBytes, CopyWaitMS: ms(st.CopyWait.Seconds()),
 				Dispatches: st.Dispatches, Submissions: st.Submissions, HostWaits: st.Steps,

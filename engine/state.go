@@ -68,6 +68,7 @@ type kvCache interface {
 	Store(c *vk.Commands, l int, k, v, pos vk.Range, n int) error
 	Attend(p *offload.Program, l int, st offload.Step) error
 	Write(l, h int, isV bool, row int, data []byte) error
+	Read(l, h int, isV bool, row int, out []byte) error
 	Streams() bool
 	DeviceBytes() uint64
 	HostBytes() uint64
