@@ -17,7 +17,7 @@ build: deps
 	go build -o headinfer .
 
 run: build
-	@test -f "$(MODEL)" || { echo "model $(MODEL) not found: pass MODEL=path/to/model.gguf (any Llama-family GGUF with F32/F16/BF16/Q8_0/Q4_0 weights)"; exit 1; }
+	@test -f "$(MODEL)" || { echo "model $(MODEL) not found: pass MODEL=path/to/model.gguf (any Llama-family GGUF with F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K weights)"; exit 1; }
 	./headinfer generate -m "$(MODEL)" -p "$(PROMPT)" -n $(N)
 
 test: deps
