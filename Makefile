@@ -29,7 +29,7 @@ build-window: deps
 	go build -tags window -o headinfer-window .
 
 run: build
-	@test -f "$(MODEL)" || { echo "model $(MODEL) not found: pass MODEL=path/to/model.gguf (any Llama-family GGUF with F32/F16/BF16/Q8_0/Q4_0 weights)"; exit 1; }
+	@test -f "$(MODEL)" || { echo "model $(MODEL) not found: pass MODEL=path/to/model.gguf (any Llama-family GGUF with F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K weights)"; exit 1; }
 	./headinfer generate -m "$(MODEL)" -p "$(PROMPT)" -n $(N)
 
 # The server, engine and vk packages are tested under the race detector,
