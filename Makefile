@@ -29,15 +29,24 @@ build-window: deps
 	go build -tags window -o headinfer-window .
 
 run: build
-	@test -f "$(MODEL)" || { echo "model $(MODEL) not found: pass MODEL=path/to/model.gguf (any Llama-family GGUF with F32/F16/BF16/Q8_0/Q4_0 weights)"; exit 1; }
+	@test -f "$(MODEL)" || { echo "model $(MODEL) not found: pass MODEL=path/to/model.gguf (any Llama-family GGUF with F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K weights)"; exit 1; }
 	./headinfer generate -m "$(MODEL)" -p "$(PROMPT)" -n $(N)
 
-# The window's tests (tests/window_test.go) build the windowed binary and
-# run it under xvfb-run on lavapipe.
+# The server, engine and vk packages are tested under the race detector,
+# except the kernel tests (engine/kernel): long runs of dispatches with no
+# goroutines of their own, which -race would only slow down. The server
+# load test then runs once more against a binary built with -race, whose
+# "DATA RACE" reports fail it. The window's tests (tests/window_test.go)
+# build the windowed binary and run it under xvfb-run on lavapipe.
+RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v '/engine/kernel$$')
+OTHER_PKGS = $$(go list ./... | grep -v -e '^headinfer/server' -e '^headinfer/engine' -e '^headinfer/vk') ./engine/kernel/
+
 test: deps
 	go vet ./...
 	go vet -tags window ./window/ ./cli/
-	go test -count=1 -timeout 30m ./...
+	go test -race -count=1 -timeout 30m $(RACE_PKGS)
+	go test -count=1 -timeout 30m $(OTHER_PKGS)
+	HEADINFER_E2E_RACE=1 go test -count=1 -timeout 15m -run '^TestServerQueue$$' ./tests/
 
 # Compiles every shaders/*.comp to SPIR-V and validates it. The .spv files are
 # committed so that `go build` needs no shader compiler.

@@ -22,7 +22,7 @@ func benchKernelsCommand() *cli.Command {
 			&cli.IntFlag{Name: "rows", Value: 4096, Usage: "matrix rows"},
 			&cli.IntFlag{Name: "cols", Value: 4096, Usage: "matrix columns"},
 			&cli.IntFlag{Name: "iters", Value: 20, Usage: "timed runs of each kernel"},
-			&cli.StringFlag{Name: "types", Value: "f32,f16,bf16,q8_0,q4_0", Usage: "weight types to measure"},
+			&cli.StringFlag{Name: "types", Value: "f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k", Usage: "weight types to measure"},
 		},
 		Action: func(c *cli.Context) error {
 			d, err := vk.Open(vk.Options{Select: c.String("device"), Log: func(s string) { fmt.Fprintln(c.App.ErrWriter, s) }})

@@ -11,7 +11,7 @@ func Run(args []string) error {
 	app := &cli.App{
 		Name:  "headinfer",
 		Usage: "run Llama-family models on any Vulkan GPU, with the KV cache in host memory head by head",
-		Description: "headinfer runs GGUF models (F32, F16, BF16, Q8_0, Q4_0 weights) through Vulkan compute\n" +
+		Description: "headinfer runs GGUF models (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K weights) through Vulkan compute\n" +
 			"shaders on NVIDIA, AMD, Intel and Apple GPUs, or on the CPU through Mesa's lavapipe.\n" +
 			"Choose a device with --device N|NAME or the HEADINFER_DEVICE environment variable;\n" +
 			"`headinfer devices` lists them.",

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -26,7 +27,7 @@ func modelFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file, or OWNER/REPO:QUANT on Hugging Face (pulled on first use, see headinfer pull)", Required: true},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens (0 = the model's training context, at most 4096)"},
-		&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
+		chunkFlag(),
 		&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
 		deviceFlag(),
 	}, offloadFlags()...)
@@ -34,17 +35,38 @@ func modelFlags() []cli.Flag {
 
 // modelOptions reads the model flags.
 func modelOptions(c *cli.Context) (engine.Options, error) {
-	if c.Int("ctx-size") < 0 || c.Int("chunk") <= 0 {
-		return engine.Options{}, fmt.Errorf("--ctx-size must be ≥ 0 and --chunk > 0")
+	if c.Int("ctx-size") < 0 {
+		return engine.Options{}, fmt.Errorf("--ctx-size must be ≥ 0")
+	}
+	chunk, err := parseChunk(c.String("chunk"))
+	if err != nil {
+		return engine.Options{}, err
 	}
 	opt := engine.Options{
 		Device:  c.String("device"),
 		CtxSize: c.Int("ctx-size"),
-		Chunk:   c.Int("chunk"),
+		Chunk:   chunk,
 		KVType:  strings.ToLower(c.String("kv-type")),
 		Log:     func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
 	return opt, offloadOptions(c, &opt)
+}
+
+// chunkFlag is --chunk: prompt tokens per forward pass, or auto.
+func chunkFlag() cli.Flag {
+	return &cli.StringFlag{Name: "chunk", Value: "auto", Usage: "prompt tokens per forward pass, or auto: 512 when the KV cache is resident, else sized so that prefill over streamed KV is compute-bound, within the budget (headinfer plan says why)"}
+}
+
+// parseChunk reads --chunk: a positive count, or auto (0).
+func parseChunk(s string) (int, error) {
+	if strings.EqualFold(s, "auto") {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("--chunk %q: use a positive number of tokens or auto", s)
+	}
+	return n, nil
 }
 
 // loadModel loads the model file at path (see modelPath) with the model
@@ -107,6 +129,7 @@ func generateCommand() *cli.Command {
 		&cli.IntFlag{Name: "n", Value: 128, Usage: "tokens to generate at most"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object (ids, text, timings, memory) instead of streaming text"},
 		&cli.StringFlag{Name: "logits-out", Usage: "write the logits before every generated token to this file (float32 little-endian, tokens × vocab)"},
+		&cli.StringFlag{Name: "prompt-cache", Usage: "KV snapshot `FILE`: when it holds a prefix of this prompt for this model, load it and prefill only the rest; afterwards save the prompt's KV there"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the memory plan and KV traffic to stderr"},
 	)
 	flags = append(flags, windowFlags()...)
@@ -131,6 +154,7 @@ type generateResult struct {
 
 type timings struct {
 	PrefillTokens int     `json:"prefill_tokens"`
+	CachedTokens  int     `json:"cached_tokens"` // prompt tokens whose KV came from --prompt-cache
 	PrefillMS     float64 `json:"prefill_ms"`
 	DecodeTokens  int     `json:"decode_tokens"`
 	DecodeMS      float64 `json:"decode_ms"`
@@ -145,6 +169,14 @@ type timings struct {
 	Dispatches  int `json:"dispatches"`
 	Submissions int `json:"submissions"`
 	HostWaits   int `json:"host_waits"`
+	// Per decode step: vkQueueSubmit calls and kernel dispatches (they
+	// do not grow with the context); command buffers submitted over all
+	// steps; steps recorded and the time that took.
+	SubmissionsPerDecodeStep float64 `json:"submissions_per_decode_step"`
+	DispatchesPerDecodeStep  float64 `json:"dispatches_per_decode_step"`
+	CommandBuffers           int     `json:"command_buffers"`
+	Recordings               int     `json:"recordings"`
+	RecordMS                 float64 `json:"record_ms"`
 }
 
 func generate(c *cli.Context) error {
@@ -224,6 +256,9 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 		}()
 	}
 
+	cache := promptCache{path: c.String("prompt-cache"), log: c.App.ErrWriter}
+	cached := cache.load(m, se, ids)
+
 	ctx, stop := signal.NotifyContext(lv.ctx, os.Interrupt)
 	defer stop()
 	dec := tokenizer.NewDecoder(m.Tokenizer)
@@ -234,7 +269,7 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 	var text strings.Builder
 	w := bufio.NewWriter(c.App.Writer)
 	asJSON := c.Bool("json")
-	finish, err := se.Generate(ctx, ids, gp, func(id int32) bool {
+	finish, err := se.Generate(ctx, ids[cached:], gp, func(id int32) bool {
 		out = append(out, id)
 		s := dec.Add(id)
 		text.WriteString(s)
@@ -254,6 +289,7 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 	if err != nil {
 		return err
 	}
+	cache.save(m, se, len(ids), cached)
 	st := se.Stats()
 	if asJSON {
 		enc := json.NewEncoder(c.App.Writer)
@@ -261,10 +297,13 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 		return enc.Encode(generateResult{
 			PromptIDs: ids, IDs: out, Text: text.String(), Finish: string(finish),
 			Timings: timings{
-				PrefillTokens: st.PrefillTokens, PrefillMS: ms(st.Prefill.Seconds()),
+				PrefillTokens: st.PrefillTokens, CachedTokens: cached, PrefillMS: ms(st.Prefill.Seconds()),
 				DecodeTokens: st.DecodeTokens, DecodeMS: ms(st.Decode.Seconds()),
 				H2DBytes: st.H2DBytes, D2HBytes: st.D2HBytes, CopyWaitMS: ms(st.CopyWait.Seconds()),
 				Dispatches: st.Dispatches, Submissions: st.Submissions, HostWaits: st.Steps,
+				SubmissionsPerDecodeStep: perStep(st.DecodeSubmissions, st.DecodeTokens),
+				DispatchesPerDecodeStep:  perStep(st.DecodeDispatches, st.DecodeTokens),
+				CommandBuffers:           st.Commands, Recordings: st.Recordings, RecordMS: ms(st.RecordTime.Seconds()),
 			},
 			Memory: se.Memory(),
 		})
@@ -282,6 +321,14 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 			bytesize.Format(st.H2DBytes), bytesize.Format(st.D2HBytes), ms(st.CopyWait.Seconds()))
 	}
 	return nil
+}
+
+// perStep is n per step, or 0 without steps.
+func perStep(n, steps int) float64 {
+	if steps == 0 {
+		return 0
+	}
+	return float64(n) / float64(steps)
 }
 
 func ms(s float64) float64 { return math.Round(s*1e6) / 1e3 }

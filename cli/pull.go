@@ -52,7 +52,7 @@ func modelPath(c *cli.Context, arg string) (string, error) {
 	if arg == "" || looksLocal(arg) {
 		return arg, nil
 	}
-	if _, err := os.Stat(arg); err == nil {
+	if st, err := os.Stat(arg); err == nil && !st.IsDir() {
 		return arg, nil
 	}
 	r, err := hub.ParseRef(arg)

@@ -22,6 +22,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on /v1 requests", EnvVars: []string{"HEADINFER_API_KEY"}},
 		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while one runs; more are answered 429"},
 		&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "longest a request may take, waiting in the queue included"},
+		&cli.StringFlag{Name: "kv-cache-dir", Usage: "`DIR` for KV snapshots: sequences evicted by a request with another prompt are spilled there and restored when a later prompt begins with them; POST /slots/0?action=save|restore keeps its files there"},
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
 		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
 	)
@@ -31,7 +32,8 @@ func serveCommand() *cli.Command {
 		Usage: "serve an OpenAI-compatible HTTP API",
 		UsageText: "headinfer serve -m MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-queue N] [-c CTX] [--gpu-mem SIZE] [--device D]\n\n" +
 			"POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events),\n" +
-			"GET /v1/models, GET /health, GET /metrics. Requests run one at a time, in order.",
+			"GET /v1/models, GET /health, GET /metrics, POST /slots/0?action=save|restore (with --kv-cache-dir).\n" +
+			"Requests run one at a time, in order; a prompt that begins with the tokens the session holds reuses their KV.",
 		Flags:  flags,
 		Action: serve,
 	}
@@ -55,11 +57,12 @@ func serveWith(c *cli.Context, lv liveView) error {
 	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 	s := server.New(server.Options{
-		ModelPath: path,
-		APIKey:    c.String("api-key"),
-		MaxQueue:  c.Int("max-queue"),
-		Timeout:   c.Duration("timeout"),
-		Logger:    log,
+		ModelPath:  path,
+		APIKey:     c.String("api-key"),
+		MaxQueue:   c.Int("max-queue"),
+		Timeout:    c.Duration("timeout"),
+		KVCacheDir: c.String("kv-cache-dir"),
+		Logger:     log,
 
 		ReloadOnFailure: c.Bool("reload-on-failure"),
 	})

@@ -34,7 +34,8 @@ func synthCommand() *cli.Command {
 			&cli.IntFlag{Name: "ffn", Usage: "feed-forward hidden size", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "vocab", Usage: "vocabulary size", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "ctx", Usage: "training context length", DefaultText: "the preset's"},
-			&cli.StringFlag{Name: "type", Value: "f16", Usage: "weight type: f32, f16, bf16, q8_0, q4_0"},
+			&cli.StringFlag{Name: "type", Value: "f16", Usage: "weight type: " + strings.Join(engine.SynthTypes, ", ") +
+				" (q4_k_m, q5_k_m: Q6_K on the output matrix and on attn_v and ffn_down of some layers, as llama.cpp's presets)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
 		},
 		Action: func(c *cli.Context) error {
@@ -53,11 +54,11 @@ func synthCommand() *cli.Command {
 			if c.IsSet("heads") && !c.IsSet("kv-heads") {
 				s.KVHeads = min(s.KVHeads, s.Heads)
 			}
-			t, err := parseType(c.String("type"))
+			t, mix, err := engine.ParseSynthType(c.String("type"))
 			if err != nil {
 				return err
 			}
-			s.Type, s.Seed = t, c.Uint64("seed")
+			s.Type, s.Mix, s.Seed = t, mix, c.Uint64("seed")
 			if err := s.Validate(); err != nil {
 				return err
 			}
@@ -83,10 +84,10 @@ func synthCommand() *cli.Command {
 
 // parseType reads a weight type name such as "q8_0".
 func parseType(name string) (gguf.Type, error) {
-	for _, t := range []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0} {
+	for _, t := range gguf.SupportedTypes {
 		if strings.EqualFold(name, t.String()) {
 			return t, nil
 		}
 	}
-	return 0, fmt.Errorf("weight type %q is not supported (use f32, f16, bf16, q8_0 or q4_0)", name)
+	return 0, fmt.Errorf("weight type %q is not supported (use %s)", name, strings.ToLower(gguf.SupportedNames()))
 }

@@ -13,7 +13,7 @@ import (
 type Options struct {
 	Device     string // device selector: index or name substring ("" = default rule)
 	CtxSize    int    // KV cache positions (0 = the model's training context, at most 4096)
-	Chunk      int    // prefill tokens per forward pass (0 = 512)
+	Chunk      int    // prefill tokens per forward pass (0 = chosen by the planner, see Plan.ChunkWhy)
 	KVType     string // KV cache element type: "f16" (default) or "f32"
 	Validation bool   // run under the Khronos validation layer
 	Log        func(string)
@@ -134,7 +134,8 @@ func Load(path string, opt Options) (m *Model, err error) {
 	}()
 	// Planned before the upload, so that a model that cannot fit fails
 	// at once, saying how much it needs.
-	if m.plan, err = newPlan(f, c, opt, kvType, m.dev.Info()); err != nil {
+	rates := func() (Rates, error) { return measureRates(m.dev) }
+	if m.plan, err = newPlan(f, c, opt, kvType, m.dev.Info(), rates); err != nil {
 		return nil, err
 	}
 	if m.freqs, err = ropeFreqs(f, c); err != nil {
@@ -169,10 +170,9 @@ func (opt Options) resolve(c Config) Options {
 	if opt.CtxSize <= 0 {
 		opt.CtxSize = min(c.TrainCtx, 4096)
 	}
-	if opt.Chunk <= 0 {
-		opt.Chunk = 512
+	if opt.Chunk > 0 {
+		opt.Chunk = min(opt.Chunk, opt.CtxSize)
 	}
-	opt.Chunk = min(opt.Chunk, opt.CtxSize)
 	return opt
 }
 

@@ -63,9 +63,17 @@ type Stats struct {
 	Decode        time.Duration
 	Steps         int // forward passes run (one host wait each)
 
-	// Dispatches and Submissions count the kernel dispatches and the
-	// command buffers submitted, over all steps.
-	Dispatches, Submissions int
+	// Dispatches, Submissions and Commands count the kernel dispatches,
+	// the vkQueueSubmit calls and the command buffers submitted, over all
+	// steps.
+	Dispatches, Submissions, Commands int
+	// DecodeSubmissions and DecodeDispatches are the part of
+	// Submissions and Dispatches that decode steps made.
+	DecodeSubmissions, DecodeDispatches int
+	// Recordings counts the steps recorded (a recording serves every
+	// position) and RecordTime is the time they took.
+	Recordings int
+	RecordTime time.Duration
 
 	// Streamed KV traffic: bytes copied from the host store to the
 	// device and written from the device to the host store.
@@ -83,16 +91,21 @@ type Stats struct {
 // and s.
 func (s Stats) Sub(earlier Stats) Stats {
 	return Stats{
-		PrefillTokens: s.PrefillTokens - earlier.PrefillTokens,
-		Prefill:       s.Prefill - earlier.Prefill,
-		DecodeTokens:  s.DecodeTokens - earlier.DecodeTokens,
-		Decode:        s.Decode - earlier.Decode,
-		Steps:         s.Steps - earlier.Steps,
-		Dispatches:    s.Dispatches - earlier.Dispatches,
-		Submissions:   s.Submissions - earlier.Submissions,
-		H2DBytes:      s.H2DBytes - earlier.H2DBytes,
-		D2HBytes:      s.D2HBytes - earlier.D2HBytes,
-		CopyWait:      s.CopyWait - earlier.CopyWait,
+		PrefillTokens:     s.PrefillTokens - earlier.PrefillTokens,
+		Prefill:           s.Prefill - earlier.Prefill,
+		DecodeTokens:      s.DecodeTokens - earlier.DecodeTokens,
+		Decode:            s.Decode - earlier.Decode,
+		Steps:             s.Steps - earlier.Steps,
+		Dispatches:        s.Dispatches - earlier.Dispatches,
+		Submissions:       s.Submissions - earlier.Submissions,
+		Commands:          s.Commands - earlier.Commands,
+		DecodeSubmissions: s.DecodeSubmissions - earlier.DecodeSubmissions,
+		DecodeDispatches:  s.DecodeDispatches - earlier.DecodeDispatches,
+		Recordings:        s.Recordings - earlier.Recordings,
+		RecordTime:        s.RecordTime - earlier.RecordTime,
+		H2DBytes:          s.H2DBytes - earlier.H2DBytes,
+		D2HBytes:          s.D2HBytes - earlier.D2HBytes,
+		CopyWait:          s.CopyWait - earlier.CopyWait,
 	}
 }
 
@@ -185,9 +198,12 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 	}
 	se.m.opt.Monitor.hold()
 	t0 := time.Now()
+	subs, disp := se.s.submissions, se.s.dispatches
 	if err := se.step([]int32{id}, withLogits); err != nil {
 		return err
 	}
+	se.stats.DecodeSubmissions += se.s.submissions - subs
+	se.stats.DecodeDispatches += se.s.dispatches - disp
 	se.stats.DecodeTokens++
 	se.stats.Decode += time.Since(t0)
 	se.observe(EventDecode, 1, t0)
@@ -232,7 +248,8 @@ func (se *Session) Stats() Stats {
 	st := se.stats
 	if se.s != nil {
 		st.H2DBytes, st.D2HBytes, st.CopyWait = se.s.h2d, se.s.d2h, se.s.copyWait
-		st.Dispatches, st.Submissions = se.s.dispatches, se.s.submissions
+		st.Dispatches, st.Submissions, st.Commands = se.s.dispatches, se.s.submissions, se.s.commands
+		st.Recordings, st.RecordTime = se.s.recordings, se.s.recordTime
 	}
 	return st
 }

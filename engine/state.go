@@ -4,12 +4,20 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
 	"time"
 
-	"headinfer/engine/kernel"
 	"headinfer/engine/offload"
 	"headinfer/vk"
 )
+
+// PipelineEnv names the environment variable that, set to 1, makes a
+// device without a transfer queue run streamed KV the way two-queue
+// devices do: each streamed block's copies and attention as their own
+// command buffers ordered by timeline semaphores, instead of fused. The
+// arithmetic is the same; benchmarks use it to count the two-queue path's
+// submissions and measure its overhead on one queue.
+const PipelineEnv = "HEADINFER_PIPELINE"
 
 // attnBlock is the number of KV positions one attention partial covers.
 const attnBlock = offload.AttnBlock
@@ -33,9 +41,11 @@ type state struct {
 	freqs                     *vk.Buffer // rope inverse frequencies
 	parts, acc                *vk.Buffer // attention partials and accumulator
 	kv                        kvCache
+	pipelined                 bool // streamed blocks as separate segments ordered by semaphores
 
 	bufs  []*vk.Buffer
-	progs map[stepShape]*offload.Program
+	progs map[stepShape]*recorded
+	tick  uint64 // counts program look-ups, for least-recently-used eviction
 	clock *offload.Clock
 	// deadline bounds the wait for each step (zero: the device's
 	// default); the session sets it from its caller's context.
@@ -46,6 +56,9 @@ type state struct {
 	copyWait    time.Duration
 	dispatches  int
 	submissions int
+	commands    int
+	recordings  int
+	recordTime  time.Duration
 }
 
 // kvCache is the HeadInfer core as the forward pass sees it (implemented
@@ -55,6 +68,7 @@ type kvCache interface {
 	Store(c *vk.Commands, l int, k, v, pos vk.Range, n int) error
 	Attend(p *offload.Program, l int, st offload.Step) error
 	Write(l, h int, isV bool, row int, data []byte) error
+	Read(l, h int, isV bool, row int, out []byte) error
 	Streams() bool
 	DeviceBytes() uint64
 	HostBytes() uint64
@@ -62,16 +76,23 @@ type kvCache interface {
 	Free()
 }
 
-// stepShape identifies a recorded step: tokens in the chunk, KV blocks the
-// attention visits, and whether the logits go to the host.
+// stepShape identifies a recorded step: tokens in the chunk and whether
+// the logits go to the host. The KV length is not part of it: the
+// positions written per step decide what attention sees.
 type stepShape struct {
-	tokens, blocks int
-	logits         bool
+	tokens int
+	logits bool
+}
+
+// recorded is a cached program and when it was last used.
+type recorded struct {
+	p    *offload.Program
+	used uint64
 }
 
 func newState(m *Model) (s *state, err error) {
 	c, d := m.Config, m.dev
-	s = &state{m: m, chunk: m.opt.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*offload.Program{}}
+	s = &state{m: m, chunk: m.plan.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*recorded{}}
 	defer func() {
 		if err != nil {
 			s.free()
@@ -114,6 +135,10 @@ func newState(m *Model) (s *state, err error) {
 		return nil, err
 	}
 	s.kv = kc
+	// Pipelined over two queues only when there are two: on one queue,
+	// segments per block overlap nothing. PipelineEnv forces it, so that
+	// the two-queue path can be measured on any device.
+	s.pipelined = d.Info().TransferQueue || m.opt.pipeline || os.Getenv(PipelineEnv) == "1"
 	if s.clock, err = offload.NewClock(d); err != nil {
 		return nil, err
 	}
@@ -153,45 +178,63 @@ func (s *state) run(ids []int32, start int, withLogits bool) error {
 		binary.LittleEndian.PutUint32(idb[4*i:], uint32(id))
 		binary.LittleEndian.PutUint32(posb[4*i:], uint32(start+i))
 	}
-	shape := stepShape{tokens: n, blocks: kernel.Blocks(start+n, attnBlock), logits: withLogits}
-	p, ok := s.progs[shape]
-	if !ok {
-		var err error
-		if p, err = s.program(shape); err != nil {
-			return err
-		}
-		s.progs[shape] = p
-	}
-	st, err := p.RunUntil(s.clock, s.deadline)
+	shape := stepShape{tokens: n, logits: withLogits}
+	p, err := s.programFor(shape)
 	if err != nil {
 		return err
 	}
-	s.h2d += p.H2D
+	st, err := p.RunUntil(s.clock, start+n, s.deadline)
+	if err != nil {
+		return err
+	}
+	s.h2d += st.H2D
 	s.d2h += p.D2H
-	s.dispatches += p.Dispatches()
-	s.submissions += p.Submissions()
+	s.dispatches += st.Dispatches
+	s.submissions += st.Submissions
+	s.commands += st.Commands
 	s.copyWait += st.CopyWait
 	return nil
 }
 
-// maxPrograms bounds the recorded step shapes kept: a decode step's shape
-// changes every attnBlock positions and a long context would otherwise
-// keep thousands.
+// maxPrograms bounds the recorded step shapes kept. A step's recording
+// does not depend on its position, so a session needs a handful (decode,
+// with and without logits, and the prefill chunk sizes); the least
+// recently used goes first when a new shape needs room.
 const maxPrograms = 8
+
+// programFor returns the program of shape, recording it on first use.
+func (s *state) programFor(shape stepShape) (*offload.Program, error) {
+	s.tick++
+	if e, ok := s.progs[shape]; ok {
+		e.used = s.tick
+		return e.p, nil
+	}
+	if len(s.progs) >= maxPrograms {
+		var oldest stepShape
+		var at uint64
+		for sh, e := range s.progs {
+			if at == 0 || e.used < at {
+				oldest, at = sh, e.used
+			}
+		}
+		s.progs[oldest].p.Free()
+		delete(s.progs, oldest)
+	}
+	t0 := time.Now()
+	p, err := s.program(shape)
+	if err != nil {
+		return nil, err
+	}
+	s.recordings++
+	s.recordTime += time.Since(t0)
+	s.progs[shape] = &recorded{p: p, used: s.tick}
+	return p, nil
+}
 
 // program records the step of one shape.
 func (s *state) program(shape stepShape) (*offload.Program, error) {
-	if len(s.progs) >= maxPrograms {
-		for sh, p := range s.progs {
-			p.Free()
-			delete(s.progs, sh)
-		}
-	}
-	// Pipelined over two queues only when there are two: on one queue,
-	// submissions per block would cost time and overlap nothing.
-	pipelined := s.m.dev.Info().TransferQueue || s.m.opt.pipeline
-	p := offload.NewProgram(s.m.dev, s.kv.Streams(), pipelined)
-	if err := s.record(p, shape.tokens, shape.blocks); err != nil {
+	p := offload.NewProgram(s.m.dev, s.kv.Streams(), s.pipelined)
+	if err := s.record(p, shape.tokens); err != nil {
 		p.End()
 		p.Free()
 		return nil, err
@@ -226,8 +269,8 @@ func (s *state) logitsInto(dst []float32) []float32 {
 }
 
 func (s *state) free() {
-	for _, p := range s.progs {
-		p.Free()
+	for _, e := range s.progs {
+		e.p.Free()
 	}
 	s.progs = nil
 	s.clock.Free()

@@ -25,7 +25,39 @@ type SynthSpec struct {
 	Ctx      int
 	RopeBase float64
 	Type     gguf.Type // type of the weight matrices; norms and biases are F32
-	Seed     uint64
+	// Mix, when nonzero, is the type that llama.cpp's Q4_K_M and Q5_K_M
+	// presets give some matrices instead of Type (Q6_K there): the output
+	// matrix, and attn_v and ffn_down of the layers useMoreBits picks.
+	Mix  gguf.Type
+	Seed uint64
+}
+
+// SynthTypes are the names `synth --type` takes: one weight type for every
+// matrix, or a mixture as llama.cpp's quantizer writes it.
+var SynthTypes = []string{"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m"}
+
+// ParseSynthType reads one of SynthTypes into the Type and Mix of a spec.
+func ParseSynthType(name string) (typ, mix gguf.Type, err error) {
+	n := strings.ToLower(name)
+	switch n {
+	case "q4_k_m":
+		return gguf.Q4_K, gguf.Q6_K, nil
+	case "q5_k_m":
+		return gguf.Q5_K, gguf.Q6_K, nil
+	}
+	for _, t := range gguf.SupportedTypes {
+		if n == strings.ToLower(t.String()) {
+			return t, 0, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("weight type %q is not supported (use %s)", name, strings.Join(SynthTypes, ", "))
+}
+
+// useMoreBits is the rule llama.cpp's quantizer uses to pick the layers
+// whose attn_v and ffn_down get more bits in its _M presets: the first and
+// last eighth of the n layers, and every third layer between.
+func useMoreBits(layer, n int) bool {
+	return layer < n/8 || layer >= 7*n/8 || (layer-n/8)%3 == 2
 }
 
 // SynthPresets are the geometries of well-known models.
@@ -50,13 +82,18 @@ func (s SynthSpec) Validate() error {
 	if s.Vocab < 259+3 {
 		return fmt.Errorf("synth: vocab %d is too small (at least 262: 3 control tokens, 256 bytes, and some words)", s.Vocab)
 	}
-	if !s.Type.Supported() {
-		return fmt.Errorf("synth: weight type %v is not supported", s.Type)
-	}
-	bs := s.Type.BlockSize()
-	for _, k := range []int{s.Dim, s.FFN} {
-		if k%bs != 0 {
-			return fmt.Errorf("synth: dimension %d is not a multiple of the %v block size %d", k, s.Type, bs)
+	for _, t := range []gguf.Type{s.Type, s.Mix} {
+		if t == s.Mix && t == 0 {
+			continue // no mixture (F32 is not a mixture type)
+		}
+		if !t.Supported() {
+			return fmt.Errorf("synth: weight type %v is not supported", t)
+		}
+		bs := t.BlockSize()
+		for _, k := range []int{s.Dim, s.FFN} {
+			if k%bs != 0 {
+				return fmt.Errorf("synth: dimension %d is not a multiple of the %v block size %d", k, t, bs)
+			}
 		}
 	}
 	return nil
@@ -106,24 +143,33 @@ func Synth(w io.Writer, s SynthSpec) error {
 		}
 		return v
 	}
-	mat := func(name string, cols, rows int) tensor {
-		return tensor{name, cols, rows, s.Type, func(r *rand.Rand, n int) []float32 { return matrix(r, n, cols) }}
+	mixed := s.Type
+	if s.Mix != 0 {
+		mixed = s.Mix
 	}
+	matOf := func(typ gguf.Type, name string, cols, rows int) tensor {
+		return tensor{name, cols, rows, typ, func(r *rand.Rand, n int) []float32 { return matrix(r, n, cols) }}
+	}
+	mat := func(name string, cols, rows int) tensor { return matOf(s.Type, name, cols, rows) }
 	vec := func(name string, n int) tensor { return tensor{name, n, 1, gguf.F32, norm} }
 	qdim, kvdim := s.Heads*hd, s.KVHeads*hd
 	ts := []tensor{
 		{"token_embd.weight", s.Dim, s.Vocab, s.Type, func(r *rand.Rand, n int) []float32 { return matrix(r, n, 1) }},
 		vec("output_norm.weight", s.Dim),
-		mat("output.weight", s.Dim, s.Vocab),
+		matOf(mixed, "output.weight", s.Dim, s.Vocab),
 	}
 	for l := 0; l < s.Layers; l++ {
 		p := fmt.Sprintf("blk.%d.", l)
+		more := s.Type
+		if useMoreBits(l, s.Layers) {
+			more = mixed
+		}
 		ts = append(ts,
 			vec(p+"attn_norm.weight", s.Dim),
-			mat(p+"attn_q.weight", s.Dim, qdim), mat(p+"attn_k.weight", s.Dim, kvdim), mat(p+"attn_v.weight", s.Dim, kvdim),
+			mat(p+"attn_q.weight", s.Dim, qdim), mat(p+"attn_k.weight", s.Dim, kvdim), matOf(more, p+"attn_v.weight", s.Dim, kvdim),
 			mat(p+"attn_output.weight", qdim, s.Dim),
 			vec(p+"ffn_norm.weight", s.Dim),
-			mat(p+"ffn_gate.weight", s.Dim, s.FFN), mat(p+"ffn_up.weight", s.Dim, s.FFN), mat(p+"ffn_down.weight", s.FFN, s.Dim))
+			mat(p+"ffn_gate.weight", s.Dim, s.FFN), mat(p+"ffn_up.weight", s.Dim, s.FFN), matOf(more, p+"ffn_down.weight", s.FFN, s.Dim))
 		if s.Arch == "qwen2" {
 			ts = append(ts, vec(p+"attn_q.bias", qdim), vec(p+"attn_k.bias", kvdim), vec(p+"attn_v.bias", kvdim))
 		}

@@ -35,11 +35,21 @@ func writeSynth(t testing.TB, s SynthSpec) string {
 // without.
 func TestSyntheticModelsMatchReference(t *testing.T) {
 	for _, arch := range []string{"llama", "qwen2"} {
-		for i, typ := range []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0} {
+		for i, typ := range []struct{ typ, mix gguf.Type }{
+			{gguf.F32, 0}, {gguf.F16, 0}, {gguf.BF16, 0}, {gguf.Q8_0, 0}, {gguf.Q4_0, 0},
+			{gguf.Q4_K, 0}, {gguf.Q5_K, 0}, {gguf.Q6_K, 0}, {gguf.Q4_K, gguf.Q6_K}, {gguf.Q5_K, gguf.Q6_K},
+		} {
 			separate := i%2 == 1
-			t.Run(fmt.Sprintf("%s/%v/separate=%v", arch, typ, separate), func(t *testing.T) {
+			name := typ.typ.String()
+			if typ.mix != 0 {
+				name += "_M"
+			}
+			t.Run(fmt.Sprintf("%s/%s/separate=%v", arch, name, separate), func(t *testing.T) {
 				spec := SynthSpec{Arch: arch, Dim: 128, Layers: 2, Heads: 8, KVHeads: 2, FFN: 96, Vocab: 300,
-					Ctx: 512, RopeBase: 10000, Type: typ, Seed: 7}
+					Ctx: 512, RopeBase: 10000, Type: typ.typ, Mix: typ.mix, Seed: 7}
+				if typ.typ.BlockSize() == 256 {
+					spec.Dim, spec.FFN = 256, 512 // whole super-blocks
+				}
 				path := writeSynth(t, spec)
 				f, err := gguf.Open(path)
 				if err != nil {
@@ -87,6 +97,50 @@ func TestSyntheticModelsMatchReference(t *testing.T) {
 				}
 				t.Logf("worst error %.3g of the largest logit", worst)
 			})
+		}
+	}
+}
+
+// TestSynthMixture checks where the _M mixtures put Q6_K: the output
+// matrix, and attn_v and ffn_down of the layers llama.cpp's use_more_bits
+// picks, which for 8 layers are the first (below 8/8), the last (from
+// 7·8/8) and those with (layer − 1) % 3 == 2: 0, 3, 6 and 7.
+func TestSynthMixture(t *testing.T) {
+	spec := SynthSpec{Arch: "llama", Dim: 256, Layers: 8, Heads: 4, KVHeads: 2, FFN: 256, Vocab: 300,
+		Ctx: 64, RopeBase: 10000, Type: gguf.Q4_K, Mix: gguf.Q6_K, Seed: 3}
+	f, err := gguf.Open(writeSynth(t, spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	more := map[int]bool{0: true, 3: true, 6: true, 7: true}
+	counts := map[gguf.Type]int{}
+	for _, ti := range f.Tensors {
+		counts[ti.Type]++
+		want := gguf.Q4_K
+		var l int
+		var kind string
+		switch {
+		case len(ti.Dims) == 1:
+			want = gguf.F32
+		case ti.Name == "output.weight":
+			want = gguf.Q6_K
+		default:
+			if n, _ := fmt.Sscanf(ti.Name, "blk.%d.%s", &l, &kind); n == 2 && more[l] &&
+				(kind == "attn_v.weight" || kind == "ffn_down.weight") {
+				want = gguf.Q6_K
+			}
+		}
+		if ti.Type != want {
+			t.Errorf("%s is %v, want %v", ti.Name, ti.Type, want)
+		}
+	}
+	if counts[gguf.Q6_K] != 1+2*len(more) {
+		t.Errorf("%d Q6_K tensors, want %d", counts[gguf.Q6_K], 1+2*len(more))
+	}
+	for i, want := range []bool{true, false, false, true, false, false, true, true} {
+		if got := useMoreBits(i, 8); got != want {
+			t.Errorf("useMoreBits(%d, 8) = %v, want %v", i, got, want)
 		}
 	}
 }

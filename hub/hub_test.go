@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"headinfer/hub/hubtest"
@@ -353,5 +354,38 @@ func TestPick(t *testing.T) {
 	}
 	if got := QuantOf("dir/Llama-3.2-1B-Instruct-Q4_K_M.gguf"); got != "Q4_K_M" {
 		t.Errorf("QuantOf = %q", got)
+	}
+}
+
+// TestPullPartialTooLong checks that a partial file longer than the file
+// (it cannot be a prefix of it) is started over.
+func TestPullPartialTooLong(t *testing.T) {
+	h := newFakeHub(t)
+	data := content(8, 70_000)
+	h.add("acme/L-GGUF", false, map[string][]byte{"l.gguf": data})
+	c := h.client("")
+	dir := filepath.Join(c.Dir, "acme", "L-GGUF")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "l.gguf."+sum(data)[:16]+".partial"), content(9, 80_000), 0o644)
+	p, err := c.Pull(context.Background(), Ref{Repo: "acme/L-GGUF", File: "l.gguf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, p, data)
+	if r := h.Ranges(); len(r) != 1 || r[0] != "" {
+		t.Errorf("content requests %q, want one for the whole file", r)
+	}
+}
+
+// TestDiskError checks that a write failing for want of space says so,
+// and other errors pass unchanged.
+func TestDiskError(t *testing.T) {
+	full := &os.PathError{Op: "write", Path: "x", Err: syscall.ENOSPC}
+	if err := diskError(full, "x.partial"); !errors.Is(err, ErrDiskFull) || !strings.Contains(err.Error(), "resume") {
+		t.Errorf("ENOSPC became %v", err)
+	}
+	other := &os.PathError{Op: "write", Path: "x", Err: syscall.EIO}
+	if err := diskError(other, "x.partial"); err != other {
+		t.Errorf("EIO became %v", err)
 	}
 }

@@ -61,6 +61,7 @@ func TestAdmissionBoundsHeap(t *testing.T) {
 		return w.Code
 	}
 
+	errs := loggedErrors.Load()
 	// What one request allocates on its own.
 	close(release)
 	var ms0, ms1 runtime.MemStats
@@ -113,6 +114,9 @@ func TestAdmissionBoundsHeap(t *testing.T) {
 	growth := ms1.HeapSys - ms0.HeapSys
 	t.Logf("one request allocates %.1f MiB; %d at once grew the heap by %.1f MiB; %d answered, %d turned away",
 		mib(perRequest), senders, mib(growth), ok, busy)
+	if loggedErrors.Load() != errs {
+		t.Errorf("the server logged errors")
+	}
 	if busy != senders-admitted || ok != admitted {
 		t.Errorf("%d answered and %d turned away, want %d and %d", ok, busy, admitted, senders-admitted)
 	}

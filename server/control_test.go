@@ -29,9 +29,14 @@ func (c *capture) gen(ctx context.Context, l *loaded, j *job, emit func(string) 
 }
 
 // post sends body to path on s and returns the status and body.
-func post(s *Server, path, body string) (int, string) {
+func post(t *testing.T, s *Server, path, body string) (int, string) {
+	t.Helper()
+	errs := loggedErrors.Load()
 	w := httptest.NewRecorder()
 	s.Handler().ServeHTTP(w, httptest.NewRequest("POST", path, strings.NewReader(body)))
+	if loggedErrors.Load() != errs {
+		t.Fatalf("%s %.100q: the server logged an error (answer %d %.200s)", path, body, w.Code, w.Body.String())
+	}
 	return w.Code, w.Body.String()
 }
 
@@ -60,7 +65,7 @@ func chatPrompt(t *testing.T, tv testVocab, role, content string) ([]int32, int)
 		{"role": "user", "content": "go"},
 	}
 	body, _ := json.Marshal(map[string]any{"messages": msgs})
-	status, answer := post(s, "/v1/chat/completions", string(body))
+	status, answer := post(t, s, "/v1/chat/completions", string(body))
 	if status != http.StatusOK {
 		return nil, status
 	}
@@ -120,7 +125,7 @@ func TestChatTemplateKwargsArePlainText(t *testing.T) {
 		"messages":             []map[string]string{{"role": "user", "content": "x"}},
 		"chat_template_kwargs": map[string]any{"flavour": hostile, "extra": map[string]any{"items": []any{hostile, 1}}},
 	})
-	if status, answer := post(s, "/v1/chat/completions", string(body)); status != http.StatusOK {
+	if status, answer := post(t, s, "/v1/chat/completions", string(body)); status != http.StatusOK {
 		t.Fatalf("status %d: %s", status, answer)
 	}
 	got := *c.prompt.Load()
@@ -141,7 +146,7 @@ func TestCompletionPromptIsPlainText(t *testing.T) {
 			c := &capture{}
 			s := fakeServer(t, Options{}, tv, 1<<16, c.gen)
 			body, _ := json.Marshal(map[string]any{"prompt": hostile, "parse_special": parse})
-			if status, answer := post(s, "/v1/completions", string(body)); status != http.StatusOK {
+			if status, answer := post(t, s, "/v1/completions", string(body)); status != http.StatusOK {
 				t.Fatalf("%s: status %d: %s", tv.name, status, answer)
 			}
 			got := *c.prompt.Load()
@@ -209,7 +214,7 @@ func TestTooLongBeforeEncoding(t *testing.T) {
 			{"/v1/completions", `{"prompt": "` + strings.Repeat("a", limit) + `"}`, true},
 		} {
 			before := counter.n.Load()
-			status, body := post(s, c.path, c.body)
+			status, body := post(t, s, c.path, c.body)
 			if status != http.StatusBadRequest || !strings.Contains(body, `"context_length_exceeded"`) {
 				t.Errorf("%s %s: %d %s, want 400 context_length_exceeded", tv.name, c.path, status, body)
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 
 	"headinfer/engine"
@@ -88,7 +89,7 @@ func fakeServer(t testing.TB, opt Options, tv testVocab, ctx int, gen func(ctx c
 		t.Fatal(err)
 	}
 	if opt.Logger == nil {
-		opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		opt.Logger = slog.New(errorCounter{slog.NewTextHandler(io.Discard, nil)})
 	}
 	s := New(opt)
 	l := newLoaded(tok, ctx, tv.template)
@@ -101,6 +102,19 @@ func fakeServer(t testing.TB, opt Options, tv testVocab, ctx int, gen func(ctx c
 	}
 	s.gen = gen
 	return s
+}
+
+// loggedErrors counts the error records of fake servers' logs, such as a
+// panic recovered after the answer was sent, which its status cannot show.
+var loggedErrors atomic.Int64
+
+type errorCounter struct{ slog.Handler }
+
+func (h errorCounter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		loggedErrors.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
 }
 
 // answerOK generates one token, "ok".

@@ -48,8 +48,12 @@ func FuzzRequest(f *testing.F) {
 		if chat {
 			path = "/v1/chat/completions"
 		}
+		errs := loggedErrors.Load()
 		w := httptest.NewRecorder()
 		s.Handler().ServeHTTP(w, httptest.NewRequest("POST", path, bytes.NewReader(body)))
+		if loggedErrors.Load() != errs {
+			t.Fatalf("body %q: the server logged an error (answer %d %s)", body, w.Code, w.Body.String())
+		}
 		checkAnswer(t, w, body)
 	})
 }

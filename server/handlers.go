@@ -20,6 +20,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)
 	s.handle("GET /health", "/health", false, s.health)
 	s.handle("GET /metrics", "/metrics", false, s.metricsPage)
+	s.handle("POST /slots/{id}", "/slots", true, s.slots)
 	s.handle("/", "other", false, s.unknown)
 }
 
@@ -58,9 +59,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) metricsPage(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	waiting, running := s.queue.depth()
-	_ = s.metrics.write(w, waiting, running, s.Ready())
+	s.metrics.handler(s.log).ServeHTTP(w, r)
 }
 
 func (s *Server) modelEntry() modelEntry {
@@ -136,15 +135,8 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	info.promptTokens = len(j.prompt)
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
 	defer cancel()
-	if err := s.queue.acquire(ctx); err != nil {
-		switch err {
-		case errQueueFull:
-			writeError(w, queueFull(s.opt.MaxQueue))
-		case errClosed:
-			writeError(w, shuttingDown())
-		default:
-			s.fail(w, info, err)
-		}
+	j.admitted = time.Now()
+	if !s.acquire(ctx, w, info) {
 		return
 	}
 	afterRelease := func() {}
@@ -152,6 +144,8 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 		s.queue.release()
 		afterRelease()
 	}()
+	s.metrics.queueWait.Observe(time.Since(j.admitted).Seconds())
+	defer func() { s.metrics.requestDuration.Observe(time.Since(j.admitted).Seconds()) }()
 	if f := s.failed.Load(); f != nil {
 		// The device failed while this request waited.
 		writeError(w, unavailable(f))
@@ -166,7 +160,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	}
 	defer func() {
 		// Also when the request ended for another reason first.
-		if err := l.se.Failed(); err != nil {
+		if err := l.failure(); err != nil {
 			afterRelease = s.deviceFailed(l, err)
 		}
 	}()
@@ -186,6 +180,23 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 		return
 	}
 	writeJSON(w, http.StatusOK, a.whole(string(text), o, len(j.prompt)))
+}
+
+// acquire waits for the session and says whether the caller holds it
+// (and must release it); if not, it has answered the request.
+func (s *Server) acquire(ctx context.Context, w http.ResponseWriter, info *reqInfo) bool {
+	err := s.queue.acquire(ctx)
+	switch {
+	case err == nil:
+		return true
+	case err == errQueueFull:
+		writeError(w, queueFull(s.opt.MaxQueue))
+	case err == errClosed:
+		writeError(w, shuttingDown())
+	default:
+		s.fail(w, info, err)
+	}
+	return false
 }
 
 // stream answers j as server-sent events, one per piece of text.
@@ -216,7 +227,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 	finish := string(o.finish)
 	err = sw.send(a.chunk("", &finish))
 	if err == nil && j.includeUsage {
-		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o.completion)))
+		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o)))
 	}
 	if err == nil {
 		err = sw.done()

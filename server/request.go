@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"time"
 
 	"headinfer/engine/sample"
 	"headinfer/engine/tokenizer"
@@ -24,6 +25,7 @@ type job struct {
 	maxTokens    int
 	params       sample.Params
 	stop         []string
+	admitted     time.Time // when it joined the queue (for the metrics)
 }
 
 // greedyBelow: a temperature under it is greedy decoding. OpenAI clients

@@ -39,6 +39,13 @@ type Options struct {
 	WriteTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (default 8 MiB).
 	MaxBodyBytes int64
+	// KVCacheDir, when set, is where sequences evicted from the session
+	// are spilled as KV snapshots (and restored on a prefix hit), and
+	// where POST /slots/0?action=save|restore keeps its files.
+	KVCacheDir string
+	// NoPrefixReuse prefills every prompt whole (for measuring what
+	// reuse saves).
+	NoPrefixReuse bool
 	// Logger receives one line per request and the server's events
 	// (default slog.Default()).
 	Logger *slog.Logger
@@ -95,6 +102,7 @@ type loaded struct {
 	tmpl    *chatTemplate
 	tmplErr error
 	addBOS  bool // the vocabulary wants BOS in front of a prompt
+	prefix  *prefixCache
 }
 
 // New returns a Server with no model yet.
@@ -113,13 +121,16 @@ func New(opt Options) *Server {
 		opt.Logger = slog.Default()
 	}
 	s := &Server{
-		opt:     opt,
-		name:    strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf"),
-		log:     opt.Logger,
-		queue:   newQueue(opt.MaxQueue),
-		admit:   newAdmission(opt.MaxQueue + runningAtOnce),
-		metrics: newMetrics(),
+		opt:   opt,
+		name:  strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf"),
+		log:   opt.Logger,
+		queue: newQueue(opt.MaxQueue),
+		admit: newAdmission(opt.MaxQueue + runningAtOnce),
 	}
+	s.metrics = newMetrics(func() (int, bool, bool) {
+		waiting, running := s.queue.depth()
+		return waiting, running, s.Ready()
+	})
 	s.gen = s.generate
 	s.routes()
 	return s
@@ -145,6 +156,11 @@ func (s *Server) SetModel(m *engine.Model) error {
 	}
 	l := newLoaded(m.Tokenizer, se.CtxSize(), m.ChatTemplate())
 	l.m, l.se = m, se
+	if l.prefix, err = newPrefixCache(s.opt.KVCacheDir, m, se, s.log, s.metrics); err != nil {
+		se.Close()
+		return err
+	}
+	l.prefix.off = s.opt.NoPrefixReuse
 	if l.tmplErr != nil {
 		s.log.Warn("chat completions will fail", "err", l.tmplErr)
 	} else if l.tmpl.t == nil {
@@ -153,6 +169,16 @@ func (s *Server) SetModel(m *engine.Model) error {
 	s.metrics.setMemory(se.Memory())
 	s.model.Store(l)
 	return nil
+}
+
+// failure is the session's device failure, or nil while it works. A
+// loaded without a session (newLoaded's, as the HTTP layer's tests use
+// it) has none.
+func (l *loaded) failure() error {
+	if l.se == nil {
+		return nil
+	}
+	return l.se.Failed()
 }
 
 // newLoaded prepares what requests need besides the session: the

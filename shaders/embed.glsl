@@ -11,7 +11,8 @@
 // writes zeros for them instead.
 //
 // The includer defines one of TYPE_F32, TYPE_F16, TYPE_BF16, TYPE_Q8_0,
-// TYPE_Q4_0. Quantized rows are only 2-byte aligned, so all 16-bit types
+// TYPE_Q4_0, TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K (the K-quants decoded by
+// dequant.glsl). Quantized rows are only 2-byte aligned, so all 16-bit types
 // are read as uint16_t and decoded with integer and f32 arithmetic.
 
 #extension GL_EXT_shader_16bit_storage : require
@@ -33,6 +34,18 @@ layout(push_constant) uniform Push {
 	uint vocab;
 	uint w_off; // where row row_lo starts in w[], in elements of w[]
 } p;
+
+#if defined(TYPE_Q4_K)
+#define DQ_Q4_K
+#elif defined(TYPE_Q5_K)
+#define DQ_Q5_K
+#elif defined(TYPE_Q6_K)
+#define DQ_Q6_K
+#endif
+#if defined(DQ_Q4_K) || defined(DQ_Q5_K) || defined(DQ_Q6_K)
+#define DQ_U16(i) w[i]
+#include "dequant.glsl"
+#endif
 
 float half_bits(uint h) {
 	return unpackHalf2x16(h).x;
@@ -61,6 +74,8 @@ float decode(uint r, uint e) {
 	const uint byte_ = (uint(w[blk + 1 + k / 2]) >> ((k % 2) * 8)) & 0xffu;
 	const uint q = (byte_ >> ((j / 16) * 4)) & 0xfu;
 	return half_bits(uint(w[blk])) * float(int(q) - 8);
+#elif defined(DQ_BLOCK)
+	return dq_load(p.w_off + r * dq_row_u16(p.dim), e);
 #else
 #error "define the weight type"
 #endif

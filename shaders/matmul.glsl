@@ -7,7 +7,7 @@
 // memory as it is loaded, the X tile copied beside it, and each thread
 // accumulates a TM x TN block in registers from them. Rows and tokens past
 // the edge are loaded as zero and not stored, so any M, N and K work (K a
-// multiple of 32 for quantized types, which makes every K tile whole).
+// multiple of 32 or 256 for quantized types, which makes every K tile whole).
 //
 // Bindings: 0 weights (rows back to back, GGUF layout), 1 X (f32, N rows of
 // K), 2 Y (f32, rows of ldy floats). Offsets come as push constants because
@@ -51,8 +51,8 @@ shared float xs[BK][BN + 1];
 // load_w returns W[row][k..k+3] for the row starting at word `row`, with
 // columns at or past K read as zero.
 vec4 load_w(uint row, uint k) {
-#if DQ_BLOCK == 32
-    return dq_load4(row, k);  // K is a multiple of 32: never partial
+#if DQ_BLOCK > 1
+    return dq_load4(row, k);  // K is a multiple of the block, itself of BK: never partial
 #else
     vec4 v = vec4(0.0);
     [[unroll]] for (uint i = 0; i < 4; i++) {

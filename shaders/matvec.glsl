@@ -34,6 +34,9 @@ layout(constant_id = 1) const uint ROWS = 4;  // rows per workgroup
 //   Q8_0, Q4_0: 0 scalar x, 1 vec4 x (16-byte aligned x),
 //              2 raw 16-byte pieces of the row (a multiple of 8 blocks per
 //              row, 16-byte aligned w), for CPU devices
+//   Q4_K, Q5_K, Q6_K: 0 scalar x, 1 vec4 x (16-byte aligned x),
+//              Q4_K, Q5_K: 2 whole blocks as uvec4s (16-byte aligned w
+//              and x), for CPU devices
 layout(constant_id = 2) const uint WIDE = 0;
 // GLU 1 computes silu(gate·x) * (up·x) instead: the rows of up follow
 // those of gate, up_delta words further, and a workgroup takes ROWS rows
@@ -335,6 +338,166 @@ void raw_rows(uint tid, uint units) {
     }
 }
 
+#elif defined(DQ_Q4_K) || defined(DQ_Q5_K) || defined(DQ_Q6_K)
+
+// A unit is 64 elements of one super-block whose quant bytes lie together,
+// so that every byte loaded is used:
+//   Q4_K, Q5_K: unit j of the block (u % 4) is sub-blocks 2j and 2j+1,
+//     elements 64j.., the low and high nibbles of qs[32j..32j+31] (and bits
+//     2j, 2j+1 of all of qh);
+//   Q6_K: unit u % 4 = 2n + h is elements 128n + 32c + 16h + i for the
+//     four quarters c and i < 16, from ql[64n + 16h..], ql[64n + 32 + 16h..]
+//     and qh[32n + 16h..], 16 bytes each.
+// x arrives as four groups of 16 elements (v[4g..4g+3]) with each group's
+// sum (for the mins of Q4_K/Q5_K and the offset 32 of Q6_K).
+// Rows are read in 16-bit words, so any 2-byte alignment (a Q6_K block is
+// 210 bytes) works.
+const uint UNIT = 64;
+struct XU {
+    vec4 v[16];
+    vec4 s;
+};
+
+XU load_x(uint u) {
+    XU r;
+    [[unroll]] for (uint g = 0; g < 4; g++) {
+#if defined(DQ_Q6_K)
+        uint k = xo + (u / 4) * 256 + ((u % 4) / 2) * 128 + 32 * g + 16 * (u % 2);
+#else
+        uint k = xo + u * 64 + 16 * g;
+#endif
+        [[unroll]] for (uint i = 0; i < 4; i++) {
+            if (WIDE >= 1) {
+                r.v[4 * g + i] = x4[k / 4 + i];
+            } else {
+                r.v[4 * g + i] = vec4(x[k + 4 * i], x[k + 4 * i + 1], x[k + 4 * i + 2], x[k + 4 * i + 3]);
+            }
+        }
+        r.s[g] = dot((r.v[4 * g] + r.v[4 * g + 1]) + (r.v[4 * g + 2] + r.v[4 * g + 3]), vec4(1.0));
+    }
+    return r;
+}
+
+float hsum(vec4 v) { return (v.x + v.y) + (v.z + v.w); }
+
+#if defined(DQ_Q6_K)
+float unit_dot(uint row, uint u, XU xu) {
+    uint blk = row + (u / 4) * 105;
+    uint n = (u % 4) / 2, h = u % 2;
+    uint qa = 64 * n + 16 * h, qb = qa + 32, qh = 128 + 32 * n + 16 * h;
+    vec4 s0 = vec4(0.0), s1 = vec4(0.0), s2 = vec4(0.0), s3 = vec4(0.0);
+    [[unroll]] for (uint i = 0; i < 4; i++) {
+        uint a = dq_word(blk, qa + 4 * i), b = dq_word(blk, qb + 4 * i), hi = dq_word(blk, qh + 4 * i);
+        s0 = fma(dq_bits4(a, 0, 15u) + 16.0 * dq_bits4(hi, 0, 3u), xu.v[i], s0);
+        s1 = fma(dq_bits4(b, 0, 15u) + 16.0 * dq_bits4(hi, 2, 3u), xu.v[4 + i], s1);
+        s2 = fma(dq_bits4(a, 4, 15u) + 16.0 * dq_bits4(hi, 4, 3u), xu.v[8 + i], s2);
+        s3 = fma(dq_bits4(b, 4, 15u) + 16.0 * dq_bits4(hi, 6, 3u), xu.v[12 + i], s3);
+    }
+    // Scales 8n + h + 2c: byte h of words 96 + 4n + c.
+    uint sw = blk + 96 + 4 * n;
+    vec4 sc = vec4(bitfieldExtract(int(uint(w16[sw])), int(8 * h), 8), bitfieldExtract(int(uint(w16[sw + 1])), int(8 * h), 8),
+                   bitfieldExtract(int(uint(w16[sw + 2])), int(8 * h), 8), bitfieldExtract(int(uint(w16[sw + 3])), int(8 * h), 8));
+    vec4 dots = vec4(hsum(s0), hsum(s1), hsum(s2), hsum(s3)) - 32.0 * xu.s;
+    return dq_half(uint(w16[blk + 104])) * dot(sc, dots);
+}
+#else
+
+// The CPU layout (WIDE 2) of Q4_K and Q5_K: a block of 144 or 176 bytes is
+// a whole number of uvec4s, so in a 16-byte-aligned row every block is
+// too, and a thread reads whole blocks 16 bytes per load (a CPU device
+// pays a loop over the subgroup's lanes for every load instruction):
+// uvec4 0 holds d, dmin and the 12 scale bytes, Q5_K's qh follows in two,
+// then qs, two uvec4s per unit.
+const uint BLOCK_V = DQ_BLOCK_U16 / 8;
+const uint QS_V = DQ_QS / 16;
+
+// k_scale_min is dq_k_scale_min from the block's first uvec4, whose y, z
+// and w hold scale bytes 0-3, 4-7 and 8-11: sub-block s needs lane s % 4
+// of each (see dq_k_scale_min for which bits).
+vec2 k_scale_min(uvec4 h, uint s) {
+    uint sh = 8 * (s % 4);
+    uint a = (h.y >> sh) & 0xffu, b = (h.z >> sh) & 0xffu, c = (h.w >> sh) & 0xffu;
+    uint sc = s < 4 ? a & 63u : (c & 15u) | ((a >> 6) << 4);
+    uint m = s < 4 ? b & 63u : (c >> 4) | ((b >> 6) << 4);
+    vec2 dd = unpackHalf2x16(h.x);
+    return vec2(dd.x * float(sc), dd.y * float(m));
+}
+
+// k_unit_dot is unit_dot for unit j of a block held in registers: h its
+// first uvec4, q0 and q1 the unit's 32 bytes of qs, hb the block's qh
+// (Q5_K).
+float k_unit_dot(uvec4 h, uvec4 q0, uvec4 q1, uvec4 hb0, uvec4 hb1, uint j, XU xu) {
+    vec4 lo = vec4(0.0), hi = vec4(0.0);
+    [[unroll]] for (uint i = 0; i < 8; i++) {
+        uint q = i < 4 ? q0[i] : q1[i - 4];
+        vec4 ql = dq_bits4(q, 0, 15u), qh = dq_bits4(q, 4, 15u);
+#if defined(DQ_Q5_K)
+        uint hw = i < 4 ? hb0[i] : hb1[i - 4];
+        ql += 16.0 * dq_bits4(hw, 2 * j, 1u);
+        qh += 16.0 * dq_bits4(hw, 2 * j + 1, 1u);
+#endif
+        lo = fma(ql, xu.v[i], lo);
+        hi = fma(qh, xu.v[8 + i], hi);
+    }
+    vec2 a = k_scale_min(h, 2 * j), b = k_scale_min(h, 2 * j + 1);
+    return (a.x * hsum(lo) - a.y * (xu.s[0] + xu.s[1])) + (b.x * hsum(hi) - b.y * (xu.s[2] + xu.s[3]));
+}
+
+// unit_dot (the GPU layout) gathers the same registers from 16-bit words.
+uvec4 words4(uint blk, uint b) {
+    return uvec4(dq_word(blk, b), dq_word(blk, b + 4), dq_word(blk, b + 8), dq_word(blk, b + 12));
+}
+float unit_dot(uint row, uint u, XU xu) {
+    uint blk = row + (u / 4) * DQ_BLOCK_U16;
+    uint j = u % 4;
+    uvec4 hb0 = uvec4(0), hb1 = uvec4(0);
+#if defined(DQ_Q5_K)
+    hb0 = words4(blk, 16);
+    hb1 = words4(blk, 32);
+#endif
+    return k_unit_dot(words4(blk, 0), words4(blk, DQ_QS + 32 * j), words4(blk, DQ_QS + 32 * j + 16), hb0, hb1, j, xu);
+}
+
+// k_rows adds to sum[t * NR + r] this thread's share of row r times
+// vector t in the CPU layout: a contiguous run of the row's blocks.
+void k_rows(uint tid) {
+    uint blocks = p.K / 256;
+    uint per = (blocks + WG - 1) / WG;
+    uint b0 = tid * per;
+    uint b1 = min(blocks, b0 + per);
+    for (uint b = b0; b < b1; b++) {
+        uvec4 h[NR];
+        uvec4 hb0[NR], hb1[NR];
+        [[unroll]] for (uint r = 0; r < NR; r++) {
+            uint v = base[r] / 8 + b * BLOCK_V;
+            h[r] = w128[v];
+#if defined(DQ_Q5_K)
+            hb0[r] = w128[v + 1];
+            hb1[r] = w128[v + 2];
+#else
+            hb0[r] = uvec4(0);
+            hb1[r] = uvec4(0);
+#endif
+        }
+        for (uint j = 0; j < 4; j++) {
+            uvec4 q0[NR], q1[NR];
+            [[unroll]] for (uint r = 0; r < NR; r++) {
+                uint v = base[r] / 8 + b * BLOCK_V + QS_V + 2 * j;
+                q0[r] = w128[v];
+                q1[r] = w128[v + 1];
+            }
+            [[unroll]] for (uint t = 0; t < NT; t++) {
+                xo = x_at(t);
+                XU xu = load_x(4 * b + j);
+                [[unroll]] for (uint r = 0; r < NR; r++) {
+                    sum[t * NR + r] += k_unit_dot(h[r], q0[r], q1[r], hb0[r], hb1[r], j, xu);
+                }
+            }
+        }
+    }
+}
+#endif
+
 #endif
 
 shared float red[NT * NR][WG];
@@ -360,6 +523,10 @@ void main() {
 #if defined(DQ_Q8_0) || defined(DQ_Q4_0)
     if (WIDE == 2) {
         raw_rows(tid, dq_row_u16(p.K) / 8);
+    } else
+#elif defined(DQ_Q4_K) || defined(DQ_Q5_K)
+    if (WIDE == 2) {
+        k_rows(tid);
     } else
 #endif
     {

@@ -231,11 +231,19 @@ func (d *Device) ValidationMessages() []string {
 
 // Close waits for the device to go idle, saves the pipeline cache and
 // releases everything the device owns. Buffers, Commands and Timelines
-// must not be used afterwards.
+// must not be used afterwards. A device that hung (a wait for its work
+// timed out) and still has work pending is not destroyed: Close returns
+// the failure and leaves it allocated.
 func (d *Device) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		if d.dev != nil {
+			if err = d.drain(); err != nil {
+				// Destroying objects that pending work still uses could
+				// crash the driver: a hung device is left as it is.
+				d.log(fmt.Sprintf("vk: device %s left open: %v", d.info.Name, err))
+				return
+			}
 			err = result(C.hi_device_wait_idle(d.dev), "vkDeviceWaitIdle")
 			if perr := d.pcache.save(); err == nil {
 				err = perr
@@ -244,6 +252,21 @@ func (d *Device) Close() error {
 		d.destroy()
 	})
 	return err
+}
+
+// drain waits for everything submitted to the queues, for at most the
+// default wait; on a device that hung it only checks (see waitFor).
+func (d *Device) drain() error {
+	if d.compute == nil {
+		return nil
+	}
+	if err := d.compute.Idle(); err != nil {
+		return err
+	}
+	if d.transfer != d.compute {
+		return d.transfer.Idle()
+	}
+	return nil
 }
 
 // destroy releases what exists of a device, in reverse order of creation.

@@ -25,7 +25,7 @@ var ErrDeviceFailed = errors.New("vk: device failed")
 // gives no deadline (Options.WaitTimeout overrides it). It is generous: a
 // long prefill step on a CPU device takes minutes, and a wait that gives
 // up marks the device failed.
-const DefaultWaitTimeout = 30 * time.Minute
+const DefaultWaitTimeout = time.Hour
 
 // FaultSubmitEnv names the environment variable that sets
 // Options.FaultSubmit when the option is zero, so that tests can make a

@@ -20,8 +20,8 @@ type MemoryKind int
 // Memory kinds.
 const (
 	DeviceLocal MemoryKind = iota // weights, activations, KV on the device
-	Upload                        // host-visible, coherent, persistently mapped: staging, host KV store
-	Readback                      // host-visible, host-cached, mapped: results the host reads
+	Upload                        // host-visible, coherent, persistently mapped, preferably uncached (write-combined): staging
+	Readback                      // host-visible, coherent, preferably host-cached, mapped: results and the host KV store, which the host reads
 )
 
 const numKinds = 3
@@ -116,6 +116,15 @@ func (a *allocator) init(d *Device) error {
 // pickType returns the best memory type for kind among those a storage
 // buffer may use, or -1.
 func pickType(r *C.hi_devinfo, allowed uint32, kind MemoryKind) int {
+	flags := make([]uint32, r.type_count)
+	for t := range flags {
+		flags[t] = uint32(r.type_flags[t])
+	}
+	return pickTypeOf(flags, allowed, kind)
+}
+
+// pickTypeOf is pickType over the property flags of the memory types.
+func pickTypeOf(flags []uint32, allowed uint32, kind MemoryKind) int {
 	const (
 		local    = C.VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT
 		visible  = C.VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT
@@ -124,8 +133,7 @@ func pickType(r *C.hi_devinfo, allowed uint32, kind MemoryKind) int {
 		unusable = C.VK_MEMORY_PROPERTY_LAZILY_ALLOCATED_BIT | C.VK_MEMORY_PROPERTY_PROTECTED_BIT
 	)
 	best, bestScore := -1, -1
-	for t := 0; t < int(r.type_count); t++ {
-		f := r.type_flags[t]
+	for t, f := range flags {
 		if allowed&(1<<t) == 0 || f&unusable != 0 {
 			continue
 		}

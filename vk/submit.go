@@ -98,6 +98,101 @@ func (q *Queue) Submit(c *Commands, wait []Sync, signal []Sync) error {
 	return err
 }
 
+// Batch is one submit info of a SubmitBatch: command buffers that run
+// in order after every wait value is reached, and signal every signal value
+// when they complete.
+type Batch struct {
+	Cmds         []*Commands
+	Wait, Signal []Sync
+}
+
+// SubmitBatch queues bs in one vkQueueSubmit, in order. It does not wait.
+// A wait may name a value that a later submission (on another queue)
+// signals: timeline semaphores allow it, but on one queue the values it
+// waits for must be signalled by earlier batches.
+func (q *Queue) SubmitBatch(bs []Batch) error {
+	if len(bs) == 0 {
+		return errors.New("vk: SubmitBatch of no batches")
+	}
+	var (
+		ncb, nwait, nsig []C.uint32_t
+		cbs              []C.VkCommandBuffer
+		wsem, ssem       []C.VkSemaphore
+		wval, sval       []C.uint64_t
+	)
+	check := func(ss []Sync, what string) error {
+		for _, s := range ss {
+			if s.T == nil || s.T.d != q.d || s.T.freed {
+				return fmt.Errorf("vk: submit %s a nil, freed or foreign timeline", what)
+			}
+		}
+		return nil
+	}
+	for _, b := range bs {
+		for _, c := range b.Cmds {
+			if c == nil {
+				return errors.New("vk: SubmitBatch of nil commands")
+			}
+			if err := c.ready(q); err != nil {
+				return err
+			}
+			if err := c.hostReset(); err != nil {
+				return err
+			}
+			cbs = append(cbs, c.c.cb)
+		}
+		if err := check(b.Wait, "waits on"); err != nil {
+			return err
+		}
+		if err := check(b.Signal, "signals"); err != nil {
+			return err
+		}
+		for _, s := range b.Wait {
+			wsem = append(wsem, s.T.sem)
+			wval = append(wval, C.uint64_t(s.Value))
+		}
+		for _, s := range b.Signal {
+			ssem = append(ssem, s.T.sem)
+			sval = append(sval, C.uint64_t(s.Value))
+		}
+		ncb = append(ncb, C.uint32_t(len(b.Cmds)))
+		nwait = append(nwait, C.uint32_t(len(b.Wait)))
+		nsig = append(nsig, C.uint32_t(len(b.Signal)))
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	d := q.d
+	if err := d.Failed(); err != nil {
+		return err
+	}
+	if d.injected() {
+		return d.Fail(deviceLost("vkQueueSubmit"))
+	}
+	// The last batch also signals the queue's own timeline: a signal
+	// covers every command submitted to the queue before it.
+	val := q.last + 1
+	ssem = append(ssem, q.sem)
+	sval = append(sval, C.uint64_t(val))
+	nsig[len(nsig)-1]++
+	// Empty slices still need a valid pointer.
+	cbs = append(cbs, nil)
+	wsem = append(wsem, nil)
+	wval = append(wval, 0)
+	r := C.hi_submit_batch(d.dev, q.c.q, C.uint32_t(len(bs)), &ncb[0], &cbs[0], &nwait[0], &wsem[0], &wval[0],
+		&nsig[0], &ssem[0], &sval[0])
+	if err := result(r, "vkQueueSubmit"); err != nil {
+		return d.Fail(err)
+	}
+	q.last = val
+	for _, b := range bs {
+		for _, c := range b.Cmds {
+			c.pending = submission{q, val}
+			c.ts.ran = true
+		}
+	}
+	return nil
+}
+
 // submitLocked adds the queue's own timeline signal to the prepared
 // submission and submits it; q.mu must be held. A failed device refuses
 // it, and a submission that fails marks the device failed.

@@ -65,8 +65,8 @@ func TestMalformed(t *testing.T) {
 			`data [32, 96) overlaps tensor "a"'s data [0, 64)`, first + 33},
 		{"duplicate tensor", header(2, 0).tensorInfo("a", []uint64{1}, F32, 0).tensorInfo("a", []uint64{1}, F32, 32).data(64),
 			"duplicate tensor name (tensor 0 has it too)", first + 33},
-		{"unsupported type", header(1, 0).tensorInfo("blk.0.attn_q.weight", []uint64{256}, 12, 0).data(144),
-			`tensor "blk.0.attn_q.weight" has type Q4_K, which this version does not load (supported: F32, F16, BF16, Q8_0, Q4_0)`, -1},
+		{"unsupported type", header(1, 0).tensorInfo("blk.0.attn_q.weight", []uint64{256}, 11, 0).data(144),
+			`tensor "blk.0.attn_q.weight" has type Q3_K, which this version does not load (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)`, -1},
 		{"unknown type", header(1, 0).tensorInfo("t", []uint64{1}, 99, 0).data(4), `tensor "t" has type type(99), which`, -1},
 	}
 	for _, c := range cases {
@@ -88,12 +88,12 @@ func TestMalformed(t *testing.T) {
 // TestUnsupportedAllowed checks the listing mode: the file opens, and the
 // unsupported tensor is refused when asked for.
 func TestUnsupportedAllowed(t *testing.T) {
-	file := header(2, 0).tensorInfo("q", []uint64{256}, 12, 0).tensorInfo("f", []uint64{8}, F32, 160).data(192)
+	file := header(2, 0).tensorInfo("q", []uint64{256}, 11, 0).tensorInfo("f", []uint64{8}, F32, 160).data(192)
 	f, err := ParseWith(bytes.NewReader(file), int64(len(file)), Options{AllowUnsupported: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = `gguf: tensor "q" has type Q4_K, which this version does not load (supported: F32, F16, BF16, Q8_0, Q4_0)`
+	const want = `gguf: tensor "q" has type Q3_K, which this version does not load (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)`
 	if err := f.CheckTypes(); err == nil || err.Error() != want {
 		t.Errorf("CheckTypes: %v", err)
 	}

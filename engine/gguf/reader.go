@@ -8,7 +8,7 @@
 // offset of the bad field (FormatError).
 //
 // Open refuses a file that holds a tensor of a type this engine cannot
-// compute with (anything but F32, F16, BF16, Q8_0 and Q4_0), naming the
+// compute with (anything but SupportedTypes), naming the
 // tensor and its type, so that loading fails before any work is done.
 // Options.AllowUnsupported lets a tool list such a file; CheckTypes and
 // TensorData then report the unsupported tensors when asked.
@@ -121,7 +121,7 @@ func (ti TensorInfo) size() (uint64, error) {
 }
 
 func unsupported(ti TensorInfo) error {
-	return fmt.Errorf("tensor %q has type %v, which this version does not load (supported: F32, F16, BF16, Q8_0, Q4_0)", ti.Name, ti.Type)
+	return fmt.Errorf("tensor %q has type %v, which this version does not load (supported: %s)", ti.Name, ti.Type, SupportedNames())
 }
 
 // Tensor finds a tensor by name.

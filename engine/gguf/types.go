@@ -17,8 +17,27 @@ const (
 	F16  Type = 1
 	Q4_0 Type = 2
 	Q8_0 Type = 8
+	Q4_K Type = 12
+	Q5_K Type = 13
+	Q6_K Type = 14
 	BF16 Type = 30
 )
+
+// SupportedTypes lists the types the engine loads, in the order error
+// messages and help texts name them.
+var SupportedTypes = []Type{F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K}
+
+// SupportedNames is SupportedTypes as text, for messages.
+func SupportedNames() string {
+	s := ""
+	for i, t := range SupportedTypes {
+		if i > 0 {
+			s += ", "
+		}
+		s += t.String()
+	}
+	return s
+}
 
 var typeNames = map[Type]string{
 	0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
@@ -38,18 +57,20 @@ func (t Type) String() string {
 // Supported reports whether the engine can load tensors of this type.
 func (t Type) Supported() bool {
 	switch t {
-	case F32, F16, BF16, Q8_0, Q4_0:
+	case F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K:
 		return true
 	}
 	return false
 }
 
 // BlockSize is the number of elements in one storage block of the type
-// (1 for plain float types, 32 for Q8_0 and Q4_0).
+// (1 for plain float types, 32 for Q8_0 and Q4_0, 256 for the K-quants).
 func (t Type) BlockSize() int {
 	switch t {
 	case Q8_0, Q4_0:
 		return 32
+	case Q4_K, Q5_K, Q6_K:
+		return 256
 	}
 	return 1
 }
@@ -65,6 +86,12 @@ func (t Type) BlockBytes() int {
 		return 34 // f16 scale + 32 int8
 	case Q4_0:
 		return 18 // f16 scale + 16 bytes of nibbles
+	case Q4_K:
+		return 144 // f16 d, dmin + 12 bytes of 6-bit scales and mins + 128 bytes of nibbles
+	case Q5_K:
+		return 176 // Q4_K's + 32 bytes of fifth bits
+	case Q6_K:
+		return 210 // 128 bytes of low nibbles, 64 of high 2-bit pairs, 16 int8 scales, f16 d
 	}
 	return 0
 }
@@ -116,12 +143,15 @@ func Dequantize(t Type, data []byte, out []float32) error {
 				out[32*b+j+16] = d * float32(int(q>>4)-8)
 			}
 		}
+	case Q4_K, Q5_K, Q6_K:
+		dequantizeK(t, data, out)
 	}
 	return nil
 }
 
 // Quantize encodes in as type t, the way llama.cpp's reference quantizers
-// do. len(in) must be a multiple of t.BlockSize().
+// do (the K-quants with this package's own scale search, see quantizeK).
+// len(in) must be a multiple of t.BlockSize().
 func Quantize(t Type, in []float32) ([]byte, error) {
 	if !t.Supported() {
 		return nil, fmt.Errorf("gguf: cannot encode tensor type %v", t)
@@ -183,6 +213,8 @@ func Quantize(t Type, in []float32) ([]byte, error) {
 				blk[2+j] = byte(q0) | byte(q1)<<4
 			}
 		}
+	case Q4_K, Q5_K, Q6_K:
+		quantizeK(t, in, out)
 	}
 	return out, nil
 }

@@ -111,7 +111,7 @@ func TestWriterErrors(t *testing.T) {
 		{"negative alignment", []KV{{alignmentKey, int32(-32)}}, nil, "want an integer in uint32 range"},
 		{"duplicate tensor", nil, append(ok, ok[0]), `duplicate tensor name "t"`},
 		{"five dims", nil, []TensorInfo{{Name: "t", Dims: []uint64{1, 1, 1, 1, 1}}}, "5 dimensions, at most 4"},
-		{"unsupported type", nil, []TensorInfo{{Name: "t", Dims: []uint64{256}, Type: 12}}, "type Q4_K, which this version does not load"},
+		{"unsupported type", nil, []TensorInfo{{Name: "t", Dims: []uint64{256}, Type: 11}}, "type Q3_K, which this version does not load"},
 		{"partial block", nil, []TensorInfo{{Name: "t", Dims: []uint64{48}, Type: Q4_0}}, "not a whole number of Q4_0 blocks"},
 		{"overflow", nil, []TensorInfo{{Name: "t", Dims: []uint64{1 << 62, 4}, Type: F32}}, "overflow"},
 	} {

@@ -25,7 +25,7 @@ type Embed struct {
 
 // NewEmbed prepares the lookup for a vocab × dim matrix of type t.
 func NewEmbed(d *vk.Device, t gguf.Type, dim, vocab int) (*Embed, error) {
-	name, err := skEmbedName(t)
+	name, err := kernelName("embed", t)
 	if err != nil {
 		return nil, err
 	}
@@ -43,22 +43,6 @@ func NewEmbed(d *vk.Device, t gguf.Type, dim, vocab int) (*Embed, error) {
 		return nil, err
 	}
 	return &Embed{d: d, k: k, name: name, t: t, dim: dim, vocab: vocab, maxBind: d.Info().MaxStorageBufferRange}, nil
-}
-
-func skEmbedName(t gguf.Type) (string, error) {
-	switch t {
-	case gguf.F32:
-		return "embed_f32", nil
-	case gguf.F16:
-		return "embed_f16", nil
-	case gguf.BF16:
-		return "embed_bf16", nil
-	case gguf.Q8_0:
-		return "embed_q8_0", nil
-	case gguf.Q4_0:
-		return "embed_q4_0", nil
-	}
-	return "", fmt.Errorf("embed: no kernel for weights of type %v (supported: F32, F16, BF16, Q8_0, Q4_0)", t)
 }
 
 // Record records the lookup of tokens ids (uint32) from w into out

@@ -17,7 +17,8 @@ func TestEmbed(t *testing.T) {
 	for _, tc := range []struct {
 		typ gguf.Type
 		dim int
-	}{{gguf.F32, 70}, {gguf.F16, 70}, {gguf.BF16, 70}, {gguf.Q8_0, 96}, {gguf.Q4_0, 96}} {
+	}{{gguf.F32, 70}, {gguf.F16, 70}, {gguf.BF16, 70}, {gguf.Q8_0, 96}, {gguf.Q4_0, 96},
+		{gguf.Q4_K, 512}, {gguf.Q5_K, 512}, {gguf.Q6_K, 768}} {
 		for _, split := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%v/split=%v", tc.typ, split), func(t *testing.T) {
 				k, err := NewEmbed(d, tc.typ, tc.dim, vocab)
@@ -78,7 +79,7 @@ func TestEmbedRejects(t *testing.T) {
 	if _, err := NewEmbed(d, gguf.Q8_0, 70, 10); err == nil {
 		t.Error("a Q8_0 row of 70 elements was accepted")
 	}
-	if _, err := NewEmbed(d, gguf.Type(12), 64, 10); err == nil {
+	if _, err := NewEmbed(d, gguf.Type(11), 256, 10); err == nil {
 		t.Error("an unsupported type was accepted")
 	}
 	k, err := NewEmbed(d, gguf.F16, 64, 10)

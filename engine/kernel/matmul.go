@@ -30,7 +30,7 @@ type MatMul struct {
 
 // NewMatMul prepares the matrix-matrix kernel for weights of type t.
 func NewMatMul(d *vk.Device, t gguf.Type) (*MatMul, error) {
-	name, err := mvKernelName("matmul", t)
+	name, err := kernelName("matmul", t)
 	if err != nil {
 		return nil, err
 	}

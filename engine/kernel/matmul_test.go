@@ -17,6 +17,11 @@ func mmShapes(t gguf.Type) [][3]int {
 			{37, 4128, 67}, {300, 301, 1}, {3, 96, 67}, {1, 4128, 1},
 		}
 	}
+	if t.BlockSize() == 256 {
+		return [][3]int{
+			{1, 256, 5}, {3, 4352, 67}, {37, 768, 1}, {300, 256, 67}, {300, 2560, 5}, {37, 512, 67},
+		}
+	}
 	return [][3]int{
 		{1, 32, 5}, {3, 4128, 67}, {37, 96, 1}, {300, 32, 67}, {300, 4128, 5}, {37, 1280, 67},
 	}
@@ -42,7 +47,11 @@ func TestMatMulSplit(t *testing.T) {
 	d := vktest.Device(t)
 	for _, typ := range mvTypes {
 		for _, tiled := range []bool{true, false} {
-			s := mvSpec{typ: typ, rows: 300, cols: 96, n: 67, acc: true, lay: mvWordOffset, limit: 8192, tiled: tiled}
+			cols := 96
+			if typ.BlockSize() == 256 {
+				cols = 256
+			}
+			s := mvSpec{typ: typ, rows: 300, cols: cols, n: 67, acc: true, lay: mvWordOffset, limit: 8192, tiled: tiled}
 			t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
 		}
 	}

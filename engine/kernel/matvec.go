@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"fmt"
+	"strings"
 
 	"headinfer/engine/gguf"
 	"headinfer/shaders"
@@ -28,7 +29,7 @@ type MatVec struct {
 
 // NewMatVec prepares the matrix-vector kernel for weights of type t.
 func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
-	name, err := mvKernelName("matvec", t)
+	name, err := kernelName("matvec", t)
 	if err != nil {
 		return nil, err
 	}
@@ -58,8 +59,13 @@ func mvDefaultGeometry(info vk.DeviceInfo, t gguf.Type) (wg, rows, batch int) {
 		return 128, 2, 1
 	}
 	wg = max(int(info.SubgroupSize), 8)
-	if t.BlockSize() > 1 {
+	switch t.BlockSize() {
+	case 32:
 		return wg, 64, 4
+	case 256:
+		// A K-quant unit is 64 weights with their scales: fewer rows keep
+		// the unrolled kernel small enough for LLVM to compile quickly.
+		return wg, 16, 4
 	}
 	return wg, 16, 8
 }
@@ -192,8 +198,11 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 			return 1
 		}
 	default:
-		if k.cpu && cols%256 == 0 && woff%16 == 0 {
+		if k.cpu && (k.t == gguf.Q8_0 || k.t == gguf.Q4_0) && cols%256 == 0 && woff%16 == 0 {
 			return 2
+		}
+		if k.cpu && (k.t == gguf.Q4_K || k.t == gguf.Q5_K) && woff%16 == 0 && xoff%16 == 0 {
+			return 2 // whole blocks as uvec4s: 144 and 176 bytes keep the alignment
 		}
 		if xoff%16 == 0 {
 			return 1
@@ -224,21 +233,13 @@ func (k *MatVec) kernel(wide uint32, glu bool, batch int) (*vk.Kernel, error) {
 	return kern, nil
 }
 
-// mvKernelName returns the shader name of a matvec or matmul kernel for t.
-func mvKernelName(op string, t gguf.Type) (string, error) {
-	switch t {
-	case gguf.F32:
-		return op + "_f32", nil
-	case gguf.F16:
-		return op + "_f16", nil
-	case gguf.BF16:
-		return op + "_bf16", nil
-	case gguf.Q8_0:
-		return op + "_q8_0", nil
-	case gguf.Q4_0:
-		return op + "_q4_0", nil
+// kernelName returns the shader OP_TYPE (matvec_q4_k, embed_f16, ...) for
+// a weight type the engine loads; each has one for every such type.
+func kernelName(op string, t gguf.Type) (string, error) {
+	if !t.Supported() {
+		return "", fmt.Errorf("%s: no kernel for weights of type %v (supported: %s)", op, t, gguf.SupportedNames())
 	}
-	return "", fmt.Errorf("%s: no kernel for weights of type %v (supported: F32, F16, BF16, Q8_0, Q4_0)", op, t)
+	return op + "_" + strings.ToLower(t.String()), nil
 }
 
 // mvCheckDevice reports device features the matrix kernels cannot do without.

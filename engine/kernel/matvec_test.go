@@ -1,24 +1,30 @@
 package kernel
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/x448/float16"
 
 	"headinfer/engine/gguf"
 	"headinfer/vk"
 	"headinfer/vk/vktest"
 )
 
-var mvTypes = []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0}
+var mvTypes = []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K}
 
 // mvCols returns the row lengths to test for t: odd, even and multiples of
 // 8 for plain float types (each enables a different load width), odd and
 // even numbers of blocks for quantized ones.
 func mvCols(t gguf.Type) []int {
-	if t.BlockSize() == 1 {
+	switch t.BlockSize() {
+	case 1:
 		return []int{37, 301, 302, 32, 96, 4128}
+	case 256:
+		return []int{256, 768, 4352, 512, 2560}
 	}
 	return []int{32, 96, 4128, 256, 1280}
 }
@@ -28,15 +34,46 @@ func mvCols(t gguf.Type) []int {
 // accumulation differs from it.
 func mvWeights(t testing.TB, r *rand.Rand, typ gguf.Type, rows, cols int) ([]byte, []float32) {
 	t.Helper()
-	raw, err := gguf.Quantize(typ, randFloats(r, rows*cols, 1))
-	if err != nil {
-		t.Fatal(err)
+	var raw []byte
+	if typ.BlockSize() == 256 {
+		raw = randKBlocks(r, typ, rows*cols/256)
+	} else {
+		var err error
+		if raw, err = gguf.Quantize(typ, randFloats(r, rows*cols, 1)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	deq := make([]float32, rows*cols)
 	if err := gguf.Dequantize(typ, raw, deq); err != nil {
 		t.Fatal(err)
 	}
 	return raw, deq
+}
+
+// randKBlocks returns n K-quant super-blocks of random bytes, which reach
+// every quant, scale and min bit pattern (a quantizer's output need not),
+// with the f16 super-block scales set so that weights stay of order 1.
+func randKBlocks(r *rand.Rand, typ gguf.Type, n int) []byte {
+	bb := typ.BlockBytes()
+	raw := make([]byte, n*bb)
+	for i := 0; i < len(raw); i += 8 {
+		binary.LittleEndian.PutUint64(raw[i:], r.Uint64())
+	}
+	half := func(v float32) (byte, byte) {
+		h := float16.Fromfloat32(v).Bits()
+		return byte(h), byte(h >> 8)
+	}
+	for b := 0; b < n; b++ {
+		blk := raw[b*bb : (b+1)*bb]
+		if typ == gguf.Q6_K { // |d·scale·(q−32)| ≤ d·128·32
+			blk[208], blk[209] = half((0.5 + r.Float32()) / 4096)
+			continue
+		}
+		// |d·sc·q| ≤ d·63·31, dmin·m ≤ dmin·63
+		blk[0], blk[1] = half((0.5 + r.Float32()) / 1000)
+		blk[2], blk[3] = half((0.5 + r.Float32()) / 60)
+	}
+	return raw
 }
 
 // mvReference returns, for n vectors x (n × cols) and weights w (rows ×
@@ -256,11 +293,14 @@ func TestMatVecGPU(t *testing.T) {
 func TestMatVecSplit(t *testing.T) {
 	d := vktest.Device(t)
 	for _, typ := range mvTypes {
-		long := 1000 // one or two rows per chunk, so chunk offsets vary
-		if typ.BlockSize() > 1 {
+		long, short := 1000, []int{96, 128} // one or two long rows per chunk, so chunk offsets vary
+		switch typ.BlockSize() {
+		case 32:
 			long = 992
+		case 256:
+			long, short = 4352, []int{256, 512}
 		}
-		for _, shape := range [][2]int{{301, 96}, {300, 128}, {37, long}} {
+		for _, shape := range [][2]int{{301, short[0]}, {300, short[1]}, {37, long}} {
 			for _, lay := range []mvLayout{mvAligned, mvWordOffset} {
 				s := mvSpec{typ: typ, rows: shape[0], cols: shape[1], acc: true, lay: lay, limit: 4096}
 				t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
@@ -269,21 +309,27 @@ func TestMatVecSplit(t *testing.T) {
 	}
 }
 
-// TestMatVecLarge runs a weight matrix bigger than the device's largest
-// storage-buffer binding (136 MB of F32 against lavapipe's 128 MiB).
+// TestMatVecLarge runs weight matrices bigger than the device's largest
+// storage-buffer binding (136 MB of F32 against lavapipe's 128 MiB), in
+// F32 and in Q6_K at a 2-byte-aligned offset, whose 210-byte blocks leave
+// every later chunk's rows at another alignment.
 func TestMatVecLarge(t *testing.T) {
 	d := vktest.Device(t)
-	rows, cols := 8300, 4096
-	if need := uint64(rows * cols * 4); need <= d.Info().MaxStorageBufferRange {
-		rows = int(d.Info().MaxStorageBufferRange/uint64(cols*4)) + 37
+	for _, c := range []struct {
+		typ gguf.Type
+		lay mvLayout
+	}{{gguf.F32, mvLayout{y: 8}}, {gguf.Q6_K, mvWordOffset}} {
+		cols := 4096
+		rows := int(d.Info().MaxStorageBufferRange/uint64(c.typ.RowBytes(cols))) + 37
+		s := mvSpec{typ: c.typ, rows: rows, cols: cols, lay: c.lay}
+		t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
 	}
-	mvCase(t, d, mvSpec{typ: gguf.F32, rows: rows, cols: cols, lay: mvLayout{y: 8}})
 }
 
 func TestMatVecErrors(t *testing.T) {
 	d := vktest.Device(t)
-	if _, err := NewMatVec(d, gguf.Type(12)); err == nil {
-		t.Error("NewMatVec accepted Q4_K, which has no kernel")
+	if _, err := NewMatVec(d, gguf.Type(11)); err == nil {
+		t.Error("NewMatVec accepted Q3_K, which has no kernel")
 	}
 	k, err := NewMatVec(d, gguf.Q8_0)
 	if err != nil {

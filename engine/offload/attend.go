@@ -11,27 +11,31 @@ import (
 // Step is what one layer's attention reads and writes in a recorded step:
 // the chunk's N queries Q, its new keys K and values V (N rows of
 // KVHeads·headDim f32 each, RoPE applied), their positions Pos (u32), and
-// the output Att (N rows of Heads·headDim f32). Blocks is the number of
-// KV blocks of AttnBlock positions the step visits.
+// the output Att (N rows of Heads·headDim f32).
 type Step struct {
 	Q, K, V, Att, Pos vk.Range
-	N, Blocks         int
+	N                 int
 }
 
-// Attend records the attention of layer l in step st into p: the resident
-// heads from their slots, then each streamed head block by block through
-// the streaming buffers; then it writes the chunk's new rows of the
-// streamed heads to their host slots. Every head's partials are folded
-// into the accumulator in block order, whatever the batches, so the
-// arithmetic is the same wherever the slot lives.
+// Attend records the attention of layer l in step st into p, for every KV
+// length up to the context: the positions in Pos decide what is visible.
+// The resident heads attend to all blocks of their slots (blocks past the
+// last position hold nothing visible: their partials are the merge's
+// neutral element, which folds as an exact no-op); each streamed head
+// goes block by block through the streaming buffers, and Program.Run
+// skips the blocks past the step's length. Then the chunk's new rows of
+// the streamed heads go to their host slots. Every head's partials are
+// folded into the accumulator in block order, whatever the batches, so
+// the arithmetic is the same wherever the slot lives.
 func (kc *Cache) Attend(p *Program, l int, st Step) error {
 	lay := kc.lay
 	if l < 0 || l >= len(kc.res) {
 		return fmt.Errorf("offload: attention of layer %d of %d", l, len(kc.res))
 	}
-	if st.N < 1 || st.Blocks < 1 || st.Blocks*AttnBlock > lay.Ctx+AttnBlock-1 {
-		return fmt.Errorf("offload: attention of %d tokens over %d blocks (context %d)", st.N, st.Blocks, lay.Ctx)
+	if st.N < 1 {
+		return fmt.Errorf("offload: attention of %d tokens", st.N)
 	}
+	blocks := kernel.Blocks(lay.Ctx, AttnBlock)
 	a, group := kc.ops.Attn, lay.Group()
 	c, err := p.Compute()
 	if err != nil {
@@ -40,8 +44,8 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 	// Each group of KV heads folds its batches of blocks into the
 	// accumulator in order before the next group reuses it.
 	for _, g := range kc.res[l].split {
-		for b0 := 0; b0 < st.Blocks; b0 += kc.scratch.PartsCap {
-			nb := min(kc.scratch.PartsCap, st.Blocks-b0)
+		for b0 := 0; b0 < blocks; b0 += kc.scratch.PartsCap {
+			nb := min(kc.scratch.PartsCap, blocks-b0)
 			rows := min(nb*AttnBlock, lay.Ctx-b0*AttnBlock)
 			kr, vr := kc.rangeOf(l, g, b0*AttnBlock, rows)
 			err := a.RecordPartial(c, st.Q, kr, vr, st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
@@ -55,7 +59,7 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 			c.Barrier()
 			err = a.RecordMerge(c, kc.scratch.Parts.All(), kc.scratch.Acc.All(), st.Att, kernel.MergeParams{
 				NTokens: st.N, Heads: g.n * group, NParts: nb,
-				Init: b0 == 0, Finalize: b0+nb >= st.Blocks,
+				Init: b0 == 0, Finalize: b0+nb >= blocks,
 				OutHeads: lay.Heads, OutHead0: g.first * group,
 			})
 			if err != nil {
@@ -67,13 +71,12 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 	if kc.res[l].heads == lay.KVHeads {
 		return nil
 	}
-	// A step whose rows fit a streaming buffer several times over moves
-	// several heads per block: fewer copies and submissions, same blocks.
-	end := min(st.Blocks*AttnBlock, lay.Ctx)
+	// A context whose rows fit a streaming buffer several times over
+	// moves several heads per block: fewer copies, same blocks.
 	for h := kc.res[l].heads; h < lay.KVHeads; {
 		heads := 1
-		if 2*end <= lay.StreamBlock {
-			heads = min(lay.StreamBlock/end, lay.KVHeads-h)
+		if 2*lay.Ctx <= lay.StreamBlock {
+			heads = min(lay.StreamBlock/lay.Ctx, lay.KVHeads-h)
 		}
 		if err := kc.attendStreamed(p, l, h, heads, st); err != nil {
 			return err
@@ -92,24 +95,25 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 }
 
 // attendStreamed records the attention of streamed KV heads h …
-// h+heads−1 of layer l over the step's blocks: per streamed block, a copy
-// of its rows from the host slots into a streaming buffer (heads back to
-// back), the chunk's new rows stored over the stale ones, and the
-// partials of its attention blocks folded into the accumulator. Several
-// heads share a block only when all their rows fit it.
+// h+heads−1 of layer l: per streamed block, a copy of its rows from the
+// host slots into a streaming buffer (heads back to back), the chunk's new
+// rows stored over the stale ones (the KV store skips the tokens of other
+// blocks), and the partials of its attention blocks folded into the
+// accumulator; a block runs only when the step's KV length reaches it.
+// The heads' output is written after their last block, by a merge that
+// only finalizes, so that it does not depend on which block ran last.
+// Several heads share a block only when all their rows fit it.
 func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 	lay := kc.lay
 	a, group := kc.ops.Attn, lay.Group()
-	end := min(st.Blocks*AttnBlock, lay.Ctx) // rows the step reads
-	newFrom := max(0, end-AttnBlock-st.N+1)  // no new row lies before this
 	per := kernel.PartsBytes(st.N, heads*group, lay.HeadDim, 1)
 	capBlocks := max(1, int(kc.scratch.Parts.Size())/per)
 	rowBytes := lay.RowBytes()
-	for p0 := 0; p0 < end; p0 += lay.StreamBlock {
-		rows := min(lay.StreamBlock/heads, end-p0)
+	for p0 := 0; p0 < lay.Ctx; p0 += lay.StreamBlock {
+		rows := min(lay.StreamBlock/heads, lay.Ctx-p0)
 		headBytes := uint64(rows) * rowBytes
 		var slotErr error
-		j, err := p.Stream(func(t *vk.Commands) {
+		j, err := p.Stream(p0, func(t *vk.Commands) {
 			buf := kc.stream[p.Blocks()%2]
 			for i := 0; i < heads; i++ {
 				hk, hv, err := kc.host.Slot(l, h+i, p0, rows)
@@ -132,15 +136,13 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 		if err != nil {
 			return err
 		}
-		if p0+rows > newFrom {
-			size := uint64(heads) * headBytes
-			slots := kernel.KVSlots{Tokens: st.N, SrcHeads: lay.KVHeads, FirstHead: h, Heads: heads,
-				SlotStride: rows * lay.HeadDim, SlotRows: rows, RowBase: p0}
-			if err := kc.storeKV(c, st.K, st.V, st.Pos, buf.k.Range(0, size), buf.v.Range(0, size), slots); err != nil {
-				return err
-			}
-			c.Barrier()
+		size := uint64(heads) * headBytes
+		slots := kernel.KVSlots{Tokens: st.N, SrcHeads: lay.KVHeads, FirstHead: h, Heads: heads,
+			SlotStride: rows * lay.HeadDim, SlotRows: rows, RowBase: p0}
+		if err := kc.storeKV(c, st.K, st.V, st.Pos, buf.k.Range(0, size), buf.v.Range(0, size), slots); err != nil {
+			return err
 		}
+		c.Barrier()
 		nbj := kernel.Blocks(rows, AttnBlock)
 		for b0 := 0; b0 < nbj; b0 += capBlocks {
 			nb := min(capBlocks, nbj-b0)
@@ -157,9 +159,7 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 			}
 			c.Barrier()
 			err = a.RecordMerge(c, kc.scratch.Parts.All(), kc.scratch.Acc.All(), st.Att, kernel.MergeParams{
-				NTokens: st.N, Heads: heads * group, NParts: nb,
-				Init: p0 == 0 && b0 == 0, Finalize: p0+rows >= end && b0+nb >= nbj,
-				OutHeads: lay.Heads, OutHead0: h * group,
+				NTokens: st.N, Heads: heads * group, NParts: nb, Init: p0 == 0 && b0 == 0,
 			})
 			if err != nil {
 				return err
@@ -167,6 +167,17 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 			c.Barrier()
 		}
 	}
+	c, err := p.Compute()
+	if err != nil {
+		return err
+	}
+	err = a.RecordMerge(c, vk.Range{}, kc.scratch.Acc.All(), st.Att, kernel.MergeParams{
+		NTokens: st.N, Heads: heads * group, Finalize: true, OutHeads: lay.Heads, OutHead0: h * group,
+	})
+	if err != nil {
+		return err
+	}
+	c.Barrier()
 	return nil
 }
 

@@ -276,33 +276,15 @@ func (kc *Cache) storeHost(c *vk.Commands, l int, k, v, pos vk.Range, n int) err
 // Write puts data, whole rows from position row on, into the K (or V)
 // slot of head h of layer l, wherever it lives.
 func (kc *Cache) Write(l, h int, isV bool, row int, data []byte) error {
-	lay := kc.lay
-	rowBytes := lay.RowBytes()
-	switch {
-	case l < 0 || l >= lay.Layers || h < 0 || h >= lay.KVHeads:
-		return fmt.Errorf("offload: write to head %d of layer %d (%d layers of %d KV heads)", h, l, lay.Layers, lay.KVHeads)
-	case len(data) == 0 || uint64(len(data))%rowBytes != 0:
-		return fmt.Errorf("offload: write of %d bytes, not a positive number of %d-byte rows", len(data), rowBytes)
-	case row < 0 || row+len(data)/int(rowBytes) > lay.Ctx:
-		return fmt.Errorf("offload: write of rows %d..%d past the context of %d", row, row+len(data)/int(rowBytes), lay.Ctx)
-	}
-	if h < kc.res[l].heads {
-		r := &kc.res[l]
-		off := uint64(h*kc.slotElems)*lay.Elem + uint64(row)*rowBytes
-		if isV {
-			off += r.vOff
-		}
-		return kc.d.Write(r.buf.Range(off, uint64(len(data))), data)
-	}
-	k, v, err := kc.host.Slot(l, h, row, len(data)/int(rowBytes))
+	dev, host, err := kc.rows(l, h, isV, row, len(data), "write")
 	if err != nil {
 		return err
 	}
-	if isV {
-		k = v
+	if host != nil {
+		copy(host, data)
+		return nil
 	}
-	copy(k.Buf.Bytes()[k.Off:k.Off+k.Size], data)
-	return nil
+	return kc.d.Write(dev, data)
 }
 
 // Free releases the cache's memory; the device must be done with it.

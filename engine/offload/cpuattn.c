@@ -10,10 +10,11 @@
 // to the unnormalised output. Converting once per chunk instead of once per
 // query row keeps the f16 conversion off the per-group arithmetic.
 //
-// There are two implementations of the inner steps: portable C, and AVX2 +
-// FMA + F16C (compiled for that target with a function attribute and used
-// only when the CPU reports those features at run time), so that the binary
-// runs on any x86-64 or other CPU.
+// The inner steps come in portable C and, from one source for both widths
+// (cpuattn_simd.h), AVX2 + FMA + F16C and AVX-512F versions, compiled for
+// their targets with function attributes and used only when the CPU
+// reports the features at run time, so that the binary runs on any x86-64
+// or other CPU.
 #include "cpuattn.h"
 
 #include <float.h>
@@ -346,12 +347,17 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 }
 
 void hi_cpuattn_fold(const float *blocks, int nblocks, int hd, int group, int ntok,
-                     float *dst, int64_t tstride) {
+                     float *dst, int64_t tstride, int init) {
 	const int E = hd + 4, R = group * ntok;
 	for (int r = 0; r < R; r++) {
 		float *o = dst + (int64_t)(r / group) * tstride + (int64_t)(r % group) * E;
 		float m = NEG, l = 0;
-		memset(o, 0, sizeof(float) * hd);
+		if (init) {
+			memset(o, 0, sizeof(float) * hd);
+		} else {
+			m = o[hd];
+			l = o[hd + 1];
+		}
 		for (int b = 0; b < nblocks; b++) {
 			const float *x = blocks + ((size_t)b * R + r) * E;
 			const float mn = x[hd] > m ? x[hd] : m;

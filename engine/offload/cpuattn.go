@@ -24,6 +24,19 @@ import (
 // cores: the same inputs give the same bits with any number of threads.
 const CPUBlockRows = 1024
 
+// cpuMaxRows bounds the query rows (tokens × group) per KV head of a call,
+// which size every task's partial and every thread's scratch.
+const cpuMaxRows = 1024
+
+// cpuBlockFloats bounds the per task partials a call keeps at once (16
+// MiB): decode at a million positions of 8 KV heads needs 4.3M floats at
+// group 4, several tokens or larger groups take rounds.
+const cpuBlockFloats = 4 << 20
+
+// cpuMaxIndex bounds query heads and part indices, far beyond any model,
+// so that size arithmetic on them cannot overflow.
+const cpuMaxIndex = 1 << 20
+
 // CPUAttention computes decode attention partials on the CPU for KV heads
 // whose K and V rows live in host memory (the host KV store), so that
 // streamed heads need not cross the device link. Its output is the partial
@@ -32,9 +45,18 @@ const CPUBlockRows = 1024
 //
 // The work of one call is split into tasks of CPUBlockRows rows of one KV
 // head, run by a pool of threads; each task's partial is folded with the
-// head's others in row order. The arithmetic is C compiled with -O3, using
-// AVX2, FMA and F16C (f16 KV converted in the inner loop) when the CPU has
-// them, AVX-512F where present (see CPUCode), and portable C otherwise.
+// head's others in row order. The arithmetic is C compiled with -O3: it
+// reads f16 KV where it lies, converting 32 rows at a time to f32 in an L1
+// tile, with AVX-512F where the CPU has it, else AVX2 + FMA + F16C, else
+// portable C (see CPUCode), chosen at run time so that one binary serves
+// every x86-64 CPU and other architectures build the portable code.
+//
+// The caller orders the CPU work with the device's: the step's new K/V rows
+// and its queries must have been written by the device (its submission
+// waited for, and invalidated where the memory is not coherent) before
+// Partial reads them, and the merge that folds the parts must be submitted
+// (or released) only after Partial returns. The host store must be memory
+// the CPU reads at full speed (cached), not write-combined.
 //
 // A CPUAttention serves one call at a time (calls from several goroutines
 // are serialised). It holds threads until Close.
@@ -46,9 +68,12 @@ type CPUAttention struct {
 	done    sync.WaitGroup
 	scratch [][]float32 // per thread (index 0: the caller)
 	blocks  []float32   // per task partials, reused
-	job     cpuJob
-	next    atomic.Int64
-	closed  bool
+	// blockFloats bounds blocks: a call whose tasks' partials would need
+	// more runs in rounds of fewer blocks per head (a variable for tests).
+	blockFloats int
+	job         cpuJob
+	next        atomic.Int64
+	closed      bool
 }
 
 // cpuJob is the call being worked on, read by every thread.
@@ -61,7 +86,7 @@ type cpuJob struct {
 	qHead0  int
 	kvStart int64
 	rows    int
-	nb      int // blocks per head
+	b0, nb  int // the round's first block and blocks per head
 	entry   int // floats per task partial
 }
 
@@ -79,7 +104,7 @@ type CPUAttnParams struct {
 	KV      gguf.Type // element type of K and V: F16 or F32
 	HeadDim int       // a multiple of 4, at most 256
 	Group   int       // query heads per KV head
-	NTokens int       // query tokens (1 for decode)
+	NTokens int       // query tokens (1 for decode); NTokens·Group ≤ 1024
 	QHeads  int       // query heads per Q row (a Q row holds QHeads·HeadDim floats)
 	QHead0  int       // query head served first by the first KV head (its group's first head)
 	KVStart int       // absolute position of row 0 of every head's K and V
@@ -139,7 +164,7 @@ func NewCPUAttention(threads int) *CPUAttention {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	a := &CPUAttention{threads: threads, code: cpuBest}
+	a := &CPUAttention{threads: threads, code: cpuBest, blockFloats: cpuBlockFloats}
 	a.scratch = make([][]float32, threads)
 	a.start = make([]chan struct{}, threads-1)
 	for i := range a.start {
@@ -204,8 +229,8 @@ func (a *CPUAttention) Partial(q []float32, positions []uint32, heads []CPUHeadK
 	hd, R := p.HeadDim, p.Group*p.NTokens
 	entry := R * (hd + 4)
 	nb := (p.KVRows + CPUBlockRows - 1) / CPUBlockRows
-	tasks := len(heads) * nb
-	if need := tasks * entry; len(a.blocks) < need {
+	round := max(1, min(nb, a.blockFloats/(len(heads)*entry)))
+	if need := len(heads) * round * entry; len(a.blocks) < need {
 		a.blocks = make([]float32, need)
 	}
 	scratch := int(C.hi_cpuattn_scratch_floats(C.int(hd), C.int(R)))
@@ -222,25 +247,33 @@ func (a *CPUAttention) Partial(q []float32, positions []uint32, heads []CPUHeadK
 		shape: C.hi_cpuattn_shape{hd: C.int(hd), group: C.int(p.Group), ntok: C.int(p.NTokens),
 			qstride: C.int(p.QHeads * hd), kv_f16: C.int(f16), simd: C.int(a.code.forHeadDim(hd)), scale: C.float(p.Scale)},
 		q: q, pos: positions, heads: heads, rowB: hd * p.KV.BlockBytes(), qHead0: p.QHead0,
-		kvStart: int64(p.KVStart), rows: p.KVRows, nb: nb, entry: entry,
+		kvStart: int64(p.KVStart), rows: p.KVRows, entry: entry,
 	}
-	a.next.Store(0)
-	helpers := min(len(a.start), tasks-1)
-	a.done.Add(helpers)
-	for i := range helpers {
-		a.start[i] <- struct{}{}
-	}
-	a.work(0)
-	a.done.Wait()
-
-	// Fold each head's blocks in row order into its entries of the part.
 	nHeads := len(heads) * p.Group
 	E := hd + 4
 	tstride := nHeads * E
-	for z := range heads {
-		dst := parts[(p.Part*p.NTokens*nHeads+z*p.Group)*E:]
-		C.hi_cpuattn_fold((*C.float)(&a.blocks[z*nb*entry]), C.int(nb), C.int(hd), C.int(p.Group),
-			C.int(p.NTokens), (*C.float)(&dst[0]), C.int64_t(tstride))
+	for b0 := 0; b0 < nb; b0 += round {
+		a.job.b0, a.job.nb = b0, min(round, nb-b0)
+		tasks := len(heads) * a.job.nb
+		a.next.Store(0)
+		helpers := min(len(a.start), tasks-1)
+		a.done.Add(helpers)
+		for i := range helpers {
+			a.start[i] <- struct{}{}
+		}
+		a.work(0)
+		a.done.Wait()
+
+		// Fold each head's blocks in row order into its entries of the part.
+		init := 0
+		if b0 == 0 {
+			init = 1
+		}
+		for z := range heads {
+			dst := parts[(p.Part*p.NTokens*nHeads+z*p.Group)*E:]
+			C.hi_cpuattn_fold((*C.float)(&a.blocks[z*a.job.nb*entry]), C.int(a.job.nb), C.int(hd), C.int(p.Group),
+				C.int(p.NTokens), (*C.float)(&dst[0]), C.int64_t(tstride), C.int(init))
+		}
 	}
 	a.job = cpuJob{} // drop references to the caller's memory
 	return nil
@@ -256,7 +289,7 @@ func (a *CPUAttention) work(id int) {
 		if i >= tasks {
 			return
 		}
-		z, b := int(i)/j.nb, int(i)%j.nb
+		z, b := int(i)/j.nb, j.b0+int(i)%j.nb
 		r0 := b * CPUBlockRows
 		rows := min(CPUBlockRows, j.rows-r0)
 		h := j.heads[z]
@@ -279,9 +312,12 @@ func (p CPUAttnParams) check(q []float32, positions []uint32, heads []CPUHeadKV,
 		return fmt.Errorf("cpu attention: group size %d is out of range 1..1024", p.Group)
 	case p.NTokens < 1 || p.KVRows < 1 || len(heads) < 1:
 		return fmt.Errorf("cpu attention: NTokens %d, KVRows %d and KV heads %d must all be positive", p.NTokens, p.KVRows, len(heads))
-	case p.QHeads < 1 || p.QHead0 < 0 || p.KVStart < 0 || p.Part < 0:
-		return fmt.Errorf("cpu attention: QHeads %d must be positive, QHead0 %d, KVStart %d and Part %d not negative",
-			p.QHeads, p.QHead0, p.KVStart, p.Part)
+	case p.NTokens > cpuMaxRows || p.NTokens*p.Group > cpuMaxRows:
+		return fmt.Errorf("cpu attention: %d tokens × group %d is more than the %d query rows per KV head it serves (it is for decode; prefill attention belongs on the device)",
+			p.NTokens, p.Group, cpuMaxRows)
+	case p.QHeads < 1 || p.QHeads > cpuMaxIndex || p.QHead0 < 0 || p.QHead0 > cpuMaxIndex || p.KVStart < 0 || p.Part < 0 || p.Part > cpuMaxIndex:
+		return fmt.Errorf("cpu attention: QHeads %d must be in 1..%d, QHead0 %d and Part %d in 0..%d, KVStart %d not negative",
+			p.QHeads, cpuMaxIndex, p.QHead0, p.Part, cpuMaxIndex, p.KVStart)
 	case p.QHead0+len(heads)*p.Group > p.QHeads:
 		return fmt.Errorf("cpu attention: query heads %d..%d exceed the %d heads of a Q row",
 			p.QHead0, p.QHead0+len(heads)*p.Group-1, p.QHeads)
@@ -320,4 +356,23 @@ func FloatsOf(b []byte) ([]float32, error) {
 		return nil, fmt.Errorf("cpu attention: f32 data at %p is not 4-byte aligned", &b[0])
 	}
 	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), nil
+}
+
+// StoreHeads appends to dst the K and V rows [row, row+rows) of host store
+// heads first … first+n−1 of layer l, as Partial reads them, and returns
+// the extended slice. Passing a kept slice's dst[:0] avoids allocating per
+// step.
+func StoreHeads(dst []CPUHeadKV, s *Store, l, first, n, row, rows int) ([]CPUHeadKV, error) {
+	for h := first; h < first+n; h++ {
+		k, v, err := s.Slot(l, h, row, rows)
+		if err != nil {
+			return dst, err
+		}
+		kb, vb := k.Buf.Bytes(), v.Buf.Bytes()
+		if kb == nil || vb == nil {
+			return dst, fmt.Errorf("cpu attention: the host KV of layer %d head %d is not mapped", l, h)
+		}
+		dst = append(dst, CPUHeadKV{K: kb[k.Off : k.Off+k.Size], V: vb[v.Off : v.Off+v.Size]})
+	}
+	return dst, nil
 }

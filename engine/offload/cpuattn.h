@@ -39,9 +39,11 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
                       float *scratch, float *out);
 
 // hi_cpuattn_fold folds nblocks block partials (each rows_q entries of hd+4
-// floats, in order) the way attn_merge folds parts, and writes entry r =
-// t*group + j to dst + t*tstride + j*(hd+4).
+// floats, in order) the way attn_merge folds parts into the entries r =
+// t*group + j at dst + t*tstride + j*(hd+4), starting from those entries or,
+// with init, from the neutral element. The running values are the f32 the
+// entries hold, so folding in one call or in several gives the same bits.
 void hi_cpuattn_fold(const float *blocks, int nblocks, int hd, int group, int ntok,
-                     float *dst, int64_t tstride);
+                     float *dst, int64_t tstride, int init);
 
 #endif

@@ -1,3 +1,5 @@
+//go:build unix
+
 package offload
 
 import (
@@ -5,6 +7,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,11 +45,33 @@ func (b *benchKV) params() CPUAttnParams {
 
 func (b *benchKV) kvBytes() int64 { return int64(2 * b.kvHeads * b.rows * b.hd * b.kv.BlockBytes()) }
 
-// report sets the byte count and adds GB/s of KV read and GFLOP/s.
-func (b *benchKV) report(tb *testing.B, start time.Time) {
-	sec := time.Since(start).Seconds() / float64(tb.N)
+// report adds GB/s of KV read and GFLOP/s, and the share of the wall time
+// the threads were on a CPU (below 1 when other processes took the cores).
+func (b *benchKV) report(tb *testing.B, start time.Time, cpu0 float64, threads int) {
+	wall := time.Since(start).Seconds()
+	sec := wall / float64(tb.N)
 	tb.ReportMetric(float64(b.kvBytes())/sec/1e9, "GB/s")
 	tb.ReportMetric(float64(4*b.hd*b.g*b.kvHeads*b.rows)/sec/1e9, "GFLOP/s")
+	reportCPU(tb, float64(b.kvBytes())/sec/1e9, cpu0, wall, threads)
+}
+
+// reportCPU adds the share of the wall time the threads were on a CPU
+// (below 1 when other processes took the cores) and the GB/s divided by
+// it: the rate per second on a CPU, comparable between runs on a shared
+// machine (time spent waiting for memory counts as on a CPU).
+func reportCPU(tb *testing.B, gbs, cpu0, wall float64, threads int) {
+	util := (cpuSeconds() - cpu0) / (wall * float64(threads))
+	tb.ReportMetric(util, "cpu-util")
+	tb.ReportMetric(gbs/util, "GB/s-on-cpu")
+}
+
+// cpuSeconds is the CPU time the process has used.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return math.NaN()
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // BenchmarkCPUAttention is one decode step of CPU attention over 8 KV
@@ -55,7 +80,9 @@ func (b *benchKV) report(tb *testing.B, start time.Time) {
 // buffers (bytes read; it writes as many): the memory bandwidth the
 // attention can at best reach. Also: the group sizes, f32 KV (64K
 // positions, the same bytes), the portable code, one thread, and the same
-// algorithm in plain Go on one thread.
+// algorithm in plain Go on one thread, 4K positions (a short context's
+// call), and KV small enough to stay in the caches (the arithmetic's
+// ceiling).
 //
 //	go test -run '^$' -bench CPUAttention ./engine/offload/
 func BenchmarkCPUAttention(b *testing.B) {
@@ -69,13 +96,16 @@ func BenchmarkCPUAttention(b *testing.B) {
 		for _, h := range f16.heads {
 			srcs = append(srcs, h.K, h.V)
 		}
-		tb.SetBytes(f16.kvBytes())
+		parallelCopy(dst, srcs, threads) // fault dst's pages in before timing
 		tb.ResetTimer()
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuSeconds()
 		for range tb.N {
 			parallelCopy(dst, srcs, threads)
 		}
-		tb.ReportMetric(float64(f16.kvBytes())/(time.Since(start).Seconds()/float64(tb.N))/1e9, "GB/s")
+		wall := time.Since(start).Seconds()
+		gbs := float64(f16.kvBytes()) / (wall / float64(tb.N)) / 1e9
+		tb.ReportMetric(gbs, "GB/s")
+		reportCPU(tb, gbs, cpu0, wall, threads)
 	})
 
 	run := func(name string, d *benchKV, group, threads int, code CPUCode) {
@@ -84,21 +114,20 @@ func BenchmarkCPUAttention(b *testing.B) {
 			defer a.Close()
 			a.code = min(a.code, code)
 			d.g = group
-			d.q = make([]float32, kvHeads*group*hd)
-			d.parts = make([]float32, kvHeads*group*(hd+4))
+			d.q = make([]float32, d.kvHeads*group*hd)
+			d.parts = make([]float32, d.kvHeads*group*(hd+4))
 			p := d.params()
 			if err := a.Partial(d.q, d.pos, d.heads, d.parts, p); err != nil {
 				tb.Fatal(err)
 			}
-			tb.SetBytes(d.kvBytes())
 			tb.ResetTimer()
-			start := time.Now()
+			start, cpu0 := time.Now(), cpuSeconds()
 			for range tb.N {
 				if err := a.Partial(d.q, d.pos, d.heads, d.parts, p); err != nil {
 					tb.Fatal(err)
 				}
 			}
-			d.report(tb, start)
+			d.report(tb, start, cpu0, threads)
 		})
 	}
 	best := cpuBest.forHeadDim(hd)
@@ -113,14 +142,22 @@ func BenchmarkCPUAttention(b *testing.B) {
 	run(fmt.Sprintf("f16/g4/threads1/%v", best), f16, 4, 1, best)
 	b.Run("f16/g4/threads1/go", func(tb *testing.B) {
 		f16.g = 4
-		tb.SetBytes(f16.kvBytes())
 		tb.ResetTimer()
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuSeconds()
 		for range tb.N {
 			goDecodeF16(f16)
 		}
-		f16.report(tb, start)
+		f16.report(tb, start, cpu0, 1)
 	})
+	// A short context: what one layer's call costs when the work is small
+	// (8 heads × 4K positions: 32 tasks, 16 MiB).
+	run(fmt.Sprintf("f16/g4/threads%d/%v/4K", threads, best), newBenchKV(gguf.F16, hd, 4, kvHeads, 4096), 4, threads, best)
+	// KV that stays in the caches (1 head × 4096 positions, 2 MiB): the
+	// arithmetic's ceiling, without memory.
+	small := newBenchKV(gguf.F16, hd, 4, 1, 4096)
+	for _, g := range []int{4, 8} {
+		run(fmt.Sprintf("f16/g%d/threads1/%v/in-cache", g, best), small, g, 1, best)
+	}
 	f16 = nil
 	runtime.GC()
 	f32 := newBenchKV(gguf.F32, hd, 4, kvHeads, rows/2)

@@ -187,3 +187,46 @@ func cpuRun(t *testing.T, d *vk.Device, fn func(c *vk.Commands) error) {
 		t.Fatal(err)
 	}
 }
+
+// Partial reads the host store's slots through StoreHeads, whether the
+// streamed heads of a layer share a buffer or have one each.
+func TestCPUAttentionOverStore(t *testing.T) {
+	d := vktest.Device(t)
+	r := cpuNewRand(t)
+	const rows = 1200
+	p := newCPUProblem(r, gguf.F16, 128, 4, 2, 1, rows, 0, 4)
+	g := Geometry{Layers: 2, KVHeads: 4, HeadDim: 128, Ctx: 1500, Elem: 2}
+	for _, maxBuffer := range []uint64{g.SlotBytes(), 4 * g.SlotBytes()} {
+		s, err := NewStore(d, g, []int{1, 2}, maxBuffer) // layer 1 streams heads 2 and 3
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Free)
+		heads, err := StoreHeads(nil, s, 1, 2, 2, 0, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for z, h := range heads {
+			copy(h.K, p.kRaw[z])
+			copy(h.V, p.vRaw[z])
+		}
+		cpu := NewCPUAttention(0)
+		parts := poisonedFloats(kernel.PartsBytes(1, 2*p.group, p.hd, 1) / 4)
+		// Rows 100.. of the same heads, read again through the store.
+		sub, err := StoreHeads(heads[:0:0], s, 1, 2, 2, 100, rows-100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cpu.Partial(p.q, p.pos, sub, parts, p.params(0, 100, rows, 0)); err != nil {
+			t.Fatal(err)
+		}
+		cpu.Close()
+		p.checkPartial(t, parts, 0, 0, 2, 100, rows)
+		if _, err := StoreHeads(nil, s, 1, 1, 1, 0, rows); err == nil {
+			t.Fatalf("a resident head: no error")
+		}
+		if _, err := StoreHeads(nil, s, 1, 2, 1, 0, g.Ctx+1); err == nil {
+			t.Fatalf("rows beyond the slot: no error")
+		}
+	}
+}

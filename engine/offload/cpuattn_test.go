@@ -297,8 +297,9 @@ func TestCPUAttentionSubsets(t *testing.T) {
 }
 
 // The result must not depend on the number of threads (blocks are fixed
-// by CPUBlockRows, so the arithmetic is the same), and a call's result must
-// not depend on the previous call's leftovers in the reused buffers.
+// by CPUBlockRows, so the arithmetic is the same) nor on the rounds the
+// blocks are done in, and a call's result must not depend on the previous
+// call's leftovers in the reused buffers.
 func TestCPUAttentionThreadsBitIdentical(t *testing.T) {
 	r := cpuNewRand(t)
 	p := newCPUProblem(r, gguf.F16, 128, 4, 3, 1, 5000, 0, 4)
@@ -326,6 +327,22 @@ func TestCPUAttentionThreadsBitIdentical(t *testing.T) {
 			t.Fatalf("%d threads give other bits than 1 thread", threads)
 		}
 	}
+	// With little room for the tasks' partials the blocks are done and
+	// folded in rounds (5 blocks per head: rounds of 1 and of 2): the same bits.
+	entry := p.group * (p.hd + 4)
+	for _, perRound := range []int{1, 2} {
+		a := NewCPUAttention(2)
+		a.blockFloats = perRound * 3 * entry
+		parts := poisonedFloats(n)
+		err := a.Partial(p.q, p.pos, p.heads(0, 3, 0, p.rows), parts, p.params(0, 0, p.rows, 0))
+		a.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(cpuF32Bytes(parts), cpuF32Bytes(ref)) {
+			t.Fatalf("rounds of %d blocks per head give other bits than one round", perRound)
+		}
+	}
 }
 
 func TestCPUAttentionRejectsBadInput(t *testing.T) {
@@ -350,6 +367,11 @@ func TestCPUAttentionRejectsBadInput(t *testing.T) {
 		{name: "head dim 512", edit: func(c *CPUAttnParams) { c.HeadDim = 512 }},
 		{name: "group 0", edit: func(c *CPUAttnParams) { c.Group = 0 }},
 		{name: "no rows", edit: func(c *CPUAttnParams) { c.KVRows = 0 }},
+		{name: "a prefill chunk", edit: func(c *CPUAttnParams) { c.NTokens = 512 }},
+		{name: "tokens that overflow", edit: func(c *CPUAttnParams) { c.NTokens = math.MaxInt / 2 }},
+		{name: "part that overflows", edit: func(c *CPUAttnParams) { c.Part = math.MaxInt / 2 }},
+		{name: "query heads that overflow", edit: func(c *CPUAttnParams) { c.QHeads = math.MaxInt / 2 }},
+		{name: "first query head that overflows", edit: func(c *CPUAttnParams) { c.QHead0 = math.MaxInt }},
 		{name: "no tokens", edit: func(c *CPUAttnParams) { c.NTokens = 0 }},
 		{name: "negative start", edit: func(c *CPUAttnParams) { c.KVStart = -1 }},
 		{name: "query heads beyond the row", edit: func(c *CPUAttnParams) { c.QHead0 = 1 }},

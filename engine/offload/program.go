@@ -9,35 +9,40 @@ import (
 )
 
 // Program is one forward step recorded as a sequence of command buffers
-// ("segments") that is submitted as a whole and waited for once.
+// ("segments"), recorded once for every KV length up to the context and
+// run many times: Run takes the step's KV length and submits the segments
+// that length needs, all in one vkQueueSubmit per queue, and waits once.
 //
 // Compute segments run on the compute queue in recording order. Streamed
-// KV reaches the device in blocks: block j is filled by a transfer segment
-// (copies from the host store into streaming buffer j mod 2) and consumed
-// by the attention segment j on the compute queue. Two timeline
-// semaphores order them:
+// KV reaches the device in blocks: block j is filled by copies from the
+// host store into streaming buffer j mod 2 and consumed by attention j. A
+// block is needed only when the step's KV length exceeds its first
+// position (Stream's from): Run skips the others, so a step at position
+// 1000 of a 1M context copies what position 1000 needs, not the context.
 //
-//	transfer j  signals copied   = base + j + 1
-//	attention j waits   copied   ≥ base + j + 1, signals attended = base + j + 1
-//	transfer j  waits   attended ≥ base + j − 1 (attention j−2 is done with the buffer)
+// Pipelined (two queues, as on GPUs with a transfer queue), a block's
+// copies are a transfer segment and its attention a segment of its own on
+// the compute queue. Run numbers the blocks it submits e = 0, 1, … and two
+// timeline semaphores order them:
+//
+//	transfer e  signals copied   = base + e + 1
+//	attention e waits   copied   ≥ base + e + 1, signals attended = base + e + 1
+//	transfer e  waits   attended ≥ the value of the last attention that read its buffer
 //
 // so copy → attention → reuse of a buffer is ordered while the copy of
-// block j+1 overlaps the attention of block j. A transfer segment starts
-// with a barrier, so "copied ≥ v" also means every earlier transfer is
-// done. Segments are submitted in an order in which every wait names a
-// value that an earlier submission signals, which keeps a device whose
-// transfer queue is its compute queue (lavapipe) from deadlocking; there
-// the copies simply run between the compute segments. The host waits only
-// for the last compute segment.
+// block e+1 overlaps the attention of block e. Every segment starts with a
+// barrier, which orders it after everything earlier on its queue. All
+// transfer segments go to the transfer queue in one vkQueueSubmit and all
+// compute segments to the compute queue in another (a transfer may wait
+// for an attention submitted after it: timeline semaphores allow it). On a
+// device whose transfer queue is its compute queue (lavapipe, forced to
+// pipeline) the segments go in one vkQueueSubmit in recording order, in
+// which every wait names a value that an earlier batch signals.
 //
-// Where the transfer queue is the compute queue, splitting a step into
-// submissions buys no overlap and costs a submission per block, so a
-// program made with pipelined false is fused instead: one command buffer,
-// each block's copies recorded in it between barriers, right before the
-// attention that reads them. The copies and kernels are the same.
-//
-// A Program is recorded once per step shape and run many times; the
-// semaphore values move on with each run (see Clock).
+// Fused (one queue, where splitting buys no overlap), a block is one
+// compute segment: its copies between barriers, then its attention. Run
+// submits the segments it keeps as one batch. The copies and kernels are
+// the same in both forms.
 type Program struct {
 	d         *vk.Device
 	timed     bool
@@ -45,38 +50,41 @@ type Program struct {
 	segs      []*segment // in recording order
 	cur       *segment   // the compute segment open for recording
 	blocks    int        // streamed blocks recorded
-	order     []*segment // submission order, set by End
+	lastFrom  int        // the from of the block streamed last
 	ended     bool
 	err       error // End's error, which Run repeats
 
-	// H2D and D2H are the bytes one run moves from host to device and
-	// from device to host, as the recording code declared them.
-	H2D, D2H uint64
+	// D2H is the bytes one run moves from device to host, as the
+	// recording code declared them (the new rows, whatever the length).
+	D2H uint64
 }
 
 // segment is one command buffer of a program.
 type segment struct {
 	c        *vk.Commands
 	transfer bool
-	block    int // the block a transfer segment fills or an attention segment attends; −1 otherwise
+	block    int    // the block a transfer or block segment fills or attends; −1 otherwise
+	from     int    // the segment runs only when the step's KV length exceeds from
+	h2d      uint64 // bytes its copies move from the host
 }
 
 // NewProgram starts recording a step, pipelined over two queues or fused
-// into one command buffer. With timed, Run measures how long the compute
-// queue waited for copies (timestamps).
+// into compute segments on one. With timed, Run measures how long the
+// compute queue waited for copies (timestamps).
 func NewProgram(d *vk.Device, timed, pipelined bool) *Program {
 	return &Program{d: d, timed: timed, pipelined: pipelined}
 }
 
 // Compute returns the compute command buffer to record into now: the open
 // one, or a new one when none is open or the open one attends a block
-// (an attention segment holds attention only, so that it can signal that
-// its buffer is free as early as possible).
+// (a block's segment holds that block's work only, so that Run can skip
+// it and, pipelined, so that it can signal that its buffer is free as
+// early as possible).
 func (p *Program) Compute() (*vk.Commands, error) {
-	if p.cur != nil && (p.cur.block < 0 || !p.pipelined) {
+	if p.cur != nil && p.cur.block < 0 {
 		return p.cur.c, nil
 	}
-	s, err := p.newSegment(false, -1)
+	s, err := p.newSegment(false, -1, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -84,54 +92,54 @@ func (p *Program) Compute() (*vk.Commands, error) {
 	return s.c, nil
 }
 
-// Stream records a transfer segment that fills the next streaming block
-// (buffer Stream's result mod 2) by calling fill, which records copies
-// only; h2d is the bytes those copies move from the host. It returns the
-// block's index in the step.
-func (p *Program) Stream(fill func(c *vk.Commands), h2d uint64) (int, error) {
-	j := p.blocks
-	if !p.pipelined {
-		c, err := p.Compute()
-		if err != nil {
-			return 0, err
-		}
-		c.Barrier() // the attention two blocks back is done with the buffer
-		if p.timed {
-			c.Timestamp("copy")
-		}
-		fill(c)
-		if p.timed {
-			c.Timestamp("copied")
-		}
-		p.blocks++
-		p.H2D += h2d
-		return j, nil
+// Stream records the copies that fill the next streaming block (buffer
+// Stream's result mod 2) by calling fill, which records copies only; h2d
+// is the bytes those copies move from the host. The block, its copies and
+// its attention run only in steps whose KV length exceeds from. It
+// returns the block's index in the step.
+func (p *Program) Stream(from int, fill func(c *vk.Commands), h2d uint64) (int, error) {
+	if from < 0 {
+		return 0, fmt.Errorf("offload: streamed block from position %d", from)
 	}
-	s, err := p.newSegment(true, j)
+	j := p.blocks
+	s, err := p.newSegment(p.pipelined, j, from)
 	if err != nil {
 		return 0, err
 	}
+	if !p.pipelined {
+		p.cur = s
+		if p.timed {
+			s.c.Timestamp("copy")
+		}
+	}
 	fill(s.c)
+	if !p.pipelined && p.timed {
+		s.c.Timestamp("copied")
+	}
+	s.h2d = h2d
 	p.blocks++
-	p.H2D += h2d
+	p.lastFrom = from
 	return j, nil
 }
 
-// Attend opens the attention segment of block j and returns its command
-// buffer, which runs once the block's copies are done; the buffer is
-// handed back to the copies when the next segment opens.
+// Attend returns the command buffer of block j's attention, which runs
+// once the block's copies are done: pipelined, a new segment; fused, the
+// block's segment after a barrier. j must be the block streamed last.
 func (p *Program) Attend(j int) (*vk.Commands, error) {
 	if j < 0 || j >= p.blocks {
 		return nil, fmt.Errorf("offload: attention of block %d, %d streamed", j, p.blocks)
 	}
-	if !p.pipelined {
-		c, err := p.Compute()
-		if err == nil {
-			c.Barrier() // the copies are done
-		}
-		return c, err
+	if j != p.blocks-1 {
+		return nil, fmt.Errorf("offload: attention of block %d after block %d was streamed", j, p.blocks-1)
 	}
-	s, err := p.newSegment(false, j)
+	if !p.pipelined {
+		if p.cur == nil || p.cur.block != j {
+			return nil, fmt.Errorf("offload: attention of block %d outside its segment", j)
+		}
+		p.cur.c.Barrier() // the copies are done
+		return p.cur.c, nil
+	}
+	s, err := p.newSegment(false, j, p.lastFrom)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +147,7 @@ func (p *Program) Attend(j int) (*vk.Commands, error) {
 	return s.c, nil
 }
 
-func (p *Program) newSegment(transfer bool, block int) (*segment, error) {
+func (p *Program) newSegment(transfer bool, block, from int) (*segment, error) {
 	if p.ended {
 		return nil, errors.New("offload: recording into an ended program")
 	}
@@ -158,33 +166,19 @@ func (p *Program) newSegment(transfer bool, block int) (*segment, error) {
 	}
 	if len(p.segs) > 0 {
 		// Orders this segment after everything earlier on its queue,
-		// including earlier submissions.
+		// including earlier command buffers and submissions.
 		c.Barrier()
 	}
-	s := &segment{c: c, transfer: transfer, block: block}
+	s := &segment{c: c, transfer: transfer, block: block, from: from}
 	p.segs = append(p.segs, s)
 	return s, nil
 }
 
-// Blocks is the number of streamed blocks one run copies.
+// Blocks is the number of streamed blocks recorded (a run at full context
+// copies them all).
 func (p *Program) Blocks() int { return p.blocks }
 
-// Dispatches is the number of kernel dispatches one run records.
-func (p *Program) Dispatches() int {
-	n := 0
-	for _, s := range p.segs {
-		n += s.c.Dispatches()
-	}
-	return n
-}
-
-// Submissions is the number of command buffers one run submits.
-func (p *Program) Submissions() int { return len(p.order) }
-
-// End finishes recording and fixes the submission order: transfers 0 and 1
-// first (they wait for nothing in this step, so they start at once), then
-// the compute segments in order, each transfer j+2 right after the
-// attention segment j that frees its buffer.
+// End finishes recording.
 func (p *Program) End() error {
 	if p.ended {
 		return errors.New("offload: program ended twice")
@@ -207,33 +201,6 @@ func (p *Program) end() error {
 	if last.block >= 0 {
 		return errors.New("offload: program ends with attention")
 	}
-	if !p.pipelined {
-		p.order = []*segment{last}
-		return p.endAll()
-	}
-	xfer := make([]*segment, p.blocks)
-	for _, s := range p.segs {
-		if s.transfer {
-			xfer[s.block] = s
-		}
-	}
-	for j := 0; j < min(2, p.blocks); j++ {
-		p.order = append(p.order, xfer[j])
-	}
-	for _, s := range p.segs {
-		if s.transfer {
-			continue
-		}
-		p.order = append(p.order, s)
-		if s.block >= 0 && s.block+2 < p.blocks {
-			p.order = append(p.order, xfer[s.block+2])
-		}
-	}
-	return p.endAll()
-}
-
-// endAll ends the recording of every segment.
-func (p *Program) endAll() error {
 	var err error
 	for _, s := range p.segs {
 		if p.timed {
@@ -289,57 +256,122 @@ type RunStats struct {
 	// pipelined, it is Wall − Compute: waiting for the transfer queue plus
 	// the gaps between submissions, an upper bound.
 	CopyWait time.Duration
+
+	H2D         uint64 // bytes copied from the host
+	Blocks      int    // streamed blocks run
+	Dispatches  int    // kernel dispatches run
+	Submissions int    // vkQueueSubmit calls
+	Commands    int    // command buffers submitted
 }
 
-// Run submits the program, waits for it, and moves the clock on. The wait
-// lasts at most the device's default wait.
-func (p *Program) Run(k *Clock) (RunStats, error) { return p.RunUntil(k, time.Time{}) }
+// Run submits the segments a step with a KV length of length positions
+// needs, waits for them, and moves the clock on. The wait lasts at most
+// the device's default wait.
+func (p *Program) Run(k *Clock, length int) (RunStats, error) {
+	return p.RunUntil(k, length, time.Time{})
+}
 
 // RunUntil is Run with a deadline for the wait (zero: the device's default
 // wait). A step not done by then marks the device failed (vk.Fail): the
 // device seems hung, and its semaphores can no longer be trusted.
-func (p *Program) RunUntil(k *Clock, deadline time.Time) (RunStats, error) {
+func (p *Program) RunUntil(k *Clock, length int, deadline time.Time) (RunStats, error) {
 	if !p.ended {
 		return RunStats{}, errors.New("offload: run of a program still recording")
 	}
 	if p.err != nil {
 		return RunStats{}, p.err
 	}
-	t0 := time.Now()
-	if len(p.order) == 1 {
-		// No streaming: one submission and its wait, as in the plain case.
-		if err := p.d.RunUntil(deadline, p.order[0].c); err != nil {
-			return RunStats{}, err
-		}
-		return p.stats(time.Since(t0)), nil
+	if length < 1 {
+		return RunStats{}, fmt.Errorf("offload: run of a step over %d positions", length)
 	}
-	cb, ab := k.copyBase, k.attnBase
-	copied, done := cb+uint64(p.blocks), ab+uint64(p.blocks)+1
-	last := p.order[len(p.order)-1]
-	for _, s := range p.order {
-		var wait, signal []vk.Sync
-		q := p.d.Compute()
-		j := uint64(s.block)
-		switch {
-		case s.transfer:
-			q = p.d.Transfer()
-			if s.block >= 2 {
-				wait = []vk.Sync{{T: k.attended, Value: ab + j - 1}}
-			} else if ab > 0 {
-				// Already reached; it tells the validation layer that the
-				// previous run's reads of the buffers are over.
-				wait = []vk.Sync{{T: k.attended, Value: ab}}
+	var st RunStats
+	var run []*segment
+	for _, s := range p.segs {
+		if s.from < length {
+			run = append(run, s)
+			st.H2D += s.h2d
+			st.Dispatches += s.c.Dispatches()
+			if s.transfer || (!p.pipelined && s.block >= 0) {
+				st.Blocks++
 			}
-			signal = []vk.Sync{{T: k.copied, Value: cb + j + 1}}
-		case s.block >= 0:
-			wait = []vk.Sync{{T: k.copied, Value: cb + j + 1}}
-			signal = []vk.Sync{{T: k.attended, Value: ab + j + 1}}
-		case s == last:
-			signal = []vk.Sync{{T: k.attended, Value: done}}
 		}
-		if err := q.Submit(s.c, wait, signal); err != nil {
+	}
+	st.Commands = len(run)
+	t0 := time.Now()
+	cb, ab := k.copyBase, k.attnBase
+	var copied, done uint64 // the run's final values
+	var batches struct{ xfer, comp []vk.Batch }
+	if !p.pipelined {
+		cmds := make([]*vk.Commands, len(run))
+		for i, s := range run {
+			cmds[i] = s.c
+		}
+		copied, done = cb, ab+1
+		batches.comp = []vk.Batch{{Cmds: cmds, Signal: []vk.Sync{{T: k.attended, Value: done}}}}
+	} else {
+		// e numbers the blocks run; reader[b] is the attended value of the
+		// last attention that read buffer b (0: none in this run).
+		e := uint64(0)
+		var reader [2]uint64
+		var last *segment
+		for _, s := range run {
+			if !s.transfer {
+				last = s
+			}
+		}
+		for _, s := range run {
+			var b vk.Batch
+			b.Cmds = []*vk.Commands{s.c}
+			switch {
+			case s.transfer:
+				buf := s.block % 2
+				if r := reader[buf]; r > 0 {
+					b.Wait = []vk.Sync{{T: k.attended, Value: r}}
+				} else if ab > 0 {
+					// Already reached; it tells the validation layer that
+					// the previous run's reads of the buffer are over.
+					b.Wait = []vk.Sync{{T: k.attended, Value: ab}}
+				}
+				b.Signal = []vk.Sync{{T: k.copied, Value: cb + e + 1}}
+			case s.block >= 0:
+				// The attention of the block whose copies came last.
+				b.Wait = []vk.Sync{{T: k.copied, Value: cb + e + 1}}
+				b.Signal = []vk.Sync{{T: k.attended, Value: ab + e + 1}}
+				reader[s.block%2] = ab + e + 1
+				e++
+			case s == last:
+				b.Signal = []vk.Sync{{T: k.attended, Value: ab + e + 1}}
+			}
+			if s.transfer {
+				batches.xfer = append(batches.xfer, b)
+			} else {
+				batches.comp = append(batches.comp, b)
+			}
+		}
+		copied, done = cb+e, ab+e+1
+	}
+	if p.d.Transfer() == p.d.Compute() && len(batches.xfer) > 0 {
+		// One queue: one submission in recording order.
+		batches.comp = p.ordered(run, batches.xfer, batches.comp)
+		batches.xfer = nil
+	}
+	for _, q := range []struct {
+		q  *vk.Queue
+		bs []vk.Batch
+	}{{p.d.Transfer(), batches.xfer}, {p.d.Compute(), batches.comp}} {
+		if len(q.bs) == 0 {
+			continue
+		}
+		if err := q.q.SubmitBatch(q.bs); err != nil {
+			if st.Submissions > 0 {
+				// The transfer batch went in and waits for attention
+				// that will never be submitted: nothing pending signals
+				// attended past ab, so the host may release it.
+				err = errors.Join(err, k.attended.Signal(done))
+			}
 			return RunStats{}, p.abandon(k, copied, done, deadline, err)
 		}
+		st.Submissions++
 	}
 	k.copyBase, k.attnBase = copied, done
 	timeout := time.Duration(-1) // the device's default
@@ -348,24 +380,40 @@ func (p *Program) RunUntil(k *Clock, deadline time.Time) (RunStats, error) {
 	}
 	if err := k.attended.Wait(done, timeout); err != nil {
 		if errors.Is(err, vk.ErrTimeout) {
-			return RunStats{}, p.d.Fail(fmt.Errorf("kv: a step did not finish in time, the device seems hung: %w", err))
+			return RunStats{}, p.d.Fail(fmt.Errorf("offload: a step did not finish in time, the device seems hung: %w", err))
 		}
 		return RunStats{}, err
 	}
-	return p.stats(time.Since(t0)), nil
+	p.times(&st, run, time.Since(t0))
+	return st, nil
 }
 
-// abandon ends a run whose submission failed part way with err. The host
-// may not signal a semaphore past a value that a pending submission will
-// still signal, so it first waits for what was submitted, which completes:
-// every wait names a value an earlier submission signals. Then it signals
-// the run's final values, so that the clock's next run starts from them,
-// and returns err. If the wait fails too, the device is failed and the
-// clock is left alone.
+// ordered merges the transfer and compute batches of the segments run
+// back into recording order, for a device with one queue.
+func (p *Program) ordered(run []*segment, xfer, comp []vk.Batch) []vk.Batch {
+	out := make([]vk.Batch, 0, len(xfer)+len(comp))
+	for _, s := range run {
+		if s.transfer {
+			out, xfer = append(out, xfer[0]), xfer[1:]
+		} else {
+			out, comp = append(out, comp[0]), comp[1:]
+		}
+	}
+	return out
+}
+
+// abandon ends a run whose submission failed with err. The host may not
+// signal a semaphore past a value that a pending submission will still
+// signal, so it first waits for what was submitted, which completes: every
+// wait names a value an earlier submission signals, or (a transfer batch
+// whose compute batch failed) one the host signalled. Then it signals the run's
+// final values, so that the clock's next run starts from them, and
+// returns err. If the wait fails too, the device is failed and the clock
+// is left alone.
 func (p *Program) abandon(k *Clock, copied, done uint64, deadline time.Time, err error) error {
 	for _, q := range []*vk.Queue{p.d.Compute(), p.d.Transfer()} {
 		if werr := q.IdleUntil(deadline); werr != nil {
-			return errors.Join(err, fmt.Errorf("kv: after a failed submission: %w", werr))
+			return errors.Join(err, fmt.Errorf("offload: after a failed submission: %w", werr))
 		}
 	}
 	for _, s := range []vk.Sync{{T: k.copied, Value: copied}, {T: k.attended, Value: done}} {
@@ -381,14 +429,14 @@ func (p *Program) abandon(k *Clock, copied, done uint64, deadline time.Time, err
 	return err
 }
 
-// stats reads the compute segments' timestamps.
-func (p *Program) stats(wall time.Duration) RunStats {
-	st := RunStats{Wall: wall}
+// times reads the compute segments' timestamps.
+func (p *Program) times(st *RunStats, run []*segment, wall time.Duration) {
+	st.Wall = wall
 	if !p.timed {
-		return st
+		return
 	}
 	var copying time.Duration // fused: time spent in the copies
-	for _, s := range p.segs {
+	for _, s := range run {
 		if s.transfer {
 			continue
 		}
@@ -404,14 +452,13 @@ func (p *Program) stats(wall time.Duration) RunStats {
 		}
 	}
 	switch {
-	case p.blocks == 0:
+	case st.Blocks == 0:
 	case !p.pipelined:
 		st.CopyWait = copying
 		st.Compute -= copying
 	case wall > st.Compute:
 		st.CopyWait = wall - st.Compute
 	}
-	return st
 }
 
 // Free releases the command buffers once they are no longer pending.
@@ -419,5 +466,5 @@ func (p *Program) Free() {
 	for _, s := range p.segs {
 		s.c.Free()
 	}
-	p.segs, p.order, p.cur = nil, nil, nil
+	p.segs, p.cur = nil, nil
 }

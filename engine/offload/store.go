@@ -41,9 +41,13 @@ type Run struct {
 }
 
 // Store is the host KV store: for every streamed slot, a contiguous K and
-// a contiguous V region of Ctx rows in Upload memory (host-visible,
-// coherent, mapped), which copies on either queue read and kernels may
-// write.
+// a contiguous V region of Ctx rows in Readback memory (host-visible,
+// coherent, mapped, and host-cached where the device offers it, so that
+// the CPU reads it at memory speed rather than through uncached
+// write-combined mappings), which copies on either queue read and kernels
+// may write. Coherent memory needs no flush after the host writes nor
+// invalidate before it reads; a memory type that is cached but not
+// coherent is not used.
 type Store struct {
 	g     Geometry
 	first []int   // per layer: the first streamed head; heads first… are here
@@ -72,8 +76,8 @@ func NewStore(d *vk.Device, g Geometry, first []int, maxBuffer uint64) (*Store, 
 			n := min(per, g.KVHeads-h)
 			r := Run{First: h, N: n, Stride: g.Ctx * g.HeadDim}
 			var err error
-			if r.K, err = d.Alloc(vk.Upload, slot*uint64(n), fmt.Sprintf("host KV layer %d K", l)); err == nil {
-				r.V, err = d.Alloc(vk.Upload, slot*uint64(n), fmt.Sprintf("host KV layer %d V", l))
+			if r.K, err = d.Alloc(vk.Readback, slot*uint64(n), fmt.Sprintf("host KV layer %d K", l)); err == nil {
+				r.V, err = d.Alloc(vk.Readback, slot*uint64(n), fmt.Sprintf("host KV layer %d V", l))
 			}
 			if err != nil {
 				r.K.Free()

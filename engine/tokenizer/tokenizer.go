@@ -38,10 +38,11 @@ type Tokenizer interface {
 	MaxTokenBytes() int
 	// Decode returns the text of ids. Control tokens print as nothing, and
 	// for SentencePiece the space that Encode put in front is removed, so
-	// Decode(Encode(s, b)) == s for valid UTF-8 text (SentencePiece: without
-	// "▁", which stands for a space). Byte
-	// tokens are copied as bytes, so a cut-off sequence may end in invalid
-	// UTF-8; Decoder handles streams.
+	// Decode(Encode(s, b)) == s for valid UTF-8 text that the vocabulary
+	// covers (all of it with byte tokens or byte-level BPE), except that
+	// SentencePiece reads "▁" as the space it stands for. Byte tokens are
+	// copied as bytes, so a cut-off sequence may end in invalid UTF-8;
+	// Decoder handles streams.
 	Decode(ids []int32) string
 	// TokenText returns the vocabulary's text for id ("▁Hello", "<0x0A>",
 	// "Ġworld"), or "" for an id outside the vocabulary.
