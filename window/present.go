@@ -77,8 +77,8 @@ func check(r vk.Result, what string) error {
 // that holds Go pointers.
 func cstr(s string) string { return s + "\x00" }
 
-// newPresenter creates the instance, the window's surface, a device that
-// can present to it, and the swapchain.
+// newPresenter creates the instance and the window's surface; attach
+// makes it ready to present.
 func newPresenter(w *glfw.Window, validate bool) (p *presenter, err error) {
 	vk.SetGetInstanceProcAddr(glfw.GetVulkanGetInstanceProcAddress())
 	if err := vk.Init(); err != nil {
@@ -136,17 +136,25 @@ func newPresenter(w *glfw.Window, validate bool) (p *presenter, err error) {
 		return nil, fmt.Errorf("window: no Vulkan surface for the window: %w", err)
 	}
 	p.surf = vk.SurfaceFromPointer(s)
+	return p, nil
+}
+
+// attach picks the device that presents, creates it and the swapchain for
+// a framebuffer of fw × fh pixels.
+//
+// It is separate from newPresenter because listing the devices makes
+// Mesa's lavapipe set itself up, reading its environment (LP_NUM_THREADS)
+// once for the process: done before the engine opens its device, it would
+// change how the engine's lavapipe runs. So the window attaches once the
+// engine has its device.
+func (p *presenter) attach(fw, fh int) error {
 	if err := p.pickDevice(); err != nil {
-		return nil, err
+		return err
 	}
 	if err := p.createDevice(); err != nil {
-		return nil, err
+		return err
 	}
-	fw, fh := w.GetFramebufferSize()
-	if err := p.createSwapchain(fw, fh); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return p.createSwapchain(fw, fh)
 }
 
 func hasInstanceLayer(name string) bool {

@@ -57,9 +57,18 @@ type Options struct {
 	Status func() []string
 }
 
-// frameInterval paces frames when nothing happens: the engine's events
-// are read and a frame drawn at most this often.
+// frameInterval paces frames: the engine's events are read and a frame
+// drawn at most this often.
 const frameInterval = time.Second / 30
+
+// frameShare bounds the share of one core the window takes from the
+// engine: after a frame that took d to draw and present, the next waits
+// until d/frameShare has passed since it began. Where presentation runs
+// on the CPU (lavapipe under X), a frame takes tens of milliseconds and
+// this lowers the frame rate instead of taking the engine's time (down to
+// a frame a second); on a GPU, frames take about a millisecond and run at
+// frameInterval.
+const frameShare = 0.1
 
 // Window is an open window. Open, Run and Close must be called from the
 // main goroutine; Text and Done from any.
@@ -114,9 +123,6 @@ func Open(opt Options) (w *Window, err error) {
 	return w, nil
 }
 
-// Device names the Vulkan device that presents the window.
-func (w *Window) Device() string { return w.pres.gpuName }
-
 // Text appends generated text to what the window shows. It is meant for
 // one writer, the goroutine that generates.
 func (w *Window) Text(s string) { w.text.add(s) }
@@ -155,16 +161,14 @@ func (w *Window) onKey(_ *glfw.Window, key glfw.Key, _ int, action glfw.Action, 
 func (w *Window) Run(mon *engine.Monitor, stop func()) error {
 	w.mon = mon
 	v := newView(w.opt.Title, w.opt.Serve)
-	v.device = w.pres.gpuName
-	size := w.pres.size()
-	img := image.NewRGBA(image.Rectangle{Max: size})
+	var img *image.RGBA // nil until the presenter is attached
 	var shown uint64
 	var lastKey frameKey
-	var lastFrame time.Time
+	var lastFrame, nextFrame time.Time
 	var loopErr error
 	events := mon.Events()
 	for {
-		glfw.WaitEventsTimeout(frameInterval.Seconds())
+		glfw.WaitEventsTimeout(max(frameInterval, time.Until(nextFrame)).Seconds())
 		if w.win.ShouldClose() {
 			stop()
 			break
@@ -201,11 +205,29 @@ func (w *Window) Run(mon *engine.Monitor, stop func()) error {
 		if key == lastKey && now.Sub(lastFrame) < time.Second && (w.opt.Frames == 0 || shown >= uint64(w.opt.Frames)) {
 			continue
 		}
+		if now.Before(nextFrame) && !done {
+			continue // woken early, by input or by the run's end
+		}
+		if img == nil {
+			// Attach once the engine has opened its device (its first
+			// event comes after), or once the run is over.
+			if v.layout == nil && !done {
+				continue
+			}
+			fw, fh := w.win.GetFramebufferSize()
+			if loopErr = w.pres.attach(fw, fh); loopErr != nil {
+				stop()
+				break
+			}
+			v.device = w.pres.gpuName
+			img = image.NewRGBA(image.Rectangle{Max: w.pres.size()})
+		}
 		lastKey, lastFrame = key, now
-		if err := w.frame(v, img, false); err != nil {
+		err := w.frame(v, img, false)
+		nextFrame = now.Add(min(time.Duration(float64(time.Since(now))/frameShare), time.Second))
+		if err != nil {
 			if errors.Is(err, errOutOfDate) {
-				size = w.pres.size()
-				img = image.NewRGBA(image.Rectangle{Max: size})
+				img = image.NewRGBA(image.Rectangle{Max: w.pres.size()})
 				continue
 			}
 			loopErr = err
@@ -214,7 +236,7 @@ func (w *Window) Run(mon *engine.Monitor, stop func()) error {
 		}
 		shown++
 	}
-	if w.opt.Capture != "" && loopErr == nil {
+	if w.opt.Capture != "" && loopErr == nil && img != nil {
 		loopErr = w.capture(v, img)
 	}
 	if w.opt.Log != nil {
