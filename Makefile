@@ -6,7 +6,11 @@ PROMPT ?= Once upon a time
 N      ?= 128
 GLSLC_FLAGS = --target-env=vulkan1.2 -O -fshader-stage=compute
 
-.PHONY: all build run test shaders check-shaders bench deps
+.PHONY: all build build-window run test shaders check-shaders bench deps
+
+# WINDOW=1 builds the binary with the live view (`--window`), which links
+# glfw and X11; without it the binary is headless.
+WINDOW ?=
 
 all: build
 
@@ -14,15 +18,41 @@ deps:
 	@scripts/deps.sh
 
 build: deps
+ifeq ($(WINDOW),1)
+	go build -tags window -o headinfer .
+else
 	go build -o headinfer .
+endif
+
+# The windowed binary, beside the headless one.
+build-window: deps
+	go build -tags window -o headinfer-window .
 
 run: build
 	@test -f "$(MODEL)" || { echo "model $(MODEL) not found: pass MODEL=path/to/model.gguf (any Llama-family GGUF with F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K weights)"; exit 1; }
 	./headinfer generate -m "$(MODEL)" -p "$(PROMPT)" -n $(N)
 
+# The server, engine and vk packages are tested under the race detector,
+# except the kernel tests (engine/kernel): long runs of dispatches with no
+# goroutines of their own, which -race would only slow down; and CPU
+# attention's two reference sweeps (engine/offload), float loops that -race
+# slows twentyfold, whose thread pool the package's other tests check under
+# it. The server load test then runs once more against a binary built with
+# -race, whose "DATA RACE" reports fail it. The window's tests
+# (tests/window_test.go) build the windowed binary and run it under xvfb-run
+# on lavapipe.
+RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v -e '/engine/kernel$$' -e '/engine/offload$$')
+RACE_SLOW = ^TestCPUAttention(MatchesReference|Subsets)$$
+OTHER_PKGS = $$(go list ./... | grep -v -e '^headinfer/server' -e '^headinfer/engine' -e '^headinfer/vk') ./engine/kernel/
+
 test: deps
 	go vet ./...
-	go test -count=1 -timeout 30m ./...
+	go vet -tags window ./window/ ./cli/
+	go test -race -count=1 -timeout 30m $(RACE_PKGS)
+	go test -race -count=1 -timeout 30m -skip '$(RACE_SLOW)' ./engine/offload/
+	go test -count=1 -timeout 30m -run '$(RACE_SLOW)' ./engine/offload/
+	go test -count=1 -timeout 30m $(OTHER_PKGS)
+	HEADINFER_E2E_RACE=1 go test -count=1 -timeout 15m -run '^TestServerQueue$$' ./tests/
 
 # Compiles every shaders/*.comp to SPIR-V and validates it. The .spv files are
 # committed so that `go build` needs no shader compiler.

@@ -14,6 +14,7 @@ func benchCommand() *cli.Command {
 			benchContextCommand(),
 			benchKernelsCommand(),
 			benchSpeedCommand(),
+			benchServeCommand(),
 		},
 	}
 }

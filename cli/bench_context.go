@@ -16,6 +16,7 @@ import (
 
 	"headinfer/bytesize"
 	"headinfer/engine"
+	"headinfer/progress"
 )
 
 func benchContextCommand() *cli.Command {
@@ -28,7 +29,7 @@ func benchContextCommand() *cli.Command {
 			"prefilled (timed); the positions before them get made-up keys and values (a real prefill's cost grows\n" +
 			"with the square of the context). A mode that does not fit the budget gets a row saying so.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file"},
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file, or OWNER/REPO:QUANT on Hugging Face (pulled on first use)"},
 			&cli.StringFlag{Name: "synth", Usage: "instead of -m, a synthetic model of this preset geometry (see headinfer synth)"},
 			&cli.IntFlag{Name: "layers", Usage: "synthetic model: transformer blocks", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "vocab", Usage: "synthetic model: vocabulary size", DefaultText: "the preset's"},
@@ -36,7 +37,7 @@ func benchContextCommand() *cli.Command {
 			&cli.StringFlag{Name: "type", Value: "q8_0", Usage: "synthetic model: weight type"},
 			&cli.StringFlag{Name: "ctx", Value: "4096,16384", Usage: "context lengths, comma-separated (K = ×1024)"},
 			&cli.StringFlag{Name: "offload", Value: "none,head", Usage: "offload modes to compare, comma-separated: auto, none, head"},
-			&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
+			chunkFlag(),
 			&cli.IntFlag{Name: "prefill", Usage: "prompt tokens really prefilled at the end of the context (0 = all)"},
 			&cli.IntFlag{Name: "decode", Value: 16, Usage: "tokens decoded after the prompt"},
 			&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
@@ -69,7 +70,16 @@ type contextResult struct {
 	D2HPerToken     uint64
 	PrefillCopyWait float64 // seconds
 	DecodeCopyWait  float64
-	Err             string
+	// Per decode token: vkQueueSubmit calls, kernel dispatches and
+	// command buffers; RecordSeconds is the time recording the decode
+	// step took (once: it serves every position).
+	SubmitsPerToken  float64
+	DispatchPerToken float64
+	CommandsPerToken float64
+	RecordSeconds    float64
+	H2DPerPrefillTok uint64 // prefill: bytes copied to the device per token
+	Pipelined        bool
+	Err              string
 }
 
 func (r contextResult) prefillRate() float64 { return rate(r.PrefillTokens, r.PrefillSeconds) }
@@ -86,8 +96,12 @@ func benchContext(c *cli.Context) error {
 			return fmt.Errorf("--offload: mode %q is not auto, none or head", m)
 		}
 	}
-	if c.Int("decode") <= 0 || c.Int("prefill") < 0 || c.Int("chunk") <= 0 {
-		return fmt.Errorf("--decode and --chunk must be positive, --prefill ≥ 0")
+	if c.Int("decode") <= 0 || c.Int("prefill") < 0 {
+		return fmt.Errorf("--decode must be positive, --prefill ≥ 0")
+	}
+	chunk, err := parseChunk(c.String("chunk"))
+	if err != nil {
+		return err
 	}
 	path, cleanup, err := benchModelPath(c)
 	if err != nil {
@@ -95,7 +109,7 @@ func benchContext(c *cli.Context) error {
 	}
 	defer cleanup()
 	base := engine.Options{
-		Device: c.String("device"), Chunk: c.Int("chunk"), KVType: strings.ToLower(c.String("kv-type")),
+		Device: c.String("device"), Chunk: chunk, KVType: strings.ToLower(c.String("kv-type")),
 		StreamBlock: c.Int("stream-block"),
 		Log:         func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
@@ -105,15 +119,22 @@ func benchContext(c *cli.Context) error {
 		}
 	}
 	var results []contextResult
+	bar := progress.New(barFile(c), int64(len(ctxs)*len(modes)), progress.Options{Unit: "runs"})
 	for _, n := range ctxs {
 		for _, mode := range modes {
 			opt := base
 			opt.CtxSize, opt.Offload = n, mode
+			run := fmt.Sprintf("ctx %d, offload %s", n, mode)
+			bar.Describe(run)
+			opt.Progress = func(p engine.Progress) { bar.Describe(run + ": " + workText(p)) }
 			r := runContext(path, opt, c.Int("prefill"), c.Int("decode"))
-			fmt.Fprintf(c.App.ErrWriter, "ctx %d, offload %s: %s\n", n, mode, r.summary())
+			bar.Clear()
+			fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", run, r.summary())
 			results = append(results, r)
+			bar.Set(int64(len(results)))
 		}
 	}
+	bar.Finish()
 	md := contextMarkdown(results)
 	fmt.Fprint(c.App.Writer, md)
 	if p := c.String("md"); p != "" {
@@ -141,7 +162,8 @@ func benchModelPath(c *cli.Context) (string, func(), error) {
 	case c.String("model") != "" && c.String("synth") != "":
 		return "", none, fmt.Errorf("pass -m or --synth, not both")
 	case c.String("model") != "":
-		return c.String("model"), none, nil
+		p, err := modelPath(c, c.String("model"))
+		return p, none, err
 	case c.String("synth") == "":
 		return "", none, fmt.Errorf("no model: pass -m MODEL or --synth PRESET")
 	}
@@ -197,9 +219,11 @@ func runContext(path string, opt engine.Options, prefill, decode int) contextRes
 	if err := se.Prefill(context.Background(), []int32{1, 2}, false); err != nil {
 		return fail(err)
 	}
+	rec := se.Stats().RecordTime
 	if err := se.Decode(2, false); err != nil {
 		return fail(err)
 	}
+	r.RecordSeconds = (se.Stats().RecordTime - rec).Seconds()
 	se.Reset()
 	warm := se.Stats()
 	if prefill == 0 || prefill > prompt {
@@ -221,6 +245,7 @@ func runContext(path string, opt engine.Options, prefill, decode int) contextRes
 	before := se.Stats()
 	pre := before.Sub(warm)
 	r.PrefillTokens, r.PrefillSeconds, r.PrefillCopyWait = pre.PrefillTokens, pre.Prefill.Seconds(), pre.CopyWait.Seconds()
+	r.H2DPerPrefillTok = pre.H2DBytes / uint64(max(1, pre.PrefillTokens))
 	for i := 0; i < decode; i++ {
 		id, err := se.Argmax()
 		if err != nil {
@@ -234,6 +259,10 @@ func runContext(path string, opt engine.Options, prefill, decode int) contextRes
 	r.DecodeTokens, r.DecodeSeconds, r.DecodeCopyWait = dec.DecodeTokens, dec.Decode.Seconds(), dec.CopyWait.Seconds()
 	r.H2DPerToken = dec.H2DBytes / uint64(decode)
 	r.D2HPerToken = dec.D2HBytes / uint64(decode)
+	r.SubmitsPerToken = float64(dec.Submissions) / float64(decode)
+	r.DispatchPerToken = float64(dec.Dispatches) / float64(decode)
+	r.CommandsPerToken = float64(dec.Commands) / float64(decode)
+	r.Pipelined = os.Getenv(engine.PipelineEnv) == "1"
 	mem := se.Memory()
 	r.Resident, r.Streamed = mem.ResidentSlots, mem.StreamedSlots
 	r.DevicePeak, r.DeviceKVPeak, r.HostKV = mem.DeviceBytesPeak, mem.DeviceKVBytesPeak, mem.HostKVBytes
@@ -251,17 +280,17 @@ func (r contextResult) summary() string {
 // contextMarkdown is the results as a Markdown table.
 func contextMarkdown(rs []contextResult) string {
 	var b strings.Builder
-	b.WriteString("| context | offload | resident/streamed slots | filled | prefill tokens | prefill s | prefill tok/s | decode tok/s | device peak | device KV peak | host KV | H2D per decode token | D2H per decode token | copy wait prefill / decode s |\n")
-	b.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| context | offload | resident/streamed slots | filled | prefill tokens | prefill s | prefill tok/s | decode tok/s | device peak | device KV peak | host KV | H2D per decode token | D2H per decode token | copy wait prefill / decode s | submissions / dispatches / command buffers per decode token | decode step recorded in |\n")
+	b.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rs {
 		if r.Err != "" {
-			fmt.Fprintf(&b, "| %d | %s | %s |||||||||||\n", r.Ctx, r.Offload, strings.ReplaceAll(r.Err, "|", "/"))
+			fmt.Fprintf(&b, "| %d | %s | %s |||||||||||||\n", r.Ctx, r.Offload, strings.ReplaceAll(r.Err, "|", "/"))
 			continue
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d/%d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f |\n",
+		fmt.Fprintf(&b, "| %d | %s | %d/%d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f | %.0f / %.0f / %.0f | %.0f ms |\n",
 			r.Ctx, r.Offload, r.Resident, r.Streamed, r.Filled, r.PrefillTokens, r.PrefillSeconds, r.prefillRate(), r.decodeRate(),
 			bytesize.Format(r.DevicePeak), bytesize.Format(r.DeviceKVPeak), bytesize.Format(r.HostKV), bytesize.Format(r.H2DPerToken), bytesize.Format(r.D2HPerToken),
-			r.PrefillCopyWait, r.DecodeCopyWait)
+			r.PrefillCopyWait, r.DecodeCopyWait, r.SubmitsPerToken, r.DispatchPerToken, r.CommandsPerToken, 1000*r.RecordSeconds)
 	}
 	return b.String()
 }
@@ -271,14 +300,18 @@ func contextCSV(w io.Writer, rs []contextResult) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"ctx", "offload", "resident_slots", "streamed_slots", "filled", "prefill_tokens", "prefill_s", "prefill_tok_s",
 		"decode_tokens", "decode_s", "decode_tok_s", "device_bytes_peak", "device_kv_bytes_peak", "host_kv_bytes",
-		"h2d_bytes_per_decode_token", "d2h_bytes_per_decode_token", "prefill_copy_wait_s", "decode_copy_wait_s", "error"})
+		"h2d_bytes_per_decode_token", "d2h_bytes_per_decode_token", "prefill_copy_wait_s", "decode_copy_wait_s",
+		"submissions_per_decode_token", "dispatches_per_decode_token", "command_buffers_per_decode_token", "decode_record_s",
+		"h2d_bytes_per_prefill_token", "pipelined", "error"})
 	for _, r := range rs {
 		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 		f := func(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
 		cw.Write([]string{strconv.Itoa(r.Ctx), r.Offload, strconv.Itoa(r.Resident), strconv.Itoa(r.Streamed), strconv.Itoa(r.Filled),
 			strconv.Itoa(r.PrefillTokens), f(r.PrefillSeconds), f(r.prefillRate()),
 			strconv.Itoa(r.DecodeTokens), f(r.DecodeSeconds), f(r.decodeRate()), u(r.DevicePeak), u(r.DeviceKVPeak), u(r.HostKV),
-			u(r.H2DPerToken), u(r.D2HPerToken), f(r.PrefillCopyWait), f(r.DecodeCopyWait), r.Err})
+			u(r.H2DPerToken), u(r.D2HPerToken), f(r.PrefillCopyWait), f(r.DecodeCopyWait),
+			f(r.SubmitsPerToken), f(r.DispatchPerToken), f(r.CommandsPerToken), f(r.RecordSeconds),
+			u(r.H2DPerPrefillTok), strconv.FormatBool(r.Pipelined), r.Err})
 	}
 	cw.Flush()
 	return cw.Error()

@@ -60,9 +60,13 @@ func plotContext(w io.Writer, rs []contextResult) error {
 		}
 		series = append(series, peak, kvp, pre, dec)
 	}
+	var ctxs []int
+	for _, r := range ok {
+		ctxs = append(ctxs, r.Ctx)
+	}
 	for _, p := range []*panel{&mem, &speed} {
 		p.fit(series)
-		p.draw(cv, ok)
+		p.draw(cv, ctxs, "CONTEXT")
 	}
 	for _, s := range series {
 		s.draw(cv)
@@ -140,17 +144,18 @@ func (p *panel) at(x, y float64) (int, int) {
 	return p.x0 + int(fx*float64(p.w)), p.y0 + p.h - int(fy*float64(p.h))
 }
 
-// draw draws the frame, grid, ticks and title.
-func (p *panel) draw(cv *canvas, rs []contextResult) {
+// draw draws the frame, grid, ticks at xs, the x axis' name and the
+// title.
+func (p *panel) draw(cv *canvas, xs []int, xName string) {
 	done := map[int]bool{}
-	for _, r := range rs {
-		if done[r.Ctx] {
+	for _, v := range xs {
+		if done[v] {
 			continue
 		}
-		done[r.Ctx] = true
-		x, _ := p.at(float64(r.Ctx), p.ymin)
+		done[v] = true
+		x, _ := p.at(float64(v), p.ymin)
 		cv.rect(x, p.y0, x, p.y0+p.h, grey)
-		label := countLabel(r.Ctx)
+		label := countLabel(v)
 		cv.text(x-len(label)*6, p.y0+p.h+10, label, 2, black)
 	}
 	var ticks []float64
@@ -172,7 +177,7 @@ func (p *panel) draw(cv *canvas, rs []contextResult) {
 	cv.rect(p.x0, p.y0, p.x0, p.y0+p.h, black)
 	cv.rect(p.x0, p.y0+p.h, p.x0+p.w, p.y0+p.h, black)
 	cv.text(p.x0, p.y0-35, p.title, 2, black)
-	cv.text(p.x0+p.w/2-42, p.y0+p.h+32, "CONTEXT", 2, black)
+	cv.text(p.x0+p.w/2-len(xName)*6, p.y0+p.h+32, xName, 2, black)
 }
 
 func (s plotSeries) draw(cv *canvas) {

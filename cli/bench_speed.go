@@ -70,7 +70,11 @@ func benchSpeed(c *cli.Context) error {
 	if opt.CtxSize == 0 {
 		opt.CtxSize = max(pp, short+tg)
 	}
-	m, err := engine.Load(c.String("model"), opt)
+	path, err := modelPath(c, c.String("model"))
+	if err != nil {
+		return err
+	}
+	m, err := loadWithBars(c, path, opt, false)
 	if err != nil {
 		return err
 	}

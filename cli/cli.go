@@ -21,6 +21,7 @@ func Run(args []string) error {
 			serveCommand(),
 			infoCommand(),
 			synthCommand(),
+			pullCommand(),
 			devicesCommand(),
 			planCommand(),
 			benchCommand(),

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -24,9 +25,9 @@ import (
 // modelFlags are the flags of every command that loads a model.
 func modelFlags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file", Required: true},
+		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file, or OWNER/REPO:QUANT on Hugging Face (pulled on first use, see headinfer pull)", Required: true},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens (0 = the model's training context, at most 4096)"},
-		&cli.IntFlag{Name: "chunk", Value: 512, Usage: "prompt tokens per forward pass"},
+		chunkFlag(),
 		&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
 		deviceFlag(),
 	}, offloadFlags()...)
@@ -34,26 +35,62 @@ func modelFlags() []cli.Flag {
 
 // modelOptions reads the model flags.
 func modelOptions(c *cli.Context) (engine.Options, error) {
-	if c.Int("ctx-size") < 0 || c.Int("chunk") <= 0 {
-		return engine.Options{}, fmt.Errorf("--ctx-size must be ≥ 0 and --chunk > 0")
+	if c.Int("ctx-size") < 0 {
+		return engine.Options{}, fmt.Errorf("--ctx-size must be ≥ 0")
+	}
+	chunk, err := parseChunk(c.String("chunk"))
+	if err != nil {
+		return engine.Options{}, err
 	}
 	opt := engine.Options{
 		Device:  c.String("device"),
 		CtxSize: c.Int("ctx-size"),
-		Chunk:   c.Int("chunk"),
+		Chunk:   chunk,
 		KVType:  strings.ToLower(c.String("kv-type")),
 		Log:     func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
 	return opt, offloadOptions(c, &opt)
 }
 
-// loadModel loads the model named by the model flags.
-func loadModel(c *cli.Context) (*engine.Model, error) {
+// chunkFlag is --chunk: prompt tokens per forward pass, or auto.
+func chunkFlag() cli.Flag {
+	return &cli.StringFlag{Name: "chunk", Value: "auto", Usage: "prompt tokens per forward pass, or auto: 512 when the KV cache is resident, else sized so that prefill over streamed KV is compute-bound, within the budget (headinfer plan says why)"}
+}
+
+// parseChunk reads --chunk: a positive count, or auto (0).
+func parseChunk(s string) (int, error) {
+	if strings.EqualFold(s, "auto") {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("--chunk %q: use a positive number of tokens or auto", s)
+	}
+	return n, nil
+}
+
+// loadModel loads the model file at path (see modelPath) with the model
+// flags, with a progress bar on a terminal for the weight upload and,
+// when prefillBars is set, for prefills of more than one chunk.
+func loadModel(c *cli.Context, path string, prefillBars bool) (*engine.Model, error) {
 	opt, err := modelOptions(c)
 	if err != nil {
 		return nil, err
 	}
-	return engine.Load(c.String("model"), opt)
+	return loadWithBars(c, path, opt, prefillBars)
+}
+
+// loadWithBars loads path with opt and the progress bars of loadModel.
+func loadWithBars(c *cli.Context, path string, opt engine.Options, prefillBars bool) (*engine.Model, error) {
+	bars := &engineBars{f: barFile(c), prefill: prefillBars}
+	opt.Progress = bars.report
+	m, err := engine.Load(path, opt)
+	if err != nil {
+		bars.stop()
+		return nil, err
+	}
+	bars.done()
+	return m, nil
 }
 
 func samplingFlags() []cli.Flag {
@@ -88,11 +125,14 @@ func generateCommand() *cli.Command {
 	flags = append(flags,
 		&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt text"},
 		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the prompt from this file"},
+		&cli.BoolFlag{Name: "no-special", Usage: "read control tokens written in the prompt (\"</s>\", \"<|eot_id|>\") as plain text"},
 		&cli.IntFlag{Name: "n", Value: 128, Usage: "tokens to generate at most"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object (ids, text, timings, memory) instead of streaming text"},
 		&cli.StringFlag{Name: "logits-out", Usage: "write the logits before every generated token to this file (float32 little-endian, tokens × vocab)"},
+		&cli.StringFlag{Name: "prompt-cache", Usage: "KV snapshot `FILE`: when it holds a prefix of this prompt for this model, load it and prefill only the rest; afterwards save the prompt's KV there"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the memory plan and KV traffic to stderr"},
 	)
+	flags = append(flags, windowFlags()...)
 	return &cli.Command{
 		Name:      "generate",
 		Usage:     "generate text from a prompt",
@@ -114,6 +154,7 @@ type generateResult struct {
 
 type timings struct {
 	PrefillTokens int     `json:"prefill_tokens"`
+	CachedTokens  int     `json:"cached_tokens"` // prompt tokens whose KV came from --prompt-cache
 	PrefillMS     float64 `json:"prefill_ms"`
 	DecodeTokens  int     `json:"decode_tokens"`
 	DecodeMS      float64 `json:"decode_ms"`
@@ -128,6 +169,14 @@ type timings struct {
 	Dispatches  int `json:"dispatches"`
 	Submissions int `json:"submissions"`
 	HostWaits   int `json:"host_waits"`
+	// Per decode step: vkQueueSubmit calls and kernel dispatches (they
+	// do not grow with the context); command buffers submitted over all
+	// steps; steps recorded and the time that took.
+	SubmissionsPerDecodeStep float64 `json:"submissions_per_decode_step"`
+	DispatchesPerDecodeStep  float64 `json:"dispatches_per_decode_step"`
+	CommandBuffers           int     `json:"command_buffers"`
+	Recordings               int     `json:"recordings"`
+	RecordMS                 float64 `json:"record_ms"`
 }
 
 func generate(c *cli.Context) error {
@@ -149,7 +198,16 @@ func generate(c *cli.Context) error {
 	if err := params.Validate(); err != nil {
 		return err
 	}
-	m, err := loadModel(c)
+	return withWindow(c, "generate", false, func(lv liveView) error { return generateText(c, lv, prompt, params) })
+}
+
+// generateText loads the model and generates, showing the run in lv.
+func generateText(c *cli.Context, lv liveView, prompt string, params sample.Params) error {
+	path, err := modelPath(c, c.String("model"))
+	if err != nil {
+		return err
+	}
+	m, err := lv.loadModel(c, path, true)
 	if err != nil {
 		return err
 	}
@@ -163,7 +221,12 @@ func generate(c *cli.Context) error {
 	}
 	defer se.Close()
 
-	ids := m.Tokenizer.Encode(prompt, true)
+	// The operator writes the prompt, so control tokens in it are meant,
+	// unlike in text that comes from a server request.
+	ids := m.Tokenizer.EncodeSpecial(prompt, true)
+	if c.Bool("no-special") {
+		ids = m.Tokenizer.Encode(prompt, true)
+	}
 	if len(ids)+1 > se.CtxSize() {
 		return fmt.Errorf("the prompt is %d tokens, the context holds %d: pass a larger --ctx-size or a shorter prompt", len(ids), se.CtxSize())
 	}
@@ -193,7 +256,10 @@ func generate(c *cli.Context) error {
 		}()
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	cache := promptCache{path: c.String("prompt-cache"), log: c.App.ErrWriter}
+	cached := cache.load(m, se, ids)
+
+	ctx, stop := signal.NotifyContext(lv.ctx, os.Interrupt)
 	defer stop()
 	dec := tokenizer.NewDecoder(m.Tokenizer)
 	for _, id := range ids {
@@ -203,10 +269,11 @@ func generate(c *cli.Context) error {
 	var text strings.Builder
 	w := bufio.NewWriter(c.App.Writer)
 	asJSON := c.Bool("json")
-	finish, err := se.Generate(ctx, ids, gp, func(id int32) bool {
+	finish, err := se.Generate(ctx, ids[cached:], gp, func(id int32) bool {
 		out = append(out, id)
 		s := dec.Add(id)
 		text.WriteString(s)
+		lv.text(s)
 		if !asJSON {
 			w.WriteString(s)
 			w.Flush()
@@ -215,9 +282,14 @@ func generate(c *cli.Context) error {
 	})
 	tail := dec.Flush()
 	text.WriteString(tail)
+	lv.text(tail)
+	if err != nil && errors.Is(err, context.Canceled) && lv.ctx.Err() != nil {
+		err, finish = nil, engine.FinishStop // the window was closed: a clean end
+	}
 	if err != nil {
 		return err
 	}
+	cache.save(m, se, len(ids), cached)
 	st := se.Stats()
 	if asJSON {
 		enc := json.NewEncoder(c.App.Writer)
@@ -225,10 +297,13 @@ func generate(c *cli.Context) error {
 		return enc.Encode(generateResult{
 			PromptIDs: ids, IDs: out, Text: text.String(), Finish: string(finish),
 			Timings: timings{
-				PrefillTokens: st.PrefillTokens, PrefillMS: ms(st.Prefill.Seconds()),
+				PrefillTokens: st.PrefillTokens, CachedTokens: cached, PrefillMS: ms(st.Prefill.Seconds()),
 				DecodeTokens: st.DecodeTokens, DecodeMS: ms(st.Decode.Seconds()),
 				H2DBytes: st.H2DBytes, D2HBytes: st.D2HBytes, CopyWaitMS: ms(st.CopyWait.Seconds()),
 				Dispatches: st.Dispatches, Submissions: st.Submissions, HostWaits: st.Steps,
+				SubmissionsPerDecodeStep: perStep(st.DecodeSubmissions, st.DecodeTokens),
+				DispatchesPerDecodeStep:  perStep(st.DecodeDispatches, st.DecodeTokens),
+				CommandBuffers:           st.Commands, Recordings: st.Recordings, RecordMS: ms(st.RecordTime.Seconds()),
 			},
 			Memory: se.Memory(),
 		})
@@ -246,6 +321,14 @@ func generate(c *cli.Context) error {
 			bytesize.Format(st.H2DBytes), bytesize.Format(st.D2HBytes), ms(st.CopyWait.Seconds()))
 	}
 	return nil
+}
+
+// perStep is n per step, or 0 without steps.
+func perStep(n, steps int) float64 {
+	if steps == 0 {
+		return 0
+	}
+	return float64(n) / float64(steps)
 }
 
 func ms(s float64) float64 { return math.Round(s*1e6) / 1e3 }

@@ -16,7 +16,7 @@ func infoCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "info",
 		Usage:     "describe a GGUF model: architecture, geometry, tensor types, tokenizer, device memory needed",
-		ArgsUsage: "MODEL",
+		ArgsUsage: "MODEL (a GGUF file, or OWNER/REPO:QUANT on Hugging Face)",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size for the memory estimate (0 = training context, at most 4096)"},
 		},
@@ -24,7 +24,10 @@ func infoCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return fmt.Errorf("usage: headinfer info MODEL")
 			}
-			path := c.Args().First()
+			path, err := modelPath(c, c.Args().First())
+			if err != nil {
+				return err
+			}
 			f, err := gguf.OpenWith(path, gguf.Options{AllowUnsupported: true})
 			if err != nil {
 				return err

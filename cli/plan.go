@@ -63,7 +63,11 @@ func planCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			p, err := engine.PlanModel(c.String("model"), opt)
+			path, err := modelPath(c, c.String("model"))
+			if err != nil {
+				return err
+			}
+			p, err := engine.PlanModel(path, opt)
 			if err != nil {
 				return err
 			}

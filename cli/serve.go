@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -23,14 +22,18 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on /v1 requests", EnvVars: []string{"HEADINFER_API_KEY"}},
 		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while one runs; more are answered 429"},
 		&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "longest a request may take, waiting in the queue included"},
+		&cli.StringFlag{Name: "kv-cache-dir", Usage: "`DIR` for KV snapshots: sequences evicted by a request with another prompt are spilled there and restored when a later prompt begins with them; POST /slots/0?action=save|restore keeps its files there"},
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
 	)
+	flags = append(flags, windowFlags()...)
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "serve an OpenAI-compatible HTTP API",
 		UsageText: "headinfer serve -m MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-queue N] [-c CTX] [--gpu-mem SIZE] [--device D]\n\n" +
 			"POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events),\n" +
-			"GET /v1/models, GET /health, GET /metrics. Requests run one at a time, in order.",
+			"GET /v1/models, GET /health, GET /metrics, POST /slots/0?action=save|restore (with --kv-cache-dir).\n" +
+			"Requests run one at a time, in order; a prompt that begins with the tokens the session holds reuses their KV.",
 		Flags:  flags,
 		Action: serve,
 	}
@@ -43,24 +46,46 @@ func serve(c *cli.Context) error {
 	if p := c.Int("port"); p < 0 || p > 65535 {
 		return fmt.Errorf("--port %d is not a TCP port", p)
 	}
+	return withWindow(c, "serve", true, func(lv liveView) error { return serveWith(c, lv) })
+}
+
+// serveWith serves until a signal, or until the window closes.
+func serveWith(c *cli.Context, lv liveView) error {
+	path, err := modelPath(c, c.String("model"))
+	if err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 	s := server.New(server.Options{
-		ModelPath: c.String("model"),
-		APIKey:    c.String("api-key"),
-		MaxQueue:  c.Int("max-queue"),
-		Timeout:   c.Duration("timeout"),
-		Logger:    log,
+		ModelPath:  path,
+		APIKey:     c.String("api-key"),
+		MaxQueue:   c.Int("max-queue"),
+		Timeout:    c.Duration("timeout"),
+		KVCacheDir: c.String("kv-cache-dir"),
+		Logger:     log,
+
+		ReloadOnFailure: c.Bool("reload-on-failure"),
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(c.String("host"), strconv.Itoa(c.Int("port"))))
 	if err != nil {
 		return err
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "model", s.ModelName())
+	status := func() []string {
+		waiting, running := s.Queue()
+		state := "no request running"
+		if running {
+			state = "one request running"
+		}
+		return []string{fmt.Sprintf("listening on %s: %s, %d waiting (at most %d)", ln.Addr(), state, waiting, c.Int("max-queue"))}
+	}
+	lv.status.Store(&status)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Closing the window ends lv.ctx: the server stops as on SIGINT.
+	ctx, stop := signal.NotifyContext(lv.ctx, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
 		stop() // a second signal ends the process at once
 	}()
-	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return loadModel(c) })
+	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return lv.loadModel(c, path, false) })
 }

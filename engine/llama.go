@@ -3,7 +3,7 @@ package engine
 import (
 	"fmt"
 
-	"headinfer/engine/kv"
+	"headinfer/engine/offload"
 	"headinfer/vk"
 )
 
@@ -55,8 +55,8 @@ func loadLlama(l *loader, c Config) (*llamaWeights, error) {
 
 // record appends one forward pass over the n tokens in s.ids (at the
 // positions in s.pos) to p: embeddings, every block, and the logits of the
-// last token. blocks is the number of KV blocks the attention visits.
-func (s *state) record(p *kv.Program, n, blocks int) error {
+// last token, for any position up to the context.
+func (s *state) record(p *offload.Program, n int) error {
 	m, w, cfg, o := s.m, s.m.w, s.m.Config, s.m.ops
 	rows := func(b *vk.Buffer, width int) vk.Range { return b.Range(0, uint64(4*n*width)) }
 	x, xb := rows(s.x, cfg.Dim), rows(s.xb, cfg.Dim)
@@ -91,9 +91,9 @@ func (s *state) record(p *kv.Program, n, blocks int) error {
 			try(o.ropeK.Record(c, k, pos, s.freqs.All(), n))
 		}
 		c.Barrier()
-		try(s.kv.store(c, l, k, v, pos, n))
+		try(s.kv.Store(c, l, k, v, pos, n))
 		c.Barrier()
-		try(s.attend(p, l, q, k, v, att, pos, n, blocks))
+		try(s.kv.Attend(p, l, offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n}))
 		if err != nil {
 			return err
 		}

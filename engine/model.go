@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"math"
 
 	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
@@ -14,10 +13,16 @@ import (
 type Options struct {
 	Device     string // device selector: index or name substring ("" = default rule)
 	CtxSize    int    // KV cache positions (0 = the model's training context, at most 4096)
-	Chunk      int    // prefill tokens per forward pass (0 = 512)
+	Chunk      int    // prefill tokens per forward pass (0 = chosen by the planner, see Plan.ChunkWhy)
 	KVType     string // KV cache element type: "f16" (default) or "f32"
 	Validation bool   // run under the Khronos validation layer
 	Log        func(string)
+	// Progress, when set, hears how long work advances: the weight
+	// upload of Load and the chunks of a prefill of more than one. It is
+	// called on the working goroutine and must return quickly.
+	Progress func(Progress)
+	// Monitor, when set, receives the sessions' events (see Monitor).
+	Monitor *Monitor
 
 	// GPUMem is the device-local memory budget in bytes for weights,
 	// activations and KV (0 = what the device reports, less a margin).
@@ -38,6 +43,20 @@ type Options struct {
 	// two passes even where they could be fused (tests).
 	separate bool
 }
+
+// Progress reports long work (Options.Progress).
+type Progress struct {
+	Work        string // ProgressLoad (Done, Total: weight bytes) or ProgressPrefill (prompt tokens)
+	Done, Total int64
+	// Chunk and Chunks are, for a prefill, the chunks done and in all.
+	Chunk, Chunks int
+}
+
+// The kinds of work Progress reports.
+const (
+	ProgressLoad    = "load"
+	ProgressPrefill = "prefill"
+)
 
 // Model is a loaded model: its configuration, tokenizer and weights on a
 // device, and the kernels that run it.
@@ -115,13 +134,18 @@ func Load(path string, opt Options) (m *Model, err error) {
 	}()
 	// Planned before the upload, so that a model that cannot fit fails
 	// at once, saying how much it needs.
-	if m.plan, err = newPlan(f, c, opt, kvType, m.dev.Info()); err != nil {
+	rates := func() (Rates, error) { return measureRates(m.dev) }
+	if m.plan, err = newPlan(f, c, opt, kvType, m.dev.Info(), rates); err != nil {
 		return nil, err
 	}
 	if m.freqs, err = ropeFreqs(f, c); err != nil {
 		return nil, err
 	}
 	m.loaded = &loader{f: f, d: m.dev}
+	if report := opt.Progress; report != nil {
+		total := int64(weightBytes(f))
+		m.loaded.progress = func(done uint64) { report(Progress{Work: ProgressLoad, Done: int64(done), Total: total}) }
+	}
 	if m.w, err = loadLlama(m.loaded, c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -146,10 +170,9 @@ func (opt Options) resolve(c Config) Options {
 	if opt.CtxSize <= 0 {
 		opt.CtxSize = min(c.TrainCtx, 4096)
 	}
-	if opt.Chunk <= 0 {
-		opt.Chunk = 512
+	if opt.Chunk > 0 {
+		opt.Chunk = min(opt.Chunk, opt.CtxSize)
 	}
-	opt.Chunk = min(opt.Chunk, opt.CtxSize)
 	return opt
 }
 
@@ -352,8 +375,6 @@ func (m *Model) Close() error {
 	}
 	return err
 }
-
-func scaleOf(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim))) }
 
 // ChatTemplate is the model's Jinja chat template (tokenizer.chat_template),
 // or "" when it has none.

@@ -169,3 +169,54 @@ func TestPlanMatchesLoad(t *testing.T) {
 		t.Errorf("PlanModel %+v differs from the loaded model's plan %+v", pp, p)
 	}
 }
+
+// TestPlanAutoChunk checks --chunk auto: the default chunk when the KV
+// cache is resident or the rates are unknown; over streamed KV the
+// compute-bound chunk FLOPS·elem / (2·group·copy rate) rounded up to a
+// block, unless the budget allows less; never more than the context.
+func TestPlanAutoChunk(t *testing.T) {
+	const ctx = 1 << 20
+	in := planTestInput(ctx, OffloadAuto, 64<<30)
+	in.chunk = 0
+	in.ctx = 8192
+	p, err := makePlan(in)
+	if err != nil || !p.ChunkAuto || p.Chunk != 512 || p.Streamed != 0 {
+		t.Fatalf("resident: chunk %d (auto %v, %d streamed), %v", p.Chunk, p.ChunkAuto, p.Streamed, err)
+	}
+
+	in.ctx, in.mode = ctx, OffloadHead
+	if p, err = makePlan(in); err != nil || p.Chunk != 512 || !strings.Contains(p.ChunkWhy, "not measured") {
+		t.Fatalf("no rates: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
+	}
+
+	// 100 TFLOPS against 25 GB/s, group 4, f16: 100e12·2/(2·4·25e9) = 1000
+	// tokens, so 1024.
+	in.rates = Rates{CopyBps: 25e9, FLOPS: 100e12}
+	if p, err = makePlan(in); err != nil || p.Chunk != 1024 || !strings.Contains(p.ChunkWhy, "compute-bound from 1001 tokens") {
+		t.Fatalf("rates: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
+	}
+	if !strings.Contains(p.String(), "chunk 1024 (auto)") {
+		t.Errorf("the plan does not say why: %s", p)
+	}
+	// A slower link needs a larger chunk.
+	in.rates.CopyBps = 1e9
+	if p, err = makePlan(in); err != nil || p.Chunk != 98*256 { // 25001 rounded up to a block
+		t.Fatalf("slow link: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
+	}
+
+	// A budget that holds only a smaller chunk's activations caps it.
+	stream := streamingBytes(in.c, in.streamBlock, 2)
+	in.budget = in.weights + stream + activationSizes(in.c, 3000, ctx).device()
+	if p, err = makePlan(in); err != nil || p.Chunk != 3000 || !strings.Contains(p.ChunkWhy, "keeps it below") {
+		t.Fatalf("tight budget: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
+	}
+	if p.DeviceBytes() > in.budget {
+		t.Errorf("plan places %d bytes in a budget of %d", p.DeviceBytes(), in.budget)
+	}
+
+	// Never more than the context.
+	in.budget, in.ctx = 64<<30, 2048
+	if p, err = makePlan(in); err != nil || p.Chunk != 2048 {
+		t.Fatalf("short context: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"headinfer/engine/gguf"
 	"headinfer/vk"
+	"headinfer/vk/vktest"
 )
 
 // offloadRun is what one generation left behind.
@@ -49,33 +50,15 @@ func generateAll(t *testing.T, path string, opt Options, prompt []int32, n int) 
 
 // offloadPoison fills the resident slots, the host store and the streaming
 // buffers with f16/f32 NaNs (all bits set).
-func offloadPoison(t *testing.T, d *vk.Device, kc *kvCache) {
+func offloadPoison(t *testing.T, d *vk.Device, kc kvCache) {
 	t.Helper()
-	fill := func(b *vk.Buffer) {
-		if b == nil {
-			return
-		}
+	for _, b := range kc.Buffers() {
 		nan := make([]byte, b.Size())
 		for i := range nan {
 			nan[i] = 0xff
 		}
 		if err := d.Write(b.All(), nan); err != nil {
 			t.Fatal(err)
-		}
-	}
-	for _, r := range kc.res {
-		fill(r.buf)
-	}
-	for _, b := range kc.stream {
-		fill(b.k)
-		fill(b.v)
-	}
-	if kc.host != nil {
-		for l := range kc.res {
-			for _, r := range kc.host.Runs(l) {
-				fill(r.K)
-				fill(r.V)
-			}
 		}
 	}
 }
@@ -145,20 +128,22 @@ func TestOffloadBitIdentical(t *testing.T) {
 				}
 			}
 
-			// Traffic: the new rows go to the host once; a step reads
-			// each streamed slot's blocks up to its last attention block.
+			// Traffic: the new rows go to the host once; a step copies
+			// each streamed slot's streamed blocks (whole, the last one
+			// too) up to the one that holds its last position.
 			hd, elem := spec.Dim/spec.Heads, uint64(2)
 			if tc.kvType == "f32" {
 				elem = 4
 			}
 			row := uint64(hd) * elem
+			sb := min(tc.streamBlock, ctx)
 			var reads uint64
 			for start := 0; start < promptLen; start += chunk {
 				n := min(chunk, promptLen-start)
-				reads += uint64(min(ctx, (start+n+255)/256*256))
+				reads += uint64(min(ctx, (start+n+sb-1)/sb*sb))
 			}
 			for pos := promptLen; pos < promptLen+gen-1; pos++ {
-				reads += uint64(min(ctx, (pos+1+255)/256*256))
+				reads += uint64(min(ctx, (pos+1+sb-1)/sb*sb))
 			}
 			positions := uint64(promptLen + gen - 1)
 			for name, r := range map[string]offloadRun{"none": none, "head": head, "auto": auto} {
@@ -173,9 +158,31 @@ func TestOffloadBitIdentical(t *testing.T) {
 					t.Errorf("%s: memory %+v does not match plan %+v", name, r.mem, r.plan)
 				}
 			}
+			// A recording serves every position: one per chunk size
+			// (160, the last 60) and one for decode, whatever the
+			// positions; each step is one vkQueueSubmit per queue used.
+			for name, r := range map[string]offloadRun{"none": none, "head": head, "auto": auto} {
+				if r.stats.Recordings != 3 {
+					t.Errorf("%s: %d steps recorded over %d positions, want 3", name, r.stats.Recordings, positions)
+				}
+				perStep := 1
+				if r.plan.Streamed > 0 && hasTransferQueue(t) {
+					perStep = 2
+				}
+				if r.stats.Submissions != perStep*r.stats.Steps || r.stats.DecodeSubmissions != perStep*r.stats.DecodeTokens {
+					t.Errorf("%s: %d submissions in %d steps (%d in %d decode steps), want %d per step",
+						name, r.stats.Submissions, r.stats.Steps, r.stats.DecodeSubmissions, r.stats.DecodeTokens, perStep)
+				}
+			}
 			t.Logf("head: H2D %d B, D2H %d B, copy wait %v", head.stats.H2DBytes, head.stats.D2HBytes, head.stats.CopyWait)
 		})
 	}
+}
+
+// hasTransferQueue says whether the test device has a transfer queue of
+// its own (then a step that streams submits to both queues).
+func hasTransferQueue(t *testing.T) bool {
+	return vktest.Device(t).Info().TransferQueue
 }
 
 // firstDiff describes the first logit whose bits differ, or "".

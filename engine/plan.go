@@ -7,7 +7,7 @@ import (
 	"headinfer/bytesize"
 	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
-	"headinfer/engine/kv"
+	"headinfer/engine/offload"
 	"headinfer/vk"
 )
 
@@ -51,6 +51,10 @@ type Plan struct {
 	Streamed      int    `json:"streamed_slots"` // slots in host memory
 	ResidentHeads []int  `json:"resident_heads"` // per layer: KV heads 0 … n−1 are resident, the rest streamed
 	HostKV        uint64 `json:"host_kv_bytes"`  // host bytes of the streamed slots
+
+	ChunkAuto bool   `json:"chunk_auto"`          // the chunk was chosen by the planner (--chunk auto)
+	ChunkWhy  string `json:"chunk_why,omitempty"` // why that chunk
+	Rates     Rates  `json:"rates"`               // the measured rates it was chosen with (zero: not measured)
 }
 
 // DeviceBytes is the device-local memory the plan places.
@@ -85,6 +89,9 @@ func (p Plan) String() string {
 		fmt.Fprintf(&b, " in blocks of %d positions (%d per slot at full context)", p.StreamBlock, p.StreamBlocks())
 	}
 	fmt.Fprintf(&b, "\nhost KV store: %s\n", bytesize.Format(p.HostKV))
+	if p.ChunkAuto {
+		fmt.Fprintf(&b, "chunk %d (auto): %s\n", p.Chunk, p.ChunkWhy)
+	}
 	if p.Resident > 0 && p.Streamed > 0 {
 		fmt.Fprintf(&b, "resident KV heads per layer: %v\n", p.ResidentHeads)
 	}
@@ -102,11 +109,74 @@ type planInput struct {
 	streamBlock int
 	weights     uint64
 	bindLimit   uint64 // maxStorageBufferRange
+	rates       Rates  // measured device rates, for an automatic chunk
 }
 
+// defaultChunk is the prefill chunk when nothing streams or the rates are
+// not known.
+const defaultChunk = 512
+
 // makePlan places weights, activations, streaming buffers and KV slots in
-// the budget.
+// the budget. A chunk of 0 is chosen here (autoChunk).
 func makePlan(in planInput) (Plan, error) {
+	if in.chunk > 0 {
+		return placePlan(in)
+	}
+	chunk, why := autoChunk(in)
+	in.chunk = chunk
+	p, err := placePlan(in)
+	p.ChunkAuto, p.ChunkWhy, p.Rates = true, why, in.rates
+	return p, err
+}
+
+// autoChunk chooses the prefill chunk. When the KV cache is resident
+// nothing streams and the default chunk serves. Otherwise every prefill
+// chunk copies the streamed heads' KV once, so the chunk should be at
+// least the size from which its attention does more arithmetic than the
+// copies take (computeBoundChunk), and no larger than what fits the budget
+// after the weights and the streaming buffers (which leaves less room for
+// resident heads, a trade the paper makes too).
+func autoChunk(in planInput) (int, string) {
+	def := min(defaultChunk, in.ctx)
+	fixed := in
+	fixed.chunk = def
+	if p, err := placePlan(fixed); err != nil || p.Streamed == 0 {
+		return def, "the default: the KV cache is resident, nothing streams"
+	}
+	c := in.c
+	elem := uint64(in.kvType.BlockBytes())
+	fixedCost := in.weights + streamingBytes(c, in.streamBlock, elem)
+	fits := func(n int) bool {
+		return fixedCost+activationSizes(c, n, in.ctx).device() <= in.budget
+	}
+	largest := 0
+	for lo, hi := 1, in.ctx; lo <= hi; {
+		mid := lo + (hi-lo)/2
+		if fits(mid) {
+			largest, lo = mid, mid+1
+		} else {
+			hi = mid - 1
+		}
+	}
+	if largest == 0 {
+		return def, "the default: no chunk fits the budget"
+	}
+	need := computeBoundChunk(in.rates, c.Group(), elem)
+	if need == 0 {
+		return min(def, largest), fmt.Sprintf("the default: the device's rates were not measured (largest chunk that fits: %d)", largest)
+	}
+	target := max(def, (need+attnBlock-1)/attnBlock*attnBlock)
+	chunk := min(target, largest, in.ctx)
+	why := fmt.Sprintf("prefill over streamed heads is compute-bound from %d tokens (%.1f GFLOP/s against %.2f GB/s host→device copies, %d query heads per KV head, %d-byte KV); the largest chunk whose activations fit after weights and streaming buffers is %d",
+		need, in.rates.FLOPS/1e9, in.rates.CopyBps/1e9, c.Group(), elem, largest)
+	if chunk < need && chunk < in.ctx {
+		why += "; the budget keeps it below the compute-bound size"
+	}
+	return chunk, why
+}
+
+// placePlan is makePlan for a given chunk.
+func placePlan(in planInput) (Plan, error) {
 	c := in.c
 	elem := uint64(in.kvType.BlockBytes())
 	p := Plan{
@@ -266,17 +336,27 @@ func deviceBudget(info vk.DeviceInfo, gpuMem uint64) (uint64, string) {
 
 // newPlan plans for file f with options opt (CtxSize and Chunk resolved)
 // on a device described by info.
-func newPlan(f *gguf.File, c Config, opt Options, kvType gguf.Type, info vk.DeviceInfo) (Plan, error) {
+// rates, when not nil, measures the device's rates for an automatic chunk;
+// it is called only when the plan streams KV.
+func newPlan(f *gguf.File, c Config, opt Options, kvType gguf.Type, info vk.DeviceInfo, rates func() (Rates, error)) (Plan, error) {
 	budget, from := deviceBudget(info, opt.GPUMem)
 	sb := opt.StreamBlock
 	if sb == 0 {
 		sb = DefaultStreamBlock
 	}
-	return makePlan(planInput{
+	in := planInput{
 		c: c, ctx: opt.CtxSize, chunk: opt.Chunk, kvType: kvType, mode: opt.Offload,
 		budget: budget, budgetFrom: from, streamBlock: sb,
 		weights: weightBytes(f), bindLimit: info.MaxStorageBufferRange,
-	})
+	}
+	p, err := makePlan(in)
+	if err != nil || !p.ChunkAuto || p.Streamed == 0 || rates == nil {
+		return p, err
+	}
+	if in.rates, err = rates(); err != nil {
+		return Plan{}, err
+	}
+	return makePlan(in)
 }
 
 // PlanModel plans the memory of a model without loading it: it reads the
@@ -304,10 +384,20 @@ func PlanModel(path string, opt Options) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	return newPlan(f, c, opt, kvType, devs[i])
+	// An automatic chunk over streamed KV needs the device's rates: only
+	// then is the device opened.
+	rates := func() (Rates, error) {
+		d, err := vk.Open(vk.Options{Select: opt.Device, Log: opt.Log})
+		if err != nil {
+			return Rates{}, err
+		}
+		defer d.Close()
+		return measureRates(d)
+	}
+	return newPlan(f, c, opt, kvType, devs[i], rates)
 }
 
 // kvGeometry is the shape of the host store for a plan.
-func kvGeometry(c Config, p Plan, kvType gguf.Type) kv.Geometry {
-	return kv.Geometry{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: p.CtxSize, Elem: uint64(kvType.BlockBytes())}
+func kvGeometry(c Config, p Plan, kvType gguf.Type) offload.Geometry {
+	return offload.Geometry{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: p.CtxSize, Elem: uint64(kvType.BlockBytes())}
 }

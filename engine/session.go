@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,6 +21,38 @@ type Session struct {
 	have   bool    // the last step left the next token's logits/argmax
 	logits []float32
 	stats  Stats
+	failed error // the device failure that ended the session, if any
+
+	observeID uint64 // the session's number in Options.Monitor's events
+}
+
+// ErrDeviceFailed is matched (errors.Is) by the errors of a session whose
+// device failed: a submission was refused, the device was lost, or a step
+// did not finish in time. Such a session, and its model, cannot be used
+// any more; close the model and load it again.
+var ErrDeviceFailed = vk.ErrDeviceFailed
+
+// StepGrace is how long after its context's deadline a step may still run
+// before the device counts as hung. The caller's deadline usually passes
+// between steps; a step that is running then is let finish, since it may
+// simply be long (a prefill chunk of a large model on a slow device).
+const StepGrace = time.Minute
+
+// Failed is the device failure that ended the session, or nil.
+func (se *Session) Failed() error { return se.failed }
+
+// Failed is the failure of the model's device, or nil while it works.
+func (m *Model) Failed() error { return m.dev.Failed() }
+
+// useDeadline makes the steps run until the caller returns wait for the
+// device until ctx's deadline plus StepGrace (or the device's default
+// when ctx has none); the returned function restores the previous one.
+func (se *Session) useDeadline(ctx context.Context) func() {
+	prev := se.s.deadline
+	if d, ok := ctx.Deadline(); ok {
+		se.s.deadline = d.Add(StepGrace)
+	}
+	return func() { se.s.deadline = prev }
 }
 
 // Stats are the timings and memory of a session's work so far.
@@ -30,9 +63,17 @@ type Stats struct {
 	Decode        time.Duration
 	Steps         int // forward passes run (one host wait each)
 
-	// Dispatches and Submissions count the kernel dispatches and the
-	// command buffers submitted, over all steps.
-	Dispatches, Submissions int
+	// Dispatches, Submissions and Commands count the kernel dispatches,
+	// the vkQueueSubmit calls and the command buffers submitted, over all
+	// steps.
+	Dispatches, Submissions, Commands int
+	// DecodeSubmissions and DecodeDispatches are the part of
+	// Submissions and Dispatches that decode steps made.
+	DecodeSubmissions, DecodeDispatches int
+	// Recordings counts the steps recorded (a recording serves every
+	// position) and RecordTime is the time they took.
+	Recordings int
+	RecordTime time.Duration
 
 	// Streamed KV traffic: bytes copied from the host store to the
 	// device and written from the device to the host store.
@@ -50,16 +91,21 @@ type Stats struct {
 // and s.
 func (s Stats) Sub(earlier Stats) Stats {
 	return Stats{
-		PrefillTokens: s.PrefillTokens - earlier.PrefillTokens,
-		Prefill:       s.Prefill - earlier.Prefill,
-		DecodeTokens:  s.DecodeTokens - earlier.DecodeTokens,
-		Decode:        s.Decode - earlier.Decode,
-		Steps:         s.Steps - earlier.Steps,
-		Dispatches:    s.Dispatches - earlier.Dispatches,
-		Submissions:   s.Submissions - earlier.Submissions,
-		H2DBytes:      s.H2DBytes - earlier.H2DBytes,
-		D2HBytes:      s.D2HBytes - earlier.D2HBytes,
-		CopyWait:      s.CopyWait - earlier.CopyWait,
+		PrefillTokens:     s.PrefillTokens - earlier.PrefillTokens,
+		Prefill:           s.Prefill - earlier.Prefill,
+		DecodeTokens:      s.DecodeTokens - earlier.DecodeTokens,
+		Decode:            s.Decode - earlier.Decode,
+		Steps:             s.Steps - earlier.Steps,
+		Dispatches:        s.Dispatches - earlier.Dispatches,
+		Submissions:       s.Submissions - earlier.Submissions,
+		Commands:          s.Commands - earlier.Commands,
+		DecodeSubmissions: s.DecodeSubmissions - earlier.DecodeSubmissions,
+		DecodeDispatches:  s.DecodeDispatches - earlier.DecodeDispatches,
+		Recordings:        s.Recordings - earlier.Recordings,
+		RecordTime:        s.RecordTime - earlier.RecordTime,
+		H2DBytes:          s.H2DBytes - earlier.H2DBytes,
+		D2HBytes:          s.D2HBytes - earlier.D2HBytes,
+		CopyWait:          s.CopyWait - earlier.CopyWait,
 	}
 }
 
@@ -84,12 +130,15 @@ func (m *Model) NewSession() (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{m: m, s: s}, nil
+	se := &Session{m: m, s: s}
+	se.observeOpen()
+	return se, nil
 }
 
 // Close frees the session's device memory.
 func (se *Session) Close() {
 	if se.s != nil {
+		se.observe(EventClose, 0, time.Time{})
 		se.s.free()
 		se.s = nil
 	}
@@ -117,19 +166,28 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 	if n := len(se.tokens) + len(ids); n > se.s.ctx {
 		return fmt.Errorf("%d tokens do not fit in the context of %d positions (%d already used): pass a larger --ctx-size or a shorter prompt", len(ids), se.s.ctx, len(se.tokens))
 	}
+	defer se.useDeadline(ctx)()
 	t0 := time.Now()
-	for i := 0; i < len(ids); i += se.s.chunk {
+	var paused time.Duration // not prefill time
+	chunks := (len(ids) + se.s.chunk - 1) / se.s.chunk
+	for i, k := 0, 1; i < len(ids); i, k = i+se.s.chunk, k+1 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		part := ids[i:min(i+se.s.chunk, len(ids))]
 		last := i+len(part) == len(ids)
+		paused += se.m.opt.Monitor.hold()
+		tc := time.Now()
 		if err := se.step(part, withLogits && last); err != nil {
 			return err
 		}
+		se.observe(EventPrefill, len(part), tc)
+		if report := se.m.opt.Progress; report != nil && chunks > 1 {
+			report(Progress{Work: ProgressPrefill, Done: int64(i + len(part)), Total: int64(len(ids)), Chunk: k, Chunks: chunks})
+		}
 	}
 	se.stats.PrefillTokens += len(ids)
-	se.stats.Prefill += time.Since(t0)
+	se.stats.Prefill += time.Since(t0) - paused
 	return nil
 }
 
@@ -138,18 +196,29 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 	if len(se.tokens)+1 > se.s.ctx {
 		return fmt.Errorf("context is full (%d positions): pass a larger --ctx-size", se.s.ctx)
 	}
+	se.m.opt.Monitor.hold()
 	t0 := time.Now()
+	subs, disp := se.s.submissions, se.s.dispatches
 	if err := se.step([]int32{id}, withLogits); err != nil {
 		return err
 	}
+	se.stats.DecodeSubmissions += se.s.submissions - subs
+	se.stats.DecodeDispatches += se.s.dispatches - disp
 	se.stats.DecodeTokens++
 	se.stats.Decode += time.Since(t0)
+	se.observe(EventDecode, 1, t0)
 	return nil
 }
 
 func (se *Session) step(ids []int32, withLogits bool) error {
+	if se.failed != nil {
+		return se.failed
+	}
 	se.have = false
 	if err := se.s.run(ids, len(se.tokens), withLogits); err != nil {
+		if errors.Is(err, ErrDeviceFailed) {
+			se.failed = err
+		}
 		return err
 	}
 	se.tokens = append(se.tokens, ids...)
@@ -179,7 +248,8 @@ func (se *Session) Stats() Stats {
 	st := se.stats
 	if se.s != nil {
 		st.H2DBytes, st.D2HBytes, st.CopyWait = se.s.h2d, se.s.d2h, se.s.copyWait
-		st.Dispatches, st.Submissions = se.s.dispatches, se.s.submissions
+		st.Dispatches, st.Submissions, st.Commands = se.s.dispatches, se.s.submissions, se.s.commands
+		st.Recordings, st.RecordTime = se.s.recordings, se.s.recordTime
 	}
 	return st
 }
@@ -192,10 +262,10 @@ func (se *Session) Memory() Memory {
 		DeviceBytesPeak: ms.Peak[vk.DeviceLocal],
 		HostBytes:       ms.Live[vk.Upload] + ms.Live[vk.Readback],
 		WeightBytes:     se.m.weights,
-		KVBytes:         se.s.kv.deviceBytes,
+		KVBytes:         se.s.kv.DeviceBytes(),
 		// The cache's device buffers are allocated once, at NewSession.
-		DeviceKVBytesPeak: se.s.kv.deviceBytes,
-		HostKVBytes:       se.s.kv.hostBytes(),
+		DeviceKVBytesPeak: se.s.kv.DeviceBytes(),
+		HostKVBytes:       se.s.kv.HostBytes(),
 		ResidentSlots:     se.m.plan.Resident,
 		StreamedSlots:     se.m.plan.Streamed,
 	}
@@ -228,6 +298,7 @@ func (se *Session) Generate(ctx context.Context, prompt []int32, p GenerateParam
 	if p.MaxTokens <= 0 {
 		return "", fmt.Errorf("max tokens must be positive, got %d", p.MaxTokens)
 	}
+	defer se.useDeadline(ctx)()
 	withLogits := !p.Sampling.Greedy() || p.Logits != nil
 	if err := se.Prefill(ctx, prompt, withLogits); err != nil {
 		return "", err

@@ -4,17 +4,23 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
 	"time"
 
-	"headinfer/engine/kernel"
-	"headinfer/engine/kv"
+	"headinfer/engine/offload"
 	"headinfer/vk"
 )
 
+// PipelineEnv names the environment variable that, set to 1, makes a
+// device without a transfer queue run streamed KV the way two-queue
+// devices do: each streamed block's copies and attention as their own
+// command buffers ordered by timeline semaphores, instead of fused. The
+// arithmetic is the same; benchmarks use it to count the two-queue path's
+// submissions and measure its overhead on one queue.
+const PipelineEnv = "HEADINFER_PIPELINE"
+
 // attnBlock is the number of KV positions one attention partial covers.
-// The engine always splits attention at these boundaries and merges the
-// partials in order, so the arithmetic does not depend on where KV lives.
-const attnBlock = 256
+const attnBlock = offload.AttnBlock
 
 // partsBudget bounds the attention partials buffer; blocks beyond it are
 // folded into the accumulator in batches.
@@ -34,30 +40,59 @@ type state struct {
 	logitsHost                *vk.Buffer // logits copied for host sampling
 	freqs                     *vk.Buffer // rope inverse frequencies
 	parts, acc                *vk.Buffer // attention partials and accumulator
-	partsCap                  int        // blocks per partials batch
-	kv                        *kvCache
+	kv                        kvCache
+	pipelined                 bool // streamed blocks as separate segments ordered by semaphores
 
 	bufs  []*vk.Buffer
-	progs map[stepShape]*kv.Program
-	clock *kv.Clock
+	progs map[stepShape]*recorded
+	tick  uint64 // counts program look-ups, for least-recently-used eviction
+	clock *offload.Clock
+	// deadline bounds the wait for each step (zero: the device's
+	// default); the session sets it from its caller's context.
+	deadline time.Time
 
 	// Totals over the steps run so far.
 	h2d, d2h    uint64
 	copyWait    time.Duration
 	dispatches  int
 	submissions int
+	commands    int
+	recordings  int
+	recordTime  time.Duration
 }
 
-// stepShape identifies a recorded step: tokens in the chunk, KV blocks the
-// attention visits, and whether the logits go to the host.
+// kvCache is the HeadInfer core as the forward pass sees it (implemented
+// by offload.Cache): it stores a chunk's new K and V rows of the resident
+// heads and records a layer's attention wherever its KV lives.
+type kvCache interface {
+	Store(c *vk.Commands, l int, k, v, pos vk.Range, n int) error
+	Attend(p *offload.Program, l int, st offload.Step) error
+	Write(l, h int, isV bool, row int, data []byte) error
+	Read(l, h int, isV bool, row int, out []byte) error
+	Streams() bool
+	DeviceBytes() uint64
+	HostBytes() uint64
+	Buffers() []*vk.Buffer
+	Free()
+}
+
+// stepShape identifies a recorded step: tokens in the chunk and whether
+// the logits go to the host. The KV length is not part of it: the
+// positions written per step decide what attention sees.
 type stepShape struct {
-	tokens, blocks int
-	logits         bool
+	tokens int
+	logits bool
+}
+
+// recorded is a cached program and when it was last used.
+type recorded struct {
+	p    *offload.Program
+	used uint64
 }
 
 func newState(m *Model) (s *state, err error) {
 	c, d := m.Config, m.dev
-	s = &state{m: m, chunk: m.opt.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*kv.Program{}}
+	s = &state{m: m, chunk: m.plan.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*recorded{}}
 	defer func() {
 		if err != nil {
 			s.free()
@@ -86,17 +121,25 @@ func newState(m *Model) (s *state, err error) {
 	s.freqs = alloc(vk.Upload, 4*len(m.freqs), "rope frequencies")
 	s.next = alloc(vk.Readback, 4, "next token")
 	s.logitsHost = alloc(vk.Readback, int(a.logits), "logits (host)")
-	s.partsCap = a.partsCap
 	s.parts = alloc(vk.DeviceLocal, int(a.parts), "attention partials")
 	s.acc = alloc(vk.DeviceLocal, int(a.acc), "attention accumulator")
 	if err != nil {
 		return nil, err
 	}
 	copy(s.freqs.Bytes(), f32Bytes(m.freqs))
-	if s.kv, err = newKVCache(m); err != nil {
+	lay := offload.Layout{Geometry: kvGeometry(c, m.plan, m.kvType), Heads: c.Heads,
+		ResidentHeads: m.plan.ResidentHeads, StreamBlock: m.plan.StreamBlock}
+	kc, err := offload.NewCache(d, lay, offload.Kernels{Store: m.ops.kvStore, Attn: m.ops.attn},
+		offload.Scratch{Parts: s.parts, Acc: s.acc, PartsCap: a.partsCap})
+	if err != nil {
 		return nil, err
 	}
-	if s.clock, err = kv.NewClock(d); err != nil {
+	s.kv = kc
+	// Pipelined over two queues only when there are two: on one queue,
+	// segments per block overlap nothing. PipelineEnv forces it, so that
+	// the two-queue path can be measured on any device.
+	s.pipelined = d.Info().TransferQueue || m.opt.pipeline || os.Getenv(PipelineEnv) == "1"
+	if s.clock, err = offload.NewClock(d); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -135,45 +178,63 @@ func (s *state) run(ids []int32, start int, withLogits bool) error {
 		binary.LittleEndian.PutUint32(idb[4*i:], uint32(id))
 		binary.LittleEndian.PutUint32(posb[4*i:], uint32(start+i))
 	}
-	shape := stepShape{tokens: n, blocks: kernel.Blocks(start+n, attnBlock), logits: withLogits}
-	p, ok := s.progs[shape]
-	if !ok {
-		var err error
-		if p, err = s.program(shape); err != nil {
-			return err
-		}
-		s.progs[shape] = p
-	}
-	st, err := p.Run(s.clock)
+	shape := stepShape{tokens: n, logits: withLogits}
+	p, err := s.programFor(shape)
 	if err != nil {
 		return err
 	}
-	s.h2d += p.H2D
+	st, err := p.RunUntil(s.clock, start+n, s.deadline)
+	if err != nil {
+		return err
+	}
+	s.h2d += st.H2D
 	s.d2h += p.D2H
-	s.dispatches += p.Dispatches()
-	s.submissions += p.Submissions()
+	s.dispatches += st.Dispatches
+	s.submissions += st.Submissions
+	s.commands += st.Commands
 	s.copyWait += st.CopyWait
 	return nil
 }
 
-// maxPrograms bounds the recorded step shapes kept: a decode step's shape
-// changes every attnBlock positions and a long context would otherwise
-// keep thousands.
+// maxPrograms bounds the recorded step shapes kept. A step's recording
+// does not depend on its position, so a session needs a handful (decode,
+// with and without logits, and the prefill chunk sizes); the least
+// recently used goes first when a new shape needs room.
 const maxPrograms = 8
 
-// program records the step of one shape.
-func (s *state) program(shape stepShape) (*kv.Program, error) {
-	if len(s.progs) >= maxPrograms {
-		for sh, p := range s.progs {
-			p.Free()
-			delete(s.progs, sh)
-		}
+// programFor returns the program of shape, recording it on first use.
+func (s *state) programFor(shape stepShape) (*offload.Program, error) {
+	s.tick++
+	if e, ok := s.progs[shape]; ok {
+		e.used = s.tick
+		return e.p, nil
 	}
-	// Pipelined over two queues only when there are two: on one queue,
-	// submissions per block would cost time and overlap nothing.
-	pipelined := s.m.dev.Info().TransferQueue || s.m.opt.pipeline
-	p := kv.NewProgram(s.m.dev, s.kv.host != nil, pipelined)
-	if err := s.record(p, shape.tokens, shape.blocks); err != nil {
+	if len(s.progs) >= maxPrograms {
+		var oldest stepShape
+		var at uint64
+		for sh, e := range s.progs {
+			if at == 0 || e.used < at {
+				oldest, at = sh, e.used
+			}
+		}
+		s.progs[oldest].p.Free()
+		delete(s.progs, oldest)
+	}
+	t0 := time.Now()
+	p, err := s.program(shape)
+	if err != nil {
+		return nil, err
+	}
+	s.recordings++
+	s.recordTime += time.Since(t0)
+	s.progs[shape] = &recorded{p: p, used: s.tick}
+	return p, nil
+}
+
+// program records the step of one shape.
+func (s *state) program(shape stepShape) (*offload.Program, error) {
+	p := offload.NewProgram(s.m.dev, s.kv.Streams(), s.pipelined)
+	if err := s.record(p, shape.tokens); err != nil {
 		p.End()
 		p.Free()
 		return nil, err
@@ -207,157 +268,15 @@ func (s *state) logitsInto(dst []float32) []float32 {
 	return dst
 }
 
-// attend records attention of the n queries in q over KV blocks
-// [0, blocks) of layer l into att: the resident heads from their slots,
-// then each streamed head block by block through the streaming buffers;
-// then it writes the chunk's new rows (k, v) of the streamed heads to
-// their host slots. Every head's partials are folded into the
-// accumulator in block order, whatever the batches, so the arithmetic is
-// the same wherever the slot lives.
-func (s *state) attend(p *kv.Program, l int, q, k, v, att, pos vk.Range, n, blocks int) error {
-	cfg := s.m.Config
-	a := s.m.ops.attn
-	c, err := p.Compute()
-	if err != nil {
-		return err
-	}
-	// Each group of KV heads folds its batches of blocks into the
-	// accumulator in order before the next group reuses it.
-	for _, g := range s.kv.groups(l) {
-		for b0 := 0; b0 < blocks; b0 += s.partsCap {
-			nb := min(s.partsCap, blocks-b0)
-			rows := min(nb*attnBlock, s.ctx-b0*attnBlock)
-			kr, vr := s.kv.rangeOf(l, g, b0*attnBlock, rows)
-			err := a.RecordPartial(c, q, kr, vr, pos, s.parts.All(), kernel.AttnParams{
-				NTokens: n, QHeads: cfg.Heads, QHead0: g.first * cfg.Group(),
-				KVStart: b0 * attnBlock, KVRows: rows, Block: attnBlock,
-				SlotStride: s.kv.slotElems, KVHeads: g.n, Scale: scaleOf(cfg.HeadDim),
-			})
-			if err != nil {
-				return err
-			}
-			c.Barrier()
-			err = a.RecordMerge(c, s.parts.All(), s.acc.All(), att, kernel.MergeParams{
-				NTokens: n, Heads: g.n * cfg.Group(), NParts: nb,
-				Init: b0 == 0, Finalize: b0+nb >= blocks,
-				OutHeads: cfg.Heads, OutHead0: g.first * cfg.Group(),
-			})
-			if err != nil {
-				return err
-			}
-			c.Barrier()
-		}
-	}
-	if s.kv.resident(l) == cfg.KVHeads {
-		return nil
-	}
-	// A step whose rows fit a streaming buffer several times over moves
-	// several heads per block: fewer copies and submissions, same blocks.
-	end := min(blocks*attnBlock, s.ctx)
-	for h := s.kv.resident(l); h < cfg.KVHeads; {
-		heads := 1
-		if 2*end <= s.kv.streamBlock {
-			heads = min(s.kv.streamBlock/end, cfg.KVHeads-h)
-		}
-		if err := s.attendStreamed(p, l, h, heads, q, k, v, att, pos, n, blocks); err != nil {
-			return err
-		}
-		h += heads
-	}
-	// The host slots are written after the layer's last streamed block
-	// was copied: the copies read the rows this overwrites (stale ones,
-	// which the attention replaced with the new rows).
-	if c, err = p.Compute(); err != nil {
-		return err
-	}
-	c.Barrier()
-	p.D2H += uint64(2*n*(cfg.KVHeads-s.kv.resident(l))*cfg.HeadDim) * s.kv.elem
-	return s.kv.storeHost(c, l, k, v, pos, n)
-}
-
-// attendStreamed records the attention of streamed KV heads h …
-// h+heads−1 of layer l over blocks [0, blocks): per streamed block, a copy
-// of its rows from the host slots into a streaming buffer (heads back to
-// back), the chunk's new rows stored over the stale ones, and the
-// partials of its attention blocks folded into the accumulator. Several
-// heads share a block only when all their rows fit it. (The decode
-// attention of streamed heads could run on the CPU where the rows live
-// instead; this is the one place that would change.)
-func (s *state) attendStreamed(p *kv.Program, l, h, heads int, q, k, v, att, pos vk.Range, n, blocks int) error {
-	cfg, kc := s.m.Config, s.kv
-	a := s.m.ops.attn
-	group := cfg.Group()
-	end := min(blocks*attnBlock, s.ctx)  // rows the step reads
-	newFrom := max(0, end-attnBlock-n+1) // no new row lies before this
-	per := kernel.PartsBytes(n, heads*group, cfg.HeadDim, 1)
-	capBlocks := max(1, int(s.parts.Size())/per)
-	rowBytes := uint64(cfg.HeadDim) * kc.elem
-	for p0 := 0; p0 < end; p0 += kc.streamBlock {
-		rows := min(kc.streamBlock/heads, end-p0)
-		headBytes := uint64(rows) * rowBytes
-		j, err := p.Stream(func(t *vk.Commands) {
-			buf := kc.stream[p.Blocks()%2]
-			for i := 0; i < heads; i++ {
-				hk, hv := kc.host.Slot(l, h+i, p0, rows)
-				t.Copy(buf.k.Range(uint64(i)*headBytes, headBytes), hk)
-				t.Copy(buf.v.Range(uint64(i)*headBytes, headBytes), hv)
-			}
-		}, 2*uint64(heads)*headBytes)
-		if err != nil {
-			return err
-		}
-		buf := kc.stream[j%2]
-		c, err := p.Attend(j)
-		if err != nil {
-			return err
-		}
-		if p0+rows > newFrom {
-			size := uint64(heads) * headBytes
-			slots := kernel.KVSlots{Tokens: n, SrcHeads: cfg.KVHeads, FirstHead: h, Heads: heads,
-				SlotStride: rows * cfg.HeadDim, SlotRows: rows, RowBase: p0}
-			if err := kc.storeKV(c, k, v, pos, buf.k.Range(0, size), buf.v.Range(0, size), slots); err != nil {
-				return err
-			}
-			c.Barrier()
-		}
-		nbj := kernel.Blocks(rows, attnBlock)
-		for b0 := 0; b0 < nbj; b0 += capBlocks {
-			nb := min(capBlocks, nbj-b0)
-			r := min(nb*attnBlock, rows-b0*attnBlock)
-			off := uint64(b0*attnBlock) * rowBytes
-			size := uint64(heads-1)*headBytes + uint64(r)*rowBytes
-			err := a.RecordPartial(c, q, buf.k.Range(off, size), buf.v.Range(off, size), pos, s.parts.All(), kernel.AttnParams{
-				NTokens: n, QHeads: cfg.Heads, QHead0: h * group,
-				KVStart: p0 + b0*attnBlock, KVRows: r, Block: attnBlock,
-				SlotStride: rows * cfg.HeadDim, KVHeads: heads, Scale: scaleOf(cfg.HeadDim),
-			})
-			if err != nil {
-				return err
-			}
-			c.Barrier()
-			err = a.RecordMerge(c, s.parts.All(), s.acc.All(), att, kernel.MergeParams{
-				NTokens: n, Heads: heads * group, NParts: nb,
-				Init: p0 == 0 && b0 == 0, Finalize: p0+rows >= end && b0+nb >= nbj,
-				OutHeads: cfg.Heads, OutHead0: h * group,
-			})
-			if err != nil {
-				return err
-			}
-			c.Barrier()
-		}
-	}
-	return nil
-}
-
 func (s *state) free() {
-	for _, p := range s.progs {
-		p.Free()
+	for _, e := range s.progs {
+		e.p.Free()
 	}
 	s.progs = nil
 	s.clock.Free()
 	s.clock = nil
 	if s.kv != nil {
-		s.kv.free()
+		s.kv.Free()
 	}
 	for _, b := range s.bufs {
 		if b != nil {

@@ -56,6 +56,8 @@ type loader struct {
 	d     *vk.Device
 	bytes uint64
 	bufs  []*vk.Buffer
+	// progress, when set, hears the bytes uploaded so far.
+	progress func(uint64)
 }
 
 // pending is a tensor found and checked, not yet uploaded.
@@ -107,6 +109,9 @@ func (l *loader) upload(ps []pending) error {
 			return fmt.Errorf("loading %s: %w", p.t.Name, err)
 		}
 		l.bytes += p.t.Size
+		if l.progress != nil {
+			l.progress(l.bytes)
+		}
 	}
 	return nil
 }

@@ -35,6 +35,10 @@ type completionRequest struct {
 	BestOf   *int            `json:"best_of"`
 	Logprobs *int            `json:"logprobs"`
 	Suffix   *string         `json:"suffix"`
+	// ParseSpecial (an extension) reads control tokens written in a text
+	// prompt ("</s>", "<|eot_id|>") as those tokens; by default they are
+	// plain text.
+	ParseSpecial bool `json:"parse_special"`
 }
 
 // chatRequest is the body of POST /v1/chat/completions.
@@ -63,13 +67,21 @@ type contentPart struct {
 }
 
 type usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
+	PromptTokens        int                 `json:"prompt_tokens"`
+	CompletionTokens    int                 `json:"completion_tokens"`
+	TotalTokens         int                 `json:"total_tokens"`
+	PromptTokensDetails promptTokensDetails `json:"prompt_tokens_details"`
 }
 
-func makeUsage(prompt, completion int) *usage {
-	return &usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion}
+// promptTokensDetails says how many prompt tokens came from the prefix
+// cache, as OpenAI reports it.
+type promptTokensDetails struct {
+	CachedTokens int `json:"cached_tokens"`
+}
+
+func makeUsage(prompt int, o outcome) *usage {
+	return &usage{PromptTokens: prompt, CompletionTokens: o.completion, TotalTokens: prompt + o.completion,
+		PromptTokensDetails: promptTokensDetails{CachedTokens: o.cached}}
 }
 
 // completionResponse is a /v1/completions answer, or one chunk of its

@@ -52,6 +52,14 @@ func queueFull(limit int) *apiError {
 		Message: fmt.Sprintf("the server is busy: %d requests are already waiting; retry later", limit)}
 }
 
+// busy answers a request that arrives while the server already holds as
+// many as it admits; the code is the queue's, since to a client it is the
+// same condition.
+func busy(held int) *apiError {
+	return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "queue_full",
+		Message: fmt.Sprintf("the server is busy: it already holds %d requests (running, waiting or being read); retry later", held)}
+}
+
 func loading() *apiError {
 	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "model_loading",
 		Message: "the model is still loading; retry when GET /health answers 200"}
@@ -60,6 +68,21 @@ func loading() *apiError {
 func shuttingDown() *apiError {
 	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down",
 		Message: "the server is shutting down"}
+}
+
+// deviceFailed answers the request during which the device failed.
+func deviceFailed(err error) *apiError {
+	return &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "device_failed",
+		Message: "the device failed during this request: " + err.Error()}
+}
+
+// unavailable answers requests after the device failed.
+func unavailable(f *failure) *apiError {
+	msg := "the model is unavailable: its device failed (" + f.err.Error() + ")"
+	if f.reloading {
+		msg += "; it is being reloaded, retry when GET /health answers 200"
+	}
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "model_unavailable", Message: msg}
 }
 
 func timedOut() *apiError {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"time"
+
+	"headinfer/engine"
 )
 
 // routes registers the API. Go 1.22 patterns route by method; anything
@@ -18,6 +20,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)
 	s.handle("GET /health", "/health", false, s.health)
 	s.handle("GET /metrics", "/metrics", false, s.metricsPage)
+	s.handle("POST /slots/{id}", "/slots", true, s.slots)
 	s.handle("/", "other", false, s.unknown)
 }
 
@@ -37,8 +40,17 @@ func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {
 }
 
 // health answers 503 {"status":"loading"} until the model is loaded, then
-// 200 {"status":"ok"}.
+// 200 {"status":"ok"}; after a device failure, 503 {"status":"failed" or
+// "reloading", "reason": the error}.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if f := s.failed.Load(); f != nil {
+		status := "failed"
+		if f.reloading {
+			status = "reloading"
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status, "reason": f.err.Error()})
+		return
+	}
 	if !s.Ready() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "loading"})
 		return
@@ -47,9 +59,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) metricsPage(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	waiting, running := s.queue.depth()
-	_ = s.metrics.write(w, waiting, running, s.Ready())
+	s.metrics.handler(s.log).ServeHTTP(w, r)
 }
 
 func (s *Server) modelEntry() modelEntry {
@@ -87,11 +97,20 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 // serveJob decodes a request body of type R, checks the model it names,
 // turns it into a job with newJob and runs that.
 func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string, newJob func(*loaded, *R) (*job, *apiError)) {
+	if f := s.failed.Load(); f != nil {
+		writeError(w, unavailable(f))
+		return
+	}
 	l := s.model.Load()
 	if l == nil {
 		writeError(w, loading())
 		return
 	}
+	if !s.admit.enter() {
+		writeError(w, busy(s.admit.size()))
+		return
+	}
+	defer s.admit.leave()
 	var req R
 	if e := decodeJSON(w, r, s.opt.MaxBodyBytes, &req); e != nil {
 		writeError(w, e)
@@ -116,25 +135,42 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	info.promptTokens = len(j.prompt)
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
 	defer cancel()
-	if err := s.queue.acquire(ctx); err != nil {
-		switch err {
-		case errQueueFull:
-			writeError(w, queueFull(s.opt.MaxQueue))
-		case errClosed:
-			writeError(w, shuttingDown())
-		default:
-			s.fail(w, info, err)
-		}
+	j.admitted = time.Now()
+	if !s.acquire(ctx, w, info) {
 		return
 	}
-	defer s.queue.release()
+	afterRelease := func() {}
+	defer func() {
+		s.queue.release()
+		afterRelease()
+	}()
+	s.metrics.queueWait.Observe(time.Since(j.admitted).Seconds())
+	defer func() { s.metrics.requestDuration.Observe(time.Since(j.admitted).Seconds()) }()
+	if f := s.failed.Load(); f != nil {
+		// The device failed while this request waited.
+		writeError(w, unavailable(f))
+		return
+	}
+	if cur := s.model.Load(); cur != l {
+		if cur == nil {
+			writeError(w, loading())
+			return
+		}
+		l = cur // reloaded from the same file while this request waited
+	}
+	defer func() {
+		// Also when the request ended for another reason first.
+		if err := l.failure(); err != nil {
+			afterRelease = s.deviceFailed(l, err)
+		}
+	}()
 	a := answer{id: info.id, created: time.Now().Unix(), model: s.name, chat: j.chat}
 	if j.stream {
 		s.stream(ctx, w, info, l, j, a)
 		return
 	}
 	var text []byte
-	o, err := s.generate(ctx, l, j, func(s string) error {
+	o, err := s.gen(ctx, l, j, func(s string) error {
 		text = append(text, s...)
 		return nil
 	})
@@ -144,6 +180,23 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 		return
 	}
 	writeJSON(w, http.StatusOK, a.whole(string(text), o, len(j.prompt)))
+}
+
+// acquire waits for the session and says whether the caller holds it
+// (and must release it); if not, it has answered the request.
+func (s *Server) acquire(ctx context.Context, w http.ResponseWriter, info *reqInfo) bool {
+	err := s.queue.acquire(ctx)
+	switch {
+	case err == nil:
+		return true
+	case err == errQueueFull:
+		writeError(w, queueFull(s.opt.MaxQueue))
+	case err == errClosed:
+		writeError(w, shuttingDown())
+	default:
+		s.fail(w, info, err)
+	}
+	return false
 }
 
 // stream answers j as server-sent events, one per piece of text.
@@ -160,7 +213,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 			return
 		}
 	}
-	o, err := s.generate(ctx, l, j, func(text string) error { return sw.send(a.chunk(text, nil)) })
+	o, err := s.gen(ctx, l, j, func(text string) error { return sw.send(a.chunk(text, nil)) })
 	info.completionTokens = o.completion
 	if err != nil {
 		if e := s.errorFor(info, err); e != nil {
@@ -174,7 +227,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 	finish := string(o.finish)
 	err = sw.send(a.chunk("", &finish))
 	if err == nil && j.includeUsage {
-		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o.completion)))
+		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o)))
 	}
 	if err == nil {
 		err = sw.done()
@@ -197,6 +250,9 @@ func (s *Server) fail(w http.ResponseWriter, info *reqInfo, err error) {
 func (s *Server) errorFor(info *reqInfo, err error) *apiError {
 	if e := contextError(err); e != nil {
 		return e
+	}
+	if errors.Is(err, engine.ErrDeviceFailed) {
+		return deviceFailed(err)
 	}
 	if errors.Is(err, errClientGone) || errors.Is(err, context.Canceled) {
 		return nil

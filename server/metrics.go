@@ -1,118 +1,150 @@
 package server
 
 import (
-	"fmt"
-	"io"
-	"runtime"
-	"slices"
+	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"headinfer/engine"
 )
 
-// metrics are the server's counters, written in the Prometheus text format
-// by GET /metrics.
+// metrics are the server's Prometheus series, served by GET /metrics from
+// a registry of the server's own (so that two servers in one process, as
+// in tests and `bench serve`, do not share counters).
 type metrics struct {
-	mu              sync.Mutex
-	requests        map[routeStatus]uint64
-	promptTokens    uint64
-	generatedTokens uint64
-	lastPrefillRate float64 // tokens/s of the last request's prefill
-	lastDecodeRate  float64
-	mem             engine.Memory // after the last request (or the load)
-	haveMem         bool
-	started         time.Time
+	reg     *prometheus.Registry
+	started time.Time
+
+	requests        *prometheus.CounterVec
+	promptTokens    prometheus.Counter
+	generatedTokens prometheus.Counter
+	lastPrefillRate prometheus.Gauge
+	lastDecodeRate  prometheus.Gauge
+	deviceFailed    prometheus.Gauge
+	reloads         prometheus.Counter
+
+	timeToFirstToken   prometheus.Histogram
+	timePerToken       prometheus.Histogram
+	queueWait          prometheus.Histogram
+	requestDuration    prometheus.Histogram
+	sequencesRunning   prometheus.Gauge
+	batchSize          prometheus.Gauge
+	prefixHits         prometheus.Counter
+	prefixCachedTokens prometheus.Counter
+	snapshots          *prometheus.CounterVec
+
+	mem memoryCollector
 }
 
-type routeStatus struct {
-	route  string
-	status int
+// queueState reads what the gauges of the queue and the model show at
+// scrape time.
+type queueState func() (waiting int, running, ready bool)
+
+func newMetrics(state queueState) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), started: time.Now()}
+	f := factory{m.reg}
+	m.requests = f.counterVec("headinfer_requests_total", "HTTP requests answered, by route and status (499: the client went away).", "route", "status")
+	m.promptTokens = f.counter("headinfer_prompt_tokens_total", "Prompt tokens prefilled.")
+	m.generatedTokens = f.counter("headinfer_generated_tokens_total", "Tokens generated.")
+	f.gaugeFunc("headinfer_queue_depth", "Requests waiting for the model.", func() float64 {
+		w, _, _ := state()
+		return float64(w)
+	})
+	f.gaugeFunc("headinfer_requests_running", "Requests being generated.", func() float64 {
+		_, r, _ := state()
+		return b2f(r)
+	})
+	f.gaugeFunc("headinfer_model_ready", "1 once the model is loaded, while its device works.", func() float64 {
+		_, _, ready := state()
+		return b2f(ready)
+	})
+	m.deviceFailed = f.gauge("headinfer_device_failed", "1 while the model's device has failed (requests are answered 503).")
+	m.reloads = f.counter("headinfer_model_reloads_total", "Models loaded again after a device failure.")
+	m.lastPrefillRate = f.gauge("headinfer_last_prefill_tokens_per_second", "Prefill speed of the last request.")
+	m.lastDecodeRate = f.gauge("headinfer_last_decode_tokens_per_second", "Decode speed of the last request.")
+
+	m.timeToFirstToken = f.histogram("headinfer_time_to_first_token_seconds",
+		"Time from a generation request's admission to its first token (queue wait and prefill).",
+		prometheus.ExponentialBuckets(0.005, 2, 14))
+	m.timePerToken = f.histogram("headinfer_time_per_output_token_seconds",
+		"Time between consecutive generated tokens of a request.",
+		prometheus.ExponentialBuckets(0.0005, 2, 14))
+	m.queueWait = f.histogram("headinfer_queue_wait_seconds",
+		"Time a generation request waited for the model.",
+		prometheus.ExponentialBuckets(0.001, 2, 16))
+	m.requestDuration = f.histogram("headinfer_request_duration_seconds",
+		"Time from a generation request's admission to its last byte.",
+		prometheus.ExponentialBuckets(0.01, 2, 14))
+	m.sequencesRunning = f.gauge("headinfer_sequences_running", "Sequences being generated.")
+	m.batchSize = f.gauge("headinfer_batch_size", "Sequences decoded together in the last decode step (1 while the server runs one sequence at a time).")
+	m.prefixHits = f.counter("headinfer_prefix_cache_hits_total", "Requests whose prompt began with tokens whose KV was kept, and reused it.")
+	m.prefixCachedTokens = f.counter("headinfer_prefix_cache_cached_tokens_total", "Prompt tokens whose KV was reused instead of prefilled.")
+	m.snapshots = f.counterVec("headinfer_kv_snapshots_total", "KV snapshots written to or read from --kv-cache-dir, by operation (save, restore) and result (ok, error).", "op", "result")
+
+	f.gaugeFunc("process_uptime_seconds", "Seconds since the server started.", func() float64 { return time.Since(m.started).Seconds() })
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &m.mem)
+	return m
 }
 
-func newMetrics() *metrics {
-	return &metrics{requests: map[routeStatus]uint64{}, started: time.Now()}
+// handler serves the registry in the Prometheus text format.
+func (m *metrics) handler(log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
 }
 
 func (m *metrics) request(route string, status int) {
-	m.mu.Lock()
-	m.requests[routeStatus{route, status}]++
-	m.mu.Unlock()
+	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 }
 
 // generation records one finished generation's tokens and timings, and
 // the memory in use after it.
 func (m *metrics) generation(generated int, st engine.Stats, mem engine.Memory) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.promptTokens += uint64(st.PrefillTokens)
-	m.generatedTokens += uint64(generated)
-	m.lastPrefillRate = 0
-	if st.Prefill > 0 {
-		m.lastPrefillRate = float64(st.PrefillTokens) / st.Prefill.Seconds()
-	}
-	m.lastDecodeRate = 0
-	if st.Decode > 0 {
-		m.lastDecodeRate = float64(st.DecodeTokens) / st.Decode.Seconds()
-	}
-	m.memory(mem)
+	m.promptTokens.Add(float64(st.PrefillTokens))
+	m.generatedTokens.Add(float64(generated))
+	m.lastPrefillRate.Set(perSecond(st.PrefillTokens, st.Prefill))
+	m.lastDecodeRate.Set(perSecond(st.DecodeTokens, st.Decode))
+	m.mem.set(mem)
 }
 
-func (m *metrics) setMemory(mem engine.Memory) {
-	m.mu.Lock()
-	m.memory(mem)
-	m.mu.Unlock()
+// prefixReuse counts a request that reused the KV of cached tokens.
+func (m *metrics) prefixReuse(cached int) {
+	if cached > 0 {
+		m.prefixHits.Inc()
+		m.prefixCachedTokens.Add(float64(cached))
+	}
 }
 
-func (m *metrics) memory(mem engine.Memory) {
-	m.mem, m.haveMem = mem, true
+// snapshot counts one save or restore of a KV snapshot.
+func (m *metrics) snapshot(op string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.snapshots.WithLabelValues(op, result).Inc()
 }
 
-// write writes every metric; queue state and readiness are read by the
-// caller.
-func (m *metrics) write(w io.Writer, waiting int, running, ready bool) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	pw := &promWriter{w: w}
-	pw.family("headinfer_requests_total", "counter", "HTTP requests answered, by route and status (499: the client went away).")
-	keys := make([]routeStatus, 0, len(m.requests))
-	for k := range m.requests {
-		keys = append(keys, k)
+func (m *metrics) setMemory(mem engine.Memory) { m.mem.set(mem) }
+
+func perSecond(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
 	}
-	slices.SortFunc(keys, func(a, b routeStatus) int {
-		if a.route != b.route {
-			if a.route < b.route {
-				return -1
-			}
-			return 1
-		}
-		return a.status - b.status
-	})
-	for _, k := range keys {
-		pw.sample("headinfer_requests_total", fmt.Sprintf(`{route=%q,status="%d"}`, k.route, k.status), float64(m.requests[k]))
-	}
-	pw.metric("headinfer_prompt_tokens_total", "counter", "Prompt tokens prefilled.", float64(m.promptTokens))
-	pw.metric("headinfer_generated_tokens_total", "counter", "Tokens generated.", float64(m.generatedTokens))
-	pw.metric("headinfer_queue_depth", "gauge", "Requests waiting for the model.", float64(waiting))
-	pw.metric("headinfer_requests_running", "gauge", "Requests being generated (0 or 1).", b2f(running))
-	pw.metric("headinfer_model_ready", "gauge", "1 once the model is loaded.", b2f(ready))
-	pw.metric("headinfer_last_prefill_tokens_per_second", "gauge", "Prefill speed of the last request.", m.lastPrefillRate)
-	pw.metric("headinfer_last_decode_tokens_per_second", "gauge", "Decode speed of the last request.", m.lastDecodeRate)
-	if m.haveMem {
-		pw.metric("headinfer_device_memory_bytes", "gauge", "Device-local memory in use.", float64(m.mem.DeviceBytes))
-		pw.metric("headinfer_device_memory_peak_bytes", "gauge", "Peak device-local memory.", float64(m.mem.DeviceBytesPeak))
-		pw.metric("headinfer_host_memory_bytes", "gauge", "Host-visible Vulkan memory in use (staging, readback).", float64(m.mem.HostBytes))
-		pw.metric("headinfer_weight_bytes", "gauge", "Bytes of weights on the device.", float64(m.mem.WeightBytes))
-		pw.metric("headinfer_kv_cache_bytes", "gauge", "Bytes of the KV cache.", float64(m.mem.KVBytes))
-	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	pw.metric("go_goroutines", "gauge", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
-	pw.metric("go_memstats_heap_alloc_bytes", "gauge", "Go heap bytes allocated and in use.", float64(ms.HeapAlloc))
-	pw.metric("process_uptime_seconds", "gauge", "Seconds since the server started.", time.Since(m.started).Seconds())
-	return pw.err
+	return float64(n) / d.Seconds()
 }
+
+// setDeviceFailed sets the gauge of a failed device.
+func (m *metrics) setDeviceFailed(failed bool) { m.deviceFailed.Set(b2f(failed)) }
+
+// reloaded counts a model loaded again after a device failure.
+func (m *metrics) reloaded() { m.reloads.Inc() }
 
 func b2f(b bool) float64 {
 	if b {
@@ -121,28 +153,78 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// promWriter writes the Prometheus text exposition format, keeping the
-// first error.
-type promWriter struct {
-	w   io.Writer
-	err error
+// factory makes series and registers them in reg.
+type factory struct{ reg *prometheus.Registry }
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	f.reg.MustRegister(c)
+	return c
 }
 
-func (p *promWriter) family(name, typ, help string) {
-	p.printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(c)
+	return c
 }
 
-func (p *promWriter) sample(name, labels string, v float64) {
-	p.printf("%s%s %s\n", name, labels, strconv.FormatFloat(v, 'f', -1, 64))
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	f.reg.MustRegister(g)
+	return g
 }
 
-func (p *promWriter) metric(name, typ, help string, v float64) {
-	p.family(name, typ, help)
-	p.sample(name, "", v)
+func (f factory) gaugeFunc(name, help string, v func() float64) {
+	f.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, v))
 }
 
-func (p *promWriter) printf(format string, args ...any) {
-	if p.err == nil {
-		_, p.err = fmt.Fprintf(p.w, format, args...)
+func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	f.reg.MustRegister(h)
+	return h
+}
+
+// memoryCollector reports the engine's memory once the model is loaded,
+// and nothing before: a zero would read as a measurement.
+type memoryCollector struct {
+	mu   sync.Mutex
+	mem  engine.Memory
+	have bool
+}
+
+var memoryDescs = []struct {
+	desc *prometheus.Desc
+	of   func(engine.Memory) uint64
+}{
+	{prometheus.NewDesc("headinfer_device_memory_bytes", "Device-local memory in use.", nil, nil), func(m engine.Memory) uint64 { return m.DeviceBytes }},
+	{prometheus.NewDesc("headinfer_device_memory_peak_bytes", "Peak device-local memory.", nil, nil), func(m engine.Memory) uint64 { return m.DeviceBytesPeak }},
+	{prometheus.NewDesc("headinfer_host_memory_bytes", "Host-visible Vulkan memory in use (staging, readback).", nil, nil), func(m engine.Memory) uint64 { return m.HostBytes }},
+	{prometheus.NewDesc("headinfer_weight_bytes", "Bytes of weights on the device.", nil, nil), func(m engine.Memory) uint64 { return m.WeightBytes }},
+	{prometheus.NewDesc("headinfer_kv_cache_bytes", "Bytes of the KV cache.", nil, nil), func(m engine.Memory) uint64 { return m.KVBytes }},
+}
+
+func (c *memoryCollector) set(m engine.Memory) {
+	c.mu.Lock()
+	c.mem, c.have = m, true
+	c.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (c *memoryCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range memoryDescs {
+		ch <- d.desc
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *memoryCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	mem, have := c.mem, c.have
+	c.mu.Unlock()
+	if !have {
+		return
+	}
+	for _, d := range memoryDescs {
+		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.GaugeValue, float64(d.of(mem)))
 	}
 }

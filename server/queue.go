@@ -135,3 +135,36 @@ func (q *queue) depth() (waiting int, running bool) {
 	defer q.mu.Unlock()
 	return len(q.waiting), q.busy
 }
+
+// runningAtOnce is how many requests use the session at a time.
+const runningAtOnce = 1
+
+// admission bounds the requests the server holds at once, from before
+// their body is read until they are answered. The queue bounds only the
+// requests waiting for the session; reading a body, rendering the chat
+// template and tokenizing (tens of bytes of memory per prompt byte) come
+// before it, so without this any number of them would run at once. Its
+// size is the queue's: the requests that may run plus those that may wait.
+type admission struct {
+	slots chan struct{}
+}
+
+func newAdmission(size int) *admission {
+	return &admission{slots: make(chan struct{}, max(size, 1))}
+}
+
+// enter takes a place without waiting, and reports whether there was one.
+// The caller that got one must call leave.
+func (a *admission) enter() bool {
+	select {
+	case a.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (a *admission) leave() { <-a.slots }
+
+// size returns how many requests may be held at once.
+func (a *admission) size() int { return cap(a.slots) }

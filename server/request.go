@@ -10,8 +10,10 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"time"
 
 	"headinfer/engine/sample"
+	"headinfer/engine/tokenizer"
 )
 
 // job is a validated generation request, ready to run on the session.
@@ -23,6 +25,7 @@ type job struct {
 	maxTokens    int
 	params       sample.Params
 	stop         []string
+	admitted     time.Time // when it joined the queue (for the metrics)
 }
 
 // greedyBelow: a temperature under it is greedy decoding. OpenAI clients
@@ -134,22 +137,32 @@ func isNull(raw json.RawMessage) bool {
 }
 
 // promptOf reads "prompt": a string, an array of one string, or an array
-// of token ids. Text is encoded as `headinfer generate` encodes it (BOS
-// added where the vocabulary asks for it); ids are used as given.
-func (l *loaded) promptOf(raw json.RawMessage) ([]int32, *apiError) {
+// of token ids. Text is plain text, control tokens written in it included,
+// unless parseSpecial; BOS is added where the vocabulary asks for it. Ids
+// are used as given.
+func (l *loaded) promptOf(raw json.RawMessage, parseSpecial bool) ([]int32, *apiError) {
 	if isNull(raw) {
 		return nil, badRequest("prompt", "missing_prompt", "prompt is required")
 	}
+	encode := func(text string) ([]int32, *apiError) {
+		if e := l.checkLength(len(text)); e != nil {
+			return nil, e
+		}
+		if parseSpecial {
+			return l.tok.EncodeSpecial(text, true), nil
+		}
+		return l.tok.Encode(text, true), nil
+	}
 	var text string
 	if err := json.Unmarshal(raw, &text); err == nil {
-		return l.tok.Encode(text, true), nil
+		return encode(text)
 	}
 	var texts []string
 	if err := json.Unmarshal(raw, &texts); err == nil {
 		if len(texts) != 1 {
 			return nil, badRequest("prompt", "invalid_value", "prompt has %d strings: this server answers one prompt per request", len(texts))
 		}
-		return l.tok.Encode(texts[0], true), nil
+		return encode(texts[0])
 	}
 	var ids []int32
 	if err := json.Unmarshal(raw, &ids); err == nil && len(ids) > 0 {
@@ -229,6 +242,26 @@ func commonChecks(f *samplingFields) *apiError {
 	return nil
 }
 
+// checkLength refuses, before it is encoded, a prompt text of n bytes that
+// cannot fit the context with room for one token: no token stands for
+// more than MaxTokenBytes bytes, so it has at least n/MaxTokenBytes tokens.
+// Encoding costs tens of bytes of memory per byte of text; this keeps a
+// client from making the server pay that for a prompt it must refuse.
+func (l *loaded) checkLength(n int) *apiError {
+	atLeast := (n + l.tok.MaxTokenBytes() - 1) / l.tok.MaxTokenBytes()
+	if l.addBOS {
+		atLeast++
+	}
+	if atLeast < l.ctx {
+		return nil
+	}
+	return contextExceeded("the prompt is %d bytes, at least %d tokens, and the context holds %d: shorten the prompt (or restart the server with a larger --ctx-size)", n, atLeast, l.ctx)
+}
+
+func contextExceeded(format string, args ...any) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "context_length_exceeded", Message: fmt.Sprintf(format, args...)}
+}
+
 // finishJob fills in the parts of j that completions and chat share, given
 // its prompt.
 func (l *loaded) finishJob(j *job, f *samplingFields, maxTokens *int, maxName string) *apiError {
@@ -237,8 +270,7 @@ func (l *loaded) finishJob(j *job, f *samplingFields, maxTokens *int, maxName st
 	}
 	room := l.ctx - len(j.prompt)
 	if room < 1 {
-		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "context_length_exceeded",
-			Message: fmt.Sprintf("the prompt is %d tokens and the context holds %d: shorten the prompt (or restart the server with a larger --ctx-size)", len(j.prompt), l.ctx)}
+		return contextExceeded("the prompt is %d tokens and the context holds %d: shorten the prompt (or restart the server with a larger --ctx-size)", len(j.prompt), l.ctx)
 	}
 	j.maxTokens = room
 	if maxTokens != nil {
@@ -282,7 +314,7 @@ func (l *loaded) completionJob(req *completionRequest) (*job, *apiError) {
 	}
 	j := &job{}
 	var e *apiError
-	if j.prompt, e = l.promptOf(req.Prompt); e != nil {
+	if j.prompt, e = l.promptOf(req.Prompt, req.ParseSpecial); e != nil {
 		return nil, e
 	}
 	if e := l.finishJob(j, &req.samplingFields, req.MaxTokens, "max_tokens"); e != nil {
@@ -310,6 +342,9 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	}
 	text, e := l.render(msgs, req.ChatTemplateKwargs)
 	if e != nil {
+		return nil, e
+	}
+	if e := l.checkLength(tokenizer.PlainLen(text)); e != nil {
 		return nil, e
 	}
 	j := &job{chat: true, prompt: l.encodeChat(text)}

@@ -17,7 +17,7 @@ func (a answer) prefix() string {
 
 // whole is the non-streamed answer.
 func (a answer) whole(text string, o outcome, promptTokens int) any {
-	u := makeUsage(promptTokens, o.completion)
+	u := makeUsage(promptTokens, o)
 	if a.chat {
 		return chatResponse{
 			ID: a.prefix() + a.id, Object: "chat.completion", Created: a.created, Model: a.model,

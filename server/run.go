@@ -14,8 +14,14 @@ import (
 // says "loading" until it returns), until ctx ends. Then it stops
 // accepting connections, lets running requests finish for grace, cancels
 // what is left, frees the model and returns nil. A failed load or a
-// failed listener is returned as an error.
+// failed listener is returned as an error. With Options.ReloadOnFailure,
+// load runs once more after the model's device fails.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration, load func() (*engine.Model, error)) error {
+	if s.opt.ReloadOnFailure {
+		s.closeMu.Lock()
+		s.reload, s.reloadsLeft = load, 1
+		s.closeMu.Unlock()
+	}
 	base, cancelBase := context.WithCancelCause(context.Background())
 	defer cancelBase(errShuttingDown)
 	hs := &http.Server{

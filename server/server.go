@@ -39,9 +39,20 @@ type Options struct {
 	WriteTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (default 8 MiB).
 	MaxBodyBytes int64
+	// KVCacheDir, when set, is where sequences evicted from the session
+	// are spilled as KV snapshots (and restored on a prefix hit), and
+	// where POST /slots/0?action=save|restore keeps its files.
+	KVCacheDir string
+	// NoPrefixReuse prefills every prompt whole (for measuring what
+	// reuse saves).
+	NoPrefixReuse bool
 	// Logger receives one line per request and the server's events
 	// (default slog.Default()).
 	Logger *slog.Logger
+	// ReloadOnFailure lets Serve load the model again, once, after its
+	// device fails; without it (or after that once) the server answers
+	// 503 model_unavailable until restarted.
+	ReloadOnFailure bool
 }
 
 // Defaults of the serve command.
@@ -59,11 +70,26 @@ type Server struct {
 	name    string // the model's name in the API
 	log     *slog.Logger
 	queue   *queue
+	admit   *admission
 	metrics *metrics
+	// gen runs a job on the session: generate, or a stand-in in tests
+	// that run the HTTP layer without a device.
+	gen     func(ctx context.Context, l *loaded, j *job, emit func(string) error) (outcome, error)
 	model   atomic.Pointer[loaded]
 	mux     *http.ServeMux
 	closeMu sync.Mutex
 	closed  bool
+
+	// failed is set when the device fails and cleared by a reload.
+	failed      atomic.Pointer[failure]
+	reload      func() (*engine.Model, error) // set by Serve with ReloadOnFailure
+	reloadsLeft int                           // guarded by closeMu
+}
+
+// failure is why the model cannot serve.
+type failure struct {
+	err       error
+	reloading bool // a reload is under way
 }
 
 // loaded is the model and the one session every request uses in turn.
@@ -76,6 +102,7 @@ type loaded struct {
 	tmpl    *chatTemplate
 	tmplErr error
 	addBOS  bool // the vocabulary wants BOS in front of a prompt
+	prefix  *prefixCache
 }
 
 // New returns a Server with no model yet.
@@ -94,12 +121,17 @@ func New(opt Options) *Server {
 		opt.Logger = slog.Default()
 	}
 	s := &Server{
-		opt:     opt,
-		name:    strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf"),
-		log:     opt.Logger,
-		queue:   newQueue(opt.MaxQueue),
-		metrics: newMetrics(),
+		opt:   opt,
+		name:  strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf"),
+		log:   opt.Logger,
+		queue: newQueue(opt.MaxQueue),
+		admit: newAdmission(opt.MaxQueue + runningAtOnce),
 	}
+	s.metrics = newMetrics(func() (int, bool, bool) {
+		waiting, running := s.queue.depth()
+		return waiting, running, s.Ready()
+	})
+	s.gen = s.generate
 	s.routes()
 	return s
 }
@@ -122,12 +154,13 @@ func (s *Server) SetModel(m *engine.Model) error {
 	if err != nil {
 		return err
 	}
-	l := &loaded{m: m, se: se, tok: m.Tokenizer, ctx: se.CtxSize()}
-	if bos := l.tok.BOS(); bos >= 0 {
-		probe := l.tok.Encode("", true)
-		l.addBOS = len(probe) > 0 && probe[0] == bos
+	l := newLoaded(m.Tokenizer, se.CtxSize(), m.ChatTemplate())
+	l.m, l.se = m, se
+	if l.prefix, err = newPrefixCache(s.opt.KVCacheDir, m, se, s.log, s.metrics); err != nil {
+		se.Close()
+		return err
 	}
-	l.tmpl, l.tmplErr = newChatTemplate(m.ChatTemplate(), l.tok.TokenText(l.tok.BOS()), l.tok.TokenText(l.tok.EOS()))
+	l.prefix.off = s.opt.NoPrefixReuse
 	if l.tmplErr != nil {
 		s.log.Warn("chat completions will fail", "err", l.tmplErr)
 	} else if l.tmpl.t == nil {
@@ -138,8 +171,80 @@ func (s *Server) SetModel(m *engine.Model) error {
 	return nil
 }
 
-// Ready reports whether the model is loaded.
-func (s *Server) Ready() bool { return s.model.Load() != nil }
+// failure is the session's device failure, or nil while it works. A
+// loaded without a session (newLoaded's, as the HTTP layer's tests use
+// it) has none.
+func (l *loaded) failure() error {
+	if l.se == nil {
+		return nil
+	}
+	return l.se.Failed()
+}
+
+// newLoaded prepares what requests need besides the session: the
+// tokenizer, the context size and the chat template (source tmpl).
+func newLoaded(tok tokenizer.Tokenizer, ctx int, tmpl string) *loaded {
+	l := &loaded{tok: tok, ctx: ctx}
+	if bos := tok.BOS(); bos >= 0 {
+		probe := tok.Encode("", true)
+		l.addBOS = len(probe) > 0 && probe[0] == bos
+	}
+	l.tmpl, l.tmplErr = newChatTemplate(tmpl, tok.TokenText(tok.BOS()), tok.TokenText(tok.EOS()))
+	return l
+}
+
+// Ready reports whether the model is loaded and its device works.
+func (s *Server) Ready() bool { return s.model.Load() != nil && s.failed.Load() == nil }
+
+// deviceFailed handles the failure err of l's device, seen by the request
+// that holds the queue: from now on requests are answered 503 (the
+// caller's own answer is its business). With a reload left, the model is
+// loaded again in the background once the caller releases the queue
+// (it calls the returned function then); otherwise it stays failed.
+func (s *Server) deviceFailed(l *loaded, err error) (afterRelease func()) {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.failed.Load() != nil || s.model.Load() != l {
+		return func() {}
+	}
+	reload := s.reload != nil && s.reloadsLeft > 0 && !s.closed
+	s.failed.Store(&failure{err: err, reloading: reload})
+	s.metrics.setDeviceFailed(true)
+	if !reload {
+		s.log.Error("the device failed: answering 503 until restarted", "err", err)
+		return func() {}
+	}
+	s.reloadsLeft--
+	s.log.Error("the device failed: reloading the model", "err", err)
+	// Nobody uses l after the failure is set: a request that gets the
+	// queue checks it first.
+	s.model.Store(nil)
+	return func() { go s.reloadModel(l, err) }
+}
+
+// reloadModel frees the failed model l and loads it again.
+func (s *Server) reloadModel(l *loaded, cause error) {
+	l.se.Close()
+	if err := l.m.Close(); err != nil {
+		s.log.Warn("closing the failed model", "err", err)
+	}
+	t0 := time.Now()
+	m, err := s.reload()
+	if err == nil {
+		s.metrics.reloaded()
+		if err = s.SetModel(m); err != nil {
+			m.Close()
+		}
+	}
+	if err != nil {
+		s.log.Error("reloading the model failed: answering 503 until restarted", "err", err)
+		s.failed.Store(&failure{err: fmt.Errorf("%w; reloading failed: %v", cause, err)})
+		return
+	}
+	s.failed.Store(nil)
+	s.metrics.setDeviceFailed(false)
+	s.log.Info("model reloaded after the device failure", "model", s.name, "seconds", time.Since(t0).Seconds())
+}
 
 // Close turns away waiting requests, waits for the one using the session
 // (until ctx ends), then frees the session and the model.

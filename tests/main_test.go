@@ -15,6 +15,10 @@ import (
 
 var binary string
 
+// raceEnv, set to 1, builds the binary with the race detector (make test
+// runs the server load test so).
+const raceEnv = "HEADINFER_E2E_RACE"
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "headinfer-e2e")
 	if err != nil {
@@ -22,7 +26,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "headinfer")
-	build := exec.Command("go", "build", "-o", binary, "..")
+	args := []string{"build", "-o", binary}
+	if os.Getenv(raceEnv) == "1" {
+		// The server tests then fail on the detector's "DATA RACE".
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "..")...)
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building headinfer:", err)

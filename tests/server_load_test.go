@@ -95,12 +95,9 @@ func testQueueFull(t *testing.T, srv *serverProc, model string) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t0 := time.Now()
 	status, body := srv.post(t, "/v1/completions", "", []byte(`{"prompt": "hi", "max_tokens": 2}`))
 	checkError(t, "queue full", status, body, 429, "rate_limit_error", "queue_full")
-	if d := time.Since(t0); d > 2*time.Second {
-		t.Errorf("the 429 took %v", d)
-	}
+
 	_, err = c.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Messages: []openai.ChatCompletionMessage{{Role: "user", Content: "x"}}})
 	if !is429(err) {
 		t.Errorf("chat with a full queue: %v, want 429", err)
@@ -110,6 +107,13 @@ func testQueueFull(t *testing.T, srv *serverProc, model string) {
 		if err := <-results; err != nil {
 			t.Error(err)
 		}
+	}
+	// Turned away at once, not after a wait for room: the server logged
+	// the 429 before it served any of the waiting requests.
+	log := srv.log.String()
+	full, served := strings.Index(log, "route=/v1/completions status=429"), strings.Index(log, "route=/v1/completions status=200")
+	if full < 0 || (served >= 0 && served < full) {
+		t.Errorf("the 429 was logged after a waiting request was served:\n%s", log)
 	}
 }
 
@@ -217,7 +221,7 @@ func testLoad(t *testing.T, srv *serverProc, model string) {
 	}
 
 	tr.CloseIdleConnections()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		gone := srv.metric(t, `headinfer_requests_total{route="/v1/completions",status="499"}`) - gone0
 		g := srv.metric(t, "go_goroutines")

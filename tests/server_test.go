@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -61,7 +62,17 @@ var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // GET /health to answer 200. The process is stopped when the test ends.
 func startServer(t *testing.T, args ...string) *serverProc {
 	t.Helper()
+	return startServerEnv(t, nil, args...)
+}
+
+// startServerEnv is startServer with env ("NAME=value") added to the
+// process's environment.
+func startServerEnv(t *testing.T, env []string, args ...string) *serverProc {
+	t.Helper()
 	cmd := exec.Command(binary, append([]string{"serve", "--port", "0"}, args...)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"time"
 	"unsafe"
 )
 
@@ -292,8 +293,12 @@ func (c *Commands) Free() {
 		c.freed = true
 		return
 	}
+	if c.wait() != nil {
+		// Still pending on a failed device: destroying it now could
+		// crash the driver, so Close frees it once the device is idle.
+		return
+	}
 	untrack(c.d, &c.d.cmds, c)
-	c.wait()
 	c.freed = true
 	for _, p := range c.pools {
 		C.hi_dpool_destroy(c.d.dev, p)
@@ -309,7 +314,7 @@ func (c *Commands) wait() error {
 	if c.pending.q == nil {
 		return nil
 	}
-	err := c.pending.q.waitFor(c.pending.val)
+	err := c.pending.q.waitFor(c.pending.val, time.Time{})
 	if err == nil {
 		c.pending = submission{}
 	}

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -34,6 +36,14 @@ type Options struct {
 	// model's kernels need the pool's memory bandwidth. It sets the
 	// variable for the rest of the process; other devices ignore it.
 	InlineCPU bool
+	// WaitTimeout bounds host waits for submitted work that have no
+	// deadline of their own (default DefaultWaitTimeout).
+	WaitTimeout time.Duration
+	// FaultSubmit, for tests of failure handling, makes the Nth
+	// submission (counting from 1 over all queues) fail with
+	// VK_ERROR_DEVICE_LOST without reaching the driver; 0 (the default)
+	// reads $HEADINFER_FAULT_SUBMIT, unset means never.
+	FaultSubmit int
 }
 
 // Device is an open logical device with its queues, memory and kernels.
@@ -61,6 +71,13 @@ type Device struct {
 	cmds      map[*Commands]struct{}
 	timelines map[*Timeline]struct{}
 
+	// Failure state (see Fail) and fault injection.
+	failed      atomic.Pointer[failure]
+	hung        atomic.Bool // a wait for submitted work timed out
+	submits     atomic.Int64
+	faultAt     int64
+	waitTimeout time.Duration
+
 	closeOnce   sync.Once
 	closingMsgs []string // validation messages of Close itself
 }
@@ -78,12 +95,20 @@ func Open(opt Options) (*Device, error) {
 	if _, set := os.LookupEnv("LP_NUM_THREADS"); opt.InlineCPU && !set {
 		os.Setenv("LP_NUM_THREADS", "0") // read by lavapipe as it enumerates devices
 	}
+	faultAt, err := faultSubmit(opt)
+	if err != nil {
+		return nil, err
+	}
 	in, err := newInstance(instanceOptions{validation: opt.Validation})
 	if err != nil {
 		return nil, err
 	}
 	d := &Device{inst: in, log: logf, kernels: map[string]*Kernel{},
-		cmds: map[*Commands]struct{}{}, timelines: map[*Timeline]struct{}{}}
+		cmds: map[*Commands]struct{}{}, timelines: map[*Timeline]struct{}{},
+		faultAt: faultAt, waitTimeout: opt.WaitTimeout}
+	if d.waitTimeout <= 0 {
+		d.waitTimeout = DefaultWaitTimeout
+	}
 	fail := func(err error) (*Device, error) {
 		d.destroy()
 		return nil, err
@@ -206,11 +231,19 @@ func (d *Device) ValidationMessages() []string {
 
 // Close waits for the device to go idle, saves the pipeline cache and
 // releases everything the device owns. Buffers, Commands and Timelines
-// must not be used afterwards.
+// must not be used afterwards. A device that hung (a wait for its work
+// timed out) and still has work pending is not destroyed: Close returns
+// the failure and leaves it allocated.
 func (d *Device) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		if d.dev != nil {
+			if err = d.drain(); err != nil {
+				// Destroying objects that pending work still uses could
+				// crash the driver: a hung device is left as it is.
+				d.log(fmt.Sprintf("vk: device %s left open: %v", d.info.Name, err))
+				return
+			}
 			err = result(C.hi_device_wait_idle(d.dev), "vkDeviceWaitIdle")
 			if perr := d.pcache.save(); err == nil {
 				err = perr
@@ -219,6 +252,21 @@ func (d *Device) Close() error {
 		d.destroy()
 	})
 	return err
+}
+
+// drain waits for everything submitted to the queues, for at most the
+// default wait; on a device that hung it only checks (see waitFor).
+func (d *Device) drain() error {
+	if d.compute == nil {
+		return nil
+	}
+	if err := d.compute.Idle(); err != nil {
+		return err
+	}
+	if d.transfer != d.compute {
+		return d.transfer.Idle()
+	}
+	return nil
 }
 
 // destroy releases what exists of a device, in reverse order of creation.

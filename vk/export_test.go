@@ -17,3 +17,6 @@ func PipelineCacheLoaded(d *Device) int { return d.pcache.loaded }
 
 // PipelineCachePath is the cache file of the device.
 func PipelineCachePath(d *Device) string { return d.pcache.path }
+
+// PickTypeOf exposes the memory type choice.
+var PickTypeOf = pickTypeOf

@@ -140,6 +140,15 @@ func newInstance(opt instanceOptions) (*C.hi_instance, error) {
 	if r == C.VK_ERROR_INCOMPATIBLE_DRIVER {
 		return nil, fmt.Errorf("vk: no Vulkan driver found: %s", installHint)
 	}
+	if in != nil && r != C.VK_SUCCESS {
+		// The instance exists but the debug messenger does not.
+		C.hi_instance_destroy(in)
+		why := "vkCreateDebugUtilsMessengerEXT is missing"
+		if r != C.HI_NO_MESSENGER {
+			why = result(r, "vkCreateDebugUtilsMessengerEXT").Error()
+		}
+		return nil, fmt.Errorf("vk: validation requested but its messages cannot be collected (%s): fix the Vulkan setup or set HEADINFER_VALIDATION=0", why)
+	}
 	if err := result(r, "vkCreateInstance"); err != nil {
 		return nil, err
 	}

@@ -20,8 +20,8 @@ type MemoryKind int
 // Memory kinds.
 const (
 	DeviceLocal MemoryKind = iota // weights, activations, KV on the device
-	Upload                        // host-visible, coherent, persistently mapped: staging, host KV store
-	Readback                      // host-visible, host-cached, mapped: results the host reads
+	Upload                        // host-visible, coherent, persistently mapped, preferably uncached (write-combined): staging
+	Readback                      // host-visible, coherent, preferably host-cached, mapped: results and the host KV store, which the host reads
 )
 
 const numKinds = 3
@@ -116,6 +116,15 @@ func (a *allocator) init(d *Device) error {
 // pickType returns the best memory type for kind among those a storage
 // buffer may use, or -1.
 func pickType(r *C.hi_devinfo, allowed uint32, kind MemoryKind) int {
+	flags := make([]uint32, r.type_count)
+	for t := range flags {
+		flags[t] = uint32(r.type_flags[t])
+	}
+	return pickTypeOf(flags, allowed, kind)
+}
+
+// pickTypeOf is pickType over the property flags of the memory types.
+func pickTypeOf(flags []uint32, allowed uint32, kind MemoryKind) int {
 	const (
 		local    = C.VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT
 		visible  = C.VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT
@@ -124,8 +133,7 @@ func pickType(r *C.hi_devinfo, allowed uint32, kind MemoryKind) int {
 		unusable = C.VK_MEMORY_PROPERTY_LAZILY_ALLOCATED_BIT | C.VK_MEMORY_PROPERTY_PROTECTED_BIT
 	)
 	best, bestScore := -1, -1
-	for t := 0; t < int(r.type_count); t++ {
-		f := r.type_flags[t]
+	for t, f := range flags {
 		if allowed&(1<<t) == 0 || f&unusable != 0 {
 			continue
 		}
@@ -198,7 +206,6 @@ func (a *allocator) alloc(kind MemoryKind, size uint64, label string) (*Buffer, 
 			return nil, a.oom(kind, size, label, err)
 		}
 		blk, off = b, 0
-		b.take(0, space)
 	} else {
 		for _, b := range a.blocks[kind] {
 			if o, ok := b.fit(space); ok {
@@ -212,9 +219,10 @@ func (a *allocator) alloc(kind MemoryKind, size uint64, label string) (*Buffer, 
 				return nil, a.oom(kind, size, label, err)
 			}
 			blk = b
-			off, _ = b.fit(space)
 		}
-		blk.take(off, space)
+	}
+	if err := blk.take(off, space); err != nil {
+		return nil, fmt.Errorf("vk: Alloc %q: %w", label, err)
 	}
 	a.live[kind] += size
 	a.peak[kind] = max(a.peak[kind], a.live[kind])
@@ -254,20 +262,21 @@ func (b *block) fit(size uint64) (uint64, bool) {
 	return 0, false
 }
 
-// take removes [off, off+size) from the free span that starts at off.
-func (b *block) take(off, size uint64) {
+// take removes [off, off+size) from the free span that starts at off
+// (at 0 in a new block).
+func (b *block) take(off, size uint64) error {
 	for i, s := range b.free {
-		if s.off == off {
+		if s.off == off && s.size >= size {
 			if s.size == size {
 				b.free = append(b.free[:i], b.free[i+1:]...)
 			} else {
 				b.free[i] = span{off + size, s.size - size}
 			}
 			b.used += size
-			return
+			return nil
 		}
 	}
-	panic("vk: allocator take outside a free span")
+	return fmt.Errorf("allocator has no free span of %d bytes at offset %d", size, off)
 }
 
 // give returns [off, off+size) to the free list, merging neighbours.

@@ -173,3 +173,35 @@ func TestStagedTransfer(t *testing.T) {
 		t.Error("Read beyond the buffer succeeded")
 	}
 }
+
+// TestPickTypeOf checks the memory type choice on a discrete GPU's usual
+// types: device-local memory for DeviceLocal, host-cached coherent memory
+// for Readback (the host KV store, which the CPU reads), uncached
+// coherent memory for Upload, and never a cached type that is not
+// coherent (it would need flushes and invalidates).
+func TestPickTypeOf(t *testing.T) {
+	const (
+		local    = 0x1
+		visible  = 0x2
+		coherent = 0x4
+		cached   = 0x8
+	)
+	types := []uint32{local, visible | coherent, visible | cached, visible | coherent | cached, local | visible | coherent}
+	all := uint32(1<<len(types) - 1)
+	for _, c := range []struct {
+		kind vk.MemoryKind
+		want int
+	}{{vk.DeviceLocal, 0}, {vk.Upload, 1}, {vk.Readback, 3}} {
+		if got := vk.PickTypeOf(types, all, c.kind); got != c.want {
+			t.Errorf("%s: type %d, want %d", c.kind, got, c.want)
+		}
+	}
+	// Without a cached coherent type, the host KV store takes uncached
+	// coherent memory rather than the non-coherent cached type.
+	if got := vk.PickTypeOf(types, all&^(1<<3), vk.Readback); got != 1 {
+		t.Errorf("readback without cached coherent memory: type %d, want 1", got)
+	}
+	if got := vk.PickTypeOf([]uint32{visible | cached}, 1, vk.Readback); got != -1 {
+		t.Errorf("only non-coherent host memory: type %d, want none", got)
+	}
+}

@@ -191,6 +191,11 @@ int hi_load(char *err, size_t errlen);
 uint32_t hi_instance_version(void);
 int hi_layer_present(const char *layer);
 int hi_instance_ext_present(const char *layer, const char *ext);
+// hi_instance_create returns HI_NO_MESSENGER, or the error of
+// vkCreateDebugUtilsMessengerEXT, when validation with debug utils was
+// asked for and the messenger could not be made; *out is then set and must
+// be destroyed.
+#define HI_NO_MESSENGER ((VkResult)-1000999000)
 VkResult hi_instance_create(uint32_t api, int validation, int sync_validation, int debug_utils, int portability, hi_instance **out);
 void hi_instance_destroy(hi_instance *in);
 char *hi_messages_drain(hi_instance *in);
@@ -239,6 +244,12 @@ VkResult hi_qpool_results(hi_device *d, VkQueryPool p, uint32_t n, uint64_t *out
 hi_queue *hi_queue_new(VkQueue q);
 void hi_queue_free(hi_queue *q);
 VkResult hi_submit(hi_device *d, hi_queue *q, uint32_t ncb, uint32_t nwait, uint32_t nsig);
+// hi_submit_batch submits n submit infos in one vkQueueSubmit. Info i
+// takes ncb[i] command buffers, nwait[i] waits and nsig[i] signals, read in
+// order from the flat arrays (waits at stage ALL_COMMANDS).
+VkResult hi_submit_batch(hi_device *d, VkQueue q, uint32_t n, const uint32_t *ncb, const VkCommandBuffer *cbs,
+	const uint32_t *nwait, const VkSemaphore *wsem, const uint64_t *wval,
+	const uint32_t *nsig, const VkSemaphore *ssem, const uint64_t *sval);
 
 VkResult hi_timeline_create(hi_device *d, uint64_t initial, VkSemaphore *out);
 void hi_timeline_destroy(hi_device *d, VkSemaphore s);

@@ -291,10 +291,12 @@ func (a *Attention) RecordPartial(c *vk.Commands, q, k, v, positions, parts vk.R
 		return fmt.Errorf("attention: grid %d×%d×%d exceeds %d workgroups per dimension (use larger blocks)",
 			tiles, nb, p.KVHeads, attnMaxGroups)
 	}
-	c.Dispatch(kern.k, [3]uint32{tiles, uint32(nb), uint32(p.KVHeads)},
-		push(p.NTokens, p.QHeads, p.QHead0, p.KVStart, p.KVRows, p.Block,
-			p.PartBase, p.SlotStride, p.KVHeads, p.Scale),
-		q, k, v, positions, parts)
+	pc, err := pushChecked(p.NTokens, p.QHeads, p.QHead0, p.KVStart, p.KVRows, p.Block,
+		p.PartBase, p.SlotStride, p.KVHeads, p.Scale)
+	if err != nil {
+		return fmt.Errorf("attention: %w", err)
+	}
+	c.Dispatch(kern.k, [3]uint32{tiles, uint32(nb), uint32(p.KVHeads)}, pc, q, k, v, positions, parts)
 	return nil
 }
 
@@ -339,9 +341,11 @@ func (a *Attention) RecordMerge(c *vk.Commands, parts, acc, out vk.Range, p Merg
 	if y > attnMaxGroups {
 		return fmt.Errorf("attention: merge of %d tokens × %d heads is too large for one dispatch", p.NTokens, p.Heads)
 	}
-	c.Dispatch(a.merge, [3]uint32{uint32(x), uint32(y), 1},
-		push(p.NTokens, p.Heads, p.PartFirst, p.NParts, attnFlag(p.Init), attnFlag(p.Finalize), p.OutHeads, p.OutHead0),
-		parts, acc, out)
+	pc, err := pushChecked(p.NTokens, p.Heads, p.PartFirst, p.NParts, attnFlag(p.Init), attnFlag(p.Finalize), p.OutHeads, p.OutHead0)
+	if err != nil {
+		return fmt.Errorf("attention: %w", err)
+	}
+	c.Dispatch(a.merge, [3]uint32{uint32(x), uint32(y), 1}, pc, parts, acc, out)
 	return nil
 }
 

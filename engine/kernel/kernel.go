@@ -12,6 +12,8 @@ import (
 
 // push packs push-constant values in declaration order, 4 bytes each
 // (uint32, int32 or float32), as a std430 block of scalars lays them out.
+// Values of other types are a programming error; ints go through
+// pushChecked.
 func push(vals ...any) []byte {
 	b := make([]byte, 0, 4*len(vals))
 	for _, v := range vals {
@@ -20,11 +22,6 @@ func push(vals ...any) []byte {
 			b = binary.LittleEndian.AppendUint32(b, v)
 		case int32:
 			b = binary.LittleEndian.AppendUint32(b, uint32(v))
-		case int:
-			if v < 0 || v > math.MaxUint32 {
-				panic(fmt.Sprintf("kernel: push constant %d out of uint32 range", v))
-			}
-			b = binary.LittleEndian.AppendUint32(b, uint32(v))
 		case float32:
 			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
 		default:
@@ -32,6 +29,22 @@ func push(vals ...any) []byte {
 		}
 	}
 	return b
+}
+
+// pushChecked is push for values that may include ints, which must fit a
+// uint32: one that does not is an error (sizes come from callers' input).
+func pushChecked(vals ...any) ([]byte, error) {
+	conv := make([]any, len(vals))
+	for i, v := range vals {
+		if n, ok := v.(int); ok {
+			if n < 0 || uint64(n) > math.MaxUint32 {
+				return nil, fmt.Errorf("kernel: push constant %d (argument %d) is outside the uint32 range", n, i)
+			}
+			v = uint32(n)
+		}
+		conv[i] = v
+	}
+	return push(conv...), nil
 }
 
 // groups returns the number of workgroups of size per needed to cover n items.

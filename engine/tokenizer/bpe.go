@@ -32,6 +32,17 @@ func byteRunes() (fwd [256]rune, inv map[rune]byte) {
 	return fwd, inv
 }
 
+// ByteLevelText spells b as byte-level BPE vocabularies write token text
+// (GPT-2's table: " " is "Ġ", "\n" is "Ċ"), as needed to build one.
+func ByteLevelText(b []byte) string {
+	fwd, _ := byteRunes()
+	r := make([]rune, len(b))
+	for i, c := range b {
+		r[i] = fwd[c]
+	}
+	return string(r)
+}
+
 func (t *tokenizer) initBPE() error {
 	split, err := splitterFor(t.v.Pre)
 	if err != nil {
@@ -67,6 +78,7 @@ func (t *tokenizer) encodeBPE(out []int32, run string) []int32 {
 	st := t.bpe
 	var mapped strings.Builder
 	var syms []symbol
+	var queue candidateHeap
 	lookup := func(p string) int32 {
 		if id, ok := t.byText[p]; ok {
 			return id
@@ -86,7 +98,7 @@ func (t *tokenizer) encodeBPE(out []int32, run string) []int32 {
 			}
 		}
 		syms = initSymbols(syms, w, lookup)
-		mergeSymbols(syms, func(l, r *symbol) (float64, int32, bool) {
+		queue = mergeSymbols(syms, queue, func(l, r *symbol) (uint32, int32, bool) {
 			if l.id < 0 || r.id < 0 {
 				return 0, 0, false
 			}
@@ -94,9 +106,9 @@ func (t *tokenizer) encodeBPE(out []int32, run string) []int32 {
 			if !ok {
 				return 0, 0, false
 			}
-			return float64(rank), lookup(w[l.start:r.end]), true
+			return uint32(rank), lookup(w[l.start:r.end]), true
 		})
-		for i := 0; i >= 0 && i < len(syms); i = syms[i].next {
+		for i := int32(0); i >= 0 && int(i) < len(syms); i = syms[i].next {
 			sym := syms[i]
 			if sym.id >= 0 {
 				out = append(out, sym.id)

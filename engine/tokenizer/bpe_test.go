@@ -111,7 +111,7 @@ func TestBPESpecialTokens(t *testing.T) {
 	v.BOS, v.EOS, v.AddBOS = bos, eos, true
 	tok := mustNew(t, v)
 
-	got := tok.Encode("hi<|eot_id|> hi<|eot|><|eot_id", true)
+	got := tok.EncodeSpecial("hi<|eot_id|> hi<|eot|><|eot_id", true)
 	hi, spHi := int32(256), int32(257)
 	want := []int32{bos, hi, eot, spHi, short}
 	want = append(want, tok.Encode("<|eot_id", false)...) // an unfinished name is text
@@ -131,7 +131,7 @@ func TestBPESpecialTokens(t *testing.T) {
 	// The longest special token at a position wins.
 	v = byteLevelVocab("llama-bpe", nil, nil, []string{"<a>", "<a>b"})
 	tok = mustNew(t, v)
-	if got := texts(tok, tok.Encode("<a>b<a>c", false)); !slices.Equal(got, []string{"<a>b", "<a>", "c"}) {
+	if got := texts(tok, tok.EncodeSpecial("<a>b<a>c", false)); !slices.Equal(got, []string{"<a>b", "<a>", "c"}) {
 		t.Errorf("got %q, want [<a>b <a> c]", got)
 	}
 }

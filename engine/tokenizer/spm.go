@@ -40,19 +40,19 @@ func (t *tokenizer) encodeSPM(out []int32, run string, spacePrefix bool) []int32
 		return -1
 	}
 	syms := initSymbols(make([]symbol, 0, len(s)), s, lookup)
-	mergeSymbols(syms, func(l, r *symbol) (float64, int32, bool) {
+	mergeSymbols(syms, make(candidateHeap, 0, len(syms)), func(l, r *symbol) (uint32, int32, bool) {
 		// s[l.start:r.end] is a substring, so this lookup does not allocate.
 		id, ok := t.byText[s[l.start:r.end]]
 		if !ok {
 			return 0, 0, false
 		}
-		var score float64
+		var score float32
 		if t.v.Scores != nil {
-			score = float64(t.v.Scores[id])
+			score = t.v.Scores[id]
 		}
-		return -score, id, true
+		return scorePrio(score), id, true
 	})
-	for i := 0; i >= 0 && i < len(syms); i = syms[i].next {
+	for i := int32(0); i >= 0 && int(i) < len(syms); i = syms[i].next {
 		sym := syms[i]
 		if sym.id >= 0 {
 			out = append(out, sym.id)

@@ -88,6 +88,8 @@ func TestNoPanics(t *testing.T) {
 		for range 5 {
 			s := randomText(r) + "<s>a b"
 			ids := tok.Encode(s, true)
+			tok.EncodeSpecial(s, true)
+			tok.EncodeQuoted(tok.Quote(s)+s, true)
 			ids = append(ids, int32(r.IntN(20))-5)
 			tok.Decode(ids)
 			d := NewDecoder(tok)

@@ -1,0 +1,334 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/png"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"headinfer/server"
+)
+
+func benchServeCommand() *cli.Command {
+	flags := append(modelFlags(),
+		&cli.StringFlag{Name: "clients", Value: "1,2,4,8", Usage: "numbers of concurrent clients to measure, comma-separated"},
+		&cli.IntFlag{Name: "requests", Value: 16, Usage: "requests per client count, shared among its clients"},
+		&cli.IntFlag{Name: "prompt-tokens", Value: 128, Usage: "tokens per prompt"},
+		&cli.IntFlag{Name: "max-tokens", Value: 64, Usage: "tokens to generate per request (fewer if the model ends its text)"},
+		&cli.IntFlag{Name: "shared-prefix", Usage: "the first `K` prompt tokens are the same in every request (a system prompt); the rest are random per request"},
+		&cli.BoolFlag{Name: "no-prefix-cache", Usage: "prefill every prompt whole (to measure what prefix reuse saves)"},
+		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random prompt tokens"},
+		&cli.StringFlag{Name: "csv", Usage: "write the results as CSV to this file"},
+		&cli.StringFlag{Name: "plot", Usage: "draw throughput and latencies against clients into this PNG file"},
+	)
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "throughput and latency of the HTTP server under concurrent streaming clients",
+		UsageText: "headinfer bench serve -m MODEL [--clients 1,2,4,8] [--requests R] [--prompt-tokens P] [--max-tokens T] [--shared-prefix K] [--csv F] [--plot F.png]\n\n" +
+			"Starts the server in this process on a loopback port and, for every client count, sends R greedy\n" +
+			"streamed completions of random token prompts from that many concurrent clients. It reports the\n" +
+			"generated tokens per second of all clients together, and per request the time to the first token\n" +
+			"and the time per token after it (median and 95th percentile). One untimed request warms up first.",
+		Flags:  flags,
+		Action: benchServe,
+	}
+}
+
+// serveResult is one row: one client count.
+type serveResult struct {
+	Clients      int
+	Requests     int
+	Errors       int
+	Tokens       int     // generated, over all requests
+	Seconds      float64 // wall time of the whole run
+	TTFT50       float64 // seconds
+	TTFT95       float64
+	TPOT50       float64 // seconds per token after the first
+	TPOT95       float64
+	CachedTokens int // prompt tokens reused, over all requests
+}
+
+func (r serveResult) tokensPerSecond() float64 { return rate(r.Tokens, r.Seconds) }
+
+// requestTiming is what one client saw of one request.
+type requestTiming struct {
+	ttft, tpot     time.Duration
+	tokens, cached int
+	err            error
+}
+
+func benchServe(c *cli.Context) error {
+	clients, err := parseCounts(c.String("clients"))
+	if err != nil {
+		return fmt.Errorf("--clients: %w", err)
+	}
+	p, t, k, reqs := c.Int("prompt-tokens"), c.Int("max-tokens"), c.Int("shared-prefix"), c.Int("requests")
+	if p <= 0 || t <= 0 || reqs <= 0 || k < 0 || k >= p {
+		return fmt.Errorf("--prompt-tokens, --max-tokens and --requests must be positive, and --shared-prefix below --prompt-tokens")
+	}
+	path, err := modelPath(c, c.String("model"))
+	if err != nil {
+		return err
+	}
+	m, err := loadModel(c, path, false)
+	if err != nil {
+		return err
+	}
+	s := server.New(server.Options{
+		ModelPath: path, MaxQueue: slices.Max(clients), Timeout: 24 * time.Hour,
+		NoPrefixReuse: c.Bool("no-prefix-cache"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err := s.SetModel(m); err != nil {
+		m.Close()
+		return err
+	}
+	defer s.Close(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: s.Handler()}
+	go hs.Serve(ln)
+	defer hs.Close()
+	url := "http://" + ln.Addr().String() + "/v1/completions"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: slices.Max(clients)}}
+
+	r := rand.New(rand.NewPCG(c.Uint64("seed"), 7))
+	vocab := m.Config.Vocab
+	randomIDs := func(n int) []int32 {
+		ids := make([]int32, n)
+		for i := range ids {
+			ids[i] = int32(3 + r.IntN(vocab-3)) // past the usual control tokens
+		}
+		return ids
+	}
+	shared := randomIDs(k)
+	prompt := func() []int32 { return append(slices.Clone(shared), randomIDs(p-k)...) }
+
+	if w := streamCompletion(client, url, prompt(), t); w.err != nil {
+		return fmt.Errorf("warm-up request: %w", w.err)
+	}
+	var rs []serveResult
+	for _, n := range clients {
+		res := runClients(client, url, n, reqs, t, prompt)
+		rs = append(rs, res)
+		fmt.Fprintf(c.App.ErrWriter, "%d clients: %.1f tok/s\n", n, res.tokensPerSecond())
+	}
+	fmt.Fprint(c.App.Writer, serveTable(rs))
+	if f := c.String("csv"); f != "" {
+		if err := writeFile(f, func(w io.Writer) error { return serveCSV(w, rs) }); err != nil {
+			return err
+		}
+	}
+	if f := c.String("plot"); f != "" {
+		if err := writeFile(f, func(w io.Writer) error { return plotServe(w, rs) }); err != nil {
+			return err
+		}
+	}
+	for _, r := range rs {
+		if r.Errors > 0 {
+			return fmt.Errorf("%d of %d requests failed with %d clients", r.Errors, r.Requests, r.Clients)
+		}
+	}
+	return nil
+}
+
+// runClients sends reqs requests from n concurrent clients, each taking
+// the next request when its last one ends.
+func runClients(client *http.Client, url string, n, reqs, maxTokens int, prompt func() []int32) serveResult {
+	prompts := make(chan []int32, reqs)
+	for range reqs {
+		prompts <- prompt()
+	}
+	close(prompts)
+	var mu sync.Mutex
+	var timings []requestTiming
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range n {
+		wg.Go(func() {
+			for ids := range prompts {
+				tm := streamCompletion(client, url, ids, maxTokens)
+				mu.Lock()
+				timings = append(timings, tm)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	res := serveResult{Clients: n, Requests: reqs, Seconds: time.Since(t0).Seconds()}
+	var ttft, tpot []float64
+	for _, tm := range timings {
+		if tm.err != nil {
+			res.Errors++
+			continue
+		}
+		res.Tokens += tm.tokens
+		res.CachedTokens += tm.cached
+		ttft = append(ttft, tm.ttft.Seconds())
+		if tm.tokens > 1 {
+			tpot = append(tpot, tm.tpot.Seconds())
+		}
+	}
+	res.TTFT50, res.TTFT95 = percentile(ttft, 50), percentile(ttft, 95)
+	res.TPOT50, res.TPOT95 = percentile(tpot, 50), percentile(tpot, 95)
+	return res
+}
+
+// streamCompletion sends one greedy streamed completion and times it.
+func streamCompletion(client *http.Client, url string, prompt []int32, maxTokens int) (tm requestTiming) {
+	body, _ := json.Marshal(map[string]any{"prompt": prompt, "max_tokens": maxTokens, "temperature": 0,
+		"stream": true, "stream_options": map[string]any{"include_usage": true}})
+	t0 := time.Now()
+	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return requestTiming{err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return requestTiming{err: fmt.Errorf("status %d: %s", resp.StatusCode, b)}
+	}
+	var first, last time.Time
+	done := false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			done = true
+			break
+		}
+		var chunk struct {
+			Choices []struct{ Text string }
+			Usage   *struct {
+				CompletionTokens    int `json:"completion_tokens"`
+				PromptTokensDetails struct {
+					CachedTokens int `json:"cached_tokens"`
+				} `json:"prompt_tokens_details"`
+			}
+			Error *struct{ Message string }
+		}
+		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
+			return requestTiming{err: fmt.Errorf("stream chunk %q: %w", data, err)}
+		}
+		switch {
+		case chunk.Error != nil:
+			return requestTiming{err: errors.New(chunk.Error.Message)}
+		case chunk.Usage != nil:
+			tm.tokens, tm.cached = chunk.Usage.CompletionTokens, chunk.Usage.PromptTokensDetails.CachedTokens
+		case len(chunk.Choices) > 0 && chunk.Choices[0].Text != "":
+			last = time.Now()
+			if first.IsZero() {
+				first = last
+			}
+		}
+	}
+	if err := sc.Err(); err != nil || !done {
+		return requestTiming{err: fmt.Errorf("the stream ended early: %v", err)}
+	}
+	if first.IsZero() {
+		first, last = time.Now(), time.Now() // no text: the first token was the end
+	}
+	tm.ttft = first.Sub(t0)
+	if tm.tokens > 1 {
+		tm.tpot = last.Sub(first) / time.Duration(tm.tokens-1)
+	}
+	return tm
+}
+
+// percentile is the nearest-rank percentile of vs (0 for none).
+func percentile(vs []float64, p float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(vs))
+	i := int(float64(len(s))*p/100+0.999999) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func serveTable(rs []serveResult) string {
+	var b strings.Builder
+	b.WriteString("| clients | requests | tokens | tok/s | TTFT p50 ms | TTFT p95 ms | ms/token p50 | ms/token p95 | cached prompt tokens | errors |\n")
+	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %d | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %d | %d |\n", r.Clients, r.Requests, r.Tokens,
+			r.tokensPerSecond(), 1e3*r.TTFT50, 1e3*r.TTFT95, 1e3*r.TPOT50, 1e3*r.TPOT95, r.CachedTokens, r.Errors)
+	}
+	return b.String()
+}
+
+func serveCSV(w io.Writer, rs []serveResult) error {
+	if _, err := fmt.Fprintln(w, "clients,requests,tokens,seconds,tokens_per_second,ttft_p50_s,ttft_p95_s,tpot_p50_s,tpot_p95_s,cached_tokens,errors"); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if _, err := fmt.Fprintf(w, "%d,%d,%d,%.4f,%.3f,%.6f,%.6f,%.6f,%.6f,%d,%d\n", r.Clients, r.Requests, r.Tokens, r.Seconds,
+			r.tokensPerSecond(), r.TTFT50, r.TTFT95, r.TPOT50, r.TPOT95, r.CachedTokens, r.Errors); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// plotServe draws aggregate throughput (left) and the latencies (right,
+// log scale: time to first token solid, time per token dashed; median
+// blue, 95th percentile red) against the number of clients.
+func plotServe(w io.Writer, rs []serveResult) error {
+	if len(rs) == 0 {
+		return fmt.Errorf("plot: no results")
+	}
+	cv := newCanvas(1400, 560)
+	tput := panel{title: "GENERATED TOKENS/S, ALL CLIENTS", x0: 90, y0: 60, w: 560, h: 400}
+	lat := panel{title: "SECONDS (LOG): TTFT SOLID, PER TOKEN DASHED", x0: 790, y0: 60, w: 560, h: 400, logY: true}
+	series := []plotSeries{{panel: &tput, col: plotColors[0]}}
+	ttft50 := plotSeries{panel: &lat, col: plotColors[0]}
+	ttft95 := plotSeries{panel: &lat, col: plotColors[1]}
+	tpot50 := plotSeries{panel: &lat, col: plotColors[0], dashed: true}
+	tpot95 := plotSeries{panel: &lat, col: plotColors[1], dashed: true}
+	var xs []int
+	for _, r := range rs {
+		x := float64(r.Clients)
+		xs = append(xs, r.Clients)
+		series[0].pts = append(series[0].pts, [2]float64{x, r.tokensPerSecond()})
+		for _, s := range []struct {
+			ser *plotSeries
+			v   float64
+		}{{&ttft50, r.TTFT50}, {&ttft95, r.TTFT95}, {&tpot50, r.TPOT50}, {&tpot95, r.TPOT95}} {
+			if s.v > 0 {
+				s.ser.pts = append(s.ser.pts, [2]float64{x, s.v})
+			}
+		}
+	}
+	series = append(series, ttft50, ttft95, tpot50, tpot95)
+	for _, p := range []*panel{&tput, &lat} {
+		p.fit(series)
+		p.draw(cv, xs, "CLIENTS")
+	}
+	for _, s := range series {
+		s.draw(cv)
+	}
+	for i, name := range []string{"MEDIAN", "95TH PERCENTILE"} {
+		x := 790 + 300*i
+		cv.rect(x, 520, x+30, 524, plotColors[i])
+		cv.text(x+40, 515, name, 2, black)
+	}
+	return png.Encode(w, cv.img)
+}

@@ -1,0 +1,185 @@
+package offload
+
+import (
+	"fmt"
+	"math"
+
+	"headinfer/engine/kernel"
+	"headinfer/vk"
+)
+
+// Step is what one layer's attention reads and writes in a recorded step:
+// the chunk's N queries Q, its new keys K and values V (N rows of
+// KVHeads·headDim f32 each, RoPE applied), their positions Pos (u32), and
+// the output Att (N rows of Heads·headDim f32).
+type Step struct {
+	Q, K, V, Att, Pos vk.Range
+	N                 int
+}
+
+// Attend records the attention of layer l in step st into p, for every KV
+// length up to the context: the positions in Pos decide what is visible.
+// The resident heads attend to all blocks of their slots (blocks past the
+// last position hold nothing visible: their partials are the merge's
+// neutral element, which folds as an exact no-op); each streamed head
+// goes block by block through the streaming buffers, and Program.Run
+// skips the blocks past the step's length. Then the chunk's new rows of
+// the streamed heads go to their host slots. Every head's partials are
+// folded into the accumulator in block order, whatever the batches, so
+// the arithmetic is the same wherever the slot lives.
+func (kc *Cache) Attend(p *Program, l int, st Step) error {
+	lay := kc.lay
+	if l < 0 || l >= len(kc.res) {
+		return fmt.Errorf("offload: attention of layer %d of %d", l, len(kc.res))
+	}
+	if st.N < 1 {
+		return fmt.Errorf("offload: attention of %d tokens", st.N)
+	}
+	blocks := kernel.Blocks(lay.Ctx, AttnBlock)
+	a, group := kc.ops.Attn, lay.Group()
+	c, err := p.Compute()
+	if err != nil {
+		return err
+	}
+	// Each group of KV heads folds its batches of blocks into the
+	// accumulator in order before the next group reuses it.
+	for _, g := range kc.res[l].split {
+		for b0 := 0; b0 < blocks; b0 += kc.scratch.PartsCap {
+			nb := min(kc.scratch.PartsCap, blocks-b0)
+			rows := min(nb*AttnBlock, lay.Ctx-b0*AttnBlock)
+			kr, vr := kc.rangeOf(l, g, b0*AttnBlock, rows)
+			err := a.RecordPartial(c, st.Q, kr, vr, st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
+				NTokens: st.N, QHeads: lay.Heads, QHead0: g.first * group,
+				KVStart: b0 * AttnBlock, KVRows: rows, Block: AttnBlock,
+				SlotStride: kc.slotElems, KVHeads: g.n, Scale: scaleOf(lay.HeadDim),
+			})
+			if err != nil {
+				return err
+			}
+			c.Barrier()
+			err = a.RecordMerge(c, kc.scratch.Parts.All(), kc.scratch.Acc.All(), st.Att, kernel.MergeParams{
+				NTokens: st.N, Heads: g.n * group, NParts: nb,
+				Init: b0 == 0, Finalize: b0+nb >= blocks,
+				OutHeads: lay.Heads, OutHead0: g.first * group,
+			})
+			if err != nil {
+				return err
+			}
+			c.Barrier()
+		}
+	}
+	if kc.res[l].heads == lay.KVHeads {
+		return nil
+	}
+	// A context whose rows fit a streaming buffer several times over
+	// moves several heads per block: fewer copies, same blocks.
+	for h := kc.res[l].heads; h < lay.KVHeads; {
+		heads := 1
+		if 2*lay.Ctx <= lay.StreamBlock {
+			heads = min(lay.StreamBlock/lay.Ctx, lay.KVHeads-h)
+		}
+		if err := kc.attendStreamed(p, l, h, heads, st); err != nil {
+			return err
+		}
+		h += heads
+	}
+	// The host slots are written after the layer's last streamed block
+	// was copied: the copies read the rows this overwrites (stale ones,
+	// which the attention replaced with the new rows).
+	if c, err = p.Compute(); err != nil {
+		return err
+	}
+	c.Barrier()
+	p.D2H += uint64(2*st.N*(lay.KVHeads-kc.res[l].heads)) * lay.RowBytes()
+	return kc.storeHost(c, l, st.K, st.V, st.Pos, st.N)
+}
+
+// attendStreamed records the attention of streamed KV heads h …
+// h+heads−1 of layer l: per streamed block, a copy of its rows from the
+// host slots into a streaming buffer (heads back to back), the chunk's new
+// rows stored over the stale ones (the KV store skips the tokens of other
+// blocks), and the partials of its attention blocks folded into the
+// accumulator; a block runs only when the step's KV length reaches it.
+// The heads' output is written after their last block, by a merge that
+// only finalizes, so that it does not depend on which block ran last.
+// Several heads share a block only when all their rows fit it.
+func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
+	lay := kc.lay
+	a, group := kc.ops.Attn, lay.Group()
+	per := kernel.PartsBytes(st.N, heads*group, lay.HeadDim, 1)
+	capBlocks := max(1, int(kc.scratch.Parts.Size())/per)
+	rowBytes := lay.RowBytes()
+	for p0 := 0; p0 < lay.Ctx; p0 += lay.StreamBlock {
+		rows := min(lay.StreamBlock/heads, lay.Ctx-p0)
+		headBytes := uint64(rows) * rowBytes
+		var slotErr error
+		j, err := p.Stream(p0, func(t *vk.Commands) {
+			buf := kc.stream[p.Blocks()%2]
+			for i := 0; i < heads; i++ {
+				hk, hv, err := kc.host.Slot(l, h+i, p0, rows)
+				if err != nil {
+					slotErr = err
+					return
+				}
+				t.Copy(buf.k.Range(uint64(i)*headBytes, headBytes), hk)
+				t.Copy(buf.v.Range(uint64(i)*headBytes, headBytes), hv)
+			}
+		}, 2*uint64(heads)*headBytes)
+		if err != nil {
+			return err
+		}
+		if slotErr != nil {
+			return slotErr
+		}
+		buf := kc.stream[j%2]
+		c, err := p.Attend(j)
+		if err != nil {
+			return err
+		}
+		size := uint64(heads) * headBytes
+		slots := kernel.KVSlots{Tokens: st.N, SrcHeads: lay.KVHeads, FirstHead: h, Heads: heads,
+			SlotStride: rows * lay.HeadDim, SlotRows: rows, RowBase: p0}
+		if err := kc.storeKV(c, st.K, st.V, st.Pos, buf.k.Range(0, size), buf.v.Range(0, size), slots); err != nil {
+			return err
+		}
+		c.Barrier()
+		nbj := kernel.Blocks(rows, AttnBlock)
+		for b0 := 0; b0 < nbj; b0 += capBlocks {
+			nb := min(capBlocks, nbj-b0)
+			r := min(nb*AttnBlock, rows-b0*AttnBlock)
+			off := uint64(b0*AttnBlock) * rowBytes
+			size := uint64(heads-1)*headBytes + uint64(r)*rowBytes
+			err := a.RecordPartial(c, st.Q, buf.k.Range(off, size), buf.v.Range(off, size), st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
+				NTokens: st.N, QHeads: lay.Heads, QHead0: h * group,
+				KVStart: p0 + b0*AttnBlock, KVRows: r, Block: AttnBlock,
+				SlotStride: rows * lay.HeadDim, KVHeads: heads, Scale: scaleOf(lay.HeadDim),
+			})
+			if err != nil {
+				return err
+			}
+			c.Barrier()
+			err = a.RecordMerge(c, kc.scratch.Parts.All(), kc.scratch.Acc.All(), st.Att, kernel.MergeParams{
+				NTokens: st.N, Heads: heads * group, NParts: nb, Init: p0 == 0 && b0 == 0,
+			})
+			if err != nil {
+				return err
+			}
+			c.Barrier()
+		}
+	}
+	c, err := p.Compute()
+	if err != nil {
+		return err
+	}
+	err = a.RecordMerge(c, vk.Range{}, kc.scratch.Acc.All(), st.Att, kernel.MergeParams{
+		NTokens: st.N, Heads: heads * group, Finalize: true, OutHeads: lay.Heads, OutHead0: h * group,
+	})
+	if err != nil {
+		return err
+	}
+	c.Barrier()
+	return nil
+}
+
+// scaleOf is the attention score scale for heads of headDim values.
+func scaleOf(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim))) }

@@ -1,0 +1,305 @@
+package offload
+
+import (
+	"errors"
+	"fmt"
+
+	"headinfer/bytesize"
+	"headinfer/engine/kernel"
+	"headinfer/vk"
+)
+
+// AttnBlock is the number of KV positions one attention partial covers.
+// Attention is always split at these boundaries and the partials merged in
+// order, so the arithmetic does not depend on where KV lives.
+const AttnBlock = 256
+
+// Layout is the shape of a sequence's KV cache and where the plan put it.
+type Layout struct {
+	Geometry
+	Heads         int   // query heads (a multiple of KVHeads)
+	ResidentHeads []int // per layer: KV heads 0 … n−1 are resident, the rest streamed
+	StreamBlock   int   // positions per streamed block, a multiple of AttnBlock
+}
+
+// Group is the number of query heads per KV head.
+func (g Layout) Group() int { return g.Heads / g.KVHeads }
+
+// Kernels are the kernels the cache records: the KV store (new rows into
+// slots) and attention (partials and their merge).
+type Kernels struct {
+	Store *kernel.KVStore
+	Attn  *kernel.Attention
+}
+
+// Scratch is the attention's device scratch, sized with the activations:
+// Parts holds PartsCap blocks of partials of a chunk's query heads and Acc
+// their running merge.
+type Scratch struct {
+	Parts, Acc *vk.Buffer
+	PartsCap   int
+}
+
+// Cache is a sequence's KV cache as the plan places it. Per layer l, KV
+// heads 0 … ResidentHeads[l]−1 are resident: their slots (slot =
+// [ctx positions][headDim]) lie back to back in one device buffer, the K
+// slots and then the V slots. The other heads are streamed: their slots
+// live in the host store and pass through the two streaming buffers a
+// block of StreamBlock positions at a time.
+type Cache struct {
+	d         *vk.Device
+	lay       Layout
+	ops       Kernels
+	scratch   Scratch
+	slotElems int // elements per slot: ctx·headDim
+	res       []residentLayer
+
+	host     *Store // nil when nothing is streamed
+	stream   [2]streamBuf
+	hostBind int // rows of a host slot one KV store dispatch may bind
+
+	deviceBytes uint64 // resident slots and streaming buffers
+}
+
+// residentLayer is one layer's resident slots.
+type residentLayer struct {
+	heads int
+	buf   *vk.Buffer  // K slots, then V slots
+	vOff  uint64      // where the V slots start in buf
+	split []headGroup // heads per dispatch, so that a bound range fits the device limit
+}
+
+// streamBuf is one streaming buffer: a block of one KV head's K and V.
+type streamBuf struct{ k, v *vk.Buffer }
+
+// headGroup is a run of consecutive KV heads bound in one dispatch.
+type headGroup struct{ first, n int }
+
+// NewCache allocates the resident slots, the host store and the streaming
+// buffers of lay on d.
+func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache, err error) {
+	switch {
+	case lay.Layers < 1 || lay.KVHeads < 1 || lay.HeadDim < 1 || lay.Ctx < 1 || lay.Elem == 0:
+		return nil, fmt.Errorf("offload: KV geometry %+v has an empty dimension", lay.Geometry)
+	case lay.Heads%lay.KVHeads != 0:
+		return nil, fmt.Errorf("offload: %d query heads are not a multiple of %d KV heads", lay.Heads, lay.KVHeads)
+	case len(lay.ResidentHeads) != lay.Layers:
+		return nil, fmt.Errorf("offload: %d per-layer resident head counts for %d layers", len(lay.ResidentHeads), lay.Layers)
+	case lay.StreamBlock < AttnBlock || lay.StreamBlock%AttnBlock != 0:
+		return nil, fmt.Errorf("offload: stream block of %d positions is not a positive multiple of %d", lay.StreamBlock, AttnBlock)
+	case ops.Store == nil || ops.Attn == nil || scratch.Parts == nil || scratch.Acc == nil || scratch.PartsCap < 1:
+		return nil, errors.New("offload: missing kernels or attention scratch")
+	}
+	kc = &Cache{d: d, lay: lay, ops: ops, scratch: scratch, slotElems: lay.Ctx * lay.HeadDim,
+		res: make([]residentLayer, lay.Layers)}
+	defer func() {
+		if err != nil {
+			kc.Free()
+		}
+	}()
+	limit := d.Info().MaxStorageBufferRange
+	slot := lay.SlotBytes()
+	streamed := false
+	for l, heads := range lay.ResidentHeads {
+		if heads < 0 || heads > lay.KVHeads {
+			return nil, fmt.Errorf("offload: %d resident heads in layer %d of %d KV heads", heads, l, lay.KVHeads)
+		}
+		streamed = streamed || heads < lay.KVHeads
+		r := &kc.res[l]
+		r.heads = heads
+		if heads == 0 {
+			continue
+		}
+		if slot > limit {
+			return nil, fmt.Errorf("one KV head of %d positions takes %s, more than the device binds at once (%s): lower --ctx-size",
+				lay.Ctx, bytesize.Format(slot), bytesize.Format(limit))
+		}
+		per := max(1, int(limit/slot))
+		for h := 0; h < heads; h += per {
+			r.split = append(r.split, headGroup{h, min(per, heads-h)})
+		}
+		r.vOff = slot * uint64(heads)
+		if r.buf, err = d.Alloc(vk.DeviceLocal, 2*r.vOff, fmt.Sprintf("KV cache layer %d", l)); err != nil {
+			return nil, fmt.Errorf("KV cache of %d positions: %w", lay.Ctx, err)
+		}
+		kc.deviceBytes += 2 * slot * uint64(heads)
+	}
+	if !streamed {
+		return kc, nil
+	}
+	maxBuf := limit
+	if a := d.Info().MaxAllocationSize; a > 0 {
+		maxBuf = min(maxBuf, a)
+	}
+	if kc.host, err = NewStore(d, lay.Geometry, lay.ResidentHeads, maxBuf); err != nil {
+		return nil, err
+	}
+	kc.hostBind = int(min(uint64(lay.Ctx), limit/lay.RowBytes()))
+	blockBytes := uint64(lay.StreamBlock) * lay.RowBytes()
+	for i := range kc.stream {
+		b := &kc.stream[i]
+		if b.k, err = d.Alloc(vk.DeviceLocal, blockBytes, "KV streaming K"); err != nil {
+			return nil, err
+		}
+		if b.v, err = d.Alloc(vk.DeviceLocal, blockBytes, "KV streaming V"); err != nil {
+			return nil, err
+		}
+		kc.deviceBytes += 2 * blockBytes
+	}
+	return kc, nil
+}
+
+// Streams says whether any slot lives in the host store.
+func (kc *Cache) Streams() bool { return kc.host != nil }
+
+// DeviceBytes is the device memory of the resident slots and the
+// streaming buffers, allocated once for the cache's life.
+func (kc *Cache) DeviceBytes() uint64 { return kc.deviceBytes }
+
+// HostBytes is the host memory of the streamed slots.
+func (kc *Cache) HostBytes() uint64 {
+	if kc.host == nil {
+		return 0
+	}
+	return kc.host.Bytes()
+}
+
+// Buffers lists every buffer that holds KV rows: resident slots,
+// streaming buffers and host store (tests poison them).
+func (kc *Cache) Buffers() []*vk.Buffer {
+	var bs []*vk.Buffer
+	for _, r := range kc.res {
+		if r.buf != nil {
+			bs = append(bs, r.buf)
+		}
+	}
+	for _, b := range kc.stream {
+		if b.k != nil {
+			bs = append(bs, b.k, b.v)
+		}
+	}
+	if kc.host != nil {
+		for l := range kc.res {
+			for _, r := range kc.host.Runs(l) {
+				bs = append(bs, r.K, r.V)
+			}
+		}
+	}
+	return bs
+}
+
+// rangeOf binds rows [row, row+rows) of the resident slots of head group
+// g in layer l.
+func (kc *Cache) rangeOf(l int, g headGroup, row, rows int) (k, v vk.Range) {
+	hd, elem := kc.lay.HeadDim, kc.lay.Elem
+	off := uint64(g.first*kc.slotElems+row*hd) * elem
+	size := uint64((g.n-1)*kc.slotElems+rows*hd) * elem
+	r := &kc.res[l]
+	return r.buf.Range(off, size), r.buf.Range(r.vOff+off, size)
+}
+
+// Store records the write of the chunk's keys and values (n rows of
+// KVHeads·headDim f32 at the positions in pos) into layer l's resident
+// slots. The streamed heads' rows are written by Attend.
+func (kc *Cache) Store(c *vk.Commands, l int, k, v, pos vk.Range, n int) error {
+	if l < 0 || l >= len(kc.res) {
+		return fmt.Errorf("offload: store into layer %d of %d", l, len(kc.res))
+	}
+	lay := kc.lay
+	r := &kc.res[l]
+	// One token whose k and v lie back to back, all heads resident: its
+	// 2·KVHeads rows go to the K and then the V slots in one pass.
+	if n == 1 && k.Buf == v.Buf && v.Off == k.Off+k.Size && r.heads == lay.KVHeads &&
+		2*r.vOff <= kc.d.Info().MaxStorageBufferRange {
+		slots := kernel.KVSlots{Tokens: 1, SrcHeads: 2 * lay.KVHeads, Heads: 2 * lay.KVHeads,
+			SlotStride: kc.slotElems, SlotRows: lay.Ctx}
+		return kc.ops.Store.Record(c, k.Buf.Range(k.Off, k.Size+v.Size), pos, r.buf.Range(0, 2*r.vOff), slots)
+	}
+	for _, g := range r.split {
+		dk, dv := kc.rangeOf(l, g, 0, lay.Ctx)
+		slots := kernel.KVSlots{Tokens: n, SrcHeads: lay.KVHeads, FirstHead: g.first, Heads: g.n,
+			SlotStride: kc.slotElems, SlotRows: lay.Ctx}
+		if err := kc.storeKV(c, k, v, pos, dk, dv, slots); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// storeKV records the store of the chunk's keys k into the K slots dk and
+// of its values v into the V slots dv, laid out alike.
+func (kc *Cache) storeKV(c *vk.Commands, k, v, pos, dk, dv vk.Range, slots kernel.KVSlots) error {
+	if err := kc.ops.Store.Record(c, k, pos, dk, slots); err != nil {
+		return err
+	}
+	return kc.ops.Store.Record(c, v, pos, dv, slots)
+}
+
+// storeHost records the write of the chunk's new rows of layer l's
+// streamed heads straight into their host slots: only the new rows cross
+// to the host. A slot larger than one binding is written through windows
+// of hostBind rows; the KV store skips tokens outside a window.
+func (kc *Cache) storeHost(c *vk.Commands, l int, k, v, pos vk.Range, n int) error {
+	lay := kc.lay
+	row := lay.RowBytes()
+	write := func(r Run, first, heads int) error {
+		base := uint64((first-r.First)*r.Stride) * lay.Elem
+		for w0 := 0; w0 < lay.Ctx; w0 += kc.hostBind {
+			rows := min(kc.hostBind, lay.Ctx-w0)
+			off := base + uint64(w0)*row
+			size := uint64((heads-1)*r.Stride)*lay.Elem + uint64(rows)*row
+			slots := kernel.KVSlots{Tokens: n, SrcHeads: lay.KVHeads, FirstHead: first, Heads: heads,
+				SlotStride: r.Stride, SlotRows: rows, RowBase: w0}
+			if err := kc.storeKV(c, k, v, pos, r.K.Range(off, size), r.V.Range(off, size), slots); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, r := range kc.host.Runs(l) {
+		if kc.hostBind == lay.Ctx {
+			// A run's buffer fits one binding: all its heads at once.
+			if err := write(r, r.First, r.N); err != nil {
+				return err
+			}
+			continue
+		}
+		for h := r.First; h < r.First+r.N; h++ {
+			if err := write(r, h, 1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Write puts data, whole rows from position row on, into the K (or V)
+// slot of head h of layer l, wherever it lives.
+func (kc *Cache) Write(l, h int, isV bool, row int, data []byte) error {
+	dev, host, err := kc.rows(l, h, isV, row, len(data), "write")
+	if err != nil {
+		return err
+	}
+	if host != nil {
+		copy(host, data)
+		return nil
+	}
+	return kc.d.Write(dev, data)
+}
+
+// Free releases the cache's memory; the device must be done with it.
+func (kc *Cache) Free() {
+	for _, r := range kc.res {
+		r.buf.Free()
+	}
+	kc.res = nil
+	if kc.host != nil {
+		kc.host.Free()
+		kc.host = nil
+	}
+	for _, b := range kc.stream {
+		b.k.Free()
+		b.v.Free()
+	}
+	kc.stream = [2]streamBuf{}
+}

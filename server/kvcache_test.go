@@ -1,0 +1,263 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"headinfer/engine"
+	"headinfer/engine/sample"
+	"headinfer/engine/tokenizer"
+)
+
+// reference generates greedily from prompt in a fresh session of the
+// server's model, as the server would without any reuse, and returns the
+// text.
+func reference(t *testing.T, s *Server, prompt string, n int) string {
+	t.Helper()
+	l := s.model.Load()
+	se, err := l.m.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer se.Close()
+	ids := l.tok.Encode(prompt, true)
+	dec := tokenizer.NewDecoder(l.tok)
+	for _, id := range ids {
+		dec.Add(id)
+	}
+	var text strings.Builder
+	gp := engine.GenerateParams{MaxTokens: n, Sampling: sample.Params{}}
+	if _, err := se.Generate(context.Background(), ids, gp, func(id int32) bool {
+		text.WriteString(dec.Add(id))
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return text.String() + dec.Flush()
+}
+
+// expectCached is what the server should reuse for prompt: the longest
+// common prefix, less the prompt's last token, of the prompt's tokens and
+// those the session holds or (with --kv-cache-dir) a spilled sequence
+// holds. It reads the session between requests, when nothing else uses it.
+func expectCached(s *Server, prompt string) int {
+	l := s.model.Load()
+	ids := l.tok.Encode(prompt, true)
+	n := engine.PrefixLen(l.se.Tokens(), ids)
+	for _, sp := range l.prefix.spilled {
+		n = max(n, engine.PrefixLen(sp.tokens, ids))
+	}
+	return n
+}
+
+const (
+	storyA = "Once upon a time there was a little girl named Lily. She loved to play outside in the park."
+	storyB = "Tom had a big red ball. He threw it high into the sky and his dog ran after it."
+)
+
+// ask sends a greedy completion of n tokens, streamed or not, and checks
+// its text against a fresh session's and its cached_tokens against
+// want; it returns the cached tokens reported.
+func ask(t *testing.T, s *Server, url, prompt string, n int, stream bool, want int) int {
+	t.Helper()
+	body := map[string]any{"prompt": prompt, "max_tokens": n, "temperature": 0}
+	if stream {
+		body["stream"] = true
+		body["stream_options"] = map[string]any{"include_usage": true}
+	}
+	u := completion(t, url, body)
+	if u.PromptTokensDetails == nil {
+		t.Fatalf("%.20q: no prompt_tokens_details in the usage", prompt)
+	}
+	if got := u.PromptTokensDetails.CachedTokens; got != want {
+		t.Errorf("%.20q: cached_tokens %d, want %d", prompt, got, want)
+	}
+	if ref := reference(t, s, prompt, n); u.text != ref {
+		t.Errorf("%.20q: text %q, want %q (no reuse)", prompt, u.text, ref)
+	}
+	return u.PromptTokensDetails.CachedTokens
+}
+
+// TestPrefixReuse sends prompts that begin with what the session holds:
+// each reuses that KV, reports it as cached_tokens, and answers what a
+// fresh session does; the metrics count the hits.
+func TestPrefixReuse(t *testing.T) {
+	s, ts := testServer(t, Options{}, engine.Options{})
+	total, hits := 0, 0
+	for i, c := range []struct {
+		prompt string
+		stream bool
+	}{
+		{storyA, false},
+		{storyA, true}, // all but the last token
+		{storyA + " One day she found a cat", false}, // what it holds and more
+		{storyB, true}, // only BOS in common
+		{storyB + " The dog was happy", false},
+	} {
+		want := expectCached(s, c.prompt)
+		if i == 1 && want != len(s.model.Load().tok.Encode(storyA, true))-1 {
+			t.Fatalf("the repeated prompt would reuse %d tokens", want)
+		}
+		if i == 0 && want != 0 {
+			t.Fatalf("an empty session would give %d tokens", want)
+		}
+		got := ask(t, s, ts.URL, c.prompt, 10, c.stream, want)
+		total += got
+		if got > 0 {
+			hits++
+		}
+	}
+	fams := scrape(t, ts.URL)
+	if v := value(t, fams, "headinfer_prefix_cache_hits_total"); v != float64(hits) || hits < 3 {
+		t.Errorf("prefix hits %v, want %d (≥ 3)", v, hits)
+	}
+	if v := value(t, fams, "headinfer_prefix_cache_cached_tokens_total"); v != float64(total) {
+		t.Errorf("cached tokens %v, want %d", v, total)
+	}
+}
+
+// TestKVCacheDirSpill checks that with --kv-cache-dir a sequence that a
+// request with another prompt overwrites is spilled, and restored when a
+// later prompt begins with it, in this server and in the next one on the
+// same directory.
+func TestKVCacheDirSpill(t *testing.T) {
+	dir := t.TempDir()
+	s, ts := testServer(t, Options{KVCacheDir: dir}, engine.Options{})
+	nA := len(s.model.Load().tok.Encode(storyA, true))
+	ask(t, s, ts.URL, storyA, 12, false, 0)
+	ask(t, s, ts.URL, storyB, 12, false, 1) // BOS in common; A is spilled
+	spills, _ := filepath.Glob(filepath.Join(dir, "prefix-*.hikv"))
+	if len(spills) != 1 {
+		t.Fatalf("%d spilled files after one eviction: %v", len(spills), spills)
+	}
+	// A's prompt again: restored from the file, not prefilled (B is
+	// spilled in turn).
+	if got := ask(t, s, ts.URL, storyA+" She", 8, true, expectCached(s, storyA+" She")); got < nA-1 {
+		t.Fatalf("the spilled prompt was not restored: %d cached tokens, want at least %d", got, nA-1)
+	}
+	fams := scrape(t, ts.URL)
+	if v := value(t, fams, "headinfer_kv_snapshots_total", "op", "save", "result", "ok"); v != 2 {
+		t.Errorf("%v spills, want 2", v)
+	}
+	if v := value(t, fams, "headinfer_kv_snapshots_total", "op", "restore", "result", "ok"); v != 1 {
+		t.Errorf("%v restores, want 1", v)
+	}
+
+	// Damaged spills are refused and the prompt prefilled in full.
+	spills, _ = filepath.Glob(filepath.Join(dir, "prefix-*.hikv"))
+	for _, f := range spills {
+		if err := os.Truncate(f, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ask(t, s, ts.URL, storyA+" She", 8, false, expectCached(s, storyA+" She")) // in the session; spilled whole
+	ask(t, s, ts.URL, storyB+" He", 8, false, 0)                               // B's file is damaged: prefilled
+	fams = scrape(t, ts.URL)
+	if v := value(t, fams, "headinfer_kv_snapshots_total", "op", "restore", "result", "error"); v != 1 {
+		t.Errorf("%v failed restores, want 1", v)
+	}
+
+	// A second server on the directory finds the good spill (A + " She",
+	// saved after the files were damaged) and passes over the damaged A;
+	// the damaged B was removed when its restore failed.
+	s2, ts2 := testServer(t, Options{KVCacheDir: dir}, engine.Options{})
+	if n := len(s2.model.Load().prefix.spilled); n != 1 {
+		t.Errorf("the second server indexed %d spills, want 1", n)
+	}
+	if got := ask(t, s2, ts2.URL, storyA+" She", 8, false, expectCached(s2, storyA+" She")); got < nA {
+		t.Errorf("after a restart: %d cached tokens, want at least %d", got, nA)
+	}
+}
+
+// slotCall posts to the slots route and returns the status and the
+// decoded body.
+func slotCall(t *testing.T, url, id, action, filename string) (int, map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]string{"filename": filename})
+	resp, err := http.Post(url+"/slots/"+id+"?action="+action, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("slots answer %q: %v", raw, err)
+	}
+	return resp.StatusCode, out
+}
+
+// TestSlots saves the session's KV through the slots route, restores it
+// after another request, and checks the refusals: names outside the
+// directory, other slots and actions, damaged and missing files, and a
+// server without --kv-cache-dir.
+func TestSlots(t *testing.T) {
+	dir := t.TempDir()
+	s, ts := testServer(t, Options{KVCacheDir: dir}, engine.Options{})
+	ask(t, s, ts.URL, storyA, 10, false, 0)
+	held := slices.Clone(s.model.Load().se.Tokens())
+
+	for _, name := range []string{"", ".", "..", "../x.bin", "/etc/passwd", "a/b.bin", `a\b.bin`, "x\x00.bin", "prefix-0123.hikv"} {
+		for _, action := range []string{"save", "restore"} {
+			status, body := slotCall(t, ts.URL, "0", action, name)
+			if e, _ := body["error"].(map[string]any); status != 400 || e["code"] != "invalid_filename" {
+				t.Errorf("%s %q: %d %v, want 400 invalid_filename", action, name, status, body)
+			}
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("refused names left files: %v", entries)
+	}
+	if status, _ := slotCall(t, ts.URL, "1", "save", "a.bin"); status != 400 {
+		t.Errorf("slot 1: status %d, want 400", status)
+	}
+	if status, _ := slotCall(t, ts.URL, "0", "erase", "a.bin"); status != 400 {
+		t.Errorf("action erase: status %d, want 400", status)
+	}
+
+	status, body := slotCall(t, ts.URL, "0", "save", "story.bin")
+	if status != 200 || body["n_saved"] != float64(len(held)) || body["n_written"].(float64) <= 0 || body["filename"] != "story.bin" {
+		t.Fatalf("save: %d %v, want %d tokens saved", status, body, len(held))
+	}
+	ask(t, s, ts.URL, storyB, 10, false, 1)
+	status, body = slotCall(t, ts.URL, "0", "restore", "story.bin")
+	if status != 200 || body["n_restored"] != float64(len(held)) {
+		t.Fatalf("restore: %d %v", status, body)
+	}
+	if !slices.Equal(s.model.Load().se.Tokens(), held) {
+		t.Fatal("the restored session holds other tokens than were saved")
+	}
+	nA := len(s.model.Load().tok.Encode(storyA, true))
+	ask(t, s, ts.URL, storyA, 10, false, nA-1)
+
+	if err := os.WriteFile(filepath.Join(dir, "bad.bin"), []byte("HIKVSNAP and then nothing useful"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := slotCall(t, ts.URL, "0", "restore", "bad.bin"); status != 400 {
+		t.Errorf("damaged file: %d %v, want 400", status, body)
+	}
+	if n := len(s.model.Load().se.Tokens()); n != 0 {
+		t.Errorf("the failed restore left %d tokens in the session", n)
+	}
+	ask(t, s, ts.URL, storyA, 10, false, expectCached(s, storyA)) // from the spill of A
+	if status, _ := slotCall(t, ts.URL, "0", "restore", "missing.bin"); status != 404 {
+		t.Errorf("missing file: status %d, want 404", status)
+	}
+
+	plain := New(Options{ModelPath: "stories260K.gguf", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ps := httptest.NewServer(plain.Handler())
+	defer ps.Close()
+	if status, _ := slotCall(t, ps.URL, "0", "save", "a.bin"); status != 501 {
+		t.Errorf("without --kv-cache-dir: status %d, want 501", status)
+	}
+}

@@ -1,0 +1,114 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"headinfer/engine/snapshot"
+)
+
+// slotRequest is the body of POST /slots/{id}?action=save|restore, as
+// llama-server takes it.
+type slotRequest struct {
+	Filename string `json:"filename"`
+}
+
+// slotResult is its answer, as llama-server gives it.
+type slotResult struct {
+	IDSlot    int                `json:"id_slot"`
+	Filename  string             `json:"filename"`
+	NSaved    *int               `json:"n_saved,omitempty"`
+	NWritten  *int64             `json:"n_written,omitempty"`
+	NRestored *int               `json:"n_restored,omitempty"`
+	NRead     *int64             `json:"n_read,omitempty"`
+	Timings   map[string]float64 `json:"timings"`
+}
+
+// slots saves the session's KV to a file of --kv-cache-dir, or restores
+// it from one. The server runs one sequence: its slot id is 0.
+func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
+	if s.opt.KVCacheDir == "" {
+		writeError(w, &apiError{Status: http.StatusNotImplemented, Type: "invalid_request_error", Code: "not_supported",
+			Message: "slot save and restore need the server to run with --kv-cache-dir DIR"})
+		return
+	}
+	l := s.model.Load()
+	if l == nil {
+		writeError(w, loading())
+		return
+	}
+	if id := r.PathValue("id"); id != "0" {
+		writeError(w, badRequest("id_slot", "invalid_slot", "invalid slot id %q: this server has one slot, 0", id))
+		return
+	}
+	action := r.URL.Query().Get("action")
+	if action != "save" && action != "restore" {
+		writeError(w, badRequest("action", "invalid_action", "action must be save or restore, got %q", action))
+		return
+	}
+	var req slotRequest
+	if e := decodeJSON(w, r, s.opt.MaxBodyBytes, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	if e := slotFile(req.Filename); e != nil {
+		writeError(w, e)
+		return
+	}
+	path := filepath.Join(s.opt.KVCacheDir, req.Filename)
+
+	info := infoOf(r)
+	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
+	defer cancel()
+	if !s.acquire(ctx, w, info) {
+		return
+	}
+	defer s.queue.release()
+
+	t0 := time.Now()
+	res := slotResult{Filename: req.Filename}
+	ms := func() float64 { return float64(time.Since(t0).Microseconds()) / 1e3 }
+	if action == "save" {
+		n := len(l.se.Tokens())
+		err := snapshot.SaveFile(path, l.se, l.prefix.id, n)
+		s.metrics.snapshot("save", err)
+		if err != nil {
+			writeError(w, internalError(err))
+			return
+		}
+		res.NSaved, res.NWritten = &n, fileSize(path)
+		res.Timings = map[string]float64{"save_ms": ms()}
+		writeJSON(w, http.StatusOK, res)
+		return
+	}
+	n, err := snapshot.LoadFile(path, l.se, l.prefix.id)
+	s.metrics.snapshot("restore", err)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "file_not_found",
+			Message: fmt.Sprintf("no file %q in --kv-cache-dir", req.Filename)})
+		return
+	case err != nil:
+		// The session is empty now: the next request prefills in full.
+		writeError(w, badRequest("filename", "invalid_snapshot", "cannot restore %q: %v", req.Filename, err))
+		return
+	}
+	res.NRestored, res.NRead = &n, fileSize(path)
+	res.Timings = map[string]float64{"restore_ms": ms()}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func fileSize(path string) *int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	n := st.Size()
+	return &n
+}
