@@ -136,34 +136,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
 	defer cancel()
 	j.admitted = time.Now()
-	if !s.acquire(ctx, w, info) {
+	l, release, ok := s.hold(ctx, w, info, l)
+	if !ok {
 		return
 	}
-	afterRelease := func() {}
-	defer func() {
-		s.queue.release()
-		afterRelease()
-	}()
+	defer release()
 	s.metrics.queueWait.Observe(time.Since(j.admitted).Seconds())
 	defer func() { s.metrics.requestDuration.Observe(time.Since(j.admitted).Seconds()) }()
-	if f := s.failed.Load(); f != nil {
-		// The device failed while this request waited.
-		writeError(w, unavailable(f))
-		return
-	}
-	if cur := s.model.Load(); cur != l {
-		if cur == nil {
-			writeError(w, loading())
-			return
-		}
-		l = cur // reloaded from the same file while this request waited
-	}
-	defer func() {
-		// Also when the request ended for another reason first.
-		if err := l.failure(); err != nil {
-			afterRelease = s.deviceFailed(l, err)
-		}
-	}()
 	a := answer{id: info.id, created: time.Now().Unix(), model: s.name, chat: j.chat}
 	if j.stream {
 		s.stream(ctx, w, info, l, j, a)
@@ -182,21 +161,47 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	writeJSON(w, http.StatusOK, a.whole(string(text), o, len(j.prompt)))
 }
 
-// acquire waits for the session and says whether the caller holds it
-// (and must release it); if not, it has answered the request.
-func (s *Server) acquire(ctx context.Context, w http.ResponseWriter, info *reqInfo) bool {
-	err := s.queue.acquire(ctx)
-	switch {
-	case err == nil:
-		return true
+// hold waits for the session on behalf of a request that found l loaded
+// and checks that the model can still serve: it returns the model to use
+// (l, or the one reloaded while the request waited) and release, to call
+// when done, which hands the session on and, if the device failed
+// meanwhile, starts handling that. When ok is false it has answered the
+// request.
+func (s *Server) hold(ctx context.Context, w http.ResponseWriter, info *reqInfo, l *loaded) (_ *loaded, release func(), ok bool) {
+	switch err := s.queue.acquire(ctx); {
 	case err == errQueueFull:
 		writeError(w, queueFull(s.opt.MaxQueue))
+		return nil, nil, false
 	case err == errClosed:
 		writeError(w, shuttingDown())
-	default:
+		return nil, nil, false
+	case err != nil:
 		s.fail(w, info, err)
+		return nil, nil, false
 	}
-	return false
+	if f := s.failed.Load(); f != nil {
+		// The device failed while this request waited.
+		s.queue.release()
+		writeError(w, unavailable(f))
+		return nil, nil, false
+	}
+	if cur := s.model.Load(); cur != l {
+		if cur == nil {
+			s.queue.release()
+			writeError(w, loading())
+			return nil, nil, false
+		}
+		l = cur // reloaded from the same file while this request waited
+	}
+	return l, func() {
+		// Also when the request ended for another reason first.
+		afterRelease := func() {}
+		if err := l.failure(); err != nil {
+			afterRelease = s.deviceFailed(l, err)
+		}
+		s.queue.release()
+		afterRelease()
+	}, true
 }
 
 // stream answers j as server-sent events, one per piece of text.

@@ -49,7 +49,8 @@ const (
 
 // newPrefixCache returns the prefix cache of a session; with a directory
 // it creates it if need be and indexes the sequences spilled there by an
-// earlier run of this model (others' files are left alone).
+// earlier run of this model, the maxSpills most recent (older ones are
+// removed; other models' files are left alone).
 func newPrefixCache(dir string, m *engine.Model, se *engine.Session, log *slog.Logger, mt *metrics) (*prefixCache, error) {
 	pc := &prefixCache{dir: dir, log: log, metrics: mt}
 	if dir == "" {
@@ -81,8 +82,11 @@ func newPrefixCache(dir string, m *engine.Model, se *engine.Session, log *slog.L
 		all = append(all, found{spill{filepath.Base(f), tokens}, st.ModTime()})
 	}
 	slices.SortFunc(all, func(a, b found) int { return a.at.Compare(b.at) })
-	for _, f := range all[max(0, len(all)-maxSpills):] {
+	for i, f := range all {
 		pc.spilled = append(pc.spilled, &spill{f.name, f.tokens})
+		if i < len(all)-maxSpills {
+			pc.forget(len(pc.spilled)-1, true) // beyond the limit: the oldest go
+		}
 	}
 	if len(pc.spilled) > 0 {
 		log.Info("indexed spilled KV sequences", "dir", dir, "count", len(pc.spilled))

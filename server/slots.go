@@ -66,10 +66,11 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 	info := infoOf(r)
 	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
 	defer cancel()
-	if !s.acquire(ctx, w, info) {
+	l, release, ok := s.hold(ctx, w, info, l)
+	if !ok {
 		return
 	}
-	defer s.queue.release()
+	defer release()
 
 	t0 := time.Now()
 	res := slotResult{Filename: req.Filename}
