@@ -81,6 +81,19 @@ static void win_messages_stop(VkInstance inst) {
 	win_messenger = VK_NULL_HANDLE;
 }
 
+// glfw's, linked from the glfw package: called here rather than through
+// its Go wrapper, which hands the surface back as the address of a
+// variable that is gone when it returns.
+typedef struct GLFWwindow GLFWwindow;
+VkResult glfwCreateWindowSurface(VkInstance instance, GLFWwindow *window, const VkAllocationCallbacks *allocator, VkSurfaceKHR *surface);
+
+static VkResult win_create_surface(VkInstance inst, void *window, uint64_t *surface) {
+	VkSurfaceKHR s = VK_NULL_HANDLE;
+	VkResult r = glfwCreateWindowSurface(inst, (GLFWwindow *)window, NULL, &s);
+	*surface = (uint64_t)s;
+	return r;
+}
+
 // win_messages_drain returns the collected records (to be freed by the
 // caller) and how many were dropped, and empties the store.
 static char *win_messages_drain(unsigned long *dropped) {
@@ -122,6 +135,17 @@ func startMessages(inst vk.Instance) error {
 }
 
 func stopMessages(inst vk.Instance) { C.win_messages_stop(C.VkInstance(unsafe.Pointer(inst))) }
+
+// createSurface creates the Vulkan surface of w on inst.
+func createSurface(inst vk.Instance, w *glfw.Window) (vk.Surface, error) {
+	var s C.uint64_t
+	if r := C.win_create_surface(C.VkInstance(unsafe.Pointer(inst)), w.Handle(), &s); r != C.VK_SUCCESS {
+		return vk.NullSurface, fmt.Errorf("window: no Vulkan surface for the window (VkResult %d)", int(r))
+	}
+	// A non-dispatchable handle is 64 bits, whatever type wraps it.
+	u := uint64(s)
+	return *(*vk.Surface)(unsafe.Pointer(&u)), nil
+}
 
 // validationMessages returns the messages collected so far and forgets
 // them.

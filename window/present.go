@@ -131,11 +131,11 @@ func newPresenter(w *glfw.Window, validate bool) (p *presenter, err error) {
 			return nil, err
 		}
 	}
-	s, err := w.CreateWindowSurface(p.inst, nil)
+	surf, err := createSurface(p.inst, w)
 	if err != nil {
-		return nil, fmt.Errorf("window: no Vulkan surface for the window: %w", err)
+		return nil, err
 	}
-	p.surf = vk.SurfaceFromPointer(s)
+	p.surf = surf
 	return p, nil
 }
 
