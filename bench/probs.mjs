@@ -63,9 +63,16 @@ async function main(args) {
     try {
         for (const model of models) {
             const logits = path.join(tmp, "logits.f32");
-            const run = JSON.parse(execFileSync(headinfer, ["generate", "-m", model, "-p", opts.prompt, "-n", opts.steps,
-                "--temp", "0", "-c", opts.ctx, "--json", "--logits-out", logits],
-                {encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 64 << 20}));
+            let run;
+            try {
+                run = JSON.parse(execFileSync(headinfer, ["generate", "-m", model, "-p", opts.prompt, "-n", opts.steps,
+                    "--temp", "0", "-c", opts.ctx, "--json", "--logits-out", logits],
+                    {encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 << 20}));
+            } catch (e) {
+                results.push({model: path.basename(model), backend: "-", error: `headinfer failed: ${String(e.stderr ?? e.message).trim()}`});
+                print(results.at(-1), opts.json);
+                continue;
+            }
             const runFile = path.join(tmp, "run.json");
             fs.writeFileSync(runFile, JSON.stringify({prompt_ids: run.prompt_ids, ids: run.ids}));
             for (const backend of opts.backends.split(",")) {
@@ -74,7 +81,7 @@ async function main(args) {
                 const line = c.stdout.split("\n").find((l) => l.startsWith("RESULT "));
                 if (c.status !== 0 || !line) {
                     const err = (c.stderr + c.stdout).trim().split("\n").slice(-8).join("\n");
-                    results.push({model: path.basename(model), backend, error: err || `exit status ${c.status}`});
+                    results.push({model: path.basename(model), backend, error: `llama.cpp failed: ${err || `exit status ${c.status}`}`});
                     print(results.at(-1), opts.json);
                     continue;
                 }
@@ -102,7 +109,7 @@ function print(r, json) {
     }
     console.log(`\n== ${r.model}, llama.cpp ${r.backend}${r.device ? ` (${r.device})` : ""}`);
     if (r.error) {
-        console.log(`llama.cpp failed:\n${r.error}`);
+        console.log(r.error);
         return;
     }
     console.log(`prompt ids ${JSON.stringify(r.promptIds)}`);
