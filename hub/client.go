@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -109,7 +110,7 @@ func (c *Client) httpClient(direct bool) (*http.Client, error) {
 		t.ResponseHeaderTimeout = time.Minute
 		base = t
 	}
-	hc := &http.Client{Transport: &authTransport{base: base, host: u.Host, token: c.Token}}
+	hc := &http.Client{Transport: &authTransport{base: base, scheme: u.Scheme, host: u.Host, token: c.Token}}
 	hc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if len(via) >= 10 {
 			return errors.New("more than 10 redirects")
@@ -126,15 +127,18 @@ func (c *Client) httpClient(direct bool) (*http.Client, error) {
 // to no other: the client copies a request's headers onto redirects, so
 // the token is added here, per request, rather than set on the first.
 type authTransport struct {
-	base  http.RoundTripper
-	host  string
-	token string
+	base   http.RoundTripper
+	scheme string
+	host   string
+	token  string
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
 	req.Header.Del("Authorization")
-	if t.token != "" && req.URL.Host == t.host {
+	// The scheme too: a redirect to http on the same host must not carry
+	// the token in the clear.
+	if t.token != "" && req.URL.Host == t.host && req.URL.Scheme == t.scheme {
 		req.Header.Set("Authorization", "Bearer "+t.token)
 	}
 	req.Header.Set("User-Agent", "headinfer")
@@ -199,7 +203,9 @@ func (c *Client) Files(ctx context.Context, repo string) ([]File, error) {
 			return nil, fmt.Errorf("listing %s: the endpoint's answer is not a file list: %w", repo, err)
 		}
 		for _, e := range entries {
-			if e.Type != "file" {
+			// The listing names where a file is written: an entry that
+			// could leave the repository's directory is not a file of it.
+			if e.Type != "file" || !localPath(e.Path) {
 				continue
 			}
 			f := File{Path: e.Path, Size: e.Size}
@@ -250,6 +256,12 @@ func statusError(resp *http.Response, repo, file string, haveToken bool, ep *url
 		return fmt.Errorf("%w: no repository %s on %s%s", ErrNotFound, repo, ep.Host, detail)
 	}
 	return fmt.Errorf("%s: the endpoint answered %s%s", what, resp.Status, detail)
+}
+
+// localPath reports whether p, a slash-separated path from a listing,
+// stays inside the directory it is joined to.
+func localPath(p string) bool {
+	return p != "" && !strings.Contains(p, "\\") && path.Clean(p) == p && filepath.IsLocal(filepath.FromSlash(p))
 }
 
 // path is where a repository's file lives locally.

@@ -389,3 +389,38 @@ func TestDiskError(t *testing.T) {
 		t.Errorf("EIO became %v", err)
 	}
 }
+
+// TestPullListingEscape: a listing that names a file outside the
+// repository (a hostile or broken endpoint) must not make pull write there.
+func TestPullListingEscape(t *testing.T) {
+	h := newFakeHub(t)
+	h.add("acme/Evil-GGUF", false, map[string][]byte{
+		"../../../evil-Q4_K_M.gguf": content(1, 10), "a/../evil-Q8_0.gguf": content(2, 10),
+	})
+	c := h.client("")
+	for _, q := range []string{"Q4_K_M", "Q8_0"} {
+		_, err := c.Pull(context.Background(), Ref{Repo: "acme/Evil-GGUF", Quant: q})
+		if !errors.Is(err, ErrNoMatch) {
+			t.Errorf("%s: got %v, want ErrNoMatch", q, err)
+		}
+	}
+	parent := filepath.Dir(c.Dir)
+	filepath.WalkDir(parent, func(p string, _ os.DirEntry, _ error) error {
+		if strings.Contains(filepath.Base(p), "evil") {
+			t.Errorf("pull wrote %s", p)
+		}
+		return nil
+	})
+}
+
+func TestLocalPath(t *testing.T) {
+	for p, want := range map[string]bool{
+		"Tiny-Q4_K_M.gguf": true, "sub/dir/x.gguf": true,
+		"": false, "../x.gguf": false, "a/../x.gguf": false, "/abs.gguf": false,
+		"a//x.gguf": false, "./x.gguf": false, `a\..\x.gguf`: false,
+	} {
+		if got := localPath(p); got != want {
+			t.Errorf("localPath(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
