@@ -250,8 +250,12 @@ func TestSlots(t *testing.T) {
 		t.Errorf("the failed restore left %d tokens in the session", n)
 	}
 	ask(t, s, ts.URL, storyA, 10, false, expectCached(s, storyA)) // from the spill of A
+	before := slices.Clone(s.model.Load().se.Tokens())
 	if status, _ := slotCall(t, ts.URL, "0", "restore", "missing.bin"); status != 404 {
 		t.Errorf("missing file: status %d, want 404", status)
+	}
+	if after := s.model.Load().se.Tokens(); len(before) == 0 || !slices.Equal(after, before) {
+		t.Errorf("restoring a missing file changed the session: %d tokens before, %d after", len(before), len(after))
 	}
 
 	plain := New(Options{ModelPath: "stories260K.gguf", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

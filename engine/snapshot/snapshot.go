@@ -417,7 +417,8 @@ func ReadTokens(path string, se *engine.Session, id [32]byte) ([]int32, error) {
 }
 
 // LoadFile loads the whole snapshot at path into se and returns the
-// number of positions it held. On error se is left empty.
+// number of positions it held. On error se is left empty, except when
+// the file cannot be opened: then se keeps what it held.
 func LoadFile(path string, se *engine.Session, id [32]byte) (int, error) {
 	n := 0
 	err := open(path, se, id, func(sr *Reader) bool {
@@ -428,15 +429,18 @@ func LoadFile(path string, se *engine.Session, id [32]byte) (int, error) {
 }
 
 // open reads the snapshot at path and imports it into se when use,
-// shown its header and tokens, says so. se is left empty unless the
-// import succeeds. Errors name the file.
+// shown its header and tokens, says so. A file that cannot be opened
+// leaves se as it was; otherwise se is left empty unless the import
+// succeeds. Errors name the file.
 func open(path string, se *engine.Session, id [32]byte, use func(*Reader) bool) error {
-	se.Reset()
+	// A file that cannot be opened costs the session nothing: it keeps the
+	// KV it holds.
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	se.Reset()
 	sr, err := NewReader(bufio.NewReaderSize(f, 1<<20), se, id)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
