@@ -295,7 +295,8 @@ func (c *Commands) Free() {
 	}
 	if c.wait() != nil {
 		// Still pending on a failed device: destroying it now could
-		// crash the driver, so Close frees it once the device is idle.
+		// crash the driver. It stays allocated; Close frees it if the
+		// device drains, else leaves the device allocated.
 		return
 	}
 	untrack(c.d, &c.d.cmds, c)

@@ -57,6 +57,14 @@ func (d *Device) Fail(err error) error {
 	return f
 }
 
+// Hang is Fail for a wait of the caller's own that gave up on submitted
+// work: the device also counts as hung, so that later waits for its work
+// (freeing commands, Close) only check instead of waiting it out.
+func (d *Device) Hang(err error) error {
+	d.hung.Store(true)
+	return d.Fail(err)
+}
+
 // Failed is the error that made the device fail, or nil while it works.
 func (d *Device) Failed() error {
 	if f := d.failed.Load(); f != nil {

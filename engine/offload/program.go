@@ -380,7 +380,7 @@ func (p *Program) RunUntil(k *Clock, length int, deadline time.Time) (RunStats, 
 	}
 	if err := k.attended.Wait(done, timeout); err != nil {
 		if errors.Is(err, vk.ErrTimeout) {
-			return RunStats{}, p.d.Fail(fmt.Errorf("offload: a step did not finish in time, the device seems hung: %w", err))
+			return RunStats{}, p.d.Hang(fmt.Errorf("offload: a step did not finish in time, the device seems hung: %w", err))
 		}
 		return RunStats{}, err
 	}

@@ -330,6 +330,20 @@ func TestProgramRunDeadline(t *testing.T) {
 	if !errors.Is(err, vk.ErrDeviceFailed) || !strings.Contains(err.Error(), "hung") {
 		t.Errorf("a step past its deadline: %v, want a hung device", err)
 	}
+	// The device counts as hung: a wait for its queue only checks instead
+	// of waiting out the default wait (an hour), so that the cleanup after
+	// a timed-out step cannot hang.
+	idle := make(chan error, 1)
+	go func() { idle <- d.Compute().Idle() }()
+	select {
+	case err := <-idle:
+		if err == nil {
+			t.Error("the queue reports idle while the gate holds it")
+		}
+	case <-time.After(time.Minute):
+		gate.Signal(1)
+		t.Fatal("a wait on the hung device's queue had not returned after a minute")
+	}
 	if err := gate.Signal(1); err != nil {
 		t.Fatal(err)
 	}
