@@ -176,7 +176,10 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 		}
 		part := ids[i:min(i+se.s.chunk, len(ids))]
 		last := i+len(part) == len(ids)
-		paused += se.m.opt.Monitor.hold()
+		paused += se.pause()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		tc := time.Now()
 		if err := se.step(part, withLogits && last); err != nil {
 			return err
@@ -196,7 +199,7 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 	if len(se.tokens)+1 > se.s.ctx {
 		return fmt.Errorf("context is full (%d positions): pass a larger --ctx-size", se.s.ctx)
 	}
-	se.m.opt.Monitor.hold()
+	se.pause()
 	t0 := time.Now()
 	subs, disp := se.s.submissions, se.s.dispatches
 	if err := se.step([]int32{id}, withLogits); err != nil {
@@ -208,6 +211,16 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 	se.stats.Decode += time.Since(t0)
 	se.observe(EventDecode, 1, t0)
 	return nil
+}
+
+// pause holds while the monitor's view is paused. The time paused does
+// not count against the step's deadline: the device is not late.
+func (se *Session) pause() time.Duration {
+	d := se.m.opt.Monitor.hold()
+	if d > 0 && !se.s.deadline.IsZero() {
+		se.s.deadline = se.s.deadline.Add(d)
+	}
+	return d
 }
 
 func (se *Session) step(ids []int32, withLogits bool) error {

@@ -23,7 +23,6 @@ import (
 // becomes one id rather than the pieces of its spelling.
 type specialIndex struct {
 	byFirst [256][]specialToken // candidates by first byte, longest first
-	longest int                 // length of the longest text
 }
 
 type specialToken struct {
@@ -39,7 +38,6 @@ func newSpecialIndex(tokens []string, keep func(id int32) bool) specialIndex {
 			continue
 		}
 		x.byFirst[s[0]] = append(x.byFirst[s[0]], specialToken{s, int32(i)})
-		x.longest = max(x.longest, len(s))
 	}
 	for i := range x.byFirst {
 		// Longest first so "<|end|>" does not cut "<|endoftext|>" short;
