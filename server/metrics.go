@@ -83,7 +83,7 @@ func newMetrics(state queueState) *metrics {
 		prometheus.ExponentialBuckets(0.01, 2, 14))
 	m.sequencesRunning = f.gauge("headinfer_sequences_running", "Sequences being generated.")
 	m.batchSize = f.gauge("headinfer_batch_size", "Sequences decoded together in the last decode step (1 while the server runs one sequence at a time).")
-	m.prefixHits = f.counter("headinfer_prefix_cache_hits_total", "Requests whose prompt began with tokens whose KV was kept, and reused it.")
+	m.prefixHits = f.counter("headinfer_prefix_cache_hits_total", "Requests whose prompt began with tokens whose KV was kept, and reused it (a shared BOS token alone counts).")
 	m.prefixCachedTokens = f.counter("headinfer_prefix_cache_cached_tokens_total", "Prompt tokens whose KV was reused instead of prefilled.")
 	m.snapshots = f.counterVec("headinfer_kv_snapshots_total", "KV snapshots written to or read from --kv-cache-dir, by operation (save, restore) and result (ok, error).", "op", "result")
 
