@@ -34,7 +34,7 @@ func benchContextCommand() *cli.Command {
 			&cli.IntFlag{Name: "layers", Usage: "synthetic model: transformer blocks", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "vocab", Usage: "synthetic model: vocabulary size", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "ffn", Usage: "synthetic model: feed-forward size", DefaultText: "the preset's"},
-			&cli.StringFlag{Name: "type", Value: "q8_0", Usage: "synthetic model: weight type"},
+			&cli.StringFlag{Name: "type", Value: "q8_0", Usage: "synthetic model: weight type, or a mixture (q4_k_m, q5_k_m) as in synth --type"},
 			&cli.StringFlag{Name: "ctx", Value: "4096,16384", Usage: "context lengths, comma-separated (K = ×1024)"},
 			&cli.StringFlag{Name: "offload", Value: "none,head", Usage: "offload modes to compare, comma-separated: auto, none, head"},
 			chunkFlag(),
@@ -176,11 +176,11 @@ func benchModelPath(c *cli.Context) (string, func(), error) {
 			*dst = c.Int(flag)
 		}
 	}
-	t, err := parseType(c.String("type"))
+	t, mix, err := engine.ParseSynthType(c.String("type"))
 	if err != nil {
 		return "", none, err
 	}
-	s.Type, s.Seed = t, 1
+	s.Type, s.Mix, s.Seed = t, mix, 1
 	dir, err := os.MkdirTemp("", "headinfer-bench")
 	if err != nil {
 		return "", none, err
