@@ -171,12 +171,10 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 	var paused time.Duration // not prefill time
 	chunks := (len(ids) + se.s.chunk - 1) / se.s.chunk
 	for i, k := 0, 1; i < len(ids); i, k = i+se.s.chunk, k+1 {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
 		part := ids[i:min(i+se.s.chunk, len(ids))]
 		last := i+len(part) == len(ids)
 		paused += se.pause()
+		// After the pause: the caller may have given up while it held.
 		if err := ctx.Err(); err != nil {
 			return err
 		}
