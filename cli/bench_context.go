@@ -23,7 +23,7 @@ func benchContextCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "context",
 		Usage: "prefill and decode speed, device and host memory against context length, per KV offload mode",
-		UsageText: "headinfer bench context (-m MODEL | --synth PRESET [--layers N]) --ctx 4096,32768 --offload none,head [--prefill N] [--csv F] [--md F] [--plot F.png]\n\n" +
+		UsageText: "headinfer bench context (-m MODEL | --synth PRESET [--layers N]) --ctx 4096,32768 --offload none,head [--decode-attn gpu,cpu] [--prefill N] [--csv F] [--md F] [--plot F.png]\n\n" +
 			"For every context length and offload mode it loads the model with that --ctx-size, fills the context\n" +
 			"and decodes --decode tokens at its end. With --prefill N only the last N prompt tokens are really\n" +
 			"prefilled (timed); the positions before them get made-up keys and values (a real prefill's cost grows\n" +
@@ -37,6 +37,7 @@ func benchContextCommand() *cli.Command {
 			&cli.StringFlag{Name: "type", Value: "q8_0", Usage: "synthetic model: weight type, or a mixture (q4_k_m, q5_k_m) as in synth --type"},
 			&cli.StringFlag{Name: "ctx", Value: "4096,16384", Usage: "context lengths, comma-separated (K = ×1024)"},
 			&cli.StringFlag{Name: "offload", Value: "none,head", Usage: "offload modes to compare, comma-separated: auto, none, head"},
+			&cli.StringFlag{Name: "decode-attn", Value: engine.DecodeAttnAuto, Usage: "decode attention placements of streamed heads to compare, comma-separated: auto, gpu, cpu (a mode that streams nothing runs once)"},
 			chunkFlag(),
 			&cli.IntFlag{Name: "prefill", Usage: "prompt tokens really prefilled at the end of the context (0 = all)"},
 			&cli.IntFlag{Name: "decode", Value: 16, Usage: "tokens decoded after the prompt"},
@@ -56,6 +57,7 @@ func benchContextCommand() *cli.Command {
 type contextResult struct {
 	Ctx             int
 	Offload         string
+	DecodeAttn      string // the plan's placement (gpu or cpu)
 	Resident        int
 	Streamed        int
 	Filled          int // positions given made-up KV
@@ -77,7 +79,9 @@ type contextResult struct {
 	DispatchPerToken float64
 	CommandsPerToken float64
 	RecordSeconds    float64
-	H2DPerPrefillTok uint64 // prefill: bytes copied to the device per token
+	HostWaitsPerTok  float64 // decode: host waits for the device per token
+	CPUAttnSeconds   float64 // decode: time of the CPU's attention, all tokens
+	H2DPerPrefillTok uint64  // prefill: bytes copied to the device per token
 	Pipelined        bool
 	Err              string
 }
@@ -95,6 +99,14 @@ func benchContext(c *cli.Context) error {
 		if m != engine.OffloadAuto && m != engine.OffloadNone && m != engine.OffloadHead {
 			return fmt.Errorf("--offload: mode %q is not auto, none or head", m)
 		}
+	}
+	var attns []string
+	for _, a := range strings.Split(c.String("decode-attn"), ",") {
+		m, err := parseDecodeAttn(a)
+		if err != nil {
+			return err
+		}
+		attns = append(attns, m)
 	}
 	if c.Int("decode") <= 0 || c.Int("prefill") < 0 {
 		return fmt.Errorf("--decode must be positive, --prefill ≥ 0")
@@ -119,19 +131,27 @@ func benchContext(c *cli.Context) error {
 		}
 	}
 	var results []contextResult
-	bar := progress.New(barFile(c), int64(len(ctxs)*len(modes)), progress.Options{Unit: "runs"})
+	bar := progress.New(barFile(c), int64(len(ctxs)*len(modes)*len(attns)), progress.Options{Unit: "runs"})
+	done := 0
 	for _, n := range ctxs {
 		for _, mode := range modes {
-			opt := base
-			opt.CtxSize, opt.Offload = n, mode
-			run := fmt.Sprintf("ctx %d, offload %s", n, mode)
-			bar.Describe(run)
-			opt.Progress = func(p engine.Progress) { bar.Describe(run + ": " + workText(p)) }
-			r := runContext(path, opt, c.Int("prefill"), c.Int("decode"))
-			bar.Clear()
-			fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", run, r.summary())
-			results = append(results, r)
-			bar.Set(int64(len(results)))
+			for i, attn := range attns {
+				if mode == engine.OffloadNone && i > 0 {
+					done++ // nothing streams: the placement changes nothing
+					continue
+				}
+				opt := base
+				opt.CtxSize, opt.Offload, opt.DecodeAttn = n, mode, attn
+				run := fmt.Sprintf("ctx %d, offload %s, decode attention %s", n, mode, attn)
+				bar.Describe(run)
+				opt.Progress = func(p engine.Progress) { bar.Describe(run + ": " + workText(p)) }
+				r := runContext(path, opt, c.Int("prefill"), c.Int("decode"))
+				bar.Clear()
+				fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", run, r.summary())
+				results = append(results, r)
+				done++
+				bar.Set(int64(done))
+			}
 		}
 	}
 	bar.Finish()
@@ -197,13 +217,14 @@ func benchModelPath(c *cli.Context) (string, func(), error) {
 // runContext measures one context length and mode; a failure is reported
 // in the row.
 func runContext(path string, opt engine.Options, prefill, decode int) contextResult {
-	r := contextResult{Ctx: opt.CtxSize, Offload: opt.Offload}
+	r := contextResult{Ctx: opt.CtxSize, Offload: opt.Offload, DecodeAttn: opt.DecodeAttn}
 	fail := func(err error) contextResult { r.Err = err.Error(); return r }
 	m, err := engine.Load(path, opt)
 	if err != nil {
 		return fail(err)
 	}
 	defer m.Close()
+	r.DecodeAttn = m.Plan().DecodeAttn
 	se, err := m.NewSession()
 	if err != nil {
 		return fail(err)
@@ -262,6 +283,8 @@ func runContext(path string, opt engine.Options, prefill, decode int) contextRes
 	r.SubmitsPerToken = float64(dec.Submissions) / float64(decode)
 	r.DispatchPerToken = float64(dec.Dispatches) / float64(decode)
 	r.CommandsPerToken = float64(dec.Commands) / float64(decode)
+	r.HostWaitsPerTok = float64(dec.HostWaits) / float64(decode)
+	r.CPUAttnSeconds = dec.CPUAttention.Seconds()
 	r.Pipelined = os.Getenv(engine.PipelineEnv) == "1"
 	mem := se.Memory()
 	r.Resident, r.Streamed = mem.ResidentSlots, mem.StreamedSlots
@@ -280,17 +303,18 @@ func (r contextResult) summary() string {
 // contextMarkdown is the results as a Markdown table.
 func contextMarkdown(rs []contextResult) string {
 	var b strings.Builder
-	b.WriteString("| context | offload | resident/streamed slots | filled | prefill tokens | prefill s | prefill tok/s | decode tok/s | device peak | device KV peak | host KV | H2D per decode token | D2H per decode token | copy wait prefill / decode s | submissions / dispatches / command buffers per decode token | decode step recorded in |\n")
-	b.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| context | offload | decode attn | resident/streamed slots | filled | prefill tokens | prefill s | prefill tok/s | decode tok/s | device peak | device KV peak | host KV | H2D per decode token | D2H per decode token | copy wait prefill / decode s | submissions / dispatches / command buffers / host waits per decode token | CPU attention s | decode step recorded in |\n")
+	b.WriteString("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rs {
 		if r.Err != "" {
-			fmt.Fprintf(&b, "| %d | %s | %s |||||||||||||\n", r.Ctx, r.Offload, strings.ReplaceAll(r.Err, "|", "/"))
+			fmt.Fprintf(&b, "| %d | %s | %s | %s ||||||||||||||\n", r.Ctx, r.Offload, r.DecodeAttn, strings.ReplaceAll(r.Err, "|", "/"))
 			continue
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d/%d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f | %.0f / %.0f / %.0f | %.0f ms |\n",
-			r.Ctx, r.Offload, r.Resident, r.Streamed, r.Filled, r.PrefillTokens, r.PrefillSeconds, r.prefillRate(), r.decodeRate(),
+		fmt.Fprintf(&b, "| %d | %s | %s | %d/%d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f | %.0f / %.0f / %.0f / %.0f | %.2f | %.0f ms |\n",
+			r.Ctx, r.Offload, r.DecodeAttn, r.Resident, r.Streamed, r.Filled, r.PrefillTokens, r.PrefillSeconds, r.prefillRate(), r.decodeRate(),
 			bytesize.Format(r.DevicePeak), bytesize.Format(r.DeviceKVPeak), bytesize.Format(r.HostKV), bytesize.Format(r.H2DPerToken), bytesize.Format(r.D2HPerToken),
-			r.PrefillCopyWait, r.DecodeCopyWait, r.SubmitsPerToken, r.DispatchPerToken, r.CommandsPerToken, 1000*r.RecordSeconds)
+			r.PrefillCopyWait, r.DecodeCopyWait, r.SubmitsPerToken, r.DispatchPerToken, r.CommandsPerToken, r.HostWaitsPerTok,
+			r.CPUAttnSeconds, 1000*r.RecordSeconds)
 	}
 	return b.String()
 }
@@ -298,20 +322,20 @@ func contextMarkdown(rs []contextResult) string {
 // contextCSV writes the results as CSV, bytes and seconds unformatted.
 func contextCSV(w io.Writer, rs []contextResult) error {
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"ctx", "offload", "resident_slots", "streamed_slots", "filled", "prefill_tokens", "prefill_s", "prefill_tok_s",
+	cw.Write([]string{"ctx", "offload", "decode_attn", "resident_slots", "streamed_slots", "filled", "prefill_tokens", "prefill_s", "prefill_tok_s",
 		"decode_tokens", "decode_s", "decode_tok_s", "device_bytes_peak", "device_kv_bytes_peak", "host_kv_bytes",
 		"h2d_bytes_per_decode_token", "d2h_bytes_per_decode_token", "prefill_copy_wait_s", "decode_copy_wait_s",
 		"submissions_per_decode_token", "dispatches_per_decode_token", "command_buffers_per_decode_token", "decode_record_s",
-		"h2d_bytes_per_prefill_token", "pipelined", "error"})
+		"h2d_bytes_per_prefill_token", "pipelined", "host_waits_per_decode_token", "decode_cpu_attention_s", "error"})
 	for _, r := range rs {
 		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 		f := func(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
-		cw.Write([]string{strconv.Itoa(r.Ctx), r.Offload, strconv.Itoa(r.Resident), strconv.Itoa(r.Streamed), strconv.Itoa(r.Filled),
+		cw.Write([]string{strconv.Itoa(r.Ctx), r.Offload, r.DecodeAttn, strconv.Itoa(r.Resident), strconv.Itoa(r.Streamed), strconv.Itoa(r.Filled),
 			strconv.Itoa(r.PrefillTokens), f(r.PrefillSeconds), f(r.prefillRate()),
 			strconv.Itoa(r.DecodeTokens), f(r.DecodeSeconds), f(r.decodeRate()), u(r.DevicePeak), u(r.DeviceKVPeak), u(r.HostKV),
 			u(r.H2DPerToken), u(r.D2HPerToken), f(r.PrefillCopyWait), f(r.DecodeCopyWait),
 			f(r.SubmitsPerToken), f(r.DispatchPerToken), f(r.CommandsPerToken), f(r.RecordSeconds),
-			u(r.H2DPerPrefillTok), strconv.FormatBool(r.Pipelined), r.Err})
+			u(r.H2DPerPrefillTok), strconv.FormatBool(r.Pipelined), f(r.HostWaitsPerTok), f(r.CPUAttnSeconds), r.Err})
 	}
 	cw.Flush()
 	return cw.Error()

@@ -10,6 +10,15 @@ import (
 	"strings"
 )
 
+// series names a result's line in the plot: its offload mode, and where
+// decode attended streamed heads when something streams.
+func (r contextResult) series() string {
+	if r.Streamed == 0 || r.DecodeAttn == "" {
+		return "offload " + r.Offload
+	}
+	return "offload " + r.Offload + ", attn " + r.DecodeAttn
+}
+
 // plotContext draws the context benchmark as a PNG: device memory (peak,
 // and the KV cache's part) on the left, prefill and decode speed on the
 // right, both against the context length on a log axis, one colour per
@@ -28,9 +37,9 @@ func plotContext(w io.Writer, rs []contextResult) error {
 	modes := []string{}
 	seen := map[string]bool{}
 	for _, r := range ok {
-		if !seen[r.Offload] {
-			seen[r.Offload] = true
-			modes = append(modes, r.Offload)
+		if !seen[r.series()] {
+			seen[r.series()] = true
+			modes = append(modes, r.series())
 		}
 	}
 	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
@@ -45,7 +54,7 @@ func plotContext(w io.Writer, rs []contextResult) error {
 		pre = plotSeries{panel: &speed, col: col}
 		dec = plotSeries{panel: &speed, col: col, dashed: true}
 		for _, r := range ok {
-			if r.Offload != m {
+			if r.series() != m {
 				continue
 			}
 			x := float64(r.Ctx)
@@ -72,10 +81,10 @@ func plotContext(w io.Writer, rs []contextResult) error {
 		s.draw(cv)
 	}
 	for i, m := range modes {
-		x := 90 + 260*i
+		x := 90 + 330*i
 		col := plotColors[i%len(plotColors)]
 		cv.rect(x, 520, x+30, 524, col)
-		cv.text(x+40, 515, "OFFLOAD "+m, 2, black)
+		cv.text(x+40, 515, m, 2, black)
 	}
 	return png.Encode(w, cv.img)
 }

@@ -150,6 +150,9 @@ type generateResult struct {
 	Finish    string        `json:"finish_reason"`
 	Timings   timings       `json:"timings"`
 	Memory    engine.Memory `json:"memory"`
+	// DecodeAttn is where decode attended the streamed KV heads (gpu or
+	// cpu; engine.Plan.DecodeAttn).
+	DecodeAttn string `json:"decode_attn"`
 }
 
 type timings struct {
@@ -165,10 +168,13 @@ type timings struct {
 	D2HBytes   uint64  `json:"d2h_bytes"`
 	CopyWaitMS float64 `json:"copy_wait_ms"`
 	// Work handed to the device: kernel dispatches, command buffers
-	// submitted, and host waits (one per forward pass).
-	Dispatches  int `json:"dispatches"`
-	Submissions int `json:"submissions"`
-	HostWaits   int `json:"host_waits"`
+	// submitted, and host waits (one per forward pass, and one per layer
+	// more in a decode step whose streamed heads attend on the CPU, which
+	// took CPUAttentionMS).
+	Dispatches     int     `json:"dispatches"`
+	Submissions    int     `json:"submissions"`
+	HostWaits      int     `json:"host_waits"`
+	CPUAttentionMS float64 `json:"cpu_attention_ms"`
 	// Per decode step: vkQueueSubmit calls and kernel dispatches (they
 	// do not grow with the context); command buffers submitted over all
 	// steps; steps recorded and the time that took.
@@ -300,12 +306,14 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 				PrefillTokens: st.PrefillTokens, CachedTokens: cached, PrefillMS: ms(st.Prefill.Seconds()),
 				DecodeTokens: st.DecodeTokens, DecodeMS: ms(st.Decode.Seconds()),
 				H2DBytes: st.H2DBytes, D2HBytes: st.D2HBytes, CopyWaitMS: ms(st.CopyWait.Seconds()),
-				Dispatches: st.Dispatches, Submissions: st.Submissions, HostWaits: st.Steps,
+				Dispatches: st.Dispatches, Submissions: st.Submissions, HostWaits: st.HostWaits,
+				CPUAttentionMS:           ms(st.CPUAttention.Seconds()),
 				SubmissionsPerDecodeStep: perStep(st.DecodeSubmissions, st.DecodeTokens),
 				DispatchesPerDecodeStep:  perStep(st.DecodeDispatches, st.DecodeTokens),
 				CommandBuffers:           st.Commands, Recordings: st.Recordings, RecordMS: ms(st.RecordTime.Seconds()),
 			},
-			Memory: se.Memory(),
+			Memory:     se.Memory(),
+			DecodeAttn: m.Plan().DecodeAttn,
 		})
 	}
 	w.WriteString(tail + "\n")

@@ -18,7 +18,24 @@ func offloadFlags() []cli.Flag {
 		&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget for weights, activations and KV, e.g. 512MiB or 6GiB (default: what the device reports, less 10%)"},
 		&cli.StringFlag{Name: "offload", Value: engine.OffloadAuto, Usage: "KV placement: auto (stream the KV heads that do not fit), none (all on the device, or fail), head (stream every head)"},
 		&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy (a multiple of 256)"},
+		decodeAttnFlag(),
 	}
+}
+
+// decodeAttnFlag is --decode-attn: where decode steps attend the streamed
+// KV heads.
+func decodeAttnFlag() cli.Flag {
+	return &cli.StringFlag{Name: "decode-attn", Value: engine.DecodeAttnAuto,
+		Usage: "decode attention of streamed KV heads: gpu (copy their KV to the device), cpu (attend on the CPU where the KV lives), auto (the faster by measured rates; headinfer plan says which)"}
+}
+
+// parseDecodeAttn checks a --decode-attn value.
+func parseDecodeAttn(s string) (string, error) {
+	switch m := strings.ToLower(strings.TrimSpace(s)); m {
+	case engine.DecodeAttnAuto, engine.DecodeAttnGPU, engine.DecodeAttnCPU:
+		return m, nil
+	}
+	return "", fmt.Errorf("--decode-attn %q: use auto, gpu or cpu", s)
 }
 
 // offloadOptions reads the offload flags into opt.
@@ -44,7 +61,9 @@ func offloadOptions(c *cli.Context, opt *engine.Options) error {
 		return fmt.Errorf("--stream-block %d: must be a positive multiple of 256", sb)
 	}
 	opt.StreamBlock = sb
-	return nil
+	var err error
+	opt.DecodeAttn, err = parseDecodeAttn(c.String("decode-attn"))
+	return err
 }
 
 // parseSize reads a byte count such as 1536, 512MiB, 6GiB, 6G or 1.5GB.
@@ -55,7 +74,7 @@ func planCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "plan",
 		Usage: "show where a model's memory would go: weights, activations, streaming buffers, resident and streamed KV heads",
-		UsageText: "headinfer plan -m MODEL [-c CTX] [--gpu-mem SIZE] [--offload auto|none|head] [--chunk N] [--kv-type f16|f32] [--stream-block N] [--device D] [--json]\n\n" +
+		UsageText: "headinfer plan -m MODEL [-c CTX] [--gpu-mem SIZE] [--offload auto|none|head] [--chunk N] [--kv-type f16|f32] [--stream-block N] [--decode-attn auto|gpu|cpu] [--device D] [--json]\n\n" +
 			"Reads the model's metadata and the device's properties only; nothing is loaded.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {

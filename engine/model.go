@@ -32,6 +32,9 @@ type Options struct {
 	// StreamBlock is the positions per streamed KV block, a multiple of
 	// 256 (0 = DefaultStreamBlock).
 	StreamBlock int
+	// DecodeAttn is where decode steps compute the streamed heads'
+	// attention: DecodeAttnAuto (""), DecodeAttnGPU or DecodeAttnCPU.
+	DecodeAttn string
 
 	// dev, when set, is used instead of opening a device (tests share one).
 	dev *vk.Device
@@ -134,7 +137,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 	}()
 	// Planned before the upload, so that a model that cannot fit fails
 	// at once, saying how much it needs.
-	rates := func() (Rates, error) { return measureRates(m.dev) }
+	rates := func() (Rates, error) { return measureRates(m.dev, c, kvType) }
 	if m.plan, err = newPlan(f, c, opt, kvType, m.dev.Info(), rates); err != nil {
 		return nil, err
 	}

@@ -18,6 +18,14 @@ const (
 	OffloadHead = "head" // stream every slot (for testing and measuring)
 )
 
+// Decode attention placements (Options.DecodeAttn): where a decode step
+// computes the attention of the streamed heads.
+const (
+	DecodeAttnAuto = "auto" // the faster of the two by the measured rates
+	DecodeAttnGPU  = "gpu"  // copy their KV blocks to the device and attend there
+	DecodeAttnCPU  = "cpu"  // attend on the CPU over the host store, where the KV lives
+)
+
 // DefaultStreamBlock is the number of KV positions a streamed slot moves
 // per copy: large enough that a copy's fixed costs (a submission, a
 // semaphore) are small against its bytes, small enough that the double
@@ -55,6 +63,12 @@ type Plan struct {
 	ChunkAuto bool   `json:"chunk_auto"`          // the chunk was chosen by the planner (--chunk auto)
 	ChunkWhy  string `json:"chunk_why,omitempty"` // why that chunk
 	Rates     Rates  `json:"rates"`               // the measured rates it was chosen with (zero: not measured)
+
+	// DecodeAttn is where decode steps attend the streamed heads
+	// (DecodeAttnGPU or DecodeAttnCPU; gpu when nothing streams), and
+	// DecodeAttnWhy why.
+	DecodeAttn    string `json:"decode_attn"`
+	DecodeAttnWhy string `json:"decode_attn_why"`
 }
 
 // DeviceBytes is the device-local memory the plan places.
@@ -94,6 +108,9 @@ func (p Plan) String() string {
 	}
 	if p.Resident > 0 && p.Streamed > 0 {
 		fmt.Fprintf(&b, "resident KV heads per layer: %v\n", p.ResidentHeads)
+	}
+	if p.DecodeAttn != "" {
+		fmt.Fprintf(&b, "decode attention of streamed heads: %s (%s)\n", p.DecodeAttn, p.DecodeAttnWhy)
 	}
 	return b.String()
 }
@@ -336,13 +353,22 @@ func deviceBudget(info vk.DeviceInfo, gpuMem uint64) (uint64, string) {
 
 // newPlan plans for file f with options opt (CtxSize and Chunk resolved)
 // on a device described by info.
-// rates, when not nil, measures the device's rates for an automatic chunk;
-// it is called only when the plan streams KV.
+// rates, when not nil, measures the device's rates for an automatic chunk
+// and an automatic decode attention placement; it is called only when the
+// plan streams KV and one of them is automatic.
 func newPlan(f *gguf.File, c Config, opt Options, kvType gguf.Type, info vk.DeviceInfo, rates func() (Rates, error)) (Plan, error) {
 	budget, from := deviceBudget(info, opt.GPUMem)
 	sb := opt.StreamBlock
 	if sb == 0 {
 		sb = DefaultStreamBlock
+	}
+	mode := strings.ToLower(opt.DecodeAttn)
+	switch mode {
+	case "":
+		mode = DecodeAttnAuto
+	case DecodeAttnAuto, DecodeAttnGPU, DecodeAttnCPU:
+	default:
+		return Plan{}, fmt.Errorf("decode attention %q is not one of auto, gpu, cpu", opt.DecodeAttn)
 	}
 	in := planInput{
 		c: c, ctx: opt.CtxSize, chunk: opt.Chunk, kvType: kvType, mode: opt.Offload,
@@ -350,13 +376,55 @@ func newPlan(f *gguf.File, c Config, opt Options, kvType gguf.Type, info vk.Devi
 		weights: weightBytes(f), bindLimit: info.MaxStorageBufferRange,
 	}
 	p, err := makePlan(in)
-	if err != nil || !p.ChunkAuto || p.Streamed == 0 || rates == nil {
+	if err != nil {
 		return p, err
 	}
-	if in.rates, err = rates(); err != nil {
-		return Plan{}, err
+	if p.Streamed > 0 && (p.ChunkAuto || mode == DecodeAttnAuto) && rates != nil {
+		if in.rates, err = rates(); err != nil {
+			return Plan{}, err
+		}
+		if p.ChunkAuto {
+			if p, err = makePlan(in); err != nil {
+				return p, err
+			}
+		}
+		p.Rates = in.rates
 	}
-	return makePlan(in)
+	p.DecodeAttn, p.DecodeAttnWhy = decodeAttnChoice(mode, p, in.rates, info.TransferQueue)
+	return p, nil
+}
+
+// decodeAttnChoice places the decode attention of the streamed heads. A
+// decode step over S positions reads every streamed head's S rows of K
+// and V once, wherever it attends them: on the device it copies them
+// over the link and then attends them (one after the other on a device
+// without a transfer queue, overlapped with one), on the CPU it reads
+// them where they lie. Auto picks the placement that moves those bytes
+// faster by the measured rates.
+func decodeAttnChoice(mode string, p Plan, r Rates, transferQueue bool) (string, string) {
+	switch {
+	case p.Streamed == 0:
+		return DecodeAttnGPU, "nothing is streamed: every KV head is on the device"
+	case mode == DecodeAttnGPU:
+		return DecodeAttnGPU, "--decode-attn gpu: streamed blocks are copied to the device and attended there"
+	case mode == DecodeAttnCPU:
+		return DecodeAttnCPU, "--decode-attn cpu: the CPU attends the streamed heads over the host store"
+	case r.CopyBps <= 0 || r.DeviceAttnBps <= 0 || r.CPUAttnBps <= 0:
+		return DecodeAttnGPU, "the rates were not measured"
+	}
+	gpu := 1/r.CopyBps + 1/r.DeviceAttnBps
+	how := "one queue copies and attends in turn"
+	if transferQueue {
+		gpu = max(1/r.CopyBps, 1/r.DeviceAttnBps)
+		how = "copies overlap attention on a transfer queue"
+	}
+	cpu := 1 / r.CPUAttnBps
+	why := fmt.Sprintf("streamed KV crosses the link at %.2f GB/s and the device attends it at %.2f GB/s (%s: %.2f GB/s); the CPU attends it in host memory at %.2f GB/s",
+		r.CopyBps/1e9, r.DeviceAttnBps/1e9, how, 1/gpu/1e9, r.CPUAttnBps/1e9)
+	if cpu < gpu {
+		return DecodeAttnCPU, why
+	}
+	return DecodeAttnGPU, why
 }
 
 // PlanModel plans the memory of a model without loading it: it reads the
@@ -392,7 +460,7 @@ func PlanModel(path string, opt Options) (Plan, error) {
 			return Rates{}, err
 		}
 		defer d.Close()
-		return measureRates(d)
+		return measureRates(d, c, kvType)
 	}
 	return newPlan(f, c, opt, kvType, devs[i], rates)
 }

@@ -74,6 +74,12 @@ type Stats struct {
 	// position) and RecordTime is the time they took.
 	Recordings int
 	RecordTime time.Duration
+	// HostWaits counts the host's waits for the device: one per step,
+	// and in decode steps that attend streamed heads on the CPU one more
+	// per layer. CPUAttention is the time those layers' CPU attention
+	// took.
+	HostWaits    int
+	CPUAttention time.Duration
 
 	// Streamed KV traffic: bytes copied from the host store to the
 	// device and written from the device to the host store.
@@ -103,6 +109,8 @@ func (s Stats) Sub(earlier Stats) Stats {
 		DecodeDispatches:  s.DecodeDispatches - earlier.DecodeDispatches,
 		Recordings:        s.Recordings - earlier.Recordings,
 		RecordTime:        s.RecordTime - earlier.RecordTime,
+		HostWaits:         s.HostWaits - earlier.HostWaits,
+		CPUAttention:      s.CPUAttention - earlier.CPUAttention,
 		H2DBytes:          s.H2DBytes - earlier.H2DBytes,
 		D2HBytes:          s.D2HBytes - earlier.D2HBytes,
 		CopyWait:          s.CopyWait - earlier.CopyWait,
@@ -261,6 +269,7 @@ func (se *Session) Stats() Stats {
 		st.H2DBytes, st.D2HBytes, st.CopyWait = se.s.h2d, se.s.d2h, se.s.copyWait
 		st.Dispatches, st.Submissions, st.Commands = se.s.dispatches, se.s.submissions, se.s.commands
 		st.Recordings, st.RecordTime = se.s.recordings, se.s.recordTime
+		st.HostWaits, st.CPUAttention = se.s.hostWaits, se.s.hostTasks
 	}
 	return st
 }

@@ -41,7 +41,8 @@ type state struct {
 	freqs                     *vk.Buffer // rope inverse frequencies
 	parts, acc                *vk.Buffer // attention partials and accumulator
 	kv                        kvCache
-	pipelined                 bool // streamed blocks as separate segments ordered by semaphores
+	pipelined                 bool                  // streamed blocks as separate segments ordered by semaphores
+	cpuAttn                   *offload.CPUAttention // decode attention of the streamed heads, when the plan puts it on the CPU
 
 	bufs  []*vk.Buffer
 	progs map[stepShape]*recorded
@@ -59,6 +60,8 @@ type state struct {
 	commands    int
 	recordings  int
 	recordTime  time.Duration
+	hostWaits   int
+	hostTasks   time.Duration
 }
 
 // kvCache is the HeadInfer core as the forward pass sees it (implemented
@@ -129,7 +132,12 @@ func newState(m *Model) (s *state, err error) {
 	copy(s.freqs.Bytes(), f32Bytes(m.freqs))
 	lay := offload.Layout{Geometry: kvGeometry(c, m.plan, m.kvType), Heads: c.Heads,
 		ResidentHeads: m.plan.ResidentHeads, StreamBlock: m.plan.StreamBlock}
-	kc, err := offload.NewCache(d, lay, offload.Kernels{Store: m.ops.kvStore, Attn: m.ops.attn},
+	ops := offload.Kernels{Store: m.ops.kvStore, Attn: m.ops.attn}
+	if m.plan.DecodeAttn == DecodeAttnCPU {
+		s.cpuAttn = offload.NewCPUAttention(0)
+		ops.CPU = s.cpuAttn
+	}
+	kc, err := offload.NewCache(d, lay, ops,
 		offload.Scratch{Parts: s.parts, Acc: s.acc, PartsCap: a.partsCap})
 	if err != nil {
 		return nil, err
@@ -193,6 +201,8 @@ func (s *state) run(ids []int32, start int, withLogits bool) error {
 	s.submissions += st.Submissions
 	s.commands += st.Commands
 	s.copyWait += st.CopyWait
+	s.hostWaits += st.HostWaits
+	s.hostTasks += st.HostTasks
 	return nil
 }
 
@@ -277,6 +287,9 @@ func (s *state) free() {
 	s.clock = nil
 	if s.kv != nil {
 		s.kv.Free()
+	}
+	if s.cpuAttn != nil {
+		s.cpuAttn.Close()
 	}
 	for _, b := range s.bufs {
 		if b != nil {

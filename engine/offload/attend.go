@@ -35,14 +35,53 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 	if st.N < 1 {
 		return fmt.Errorf("offload: attention of %d tokens", st.N)
 	}
+	if st.N == 1 && kc.cpu != nil && kc.res[l].heads < lay.KVHeads {
+		return kc.attendCPU(p, l, st)
+	}
+	if err := kc.attendResident(p, l, st); err != nil {
+		return err
+	}
+	if kc.res[l].heads == lay.KVHeads {
+		return nil
+	}
+	// A context whose rows fit a streaming buffer several times over
+	// moves several heads per block: fewer copies, same blocks.
+	for h := kc.res[l].heads; h < lay.KVHeads; {
+		heads := 1
+		if 2*lay.Ctx <= lay.StreamBlock {
+			heads = min(lay.StreamBlock/lay.Ctx, lay.KVHeads-h)
+		}
+		if err := kc.attendStreamed(p, l, h, heads, st); err != nil {
+			return err
+		}
+		h += heads
+	}
+	// The host slots are written after the layer's last streamed block
+	// was copied: the copies read the rows this overwrites (stale ones,
+	// which the attention replaced with the new rows).
+	c, err := p.Compute()
+	if err != nil {
+		return err
+	}
+	c.Barrier()
+	p.D2H += uint64(2*st.N*(lay.KVHeads-kc.res[l].heads)) * lay.RowBytes()
+	return kc.storeHost(c, l, st.K, st.V, st.Pos, st.N)
+}
+
+// attendResident records the attention of layer l's resident heads: each
+// group of KV heads folds its batches of blocks into the accumulator in
+// order before the next group reuses it.
+func (kc *Cache) attendResident(p *Program, l int, st Step) error {
+	lay := kc.lay
+	if len(kc.res[l].split) == 0 {
+		return nil
+	}
 	blocks := kernel.Blocks(lay.Ctx, AttnBlock)
 	a, group := kc.ops.Attn, lay.Group()
 	c, err := p.Compute()
 	if err != nil {
 		return err
 	}
-	// Each group of KV heads folds its batches of blocks into the
-	// accumulator in order before the next group reuses it.
 	for _, g := range kc.res[l].split {
 		for b0 := 0; b0 < blocks; b0 += kc.scratch.PartsCap {
 			nb := min(kc.scratch.PartsCap, blocks-b0)
@@ -68,30 +107,7 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 			c.Barrier()
 		}
 	}
-	if kc.res[l].heads == lay.KVHeads {
-		return nil
-	}
-	// A context whose rows fit a streaming buffer several times over
-	// moves several heads per block: fewer copies, same blocks.
-	for h := kc.res[l].heads; h < lay.KVHeads; {
-		heads := 1
-		if 2*lay.Ctx <= lay.StreamBlock {
-			heads = min(lay.StreamBlock/lay.Ctx, lay.KVHeads-h)
-		}
-		if err := kc.attendStreamed(p, l, h, heads, st); err != nil {
-			return err
-		}
-		h += heads
-	}
-	// The host slots are written after the layer's last streamed block
-	// was copied: the copies read the rows this overwrites (stale ones,
-	// which the attention replaced with the new rows).
-	if c, err = p.Compute(); err != nil {
-		return err
-	}
-	c.Barrier()
-	p.D2H += uint64(2*st.N*(lay.KVHeads-kc.res[l].heads)) * lay.RowBytes()
-	return kc.storeHost(c, l, st.K, st.V, st.Pos, st.N)
+	return nil
 }
 
 // attendStreamed records the attention of streamed KV heads h …

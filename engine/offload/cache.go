@@ -26,10 +26,13 @@ type Layout struct {
 func (g Layout) Group() int { return g.Heads / g.KVHeads }
 
 // Kernels are the kernels the cache records: the KV store (new rows into
-// slots) and attention (partials and their merge).
+// slots) and attention (partials and their merge), and, when set, the CPU
+// attention that decode steps use for the streamed heads instead of
+// copying their KV to the device.
 type Kernels struct {
 	Store *kernel.KVStore
 	Attn  *kernel.Attention
+	CPU   *CPUAttention // nil: decode attention on the device
 }
 
 // Scratch is the attention's device scratch, sized with the activations:
@@ -57,6 +60,7 @@ type Cache struct {
 	host     *Store // nil when nothing is streamed
 	stream   [2]streamBuf
 	hostBind int // rows of a host slot one KV store dispatch may bind
+	cpu      *cpuDecode
 
 	deviceBytes uint64 // resident slots and streaming buffers
 }
@@ -135,6 +139,11 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		return nil, err
 	}
 	kc.hostBind = int(min(uint64(lay.Ctx), limit/lay.RowBytes()))
+	if ops.CPU != nil {
+		if kc.cpu, err = newCPUDecode(d, lay, ops.CPU); err != nil {
+			return nil, err
+		}
+	}
 	blockBytes := uint64(lay.StreamBlock) * lay.RowBytes()
 	for i := range kc.stream {
 		b := &kc.stream[i]
@@ -302,4 +311,8 @@ func (kc *Cache) Free() {
 		b.v.Free()
 	}
 	kc.stream = [2]streamBuf{}
+	if kc.cpu != nil {
+		kc.cpu.free()
+		kc.cpu = nil
+	}
 }

@@ -43,6 +43,16 @@ import (
 // compute segment: its copies between barriers, then its attention. Run
 // submits the segments it keeps as one batch. The copies and kernels are
 // the same in both forms.
+//
+// A program that streams nothing may instead hand work to the host in the
+// middle of a step (Host, Join: decode attention on the CPU over the host
+// KV store). Run then submits the step in rounds, one vkQueueSubmit each:
+// round i ends its first batch with a signal of attended = base + i + 1,
+// for which the host waits while the device goes on with the round's
+// second batch; the host runs task i, then submits round i+1, whose
+// segments read what the task wrote. The device never waits for the host
+// (no host-signalled semaphore): the host's writes happen before the
+// vkQueueSubmit that makes them visible.
 type Program struct {
 	d         *vk.Device
 	timed     bool
@@ -53,6 +63,10 @@ type Program struct {
 	lastFrom  int        // the from of the block streamed last
 	ended     bool
 	err       error // End's error, which Run repeats
+
+	tasks    []func(length int) error // host tasks, in order (Host)
+	open     bool                     // the last task still waits for its Join
+	joinNext bool                     // the next segment starts a round (Join)
 
 	// D2H is the bytes one run moves from device to host, as the
 	// recording code declared them (the new rows, whatever the length).
@@ -66,6 +80,8 @@ type segment struct {
 	block    int    // the block a transfer or block segment fills or attends; −1 otherwise
 	from     int    // the segment runs only when the step's KV length exceeds from
 	h2d      uint64 // bytes its copies move from the host
+	signal   bool   // a host task waits for this segment: it ends its round's first batch
+	join     bool   // the first segment of a round, submitted after a host task
 }
 
 // NewProgram starts recording a step, pipelined over two queues or fused
@@ -100,6 +116,9 @@ func (p *Program) Compute() (*vk.Commands, error) {
 func (p *Program) Stream(from int, fill func(c *vk.Commands), h2d uint64) (int, error) {
 	if from < 0 {
 		return 0, fmt.Errorf("offload: streamed block from position %d", from)
+	}
+	if len(p.tasks) > 0 {
+		return 0, errors.New("offload: a program with host tasks streams no blocks")
 	}
 	j := p.blocks
 	s, err := p.newSegment(p.pipelined, j, from)
@@ -169,9 +188,44 @@ func (p *Program) newSegment(transfer bool, block, from int) (*segment, error) {
 		// including earlier command buffers and submissions.
 		c.Barrier()
 	}
-	s := &segment{c: c, transfer: transfer, block: block, from: from}
+	s := &segment{c: c, transfer: transfer, block: block, from: from, join: p.joinNext}
+	p.joinNext = false
 	p.segs = append(p.segs, s)
 	return s, nil
+}
+
+// Host ends the compute segment open now and records a host task: in a
+// run, once the device has done everything recorded so far, fn runs on
+// the host with the step's KV length, while the device goes on with what
+// is recorded between Host and Join. Everything recorded after Join runs
+// after fn has returned and sees what it wrote to mapped memory. Host and
+// Join alternate; a program with host tasks streams no blocks.
+func (p *Program) Host(fn func(length int) error) error {
+	switch {
+	case p.ended:
+		return errors.New("offload: recording into an ended program")
+	case p.open:
+		return errors.New("offload: a host task before the previous one's Join")
+	case p.blocks > 0:
+		return errors.New("offload: a host task in a program that streams blocks")
+	case p.cur == nil || p.cur.block >= 0 || p.joinNext:
+		return errors.New("offload: a host task with no compute recorded before it")
+	}
+	p.cur.signal = true
+	p.cur = nil
+	p.tasks = append(p.tasks, fn)
+	p.open = true
+	return nil
+}
+
+// Join ends the work that runs beside the last host task: what is
+// recorded next is submitted after the task.
+func (p *Program) Join() error {
+	if !p.open {
+		return errors.New("offload: Join without a host task")
+	}
+	p.open, p.cur, p.joinNext = false, nil, true
+	return nil
 }
 
 // Blocks is the number of streamed blocks recorded (a run at full context
@@ -200,6 +254,9 @@ func (p *Program) end() error {
 	}
 	if last.block >= 0 {
 		return errors.New("offload: program ends with attention")
+	}
+	if p.open || p.joinNext {
+		return errors.New("offload: program ends before its last host task's work")
 	}
 	var err error
 	for _, s := range p.segs {
@@ -262,6 +319,10 @@ type RunStats struct {
 	Dispatches  int    // kernel dispatches run
 	Submissions int    // vkQueueSubmit calls
 	Commands    int    // command buffers submitted
+	HostWaits   int    // waits of the host for the device (host tasks, and the end)
+	// HostTasks is the time the host tasks took (Host), which the device
+	// spent partly on its own work and partly waiting for them.
+	HostTasks time.Duration
 }
 
 // Run submits the segments a step with a KV length of length positions
@@ -284,7 +345,10 @@ func (p *Program) RunUntil(k *Clock, length int, deadline time.Time) (RunStats, 
 	if length < 1 {
 		return RunStats{}, fmt.Errorf("offload: run of a step over %d positions", length)
 	}
-	var st RunStats
+	if len(p.tasks) > 0 {
+		return p.runRounds(k, length, deadline)
+	}
+	st := RunStats{HostWaits: 1}
 	var run []*segment
 	for _, s := range p.segs {
 		if s.from < length {
@@ -385,6 +449,88 @@ func (p *Program) RunUntil(k *Clock, length int, deadline time.Time) (RunStats, 
 		return RunStats{}, err
 	}
 	p.times(&st, run, time.Since(t0))
+	return st, nil
+}
+
+// runRounds runs a program with host tasks: one submission per round,
+// and between rounds a host wait and a task (see Program). If a submission
+// or a task fails, it waits for what was submitted and leaves the clock at
+// the last value that work signals, so that the next run starts from it.
+func (p *Program) runRounds(k *Clock, length int, deadline time.Time) (RunStats, error) {
+	st := RunStats{Commands: len(p.segs)}
+	// Round i's first batch runs up to the segment task i waits for; its
+	// second batch is the work beside the task.
+	type round struct {
+		before, beside []*vk.Commands
+		signalled      bool
+	}
+	rounds := []round{{}}
+	for _, s := range p.segs {
+		if s.join {
+			rounds = append(rounds, round{})
+		}
+		r := &rounds[len(rounds)-1]
+		if r.signalled {
+			r.beside = append(r.beside, s.c)
+		} else {
+			r.before = append(r.before, s.c)
+		}
+		r.signalled = r.signalled || s.signal
+		st.Dispatches += s.c.Dispatches()
+	}
+	timeout := func() time.Duration {
+		if deadline.IsZero() {
+			return -1 // the device's default
+		}
+		return max(time.Until(deadline), 0)
+	}
+	wait := func(v uint64) error {
+		err := k.attended.Wait(v, timeout())
+		if errors.Is(err, vk.ErrTimeout) {
+			return p.d.Hang(fmt.Errorf("offload: a step did not finish in time, the device seems hung: %w", err))
+		}
+		return err
+	}
+	// settle ends a failed run: the submitted work completes (the device
+	// waits for nothing), and the clock goes on from the value it signals.
+	settle := func(last uint64, err error) error {
+		if werr := p.d.Compute().IdleUntil(deadline); werr != nil {
+			return errors.Join(err, fmt.Errorf("offload: after a failed step: %w", werr))
+		}
+		k.attnBase = last
+		return err
+	}
+	t0 := time.Now()
+	ab := k.attnBase
+	for i, r := range rounds {
+		v := ab + uint64(i) + 1
+		bs := []vk.Batch{{Cmds: r.before, Signal: []vk.Sync{{T: k.attended, Value: v}}}}
+		if len(r.beside) > 0 {
+			bs = append(bs, vk.Batch{Cmds: r.beside})
+		}
+		if err := p.d.Compute().SubmitBatch(bs); err != nil {
+			return RunStats{}, settle(v-1, err)
+		}
+		st.Submissions++
+		st.HostWaits++
+		if i == len(rounds)-1 {
+			k.attnBase = v
+			if err := wait(v); err != nil {
+				return RunStats{}, err
+			}
+			break
+		}
+		if err := wait(v); err != nil {
+			return RunStats{}, err
+		}
+		th := time.Now()
+		err := p.tasks[i](length)
+		st.HostTasks += time.Since(th)
+		if err != nil {
+			return RunStats{}, settle(v, err)
+		}
+	}
+	p.times(&st, p.segs, time.Since(t0))
 	return st, nil
 }
 
