@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"headinfer/engine/gguf"
 	"headinfer/engine/sample"
 	"headinfer/vk/vktest"
 )
@@ -103,15 +102,7 @@ func TestGreedyMatchesLlamaCpp(t *testing.T) {
 // float64 reference forward pass.
 func TestLogitsMatchReference(t *testing.T) {
 	path := filepath.Join(modelsDir(t), "stories260K.gguf")
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ref, err := newRefModel(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ref := loadRef(t, path)
 	m := loadModel(t, path, Options{CtxSize: 300, Chunk: 7, KVType: "f32"})
 	se, err := m.NewSession()
 	if err != nil {

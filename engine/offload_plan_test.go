@@ -220,3 +220,41 @@ func TestPlanAutoChunk(t *testing.T) {
 		t.Fatalf("short context: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
 	}
 }
+
+// TestPlanDecodeAttn checks where decode attends the streamed heads: the
+// device when nothing streams or gpu is asked for, the CPU when asked
+// for, and under auto the placement that reads the streamed KV faster by
+// the rates (copy then attend on one queue, the slower of the two with a
+// transfer queue, against the CPU's rate), the device when the rates are
+// unknown.
+func TestPlanDecodeAttn(t *testing.T) {
+	streamed, resident := Plan{Streamed: 3}, Plan{Resident: 16}
+	r := Rates{CopyBps: 10e9, DeviceAttnBps: 10e9, CPUAttnBps: 6e9}
+	for _, tc := range []struct {
+		mode     string
+		p        Plan
+		r        Rates
+		transfer bool
+		want     string
+		why      string
+	}{
+		{DecodeAttnCPU, resident, r, false, DecodeAttnGPU, "nothing is streamed"},
+		{DecodeAttnAuto, resident, r, false, DecodeAttnGPU, "nothing is streamed"},
+		{DecodeAttnGPU, streamed, r, false, DecodeAttnGPU, "--decode-attn gpu"},
+		{DecodeAttnCPU, streamed, r, false, DecodeAttnCPU, "--decode-attn cpu"},
+		{DecodeAttnAuto, streamed, Rates{}, false, DecodeAttnGPU, "not measured"},
+		// One queue: 10 and 10 GB/s in turn make 5 GB/s, below the CPU's 6.
+		{DecodeAttnAuto, streamed, r, false, DecodeAttnCPU, "5.00 GB/s"},
+		// A transfer queue overlaps them: 10 GB/s.
+		{DecodeAttnAuto, streamed, r, true, DecodeAttnGPU, "10.00 GB/s"},
+	} {
+		got, why := decodeAttnChoice(tc.mode, tc.p, tc.r, tc.transfer)
+		if got != tc.want || !strings.Contains(why, tc.why) {
+			t.Errorf("%s with %d streamed, rates %+v, transfer queue %v: %s (%s), want %s (%q)",
+				tc.mode, tc.p.Streamed, tc.r, tc.transfer, got, why, tc.want, tc.why)
+		}
+	}
+	if _, err := newPlan(nil, Config{}, Options{DecodeAttn: "tpu"}, 0, vk.DeviceInfo{}, nil); err == nil || !strings.Contains(err.Error(), "tpu") {
+		t.Errorf("an unknown placement: %v", err)
+	}
+}

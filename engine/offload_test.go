@@ -27,15 +27,9 @@ type offloadRun struct {
 // row read before it is written shows up in the logits.
 func generateAll(t *testing.T, path string, opt Options, prompt []int32, n int) offloadRun {
 	t.Helper()
-	m := loadModel(t, path, opt)
-	se, err := m.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer se.Close()
-	offloadPoison(t, m.dev, se.s.kv)
+	m, se := poisonedSession(t, path, opt)
 	var r offloadRun
-	_, err = se.Generate(context.Background(), prompt, GenerateParams{MaxTokens: n, Logits: func(_ int, l []float32) {
+	_, err := se.Generate(context.Background(), prompt, GenerateParams{MaxTokens: n, Logits: func(_ int, l []float32) {
 		r.logits = append(r.logits, append([]float32(nil), l...))
 	}}, func(id int32) bool {
 		r.ids = append(r.ids, id)
@@ -46,6 +40,20 @@ func generateAll(t *testing.T, path string, opt Options, prompt []int32, n int) 
 	}
 	r.plan, r.mem, r.stats = m.Plan(), se.Memory(), se.Stats()
 	return r
+}
+
+// poisonedSession loads the model at path and opens a session whose KV
+// memory is poisoned (offloadPoison); the test's cleanup closes both.
+func poisonedSession(t *testing.T, path string, opt Options) (*Model, *Session) {
+	t.Helper()
+	m := loadModel(t, path, opt)
+	se, err := m.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(se.Close)
+	offloadPoison(t, m.dev, se.s.kv)
+	return m, se
 }
 
 // offloadPoison fills the resident slots, the host store and the streaming
@@ -93,7 +101,7 @@ func TestOffloadBitIdentical(t *testing.T) {
 				Vocab: 300, Ctx: ctx, RopeBase: 10000, Type: gguf.F16, Seed: 3}
 			path := writeSynth(t, spec)
 			prompt := offloadPrompt(promptLen, spec.Vocab)
-			opt := Options{CtxSize: ctx, Chunk: chunk, KVType: tc.kvType, StreamBlock: tc.streamBlock}
+			opt := Options{CtxSize: ctx, Chunk: chunk, KVType: tc.kvType, StreamBlock: tc.streamBlock, DecodeAttn: DecodeAttnGPU}
 
 			opt.Offload = OffloadNone
 			none := generateAll(t, path, opt, prompt, gen)
@@ -204,7 +212,7 @@ func firstDiff(a, b [][]float32) string {
 // and fully streamed, fused and pipelined.
 func TestOffloadStoriesBitIdentical(t *testing.T) {
 	path := filepath.Join(modelsDir(t), "stories260K.gguf")
-	opt := Options{CtxSize: 512, Chunk: 100, StreamBlock: 256}
+	opt := Options{CtxSize: 512, Chunk: 100, StreamBlock: 256, DecodeAttn: DecodeAttnGPU}
 	m := loadModel(t, path, opt)
 	prompt := m.Tokenizer.Encode("Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine. One day, she saw a big, red ball in the park.", true)
 	opt.Offload = OffloadNone

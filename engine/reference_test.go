@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"testing"
 
 	"headinfer/engine/gguf"
 )
@@ -14,6 +15,21 @@ type refModel struct {
 	w map[string][]float64 // dequantized tensors by GGUF name
 	// KV cache: [layer][position][kvHeads*headDim]
 	k, v [][][]float64
+}
+
+// loadRef reads the model file at path into a reference model.
+func loadRef(t testing.TB, path string) *refModel {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ref, err := newRefModel(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
 }
 
 func newRefModel(f *gguf.File) (*refModel, error) {

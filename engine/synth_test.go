@@ -51,15 +51,7 @@ func TestSyntheticModelsMatchReference(t *testing.T) {
 					spec.Dim, spec.FFN = 256, 512 // whole super-blocks
 				}
 				path := writeSynth(t, spec)
-				f, err := gguf.Open(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				ref, err := newRefModel(f)
-				if err != nil {
-					t.Fatal(err)
-				}
+				ref := loadRef(t, path)
 				m := loadModel(t, path, Options{CtxSize: 300, Chunk: 5, KVType: "f32", separate: separate})
 				se, err := m.NewSession()
 				if err != nil {

@@ -5,19 +5,24 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
 // offloadOutput is the part of `generate --json` that offload adds.
 type offloadOutput struct {
-	PromptIDs []int32 `json:"prompt_ids"`
-	IDs       []int32 `json:"ids"`
-	Timings   struct {
-		DecodeTokens int     `json:"decode_tokens"`
-		H2DBytes     uint64  `json:"h2d_bytes"`
-		D2HBytes     uint64  `json:"d2h_bytes"`
-		CopyWaitMS   float64 `json:"copy_wait_ms"`
+	PromptIDs  []int32 `json:"prompt_ids"`
+	IDs        []int32 `json:"ids"`
+	DecodeAttn string  `json:"decode_attn"`
+	Timings    struct {
+		DecodeTokens   int     `json:"decode_tokens"`
+		H2DBytes       uint64  `json:"h2d_bytes"`
+		D2HBytes       uint64  `json:"d2h_bytes"`
+		CopyWaitMS     float64 `json:"copy_wait_ms"`
+		HostWaits      int     `json:"host_waits"`
+		Submissions    int     `json:"submissions"`
+		CPUAttentionMS float64 `json:"cpu_attention_ms"`
 	} `json:"timings"`
 	Memory struct {
 		DeviceBytesPeak   uint64 `json:"device_bytes_peak"`
@@ -48,7 +53,7 @@ func TestOffloadLogitsIdentical(t *testing.T) {
 	model := filepath.Join(modelsDir(t), "stories260K.gguf")
 	dir := t.TempDir()
 	common := []string{"-m", model, "-p", "Lily and Tom went to the park to play with the big red ball", "-n", "200",
-		"--temp", "0", "-c", "512", "--chunk", "7", "--stream-block", "256"}
+		"--temp", "0", "-c", "512", "--chunk", "7", "--stream-block", "256", "--decode-attn", "gpu"}
 	none := generateJSON(t, append(common, "--offload", "none", "--logits-out", filepath.Join(dir, "none.f32"))...)
 	head := generateJSON(t, append(common, "--offload", "head", "--logits-out", filepath.Join(dir, "head.f32"))...)
 	a, err := os.ReadFile(filepath.Join(dir, "none.f32"))
@@ -80,6 +85,46 @@ func TestOffloadLogitsIdentical(t *testing.T) {
 	positions := uint64(len(head.PromptIDs) + head.Timings.DecodeTokens)
 	if want := positions * 20 * 2 * 8 * 2; head.Timings.D2HBytes != want || head.Timings.H2DBytes < want {
 		t.Errorf("--offload head: %d bytes to the host (want %d), %d to the device", head.Timings.D2HBytes, want, head.Timings.H2DBytes)
+	}
+}
+
+// TestDecodeAttnCPU runs generate with every KV head streamed and decode
+// attention on the CPU: the JSON says so, the decode steps wait for the
+// host once per layer (stories260K has 5) and at the end, copy no KV to
+// the device, and the greedy text is the one the device path gives (the
+// logits differ in the last bits only).
+func TestDecodeAttnCPU(t *testing.T) {
+	model := filepath.Join(modelsDir(t), "stories260K.gguf")
+	common := []string{"-m", model, "-p", "Lily and Tom went to the park", "-n", "30", "--temp", "0", "-c", "512",
+		"--chunk", "64", "--offload", "head"}
+	gpu := generateJSON(t, append(common, "--decode-attn", "gpu")...)
+	cpu := generateJSON(t, append(common, "--decode-attn", "cpu")...)
+	if gpu.DecodeAttn != "gpu" || cpu.DecodeAttn != "cpu" {
+		t.Fatalf("decode_attn: %q and %q", gpu.DecodeAttn, cpu.DecodeAttn)
+	}
+	steps := cpu.Timings.DecodeTokens
+	if steps < 20 || cpu.Timings.HostWaits != 1+6*steps || cpu.Timings.Submissions != cpu.Timings.HostWaits {
+		t.Errorf("%d decode steps: %d host waits, %d submissions; want 1 for the prefill and 6 per step",
+			steps, cpu.Timings.HostWaits, cpu.Timings.Submissions)
+	}
+	if gpu.Timings.HostWaits != 1+gpu.Timings.DecodeTokens || cpu.Timings.CPUAttentionMS <= 0 || gpu.Timings.CPUAttentionMS != 0 {
+		t.Errorf("gpu: %d host waits for %d steps; CPU attention %v ms (cpu) and %v ms (gpu)",
+			gpu.Timings.HostWaits, gpu.Timings.DecodeTokens, cpu.Timings.CPUAttentionMS, gpu.Timings.CPUAttentionMS)
+	}
+	// The prefill copies what it needs; decode copies nothing.
+	if cpu.Timings.H2DBytes >= gpu.Timings.H2DBytes/4 {
+		t.Errorf("copied %d bytes to the device with CPU decode attention, %d without", cpu.Timings.H2DBytes, gpu.Timings.H2DBytes)
+	}
+	if !slices.Equal(gpu.IDs, cpu.IDs) {
+		t.Errorf("greedy ids differ:\n gpu %v\n cpu %v", gpu.IDs, cpu.IDs)
+	}
+	stdout, stderr, err := run(t, "plan", "-m", model, "-c", "4096", "--offload", "head", "--decode-attn", "cpu")
+	if err != nil || !strings.Contains(stdout, "decode attention of streamed heads: cpu") {
+		t.Errorf("plan --decode-attn cpu: %v\n%s%s", err, stdout, stderr)
+	}
+	stdout, stderr, err = run(t, "plan", "-m", model, "-c", "4096", "--offload", "head")
+	if err != nil || !strings.Contains(stdout, "GB/s") {
+		t.Errorf("plan --decode-attn auto does not give the rates it chose by: %v\n%s%s", err, stdout, stderr)
 	}
 }
 
@@ -137,6 +182,7 @@ func TestPlanCommand(t *testing.T) {
 		{[]string{"--gpu-mem", "lots"}, "--gpu-mem"},
 		{[]string{"--offload", "some"}, "--offload"},
 		{[]string{"--stream-block", "100"}, "multiple of 256"},
+		{[]string{"--decode-attn", "tpu"}, "--decode-attn"},
 	} {
 		args := append([]string{"generate", "-m", model, "-p", "Once", "-n", "2", "-c", "4096"}, tc.args...)
 		_, stderr, err := run(t, args...)

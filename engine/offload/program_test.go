@@ -2,10 +2,12 @@ package offload
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,14 +27,7 @@ import (
 func TestProgramStreamsInOrder(t *testing.T) {
 	d := vktest.Device(t)
 	const block = 4096 + 12 // bytes; not a power of two
-	alloc := func(kind vk.MemoryKind, size int, label string) *vk.Buffer {
-		b, err := d.Alloc(kind, uint64(size), label)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Free)
-		return b
-	}
+	alloc := func(kind vk.MemoryKind, size int, label string) *vk.Buffer { return testBuffer(t, d, kind, size, label) }
 	const most = 7
 	host := alloc(vk.Upload, most*block, "host blocks")
 	bufs := [2]*vk.Buffer{alloc(vk.DeviceLocal, block, "stream 0"), alloc(vk.DeviceLocal, block, "stream 1")}
@@ -195,18 +190,7 @@ func TestProgramSubmitFailure(t *testing.T) {
 	if vktest.Device(t).Info().TransferQueue {
 		perRun = 2
 	}
-	d, err := vk.Open(vk.Options{Validation: true, FaultSubmit: perRun + 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := d.Close(); err != nil {
-			t.Errorf("closing the failed device: %v", err)
-		}
-		if msgs := d.ValidationMessages(); len(msgs) > 0 {
-			t.Errorf("validation messages at close:\n%s", strings.Join(msgs, "\n"))
-		}
-	}()
+	d := faultyDevice(t, perRun+1)
 	clock, err := NewClock(d)
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +224,37 @@ func TestProgramSubmitFailure(t *testing.T) {
 	if msgs := d.ValidationMessages(); len(msgs) > 0 {
 		t.Errorf("%d validation messages:\n%s", len(msgs), strings.Join(msgs, "\n"))
 	}
+}
+
+// testBuffer allocates a buffer that the test's cleanup frees.
+func testBuffer(t *testing.T, d *vk.Device, kind vk.MemoryKind, size int, label string) *vk.Buffer {
+	t.Helper()
+	b, err := d.Alloc(kind, uint64(size), label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Free)
+	return b
+}
+
+// faultyDevice opens a device of its own, with the validation layer,
+// whose submission number n fails; at the test's end it closes it and
+// fails on any validation message that closing produced.
+func faultyDevice(t *testing.T, n int) *vk.Device {
+	t.Helper()
+	d, err := vk.Open(vk.Options{Validation: true, FaultSubmit: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("closing the failed device: %v", err)
+		}
+		if msgs := d.ValidationMessages(); len(msgs) > 0 {
+			t.Errorf("validation messages at close:\n%s", strings.Join(msgs, "\n"))
+		}
+	})
+	return d
 }
 
 // recordCopies records a pipelined program on d that streams blocks
@@ -353,5 +368,190 @@ func TestProgramRunDeadline(t *testing.T) {
 		if time.Now().After(limit) {
 			t.Fatal("the released work was not done within a minute")
 		}
+	}
+}
+
+// TestProgramHostTasks runs a program that hands work to the host
+// between rounds: each host task reads a value the device wrote to mapped
+// memory just before it and writes the next, which the device copies on
+// after the task: the chain only comes out right if every wait, signal
+// and submission is in its place. The work recorded beside each task
+// runs too. A failing task ends the run with its error, and the clock
+// stays usable for the next run.
+func TestProgramHostTasks(t *testing.T) {
+	d := vktest.Device(t)
+	const rounds = 3
+	alloc := func(kind vk.MemoryKind, size int, label string) *vk.Buffer { return testBuffer(t, d, kind, size, label) }
+	fromDev := alloc(vk.Readback, 4*rounds, "written by the device")
+	fromHost := alloc(vk.Upload, 4*rounds, "written by the host")
+	beside := alloc(vk.Readback, 4*rounds, "work beside the tasks")
+	out := alloc(vk.Readback, 4, "out")
+	u32 := func(b *vk.Buffer, i int) uint32 { return binary.LittleEndian.Uint32(b.Bytes()[4*i:]) }
+	clock, err := NewClock(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clock.Free()
+
+	var ran []int
+	failAt := -1
+	p := NewProgram(d, true, false)
+	defer p.Free()
+	if err := p.Host(func(int) error { return nil }); err == nil {
+		t.Fatal("a host task with nothing before it: no error")
+	}
+	if err := p.Join(); err == nil {
+		t.Fatal("Join without a host task: no error")
+	}
+	for i := range rounds {
+		c, err := p.Compute()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			c.Fill(fromDev.Range(0, 4), 7)
+		} else {
+			c.Copy(fromDev.Range(uint64(4*i), 4), fromHost.Range(uint64(4*(i-1)), 4))
+		}
+		if err := p.Host(func(length int) error {
+			ran = append(ran, i)
+			if i == failAt {
+				return errors.New("task failed")
+			}
+			binary.LittleEndian.PutUint32(fromHost.Bytes()[4*i:], 3*u32(fromDev, i)+uint32(length))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Host(func(int) error { return nil }); err == nil {
+			t.Fatal("a second host task before Join: no error")
+		}
+		if _, err := p.Stream(0, func(*vk.Commands) {}, 0); err == nil {
+			t.Fatal("a streamed block in a program with host tasks: no error")
+		}
+		if i != 1 { // round 1 has nothing beside its task
+			b, err := p.Compute()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Fill(beside.Range(uint64(4*i), 4), uint32(100+i))
+		}
+		if err := p.Join(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := p.Compute()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Copy(out.All(), fromHost.Range(4*(rounds-1), 4))
+	if err := p.End(); err != nil {
+		t.Fatal(err)
+	}
+
+	for run, length := range []int{5, 1000, 9} {
+		for _, b := range []*vk.Buffer{fromDev, fromHost, beside, out} {
+			for i := range b.Bytes() {
+				b.Bytes()[i] = 0xee
+			}
+		}
+		ran = ran[:0]
+		failAt = -1
+		if run == 1 {
+			failAt = 1
+		}
+		st, err := p.Run(clock, length)
+		if run == 1 {
+			if err == nil || !strings.Contains(err.Error(), "task failed") || !slices.Equal(ran, []int{0, 1}) {
+				t.Fatalf("run with a failing task: error %v, tasks run %v", err, ran)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint32(7)
+		for range rounds {
+			want = 3*want + uint32(length)
+		}
+		if got := u32(out, 0); got != want || !slices.Equal(ran, []int{0, 1, 2}) {
+			t.Fatalf("length %d: out %d, want %d; tasks run %v", length, got, want, ran)
+		}
+		if u32(beside, 0) != 100 || u32(beside, 2) != 102 {
+			t.Fatalf("work beside the tasks: %d, %d", u32(beside, 0), u32(beside, 2))
+		}
+		// Two command buffers in rounds 0 and 2, one in round 1 and the last.
+		if st.Submissions != rounds+1 || st.HostWaits != rounds+1 || st.Commands != 2*rounds {
+			t.Fatalf("%d submissions, %d host waits, %d command buffers; want %d, %d, %d",
+				st.Submissions, st.HostWaits, st.Commands, rounds+1, rounds+1, 2*rounds)
+		}
+	}
+
+	q := NewProgram(d, false, false)
+	defer q.Free()
+	if _, err := q.Compute(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Host(func(int) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.End(); err == nil {
+		t.Fatal("a program ending before its host task's Join: no error")
+	}
+}
+
+// TestProgramHostSubmitFailure fails the second submission of a run with
+// a host task (the round after the task): Run reports the device failure
+// after the first round has completed, so that its command buffers and
+// the clock can be freed without the validation layer objecting.
+func TestProgramHostSubmitFailure(t *testing.T) {
+	if !vktest.Validation() {
+		t.Skip("needs the validation layer to see what Run does wrong")
+	}
+	d := faultyDevice(t, 2)
+	clock, err := NewClock(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, err := d.Alloc(vk.Readback, 4096, "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewProgram(d, false, false)
+	c, err := p.Compute()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Fill(buf.Range(0, 2048), 1)
+	tasks := 0
+	if err := p.Host(func(int) error { tasks++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = p.Compute(); err != nil {
+		t.Fatal(err)
+	}
+	c.Fill(buf.Range(2048, 2048), 2)
+	if err := p.Join(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = p.Compute(); err != nil {
+		t.Fatal(err)
+	}
+	c.Fill(buf.Range(0, 2048), 3)
+	if err := p.End(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Run(clock, 1)
+	if !errors.Is(err, vk.ErrDeviceFailed) || tasks != 1 {
+		t.Fatalf("run whose second submission fails: %v after %d host tasks, want a device failure after 1", err, tasks)
+	}
+	if got := binary.LittleEndian.Uint32(buf.Bytes()[2048:]); got != 2 {
+		t.Errorf("the first round's work beside the task left %d, want 2", got)
+	}
+	p.Free()
+	clock.Free()
+	buf.Free()
+	if msgs := d.ValidationMessages(); len(msgs) > 0 {
+		t.Errorf("%d validation messages:\n%s", len(msgs), strings.Join(msgs, "\n"))
 	}
 }
