@@ -27,7 +27,9 @@ import (
 func TestProgramStreamsInOrder(t *testing.T) {
 	d := vktest.Device(t)
 	const block = 4096 + 12 // bytes; not a power of two
-	alloc := func(kind vk.MemoryKind, size int, label string) *vk.Buffer { return testBuffer(t, d, kind, size, label) }
+	alloc := func(kind vk.MemoryKind, size int, label string) *vk.Buffer {
+		return testBuffer(t, d, kind, size, label)
+	}
 	const most = 7
 	host := alloc(vk.Upload, most*block, "host blocks")
 	bufs := [2]*vk.Buffer{alloc(vk.DeviceLocal, block, "stream 0"), alloc(vk.DeviceLocal, block, "stream 1")}
@@ -381,7 +383,9 @@ func TestProgramRunDeadline(t *testing.T) {
 func TestProgramHostTasks(t *testing.T) {
 	d := vktest.Device(t)
 	const rounds = 3
-	alloc := func(kind vk.MemoryKind, size int, label string) *vk.Buffer { return testBuffer(t, d, kind, size, label) }
+	alloc := func(kind vk.MemoryKind, size int, label string) *vk.Buffer {
+		return testBuffer(t, d, kind, size, label)
+	}
 	fromDev := alloc(vk.Readback, 4*rounds, "written by the device")
 	fromHost := alloc(vk.Upload, 4*rounds, "written by the host")
 	beside := alloc(vk.Readback, 4*rounds, "work beside the tasks")
