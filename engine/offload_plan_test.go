@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -172,8 +173,10 @@ func TestPlanMatchesLoad(t *testing.T) {
 
 // TestPlanAutoChunk checks --chunk auto: the default chunk when the KV
 // cache is resident or the rates are unknown; over streamed KV the
-// compute-bound chunk FLOPS·elem / (2·group·copy rate) rounded up to a
-// block, unless the budget allows less; never more than the context.
+// largest chunk the budget holds, in whole attention blocks, up to
+// autoChunkCap or the compute-bound chunk FLOPS·elem / (2·group·copy
+// rate) rounded up to a block if that is larger; never more than the
+// context.
 func TestPlanAutoChunk(t *testing.T) {
 	const ctx = 1 << 20
 	in := planTestInput(ctx, OffloadAuto, 64<<30)
@@ -190,12 +193,12 @@ func TestPlanAutoChunk(t *testing.T) {
 	}
 
 	// 100 TFLOPS against 25 GB/s, group 4, f16: 100e12·2/(2·4·25e9) = 1000
-	// tokens, so 1024.
+	// tokens, below the cap; the budget holds more than the cap.
 	in.rates = Rates{CopyBps: 25e9, FLOPS: 100e12}
-	if p, err = makePlan(in); err != nil || p.Chunk != 1024 || !strings.Contains(p.ChunkWhy, "compute-bound from 1001 tokens") {
+	if p, err = makePlan(in); err != nil || p.Chunk != autoChunkCap || !strings.Contains(p.ChunkWhy, "compute-bound from 1001 tokens") {
 		t.Fatalf("rates: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
 	}
-	if !strings.Contains(p.String(), "chunk 1024 (auto)") {
+	if !strings.Contains(p.String(), fmt.Sprintf("chunk %d (auto)", autoChunkCap)) {
 		t.Errorf("the plan does not say why: %s", p)
 	}
 	// A slower link needs a larger chunk.
@@ -207,8 +210,14 @@ func TestPlanAutoChunk(t *testing.T) {
 	// A budget that holds only a smaller chunk's activations caps it.
 	stream := streamingBytes(in.c, in.streamBlock, 2)
 	in.budget = in.weights + stream + activationSizes(in.c, 3000, ctx).device()
-	if p, err = makePlan(in); err != nil || p.Chunk != 3000 || !strings.Contains(p.ChunkWhy, "keeps it below") {
+	if p, err = makePlan(in); err != nil || p.Chunk != 3000 || !strings.Contains(p.ChunkWhy, "keeps it below") || !strings.Contains(p.ChunkWhy, "fit after weights and streaming buffers is 3000") {
 		t.Fatalf("tight budget: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
+	}
+	// The fast link again: the budget, not the compute-bound size, sets
+	// the chunk.
+	in.rates.CopyBps = 25e9
+	if p, err = makePlan(in); err != nil || p.Chunk != 3000 || strings.Contains(p.ChunkWhy, "keeps it below") {
+		t.Fatalf("tight budget, fast link: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
 	}
 	if p.DeviceBytes() > in.budget {
 		t.Errorf("plan places %d bytes in a budget of %d", p.DeviceBytes(), in.budget)

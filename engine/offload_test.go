@@ -234,3 +234,31 @@ func TestOffloadStoriesBitIdentical(t *testing.T) {
 		t.Errorf("--offload head: logits differ from --offload none: %s", d)
 	}
 }
+
+// TestAutoChunkBitIdentical checks that --chunk auto, which gives a
+// streaming plan a larger chunk than the resident one's default, changes
+// no bit of the logits: every head streamed with the chunk the budget
+// allows against every head resident with the default chunk, over a prompt
+// that the two split differently, and the decode steps after it.
+func TestAutoChunkBitIdentical(t *testing.T) {
+	const ctx, promptLen, gen, chunk = 2048, 1700, 8, 1280
+	spec := SynthSpec{Arch: "llama", Dim: 256, Layers: 2, Heads: 8, KVHeads: 8, FFN: 64,
+		Vocab: 300, Ctx: ctx, RopeBase: 10000, Type: gguf.F16, Seed: 5}
+	path := writeSynth(t, spec)
+	prompt := offloadPrompt(promptLen, spec.Vocab)
+	opt := Options{CtxSize: ctx, StreamBlock: 1024, DecodeAttn: DecodeAttnGPU, Offload: OffloadNone}
+	none := generateAll(t, path, opt, prompt, gen)
+	c, p := loadModel(t, path, opt).Config, none.plan
+	// Room for the weights, the streaming buffers and a chunk of 1280
+	// tokens' activations.
+	opt.Offload = OffloadHead
+	opt.GPUMem = p.Weights + streamingBytes(c, opt.StreamBlock, 2) + activationSizes(c, chunk, ctx).device()
+	head := generateAll(t, path, opt, prompt, gen)
+	if !none.plan.ChunkAuto || none.plan.Chunk != defaultChunk || !head.plan.ChunkAuto || head.plan.Chunk != chunk || head.plan.Streamed != head.plan.Slots {
+		t.Fatalf("chunks: resident %d (auto %v), streamed %d (auto %v, %d of %d slots streamed: %s); want %d and %d",
+			none.plan.Chunk, none.plan.ChunkAuto, head.plan.Chunk, head.plan.ChunkAuto, head.plan.Streamed, head.plan.Slots, head.plan.ChunkWhy, defaultChunk, chunk)
+	}
+	if d := firstDiff(none.logits, head.logits); d != "" {
+		t.Errorf("logits differ between the resident run (chunk %d) and the streamed one (chunk %d): %s", none.plan.Chunk, head.plan.Chunk, d)
+	}
+}

@@ -146,13 +146,21 @@ func makePlan(in planInput) (Plan, error) {
 	return p, err
 }
 
+// autoChunkCap bounds an automatic chunk that the budget would let grow
+// further (unless prefill needs more to be compute-bound): 16× the default
+// chunk already copies a streamed head's earlier rows 16× less often, and
+// a device whose memory is the host's (a CPU driver, an integrated GPU)
+// should not lend the activations most of it.
+const autoChunkCap = 8192
+
 // autoChunk chooses the prefill chunk. When the KV cache is resident
 // nothing streams and the default chunk serves. Otherwise every prefill
-// chunk copies the streamed heads' KV once, so the chunk should be at
-// least the size from which its attention does more arithmetic than the
-// copies take (computeBoundChunk), and no larger than what fits the budget
-// after the weights and the streaming buffers (which leaves less room for
-// resident heads, a trade the paper makes too).
+// chunk copies the streamed heads' earlier KV once, so fewer, larger
+// chunks copy less: the chunk is the largest whose activations fit the
+// budget after the weights and the streaming buffers (which leaves less
+// room for resident heads, a trade the paper makes too), up to
+// autoChunkCap or, if larger, the size from which its attention does more
+// arithmetic than the copies take (computeBoundChunk).
 func autoChunk(in planInput) (int, string) {
 	def := min(defaultChunk, in.ctx)
 	fixed := in
@@ -182,10 +190,10 @@ func autoChunk(in planInput) (int, string) {
 	if need == 0 {
 		return min(def, largest), fmt.Sprintf("the default: the device's rates were not measured (largest chunk that fits: %d)", largest)
 	}
-	target := max(def, (need+attnBlock-1)/attnBlock*attnBlock)
-	chunk := min(target, largest, in.ctx)
-	why := fmt.Sprintf("prefill over streamed heads is compute-bound from %d tokens (%.1f GFLOP/s against %.2f GB/s host→device copies, %d query heads per KV head, %d-byte KV); the largest chunk whose activations fit after weights and streaming buffers is %d",
-		need, in.rates.FLOPS/1e9, in.rates.CopyBps/1e9, c.Group(), elem, largest)
+	limit := max(autoChunkCap, (need+attnBlock-1)/attnBlock*attnBlock)
+	chunk := min(largest, limit, in.ctx)
+	why := fmt.Sprintf("the largest chunk whose activations fit after weights and streaming buffers is %d, at most %d; prefill over streamed heads is compute-bound from %d tokens (%.1f GFLOP/s against %.2f GB/s host→device copies, %d query heads per KV head, %d-byte KV)",
+		largest, limit, need, in.rates.FLOPS/1e9, in.rates.CopyBps/1e9, c.Group(), elem)
 	if chunk < need && chunk < in.ctx {
 		why += "; the budget keeps it below the compute-bound size"
 	}
