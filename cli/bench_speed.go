@@ -163,7 +163,7 @@ func benchSpeed(c *cli.Context) error {
 	if n := float64(steps.Steps); n > 0 {
 		r.DispatchesPerToken = float64(steps.Dispatches) / n
 		r.SubmissionsPerToken = float64(steps.Submissions) / n
-		r.HostWaitsPerToken = 1 // each step ends in one wait for its last submission
+		r.HostWaitsPerToken = float64(steps.HostWaits) / n // one per step, more with CPU decode attention
 	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
