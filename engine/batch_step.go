@@ -39,7 +39,7 @@ type batchStep struct {
 
 	// Totals over the steps run.
 	steps, tokens, dispatches, submissions, recordings int
-	recordTime                                       time.Duration
+	recordTime                                         time.Duration
 }
 
 // batchProgram is a recorded batched step, the states it binds, and when
