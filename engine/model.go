@@ -35,6 +35,10 @@ type Options struct {
 	// DecodeAttn is where decode steps compute the streamed heads'
 	// attention: DecodeAttnAuto (""), DecodeAttnGPU or DecodeAttnCPU.
 	DecodeAttn string
+	// Parallel is the number of sequences the plan budgets for (0 or 1:
+	// one), each with CtxSize positions: a Batch of that many, or as many
+	// sessions open at once.
+	Parallel int
 
 	// dev, when set, is used instead of opening a device (tests share one).
 	dev *vk.Device

@@ -61,10 +61,11 @@ type Program struct {
 	cur       *segment   // the compute segment open for recording
 	blocks    int        // streamed blocks recorded
 	lastFrom  int        // the from of the block streamed last
+	seq       int        // the sequence that segments recorded now belong to
 	ended     bool
 	err       error // End's error, which Run repeats
 
-	tasks    []func(length int) error // host tasks, in order (Host)
+	tasks    []hostTask // in order (Host)
 	open     bool                     // the last task still waits for its Join
 	joinNext bool                     // the next segment starts a round (Join)
 
@@ -78,10 +79,17 @@ type segment struct {
 	c        *vk.Commands
 	transfer bool
 	block    int    // the block a transfer or block segment fills or attends; −1 otherwise
-	from     int    // the segment runs only when the step's KV length exceeds from
+	from     int    // the segment runs only when its sequence's KV length exceeds from
+	seq      int    // the sequence (of a batched step) whose KV length that is
 	h2d      uint64 // bytes its copies move from the host
 	signal   bool   // a host task waits for this segment: it ends its round's first batch
 	join     bool   // the first segment of a round, submitted after a host task
+}
+
+// hostTask is a host task and the sequence whose KV length it is given.
+type hostTask struct {
+	fn  func(length int) error
+	seq int
 }
 
 // NewProgram starts recording a step, pipelined over two queues or fused
@@ -188,7 +196,7 @@ func (p *Program) newSegment(transfer bool, block, from int) (*segment, error) {
 		// including earlier command buffers and submissions.
 		c.Barrier()
 	}
-	s := &segment{c: c, transfer: transfer, block: block, from: from, join: p.joinNext}
+	s := &segment{c: c, transfer: transfer, block: block, from: from, seq: p.seq, join: p.joinNext}
 	p.joinNext = false
 	p.segs = append(p.segs, s)
 	return s, nil
@@ -196,7 +204,8 @@ func (p *Program) newSegment(transfer bool, block, from int) (*segment, error) {
 
 // Host ends the compute segment open now and records a host task: in a
 // run, once the device has done everything recorded so far, fn runs on
-// the host with the step's KV length, while the device goes on with what
+// the host with the KV length of the step (of the sequence that Sequence
+// named last, in a batched step), while the device goes on with what
 // is recorded between Host and Join. Everything recorded after Join runs
 // after fn has returned and sees what it wrote to mapped memory. Host and
 // Join alternate; a program with host tasks streams no blocks.
@@ -213,7 +222,7 @@ func (p *Program) Host(fn func(length int) error) error {
 	}
 	p.cur.signal = true
 	p.cur = nil
-	p.tasks = append(p.tasks, fn)
+	p.tasks = append(p.tasks, hostTask{fn: fn, seq: p.seq})
 	p.open = true
 	return nil
 }
@@ -225,6 +234,17 @@ func (p *Program) Join() error {
 		return errors.New("offload: Join without a host task")
 	}
 	p.open, p.cur, p.joinNext = false, nil, true
+	return nil
+}
+
+// Sequence says that the blocks streamed from now on belong to sequence i
+// of a step that runs several (numbered from 0): RunBatch skips them by
+// that sequence's KV length. A program of one sequence never calls it.
+func (p *Program) Sequence(i int) error {
+	if i < 0 {
+		return fmt.Errorf("offload: sequence %d", i)
+	}
+	p.seq = i
 	return nil
 }
 
@@ -336,22 +356,33 @@ func (p *Program) Run(k *Clock, length int) (RunStats, error) {
 // wait). A step not done by then marks the device failed (vk.Fail): the
 // device seems hung, and its semaphores can no longer be trusted.
 func (p *Program) RunUntil(k *Clock, length int, deadline time.Time) (RunStats, error) {
+	return p.RunBatch(k, []int{length}, deadline)
+}
+
+// RunBatch is RunUntil for a step of several sequences: lengths[i] is the
+// KV length of sequence i (see Sequence).
+func (p *Program) RunBatch(k *Clock, lengths []int, deadline time.Time) (RunStats, error) {
 	if !p.ended {
 		return RunStats{}, errors.New("offload: run of a program still recording")
 	}
 	if p.err != nil {
 		return RunStats{}, p.err
 	}
-	if length < 1 {
-		return RunStats{}, fmt.Errorf("offload: run of a step over %d positions", length)
+	for _, n := range lengths {
+		if n < 1 {
+			return RunStats{}, fmt.Errorf("offload: run of a step over %d positions", n)
+		}
 	}
 	if len(p.tasks) > 0 {
-		return p.runRounds(k, length, deadline)
+		return p.runRounds(k, lengths, deadline)
 	}
 	st := RunStats{HostWaits: 1}
 	var run []*segment
 	for _, s := range p.segs {
-		if s.from < length {
+		if s.seq >= len(lengths) {
+			return RunStats{}, fmt.Errorf("offload: run of a step of %d sequences recorded for more", len(lengths))
+		}
+		if s.from < lengths[s.seq] {
 			run = append(run, s)
 			st.H2D += s.h2d
 			st.Dispatches += s.c.Dispatches()
@@ -456,8 +487,13 @@ func (p *Program) RunUntil(k *Clock, length int, deadline time.Time) (RunStats, 
 // and between rounds a host wait and a task (see Program). If a submission
 // or a task fails, it waits for what was submitted and leaves the clock at
 // the last value that work signals, so that the next run starts from it.
-func (p *Program) runRounds(k *Clock, length int, deadline time.Time) (RunStats, error) {
+func (p *Program) runRounds(k *Clock, lengths []int, deadline time.Time) (RunStats, error) {
 	st := RunStats{Commands: len(p.segs)}
+	for _, t := range p.tasks {
+		if t.seq >= len(lengths) {
+			return RunStats{}, fmt.Errorf("offload: run of a step of %d sequences recorded for more", len(lengths))
+		}
+	}
 	// Round i's first batch runs up to the segment task i waits for; its
 	// second batch is the work beside the task.
 	type round struct {
@@ -524,7 +560,8 @@ func (p *Program) runRounds(k *Clock, length int, deadline time.Time) (RunStats,
 			return RunStats{}, err
 		}
 		th := time.Now()
-		err := p.tasks[i](length)
+		t := p.tasks[i]
+		err := t.fn(lengths[t.seq])
 		st.HostTasks += time.Since(th)
 		if err != nil {
 			return RunStats{}, settle(v, err)
