@@ -230,7 +230,7 @@ func (b *batchStep) record(p *offload.Program, seqs []*state, withLogits bool) e
 			if err := p.Sequence(i); err != nil {
 				return err
 			}
-			if c, err = s.attention(p, c, l, 1); err != nil {
+			if c, err = s.attention(p, c, l, 1, true); err != nil {
 				return err
 			}
 			c.Barrier()

@@ -109,7 +109,8 @@ func batchRuns(t *testing.T, b *Batch, cases []*batchCase, logits bool) {
 // bits it gets alone: the same logits before every token, the same
 // tokens, whatever runs beside it, for every weight type and both
 // architectures, with the KV cache resident, streamed whole, and split
-// (pipelined over semaphores), on a chunk small enough that prompts are
+// (pipelined over semaphores), with the streamed heads' decode attention
+// on the device and on the CPU, on a chunk small enough that prompts are
 // prefilled in several chunks between decode steps.
 func TestBatchMatchesSolo(t *testing.T) {
 	type model struct {
@@ -120,7 +121,8 @@ func TestBatchMatchesSolo(t *testing.T) {
 	var models []model
 	stories := func(t *testing.T) string { return filepath.Join(modelsDir(t), "stories260K.gguf") }
 	models = append(models, model{"stories260K", stories, Options{CtxSize: 256, Chunk: 48}},
-		model{"stories260K/offload=head", stories, Options{CtxSize: 256, Chunk: 48, Offload: OffloadHead, StreamBlock: 256}})
+		model{"stories260K/offload=head", stories, Options{CtxSize: 256, Chunk: 48, Offload: OffloadHead, StreamBlock: 256, DecodeAttn: DecodeAttnGPU}},
+		model{"stories260K/offload=head/decode-attn=cpu", stories, Options{CtxSize: 256, Chunk: 48, Offload: OffloadHead, StreamBlock: 256, DecodeAttn: DecodeAttnCPU}})
 	for i, typ := range []struct{ typ, mix gguf.Type }{
 		{gguf.F32, 0}, {gguf.F16, 0}, {gguf.BF16, 0}, {gguf.Q8_0, 0}, {gguf.Q4_0, 0},
 		{gguf.Q4_K, 0}, {gguf.Q5_K, 0}, {gguf.Q6_K, 0}, {gguf.Q4_K, gguf.Q6_K},
@@ -135,7 +137,10 @@ func TestBatchMatchesSolo(t *testing.T) {
 		if typ.mix != 0 {
 			name += "_M"
 		}
-		opt := Options{CtxSize: 256, Chunk: 40, StreamBlock: 256}
+		opt := Options{CtxSize: 256, Chunk: 40, StreamBlock: 256, DecodeAttn: DecodeAttnGPU}
+		if i == 8 {
+			opt.DecodeAttn, name = DecodeAttnCPU, name+"/decode-attn=cpu"
+		}
 		switch i % 3 {
 		case 1:
 			opt.Offload, name = OffloadHead, name+"/offload=head"

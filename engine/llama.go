@@ -55,8 +55,9 @@ func loadLlama(l *loader, c Config) (*llamaWeights, error) {
 
 // record appends one forward pass over the n tokens in s.ids (at the
 // positions in s.pos) to p: embeddings, every block, and the logits of the
-// last token, for any position up to the context.
-func (s *state) record(p *offload.Program, n int) error {
+// last token, for any position up to the context. decode says that it is
+// a decode step (see offload.Step).
+func (s *state) record(p *offload.Program, n int, decode bool) error {
 	m, w, cfg, o := s.m, s.m.w, s.m.Config, s.m.ops
 	rows := func(b *vk.Buffer, width int) vk.Range { return b.Range(0, uint64(4*n*width)) }
 	x, xb := rows(s.x, cfg.Dim), rows(s.xb, cfg.Dim)
@@ -86,7 +87,7 @@ func (s *state) record(p *offload.Program, n int) error {
 		if err != nil {
 			return err
 		}
-		if c, err = s.attention(p, c, l, n); err != nil {
+		if c, err = s.attention(p, c, l, n, decode); err != nil {
 			return err
 		}
 		c.Barrier()
@@ -116,8 +117,9 @@ func (s *state) record(p *offload.Program, n int) error {
 // attention appends to p, after c, layer l's attention of the n tokens
 // whose q, k and v the projections left in s.qkv: RoPE, the store of the
 // new K and V rows, and attention over the KV cache into s.att. It returns
-// the compute commands to go on recording into.
-func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int) (*vk.Commands, error) {
+// the compute commands to go on recording into. decode says that it is a
+// decode step (see offload.Step).
+func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int, decode bool) (*vk.Commands, error) {
 	o := s.m.ops
 	q, k, v := s.qkvRanges(n)
 	pos := s.pos.Range(0, uint64(4*n))
@@ -137,7 +139,7 @@ func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int) (*vk.Com
 	try(s.kv.Store(c, l, k, v, pos, n))
 	c.Barrier()
 	att := s.att.Range(0, uint64(4*n*s.m.Config.Heads*s.m.Config.HeadDim))
-	try(s.kv.Attend(p, l, offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n}))
+	try(s.kv.Attend(p, l, offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n, Decode: decode}))
 	if err != nil {
 		return nil, err
 	}

@@ -187,7 +187,7 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 			return err
 		}
 		tc := time.Now()
-		if err := se.step(part, withLogits && last); err != nil {
+		if err := se.step(part, withLogits && last, false); err != nil {
 			return err
 		}
 		se.observe(EventPrefill, len(part), tc)
@@ -208,7 +208,7 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 	se.pause()
 	t0 := time.Now()
 	subs, disp := se.s.submissions, se.s.dispatches
-	if err := se.step([]int32{id}, withLogits); err != nil {
+	if err := se.step([]int32{id}, withLogits, true); err != nil {
 		return err
 	}
 	se.stats.DecodeSubmissions += se.s.submissions - subs
@@ -229,12 +229,13 @@ func (se *Session) pause() time.Duration {
 	return d
 }
 
-func (se *Session) step(ids []int32, withLogits bool) error {
+// step runs ids (a prefill chunk, or with decode one generated token).
+func (se *Session) step(ids []int32, withLogits, decode bool) error {
 	if se.failed != nil {
 		return se.failed
 	}
 	se.have = false
-	if err := se.s.run(ids, len(se.tokens), withLogits); err != nil {
+	if err := se.s.run(ids, len(se.tokens), withLogits, decode); err != nil {
 		if errors.Is(err, ErrDeviceFailed) {
 			se.failed = err
 		}

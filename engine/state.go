@@ -84,12 +84,15 @@ type kvCache interface {
 	Free()
 }
 
-// stepShape identifies a recorded step: tokens in the chunk and whether
-// the logits go to the host. The KV length is not part of it: the
-// positions written per step decide what attention sees.
+// stepShape identifies a recorded step: tokens in the chunk, whether the
+// logits go to the host, and whether it is a decode step (which may
+// attend streamed heads on the CPU; a prefill chunk of one token attends
+// on the device like every prefill chunk). The KV length is not part of
+// it: the positions written per step decide what attention sees.
 type stepShape struct {
 	tokens int
 	logits bool
+	decode bool
 }
 
 // recorded is a cached program and when it was last used.
@@ -173,9 +176,10 @@ func (s *state) qkvRanges(n int) (q, k, v vk.Range) {
 }
 
 // run computes the forward pass of ids at positions start, start+1, …
-// (len(ids) ≤ chunk) and leaves the last token's argmax in s.next (and its
-// logits in s.logitsHost when withLogits).
-func (s *state) run(ids []int32, start int, withLogits bool) error {
+// (len(ids) ≤ chunk; one generated token when decode) and leaves the last
+// token's argmax in s.next (and its logits in s.logitsHost when
+// withLogits).
+func (s *state) run(ids []int32, start int, withLogits, decode bool) error {
 	n := len(ids)
 	if n == 0 || n > s.chunk {
 		return fmt.Errorf("engine: %d tokens in one step (chunk is %d)", n, s.chunk)
@@ -191,7 +195,7 @@ func (s *state) run(ids []int32, start int, withLogits bool) error {
 		binary.LittleEndian.PutUint32(idb[4*i:], uint32(id))
 		binary.LittleEndian.PutUint32(posb[4*i:], uint32(start+i))
 	}
-	shape := stepShape{tokens: n, logits: withLogits}
+	shape := stepShape{tokens: n, logits: withLogits, decode: decode && n == 1}
 	p, err := s.programFor(shape)
 	if err != nil {
 		return err
@@ -249,7 +253,7 @@ func (s *state) programFor(shape stepShape) (*offload.Program, error) {
 // program records the step of one shape.
 func (s *state) program(shape stepShape) (*offload.Program, error) {
 	p := offload.NewProgram(s.m.dev, s.kv.Streams(), s.pipelined)
-	if err := s.record(p, shape.tokens); err != nil {
+	if err := s.record(p, shape.tokens, shape.decode); err != nil {
 		p.End()
 		p.Free()
 		return nil, err

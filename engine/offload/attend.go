@@ -11,10 +11,14 @@ import (
 // Step is what one layer's attention reads and writes in a recorded step:
 // the chunk's N queries Q, its new keys K and values V (N rows of
 // KVHeads·headDim f32 each, RoPE applied), their positions Pos (u32), and
-// the output Att (N rows of Heads·headDim f32).
+// the output Att (N rows of Heads·headDim f32). Decode marks a decode
+// step (N = 1, its query at position length−1), whose streamed heads
+// attend on the CPU when the cache has CPU attention; prefill chunks,
+// even of one token, attend on the device.
 type Step struct {
 	Q, K, V, Att, Pos vk.Range
 	N                 int
+	Decode            bool
 }
 
 // Attend records the attention of layer l in step st into p, for every KV
@@ -35,7 +39,7 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 	if st.N < 1 {
 		return fmt.Errorf("offload: attention of %d tokens", st.N)
 	}
-	if st.N == 1 && kc.cpu != nil && kc.res[l].heads < lay.KVHeads {
+	if st.Decode && st.N == 1 && kc.cpu != nil && kc.res[l].heads < lay.KVHeads {
 		return kc.attendCPU(p, l, st)
 	}
 	if err := kc.attendResident(p, l, st); err != nil {
