@@ -66,8 +66,8 @@ type Program struct {
 	err       error // End's error, which Run repeats
 
 	tasks    []hostTask // in order (Host)
-	open     bool                     // the last task still waits for its Join
-	joinNext bool                     // the next segment starts a round (Join)
+	open     bool       // the last task still waits for its Join
+	joinNext bool       // the next segment starts a round (Join)
 
 	// D2H is the bytes one run moves from device to host, as the
 	// recording code declared them (the new rows, whatever the length).
