@@ -58,6 +58,7 @@ type contextResult struct {
 	Ctx             int
 	Offload         string
 	DecodeAttn      string // the plan's placement (gpu or cpu)
+	Chunk           int    // the plan's prefill chunk
 	Resident        int
 	Streamed        int
 	Filled          int // positions given made-up KV
@@ -224,7 +225,7 @@ func runContext(path string, opt engine.Options, prefill, decode int) contextRes
 		return fail(err)
 	}
 	defer m.Close()
-	r.DecodeAttn = m.Plan().DecodeAttn
+	r.DecodeAttn, r.Chunk = m.Plan().DecodeAttn, m.Plan().Chunk
 	se, err := m.NewSession()
 	if err != nil {
 		return fail(err)
@@ -303,15 +304,15 @@ func (r contextResult) summary() string {
 // contextMarkdown is the results as a Markdown table.
 func contextMarkdown(rs []contextResult) string {
 	var b strings.Builder
-	b.WriteString("| context | offload | decode attn | resident/streamed slots | filled | prefill tokens | prefill s | prefill tok/s | decode tok/s | device peak | device KV peak | host KV | H2D per decode token | D2H per decode token | copy wait prefill / decode s | submissions / dispatches / command buffers / host waits per decode token | CPU attention s | decode step recorded in |\n")
-	b.WriteString("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| context | offload | decode attn | resident/streamed slots | filled | chunk | prefill tokens | prefill s | prefill tok/s | decode tok/s | device peak | device KV peak | host KV | H2D per decode token | D2H per decode token | copy wait prefill / decode s | submissions / dispatches / command buffers / host waits per decode token | CPU attention s | decode step recorded in |\n")
+	b.WriteString("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rs {
 		if r.Err != "" {
-			fmt.Fprintf(&b, "| %d | %s | %s | %s ||||||||||||||\n", r.Ctx, r.Offload, r.DecodeAttn, strings.ReplaceAll(r.Err, "|", "/"))
+			fmt.Fprintf(&b, "| %d | %s | %s | %s ||||||||||||||||\n", r.Ctx, r.Offload, r.DecodeAttn, strings.ReplaceAll(r.Err, "|", "/"))
 			continue
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %d/%d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f | %.0f / %.0f / %.0f / %.0f | %.2f | %.0f ms |\n",
-			r.Ctx, r.Offload, r.DecodeAttn, r.Resident, r.Streamed, r.Filled, r.PrefillTokens, r.PrefillSeconds, r.prefillRate(), r.decodeRate(),
+		fmt.Fprintf(&b, "| %d | %s | %s | %d/%d | %d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f | %.0f / %.0f / %.0f / %.0f | %.2f | %.0f ms |\n",
+			r.Ctx, r.Offload, r.DecodeAttn, r.Resident, r.Streamed, r.Filled, r.Chunk, r.PrefillTokens, r.PrefillSeconds, r.prefillRate(), r.decodeRate(),
 			bytesize.Format(r.DevicePeak), bytesize.Format(r.DeviceKVPeak), bytesize.Format(r.HostKV), bytesize.Format(r.H2DPerToken), bytesize.Format(r.D2HPerToken),
 			r.PrefillCopyWait, r.DecodeCopyWait, r.SubmitsPerToken, r.DispatchPerToken, r.CommandsPerToken, r.HostWaitsPerTok,
 			r.CPUAttnSeconds, 1000*r.RecordSeconds)
@@ -326,7 +327,7 @@ func contextCSV(w io.Writer, rs []contextResult) error {
 		"decode_tokens", "decode_s", "decode_tok_s", "device_bytes_peak", "device_kv_bytes_peak", "host_kv_bytes",
 		"h2d_bytes_per_decode_token", "d2h_bytes_per_decode_token", "prefill_copy_wait_s", "decode_copy_wait_s",
 		"submissions_per_decode_token", "dispatches_per_decode_token", "command_buffers_per_decode_token", "decode_record_s",
-		"h2d_bytes_per_prefill_token", "pipelined", "host_waits_per_decode_token", "decode_cpu_attention_s", "error"})
+		"h2d_bytes_per_prefill_token", "pipelined", "host_waits_per_decode_token", "decode_cpu_attention_s", "chunk", "error"})
 	for _, r := range rs {
 		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 		f := func(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
@@ -335,7 +336,7 @@ func contextCSV(w io.Writer, rs []contextResult) error {
 			strconv.Itoa(r.DecodeTokens), f(r.DecodeSeconds), f(r.decodeRate()), u(r.DevicePeak), u(r.DeviceKVPeak), u(r.HostKV),
 			u(r.H2DPerToken), u(r.D2HPerToken), f(r.PrefillCopyWait), f(r.DecodeCopyWait),
 			f(r.SubmitsPerToken), f(r.DispatchPerToken), f(r.CommandsPerToken), f(r.RecordSeconds),
-			u(r.H2DPerPrefillTok), strconv.FormatBool(r.Pipelined), f(r.HostWaitsPerTok), f(r.CPUAttnSeconds), r.Err})
+			u(r.H2DPerPrefillTok), strconv.FormatBool(r.Pipelined), f(r.HostWaitsPerTok), f(r.CPUAttnSeconds), strconv.Itoa(r.Chunk), r.Err})
 	}
 	cw.Flush()
 	return cw.Error()
