@@ -50,7 +50,8 @@ type Batch struct {
 	failed  error
 
 	// OnStep, when set before the first Generate, hears the number of
-	// sequences of each decode step (on the scheduler's goroutine).
+	// sequences of each decode step, on the scheduler's goroutine, after
+	// the step and before its tokens go to the callers.
 	OnStep func(sequences int)
 
 	running atomic.Int32
@@ -414,32 +415,29 @@ func (b *Batch) advance() {
 			seqs = append(seqs, q)
 		}
 	}
-	switch len(seqs) {
-	case 0:
+	if len(seqs) == 0 {
 		return
-	case 1:
+	}
+	var err error
+	if len(seqs) == 1 {
 		q := seqs[0]
 		restore := q.se.useDeadline(q.ctx)
-		err := q.se.Decode(q.next, q.logits)
+		err = q.se.Decode(q.next, q.logits)
 		restore()
-		if err != nil {
-			b.fail(q, err)
-			return
-		}
-		b.sampled(q)
-	default:
-		if err := b.decodeBatch(seqs); err != nil {
-			for _, q := range seqs {
-				b.fail(q, err)
-			}
-			return
-		}
+	} else {
+		err = b.decodeBatch(seqs)
+	}
+	if err != nil {
 		for _, q := range seqs {
-			b.sampled(q)
+			b.fail(q, err)
 		}
+		return
 	}
 	if b.OnStep != nil {
 		b.OnStep(len(seqs))
+	}
+	for _, q := range seqs {
+		b.sampled(q)
 	}
 }
 

@@ -171,8 +171,13 @@ func TestBatchMatchesSolo(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer b.Close()
+			var mu sync.Mutex // OnStep runs on the batch's goroutine
 			steps := map[int]int{}
-			b.OnStep = func(n int) { steps[n]++ }
+			b.OnStep = func(n int) {
+				mu.Lock()
+				steps[n]++
+				mu.Unlock()
+			}
 			batchRuns(t, b, cases, true)
 			for i, c := range cases {
 				if !slices.Equal(c.ids, want[i].ids) || c.res.Finish != want[i].res.Finish {
@@ -182,7 +187,10 @@ func TestBatchMatchesSolo(t *testing.T) {
 					t.Errorf("request %d: logits differ from its solo run: %s", i, d)
 				}
 			}
-			if steps[2]+steps[3] == 0 {
+			mu.Lock()
+			batched := steps[2] + steps[3]
+			mu.Unlock()
+			if batched == 0 {
 				t.Errorf("no decode step ran more than one sequence: %v", steps)
 			}
 			if last := cases[len(cases)-1]; last.res.Cached != 70 {
@@ -195,7 +203,9 @@ func TestBatchMatchesSolo(t *testing.T) {
 					t.Errorf("request %d without logits: batch gave %v, alone %v", i, c.ids, want[i].ids)
 				}
 			}
+			mu.Lock()
 			t.Logf("decode steps by sequences: %v", steps)
+			mu.Unlock()
 		})
 	}
 }
