@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"headinfer/engine/gguf"
 	"headinfer/engine/sample"
@@ -262,5 +264,54 @@ func TestBatchStop(t *testing.T) {
 	}
 	if _, err := b.Generate(context.Background(), Request{Prompt: make([]int32, 300), Params: GenerateParams{MaxTokens: 1}}, func(int32) bool { return true }); err == nil {
 		t.Fatal("a prompt longer than the context was accepted")
+	}
+}
+
+// BenchmarkBatchStep times one decode step of n sequences of stories260K:
+// n = 1 is a session's own step, more a batched one.
+func BenchmarkBatchStep(b *testing.B) {
+	path := filepath.Join(modelsDir(b), "stories260K.gguf")
+	if p := os.Getenv("HEADINFER_BENCH_MODEL"); p != "" {
+		path = p
+	}
+	m := loadModel(b, path, Options{CtxSize: 512, Chunk: 32, Parallel: 8, GPUMem: 6 << 30})
+	var sessions []*Session
+	for range 8 {
+		se, err := m.NewSession()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer se.Close()
+		if err := se.Prefill(context.Background(), offloadPrompt(16, m.Config.Vocab), false); err != nil {
+			b.Fatal(err)
+		}
+		sessions = append(sessions, se)
+	}
+	step, err := newBatchStep(m, 8)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer step.free()
+	for _, n := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("sequences=%d", n), func(b *testing.B) {
+			states := make([]*state, n)
+			ids := make([]int32, n)
+			starts := make([]int, n)
+			for i := range n {
+				states[i], ids[i], starts[i] = sessions[i].s, 5, 16
+			}
+			for b.Loop() {
+				var err error
+				if n == 1 {
+					err = states[0].run(ids, 16, false)
+				} else {
+					_, err = step.run(states, ids, starts, false, time.Time{})
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
 	}
 }
