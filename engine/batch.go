@@ -27,7 +27,8 @@ import (
 //
 // A finished sequence's KV stays in its slot until the slot is needed:
 // a request goes to the free slot holding the longest prefix of its
-// prompt (else to the least recently used), and reuses that prefix.
+// prompt (else to the least recently used), and reuses that prefix; when
+// another slot, running or not, holds a longer one, its KV is copied.
 //
 // All device work runs on one goroutine of the Batch; Generate and Do
 // hand work to it and wait. A Batch is safe for concurrent use.
@@ -384,6 +385,21 @@ func (b *Batch) start(q *batchSeq) {
 		// Prepare left something else than the prefix it claims.
 		se.Reset()
 		cached = 0
+	}
+	// Another slot, running or not, may hold more of the prompt (a
+	// system prompt every request shares): its rows are final, so they
+	// are copied instead of prefilled.
+	donor, n := -1, cached
+	for i, sl := range b.slots {
+		if m := PrefixLen(sl.se.Tokens(), r.Prompt); i != q.slot && m > n {
+			donor, n = i, m
+		}
+	}
+	if donor >= 0 {
+		if err := se.CopyPrefix(b.slots[donor].se, n); err != nil {
+			n = 0 // se is empty: the prompt is prefilled whole
+		}
+		cached = n
 	}
 	q.result.Cached = cached
 	q.before = se.Stats()

@@ -315,3 +315,69 @@ func BenchmarkBatchStep(b *testing.B) {
 		})
 	}
 }
+
+// TestBatchCopiesPrefix checks that a request whose prompt begins with
+// what a running sequence holds copies that KV into its own slot instead
+// of prefilling it, and still gets the logits of its solo run, with the
+// KV resident and streamed (copied from the host store).
+func TestBatchCopiesPrefix(t *testing.T) {
+	path := filepath.Join(modelsDir(t), "stories260K.gguf")
+	for _, opt := range []Options{
+		{CtxSize: 512, Parallel: 2},
+		{CtxSize: 512, Parallel: 2, Offload: OffloadHead, StreamBlock: 256},
+	} {
+		t.Run("offload="+opt.Offload, func(t *testing.T) {
+			m := loadModel(t, path, opt)
+			p := offloadPrompt(120, m.Config.Vocab)
+			long := &batchCase{prompt: p[:100], params: GenerateParams{MaxTokens: 300}}
+			short := &batchCase{prompt: append(slices.Clone(p[:80]), p[100:120]...), params: GenerateParams{MaxTokens: 10}}
+			soloRuns(t, m, []*batchCase{short})
+			want := *short
+
+			b, err := m.NewBatch(2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			first, done := make(chan struct{}), make(chan struct{})
+			var longRes Result
+			var longErr error
+			go func() {
+				defer close(done)
+				n := 0
+				longRes, longErr = b.Generate(context.Background(), Request{Prompt: long.prompt, Params: long.params}, func(int32) bool {
+					if n++; n == 1 {
+						close(first)
+					}
+					return true
+				})
+			}()
+			<-first // the long prompt is in its slot, and it runs on
+			short.withLogits()
+			short.ids = nil
+			res, err := b.Generate(context.Background(), Request{Prompt: short.prompt, Params: short.params}, func(id int32) bool {
+				short.ids = append(short.ids, id)
+				return true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Running() != 1 {
+				t.Fatalf("the long request ended before the short one: %d running", b.Running())
+			}
+			<-done
+			if longErr != nil {
+				t.Fatal(longErr)
+			}
+			if res.Cached != 80 || res.Slot == longRes.Slot {
+				t.Errorf("the short request reused %d tokens in slot %d (the long one ran in %d), want 80 copied", res.Cached, res.Slot, longRes.Slot)
+			}
+			if !slices.Equal(short.ids, want.ids) {
+				t.Errorf("with a copied prefix: %v, alone %v", short.ids, want.ids)
+			}
+			if d := firstDiff(want.logits, short.logits); d != "" {
+				t.Errorf("with a copied prefix, logits differ from the solo run: %s", d)
+			}
+		})
+	}
+}
