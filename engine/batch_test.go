@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"headinfer/engine/gguf"
+	"headinfer/engine/offload"
 	"headinfer/engine/sample"
 )
 
@@ -300,18 +301,24 @@ func BenchmarkBatchStep(b *testing.B) {
 			for i := range n {
 				states[i], ids[i], starts[i] = sessions[i].s, 5, 16
 			}
+			dispatches := 0
 			for b.Loop() {
 				var err error
 				if n == 1 {
+					d := states[0].dispatches
 					err = states[0].run(ids, 16, false)
+					dispatches = states[0].dispatches - d
 				} else {
-					_, err = step.run(states, ids, starts, false, time.Time{})
+					var st offload.RunStats
+					st, err = step.run(states, ids, starts, false, time.Time{})
+					dispatches = st.Dispatches
 				}
 				if err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+			b.ReportMetric(float64(dispatches), "dispatches/step")
 		})
 	}
 }
