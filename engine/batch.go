@@ -27,7 +27,8 @@ import (
 //
 // A finished sequence's KV stays in its slot until the slot is needed:
 // a request goes to the free slot holding the longest prefix of its
-// prompt (else to the least recently used), and reuses that prefix.
+// prompt (else to the least recently used), and reuses that prefix; when
+// another slot, running or not, holds a longer one, its KV is copied.
 //
 // All device work runs on one goroutine of the Batch; Generate and Do
 // hand work to it and wait. A Batch is safe for concurrent use.
@@ -50,7 +51,8 @@ type Batch struct {
 	failed  error
 
 	// OnStep, when set before the first Generate, hears the number of
-	// sequences of each decode step (on the scheduler's goroutine).
+	// sequences of each decode step, on the scheduler's goroutine, after
+	// the step and before its tokens go to the callers.
 	OnStep func(sequences int)
 
 	running atomic.Int32
@@ -384,6 +386,21 @@ func (b *Batch) start(q *batchSeq) {
 		se.Reset()
 		cached = 0
 	}
+	// Another slot, running or not, may hold more of the prompt (a
+	// system prompt every request shares): its rows are final, so they
+	// are copied instead of prefilled.
+	donor, n := -1, cached
+	for i, sl := range b.slots {
+		if m := PrefixLen(sl.se.Tokens(), r.Prompt); i != q.slot && m > n {
+			donor, n = i, m
+		}
+	}
+	if donor >= 0 {
+		if err := se.CopyPrefix(b.slots[donor].se, n); err != nil {
+			n = 0 // se is empty: the prompt is prefilled whole
+		}
+		cached = n
+	}
 	q.result.Cached = cached
 	q.before = se.Stats()
 	q.rest = r.Prompt[cached:]
@@ -414,32 +431,29 @@ func (b *Batch) advance() {
 			seqs = append(seqs, q)
 		}
 	}
-	switch len(seqs) {
-	case 0:
+	if len(seqs) == 0 {
 		return
-	case 1:
+	}
+	var err error
+	if len(seqs) == 1 {
 		q := seqs[0]
 		restore := q.se.useDeadline(q.ctx)
-		err := q.se.Decode(q.next, q.logits)
+		err = q.se.Decode(q.next, q.logits)
 		restore()
-		if err != nil {
-			b.fail(q, err)
-			return
-		}
-		b.sampled(q)
-	default:
-		if err := b.decodeBatch(seqs); err != nil {
-			for _, q := range seqs {
-				b.fail(q, err)
-			}
-			return
-		}
+	} else {
+		err = b.decodeBatch(seqs)
+	}
+	if err != nil {
 		for _, q := range seqs {
-			b.sampled(q)
+			b.fail(q, err)
 		}
+		return
 	}
 	if b.OnStep != nil {
 		b.OnStep(len(seqs))
+	}
+	for _, q := range seqs {
+		b.sampled(q)
 	}
 }
 

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"headinfer/engine/gguf"
+	"headinfer/engine/offload"
 	"headinfer/engine/sample"
 )
 
@@ -176,8 +179,13 @@ func TestBatchMatchesSolo(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer b.Close()
+			var mu sync.Mutex // OnStep runs on the batch's goroutine
 			steps := map[int]int{}
-			b.OnStep = func(n int) { steps[n]++ }
+			b.OnStep = func(n int) {
+				mu.Lock()
+				steps[n]++
+				mu.Unlock()
+			}
 			batchRuns(t, b, cases, true)
 			for i, c := range cases {
 				if !slices.Equal(c.ids, want[i].ids) || c.res.Finish != want[i].res.Finish {
@@ -187,7 +195,10 @@ func TestBatchMatchesSolo(t *testing.T) {
 					t.Errorf("request %d: logits differ from its solo run: %s", i, d)
 				}
 			}
-			if steps[2]+steps[3] == 0 {
+			mu.Lock()
+			batched := steps[2] + steps[3]
+			mu.Unlock()
+			if batched == 0 {
 				t.Errorf("no decode step ran more than one sequence: %v", steps)
 			}
 			if last := cases[len(cases)-1]; last.res.Cached != 70 {
@@ -200,7 +211,9 @@ func TestBatchMatchesSolo(t *testing.T) {
 					t.Errorf("request %d without logits: batch gave %v, alone %v", i, c.ids, want[i].ids)
 				}
 			}
+			mu.Lock()
 			t.Logf("decode steps by sequences: %v", steps)
+			mu.Unlock()
 		})
 	}
 }
@@ -257,5 +270,126 @@ func TestBatchStop(t *testing.T) {
 	}
 	if _, err := b.Generate(context.Background(), Request{Prompt: make([]int32, 300), Params: GenerateParams{MaxTokens: 1}}, func(int32) bool { return true }); err == nil {
 		t.Fatal("a prompt longer than the context was accepted")
+	}
+}
+
+// BenchmarkBatchStep times one decode step of n sequences of stories260K:
+// n = 1 is a session's own step, more a batched one.
+func BenchmarkBatchStep(b *testing.B) {
+	path := filepath.Join(modelsDir(b), "stories260K.gguf")
+	if p := os.Getenv("HEADINFER_BENCH_MODEL"); p != "" {
+		path = p
+	}
+	m := loadModel(b, path, Options{CtxSize: 512, Chunk: 32, Parallel: 8, GPUMem: 6 << 30})
+	var sessions []*Session
+	for range 8 {
+		se, err := m.NewSession()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer se.Close()
+		if err := se.Prefill(context.Background(), offloadPrompt(16, m.Config.Vocab), false); err != nil {
+			b.Fatal(err)
+		}
+		sessions = append(sessions, se)
+	}
+	step, err := newBatchStep(m, 8)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer step.free()
+	for _, n := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("sequences=%d", n), func(b *testing.B) {
+			states := make([]*state, n)
+			ids := make([]int32, n)
+			starts := make([]int, n)
+			for i := range n {
+				states[i], ids[i], starts[i] = sessions[i].s, 5, 16
+			}
+			dispatches := 0
+			for b.Loop() {
+				var err error
+				if n == 1 {
+					d := states[0].dispatches
+					err = states[0].run(ids, 16, false)
+					dispatches = states[0].dispatches - d
+				} else {
+					var st offload.RunStats
+					st, err = step.run(states, ids, starts, false, time.Time{})
+					dispatches = st.Dispatches
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+			b.ReportMetric(float64(dispatches), "dispatches/step")
+		})
+	}
+}
+
+// TestBatchCopiesPrefix checks that a request whose prompt begins with
+// what a running sequence holds copies that KV into its own slot instead
+// of prefilling it, and still gets the logits of its solo run, with the
+// KV resident and streamed (copied from the host store).
+func TestBatchCopiesPrefix(t *testing.T) {
+	path := filepath.Join(modelsDir(t), "stories260K.gguf")
+	for _, opt := range []Options{
+		{CtxSize: 512, Parallel: 2},
+		{CtxSize: 512, Parallel: 2, Offload: OffloadHead, StreamBlock: 256},
+	} {
+		t.Run("offload="+opt.Offload, func(t *testing.T) {
+			m := loadModel(t, path, opt)
+			p := offloadPrompt(120, m.Config.Vocab)
+			long := &batchCase{prompt: p[:100], params: GenerateParams{MaxTokens: 300}}
+			short := &batchCase{prompt: append(slices.Clone(p[:80]), p[100:120]...), params: GenerateParams{MaxTokens: 10}}
+			soloRuns(t, m, []*batchCase{short})
+			want := *short
+
+			b, err := m.NewBatch(2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			first, done := make(chan struct{}), make(chan struct{})
+			var longRes Result
+			var longErr error
+			go func() {
+				defer close(done)
+				n := 0
+				longRes, longErr = b.Generate(context.Background(), Request{Prompt: long.prompt, Params: long.params}, func(int32) bool {
+					if n++; n == 1 {
+						close(first)
+					}
+					return true
+				})
+			}()
+			<-first // the long prompt is in its slot, and it runs on
+			short.withLogits()
+			short.ids = nil
+			res, err := b.Generate(context.Background(), Request{Prompt: short.prompt, Params: short.params}, func(id int32) bool {
+				short.ids = append(short.ids, id)
+				return true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Running() != 1 {
+				t.Fatalf("the long request ended before the short one: %d running", b.Running())
+			}
+			<-done
+			if longErr != nil {
+				t.Fatal(longErr)
+			}
+			if res.Cached != 80 || res.Slot == longRes.Slot {
+				t.Errorf("the short request reused %d tokens in slot %d (the long one ran in %d), want 80 copied", res.Cached, res.Slot, longRes.Slot)
+			}
+			if !slices.Equal(short.ids, want.ids) {
+				t.Errorf("with a copied prefix: %v, alone %v", short.ids, want.ids)
+			}
+			if d := firstDiff(want.logits, short.logits); d != "" {
+				t.Errorf("with a copied prefix, logits differ from the solo run: %s", d)
+			}
+		})
 	}
 }
