@@ -311,7 +311,7 @@ func BenchmarkBatchStep(b *testing.B) {
 				var err error
 				if n == 1 {
 					d := states[0].dispatches
-					err = states[0].run(ids, 16, false)
+					err = states[0].run(ids, 16, false, true)
 					dispatches = states[0].dispatches - d
 				} else {
 					var st offload.RunStats
