@@ -143,7 +143,10 @@ func benchContext(c *cli.Context) error {
 				}
 				opt := base
 				opt.CtxSize, opt.Offload, opt.DecodeAttn = n, mode, attn
-				run := fmt.Sprintf("ctx %d, offload %s, decode attention %s", n, mode, attn)
+				run := fmt.Sprintf("ctx %d, offload %s", n, mode)
+				if len(attns) > 1 {
+					run += ", decode attention " + attn
+				}
 				bar.Describe(run)
 				opt.Progress = func(p engine.Progress) { bar.Describe(run + ": " + workText(p)) }
 				r := runContext(path, opt, c.Int("prefill"), c.Int("decode"))
