@@ -261,10 +261,10 @@ uvec4 words4(uint blk, uint b) {
 float q6_unit_dot(uvec4 a, uvec4 b, uvec4 hi, uvec2 sc, uint h, float d, XU xu) {
     vec4 s0 = vec4(0.0), s1 = vec4(0.0), s2 = vec4(0.0), s3 = vec4(0.0);
     [[unroll]] for (uint i = 0; i < 4; i++) {
-        s0 = fma(dq_bits4(a[i], 0, 15u) + 16.0 * dq_bits4(hi[i], 0, 3u), xu.v[i], s0);
-        s1 = fma(dq_bits4(b[i], 0, 15u) + 16.0 * dq_bits4(hi[i], 2, 3u), xu.v[4 + i], s1);
-        s2 = fma(dq_bits4(a[i], 4, 15u) + 16.0 * dq_bits4(hi[i], 4, 3u), xu.v[8 + i], s2);
-        s3 = fma(dq_bits4(b[i], 4, 15u) + 16.0 * dq_bits4(hi[i], 6, 3u), xu.v[12 + i], s3);
+        s0 = fma(dq_bits4hi(a[i], 0, hi[i], 0, 3u), xu.v[i], s0);
+        s1 = fma(dq_bits4hi(b[i], 0, hi[i], 2, 3u), xu.v[4 + i], s1);
+        s2 = fma(dq_bits4hi(a[i], 4, hi[i], 4, 3u), xu.v[8 + i], s2);
+        s3 = fma(dq_bits4hi(b[i], 4, hi[i], 6, 3u), xu.v[12 + i], s3);
     }
     // Scale 8n + h + 2c: byte h + 2c of sc.
     vec4 scv = vec4(bitfieldExtract(int(sc.x), int(8 * h), 8), bitfieldExtract(int(sc.x), int(8 * h + 16), 8),
@@ -301,11 +301,11 @@ float k_unit_dot(uvec4 h, uvec4 q0, uvec4 q1, uvec4 hb0, uvec4 hb1, uint j, XU x
     vec4 lo = vec4(0.0), hi = vec4(0.0);
     [[unroll]] for (uint i = 0; i < 8; i++) {
         uint q = i < 4 ? q0[i] : q1[i - 4];
-        vec4 ql = dq_bits4(q, 0, 15u), qh = dq_bits4(q, 4, 15u);
 #if defined(DQ_Q5_K)
         uint hw = i < 4 ? hb0[i] : hb1[i - 4];
-        ql += 16.0 * dq_bits4(hw, 2 * j, 1u);
-        qh += 16.0 * dq_bits4(hw, 2 * j + 1, 1u);
+        vec4 ql = dq_bits4hi(q, 0, hw, 2 * j, 1u), qh = dq_bits4hi(q, 4, hw, 2 * j + 1, 1u);
+#else
+        vec4 ql = dq_bits4(q, 0, 15u), qh = dq_bits4(q, 4, 15u);
 #endif
         lo = fma(ql, xu.v[i], lo);
         hi = fma(qh, xu.v[8 + i], hi);
