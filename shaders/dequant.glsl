@@ -30,6 +30,7 @@
 //   vec4  dq_bits4(uint v, uint sh, uint mask)
 //                                      (byte >> sh) & mask for the four
 //                                      bytes of v (dq_ubits4: as integers)
+//   vec4  dq_bytes4(uint v)            the four bytes of v
 //   vec4  dq_bits4hi(uint v, uint sh, uint h, uint hsh, uint hmask)
 //                                      a nibble of v's bytes with high bits
 //                                      from h's (K-quants)
@@ -66,10 +67,15 @@ uvec4 dq_ubits4(uint v, uint sh, uint mask) { return (uvec4(v) >> uvec4(sh, sh +
 
 vec4 dq_bits4(uint v, uint sh, uint mask) { return vec4(dq_ubits4(v, sh, mask)); }
 
-// dq_bits4hi is dq_bits4(v, sh, 15) with bits (h >> hsh) & hmask of each byte
-// of h above them: a 5- or 6-bit quant assembled before it is converted.
+// dq_bytes4 converts the four bytes of v.
+vec4 dq_bytes4(uint v) { return vec4(v & 0xffu, (v >> 8) & 0xffu, (v >> 16) & 0xffu, v >> 24); }
+
+// dq_bits4hi returns the nibbles at bit sh of v's four bytes with bits
+// (h >> hsh) & hmask of the same bytes of h above them: 5- or 6-bit
+// K-quants, assembled for all four bytes at once before the conversion.
 vec4 dq_bits4hi(uint v, uint sh, uint h, uint hsh, uint hmask) {
-    return vec4(dq_ubits4(v, sh, 15u) | (dq_ubits4(h, hsh, hmask) << 4));
+    uint hb = ((h >> hsh) & (hmask * 0x01010101u)) << 4;
+    return dq_bytes4(((v >> sh) & 0x0f0f0f0fu) | hb);
 }
 
 #if defined(DQ_Q4_K) || defined(DQ_Q5_K) || defined(DQ_Q6_K)
