@@ -47,10 +47,13 @@ const uint NR = ROWS * (1 + GLU);
 layout(constant_id = 4) const uint NT = 1;  // vectors per workgroup
 layout(local_size_x_id = 0) in;
 
-#if defined(PACKED)
-// The packed layout of quantized rows (CPU devices; see engine/kernel/pack.go):
-// binding 0 is a uniform texel buffer of 16-byte texels. The GGUF-layout
-// code below is compiled but unused (binding 3 is never bound).
+#if defined(PACKED) || defined(TEXEL)
+// PACKED: the packed layout of quantized rows (CPU devices; see
+// engine/kernel/pack.go); TEXEL: F16 and BF16 rows read eight at a time
+// (WIDE 2) on CPU devices. Binding 0 is then a uniform texel buffer of
+// 16-byte texels, which a CPU device fetches for all lanes in a few vector
+// instructions; the storage-buffer code below is compiled but unused
+// (binding 3 is never bound).
 #extension GL_EXT_samplerless_texture_functions : require
 layout(set = 0, binding = 0) uniform utextureBuffer wt;
 #define W_BINDING 3
@@ -145,7 +148,11 @@ XU load_x(uint u) {
 }
 float unit_dot(uint row, uint u, XU xu) {
     if (WIDE == 2) {
+#if defined(TEXEL)
+        uvec4 q = texelFetch(wt, int(row / 8 + u));
+#else
         uvec4 q = w128[row / 8 + u];
+#endif
         return dot(vec4(unpack2(q.x), unpack2(q.y)), xu.a) + dot(vec4(unpack2(q.z), unpack2(q.w)), xu.b);
     } else if (WIDE == 1) {
         return dot(unpack2(w32[row / 2 + u]), xu.a.xy);

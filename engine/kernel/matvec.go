@@ -25,10 +25,12 @@ type MatVec struct {
 	// cpu marks a CPU device, whose quantized matrices are packed (see
 	// pack.go) where the type and row length allow.
 	cpu bool
-	// pk is the packed layout of the type on this device (nil: GGUF's),
-	// and packedSPIRV its kernel.
-	pk          *packing
-	packedSPIRV []byte
+	// pk is the packed layout of the type on this device (nil: GGUF's).
+	pk *packing
+	// cpuSPIRV, on CPU devices, is the kernel that reads the weights as
+	// texels (matvec_<type>_cpu): packed quantized rows, or F16 and BF16
+	// rows eight at a time.
+	cpuSPIRV []byte
 }
 
 // NewMatVec prepares the matrix-vector kernel for weights of type t.
@@ -47,8 +49,9 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[[4]uint32]*vk.Kernel{}}
 	k.wg, k.rows, k.batch = mvDefaultGeometry(d.Info(), t)
 	k.cpu = d.Info().Type == vk.CPU
-	if k.pk = packingFor(d.Info(), t); k.pk != nil {
-		if k.packedSPIRV, err = shaders.SPIRV(name + "_cpu"); err != nil {
+	k.pk = packingFor(d.Info(), t)
+	if k.cpu && (k.pk != nil || t == gguf.F16 || t == gguf.BF16) {
+		if k.cpuSPIRV, err = shaders.SPIRV(name + "_cpu"); err != nil {
 			return nil, err
 		}
 	}
@@ -204,7 +207,10 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 			if packed && (woff%16 != 0 || wr.Size%16 != 0) {
 				return fmt.Errorf("%s: packed weights at byte %d of their binding: they must start on a 16-byte texel", k.name, woff)
 			}
-			kern, err := k.kernel(k.wide(cols, woff, xoff), glu, batch, packed)
+			wide := k.wide(cols, woff, xoff)
+			// F16 and BF16 rows read eight at a time are whole texels too.
+			texels := packed || k.cpu && k.cpuSPIRV != nil && wide == 2 && wr.Size%16 == 0
+			kern, err := k.kernel(wide, glu, batch, texels)
 			if err != nil {
 				return err
 			}
@@ -245,15 +251,17 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 	return 0
 }
 
-func (k *MatVec) kernel(wide uint32, glu bool, batch int, packed bool) (*vk.Kernel, error) {
+// kernel returns the pipeline for a load width, GLU or not, vectors per
+// workgroup, and whether the weights bind as texels (the _cpu kernel).
+func (k *MatVec) kernel(wide uint32, glu bool, batch int, texels bool) (*vk.Kernel, error) {
 	key := [4]uint32{wide, 0, uint32(batch), 0}
 	if glu {
 		key[1] = 1
 	}
 	spec := vk.KernelSpec{Name: k.name, SPIRV: k.spirv, Buffers: 3, PushBytes: 40}
-	if packed {
+	if texels {
 		key[3] = 1
-		spec.Name, spec.SPIRV, spec.Texels = k.name+"_cpu", k.packedSPIRV, 1
+		spec.Name, spec.SPIRV, spec.Texels = k.name+"_cpu", k.cpuSPIRV, 1
 	}
 	if kern, ok := k.kerns[key]; ok {
 		return kern, nil
