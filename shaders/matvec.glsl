@@ -147,17 +147,20 @@ XU load_x(uint u) {
     return r;
 }
 float unit_dot(uint row, uint u, XU xu) {
-    if (WIDE == 2) {
 #if defined(TEXEL)
-        uvec4 q = texelFetch(wt, int(row / 8 + u));
+    // Only WIDE 2 runs here (the host picks this kernel for it alone): no
+    // storage-buffer access may be reachable, as binding 3 is never bound.
+    uvec4 q = texelFetch(wt, int(row / 8 + u));
+    return dot(vec4(unpack2(q.x), unpack2(q.y)), xu.a) + dot(vec4(unpack2(q.z), unpack2(q.w)), xu.b);
 #else
+    if (WIDE == 2) {
         uvec4 q = w128[row / 8 + u];
-#endif
         return dot(vec4(unpack2(q.x), unpack2(q.y)), xu.a) + dot(vec4(unpack2(q.z), unpack2(q.w)), xu.b);
     } else if (WIDE == 1) {
         return dot(unpack2(w32[row / 2 + u]), xu.a.xy);
     }
     return dq_load(row, u) * xu.a.x;
+#endif
 }
 
 #elif defined(DQ_Q8_0) || defined(DQ_Q4_0)
