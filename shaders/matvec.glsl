@@ -63,8 +63,16 @@ layout(set = 0, binding = 0) uniform utextureBuffer wt;
 layout(set = 0, binding = W_BINDING) readonly buffer W16 { uint16_t w16[]; };
 layout(set = 0, binding = W_BINDING) readonly buffer W32 { uint w32[]; };
 layout(set = 0, binding = W_BINDING) readonly buffer W128 { uvec4 w128[]; };
-layout(set = 0, binding = 1) readonly buffer X1 { float x[]; };
-layout(set = 0, binding = 1) readonly buffer X4 { vec4 x4[]; };
+#if defined(XTEXEL)
+// x read as texels too (packed kernels whose x starts on 16 bytes): four
+// floats a fetch; the storage-buffer x below is then never bound.
+layout(set = 0, binding = 1) uniform utextureBuffer xt;
+#define X_BINDING 4
+#else
+#define X_BINDING 1
+#endif
+layout(set = 0, binding = X_BINDING) readonly buffer X1 { float x[]; };
+layout(set = 0, binding = X_BINDING) readonly buffer X4 { vec4 x4[]; };
 layout(set = 0, binding = 2) buffer Y { float y[]; };
 
 layout(push_constant) uniform Push {
@@ -388,11 +396,15 @@ XP load_xp(uint lu, uint j) {
         uint k = xo + lu * 256 + 64 * j + 16 * g;
 #endif
         [[unroll]] for (uint i = 0; i < 4; i++) {
+#if defined(XTEXEL)
+            r.v[4 * g + i] = uintBitsToFloat(texelFetch(xt, int(k / 4 + i)));
+#else
             if (WIDE >= 1) {
                 r.v[4 * g + i] = x4[k / 4 + i];
             } else {
                 r.v[4 * g + i] = vec4(x[k + 4 * i], x[k + 4 * i + 1], x[k + 4 * i + 2], x[k + 4 * i + 3]);
             }
+#endif
         }
         r.s[g] = dot((r.v[4 * g] + r.v[4 * g + 1]) + (r.v[4 * g + 2] + r.v[4 * g + 3]), vec4(1.0));
     }

@@ -29,8 +29,8 @@ type MatVec struct {
 	pk *packing
 	// cpuSPIRV, on CPU devices, is the kernel that reads the weights as
 	// texels (matvec_<type>_cpu): packed quantized rows, or F16 and BF16
-	// rows eight at a time.
-	cpuSPIRV []byte
+	// rows eight at a time; cpuxSPIRV (packed rows) reads x as texels too.
+	cpuSPIRV, cpuxSPIRV []byte
 }
 
 // NewMatVec prepares the matrix-vector kernel for weights of type t.
@@ -52,6 +52,11 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 	k.pk = packingFor(d.Info(), t)
 	if k.cpu && (k.pk != nil || t == gguf.F16 || t == gguf.BF16) {
 		if k.cpuSPIRV, err = shaders.SPIRV(name + "_cpu"); err != nil {
+			return nil, err
+		}
+	}
+	if k.pk != nil {
+		if k.cpuxSPIRV, err = shaders.SPIRV(name + "_cpux"); err != nil {
 			return nil, err
 		}
 	}
@@ -208,8 +213,15 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 				return fmt.Errorf("%s: packed weights at byte %d of their binding: they must start on a 16-byte texel", k.name, woff)
 			}
 			wide := k.wide(cols, woff, xoff)
-			// F16 and BF16 rows read eight at a time are whole texels too.
-			texels := packed || k.cpu && k.cpuSPIRV != nil && wide == 2 && wr.Size%16 == 0
+			// F16 and BF16 rows read eight at a time are whole texels too;
+			// x is, for packed rows, where it starts on 16 bytes.
+			var texels uint32
+			switch {
+			case packed && xoff%16 == 0 && xr.Size%16 == 0:
+				texels = 3
+			case packed || k.cpu && k.cpuSPIRV != nil && wide == 2 && wr.Size%16 == 0:
+				texels = 1
+			}
 			kern, err := k.kernel(wide, glu, batch, texels)
 			if err != nil {
 				return err
@@ -252,16 +264,19 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 }
 
 // kernel returns the pipeline for a load width, GLU or not, vectors per
-// workgroup, and whether the weights bind as texels (the _cpu kernel).
-func (k *MatVec) kernel(wide uint32, glu bool, batch int, texels bool) (*vk.Kernel, error) {
-	key := [4]uint32{wide, 0, uint32(batch), 0}
+// workgroup, and which bindings are texels: none, the weights (1: the
+// _cpu kernel) or the weights and x (3: _cpux).
+func (k *MatVec) kernel(wide uint32, glu bool, batch int, texels uint32) (*vk.Kernel, error) {
+	key := [4]uint32{wide, 0, uint32(batch), texels}
 	if glu {
 		key[1] = 1
 	}
-	spec := vk.KernelSpec{Name: k.name, SPIRV: k.spirv, Buffers: 3, PushBytes: 40}
-	if texels {
-		key[3] = 1
-		spec.Name, spec.SPIRV, spec.Texels = k.name+"_cpu", k.cpuSPIRV, 1
+	spec := vk.KernelSpec{Name: k.name, SPIRV: k.spirv, Buffers: 3, PushBytes: 40, Texels: texels}
+	switch texels {
+	case 1:
+		spec.Name, spec.SPIRV = k.name+"_cpu", k.cpuSPIRV
+	case 3:
+		spec.Name, spec.SPIRV = k.name+"_cpux", k.cpuxSPIRV
 	}
 	if kern, ok := k.kerns[key]; ok {
 		return kern, nil
