@@ -25,6 +25,7 @@ import (
 
 func benchServeCommand() *cli.Command {
 	flags := append(modelFlags(),
+		parallelFlag(server.DefaultParallel),
 		&cli.StringFlag{Name: "clients", Value: "1,2,4,8", Usage: "numbers of concurrent clients to measure, comma-separated"},
 		&cli.IntFlag{Name: "requests", Value: 16, Usage: "requests per client count, shared among its clients"},
 		&cli.IntFlag{Name: "prompt-tokens", Value: 128, Usage: "tokens per prompt"},
@@ -38,7 +39,7 @@ func benchServeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "throughput and latency of the HTTP server under concurrent streaming clients",
-		UsageText: "headinfer bench serve -m MODEL [--clients 1,2,4,8] [--requests R] [--prompt-tokens P] [--max-tokens T] [--shared-prefix K] [--csv F] [--plot F.png]\n\n" +
+		UsageText: "headinfer bench serve -m MODEL [--parallel N] [--clients 1,2,4,8] [--requests R] [--prompt-tokens P] [--max-tokens T] [--shared-prefix K] [--csv F] [--plot F.png]\n\n" +
 			"Starts the server in this process on a loopback port and, for every client count, sends R greedy\n" +
 			"streamed completions of random token prompts from that many concurrent clients. It reports the\n" +
 			"generated tokens per second of all clients together, and per request the time to the first token\n" +
@@ -89,7 +90,7 @@ func benchServe(c *cli.Context) error {
 		return err
 	}
 	s := server.New(server.Options{
-		ModelPath: path, MaxQueue: slices.Max(clients), Timeout: 24 * time.Hour,
+		ModelPath: path, Parallel: c.Int("parallel"), MaxQueue: slices.Max(clients), Timeout: 24 * time.Hour,
 		NoPrefixReuse: c.Bool("no-prefix-cache"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err := s.SetModel(m); err != nil {

@@ -47,9 +47,18 @@ func modelOptions(c *cli.Context) (engine.Options, error) {
 		CtxSize: c.Int("ctx-size"),
 		Chunk:   chunk,
 		KVType:  strings.ToLower(c.String("kv-type")),
-		Log:     func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
+		// Commands without --parallel run one sequence (0).
+		Parallel: c.Int("parallel"),
+		Log:      func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
 	return opt, offloadOptions(c, &opt)
+}
+
+// parallelFlag is --parallel: sequences run at once, each with its own
+// KV cache of --ctx-size positions.
+func parallelFlag(value int) cli.Flag {
+	return &cli.IntFlag{Name: "parallel", Aliases: []string{"np"}, Value: value,
+		Usage: "sequences decoded at once (continuous batching), each with its own KV cache of --ctx-size positions; the memory plan budgets them all"}
 }
 
 // chunkFlag is --chunk: prompt tokens per forward pass, or auto.

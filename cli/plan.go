@@ -51,7 +51,7 @@ func offloadOptions(c *cli.Context, opt *engine.Options) error {
 // Binary prefixes (KiB, MiB, GiB, TiB, and K, M, G, T alone) count in
 // powers of 1024, decimal ones (KB, MB, GB, TB) in powers of 1000.
 func planCommand() *cli.Command {
-	flags := append(modelFlags(), &cli.BoolFlag{Name: "json", Usage: "print the plan as JSON"})
+	flags := append(modelFlags(), parallelFlag(1), &cli.BoolFlag{Name: "json", Usage: "print the plan as JSON"})
 	return &cli.Command{
 		Name:  "plan",
 		Usage: "show where a model's memory would go: weights, activations, streaming buffers, resident and streamed KV heads",

@@ -20,9 +20,10 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "address to listen on (0.0.0.0 for every interface)"},
 		&cli.IntFlag{Name: "port", Value: 8080, Usage: "TCP port (0 = any free one; the address is logged)"},
 		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on /v1 requests", EnvVars: []string{"HEADINFER_API_KEY"}},
-		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while one runs; more are answered 429"},
+		parallelFlag(server.DefaultParallel),
+		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while --parallel run; more are answered 429"},
 		&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "longest a request may take, waiting in the queue included"},
-		&cli.StringFlag{Name: "kv-cache-dir", Usage: "`DIR` for KV snapshots: sequences evicted by a request with another prompt are spilled there and restored when a later prompt begins with them; POST /slots/0?action=save|restore keeps its files there"},
+		&cli.StringFlag{Name: "kv-cache-dir", Usage: "`DIR` for KV snapshots: sequences evicted by a request with another prompt are spilled there and restored when a later prompt begins with them; POST /slots/{id}?action=save|restore keeps its files there"},
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
 		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
 	)
@@ -30,18 +31,20 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "serve an OpenAI-compatible HTTP API",
-		UsageText: "headinfer serve -m MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-queue N] [-c CTX] [--gpu-mem SIZE] [--device D]\n\n" +
+		UsageText: "headinfer serve -m MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--parallel N] [--max-queue N] [-c CTX] [--gpu-mem SIZE] [--device D]\n\n" +
 			"POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events),\n" +
-			"GET /v1/models, GET /health, GET /metrics, POST /slots/0?action=save|restore (with --kv-cache-dir).\n" +
-			"Requests run one at a time, in order; a prompt that begins with the tokens the session holds reuses their KV.",
+			"GET /v1/models, GET /health, GET /metrics, POST /slots/{id}?action=save|restore (with --kv-cache-dir).\n" +
+			"Up to --parallel requests run at once, their decode steps batched (one read of the weights for all);\n" +
+			"the others wait in order. A finished sequence's KV stays in its slot until the slot is needed: a prompt\n" +
+			"that begins with the tokens a slot holds reuses their KV.",
 		Flags:  flags,
 		Action: serve,
 	}
 }
 
 func serve(c *cli.Context) error {
-	if c.Int("max-queue") < 0 || c.Duration("timeout") <= 0 || c.Duration("grace") < 0 {
-		return fmt.Errorf("--max-queue must be ≥ 0, --timeout > 0 and --grace ≥ 0")
+	if c.Int("max-queue") < 0 || c.Int("parallel") < 1 || c.Duration("timeout") <= 0 || c.Duration("grace") < 0 {
+		return fmt.Errorf("--max-queue must be ≥ 0, --parallel ≥ 1, --timeout > 0 and --grace ≥ 0")
 	}
 	if p := c.Int("port"); p < 0 || p > 65535 {
 		return fmt.Errorf("--port %d is not a TCP port", p)
@@ -59,6 +62,7 @@ func serveWith(c *cli.Context, lv liveView) error {
 	s := server.New(server.Options{
 		ModelPath:  path,
 		APIKey:     c.String("api-key"),
+		Parallel:   c.Int("parallel"),
 		MaxQueue:   c.Int("max-queue"),
 		Timeout:    c.Duration("timeout"),
 		KVCacheDir: c.String("kv-cache-dir"),
@@ -73,11 +77,8 @@ func serveWith(c *cli.Context, lv liveView) error {
 	log.Info("listening", "addr", ln.Addr().String(), "model", s.ModelName())
 	status := func() []string {
 		waiting, running := s.Queue()
-		state := "no request running"
-		if running {
-			state = "one request running"
-		}
-		return []string{fmt.Sprintf("listening on %s: %s, %d waiting (at most %d)", ln.Addr(), state, waiting, c.Int("max-queue"))}
+		return []string{fmt.Sprintf("listening on %s: %d of %d sequences running, %d waiting (at most %d)",
+			ln.Addr(), running, c.Int("parallel"), waiting, c.Int("max-queue"))}
 	}
 	lv.status.Store(&status)
 

@@ -65,10 +65,9 @@ func (s *state) record(p *offload.Program, n int) error {
 	rows := func(b *vk.Buffer, width int) vk.Range { return b.Range(0, uint64(4*n*width)) }
 	x, xb := rows(s.x, cfg.Dim), rows(s.xb, cfg.Dim)
 	q, k, v := s.qkvRanges(n)
-	qk, qkJoined := adjacent(q, k)
 	att := rows(s.att, cfg.Heads*cfg.HeadDim)
 	gate, up := rows(s.gate, cfg.FFN), rows(s.up, cfg.FFN)
-	ids, pos := s.ids.Range(0, uint64(4*n)), s.pos.Range(0, uint64(4*n))
+	ids := s.ids.Range(0, uint64(4*n))
 
 	c, err := p.Compute()
 	if err != nil {
@@ -88,20 +87,10 @@ func (s *state) record(p *offload.Program, n int) error {
 		c.Barrier()
 		try(m.qkv(c, b, xb, q, k, v, n))
 		c.Barrier()
-		if n == 1 && qkJoined && !m.opt.separate {
-			try(o.ropeQK.Record(c, qk, pos, s.freqs.All(), 1))
-		} else {
-			try(o.ropeQ.Record(c, q, pos, s.freqs.All(), n))
-			try(o.ropeK.Record(c, k, pos, s.freqs.All(), n))
-		}
-		c.Barrier()
-		try(s.kv.Store(c, l, k, v, pos, n))
-		c.Barrier()
-		try(s.kv.Attend(p, l, offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n}))
 		if err != nil {
 			return err
 		}
-		if c, err = p.Compute(); err != nil {
+		if c, err = s.attention(p, c, l, n); err != nil {
 			return err
 		}
 		c.Barrier()
@@ -126,4 +115,35 @@ func (s *state) record(p *offload.Program, n int) error {
 	c.Barrier()
 	try(o.argmax.Record(c, s.logits.All(), s.next.Range(0, 4), cfg.Vocab))
 	return err
+}
+
+// attention appends to p, after c, layer l's attention of the n tokens
+// whose q, k and v the projections left in s.qkv: RoPE, the store of the
+// new K and V rows, and attention over the KV cache into s.att. It returns
+// the compute commands to go on recording into.
+func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int) (*vk.Commands, error) {
+	o := s.m.ops
+	q, k, v := s.qkvRanges(n)
+	pos := s.pos.Range(0, uint64(4*n))
+	var err error
+	try := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
+	if qk, joined := adjacent(q, k); n == 1 && joined && !s.m.opt.separate {
+		try(o.ropeQK.Record(c, qk, pos, s.freqs.All(), 1))
+	} else {
+		try(o.ropeQ.Record(c, q, pos, s.freqs.All(), n))
+		try(o.ropeK.Record(c, k, pos, s.freqs.All(), n))
+	}
+	c.Barrier()
+	try(s.kv.Store(c, l, k, v, pos, n))
+	c.Barrier()
+	att := s.att.Range(0, uint64(4*n*s.m.Config.Heads*s.m.Config.HeadDim))
+	try(s.kv.Attend(p, l, offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n}))
+	if err != nil {
+		return nil, err
+	}
+	return p.Compute()
 }

@@ -32,6 +32,10 @@ type Options struct {
 	// StreamBlock is the positions per streamed KV block, a multiple of
 	// 256 (0 = DefaultStreamBlock).
 	StreamBlock int
+	// Parallel is the number of sequences the plan budgets for (0 or 1:
+	// one), each with CtxSize positions: a Batch of that many, or as many
+	// sessions open at once.
+	Parallel int
 
 	// dev, when set, is used instead of opening a device (tests share one).
 	dev *vk.Device

@@ -24,15 +24,18 @@ const (
 // buffer stays a few MiB (16 MiB for head dimension 128 in f16).
 const DefaultStreamBlock = 16384
 
-// Plan is where a session's device memory goes, decided at load from the
+// Plan is where the sessions' device memory goes, decided at load from the
 // device-memory budget: weights, activations for one chunk, the buffers
 // that streamed KV blocks pass through, then as many whole KV slots
 // (one per layer and KV head) as still fit; the other slots live in host
 // memory and are streamed through the device block by block. It budgets
-// one session: each session open at the same time takes its activations,
-// streaming buffers and KV again.
+// Sequences sessions (Options.Parallel) of CtxSize positions each, alike:
+// each takes its activations, streaming buffers and resident slots, and
+// a batched decode step its activations for one token per sequence; a
+// session opened beyond them takes the same again.
 type Plan struct {
 	Mode        string `json:"mode"`        // OffloadAuto, OffloadNone or OffloadHead
+	Sequences   int    `json:"sequences"`   // sessions budgeted; the byte totals below cover them all
 	Budget      uint64 `json:"budget"`      // device-local bytes allowed
 	BudgetFrom  string `json:"budget_from"` // where Budget came from
 	CtxSize     int    `json:"ctx_size"`
@@ -41,14 +44,14 @@ type Plan struct {
 	StreamBlock int    `json:"stream_block"` // positions per streamed block
 
 	Weights     uint64 `json:"weight_bytes"`     // device bytes of the weights
-	Activations uint64 `json:"activation_bytes"` // device bytes of one chunk's activations and attention scratch
+	Activations uint64 `json:"activation_bytes"` // device bytes of each sequence's chunk activations and attention scratch, and the batched step's
 	Streaming   uint64 `json:"streaming_bytes"`  // device bytes of the streaming buffers (0 when nothing streams)
 	ResidentKV  uint64 `json:"resident_kv_bytes"`
 
 	SlotBytes     uint64 `json:"slot_bytes"`     // K+V bytes of one slot at CtxSize
 	Slots         int    `json:"slots"`          // layers × KV heads
-	Resident      int    `json:"resident_slots"` // slots kept on the device
-	Streamed      int    `json:"streamed_slots"` // slots in host memory
+	Resident      int    `json:"resident_slots"` // slots kept on the device, per sequence
+	Streamed      int    `json:"streamed_slots"` // slots in host memory, per sequence
 	ResidentHeads []int  `json:"resident_heads"` // per layer: KV heads 0 … n−1 are resident, the rest streamed
 	HostKV        uint64 `json:"host_kv_bytes"`  // host bytes of the streamed slots
 
@@ -79,6 +82,9 @@ func (p Plan) String() string {
 	}
 	fmt.Fprintf(&b, "device memory budget %s (%s), offload %s, context %d, chunk %d, KV %s\n",
 		bytesize.Format(p.Budget), p.BudgetFrom, p.Mode, p.CtxSize, p.Chunk, p.KVType)
+	if p.Sequences > 1 {
+		fmt.Fprintf(&b, "%d parallel sequences of %d positions each; KV slots are per sequence, bytes cover all\n", p.Sequences, p.CtxSize)
+	}
 	fmt.Fprintf(&b, "  weights            %10s%s\n", bytesize.Format(p.Weights), pct(p.Weights))
 	fmt.Fprintf(&b, "  activations        %10s%s\n", bytesize.Format(p.Activations), pct(p.Activations))
 	fmt.Fprintf(&b, "  streaming buffers  %10s%s\n", bytesize.Format(p.Streaming), pct(p.Streaming))
@@ -108,6 +114,7 @@ type planInput struct {
 	budgetFrom  string
 	streamBlock int
 	weights     uint64
+	seqs        int    // parallel sequences (0 counts as 1)
 	bindLimit   uint64 // maxStorageBufferRange
 	rates       Rates  // measured device rates, for an automatic chunk
 }
@@ -145,9 +152,10 @@ func autoChunk(in planInput) (int, string) {
 	}
 	c := in.c
 	elem := uint64(in.kvType.BlockBytes())
-	fixedCost := in.weights + streamingBytes(c, in.streamBlock, elem)
+	seqs := uint64(max(in.seqs, 1))
+	fixedCost := in.weights + seqs*streamingBytes(c, in.streamBlock, elem) + batchActivationBytes(c, in.seqs)
 	fits := func(n int) bool {
-		return fixedCost+activationSizes(c, n, in.ctx).device() <= in.budget
+		return fixedCost+seqs*activationSizes(c, n, in.ctx).device() <= in.budget
 	}
 	largest := 0
 	for lo, hi := 1, in.ctx; lo <= hi; {
@@ -179,12 +187,13 @@ func autoChunk(in planInput) (int, string) {
 func placePlan(in planInput) (Plan, error) {
 	c := in.c
 	elem := uint64(in.kvType.BlockBytes())
+	seqs := uint64(max(in.seqs, 1))
 	p := Plan{
-		Mode: in.mode, Budget: in.budget, BudgetFrom: in.budgetFrom,
+		Mode: in.mode, Sequences: int(seqs), Budget: in.budget, BudgetFrom: in.budgetFrom,
 		CtxSize: in.ctx, Chunk: in.chunk, KVType: strings.ToLower(in.kvType.String()),
 		StreamBlock: in.streamBlock,
 		Weights:     in.weights,
-		Activations: activationSizes(c, in.chunk, in.ctx).device(),
+		Activations: seqs*activationSizes(c, in.chunk, in.ctx).device() + batchActivationBytes(c, in.seqs),
 		SlotBytes:   2 * uint64(in.ctx) * uint64(c.HeadDim) * elem,
 		Slots:       c.Layers * c.KVHeads,
 	}
@@ -200,13 +209,13 @@ func placePlan(in planInput) (Plan, error) {
 		return Plan{}, fmt.Errorf("stream block of %d positions is not a positive multiple of %d", in.streamBlock, attnBlock)
 	}
 	slotBind := p.SlotBytes / 2 // a resident slot's K is bound whole by the KV store
-	streaming := streamingBytes(c, in.streamBlock, elem)
+	streaming := seqs * streamingBytes(c, in.streamBlock, elem)
 	if p.Mode != OffloadNone && uint64(in.streamBlock)*uint64(c.HeadDim)*elem > in.bindLimit {
 		return Plan{}, fmt.Errorf("a streamed block of %d positions takes %s, more than the device binds at once (%s): lower --stream-block",
 			in.streamBlock, bytesize.Format(uint64(in.streamBlock)*uint64(c.HeadDim)*elem), bytesize.Format(in.bindLimit))
 	}
 	base := p.Weights + p.Activations
-	all := uint64(p.Slots) * p.SlotBytes
+	all := seqs * uint64(p.Slots) * p.SlotBytes // every sequence's
 	resident := 0
 	switch p.Mode {
 	case OffloadNone:
@@ -232,12 +241,12 @@ func placePlan(in planInput) (Plan, error) {
 		}
 		p.Streaming = streaming
 		if p.Mode == OffloadAuto && slotBind <= in.bindLimit {
-			resident = min(p.Slots-1, int((in.budget-base-streaming)/p.SlotBytes))
+			resident = min(p.Slots-1, int((in.budget-base-streaming)/(seqs*p.SlotBytes)))
 		}
 	}
 	p.Resident, p.Streamed = resident, p.Slots-resident
-	p.ResidentKV = uint64(resident) * p.SlotBytes
-	p.HostKV = uint64(p.Streamed) * p.SlotBytes
+	p.ResidentKV = seqs * uint64(resident) * p.SlotBytes
+	p.HostKV = seqs * uint64(p.Streamed) * p.SlotBytes
 	// Spread the resident slots over the layers, so that every layer has
 	// resident work to do while its first streamed block is copied.
 	p.ResidentHeads = make([]int, c.Layers)
@@ -283,6 +292,16 @@ func activationSizes(c Config, chunk, ctx int) actSizes {
 		partsCap: capBlocks,
 		argmax:   8 * uint64((c.Vocab+2047)/2048),
 	}
+}
+
+// batchActivationBytes is the device memory of a batched decode step of
+// seqs sequences (one token each); nothing below two sequences.
+func batchActivationBytes(c Config, seqs int) uint64 {
+	if seqs < 2 {
+		return 0
+	}
+	a := activationSizes(c, seqs, 1)
+	return 2*a.x + a.att + a.qkv + 2*a.ffn + uint64(seqs)*a.logits
 }
 
 // device is the device-local part.
@@ -347,7 +366,7 @@ func newPlan(f *gguf.File, c Config, opt Options, kvType gguf.Type, info vk.Devi
 	in := planInput{
 		c: c, ctx: opt.CtxSize, chunk: opt.Chunk, kvType: kvType, mode: opt.Offload,
 		budget: budget, budgetFrom: from, streamBlock: sb,
-		weights: weightBytes(f), bindLimit: info.MaxStorageBufferRange,
+		weights: weightBytes(f), seqs: opt.Parallel, bindLimit: info.MaxStorageBufferRange,
 	}
 	p, err := makePlan(in)
 	if err != nil || !p.ChunkAuto || p.Streamed == 0 || rates == nil {

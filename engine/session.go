@@ -232,6 +232,13 @@ func (se *Session) step(ids []int32, withLogits bool) error {
 		}
 		return err
 	}
+	se.stepped(ids, withLogits)
+	return nil
+}
+
+// stepped records a step of ids that left the next token's argmax (and,
+// with withLogits, its logits) in se.s.
+func (se *Session) stepped(ids []int32, withLogits bool) {
 	se.tokens = append(se.tokens, ids...)
 	se.stats.Steps++
 	se.have = true
@@ -240,7 +247,6 @@ func (se *Session) step(ids []int32, withLogits bool) error {
 	} else {
 		se.logits = se.logits[:0]
 	}
-	return nil
 }
 
 // Argmax is the greedy choice after the last step, computed on the device.

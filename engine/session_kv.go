@@ -105,6 +105,33 @@ func (se *Session) ReusePrefix(prompt []int32) int {
 	return n
 }
 
+// CopyPrefix replaces the session's contents by the first n tokens of
+// src (a session of the same model with the same KV layout) and their KV,
+// copied slot by slot wherever each lives: a prefix another sequence
+// computed need not be prefilled again. On failure the session is left
+// empty.
+func (se *Session) CopyPrefix(src *Session, n int) error {
+	if src.m != se.m || src.KVLayout() != se.KVLayout() {
+		return fmt.Errorf("copy of KV between sessions of different models or layouts")
+	}
+	if n < 0 || n > len(src.tokens) {
+		return fmt.Errorf("copy of %d KV positions: the source holds %d", n, len(src.tokens))
+	}
+	g := se.KVLayout()
+	l, h, isV := 0, 0, false // the slot get fills next, in KVLayout's order
+	return se.ImportKV(src.tokens[:n], func(buf []byte) error {
+		if err := src.s.kv.Read(l, h, isV, 0, buf); err != nil {
+			return err
+		}
+		if isV = !isV; !isV {
+			if h++; h == g.KVHeads {
+				h, l = 0, l+1
+			}
+		}
+		return nil
+	})
+}
+
 // PrefixLen is the number of prompt tokens whose KV a sequence of held
 // tokens can give: their common prefix, less the last prompt token,
 // which always runs (its step gives the next token's logits).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"headinfer/engine/offload"
@@ -29,6 +30,7 @@ const partsBudget = 64 << 20
 // state is one sequence's device state: activations sized for a chunk, the
 // KV cache, and the programs recorded for each shape of step.
 type state struct {
+	id    uint64 // unique in the process, names the state in batched programs
 	m     *Model
 	chunk int
 	ctx   int
@@ -61,6 +63,9 @@ type state struct {
 	recordTime  time.Duration
 }
 
+// stateIDs numbers the states.
+var stateIDs atomic.Uint64
+
 // kvCache is the HeadInfer core as the forward pass sees it (implemented
 // by offload.Cache): it stores a chunk's new K and V rows of the resident
 // heads and records a layer's attention wherever its KV lives.
@@ -92,7 +97,7 @@ type recorded struct {
 
 func newState(m *Model) (s *state, err error) {
 	c, d := m.Config, m.dev
-	s = &state{m: m, chunk: m.plan.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*recorded{}}
+	s = &state{id: stateIDs.Add(1), m: m, chunk: m.plan.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*recorded{}}
 	defer func() {
 		if err != nil {
 			s.free()

@@ -29,7 +29,7 @@ func TestAdmissionBoundsHeap(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	const (
 		maxQueue  = 2
-		admitted  = maxQueue + runningAtOnce
+		admitted  = maxQueue + 1 // one running (Options.Parallel 1)
 		senders   = 32
 		promptLen = 512 << 10
 	)

@@ -16,18 +16,16 @@ type outcome struct {
 	cached     int // prompt tokens whose KV was reused, not prefilled
 }
 
-// generate runs j on the session, which the caller holds, and passes the
-// text to emit as it becomes final: valid UTF-8, with stop strings and
-// what follows them removed. It stops within one decode step when ctx ends
-// (returning ctx's cause) or emit fails (returning errClientGone).
+// generate runs j as a sequence of the batch (the caller holds a place in
+// the queue) and passes the text to emit as it becomes final: valid
+// UTF-8, with stop strings and what follows them removed. It stops within
+// one decode step when ctx ends (returning ctx's cause) or emit fails
+// (returning errClientGone).
 func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(string) error) (outcome, error) {
 	s.metrics.sequencesRunning.Inc()
 	defer s.metrics.sequencesRunning.Dec()
 	last := j.admitted
-	se := l.se
-	o := outcome{cached: l.prefix.prepare(se, j.prompt)}
-	s.metrics.prefixReuse(o.cached)
-	before := se.Stats()
+	var o outcome
 	dec := tokenizer.NewDecoder(l.tok)
 	for _, id := range j.prompt {
 		dec.Add(id) // so that the first token's leading space decodes as in `generate`
@@ -45,15 +43,19 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		}
 		return true
 	}
-	gp := engine.GenerateParams{MaxTokens: j.maxTokens, Sampling: j.params}
-	finish, err := se.Generate(ctx, j.prompt[o.cached:], gp, func(id int32) bool {
+	req := engine.Request{
+		Prompt: j.prompt,
+		Params: engine.GenerateParams{MaxTokens: j.maxTokens, Sampling: j.params},
+		// On the batch's goroutine, which alone uses the prefix cache.
+		Prepare: func(_ int, se *engine.Session) int { return l.prefix.prepare(se, j.prompt) },
+	}
+	res, err := l.batch.Generate(ctx, req, func(id int32) bool {
 		o.completion++
 		now := time.Now()
 		if o.completion == 1 {
 			s.metrics.timeToFirstToken.Observe(now.Sub(j.admitted).Seconds())
 		} else {
 			s.metrics.timePerToken.Observe(now.Sub(last).Seconds())
-			s.metrics.batchSize.Set(1) // one sequence per decode step
 		}
 		last = now
 		out, hit := stop.add(dec.Add(id))
@@ -66,7 +68,10 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		}
 		return ctx.Err() == nil
 	})
-	s.metrics.generation(o.completion, se.Stats().Sub(before), se.Memory())
+	o.cached = res.Cached
+	s.metrics.prefixReuse(o.cached)
+	s.metrics.generation(o.completion, res.Stats, l.batch.Memory())
+	finish := res.Finish
 
 	switch {
 	case emitErr != nil:

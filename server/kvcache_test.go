@@ -48,12 +48,22 @@ func reference(t *testing.T, s *Server, prompt string, n int) string {
 
 // expectCached is what the server should reuse for prompt: the longest
 // common prefix, less the prompt's last token, of the prompt's tokens and
-// those the session holds or (with --kv-cache-dir) a spilled sequence
-// holds. It reads the session between requests, when nothing else uses it.
-func expectCached(s *Server, prompt string) int {
+// those a slot holds or (with --kv-cache-dir) a spilled sequence holds.
+// It reads the slots between requests, when nothing else uses them.
+func expectCached(t *testing.T, s *Server, prompt string) int {
+	t.Helper()
 	l := s.model.Load()
 	ids := l.tok.Encode(prompt, true)
-	n := engine.PrefixLen(l.se.Tokens(), ids)
+	n := 0
+	for slot := range l.batch.Slots() {
+		err := l.batch.Do(context.Background(), slot, func(se *engine.Session) error {
+			n = max(n, engine.PrefixLen(se.Tokens(), ids))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, sp := range l.prefix.spilled {
 		n = max(n, engine.PrefixLen(sp.tokens, ids))
 	}
@@ -104,7 +114,7 @@ func TestPrefixReuse(t *testing.T) {
 		{storyB, true}, // only BOS in common
 		{storyB + " The dog was happy", false},
 	} {
-		want := expectCached(s, c.prompt)
+		want := expectCached(t, s, c.prompt)
 		if i == 1 && want != len(s.model.Load().tok.Encode(storyA, true))-1 {
 			t.Fatalf("the repeated prompt would reuse %d tokens", want)
 		}
@@ -142,7 +152,7 @@ func TestKVCacheDirSpill(t *testing.T) {
 	}
 	// A's prompt again: restored from the file, not prefilled (B is
 	// spilled in turn).
-	if got := ask(t, s, ts.URL, storyA+" She", 8, true, expectCached(s, storyA+" She")); got < nA-1 {
+	if got := ask(t, s, ts.URL, storyA+" She", 8, true, expectCached(t, s, storyA+" She")); got < nA-1 {
 		t.Fatalf("the spilled prompt was not restored: %d cached tokens, want at least %d", got, nA-1)
 	}
 	fams := scrape(t, ts.URL)
@@ -160,8 +170,8 @@ func TestKVCacheDirSpill(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ask(t, s, ts.URL, storyA+" She", 8, false, expectCached(s, storyA+" She")) // in the session; spilled whole
-	ask(t, s, ts.URL, storyB+" He", 8, false, 0)                               // B's file is damaged: prefilled
+	ask(t, s, ts.URL, storyA+" She", 8, false, expectCached(t, s, storyA+" She")) // in the session; spilled whole
+	ask(t, s, ts.URL, storyB+" He", 8, false, 0)                                  // B's file is damaged: prefilled
 	fams = scrape(t, ts.URL)
 	if v := value(t, fams, "headinfer_kv_snapshots_total", "op", "restore", "result", "error"); v != 1 {
 		t.Errorf("%v failed restores, want 1", v)
@@ -174,7 +184,7 @@ func TestKVCacheDirSpill(t *testing.T) {
 	if n := len(s2.model.Load().prefix.spilled); n != 1 {
 		t.Errorf("the second server indexed %d spills, want 1", n)
 	}
-	if got := ask(t, s2, ts2.URL, storyA+" She", 8, false, expectCached(s2, storyA+" She")); got < nA {
+	if got := ask(t, s2, ts2.URL, storyA+" She", 8, false, expectCached(t, s2, storyA+" She")); got < nA {
 		t.Errorf("after a restart: %d cached tokens, want at least %d", got, nA)
 	}
 }
@@ -197,6 +207,20 @@ func slotCall(t *testing.T, url, id, action, filename string) (int, map[string]a
 	return resp.StatusCode, out
 }
 
+// slotTokens reads the tokens slot holds.
+func slotTokens(t *testing.T, s *Server, slot int) []int32 {
+	t.Helper()
+	var held []int32
+	err := s.model.Load().batch.Do(context.Background(), slot, func(se *engine.Session) error {
+		held = slices.Clone(se.Tokens())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return held
+}
+
 // TestSlots saves the session's KV through the slots route, restores it
 // after another request, and checks the refusals: names outside the
 // directory, other slots and actions, damaged and missing files, and a
@@ -205,7 +229,7 @@ func TestSlots(t *testing.T) {
 	dir := t.TempDir()
 	s, ts := testServer(t, Options{KVCacheDir: dir}, engine.Options{})
 	ask(t, s, ts.URL, storyA, 10, false, 0)
-	held := slices.Clone(s.model.Load().se.Tokens())
+	held := slotTokens(t, s, 0)
 
 	for _, name := range []string{"", ".", "..", "../x.bin", "/etc/passwd", "a/b.bin", `a\b.bin`, "x\x00.bin", "prefix-0123.hikv"} {
 		for _, action := range []string{"save", "restore"} {
@@ -234,7 +258,7 @@ func TestSlots(t *testing.T) {
 	if status != 200 || body["n_restored"] != float64(len(held)) {
 		t.Fatalf("restore: %d %v", status, body)
 	}
-	if !slices.Equal(s.model.Load().se.Tokens(), held) {
+	if !slices.Equal(slotTokens(t, s, 0), held) {
 		t.Fatal("the restored session holds other tokens than were saved")
 	}
 	nA := len(s.model.Load().tok.Encode(storyA, true))
@@ -246,15 +270,15 @@ func TestSlots(t *testing.T) {
 	if status, body := slotCall(t, ts.URL, "0", "restore", "bad.bin"); status != 400 {
 		t.Errorf("damaged file: %d %v, want 400", status, body)
 	}
-	if n := len(s.model.Load().se.Tokens()); n != 0 {
+	if n := len(slotTokens(t, s, 0)); n != 0 {
 		t.Errorf("the failed restore left %d tokens in the session", n)
 	}
-	ask(t, s, ts.URL, storyA, 10, false, expectCached(s, storyA)) // from the spill of A
-	before := slices.Clone(s.model.Load().se.Tokens())
+	ask(t, s, ts.URL, storyA, 10, false, expectCached(t, s, storyA)) // from the spill of A
+	before := slotTokens(t, s, 0)
 	if status, _ := slotCall(t, ts.URL, "0", "restore", "missing.bin"); status != 404 {
 		t.Errorf("missing file: status %d, want 404", status)
 	}
-	if after := s.model.Load().se.Tokens(); len(before) == 0 || !slices.Equal(after, before) {
+	if after := slotTokens(t, s, 0); len(before) == 0 || !slices.Equal(after, before) {
 		t.Errorf("restoring a missing file changed the session: %d tokens before, %d after", len(before), len(after))
 	}
 

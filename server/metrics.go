@@ -44,7 +44,7 @@ type metrics struct {
 
 // queueState reads what the gauges of the queue and the model show at
 // scrape time.
-type queueState func() (waiting int, running, ready bool)
+type queueState func() (waiting, running int, ready bool)
 
 func newMetrics(state queueState) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry(), started: time.Now()}
@@ -58,7 +58,7 @@ func newMetrics(state queueState) *metrics {
 	})
 	f.gaugeFunc("headinfer_requests_running", "Requests being generated.", func() float64 {
 		_, r, _ := state()
-		return b2f(r)
+		return float64(r)
 	})
 	f.gaugeFunc("headinfer_model_ready", "1 once the model is loaded, while its device works.", func() float64 {
 		_, _, ready := state()
@@ -82,7 +82,7 @@ func newMetrics(state queueState) *metrics {
 		"Time from a generation request's admission to its last byte.",
 		prometheus.ExponentialBuckets(0.01, 2, 14))
 	m.sequencesRunning = f.gauge("headinfer_sequences_running", "Sequences being generated.")
-	m.batchSize = f.gauge("headinfer_batch_size", "Sequences decoded together in the last decode step (1 while the server runs one sequence at a time).")
+	m.batchSize = f.gauge("headinfer_batch_size", "Sequences decoded together in the last decode step.")
 	m.prefixHits = f.counter("headinfer_prefix_cache_hits_total", "Requests whose prompt began with tokens whose KV was kept, and reused it (a shared BOS token alone counts).")
 	m.prefixCachedTokens = f.counter("headinfer_prefix_cache_cached_tokens_total", "Prompt tokens whose KV was reused instead of prefilled.")
 	m.snapshots = f.counterVec("headinfer_kv_snapshots_total", "KV snapshots written to or read from --kv-cache-dir, by operation (save, restore) and result (ok, error).", "op", "result")

@@ -6,20 +6,21 @@ import (
 	"sync"
 )
 
-// queue lets one request at a time use the session and keeps the others
-// waiting in arrival order, at most limit of them. A waiter whose context
-// ends leaves the line at once.
+// queue lets size requests at a time use the model (one per sequence it
+// runs) and keeps the others waiting in arrival order, at most limit of
+// them. A waiter whose context ends leaves the line at once.
 type queue struct {
 	mu      sync.Mutex
+	size    int
 	limit   int
-	busy    bool
+	running int
 	closed  bool
-	idle    chan struct{} // closed when the session is released after close
+	idle    chan struct{} // closed when the last running request leaves after close
 	waiting []*waiter
 }
 
 type waiter struct {
-	ready   chan struct{} // closed when the session is handed over, or on close
+	ready   chan struct{} // closed when a place is handed over, or on close
 	granted bool
 	err     error // why the wait ended without the session
 }
@@ -29,9 +30,9 @@ var (
 	errClosed    = errors.New("server closed")
 )
 
-func newQueue(limit int) *queue { return &queue{limit: limit} }
+func newQueue(size, limit int) *queue { return &queue{size: max(size, 1), limit: limit} }
 
-// acquire waits for the session. It fails at once with errQueueFull when
+// acquire waits for a place among the running. It fails at once with errQueueFull when
 // limit requests are already waiting, with errClosed once the queue is
 // closed, and with ctx's cause when ctx ends first. On success the caller
 // must call release.
@@ -41,8 +42,8 @@ func (q *queue) acquire(ctx context.Context) error {
 		q.mu.Unlock()
 		return errClosed
 	}
-	if !q.busy && len(q.waiting) == 0 {
-		q.busy = true
+	if q.running < q.size && len(q.waiting) == 0 {
+		q.running++
 		q.mu.Unlock()
 		return nil
 	}
@@ -78,13 +79,13 @@ func (q *queue) acquire(ctx context.Context) error {
 	return context.Cause(ctx)
 }
 
-// release hands the session to the next waiter, if any.
+// release hands the caller's place to the next waiter, if any.
 func (q *queue) release() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.waiting) == 0 {
-		q.busy = false
-		if q.idle != nil {
+		q.running--
+		if q.running == 0 && q.idle != nil {
 			close(q.idle)
 			q.idle = nil
 		}
@@ -98,8 +99,8 @@ func (q *queue) release() {
 }
 
 // close turns away every waiting and later request with errClosed and
-// waits until the running one, if any, releases the session, which the
-// caller then holds for good. It gives up when ctx ends.
+// waits until the running ones, if any, have released their places. It
+// gives up when ctx ends.
 func (q *queue) close(ctx context.Context) error {
 	q.mu.Lock()
 	q.closed = true
@@ -108,8 +109,7 @@ func (q *queue) close(ctx context.Context) error {
 		close(w.ready)
 	}
 	q.waiting = nil
-	if !q.busy {
-		q.busy = true
+	if q.running == 0 {
 		q.mu.Unlock()
 		return nil
 	}
@@ -120,24 +120,18 @@ func (q *queue) close(ctx context.Context) error {
 	q.mu.Unlock()
 	select {
 	case <-idle:
-		q.mu.Lock()
-		q.busy = true
-		q.mu.Unlock()
 		return nil
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
 }
 
-// depth returns the number of waiting requests and whether one is running.
-func (q *queue) depth() (waiting int, running bool) {
+// depth returns the number of waiting and of running requests.
+func (q *queue) depth() (waiting, running int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.waiting), q.busy
+	return len(q.waiting), q.running
 }
-
-// runningAtOnce is how many requests use the session at a time.
-const runningAtOnce = 1
 
 // admission bounds the requests the server holds at once, from before
 // their body is read until they are answered. The queue bounds only the

@@ -10,7 +10,7 @@ import (
 // TestQueueOrderAndLimit checks first-come first-served order, the limit
 // on waiters, and that a waiter whose context ends frees its place.
 func TestQueueOrderAndLimit(t *testing.T) {
-	q := newQueue(2)
+	q := newQueue(1, 2)
 	bg := context.Background()
 	if err := q.acquire(bg); err != nil {
 		t.Fatal(err)
@@ -57,14 +57,14 @@ func TestQueueOrderAndLimit(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { n, busy := q.depth(); return n == 0 && !busy })
+	waitFor(t, func() bool { n, running := q.depth(); return n == 0 && running == 0 })
 	cancels[1]()
 }
 
 // TestQueueClose checks that close turns waiters away and waits for the
 // running request.
 func TestQueueClose(t *testing.T) {
-	q := newQueue(4)
+	q := newQueue(1, 4)
 	bg := context.Background()
 	if err := q.acquire(bg); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
 // Package server is headinfer's headless HTTP API: an OpenAI-compatible
-// subset (completions, chat completions, models) over one engine.Session,
-// plus health and Prometheus metrics. Requests are served one at a time,
-// in order, from a bounded queue.
+// subset (completions, chat completions, models) over an engine.Batch,
+// plus health, KV slot save/restore and Prometheus metrics. Up to
+// Options.Parallel requests run at once, decoded together; the others
+// wait in order in a bounded queue.
 package server
 
 import (
@@ -28,8 +29,13 @@ type Options struct {
 	// APIKey, when set, must come with every /v1 request as
 	// "Authorization: Bearer KEY".
 	APIKey string
-	// MaxQueue is how many requests may wait while one runs; more are
-	// answered 429 at once. 0: none may wait.
+	// Parallel is how many requests run at once, each a sequence of the
+	// model's batch (decoded together); 0 counts as 1. The model must be
+	// loaded with engine.Options.Parallel set alike, so that its plan
+	// budgets their KV.
+	Parallel int
+	// MaxQueue is how many requests may wait while Parallel run; more
+	// are answered 429 at once. 0: none may wait.
 	MaxQueue int
 	// Timeout bounds a request from its arrival to its last byte,
 	// queueing included (default DefaultTimeout).
@@ -57,6 +63,7 @@ type Options struct {
 
 // Defaults of the serve command.
 const (
+	DefaultParallel = 4                // the serve command's --parallel
 	DefaultMaxQueue = 16               // Options.MaxQueue
 	DefaultTimeout  = 10 * time.Minute // Options.Timeout
 	DefaultGrace    = 5 * time.Second  // Serve's grace period on shutdown
@@ -92,22 +99,22 @@ type failure struct {
 	reloading bool // a reload is under way
 }
 
-// loaded is the model and the one session every request uses in turn.
-// The session belongs to whoever holds the queue.
+// loaded is the model and the batch of sequences the requests run in.
 type loaded struct {
 	m       *engine.Model
-	se      *engine.Session
+	batch   *engine.Batch
 	tok     tokenizer.Tokenizer
 	ctx     int // positions in the session's KV cache
 	tmpl    *chatTemplate
 	tmplErr error
-	addBOS  bool // the vocabulary wants BOS in front of a prompt
-	prefix  *prefixCache
+	addBOS  bool         // the vocabulary wants BOS in front of a prompt
+	prefix  *prefixCache // used on the batch's goroutine only
 }
 
 // New returns a Server with no model yet.
 func New(opt Options) *Server {
 	opt.MaxQueue = max(opt.MaxQueue, 0)
+	opt.Parallel = max(opt.Parallel, 1)
 	if opt.Timeout <= 0 {
 		opt.Timeout = DefaultTimeout
 	}
@@ -124,10 +131,10 @@ func New(opt Options) *Server {
 		opt:   opt,
 		name:  strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf"),
 		log:   opt.Logger,
-		queue: newQueue(opt.MaxQueue),
-		admit: newAdmission(opt.MaxQueue + runningAtOnce),
+		queue: newQueue(opt.Parallel, opt.MaxQueue),
+		admit: newAdmission(opt.MaxQueue + opt.Parallel),
 	}
-	s.metrics = newMetrics(func() (int, bool, bool) {
+	s.metrics = newMetrics(func() (int, int, bool) {
 		waiting, running := s.queue.depth()
 		return waiting, running, s.Ready()
 	})
@@ -139,8 +146,9 @@ func New(opt Options) *Server {
 // ModelName is the name the API reports for the model.
 func (s *Server) ModelName() string { return s.name }
 
-// SetModel makes the server ready: it opens the session every request
-// will use. The server owns m from then on and closes it in Close.
+// SetModel makes the server ready: it opens the batch of Parallel
+// sequences the requests run in. The server owns m from then on and
+// closes it in Close.
 func (s *Server) SetModel(m *engine.Model) error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
@@ -150,35 +158,43 @@ func (s *Server) SetModel(m *engine.Model) error {
 	if s.model.Load() != nil {
 		return errors.New("server: the model is already set")
 	}
-	se, err := m.NewSession()
+	b, err := m.NewBatch(s.opt.Parallel)
 	if err != nil {
 		return err
 	}
-	l := newLoaded(m.Tokenizer, se.CtxSize(), m.ChatTemplate())
-	l.m, l.se = m, se
-	if l.prefix, err = newPrefixCache(s.opt.KVCacheDir, m, se, s.log, s.metrics); err != nil {
-		se.Close()
+	b.OnStep = func(n int) { s.metrics.batchSize.Set(float64(n)) }
+	var ctx int
+	var prefix *prefixCache
+	err = b.Do(context.Background(), 0, func(se *engine.Session) (err error) {
+		ctx = se.CtxSize()
+		prefix, err = newPrefixCache(s.opt.KVCacheDir, m, se, s.log, s.metrics)
+		return err
+	})
+	if err != nil {
+		b.Close()
 		return err
 	}
+	l := newLoaded(m.Tokenizer, ctx, m.ChatTemplate())
+	l.m, l.batch, l.prefix = m, b, prefix
 	l.prefix.off = s.opt.NoPrefixReuse
 	if l.tmplErr != nil {
 		s.log.Warn("chat completions will fail", "err", l.tmplErr)
 	} else if l.tmpl.t == nil {
 		s.log.Info("the model has no chat template: chat prompts are plain \"role: content\" lines")
 	}
-	s.metrics.setMemory(se.Memory())
+	s.metrics.setMemory(b.Memory())
 	s.model.Store(l)
 	return nil
 }
 
-// failure is the session's device failure, or nil while it works. A
-// loaded without a session (newLoaded's, as the HTTP layer's tests use
-// it) has none.
+// failure is the model's device failure, or nil while it works. A
+// loaded without a model (newLoaded's, as the HTTP layer's tests use it)
+// has none.
 func (l *loaded) failure() error {
-	if l.se == nil {
+	if l.m == nil {
 		return nil
 	}
-	return l.se.Failed()
+	return l.m.Failed()
 }
 
 // newLoaded prepares what requests need besides the session: the
@@ -224,7 +240,7 @@ func (s *Server) deviceFailed(l *loaded, err error) (afterRelease func()) {
 
 // reloadModel frees the failed model l and loads it again.
 func (s *Server) reloadModel(l *loaded, cause error) {
-	l.se.Close()
+	l.batch.Close()
 	if err := l.m.Close(); err != nil {
 		s.log.Warn("closing the failed model", "err", err)
 	}
@@ -246,8 +262,8 @@ func (s *Server) reloadModel(l *loaded, cause error) {
 	s.log.Info("model reloaded after the device failure", "model", s.name, "seconds", time.Since(t0).Seconds())
 }
 
-// Close turns away waiting requests, waits for the one using the session
-// (until ctx ends), then frees the session and the model.
+// Close turns away waiting requests, waits for the running ones (until
+// ctx ends), then frees the batch and the model.
 func (s *Server) Close(ctx context.Context) error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
@@ -256,10 +272,10 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	s.closed = true
 	if err := s.queue.close(ctx); err != nil {
-		return fmt.Errorf("a request is still running, the model stays loaded: %w", err)
+		return fmt.Errorf("requests are still running, the model stays loaded: %w", err)
 	}
 	if l := s.model.Load(); l != nil {
-		l.se.Close()
+		l.batch.Close()
 		return l.m.Close()
 	}
 	return nil

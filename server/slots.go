@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
+	"headinfer/engine"
 	"headinfer/engine/snapshot"
 )
 
@@ -30,8 +32,10 @@ type slotResult struct {
 	Timings   map[string]float64 `json:"timings"`
 }
 
-// slots saves the session's KV to a file of --kv-cache-dir, or restores
-// it from one. The server runs one sequence: its slot id is 0.
+// slots saves a slot's KV to a file of --kv-cache-dir, or restores it
+// into the slot from one. Slots are numbered from 0 to Parallel−1; one
+// that is running a request cannot be saved or restored (409).
+
 func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 	if s.opt.KVCacheDir == "" {
 		writeError(w, &apiError{Status: http.StatusNotImplemented, Type: "invalid_request_error", Code: "not_supported",
@@ -43,8 +47,9 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 		writeError(w, loading())
 		return
 	}
-	if id := r.PathValue("id"); id != "0" {
-		writeError(w, badRequest("id_slot", "invalid_slot", "invalid slot id %q: this server has one slot, 0", id))
+	id, err := strconv.Atoi(r.PathValue("id"))
+	if err != nil || id < 0 || id >= s.opt.Parallel {
+		writeError(w, badRequest("id_slot", "invalid_slot", "invalid slot id %q: slots are 0 to %d", r.PathValue("id"), s.opt.Parallel-1))
 		return
 	}
 	action := r.URL.Query().Get("action")
@@ -73,23 +78,35 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 	defer release()
 
 	t0 := time.Now()
-	res := slotResult{Filename: req.Filename}
+	res := slotResult{IDSlot: id, Filename: req.Filename}
 	ms := func() float64 { return float64(time.Since(t0).Microseconds()) / 1e3 }
-	if action == "save" {
-		n := len(l.se.Tokens())
-		err := snapshot.SaveFile(path, l.se, l.prefix.id, n)
-		s.metrics.snapshot("save", err)
-		if err != nil {
-			writeError(w, internalError(err))
-			return
+	var n int
+	err = l.batch.Do(ctx, id, func(se *engine.Session) error {
+		if action == "save" {
+			n = len(se.Tokens())
+			err := snapshot.SaveFile(path, se, l.prefix.id, n)
+			s.metrics.snapshot("save", err)
+			return err
 		}
+		var err error
+		n, err = snapshot.LoadFile(path, se, l.prefix.id)
+		s.metrics.snapshot("restore", err)
+		return err
+	})
+	switch {
+	case errors.Is(err, engine.ErrSlotBusy):
+		writeError(w, &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "slot_busy",
+			Message: fmt.Sprintf("slot %d is running a request; retry when it is done", id)})
+		return
+	case action == "save" && err != nil:
+		writeError(w, internalError(err))
+		return
+	case action == "save":
 		res.NSaved, res.NWritten = &n, fileSize(path)
 		res.Timings = map[string]float64{"save_ms": ms()}
 		writeJSON(w, http.StatusOK, res)
 		return
 	}
-	n, err := snapshot.LoadFile(path, l.se, l.prefix.id)
-	s.metrics.snapshot("restore", err)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "file_not_found",

@@ -19,7 +19,7 @@ func TestBenchServe(t *testing.T) {
 	csvPath, plotPath := filepath.Join(dir, "serve.csv"), filepath.Join(dir, "serve.png")
 	const requests, prefix = 6, 12
 	stdout, stderr, err := run(t, "bench", "serve", "-m", filepath.Join(modelsDir(t), "stories260K.gguf"), "-c", "256",
-		"--clients", "1,3", "--requests", strconv.Itoa(requests), "--prompt-tokens", "20", "--shared-prefix", strconv.Itoa(prefix),
+		"--parallel", "1", "--clients", "1,3", "--requests", strconv.Itoa(requests), "--prompt-tokens", "20", "--shared-prefix", strconv.Itoa(prefix),
 		"--max-tokens", "5", "--csv", csvPath, "--plot", plotPath)
 	if err != nil {
 		t.Fatalf("bench serve: %v\n%s\n%s", err, stdout, stderr)
@@ -55,8 +55,8 @@ func TestBenchServe(t *testing.T) {
 		if num("ttft_p50_s") <= 0 || num("ttft_p95_s") < num("ttft_p50_s") {
 			t.Errorf("row %v: time to first token", row)
 		}
-		// One session serves every request in turn: each finds the shared
-		// prefix left by the one before.
+		// One sequence at a time (--parallel 1): each request finds the
+		// shared prefix left in the slot by the one before.
 		if c := num("cached_tokens"); c < prefix*requests {
 			t.Errorf("row %v: %v cached prompt tokens, want at least %d", row, c, prefix*requests)
 		}

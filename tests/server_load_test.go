@@ -55,28 +55,33 @@ func readStream(s *openai.CompletionStream) (streamed, error) {
 	}
 }
 
-// TestServerQueue runs stories260K with no chat template and a queue of 3.
+// TestServerQueue runs stories260K with no chat template, 4 sequences at
+// once and a queue of 3.
 func TestServerQueue(t *testing.T) {
 	model := filepath.Join(modelsDir(t), "stories260K.gguf")
-	srv := startServer(t, "-m", model, "-c", "512", "--max-queue", "3")
+	srv := startServer(t, "-m", model, "-c", "512", "--parallel", "4", "--max-queue", "3")
 	t.Run("full", func(t *testing.T) { testQueueFull(t, srv, model) })
 	t.Run("plainchat", func(t *testing.T) { testPlainChat(t, srv, model) })
 	t.Run("load", func(t *testing.T) { testLoad(t, srv, model) })
 }
 
-// testQueueFull fills the queue behind a running stream and checks that
-// the next request is turned away at once with 429, and that the waiting
-// ones are served, correctly, once the stream's client leaves.
+// testQueueFull fills the queue behind four running streams and checks
+// that the next request is turned away at once with 429, and that the
+// waiting ones are served, correctly, once the streams' clients leave.
 func testQueueFull(t *testing.T, srv *serverProc, model string) {
 	ctx := context.Background()
 	c := srv.client("", nil)
 	want, _ := expected(t, model, "The cat", 8, "-c", "512")
-	s, err := c.CreateCompletionStream(ctx, openai.CompletionRequest{Prompt: "Once", MaxTokens: 500, Temperature: greedy, Stream: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Recv(); err != nil {
-		t.Fatal(err)
+	var running []*openai.CompletionStream
+	for range 4 {
+		s, err := c.CreateCompletionStream(ctx, openai.CompletionRequest{Prompt: "Once", MaxTokens: 500, Temperature: greedy, Stream: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		running = append(running, s)
 	}
 	results := make(chan error, 3)
 	for range 3 {
@@ -98,11 +103,13 @@ func testQueueFull(t *testing.T, srv *serverProc, model string) {
 	status, body := srv.post(t, "/v1/completions", "", []byte(`{"prompt": "hi", "max_tokens": 2}`))
 	checkError(t, "queue full", status, body, 429, "rate_limit_error", "queue_full")
 
-	_, err = c.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Messages: []openai.ChatCompletionMessage{{Role: "user", Content: "x"}}})
+	_, err := c.CreateChatCompletion(ctx, openai.ChatCompletionRequest{Messages: []openai.ChatCompletionMessage{{Role: "user", Content: "x"}}})
 	if !is429(err) {
 		t.Errorf("chat with a full queue: %v, want 429", err)
 	}
-	s.Close() // the running client leaves
+	for _, s := range running {
+		s.Close() // the running clients leave
+	}
 	for range 3 {
 		if err := <-results; err != nil {
 			t.Error(err)
@@ -131,11 +138,13 @@ func testPlainChat(t *testing.T, srv *serverProc, model string) {
 	}
 }
 
-// testLoad sends 32 requests from 8 clients at once, some of which leave
-// mid-stream or while waiting, against a queue of 3: every answer that
-// completes must be right, the queue must turn some away with 429, each
-// client that left must be counted as such, and afterwards the queue must
-// be empty, the server healthy and its goroutines back to their number.
+// testLoad sends 50 requests from each of 8 clients at once, some of
+// which leave mid-stream or while waiting, at random, against 4 running
+// sequences and a queue of 3: every answer that completes must be its own
+// prompt's, as the command line generates it alone; the queue must turn
+// some away with 429, each client that left must be counted as such, and
+// afterwards the queue must be empty, the server healthy and its
+// goroutines back to their number.
 func testLoad(t *testing.T, srv *serverProc, model string) {
 	prompts := []string{"Once upon a time", "The little dog", "Lily and Ben", "One day, a bird"}
 	const n = 24
@@ -150,8 +159,9 @@ func testLoad(t *testing.T, srv *serverProc, model string) {
 
 	tr := &http.Transport{MaxIdleConnsPerHost: 16}
 	c := srv.client("", &http.Client{Transport: tr})
+	const perClient = 50
 	var mu sync.Mutex
-	var completed, left, rejected int
+	var completed, left, rejected, leaving int
 	var failures []string
 	fail := func(format string, args ...any) {
 		mu.Lock()
@@ -166,16 +176,21 @@ func testLoad(t *testing.T, srv *serverProc, model string) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(cl), 1))
 			<-start
-			for k := range 4 {
+			for k := range perClient {
 				p := (cl + k) % len(prompts)
 				kind := "whole"
-				switch {
-				case cl < 2 && k%2 == 1:
-					kind = "disconnect" // 4 of these
-				case (cl == 2 && k == 1) || (cl == 3 && k == 2):
-					kind = "abandon" // 2 of these
-				case (cl+k)%2 == 0:
+				switch r := rng.IntN(100); {
+				case r < 10:
+					kind = "disconnect"
+				case r < 13:
+					kind = "abandon"
+				case r < 55:
 					kind = "stream"
+				}
+				if kind == "disconnect" || kind == "abandon" {
+					mu.Lock()
+					leaving++
+					mu.Unlock()
 				}
 				for {
 					err := loadRequest(c, kind, prompts[p], want[p], n)
@@ -210,8 +225,8 @@ func testLoad(t *testing.T, srv *serverProc, model string) {
 	for _, f := range failures {
 		t.Error(f)
 	}
-	if completed != 26 || left != 6 {
-		t.Errorf("%d completed and %d left, want 26 and 6", completed, left)
+	if completed != 8*perClient-leaving || left != leaving || leaving == 0 {
+		t.Errorf("%d completed and %d left, want %d and %d (> 0)", completed, left, 8*perClient-leaving, leaving)
 	}
 	if rejected == 0 {
 		t.Error("8 clients against a queue of 3 never got a 429")
@@ -226,12 +241,12 @@ func testLoad(t *testing.T, srv *serverProc, model string) {
 		gone := srv.metric(t, `headinfer_requests_total{route="/v1/completions",status="499"}`) - gone0
 		g := srv.metric(t, "go_goroutines")
 		depth, running := srv.metric(t, "headinfer_queue_depth"), srv.metric(t, "headinfer_requests_running")
-		if gone == 6 && g <= goroutines+2 && depth == 0 && running == 0 {
+		if int(gone) == leaving && g <= goroutines+2 && depth == 0 && running == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after the load: %v requests counted as gone (want 6), %v goroutines (%v before), queue %v, running %v",
-				gone, g, goroutines, depth, running)
+			t.Fatalf("after the load: %v requests counted as gone (want %d), %v goroutines (%v before), queue %v, running %v",
+				gone, leaving, g, goroutines, depth, running)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -178,10 +178,14 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 	if packed {
 		per = max(per-per%unit, unit) // whole groups; unit·rb fits, checked above
 	}
-	batch := 1 // vectors per workgroup
-	if n > 1 {
-		batch = k.batch
+	// Vectors per workgroup: a workgroup computes all of its batch (those
+	// past n repeat the last), so a few vectors (a decode step of a few
+	// sequences) take a smaller power of two.
+	batch := 1
+	for batch < min(n, k.batch) {
+		batch *= 2
 	}
+	batch = min(batch, k.batch)
 	// A chunk of vectors binds their x and the y rows of all of W's rows,
 	// so that y stays one strided array across chunks of W.
 	nPer := min(int(lim.span/xb), int(lim.span/yb), int(info.MaxWorkgroupCount[2])*batch)

@@ -51,6 +51,7 @@ type Program struct {
 	cur       *segment   // the compute segment open for recording
 	blocks    int        // streamed blocks recorded
 	lastFrom  int        // the from of the block streamed last
+	seq       int        // the sequence that segments recorded now belong to
 	ended     bool
 	err       error // End's error, which Run repeats
 
@@ -64,7 +65,8 @@ type segment struct {
 	c        *vk.Commands
 	transfer bool
 	block    int    // the block a transfer or block segment fills or attends; −1 otherwise
-	from     int    // the segment runs only when the step's KV length exceeds from
+	from     int    // the segment runs only when its sequence's KV length exceeds from
+	seq      int    // the sequence (of a batched step) whose KV length that is
 	h2d      uint64 // bytes its copies move from the host
 }
 
@@ -169,9 +171,20 @@ func (p *Program) newSegment(transfer bool, block, from int) (*segment, error) {
 		// including earlier command buffers and submissions.
 		c.Barrier()
 	}
-	s := &segment{c: c, transfer: transfer, block: block, from: from}
+	s := &segment{c: c, transfer: transfer, block: block, from: from, seq: p.seq}
 	p.segs = append(p.segs, s)
 	return s, nil
+}
+
+// Sequence says that the blocks streamed from now on belong to sequence i
+// of a step that runs several (numbered from 0): RunBatch skips them by
+// that sequence's KV length. A program of one sequence never calls it.
+func (p *Program) Sequence(i int) error {
+	if i < 0 {
+		return fmt.Errorf("offload: sequence %d", i)
+	}
+	p.seq = i
+	return nil
 }
 
 // Blocks is the number of streamed blocks recorded (a run at full context
@@ -275,19 +288,30 @@ func (p *Program) Run(k *Clock, length int) (RunStats, error) {
 // wait). A step not done by then marks the device failed (vk.Fail): the
 // device seems hung, and its semaphores can no longer be trusted.
 func (p *Program) RunUntil(k *Clock, length int, deadline time.Time) (RunStats, error) {
+	return p.RunBatch(k, []int{length}, deadline)
+}
+
+// RunBatch is RunUntil for a step of several sequences: lengths[i] is the
+// KV length of sequence i (see Sequence).
+func (p *Program) RunBatch(k *Clock, lengths []int, deadline time.Time) (RunStats, error) {
 	if !p.ended {
 		return RunStats{}, errors.New("offload: run of a program still recording")
 	}
 	if p.err != nil {
 		return RunStats{}, p.err
 	}
-	if length < 1 {
-		return RunStats{}, fmt.Errorf("offload: run of a step over %d positions", length)
+	for _, n := range lengths {
+		if n < 1 {
+			return RunStats{}, fmt.Errorf("offload: run of a step over %d positions", n)
+		}
 	}
 	var st RunStats
 	var run []*segment
 	for _, s := range p.segs {
-		if s.from < length {
+		if s.seq >= len(lengths) {
+			return RunStats{}, fmt.Errorf("offload: run of a step of %d sequences recorded for more", len(lengths))
+		}
+		if s.from < lengths[s.seq] {
 			run = append(run, s)
 			st.H2D += s.h2d
 			st.Dispatches += s.c.Dispatches()

@@ -1,0 +1,390 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"headinfer/engine/gguf"
+	"headinfer/engine/offload"
+	"headinfer/engine/sample"
+)
+
+// batchCase is one request of a batch test and what it produced.
+type batchCase struct {
+	prompt []int32
+	params GenerateParams
+	logits [][]float32
+	ids    []int32
+	res    Result
+}
+
+// batchCases are requests of different lengths, limits and sampling; the
+// last shares a long prefix with the first, so that it may reuse the KV
+// the first left in its slot.
+func batchCases(vocab int) []*batchCase {
+	p := offloadPrompt(200, vocab)
+	greedy := sample.Params{}
+	hot := sample.Params{Temperature: 0.9, TopK: 40, TopP: 0.95, Seed: 11}
+	mk := func(prompt []int32, max int, s sample.Params) *batchCase {
+		return &batchCase{prompt: prompt, params: GenerateParams{MaxTokens: max, Sampling: s}}
+	}
+	reuse := append(slices.Clone(p[:70]), p[150:160]...)
+	return []*batchCase{
+		mk(p[:70], 14, greedy), mk(p[80:85], 20, hot), mk(p[90:190], 9, greedy), mk(p[10:13], 17, greedy), mk(reuse, 11, greedy),
+	}
+}
+
+// withLogits makes a case keep the logits before each of its tokens.
+func (c *batchCase) withLogits() {
+	c.logits = nil
+	c.params.Logits = func(_ int, l []float32) { c.logits = append(c.logits, slices.Clone(l)) }
+}
+
+// solo runs each case alone in a fresh session.
+func soloRuns(t *testing.T, m *Model, cases []*batchCase) {
+	t.Helper()
+	for _, c := range cases {
+		se, err := m.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.withLogits()
+		c.ids = nil
+		c.res.Finish, err = se.Generate(context.Background(), c.prompt, c.params, func(id int32) bool {
+			c.ids = append(c.ids, id)
+			return true
+		})
+		se.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// batchRuns runs the cases on b: all but the last at once (more than the
+// slots, so that some wait and join running ones), then the first again
+// alone, so that its slot holds its prompt, and then the last, which
+// shares the first's prompt and can reuse it.
+func batchRuns(t *testing.T, b *Batch, cases []*batchCase, logits bool) {
+	t.Helper()
+	run := func(c *batchCase) error {
+		c.ids, c.logits = nil, nil
+		c.params.Logits = nil
+		if logits {
+			c.withLogits()
+		}
+		var err error
+		c.res, err = b.Generate(context.Background(), Request{Prompt: c.prompt, Params: c.params}, func(id int32) bool {
+			c.ids = append(c.ids, id)
+			return true
+		})
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(cases))
+	for i, c := range cases[:len(cases)-1] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = run(c)
+		}()
+	}
+	wg.Wait()
+	first := slices.Clone(cases[0].ids)
+	errs[0] = errors.Join(errs[0], run(cases[0]))
+	if !slices.Equal(first, cases[0].ids) {
+		t.Errorf("the first request gave %v beside others, %v after them", first, cases[0].ids)
+	}
+	errs[len(cases)-1] = run(cases[len(cases)-1])
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBatchMatchesSolo checks that a sequence decoded in a batch gets the
+// bits it gets alone: the same logits before every token, the same
+// tokens, whatever runs beside it, for every weight type and both
+// architectures, with the KV cache resident, streamed whole, and split
+// (pipelined over semaphores), on a chunk small enough that prompts are
+// prefilled in several chunks between decode steps.
+func TestBatchMatchesSolo(t *testing.T) {
+	type model struct {
+		name string
+		path func(t *testing.T) string
+		opt  Options
+	}
+	var models []model
+	stories := func(t *testing.T) string { return filepath.Join(modelsDir(t), "stories260K.gguf") }
+	models = append(models, model{"stories260K", stories, Options{CtxSize: 256, Chunk: 48}},
+		model{"stories260K/offload=head", stories, Options{CtxSize: 256, Chunk: 48, Offload: OffloadHead, StreamBlock: 256}})
+	for i, typ := range []struct{ typ, mix gguf.Type }{
+		{gguf.F32, 0}, {gguf.F16, 0}, {gguf.BF16, 0}, {gguf.Q8_0, 0}, {gguf.Q4_0, 0},
+		{gguf.Q4_K, 0}, {gguf.Q5_K, 0}, {gguf.Q6_K, 0}, {gguf.Q4_K, gguf.Q6_K},
+	} {
+		arch := []string{"llama", "qwen2"}[i%2]
+		spec := SynthSpec{Arch: arch, Dim: 128, Layers: 2, Heads: 8, KVHeads: 2, FFN: 96, Vocab: 300,
+			Ctx: 256, RopeBase: 10000, Type: typ.typ, Mix: typ.mix, Seed: 9}
+		if typ.typ.BlockSize() == 256 {
+			spec.Dim, spec.FFN = 256, 512
+		}
+		name := fmt.Sprintf("%s/%v", arch, typ.typ)
+		if typ.mix != 0 {
+			name += "_M"
+		}
+		opt := Options{CtxSize: 256, Chunk: 40, StreamBlock: 256}
+		switch i % 3 {
+		case 1:
+			opt.Offload, name = OffloadHead, name+"/offload=head"
+		case 2:
+			// Some slots resident, the others streamed through the
+			// two-queue path.
+			opt.Offload, opt.pipeline, name = OffloadAuto, true, name+"/offload=auto"
+		}
+		models = append(models, model{name, func(t *testing.T) string { return writeSynth(t, spec) }, opt})
+	}
+	for _, mc := range models {
+		t.Run(mc.name, func(t *testing.T) {
+			path := mc.path(t)
+			opt := mc.opt
+			if opt.Offload == OffloadAuto {
+				// Room for one resident slot per sequence.
+				p := loadModel(t, path, Options{CtxSize: opt.CtxSize, Chunk: opt.Chunk, StreamBlock: opt.StreamBlock, Offload: OffloadHead, Parallel: 3}).Plan()
+				opt.GPUMem = p.DeviceBytes() + 3*p.SlotBytes
+			}
+			opt.Parallel = 3
+			m := loadModel(t, path, opt)
+			if opt.Offload == OffloadAuto && (m.Plan().Resident == 0 || m.Plan().Streamed == 0) {
+				t.Fatalf("plan keeps %d slots resident and streams %d per sequence, want both", m.Plan().Resident, m.Plan().Streamed)
+			}
+			cases := batchCases(m.Config.Vocab)
+			soloRuns(t, m, cases)
+			want := make([]batchCase, len(cases))
+			for i, c := range cases {
+				want[i] = *c
+			}
+			b, err := m.NewBatch(3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			var mu sync.Mutex // OnStep runs on the batch's goroutine
+			steps := map[int]int{}
+			b.OnStep = func(n int) {
+				mu.Lock()
+				steps[n]++
+				mu.Unlock()
+			}
+			batchRuns(t, b, cases, true)
+			for i, c := range cases {
+				if !slices.Equal(c.ids, want[i].ids) || c.res.Finish != want[i].res.Finish {
+					t.Errorf("request %d: batch gave %v (%s), alone %v (%s)", i, c.ids, c.res.Finish, want[i].ids, want[i].res.Finish)
+				}
+				if d := firstDiff(want[i].logits, c.logits); d != "" {
+					t.Errorf("request %d: logits differ from its solo run: %s", i, d)
+				}
+			}
+			mu.Lock()
+			batched := steps[2] + steps[3]
+			mu.Unlock()
+			if batched == 0 {
+				t.Errorf("no decode step ran more than one sequence: %v", steps)
+			}
+			if last := cases[len(cases)-1]; last.res.Cached != 70 {
+				t.Errorf("the last request reused %d prompt tokens, want the 70 its slot held", last.res.Cached)
+			}
+			// Without host logits the device's argmax decides.
+			batchRuns(t, b, cases, false)
+			for i, c := range cases {
+				if !slices.Equal(c.ids, want[i].ids) {
+					t.Errorf("request %d without logits: batch gave %v, alone %v", i, c.ids, want[i].ids)
+				}
+			}
+			mu.Lock()
+			t.Logf("decode steps by sequences: %v", steps)
+			mu.Unlock()
+		})
+	}
+}
+
+// TestBatchStop checks that a caller that stops reading, or whose context
+// ends, frees its slot without disturbing the others.
+func TestBatchStop(t *testing.T) {
+	m := loadModel(t, filepath.Join(modelsDir(t), "stories260K.gguf"), Options{CtxSize: 256, Parallel: 2})
+	cases := batchCases(m.Config.Vocab)[:2]
+	soloRuns(t, m, cases)
+	want := slices.Clone(cases[0].ids)
+	b, err := m.NewBatch(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var got []int32
+	var gotErr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_, gotErr = b.Generate(context.Background(), Request{Prompt: cases[0].prompt, Params: GenerateParams{MaxTokens: 14}}, func(id int32) bool {
+			got = append(got, id)
+			return true
+		})
+	}()
+	var stopped Result
+	go func() {
+		defer wg.Done()
+		n := 0
+		stopped, _ = b.Generate(ctx, Request{Prompt: cases[1].prompt, Params: GenerateParams{MaxTokens: 1000}}, func(id int32) bool {
+			if n++; n == 3 {
+				cancel()
+			}
+			return true
+		})
+	}()
+	wg.Wait()
+	if gotErr != nil || !slices.Equal(got, want) {
+		t.Fatalf("the request beside a cancelled one gave %v, %v; alone %v", got, gotErr, want)
+	}
+	if stopped.Tokens >= 1000 || b.Running() != 0 {
+		t.Fatalf("cancelled request generated %d tokens; %d still running", stopped.Tokens, b.Running())
+	}
+	// An emit that returns false stops as well.
+	res, err := b.Generate(context.Background(), Request{Prompt: cases[1].prompt, Params: GenerateParams{MaxTokens: 50}}, func(int32) bool { return false })
+	if err != nil || res.Finish != FinishStop || b.Running() != 0 {
+		t.Fatalf("stopped by emit: %+v, %v, %d running", res, err, b.Running())
+	}
+	if err := b.Do(context.Background(), 5, func(*Session) error { return nil }); err == nil {
+		t.Fatal("Do on a slot that does not exist succeeded")
+	}
+	if _, err := b.Generate(context.Background(), Request{Prompt: make([]int32, 300), Params: GenerateParams{MaxTokens: 1}}, func(int32) bool { return true }); err == nil {
+		t.Fatal("a prompt longer than the context was accepted")
+	}
+}
+
+// BenchmarkBatchStep times one decode step of n sequences of stories260K:
+// n = 1 is a session's own step, more a batched one.
+func BenchmarkBatchStep(b *testing.B) {
+	path := filepath.Join(modelsDir(b), "stories260K.gguf")
+	if p := os.Getenv("HEADINFER_BENCH_MODEL"); p != "" {
+		path = p
+	}
+	m := loadModel(b, path, Options{CtxSize: 512, Chunk: 32, Parallel: 8, GPUMem: 6 << 30})
+	var sessions []*Session
+	for range 8 {
+		se, err := m.NewSession()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer se.Close()
+		if err := se.Prefill(context.Background(), offloadPrompt(16, m.Config.Vocab), false); err != nil {
+			b.Fatal(err)
+		}
+		sessions = append(sessions, se)
+	}
+	step, err := newBatchStep(m, 8)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer step.free()
+	for _, n := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("sequences=%d", n), func(b *testing.B) {
+			states := make([]*state, n)
+			ids := make([]int32, n)
+			starts := make([]int, n)
+			for i := range n {
+				states[i], ids[i], starts[i] = sessions[i].s, 5, 16
+			}
+			dispatches := 0
+			for b.Loop() {
+				var err error
+				if n == 1 {
+					d := states[0].dispatches
+					err = states[0].run(ids, 16, false)
+					dispatches = states[0].dispatches - d
+				} else {
+					var st offload.RunStats
+					st, err = step.run(states, ids, starts, false, time.Time{})
+					dispatches = st.Dispatches
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+			b.ReportMetric(float64(dispatches), "dispatches/step")
+		})
+	}
+}
+
+// TestBatchCopiesPrefix checks that a request whose prompt begins with
+// what a running sequence holds copies that KV into its own slot instead
+// of prefilling it, and still gets the logits of its solo run, with the
+// KV resident and streamed (copied from the host store).
+func TestBatchCopiesPrefix(t *testing.T) {
+	path := filepath.Join(modelsDir(t), "stories260K.gguf")
+	for _, opt := range []Options{
+		{CtxSize: 512, Parallel: 2},
+		{CtxSize: 512, Parallel: 2, Offload: OffloadHead, StreamBlock: 256},
+	} {
+		t.Run("offload="+opt.Offload, func(t *testing.T) {
+			m := loadModel(t, path, opt)
+			p := offloadPrompt(120, m.Config.Vocab)
+			long := &batchCase{prompt: p[:100], params: GenerateParams{MaxTokens: 300}}
+			short := &batchCase{prompt: append(slices.Clone(p[:80]), p[100:120]...), params: GenerateParams{MaxTokens: 10}}
+			soloRuns(t, m, []*batchCase{short})
+			want := *short
+
+			b, err := m.NewBatch(2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			first, done := make(chan struct{}), make(chan struct{})
+			var longRes Result
+			var longErr error
+			go func() {
+				defer close(done)
+				n := 0
+				longRes, longErr = b.Generate(context.Background(), Request{Prompt: long.prompt, Params: long.params}, func(int32) bool {
+					if n++; n == 1 {
+						close(first)
+					}
+					return true
+				})
+			}()
+			<-first // the long prompt is in its slot, and it runs on
+			short.withLogits()
+			short.ids = nil
+			res, err := b.Generate(context.Background(), Request{Prompt: short.prompt, Params: short.params}, func(id int32) bool {
+				short.ids = append(short.ids, id)
+				return true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Running() != 1 {
+				t.Fatalf("the long request ended before the short one: %d running", b.Running())
+			}
+			<-done
+			if longErr != nil {
+				t.Fatal(longErr)
+			}
+			if res.Cached != 80 || res.Slot == longRes.Slot {
+				t.Errorf("the short request reused %d tokens in slot %d (the long one ran in %d), want 80 copied", res.Cached, res.Slot, longRes.Slot)
+			}
+			if !slices.Equal(short.ids, want.ids) {
+				t.Errorf("with a copied prefix: %v, alone %v", short.ids, want.ids)
+			}
+			if d := firstDiff(want.logits, short.logits); d != "" {
+				t.Errorf("with a copied prefix, logits differ from the solo run: %s", d)
+			}
+		})
+	}
+}
