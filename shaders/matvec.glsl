@@ -11,12 +11,14 @@
 // A workgroup owns ROWS consecutive rows. Its threads walk the rows in
 // "units" (a few consecutive elements, as wide as alignment allows), each x
 // unit loaded once for all ROWS rows; neighbouring threads take
-// neighbouring units, so a subgroup reads one contiguous stretch (except in
-// the CPU layout of quantized rows, see raw_rows). Each row's partial sums
-// are reduced with subgroupAdd and the per-subgroup results combined
-// through shared memory, which works for any subgroup size.
+// neighbouring units, so a subgroup reads one contiguous stretch (CPU
+// devices read quantized rows in a packed layout instead, see PACKED).
+// Each row's partial sums are reduced with subgroupAdd and the
+// per-subgroup results combined through shared memory, which works for any
+// subgroup size.
 //
-// Bindings: 0 weights (rows back to back, GGUF layout), 1 x (f32), 2 y (f32).
+// Bindings: 0 weights (rows back to back, GGUF layout; a texel buffer in
+// the PACKED and TEXEL variants), 1 x (f32; texels in XTEXEL), 2 y (f32).
 // Offsets arrive as push constants because the host binds ranges starting
 // at an aligned offset below the data.
 
@@ -31,12 +33,7 @@ layout(constant_id = 1) const uint ROWS = 4;  // rows per workgroup
 //   F32:       0 scalar, 1 vec4 (K % 4 == 0, 16-byte aligned w and x)
 //   F16, BF16: 0 scalar, 1 pairs (K % 2 == 0, 4-byte aligned w),
 //              2 eight at a time (K % 8 == 0, 16-byte aligned w and x)
-//   Q8_0, Q4_0: 0 scalar x, 1 vec4 x (16-byte aligned x),
-//              2 raw 16-byte pieces of the row (a multiple of 8 blocks per
-//              row, 16-byte aligned w), for CPU devices
-//   Q4_K, Q5_K, Q6_K: 0 scalar x, 1 vec4 x (16-byte aligned x),
-//              Q4_K, Q5_K: 2 whole blocks as uvec4s (16-byte aligned w
-//              and x), for CPU devices
+//   quantized: 0 scalar x, 1 vec4 x (16-byte aligned x)
 layout(constant_id = 2) const uint WIDE = 0;
 // GLU 1 computes silu(gate·x) * (up·x) instead: the rows of up follow
 // those of gate, up_delta words further, and a workgroup takes ROWS rows
