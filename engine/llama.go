@@ -28,7 +28,7 @@ type llamaBlock struct {
 
 // llamaWeights is the whole model's weights.
 type llamaWeights struct {
-	Embed   *Tensor `gguf:"token_embd" shape:"dim,vocab"`
+	Embed   *Tensor `gguf:"token_embd" shape:"dim,vocab" layout:"gguf"`
 	OutNorm *Tensor `gguf:"output_norm" shape:"dim"`
 	Output  *Tensor `gguf:"output,optional" shape:"dim,vocab"` // absent: tied to Embed
 	Blocks  []llamaBlock
@@ -40,7 +40,11 @@ func loadLlama(l *loader, c Config) (*llamaWeights, error) {
 		return nil, err
 	}
 	if w.Output == nil {
-		w.Output = w.Embed
+		out, err := l.matrix(w.Embed)
+		if err != nil {
+			return nil, err
+		}
+		w.Output = out
 	}
 	for i := range w.Blocks {
 		if err := l.bind(&w.Blocks[i], fmt.Sprintf("blk.%d.", i), c); err != nil {

@@ -30,6 +30,9 @@ type SynthSpec struct {
 	// matrix, and attn_v and ffn_down of the layers useMoreBits picks.
 	Mix  gguf.Type
 	Seed uint64
+	// Tied leaves out output.weight: the output projection is then the
+	// token embeddings, as in models that tie them.
+	Tied bool
 }
 
 // SynthTypes are the names `synth --type` takes: one weight type for every
@@ -156,7 +159,9 @@ func Synth(w io.Writer, s SynthSpec) error {
 	ts := []tensor{
 		{"token_embd.weight", s.Dim, s.Vocab, s.Type, func(r *rand.Rand, n int) []float32 { return matrix(r, n, 1) }},
 		vec("output_norm.weight", s.Dim),
-		matOf(mixed, "output.weight", s.Dim, s.Vocab),
+	}
+	if !s.Tied {
+		ts = append(ts, matOf(mixed, "output.weight", s.Dim, s.Vocab))
 	}
 	for l := 0; l < s.Layers; l++ {
 		p := fmt.Sprintf("blk.%d.", l)

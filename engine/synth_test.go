@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"headinfer/engine/gguf"
+	"headinfer/vk"
 )
 
 // writeSynth writes a small synthetic model into the test's temp dir.
@@ -38,21 +39,32 @@ func TestSyntheticModelsMatchReference(t *testing.T) {
 		for i, typ := range []struct{ typ, mix gguf.Type }{
 			{gguf.F32, 0}, {gguf.F16, 0}, {gguf.BF16, 0}, {gguf.Q8_0, 0}, {gguf.Q4_0, 0},
 			{gguf.Q4_K, 0}, {gguf.Q5_K, 0}, {gguf.Q6_K, 0}, {gguf.Q4_K, gguf.Q6_K}, {gguf.Q5_K, gguf.Q6_K},
+			{gguf.Q4_0, 0}, // tied output: CPU devices read a packed copy of the embeddings
 		} {
 			separate := i%2 == 1
+			tied := i == 10
 			name := typ.typ.String()
 			if typ.mix != 0 {
 				name += "_M"
 			}
+			if tied {
+				name += "_tied"
+			}
 			t.Run(fmt.Sprintf("%s/%s/separate=%v", arch, name, separate), func(t *testing.T) {
 				spec := SynthSpec{Arch: arch, Dim: 128, Layers: 2, Heads: 8, KVHeads: 2, FFN: 96, Vocab: 300,
-					Ctx: 512, RopeBase: 10000, Type: typ.typ, Mix: typ.mix, Seed: 7}
-				if typ.typ.BlockSize() == 256 {
-					spec.Dim, spec.FFN = 256, 512 // whole super-blocks
+					Ctx: 512, RopeBase: 10000, Type: typ.typ, Mix: typ.mix, Seed: 7, Tied: tied}
+				if typ.typ.BlockSize() > 1 {
+					// Whole super-blocks, and rows that CPU devices read
+					// packed (whole 256-weight units).
+					spec.Dim, spec.FFN = 256, 512
 				}
 				path := writeSynth(t, spec)
 				ref := loadRef(t, path)
 				m := loadModel(t, path, Options{CtxSize: 300, Chunk: 5, KVType: "f32", separate: separate})
+				if cpu := m.dev.Info().Type == vk.CPU; typ.typ.BlockSize() > 1 && m.w.Blocks[0].Q.Packed != cpu ||
+					tied && cpu && (!m.w.Output.Packed || m.w.Output == m.w.Embed) {
+					t.Fatalf("on a %v device: Q packed %v, output packed %v", m.dev.Info().Type, m.w.Blocks[0].Q.Packed, m.w.Output.Packed)
+				}
 				se, err := m.NewSession()
 				if err != nil {
 					t.Fatal(err)

@@ -6,17 +6,25 @@ import (
 	"strings"
 
 	"headinfer/engine/gguf"
+	"headinfer/engine/kernel"
 	"headinfer/vk"
 )
 
 // Tensor is a weight tensor uploaded to device-local memory, in its GGUF
-// storage type and layout: Rows rows of Cols elements each, at Off in Buf.
+// storage type: Rows rows of Cols elements each, at Off in Buf, in GGUF
+// layout or, when Packed, in the layout the matrix kernels of a CPU device
+// read (kernel.Pack).
 type Tensor struct {
 	Name       string
 	Type       gguf.Type
 	Rows, Cols int
 	Buf        *vk.Buffer
 	Off, Size  uint64
+	Packed     bool
+	// group is the rows of a packed group: a packed matrix is padded to
+	// whole groups, so only one whose rows fill them can have another
+	// stacked after it.
+	group int
 }
 
 // Range is the whole tensor as a binding range.
@@ -29,8 +37,11 @@ func (t *Tensor) Range() vk.Range { return t.Buf.Range(t.Off, t.Size) }
 func joined(ts ...*Tensor) (r vk.Range, ok bool) {
 	rs := make([]vk.Range, len(ts))
 	for i, t := range ts {
-		if t == nil || t.Type != ts[0].Type {
+		if t == nil || t.Type != ts[0].Type || t.Packed != ts[0].Packed {
 			return vk.Range{}, false
+		}
+		if t.Packed && i < len(ts)-1 && t.Rows%t.group != 0 {
+			return vk.Range{}, false // its padding rows would sit between the matrices
 		}
 		rs[i] = t.Range()
 	}
@@ -89,6 +100,9 @@ func (l *loader) find(name string, cols, rows int) (pending, error) {
 // to back, which lets kernels read them as one (see joined).
 func (l *loader) upload(ps []pending) error {
 	align := max(l.d.Info().MinStorageBufferOffsetAlignment, 4)
+	if l.d.Info().Type == vk.CPU {
+		align = max(align, 16) // packed matrices start on a texel
+	}
 	var size uint64
 	for _, p := range ps {
 		p.t.Off = size
@@ -116,6 +130,46 @@ func (l *loader) upload(ps []pending) error {
 	return nil
 }
 
+// pack converts a matrix to the layout the device's matrix kernels read,
+// where that is not GGUF's (quantized types on CPU devices).
+func (l *loader) pack(p *pending) error {
+	info := l.d.Info()
+	if p.t.Rows < 2 || !kernel.Packed(info, p.t.Type, p.t.Cols) {
+		return nil
+	}
+	data, err := kernel.Pack(info, p.t.Type, p.t.Rows, p.t.Cols, p.data)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", p.t.Name, err)
+	}
+	p.data = data
+	p.t.Size = uint64(len(data))
+	p.t.Packed = true
+	p.t.group = kernel.PackGroup(info, p.t.Type)
+	return nil
+}
+
+// matrix returns t for use as a matrix (the output projection tied to the
+// token embeddings): t itself, or where the device reads matrices of its
+// type packed, a packed copy, uploaded now.
+func (l *loader) matrix(t *Tensor) (*Tensor, error) {
+	if t.Packed || t.Rows < 2 || !kernel.Packed(l.d.Info(), t.Type, t.Cols) {
+		return t, nil
+	}
+	_, data, err := l.f.TensorData(t.Name)
+	if err != nil {
+		return nil, err
+	}
+	c := *t
+	p := pending{t: &c, data: data}
+	if err := l.pack(&p); err != nil {
+		return nil, err
+	}
+	if err := l.upload([]pending{p}); err != nil {
+		return nil, err
+	}
+	return p.t, nil
+}
+
 // free releases everything loaded so far (after a failed load).
 func (l *loader) free() {
 	for _, b := range l.bufs {
@@ -131,7 +185,10 @@ func (l *loader) free() {
 // tensor. The `shape` tag gives the expected [cols, rows] in terms of the
 // config's dimensions. Fields with the same `join` tag are uploaded into
 // one buffer in field order, so that one kernel can read them as one
-// matrix (Q, K and V as one projection, gate and up as one).
+// matrix (Q, K and V as one projection, gate and up as one). Matrices are
+// packed for the device's matrix kernels (see pack) unless the field's
+// `layout` tag is "gguf" (the token embeddings, which the embedding kernel
+// reads).
 func (l *loader) bind(dst any, prefix string, c Config) error {
 	v := reflect.ValueOf(dst).Elem()
 	t := v.Type()
@@ -158,6 +215,11 @@ func (l *loader) bind(dst any, prefix string, c Config) error {
 		p, err := l.find(name, cols, rows)
 		if err != nil {
 			return err
+		}
+		if f.Tag.Get("layout") != "gguf" {
+			if err := l.pack(&p); err != nil {
+				return err
+			}
 		}
 		v.Field(i).Set(reflect.ValueOf(p.t))
 		j, joinTag := f.Tag.Lookup("join")

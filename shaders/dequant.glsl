@@ -29,7 +29,11 @@
 //                                      of v, minus 8 (Q4_0's offset)
 //   vec4  dq_bits4(uint v, uint sh, uint mask)
 //                                      (byte >> sh) & mask for the four
-//                                      bytes of v
+//                                      bytes of v (dq_ubits4: as integers)
+//   vec4  dq_bytes4(uint v)            the four bytes of v
+//   vec4  dq_bits4hi(uint v, uint sh, uint h, uint hsh, uint hmask)
+//                                      a nibble of v's bytes with high bits
+//                                      from h's (K-quants)
 // and for the K-quants (blk: the block's first word):
 //   uint  dq_word(uint blk, uint b)    bytes b..b+3 of the block (b even)
 //   vec2  dq_k_scale_min(uint blk, uint s)
@@ -59,8 +63,19 @@ vec4 dq_u4hi(uint v) {
     return vec4(float((v >> 4) & 15u), float((v >> 12) & 15u), float((v >> 20) & 15u), float(v >> 28)) - 8.0;
 }
 
-vec4 dq_bits4(uint v, uint sh, uint mask) {
-    return vec4((uvec4(v) >> uvec4(sh, sh + 8u, sh + 16u, sh + 24u)) & mask);
+uvec4 dq_ubits4(uint v, uint sh, uint mask) { return (uvec4(v) >> uvec4(sh, sh + 8u, sh + 16u, sh + 24u)) & mask; }
+
+vec4 dq_bits4(uint v, uint sh, uint mask) { return vec4(dq_ubits4(v, sh, mask)); }
+
+// dq_bytes4 converts the four bytes of v.
+vec4 dq_bytes4(uint v) { return vec4(v & 0xffu, (v >> 8) & 0xffu, (v >> 16) & 0xffu, v >> 24); }
+
+// dq_bits4hi returns the nibbles at bit sh of v's four bytes with bits
+// (h >> hsh) & hmask of the same bytes of h above them: 5- or 6-bit
+// K-quants, assembled for all four bytes at once before the conversion.
+vec4 dq_bits4hi(uint v, uint sh, uint h, uint hsh, uint hmask) {
+    uint hb = ((h >> hsh) & (hmask * 0x01010101u)) << 4;
+    return dq_bytes4(((v >> sh) & 0x0f0f0f0fu) | hb);
 }
 
 #if defined(DQ_Q4_K) || defined(DQ_Q5_K) || defined(DQ_Q6_K)

@@ -11,12 +11,14 @@
 // A workgroup owns ROWS consecutive rows. Its threads walk the rows in
 // "units" (a few consecutive elements, as wide as alignment allows), each x
 // unit loaded once for all ROWS rows; neighbouring threads take
-// neighbouring units, so a subgroup reads one contiguous stretch (except in
-// the CPU layout of quantized rows, see raw_rows). Each row's partial sums
-// are reduced with subgroupAdd and the per-subgroup results combined
-// through shared memory, which works for any subgroup size.
+// neighbouring units, so a subgroup reads one contiguous stretch (CPU
+// devices read quantized rows in a packed layout instead, see PACKED).
+// Each row's partial sums are reduced with subgroupAdd and the
+// per-subgroup results combined through shared memory, which works for any
+// subgroup size.
 //
-// Bindings: 0 weights (rows back to back, GGUF layout), 1 x (f32), 2 y (f32).
+// Bindings: 0 weights (rows back to back, GGUF layout; a texel buffer in
+// the PACKED and TEXEL variants), 1 x (f32; texels in XTEXEL), 2 y (f32).
 // Offsets arrive as push constants because the host binds ranges starting
 // at an aligned offset below the data.
 
@@ -31,12 +33,7 @@ layout(constant_id = 1) const uint ROWS = 4;  // rows per workgroup
 //   F32:       0 scalar, 1 vec4 (K % 4 == 0, 16-byte aligned w and x)
 //   F16, BF16: 0 scalar, 1 pairs (K % 2 == 0, 4-byte aligned w),
 //              2 eight at a time (K % 8 == 0, 16-byte aligned w and x)
-//   Q8_0, Q4_0: 0 scalar x, 1 vec4 x (16-byte aligned x),
-//              2 raw 16-byte pieces of the row (a multiple of 8 blocks per
-//              row, 16-byte aligned w), for CPU devices
-//   Q4_K, Q5_K, Q6_K: 0 scalar x, 1 vec4 x (16-byte aligned x),
-//              Q4_K, Q5_K: 2 whole blocks as uvec4s (16-byte aligned w
-//              and x), for CPU devices
+//   quantized: 0 scalar x, 1 vec4 x (16-byte aligned x)
 layout(constant_id = 2) const uint WIDE = 0;
 // GLU 1 computes silu(gate·x) * (up·x) instead: the rows of up follow
 // those of gate, up_delta words further, and a workgroup takes ROWS rows
@@ -47,11 +44,32 @@ const uint NR = ROWS * (1 + GLU);
 layout(constant_id = 4) const uint NT = 1;  // vectors per workgroup
 layout(local_size_x_id = 0) in;
 
-layout(set = 0, binding = 0) readonly buffer W16 { uint16_t w16[]; };
-layout(set = 0, binding = 0) readonly buffer W32 { uint w32[]; };
-layout(set = 0, binding = 0) readonly buffer W128 { uvec4 w128[]; };
-layout(set = 0, binding = 1) readonly buffer X1 { float x[]; };
-layout(set = 0, binding = 1) readonly buffer X4 { vec4 x4[]; };
+#if defined(PACKED) || defined(TEXEL)
+// PACKED: the packed layout of quantized rows (CPU devices; see
+// engine/kernel/pack.go); TEXEL: F16 and BF16 rows read eight at a time
+// (WIDE 2) on CPU devices. Binding 0 is then a uniform texel buffer of
+// 16-byte texels, which a CPU device fetches for all lanes in a few vector
+// instructions; the storage-buffer code below is compiled but unused
+// (binding 3 is never bound).
+#extension GL_EXT_samplerless_texture_functions : require
+layout(set = 0, binding = 0) uniform utextureBuffer wt;
+#define W_BINDING 3
+#else
+#define W_BINDING 0
+#endif
+layout(set = 0, binding = W_BINDING) readonly buffer W16 { uint16_t w16[]; };
+layout(set = 0, binding = W_BINDING) readonly buffer W32 { uint w32[]; };
+layout(set = 0, binding = W_BINDING) readonly buffer W128 { uvec4 w128[]; };
+#if defined(XTEXEL)
+// x read as texels too (packed kernels whose x starts on 16 bytes): four
+// floats a fetch; the storage-buffer x below is then never bound.
+layout(set = 0, binding = 1) uniform utextureBuffer xt;
+#define X_BINDING 4
+#else
+#define X_BINDING 1
+#endif
+layout(set = 0, binding = X_BINDING) readonly buffer X1 { float x[]; };
+layout(set = 0, binding = X_BINDING) readonly buffer X4 { vec4 x4[]; };
 layout(set = 0, binding = 2) buffer Y { float y[]; };
 
 layout(push_constant) uniform Push {
@@ -134,6 +152,12 @@ XU load_x(uint u) {
     return r;
 }
 float unit_dot(uint row, uint u, XU xu) {
+#if defined(TEXEL)
+    // Only WIDE 2 runs here (the host picks this kernel for it alone): no
+    // storage-buffer access may be reachable, as binding 3 is never bound.
+    uvec4 q = texelFetch(wt, int(row / 8 + u));
+    return dot(vec4(unpack2(q.x), unpack2(q.y)), xu.a) + dot(vec4(unpack2(q.z), unpack2(q.w)), xu.b);
+#else
     if (WIDE == 2) {
         uvec4 q = w128[row / 8 + u];
         return dot(vec4(unpack2(q.x), unpack2(q.y)), xu.a) + dot(vec4(unpack2(q.z), unpack2(q.w)), xu.b);
@@ -141,17 +165,14 @@ float unit_dot(uint row, uint u, XU xu) {
         return dot(unpack2(w32[row / 2 + u]), xu.a.xy);
     }
     return dq_load(row, u) * xu.a.x;
+#endif
 }
 
 #elif defined(DQ_Q8_0) || defined(DQ_Q4_0)
 
-// Two quantized layouts.
-//
-// WIDE < 2 (GPUs): a unit is a piece of one block read as 16-bit words, so
-// the threads of a subgroup read one contiguous stretch together.
-//
-// WIDE 2 (CPU devices, where every load instruction costs a loop over the
-// subgroup's lanes): see raw_rows.
+// A unit is a piece of one block read as 16-bit words, so the threads of a
+// subgroup read one contiguous stretch together (GPUs; CPU devices read
+// the packed layout, see PACKED).
 
 #if defined(DQ_Q8_0)
 const uint BLOCK_BYTES = 34;
@@ -201,143 +222,6 @@ float unit_dot(uint row, uint u, XU xu) {
 }
 #endif
 
-// The CPU layout. A unit is 16 raw bytes of the row, one uvec4, read
-// without regard to block boundaries (rows must be 16-byte aligned: a
-// multiple of 8 blocks). Blocks are longer than 16 bytes, so a unit holds
-// the tail of one block ("prev") and possibly, from byte soff, the scale
-// and head of the next. Each thread walks a contiguous run of units, so
-// the prev scale is the one it saw last and costs no load.
-
-// The x values of a raw unit: for each byte, the x its quant multiplies,
-// split by block so that each part can take its own scale (zero for the
-// other part's bytes and for scale bytes). Q4_0 has a second set for the
-// high nibbles.
-#if defined(DQ_Q8_0)
-const uint RAW_XV = 8;   // prev[4], next[4]
-#else
-const uint RAW_XV = 16;  // prev lo[4], prev hi[4], next lo[4], next hi[4]
-#endif
-struct RawX {
-    vec4 v[RAW_XV];
-    uint soff;  // offset in the unit of the next block's scale; >= 16: none
-};
-
-RawX load_raw_x(uint u) {
-    RawX r;
-    uint pos = 16 * u;  // first byte of the unit in the row
-    uint b0 = pos / BLOCK_BYTES;
-    uint b1 = (pos + BLOCK_BYTES - 1) / BLOCK_BYTES;
-    r.soff = b1 * BLOCK_BYTES - pos;
-    bool at_scale = r.soff == 0;  // the unit starts at a scale: no prev part, b1 == b0
-    // Byte t of the unit is quant j = pos + t - BLOCK_BYTES b - 2 of its
-    // block b, which multiplies x[32 b + j] (Q4_0's high nibble x[32 b + j +
-    // 16]). With base the x index of byte 0 taken as part of block b0, all
-    // the unit needs lies in one short window of x, loaded without
-    // branches; soff then decides which part each byte belongs to.
-    // Indices are clamped to x: the window's ends may pass the row's.
-    int base = int(xo + b0 * 32 + pos) - int(b0 * BLOCK_BYTES) - 2;
-#if defined(DQ_Q8_0)
-    // prev byte t: x[base + t]; next (block b0 + 1): x[base + t - 2].
-    const int W0 = -2;
-    const uint NW = 18;
-#else
-    // prev byte t: lo x[base + t], hi x[base + 16 + t]; next (block b0 + 1):
-    // lo x[base + 14 + t], hi x[base + 30 + t].
-    const int W0 = 0;
-    const uint NW = 46;
-#endif
-    float w[NW];
-    [[unroll]] for (uint i = 0; i < NW; i++) {
-        w[i] = x[clamp(base + W0 + int(i), int(xo), int(xo + p.K) - 1)];
-    }
-    [[unroll]] for (uint t = 0; t < 16; t++) {
-        bool prev = t < r.soff;
-        bool next = t >= r.soff + 2;
-#if defined(DQ_Q8_0)
-        r.v[t / 4][t % 4] = prev ? w[t + 2] : 0.0;
-        r.v[4 + t / 4][t % 4] = next ? (at_scale ? w[t + 2] : w[t]) : 0.0;
-#else
-        r.v[t / 4][t % 4] = prev ? w[t] : 0.0;
-        r.v[4 + t / 4][t % 4] = prev ? w[16 + t] : 0.0;
-        r.v[8 + t / 4][t % 4] = next ? (at_scale ? w[t] : w[14 + t]) : 0.0;
-        r.v[12 + t / 4][t % 4] = next ? (at_scale ? w[16 + t] : w[30 + t]) : 0.0;
-#endif
-    }
-    return r;
-}
-
-// raw_dot adds the unit's two parts, each times its scale, and returns in
-// d the scale now in force: the next block's if the unit holds its scale.
-float raw_dot(uvec4 q, RawX xr, inout float d) {
-    // vec4 accumulators: four independent multiply-add chains per part
-    // rather than one long one.
-    vec4 sp = vec4(0.0), sn = vec4(0.0);
-    [[unroll]] for (uint i = 0; i < 4; i++) {
-#if defined(DQ_Q8_0)
-        vec4 v = vec4(ivec4(q[i] << 24, q[i] << 16, q[i] << 8, q[i]) >> 24);
-        sp = fma(v, xr.v[i], sp);
-        sn = fma(v, xr.v[4 + i], sn);
-#else
-        vec4 lo = dq_u4lo(q[i]), hi = dq_u4hi(q[i]);
-        sp = fma(lo, xr.v[i], fma(hi, xr.v[4 + i], sp));
-        sn = fma(lo, xr.v[8 + i], fma(hi, xr.v[12 + i], sn));
-#endif
-    }
-    float dp = d;
-    if (xr.soff < 16) {
-        uint wi = xr.soff / 4;
-        uint wd = wi == 0 ? q.x : (wi == 1 ? q.y : (wi == 2 ? q.z : q.w));
-        d = dq_half(xr.soff % 4 == 0 ? wd & 0xffffu : wd >> 16);
-    }
-    return dp * ((sp.x + sp.y) + (sp.z + sp.w)) + d * ((sn.x + sn.y) + (sn.z + sn.w));
-}
-
-// raw_rows adds to sum[t * NR + r] this thread's share of row r times
-// vector t in the CPU layout: a contiguous run of the row's units of 16
-// raw bytes.
-void raw_rows(uint tid, uint units) {
-    uint per = (units + WG - 1) / WG;
-    uint u0 = tid * per;
-    uint u1 = min(units, u0 + per);
-    if (u0 >= u1) {
-        return;
-    }
-    float d[NR];
-    uint b0 = (16 * u0) / BLOCK_BYTES;
-    [[unroll]] for (uint r = 0; r < NR; r++) {
-        d[r] = dq_half(uint(w16[base[r] + b0 * (BLOCK_BYTES / 2)]));
-    }
-    if (NT == 1) {
-        // One vector: the scale in force moves on in place.
-        xo = x_at(0);
-        for (uint u = u0; u < u1; u++) {
-            RawX xr = load_raw_x(u);
-            [[unroll]] for (uint r = 0; r < NR; r++) {
-                sum[r] += raw_dot(w128[base[r] / 8 + u], xr, d[r]);
-            }
-        }
-        return;
-    }
-    for (uint u = u0; u < u1; u++) {
-        uvec4 q[NR];
-        [[unroll]] for (uint r = 0; r < NR; r++) {
-            q[r] = w128[base[r] / 8 + u];
-        }
-        float dn[NR];  // the scale in force after this unit
-        [[unroll]] for (uint t = 0; t < NT; t++) {
-            xo = x_at(t);
-            RawX xr = load_raw_x(u);
-            [[unroll]] for (uint r = 0; r < NR; r++) {
-                dn[r] = d[r];
-                sum[t * NR + r] += raw_dot(q[r], xr, dn[r]);
-            }
-        }
-        [[unroll]] for (uint r = 0; r < NR; r++) {
-            d[r] = dn[r];
-        }
-    }
-}
-
 #elif defined(DQ_Q4_K) || defined(DQ_Q5_K) || defined(DQ_Q6_K)
 
 // A unit is 64 elements of one super-block whose quant bytes lie together,
@@ -380,38 +264,40 @@ XU load_x(uint u) {
 
 float hsum(vec4 v) { return (v.x + v.y) + (v.z + v.w); }
 
+// words4 gathers bytes b..b+15 of the block at word blk (b even).
+uvec4 words4(uint blk, uint b) {
+    return uvec4(dq_word(blk, b), dq_word(blk, b + 4), dq_word(blk, b + 8), dq_word(blk, b + 12));
+}
+
 #if defined(DQ_Q6_K)
+// q6_unit_dot is unit_dot for unit 2n + h of a block held in registers: a,
+// b and hi its 16 bytes of ql[64n + 16h..], ql[64n + 32 + 16h..] and
+// qh[32n + 16h..], sc the block's scale bytes 8n..8n+7, d its scale.
+float q6_unit_dot(uvec4 a, uvec4 b, uvec4 hi, uvec2 sc, uint h, float d, XU xu) {
+    vec4 s0 = vec4(0.0), s1 = vec4(0.0), s2 = vec4(0.0), s3 = vec4(0.0);
+    [[unroll]] for (uint i = 0; i < 4; i++) {
+        s0 = fma(dq_bits4hi(a[i], 0, hi[i], 0, 3u), xu.v[i], s0);
+        s1 = fma(dq_bits4hi(b[i], 0, hi[i], 2, 3u), xu.v[4 + i], s1);
+        s2 = fma(dq_bits4hi(a[i], 4, hi[i], 4, 3u), xu.v[8 + i], s2);
+        s3 = fma(dq_bits4hi(b[i], 4, hi[i], 6, 3u), xu.v[12 + i], s3);
+    }
+    // Scale 8n + h + 2c: byte h + 2c of sc.
+    vec4 scv = vec4(bitfieldExtract(int(sc.x), int(8 * h), 8), bitfieldExtract(int(sc.x), int(8 * h + 16), 8),
+                    bitfieldExtract(int(sc.y), int(8 * h), 8), bitfieldExtract(int(sc.y), int(8 * h + 16), 8));
+    vec4 dots = vec4(hsum(s0), hsum(s1), hsum(s2), hsum(s3)) - 32.0 * xu.s;
+    return d * dot(scv, dots);
+}
+
 float unit_dot(uint row, uint u, XU xu) {
     uint blk = row + (u / 4) * 105;
     uint n = (u % 4) / 2, h = u % 2;
-    uint qa = 64 * n + 16 * h, qb = qa + 32, qh = 128 + 32 * n + 16 * h;
-    vec4 s0 = vec4(0.0), s1 = vec4(0.0), s2 = vec4(0.0), s3 = vec4(0.0);
-    [[unroll]] for (uint i = 0; i < 4; i++) {
-        uint a = dq_word(blk, qa + 4 * i), b = dq_word(blk, qb + 4 * i), hi = dq_word(blk, qh + 4 * i);
-        s0 = fma(dq_bits4(a, 0, 15u) + 16.0 * dq_bits4(hi, 0, 3u), xu.v[i], s0);
-        s1 = fma(dq_bits4(b, 0, 15u) + 16.0 * dq_bits4(hi, 2, 3u), xu.v[4 + i], s1);
-        s2 = fma(dq_bits4(a, 4, 15u) + 16.0 * dq_bits4(hi, 4, 3u), xu.v[8 + i], s2);
-        s3 = fma(dq_bits4(b, 4, 15u) + 16.0 * dq_bits4(hi, 6, 3u), xu.v[12 + i], s3);
-    }
-    // Scales 8n + h + 2c: byte h of words 96 + 4n + c.
-    uint sw = blk + 96 + 4 * n;
-    vec4 sc = vec4(bitfieldExtract(int(uint(w16[sw])), int(8 * h), 8), bitfieldExtract(int(uint(w16[sw + 1])), int(8 * h), 8),
-                   bitfieldExtract(int(uint(w16[sw + 2])), int(8 * h), 8), bitfieldExtract(int(uint(w16[sw + 3])), int(8 * h), 8));
-    vec4 dots = vec4(hsum(s0), hsum(s1), hsum(s2), hsum(s3)) - 32.0 * xu.s;
-    return dq_half(uint(w16[blk + 104])) * dot(sc, dots);
+    uint qa = 64 * n + 16 * h;
+    return q6_unit_dot(words4(blk, qa), words4(blk, qa + 32), words4(blk, 128 + 32 * n + 16 * h),
+                       uvec2(dq_word(blk, 192 + 8 * n), dq_word(blk, 196 + 8 * n)), h, dq_half(uint(DQ_U16(blk + 104))), xu);
 }
 #else
 
-// The CPU layout (WIDE 2) of Q4_K and Q5_K: a block of 144 or 176 bytes is
-// a whole number of uvec4s, so in a 16-byte-aligned row every block is
-// too, and a thread reads whole blocks 16 bytes per load (a CPU device
-// pays a loop over the subgroup's lanes for every load instruction):
-// uvec4 0 holds d, dmin and the 12 scale bytes, Q5_K's qh follows in two,
-// then qs, two uvec4s per unit.
-const uint BLOCK_V = DQ_BLOCK_U16 / 8;
-const uint QS_V = DQ_QS / 16;
-
-// k_scale_min is dq_k_scale_min from the block's first uvec4, whose y, z
+// k_scale_min is dq_k_scale_min from the block's first 16 bytes, whose y, z
 // and w hold scale bytes 0-3, 4-7 and 8-11: sub-block s needs lane s % 4
 // of each (see dq_k_scale_min for which bits).
 vec2 k_scale_min(uvec4 h, uint s) {
@@ -430,11 +316,11 @@ float k_unit_dot(uvec4 h, uvec4 q0, uvec4 q1, uvec4 hb0, uvec4 hb1, uint j, XU x
     vec4 lo = vec4(0.0), hi = vec4(0.0);
     [[unroll]] for (uint i = 0; i < 8; i++) {
         uint q = i < 4 ? q0[i] : q1[i - 4];
-        vec4 ql = dq_bits4(q, 0, 15u), qh = dq_bits4(q, 4, 15u);
 #if defined(DQ_Q5_K)
         uint hw = i < 4 ? hb0[i] : hb1[i - 4];
-        ql += 16.0 * dq_bits4(hw, 2 * j, 1u);
-        qh += 16.0 * dq_bits4(hw, 2 * j + 1, 1u);
+        vec4 ql = dq_bits4hi(q, 0, hw, 2 * j, 1u), qh = dq_bits4hi(q, 4, hw, 2 * j + 1, 1u);
+#else
+        vec4 ql = dq_bits4(q, 0, 15u), qh = dq_bits4(q, 4, 15u);
 #endif
         lo = fma(ql, xu.v[i], lo);
         hi = fma(qh, xu.v[8 + i], hi);
@@ -443,10 +329,7 @@ float k_unit_dot(uvec4 h, uvec4 q0, uvec4 q1, uvec4 hb0, uvec4 hb1, uint j, XU x
     return (a.x * hsum(lo) - a.y * (xu.s[0] + xu.s[1])) + (b.x * hsum(hi) - b.y * (xu.s[2] + xu.s[3]));
 }
 
-// unit_dot (the GPU layout) gathers the same registers from 16-bit words.
-uvec4 words4(uint blk, uint b) {
-    return uvec4(dq_word(blk, b), dq_word(blk, b + 4), dq_word(blk, b + 8), dq_word(blk, b + 12));
-}
+// unit_dot (the GGUF layout) gathers the same registers from 16-bit words.
 float unit_dot(uint row, uint u, XU xu) {
     uint blk = row + (u / 4) * DQ_BLOCK_U16;
     uint j = u % 4;
@@ -458,45 +341,178 @@ float unit_dot(uint row, uint u, XU xu) {
     return k_unit_dot(words4(blk, 0), words4(blk, DQ_QS + 32 * j), words4(blk, DQ_QS + 32 * j + 16), hb0, hb1, j, xu);
 }
 
-// k_rows adds to sum[t * NR + r] this thread's share of row r times
-// vector t in the CPU layout: a contiguous run of the row's blocks.
-void k_rows(uint tid) {
-    uint blocks = p.K / 256;
-    uint per = (blocks + WG - 1) / WG;
-    uint b0 = tid * per;
-    uint b1 = min(blocks, b0 + per);
-    for (uint b = b0; b < b1; b++) {
-        uvec4 h[NR];
-        uvec4 hb0[NR], hb1[NR];
-        [[unroll]] for (uint r = 0; r < NR; r++) {
-            uint v = base[r] / 8 + b * BLOCK_V;
-            h[r] = w128[v];
-#if defined(DQ_Q5_K)
-            hb0[r] = w128[v + 1];
-            hb1[r] = w128[v + 2];
+#endif
+
+#endif
+
+#if defined(PACKED)
+
+// The packed layout (engine/kernel/pack.go), for CPU devices. Lane l of a
+// workgroup takes, in step s, lane unit s·WG + l (256 weights) of each of
+// its ROWS rows, a sub-unit of 64 weights at a time; every texel it reads
+// is one 16-byte fetch, and the workgroup's fetches walk its group of rows
+// forward. All lanes run the same steps; a lane past the row's last unit
+// reads zero weights (the padding) and x from the row's start.
+
+#if defined(DQ_Q4_0)
+const uint PT = 9;
+#elif defined(DQ_Q8_0)
+const uint PT = 17;
+#elif defined(DQ_Q4_K)
+const uint PT = 9;
+#elif defined(DQ_Q5_K)
+const uint PT = 11;
 #else
-            hb0[r] = uvec4(0);
-            hb1[r] = uvec4(0);
+const uint PT = 13;
+#endif
+#if defined(DQ_Q6_K)
+const uint TAIL = (2 * WG + 15) / 16;  // texels per row of the lanes' f16 d
+#else
+const uint TAIL = 0;
+#endif
+const uint STEP = (PT * WG + TAIL) * ROWS;  // texels of one step of a group
+
+#if defined(DQ_Q4_0) || defined(DQ_Q8_0)
+struct XP {
+    vec4 v[16];
+    vec4 s;
+};
+float hsum(vec4 v) { return (v.x + v.y) + (v.z + v.w); }
+#else
+#define XP XU
+#endif
+
+// load_xp returns x for sub-unit j of lane unit lu of the row, grouped as
+// the type's unit dot product wants it, with each 16-element group's sum.
+XP load_xp(uint lu, uint j) {
+    XP r;
+    [[unroll]] for (uint g = 0; g < 4; g++) {
+#if defined(DQ_Q6_K)
+        uint k = xo + lu * 256 + (j / 2) * 128 + 32 * g + 16 * (j % 2);
+#else
+        uint k = xo + lu * 256 + 64 * j + 16 * g;
+#endif
+        [[unroll]] for (uint i = 0; i < 4; i++) {
+#if defined(XTEXEL)
+            r.v[4 * g + i] = uintBitsToFloat(texelFetch(xt, int(k / 4 + i)));
+#else
+            if (WIDE >= 1) {
+                r.v[4 * g + i] = x4[k / 4 + i];
+            } else {
+                r.v[4 * g + i] = vec4(x[k + 4 * i], x[k + 4 * i + 1], x[k + 4 * i + 2], x[k + 4 * i + 3]);
+            }
 #endif
         }
+        r.s[g] = dot((r.v[4 * g] + r.v[4 * g + 1]) + (r.v[4 * g + 2] + r.v[4 * g + 3]), vec4(1.0));
+    }
+    return r;
+}
+
+uvec4 tex(uint i) { return texelFetch(wt, int(i)); }
+
+// The texels of the current sub-unit of each row (pa..pd), and what the
+// unit's rows keep across sub-units (ph: the scales texel or the block
+// header; pe: Q5_K's second qh texel; pdd: Q6_K's d).
+uvec4 pa[NR], pb[NR], pc[NR], pd[NR], ph[NR], pe[NR];
+float pdd[NR];
+
+// fetch_sub loads row r's texels for sub-unit j; at is where texel t of
+// this lane's unit of row r lies: at + t·ROWS·WG.
+void fetch_sub(uint r, uint at, uint j, uint tail) {
+    const uint TS = ROWS * WG;
+    if (j == 0) {
+        ph[r] = tex(at + (PT - 1) * TS);  // Q4_0, Q8_0: scales; Q6_K: scale bytes
+#if defined(DQ_Q4_K) || defined(DQ_Q5_K)
+        ph[r] = tex(at);  // the header
+#endif
+#if defined(DQ_Q5_K)
+        pd[r] = tex(at + TS);
+        pe[r] = tex(at + 2 * TS);
+#endif
+#if defined(DQ_Q6_K)
+        uvec4 tw = tex(tail);
+        uint lw = (gl_LocalInvocationID.x % 8) / 2;
+        uint w = lw == 0 ? tw.x : (lw == 1 ? tw.y : (lw == 2 ? tw.z : tw.w));
+        pdd[r] = unpackHalf2x16(w)[gl_LocalInvocationID.x % 2];
+#endif
+    }
+#if defined(DQ_Q4_0)
+    pa[r] = tex(at + (2 * j) * TS);
+    pb[r] = tex(at + (2 * j + 1) * TS);
+#elif defined(DQ_Q8_0)
+    pa[r] = tex(at + (4 * j) * TS);
+    pb[r] = tex(at + (4 * j + 1) * TS);
+    pc[r] = tex(at + (4 * j + 2) * TS);
+    pd[r] = tex(at + (4 * j + 3) * TS);
+#elif defined(DQ_Q4_K)
+    pa[r] = tex(at + (1 + 2 * j) * TS);
+    pb[r] = tex(at + (2 + 2 * j) * TS);
+#elif defined(DQ_Q5_K)
+    pa[r] = tex(at + (3 + 2 * j) * TS);
+    pb[r] = tex(at + (4 + 2 * j) * TS);
+#else
+    uint n = j / 2, h = j % 2;
+    pa[r] = tex(at + (4 * n + h) * TS);
+    pb[r] = tex(at + (4 * n + 2 + h) * TS);
+    pc[r] = tex(at + (8 + 2 * n + h) * TS);
+#endif
+}
+
+// sub_dot is row r's sub-unit j times x.
+float sub_dot(uint r, uint j, XP xp) {
+#if defined(DQ_Q4_0)
+    vec4 la = vec4(0.0), lb = vec4(0.0);
+    [[unroll]] for (uint i = 0; i < 4; i++) {
+        la = fma(dq_bits4(pa[r][i], 0, 15u), xp.v[i], fma(dq_bits4(pa[r][i], 4, 15u), xp.v[4 + i], la));
+        lb = fma(dq_bits4(pb[r][i], 0, 15u), xp.v[8 + i], fma(dq_bits4(pb[r][i], 4, 15u), xp.v[12 + i], lb));
+    }
+    vec2 d = unpackHalf2x16(ph[r][j]);
+    return d.x * (hsum(la) - 8.0 * (xp.s[0] + xp.s[1])) + d.y * (hsum(lb) - 8.0 * (xp.s[2] + xp.s[3]));
+#elif defined(DQ_Q8_0)
+    vec4 la = vec4(0.0), lb = vec4(0.0);
+    [[unroll]] for (uint i = 0; i < 4; i++) {
+        la = fma(dq_i8x4(pa[r][i]), xp.v[i], fma(dq_i8x4(pb[r][i]), xp.v[4 + i], la));
+        lb = fma(dq_i8x4(pc[r][i]), xp.v[8 + i], fma(dq_i8x4(pd[r][i]), xp.v[12 + i], lb));
+    }
+    vec2 d = unpackHalf2x16(ph[r][j]);
+    return d.x * hsum(la) + d.y * hsum(lb);
+#elif defined(DQ_Q4_K)
+    return k_unit_dot(ph[r], pa[r], pb[r], uvec4(0), uvec4(0), j, xp);
+#elif defined(DQ_Q5_K)
+    return k_unit_dot(ph[r], pa[r], pb[r], pd[r], pe[r], j, xp);
+#else
+    uvec2 sc = j < 2 ? ph[r].xy : ph[r].zw;
+    return q6_unit_dot(pa[r], pb[r], pc[r], sc, j % 2, pdd[r], xp);
+#endif
+}
+
+// packed_rows adds to sum[t * NR + r] this lane's share of row r times
+// vector t.
+void packed_rows(uint row0) {
+    uint lane = gl_LocalInvocationID.x;
+    uint units = p.K / 256;
+    uint steps = (units + WG - 1) / WG;
+    uint g = row0 / ROWS;
+    for (uint s = 0; s < steps; s++) {
+        uint lu = s * WG + lane;
+        uint xu_at = lu < units ? lu : 0;
         for (uint j = 0; j < 4; j++) {
-            uvec4 q0[NR], q1[NR];
             [[unroll]] for (uint r = 0; r < NR; r++) {
-                uint v = base[r] / 8 + b * BLOCK_V + QS_V + 2 * j;
-                q0[r] = w128[v];
-                q1[r] = w128[v + 1];
+                uint sb = p.w_off / 8 + (r / ROWS) * (p.up_delta / 8) + (g * steps + s) * STEP;
+                uint at = sb + (r % ROWS) * WG + lane;
+                uint tail = sb + PT * ROWS * WG + (r % ROWS) * TAIL + lane / 8;
+                fetch_sub(r, at, j, tail);
             }
             [[unroll]] for (uint t = 0; t < NT; t++) {
                 xo = x_at(t);
-                XU xu = load_x(4 * b + j);
+                XP xp = load_xp(xu_at, j);
                 [[unroll]] for (uint r = 0; r < NR; r++) {
-                    sum[t * NR + r] += k_unit_dot(h[r], q0[r], q1[r], hb0[r], hb1[r], j, xu);
+                    sum[t * NR + r] += sub_dot(r, j, xp);
                 }
             }
         }
     }
 }
-#endif
 
 #endif
 
@@ -520,15 +536,9 @@ void main() {
         sum[i] = 0.0;
     }
 
-#if defined(DQ_Q8_0) || defined(DQ_Q4_0)
-    if (WIDE == 2) {
-        raw_rows(tid, dq_row_u16(p.K) / 8);
-    } else
-#elif defined(DQ_Q4_K) || defined(DQ_Q5_K)
-    if (WIDE == 2) {
-        k_rows(tid);
-    } else
-#endif
+#if defined(PACKED)
+    packed_rows(row0);
+#else
     {
         uint units = p.K / UNIT;
         xo = x_at(0);
@@ -544,6 +554,7 @@ void main() {
             }
         }
     }
+#endif
 
     [[unroll]] for (uint i = 0; i < NT * NR; i++) {
         float s = subgroupAdd(sum[i]);

@@ -120,13 +120,23 @@ func (c *Commands) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Ra
 			c.fail("Dispatch of %s: binding %d: %v", k.key, i, err)
 			return
 		}
-		if r.Size > info.MaxStorageBufferRange {
+		buf, off := r.handle()
+		if k.spec.Texels>>uint(i)&1 != 0 {
+			if r.Size%16 != 0 || r.Size/16 > info.MaxTexelBufferElements {
+				c.fail("Dispatch of %s: binding %d: a texel range of %d bytes of buffer %q must be a multiple of 16 bytes and at most %d texels",
+					k.key, i, r.Size, r.Buf.label, info.MaxTexelBufferElements)
+				return
+			}
+			if a := info.MinTexelBufferOffsetAlignment; a > 1 && off%a != 0 {
+				c.fail("Dispatch of %s: binding %d: offset %d in buffer %q is not a multiple of minTexelBufferOffsetAlignment (%d)",
+					k.key, i, r.Off, r.Buf.label, a)
+				return
+			}
+		} else if r.Size > info.MaxStorageBufferRange {
 			c.fail("Dispatch of %s: binding %d: range of %d bytes of buffer %q exceeds maxStorageBufferRange (%d): bind a smaller sub-range",
 				k.key, i, r.Size, r.Buf.label, info.MaxStorageBufferRange)
 			return
-		}
-		buf, off := r.handle()
-		if a := info.MinStorageBufferOffsetAlignment; a > 1 && off%a != 0 {
+		} else if a := info.MinStorageBufferOffsetAlignment; a > 1 && off%a != 0 {
 			c.fail("Dispatch of %s: binding %d: offset %d in buffer %q is not a multiple of minStorageBufferOffsetAlignment (%d)",
 				k.key, i, r.Off, r.Buf.label, a)
 			return

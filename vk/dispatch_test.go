@@ -107,3 +107,47 @@ func TestDispatchErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestTexelBinding reads a sub-range of a buffer as a uniform texel buffer:
+// texels inside the view come back as stored, those past it as zero, and a
+// range that is not whole texels is refused.
+func TestTexelBinding(t *testing.T) {
+	d := testDevice(t)
+	k, err := d.Kernel(vk.KernelSpec{Name: "vk_test_texel", SPIRV: shaders.MustSPIRV("vk_test_texel"), Buffers: 2, PushBytes: 4, Texels: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const texels, off, n = 5, 2, 8 // view texels off..off+texels-1 of the buffer, read n
+	src := make([]byte, 16*(texels+off+2))
+	for i := range src {
+		src[i] = byte(7*i + 1)
+	}
+	sb := vkAlloc(t, d, vk.DeviceLocal, uint64(len(src)))
+	yb := vkAlloc(t, d, vk.DeviceLocal, 16*n)
+	vkWrite(t, d, sb.All(), src)
+	vkPoison(t, d, yb.All())
+	c := vkCommands(t, d)
+	c.Dispatch(k, [3]uint32{1, 1, 1}, vkPush(uint32(n)), sb.Range(16*off, 16*texels), yb.All())
+	if err := c.End(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Run(c); err != nil {
+		t.Fatal(err)
+	}
+	got := vkRead(t, d, yb.All())
+	for i := range 16 * n {
+		want := byte(0)
+		if i < 16*texels {
+			want = src[16*off+i]
+		}
+		if got[i] != want {
+			t.Fatalf("byte %d (texel %d): got %#x, want %#x", i, i/16, got[i], want)
+		}
+	}
+
+	bad := vkCommands(t, d)
+	bad.Dispatch(k, [3]uint32{1, 1, 1}, vkPush(uint32(n)), sb.Range(16, 40), yb.All())
+	if err := bad.End(); err == nil || !strings.Contains(err.Error(), "multiple of 16") {
+		t.Fatalf("a 40-byte texel range: got %v, want an error about whole texels", err)
+	}
+}

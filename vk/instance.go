@@ -62,6 +62,8 @@ type DeviceInfo struct {
 	MaxStorageBufferRange           uint64
 	MaxAllocationSize               uint64
 	MinStorageBufferOffsetAlignment uint64
+	MaxTexelBufferElements          uint64 // texels a texel-buffer binding may cover
+	MinTexelBufferOffsetAlignment   uint64
 	MaxSharedMemory                 uint32 // maxComputeSharedMemorySize
 	MaxWorkgroupInvocations         uint32
 	MaxWorkgroupCount               [3]uint32
@@ -203,6 +205,8 @@ func convertInfo(index int, r *C.hi_devinfo) DeviceInfo {
 		MaxStorageBufferRange:           uint64(r.max_storage_range),
 		MaxAllocationSize:               uint64(r.max_alloc),
 		MinStorageBufferOffsetAlignment: uint64(r.min_storage_align),
+		MaxTexelBufferElements:          uint64(r.max_texels),
+		MinTexelBufferOffsetAlignment:   uint64(r.min_texel_align),
 		MaxSharedMemory:                 uint32(r.max_shared),
 		MaxWorkgroupInvocations:         uint32(r.max_invocations),
 		MaxWorkgroupCount:               [3]uint32{uint32(r.max_groups[0]), uint32(r.max_groups[1]), uint32(r.max_groups[2])},

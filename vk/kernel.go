@@ -19,6 +19,12 @@ type KernelSpec struct {
 	Buffers   int      // storage buffers at set 0, bindings 0..Buffers-1
 	PushBytes int      // push-constant block size, a multiple of 4, at most 128
 	Spec      []uint32 // specialization constants, constant_id 0..len-1
+	// Texels marks, bit i for binding i, the bindings read as uniform
+	// texel buffers of 16-byte R32G32B32A32_UINT texels (a utextureBuffer
+	// in GLSL) rather than as storage buffers. CPU devices fetch a texel
+	// for every invocation in a few vector instructions, where a storage
+	// buffer load is a loop over the invocations.
+	Texels uint32
 }
 
 // Kernel is a compute pipeline with its layouts. It lives as long as the
@@ -43,9 +49,9 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 		return nil, fmt.Errorf("vk: kernel %s: device is closed", key)
 	}
 	if k, ok := d.kernels[key]; ok {
-		if k.spec.Buffers != spec.Buffers || k.spec.PushBytes != spec.PushBytes {
-			return nil, fmt.Errorf("vk: kernel %s requested with %d buffers and %d push bytes, built with %d and %d",
-				key, spec.Buffers, spec.PushBytes, k.spec.Buffers, k.spec.PushBytes)
+		if k.spec.Buffers != spec.Buffers || k.spec.PushBytes != spec.PushBytes || k.spec.Texels != spec.Texels {
+			return nil, fmt.Errorf("vk: kernel %s requested with %d buffers (texels %#x) and %d push bytes, built with %d (texels %#x) and %d",
+				key, spec.Buffers, spec.Texels, spec.PushBytes, k.spec.Buffers, k.spec.Texels, k.spec.PushBytes)
 		}
 		return k, nil
 	}
@@ -66,7 +72,7 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	}
 	var ck *C.hi_kernel
 	r := C.hi_kernel_create(d.dev, d.pcache.c, (*C.uint32_t)(&code[0]), C.size_t(4*len(code)),
-		C.uint32_t(spec.Buffers), C.uint32_t(spec.PushBytes), consts, C.uint32_t(len(cs)), &ck)
+		C.uint32_t(spec.Buffers), C.uint32_t(spec.Texels), C.uint32_t(spec.PushBytes), consts, C.uint32_t(len(cs)), &ck)
 	if err := result(r, "creating kernel "+key); err != nil {
 		return nil, err
 	}
@@ -84,6 +90,9 @@ func (d *Device) checkSpec(s KernelSpec) error {
 	}
 	if s.Buffers < 0 || s.Buffers > C.HI_MAX_BINDINGS {
 		return fmt.Errorf("%d buffers, at most %d are supported", s.Buffers, C.HI_MAX_BINDINGS)
+	}
+	if s.Texels>>uint(s.Buffers) != 0 {
+		return fmt.Errorf("texel bindings %#x beyond the %d bindings", s.Texels, s.Buffers)
 	}
 	if s.PushBytes < 0 || s.PushBytes%4 != 0 || s.PushBytes > C.HI_MAX_PUSH || s.PushBytes > int(d.phys.raw.max_push) {
 		return fmt.Errorf("push-constant size %d: must be a multiple of 4 and at most %d", s.PushBytes, min(C.HI_MAX_PUSH, int(d.phys.raw.max_push)))

@@ -333,6 +333,8 @@ void hi_physical_info(hi_instance *in, VkPhysicalDevice p, hi_devinfo *o) {
 	o->max_storage_range = l->maxStorageBufferRange;
 	o->max_alloc = m3.maxMemoryAllocationSize;
 	o->min_storage_align = l->minStorageBufferOffsetAlignment;
+	o->max_texels = l->maxTexelBufferElements;
+	o->min_texel_align = l->minTexelBufferOffsetAlignment;
 	o->max_shared = l->maxComputeSharedMemorySize;
 	o->max_invocations = l->maxComputeWorkGroupInvocations;
 	for (int i = 0; i < 3; i++)
@@ -499,7 +501,7 @@ static VkResult make_buffer(hi_device *d, uint64_t size, VkBuffer *out) {
 	VkBufferCreateInfo ci = {
 		.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
 		.size = size,
-		.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+		.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
 			 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
 		.sharingMode = VK_SHARING_MODE_EXCLUSIVE,
 	};
@@ -591,12 +593,14 @@ void *hi_pcache_data(hi_device *d, VkPipelineCache c, size_t *len) {
 void hi_pcache_destroy(hi_device *d, VkPipelineCache c) { d->DestroyPipelineCache(d->dev, c, NULL); }
 
 VkResult hi_kernel_create(hi_device *d, VkPipelineCache cache, const uint32_t *code, size_t code_bytes,
-			  uint32_t nbufs, uint32_t push_bytes, const uint32_t *spec, uint32_t nspec, hi_kernel **out) {
+			  uint32_t nbufs, uint32_t texels, uint32_t push_bytes, const uint32_t *spec, uint32_t nspec,
+			  hi_kernel **out) {
 	*out = NULL;
 	hi_kernel *k = calloc(1, sizeof *k);
 	if (!k)
 		return VK_ERROR_OUT_OF_HOST_MEMORY;
 	k->nbufs = nbufs;
+	k->texels = texels;
 	k->push_bytes = push_bytes;
 
 	VkShaderModuleCreateInfo mci = {
@@ -612,7 +616,8 @@ VkResult hi_kernel_create(hi_device *d, VkPipelineCache cache, const uint32_t *c
 	for (uint32_t i = 0; i < nbufs; i++)
 		b[i] = (VkDescriptorSetLayoutBinding){
 			.binding = i,
-			.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+			.descriptorType = ((texels >> i) & 1) ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+							      : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
 			.descriptorCount = 1,
 			.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
 		};
@@ -719,9 +724,17 @@ VkResult hi_cmds_create(hi_device *d, uint32_t family, hi_cmds **out) {
 	return VK_SUCCESS;
 }
 
+static void free_views(hi_device *d, hi_cmds *c) {
+	for (uint32_t i = 0; i < c->nviews; i++)
+		d->DestroyBufferView(d->dev, c->views[i], NULL);
+	c->nviews = 0;
+}
+
 void hi_cmds_destroy(hi_device *d, hi_cmds *c) {
 	if (!c)
 		return;
+	free_views(d, c);
+	free(c->views);
 	d->DestroyCommandPool(d->dev, c->pool, NULL); // frees the command buffer too
 	free(c);
 }
@@ -736,17 +749,24 @@ VkResult hi_cmds_begin(hi_device *d, hi_cmds *c) {
 	return d->BeginCommandBuffer(c->cb, &bi);
 }
 
-VkResult hi_cmds_reset(hi_device *d, hi_cmds *c) { return d->ResetCommandPool(d->dev, c->pool, 0); }
+VkResult hi_cmds_reset(hi_device *d, hi_cmds *c) {
+	VkResult r = d->ResetCommandPool(d->dev, c->pool, 0);
+	free_views(d, c); // the command buffer that used them is reset
+	return r;
+}
 
 VkResult hi_cmds_end(hi_device *d, hi_cmds *c) { return d->EndCommandBuffer(c->cb); }
 
 VkResult hi_dpool_create(hi_device *d, uint32_t sets, uint32_t descriptors, VkDescriptorPool *out) {
-	VkDescriptorPoolSize sz = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = descriptors};
+	VkDescriptorPoolSize sz[2] = {
+		{.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = descriptors},
+		{.type = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, .descriptorCount = descriptors},
+	};
 	VkDescriptorPoolCreateInfo ci = {
 		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
 		.maxSets = sets,
-		.poolSizeCount = 1,
-		.pPoolSizes = &sz,
+		.poolSizeCount = 2,
+		.pPoolSizes = sz,
 	};
 	return d->CreateDescriptorPool(d->dev, &ci, NULL, out);
 }
@@ -769,18 +789,44 @@ VkResult hi_dispatch(hi_device *d, hi_cmds *c, VkDescriptorPool pool, const hi_k
 		if (r != VK_SUCCESS)
 			return r;
 		VkDescriptorBufferInfo bi[HI_MAX_BINDINGS];
-		for (uint32_t i = 0; i < k->nbufs; i++)
-			bi[i] = (VkDescriptorBufferInfo){.buffer = c->bufs[i], .offset = c->offs[i], .range = c->sizes[i]};
-		// One write covers bindings 0..n-1: consecutive bindings of one
-		// type may be updated by a single descriptor write.
-		VkWriteDescriptorSet w = {
-			.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-			.dstSet = set,
-			.descriptorCount = k->nbufs,
-			.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-			.pBufferInfo = bi,
-		};
-		d->UpdateDescriptorSets(d->dev, 1, &w, 0, NULL);
+		VkBufferView views[HI_MAX_BINDINGS];
+		VkWriteDescriptorSet w[HI_MAX_BINDINGS];
+		for (uint32_t i = 0; i < k->nbufs; i++) {
+			w[i] = (VkWriteDescriptorSet){
+				.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+				.dstSet = set,
+				.dstBinding = i,
+				.descriptorCount = 1,
+			};
+			if (!((k->texels >> i) & 1)) {
+				bi[i] = (VkDescriptorBufferInfo){.buffer = c->bufs[i], .offset = c->offs[i], .range = c->sizes[i]};
+				w[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+				w[i].pBufferInfo = &bi[i];
+				continue;
+			}
+			if (c->nviews == c->capviews) {
+				uint32_t cap = c->capviews ? 2 * c->capviews : 64;
+				VkBufferView *v = realloc(c->views, cap * sizeof *v);
+				if (!v)
+					return VK_ERROR_OUT_OF_HOST_MEMORY;
+				c->views = v;
+				c->capviews = cap;
+			}
+			VkBufferViewCreateInfo vi = {
+				.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+				.buffer = c->bufs[i],
+				.format = VK_FORMAT_R32G32B32A32_UINT,
+				.offset = c->offs[i],
+				.range = c->sizes[i],
+			};
+			VkResult r = d->CreateBufferView(d->dev, &vi, NULL, &views[i]);
+			if (r != VK_SUCCESS)
+				return r;
+			c->views[c->nviews++] = views[i];
+			w[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+			w[i].pTexelBufferView = &views[i];
+		}
+		d->UpdateDescriptorSets(d->dev, k->nbufs, w, 0, NULL);
 	}
 	d->CmdBindPipeline(c->cb, VK_PIPELINE_BIND_POINT_COMPUTE, k->pipeline);
 	if (set)

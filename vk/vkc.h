@@ -40,6 +40,8 @@
 	X(GetDeviceQueue)                   \
 	X(DeviceWaitIdle)                   \
 	X(CreateBuffer)                     \
+	X(CreateBufferView)                 \
+	X(DestroyBufferView)                \
 	X(DestroyBuffer)                    \
 	X(GetBufferMemoryRequirements)      \
 	X(AllocateMemory)                   \
@@ -127,6 +129,7 @@ typedef struct {
 	uint32_t type_heap[HI_MAX_TYPES];
 
 	uint64_t max_storage_range, max_alloc, min_storage_align;
+	uint64_t max_texels, min_texel_align;
 	uint32_t max_shared, max_invocations, max_groups[3];
 	uint32_t max_push, max_bound_sets;
 	float timestamp_period;
@@ -161,6 +164,7 @@ typedef struct {
 	VkPipelineLayout layout;
 	VkPipeline pipeline;
 	uint32_t nbufs, push_bytes;
+	uint32_t texels; // bitmask: bindings that are uniform texel buffers (RGBA32UI)
 } hi_kernel;
 
 // A command buffer with its own pool and the scratch space one Dispatch
@@ -173,6 +177,9 @@ typedef struct {
 	uint64_t sizes[HI_MAX_BINDINGS];
 	uint8_t push[HI_MAX_PUSH];
 	int transfer_only; // recorded for a transfer-only queue family
+	// Buffer views of texel bindings, alive until the next reset.
+	VkBufferView *views;
+	uint32_t nviews, capviews;
 } hi_cmds;
 
 // A queue with the scratch space of one submission; callers hold the
@@ -217,7 +224,8 @@ void *hi_pcache_data(hi_device *d, VkPipelineCache c, size_t *len);
 void hi_pcache_destroy(hi_device *d, VkPipelineCache c);
 
 VkResult hi_kernel_create(hi_device *d, VkPipelineCache cache, const uint32_t *code, size_t code_bytes,
-			  uint32_t nbufs, uint32_t push_bytes, const uint32_t *spec, uint32_t nspec, hi_kernel **out);
+			  uint32_t nbufs, uint32_t texels, uint32_t push_bytes, const uint32_t *spec, uint32_t nspec,
+			  hi_kernel **out);
 void hi_kernel_destroy(hi_device *d, hi_kernel *k);
 
 VkResult hi_cmds_create(hi_device *d, uint32_t family, hi_cmds **out);

@@ -47,13 +47,16 @@ func BenchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int) (BenchResult,
 	if err != nil {
 		return BenchResult{}, err
 	}
+	// Bytes counts the GGUF size; the layout the kernel reads (packed on
+	// CPU devices) is as large for whole groups of rows and steps.
 	wbytes := uint64(rows) * uint64(t.RowBytes(cols))
-	bufs, err := benchAlloc(d, wbytes, 4*uint64(cols), 4*uint64(rows))
+	lbytes := k.WeightBytes(rows, cols)
+	bufs, err := benchAlloc(d, lbytes, 4*uint64(cols), 4*uint64(rows))
 	if err != nil {
 		return BenchResult{}, err
 	}
 	defer benchFree(bufs)
-	w, x, y := bufs[0].Range(0, wbytes), bufs[1].All(), bufs[2].All()
+	w, x, y := bufs[0].Range(0, lbytes), bufs[1].All(), bufs[2].All()
 	op := fmt.Sprintf("matvec %v %dx%d", t, rows, cols)
 	tm, err := benchTime(d, iters, func(c *vk.Commands) error {
 		// Values that decode to ordinary numbers in every type, so that
@@ -90,13 +93,16 @@ func benchMatMul(d *vk.Device, t gguf.Type, rows, cols, n, iters int, tiled bool
 	if tiled {
 		k.batched = nil
 	}
-	wbytes := uint64(rows) * uint64(t.RowBytes(cols))
-	bufs, err := benchAlloc(d, wbytes, 4*uint64(cols)*uint64(n), 4*uint64(rows)*uint64(n))
+	wbytes, lbytes := uint64(rows)*uint64(t.RowBytes(cols)), uint64(rows)*uint64(t.RowBytes(cols))
+	if k.batched != nil {
+		lbytes = k.batched.WeightBytes(rows, cols)
+	}
+	bufs, err := benchAlloc(d, lbytes, 4*uint64(cols)*uint64(n), 4*uint64(rows)*uint64(n))
 	if err != nil {
 		return BenchResult{}, err
 	}
 	defer benchFree(bufs)
-	w, x, y := bufs[0].Range(0, wbytes), bufs[1].All(), bufs[2].All()
+	w, x, y := bufs[0].Range(0, lbytes), bufs[1].All(), bufs[2].All()
 	op := fmt.Sprintf("matmul %v %dx%d n=%d", t, rows, cols, n)
 	if k.batched != nil {
 		op += " (batched matvec)"

@@ -64,11 +64,11 @@ func (k *MatMul) Batched() bool { return k.batched != nil }
 // bigger than the device's largest storage-buffer binding are split into
 // several dispatches, by rows of W and by tokens.
 func (k *MatMul) Record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.Range, accumulate bool) error {
-	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y); err != nil {
-		return err
-	}
 	if k.batched != nil {
 		return k.batched.RecordBatch(c, w, rows, cols, n, x, y, accumulate)
+	}
+	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y, uint64(rows)*uint64(k.t.RowBytes(cols))); err != nil {
+		return err
 	}
 	info := k.d.Info()
 	lim, err := mvLimits(info, k.limit, k.name)

@@ -51,7 +51,11 @@ func TestMatMulSplit(t *testing.T) {
 			if typ.BlockSize() == 256 {
 				cols = 256
 			}
-			s := mvSpec{typ: typ, rows: 300, cols: cols, n: 67, acc: true, lay: mvWordOffset, limit: 8192, tiled: tiled}
+			limit := uint64(8192)
+			if !tiled {
+				limit = splitLimit(d, typ, cols, limit)
+			}
+			s := mvSpec{typ: typ, rows: 300, cols: cols, n: 67, acc: true, lay: mvWordOffset, limit: limit, tiled: tiled}
 			t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
 		}
 	}

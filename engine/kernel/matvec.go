@@ -20,11 +20,17 @@ type MatVec struct {
 	wg    int                      // threads per workgroup
 	rows  int                      // rows per workgroup
 	batch int                      // vectors per workgroup in RecordBatch and RecordGLU
-	kerns map[[3]uint32]*vk.Kernel // by load width, GLU and vectors per workgroup
+	kerns map[[4]uint32]*vk.Kernel // by load width, GLU, vectors per workgroup and layout
 	limit uint64                   // when nonzero, a binding size below the device's, so tests can force splitting
-	// cpu selects the quantized layout for CPU devices: few wide loads per
-	// thread rather than loads that neighbouring threads share.
+	// cpu marks a CPU device, whose quantized matrices are packed (see
+	// pack.go) where the type and row length allow.
 	cpu bool
+	// pk is the packed layout of the type on this device (nil: GGUF's).
+	pk *packing
+	// cpuSPIRV, on CPU devices, is the kernel that reads the weights as
+	// texels (matvec_<type>_cpu): packed quantized rows, or F16 and BF16
+	// rows eight at a time; cpuxSPIRV (packed rows) reads x as texels too.
+	cpuSPIRV, cpuxSPIRV []byte
 }
 
 // NewMatVec prepares the matrix-vector kernel for weights of type t.
@@ -40,35 +46,66 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[[3]uint32]*vk.Kernel{}}
+	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[[4]uint32]*vk.Kernel{}}
 	k.wg, k.rows, k.batch = mvDefaultGeometry(d.Info(), t)
-
 	k.cpu = d.Info().Type == vk.CPU
+	k.pk = packingFor(d.Info(), t)
+	if k.cpu && (k.pk != nil || t == gguf.F16 || t == gguf.BF16) {
+		if k.cpuSPIRV, err = shaders.SPIRV(name + "_cpu"); err != nil {
+			return nil, err
+		}
+	}
+	if k.pk != nil {
+		if k.cpuxSPIRV, err = shaders.SPIRV(name + "_cpux"); err != nil {
+			return nil, err
+		}
+	}
 	return k, nil
+}
+
+// packs reports whether Record reads rows of cols weights in the packed
+// layout: CPU devices, quantized types, rows of whole lane units.
+func (k *MatVec) packs(cols int) bool { return k.cpu && k.pk != nil && k.pk.fits(cols) }
+
+// WeightBytes returns the bytes a rows × cols matrix takes in the layout
+// Record reads: GGUF's, or packed (Pack) on CPU devices.
+func (k *MatVec) WeightBytes(rows, cols int) uint64 {
+	if k.packs(cols) {
+		return k.pk.bytes(rows, cols)
+	}
+	return uint64(rows) * uint64(k.t.RowBytes(cols))
+}
+
+// Layout returns rows × cols weights (GGUF layout in raw) in the layout
+// Record reads: raw itself, or its packed form on CPU devices.
+func (k *MatVec) Layout(raw []byte, rows, cols int) ([]byte, error) {
+	if !k.packs(cols) {
+		return raw, nil
+	}
+	return k.pk.pack(raw, rows, cols)
 }
 
 // mvDefaultGeometry picks threads, rows and (batched) vectors per
 // workgroup. A GPU wants many workgroups of a few rows to cover its memory
 // latency. A CPU device runs a workgroup on one core, one subgroup-wide
 // vector at a time: there one subgroup per workgroup and many rows sharing
-// each load of x do best (measured on lavapipe), most of all for quantized
-// rows, whose x values cost more to gather per weight byte; and several
-// vectors per workgroup share its setup and weight loads.
+// each load of x do best (measured on lavapipe); and several vectors per
+// workgroup share its setup and weight loads. For quantized types the rows
+// are also the packed layout's group (pack.go).
 func mvDefaultGeometry(info vk.DeviceInfo, t gguf.Type) (wg, rows, batch int) {
 	if info.Type != vk.CPU {
 		return 128, 2, 1
 	}
 	wg = max(int(info.SubgroupSize), 8)
-	switch t.BlockSize() {
-	case 32:
-		return wg, 64, 4
-	case 256:
-		// A K-quant unit is 64 weights with their scales: fewer rows keep
-		// the unrolled kernel small enough for LLVM to compile quickly.
-		return wg, 16, 4
+	if t.BlockSize() > 1 {
+		return wg, cpuPackRows, 4
 	}
 	return wg, 16, 8
 }
+
+// cpuPackRows is the rows of a workgroup, and of a packed group, for
+// quantized types on CPU devices.
+const cpuPackRows = 32
 
 // Record records y = W x (accumulate false) or y += W x (accumulate true).
 // w holds rows × cols weights (at least rows × t.RowBytes(cols) bytes), x
@@ -83,7 +120,7 @@ func (k *MatVec) Record(c *vk.Commands, w vk.Range, rows, cols int, x, y vk.Rang
 // as the bindings allow. W is read once per vector: it suits devices whose
 // dispatches cost more than re-reading W (CPU devices, small models).
 func (k *MatVec) RecordBatch(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.Range, accumulate bool) error {
-	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y); err != nil {
+	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y, k.WeightBytes(rows, cols)); err != nil {
 		return err
 	}
 	return k.record(c, w, rows, cols, n, x, y, accumulate, false)
@@ -94,10 +131,10 @@ func (k *MatVec) RecordBatch(c *vk.Commands, w vk.Range, rows, cols, n int, x, y
 // feed-forward's gate and up projections and its activation in one pass.
 // It fails when G and one chunk of U do not fit one binding (see CanGLU).
 func (k *MatVec) RecordGLU(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.Range) error {
-	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y); err != nil {
+	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y, k.WeightBytes(rows, cols)); err != nil {
 		return err
 	}
-	if need := 2 * uint64(rows) * uint64(k.t.RowBytes(cols)); w.Size < need {
+	if need := 2 * k.WeightBytes(rows, cols); w.Size < need {
 		return fmt.Errorf("%s: weight range holds %d bytes; gate and up of %d×%d need %d", k.name, w.Size, rows, cols, need)
 	}
 	if !k.CanGLU(rows, cols) {
@@ -113,25 +150,33 @@ func (k *MatVec) CanGLU(rows, cols int) bool {
 	if err != nil {
 		return false
 	}
-	return uint64(rows+k.rows)*uint64(k.t.RowBytes(cols)) <= lim.span
+	return k.WeightBytes(rows, cols)+k.WeightBytes(k.rows, cols) <= lim.span
 }
 
 func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.Range, accumulate, glu bool) error {
 	info := k.d.Info()
+	packed := k.packs(cols)
 	rb, xb, yb := uint64(k.t.RowBytes(cols)), 4*uint64(cols), 4*uint64(rows)
 	lim, err := mvLimits(info, k.limit, k.name)
 	if err != nil {
 		return err
 	}
-	if rb > lim.span || xb > lim.span {
+	unit := 1 // rows per chunk must be a multiple of this
+	if packed {
+		rb, unit = k.pk.rowBytes(cols), k.rows
+	}
+	if uint64(unit)*rb > lim.span || xb > lim.span {
 		return fmt.Errorf("%s: a %d-element row does not fit one storage-buffer binding (%d bytes on %s)",
 			k.name, cols, lim.span+lim.align, info.Name)
 	}
 	per := lim.chunkRows(rb, 4)
 	var upDelta uint64 // GLU: bytes from a gate row to its up row
 	if glu {
-		upDelta = uint64(rows) * rb
-		per = min(per, int(lim.span/rb)-rows)
+		upDelta = k.WeightBytes(rows, cols)
+		per = min(per, int((lim.span-upDelta)/rb))
+	}
+	if packed {
+		per = max(per-per%unit, unit) // whole groups; unit·rb fits, checked above
 	}
 	// Vectors per workgroup: a workgroup computes all of its batch (those
 	// past n repeat the last), so a few vectors (a decode step of a few
@@ -159,7 +204,7 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 		xr, xoff := mvBind(info, x, uint64(n0)*xb, uint64(nc)*xb)
 		for m0 := 0; m0 < rows; m0 += per {
 			mc := min(per, rows-m0)
-			wr, woff := mvBind(info, w, uint64(m0)*rb, upDelta+uint64(mc)*rb)
+			wr, woff := mvBind(info, w, uint64(m0)*rb, upDelta+k.WeightBytes(mc, cols))
 			yr, yoff := mvBind(info, y, uint64(n0)*yb+4*uint64(m0), uint64(nc-1)*yb+4*uint64(mc))
 			if yr.Off < yend && (m0 > 0 || n0 > 0) {
 				// Dispatches write disjoint elements, but their output
@@ -168,7 +213,20 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 				c.Barrier()
 			}
 			yend = yr.Off + yr.Size
-			kern, err := k.kernel(k.wide(cols, woff, xoff), glu, batch)
+			if packed && (woff%16 != 0 || wr.Size%16 != 0) {
+				return fmt.Errorf("%s: packed weights at byte %d of their binding: they must start on a 16-byte texel", k.name, woff)
+			}
+			wide := k.wide(cols, woff, xoff)
+			// F16 and BF16 rows read eight at a time are whole texels too;
+			// x is, for packed rows, where it starts on 16 bytes.
+			var texels uint32
+			switch {
+			case packed && xoff%16 == 0 && xr.Size%16 == 0:
+				texels = 3
+			case packed || k.cpu && k.cpuSPIRV != nil && wide == 2 && wr.Size%16 == 0:
+				texels = 1
+			}
+			kern, err := k.kernel(wide, glu, batch, texels)
 			if err != nil {
 				return err
 			}
@@ -202,12 +260,6 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 			return 1
 		}
 	default:
-		if k.cpu && (k.t == gguf.Q8_0 || k.t == gguf.Q4_0) && cols%256 == 0 && woff%16 == 0 {
-			return 2
-		}
-		if k.cpu && (k.t == gguf.Q4_K || k.t == gguf.Q5_K) && woff%16 == 0 && xoff%16 == 0 {
-			return 2 // whole blocks as uvec4s: 144 and 176 bytes keep the alignment
-		}
 		if xoff%16 == 0 {
 			return 1
 		}
@@ -215,21 +267,26 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 	return 0
 }
 
-func (k *MatVec) kernel(wide uint32, glu bool, batch int) (*vk.Kernel, error) {
-	key := [3]uint32{wide, 0, uint32(batch)}
+// kernel returns the pipeline for a load width, GLU or not, vectors per
+// workgroup, and which bindings are texels: none, the weights (1: the
+// _cpu kernel) or the weights and x (3: _cpux).
+func (k *MatVec) kernel(wide uint32, glu bool, batch int, texels uint32) (*vk.Kernel, error) {
+	key := [4]uint32{wide, 0, uint32(batch), texels}
 	if glu {
 		key[1] = 1
+	}
+	spec := vk.KernelSpec{Name: k.name, SPIRV: k.spirv, Buffers: 3, PushBytes: 40, Texels: texels}
+	switch texels {
+	case 1:
+		spec.Name, spec.SPIRV = k.name+"_cpu", k.cpuSPIRV
+	case 3:
+		spec.Name, spec.SPIRV = k.name+"_cpux", k.cpuxSPIRV
 	}
 	if kern, ok := k.kerns[key]; ok {
 		return kern, nil
 	}
-	kern, err := k.d.Kernel(vk.KernelSpec{
-		Name:      k.name,
-		SPIRV:     k.spirv,
-		Buffers:   3,
-		PushBytes: 40,
-		Spec:      []uint32{uint32(k.wg), uint32(k.rows), key[0], key[1], key[2]},
-	})
+	spec.Spec = []uint32{uint32(k.wg), uint32(k.rows), key[0], key[1], key[2]}
+	kern, err := k.d.Kernel(spec)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k.name, err)
 	}
@@ -259,9 +316,10 @@ func mvCheckDevice(d *vk.Device, name string) error {
 	return nil
 }
 
-// mvCheckArgs validates the shape of W (rows × cols of type t), X (n × cols
-// f32) and Y (n × rows f32) against the ranges that hold them.
-func mvCheckArgs(name string, t gguf.Type, w vk.Range, rows, cols, n int, x, y vk.Range) error {
+// mvCheckArgs validates the shape of W (rows × cols of type t, wbytes in
+// the layout the kernel reads), X (n × cols f32) and Y (n × rows f32)
+// against the ranges that hold them.
+func mvCheckArgs(name string, t gguf.Type, w vk.Range, rows, cols, n int, x, y vk.Range, wbytes uint64) error {
 	if rows <= 0 || cols <= 0 || n <= 0 {
 		return fmt.Errorf("%s: %d rows, %d columns, %d vectors: every dimension must be positive", name, rows, cols, n)
 	}
@@ -288,7 +346,7 @@ func mvCheckArgs(name string, t gguf.Type, w vk.Range, rows, cols, n int, x, y v
 	if t == gguf.F32 {
 		walign = 4
 	}
-	if err := check("weight", w, uint64(rows)*uint64(t.RowBytes(cols)), walign); err != nil {
+	if err := check("weight", w, wbytes, walign); err != nil {
 		return err
 	}
 	if err := check("input", x, 4*uint64(n)*uint64(cols), 4); err != nil {

@@ -210,7 +210,7 @@ func (s mvSpec) String() string {
 func (s mvSpec) mvSetup(k *MatVec) {
 	k.limit = s.limit
 	if s.gpu {
-		k.wg, k.rows, k.cpu = mvGPUGeometry[0], mvGPUGeometry[1], false
+		k.wg, k.rows, k.cpu, k.pk = mvGPUGeometry[0], mvGPUGeometry[1], false, nil
 	}
 }
 
@@ -227,11 +227,6 @@ func mvCase(t *testing.T, d *vk.Device, s mvSpec) {
 	}
 	want, mag := mvReference(deq, s.rows, s.cols, nv, x, y0)
 
-	woff := s.lay.w
-	if s.typ == gguf.F32 {
-		woff = (woff + 3) &^ 3 // F32 weights must be 4-byte aligned
-	}
-	_, wr := mvOperand(t, d, raw, woff)
 	_, xr := mvOperand(t, d, f32Bytes(x), s.lay.x)
 	yb, yr := mvOutput(t, d, nv*s.rows, y0, s.lay.y)
 
@@ -241,6 +236,7 @@ func mvCase(t *testing.T, d *vk.Device, s mvSpec) {
 			t.Fatal(err)
 		}
 		s.mvSetup(k)
+		wr := mvUpload(t, d, k, s, raw)
 		run(t, d, func(c *vk.Commands) error { return k.Record(c, wr, s.rows, s.cols, xr, yr, s.acc) })
 	} else {
 		k, err := NewMatMul(d, s.typ)
@@ -253,9 +249,42 @@ func mvCase(t *testing.T, d *vk.Device, s mvSpec) {
 		} else if k.batched != nil {
 			s.mvSetup(k.batched)
 		}
+		var wr vk.Range
+		if k.batched != nil {
+			wr = mvUpload(t, d, k.batched, s, raw)
+		} else {
+			wr = mvUpload(t, d, nil, s, raw)
+		}
 		run(t, d, func(c *vk.Commands) error { return k.Record(c, wr, s.rows, s.cols, s.n, xr, yr, s.acc) })
 	}
 	mvAssert(t, mvReadOutput(t, d, yb, yr), want, mag, 1e-5)
+}
+
+// mvUpload places the spec's weights (GGUF layout in raw, one or more
+// matrices of s.rows rows back to back) in the layout k reads (GGUF's when
+// k is nil), at the spec's weight offset, raised to what the layout needs:
+// 4 bytes for F32, a 16-byte texel for packed rows.
+func mvUpload(t testing.TB, d *vk.Device, k *MatVec, s mvSpec, raw []byte) vk.Range {
+	t.Helper()
+	woff := s.lay.w
+	if s.typ == gguf.F32 {
+		woff = (woff + 3) &^ 3 // F32 weights must be 4-byte aligned
+	}
+	if k != nil && k.packs(s.cols) {
+		woff = (woff + 15) &^ 15
+		mb := s.rows * s.typ.RowBytes(s.cols)
+		var data []byte
+		for m := 0; m < len(raw); m += mb {
+			p, err := k.Layout(raw[m:m+mb], s.rows, s.cols)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data = append(data, p...)
+		}
+		raw = data
+	}
+	_, wr := mvOperand(t, d, raw, woff)
+	return wr
 }
 
 func TestMatVec(t *testing.T) {
@@ -304,11 +333,31 @@ func TestMatVecSplit(t *testing.T) {
 		}
 		for _, shape := range [][2]int{{301, short[0]}, {300, short[1]}, {37, long}} {
 			for _, lay := range []mvLayout{mvAligned, mvWordOffset} {
-				s := mvSpec{typ: typ, rows: shape[0], cols: shape[1], acc: true, lay: lay, limit: 4096}
+				s := mvSpec{typ: typ, rows: shape[0], cols: shape[1], acc: true, lay: lay, limit: splitLimit(d, typ, shape[1], 4096)}
 				t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
 			}
 		}
 	}
+}
+
+// splitLimit returns a binding limit that splits a matrix of rows of cols
+// weights into several dispatches: limit itself, or for packed rows,
+// which split only between whole groups, two and a half groups.
+func splitLimit(d *vk.Device, typ gguf.Type, cols int, limit uint64) uint64 {
+	if p := packingFor(d.Info(), typ); p != nil && p.fits(cols) {
+		return max(limit, 5*p.groupBytes(cols)/2)
+	}
+	return limit
+}
+
+// gluLimit returns a binding limit that splits the gate of a fused
+// gate/up product of rows × cols into chunks: room for the gate and about
+// a third of it (packed rows: two and a half groups) more.
+func gluLimit(d *vk.Device, typ gguf.Type, rows, cols int) uint64 {
+	if p := packingFor(d.Info(), typ); p != nil && p.fits(cols) {
+		return p.bytes(rows, cols) + 5*p.groupBytes(cols)/2
+	}
+	return uint64(400 * typ.RowBytes(cols))
 }
 
 // TestMatVecLarge runs weight matrices bigger than the device's largest
@@ -384,7 +433,7 @@ func TestMatVecGLU(t *testing.T) {
 			{300, cols[1], 5, mvOddOffsets, false, 0},
 			{3, cols[2], 1, mvWordOffset, true, 0},
 			{64, cols[len(cols)-1], 3, mvAligned, true, 0},
-			{300, cols[1], 2, mvAligned, false, uint64(400 * typ.RowBytes(cols[1]))},
+			{300, cols[1], 2, mvAligned, false, gluLimit(d, typ, 300, cols[1])},
 		} {
 			name := fmt.Sprintf("%v/%dx%d/n=%d/%d", typ, c.rows, c.cols, c.n, i)
 			t.Run(name, func(t *testing.T) {
@@ -402,11 +451,6 @@ func gluCase(t *testing.T, d *vk.Device, s mvSpec) {
 	g, gmag := mvReference(deq[:s.rows*s.cols], s.rows, s.cols, s.n, x, nil)
 	u, umag := mvReference(deq[s.rows*s.cols:], s.rows, s.cols, s.n, x, nil)
 
-	woff := s.lay.w
-	if s.typ == gguf.F32 {
-		woff = (woff + 3) &^ 3
-	}
-	_, wr := mvOperand(t, d, raw, woff)
 	_, xr := mvOperand(t, d, f32Bytes(x), s.lay.x)
 	yb, yr := mvOutput(t, d, s.n*s.rows, nil, s.lay.y)
 	k, err := NewMatVec(d, s.typ)
@@ -414,6 +458,7 @@ func gluCase(t *testing.T, d *vk.Device, s mvSpec) {
 		t.Fatal(err)
 	}
 	s.mvSetup(k)
+	wr := mvUpload(t, d, k, s, raw)
 	if !k.CanGLU(s.rows, s.cols) {
 		t.Fatalf("CanGLU(%d, %d) is false", s.rows, s.cols)
 	}
@@ -427,6 +472,73 @@ func gluCase(t *testing.T, d *vk.Device, s mvSpec) {
 		tol := 1e-5 * (1.1*gmag[i]*math.Abs(u[i]) + math.Abs(silu)*umag[i] + 1e-30)
 		if e := math.Abs(float64(got[i]) - want); !(e <= tol) {
 			t.Fatalf("element %d: got %v, want %v (error %.3g, tolerance %.3g)", i, got[i], want, e, tol)
+		}
+	}
+}
+
+// TestMatVecBatchBitwise checks that RecordBatch of n vectors gives, for
+// each vector, bitwise what Record gives for that vector alone (and
+// RecordGLU of n vectors what RecordGLU of one does), for every type, in
+// the layout the device reads and in the GPU one: a batched product must
+// not change any sequence's result.
+func TestMatVecBatchBitwise(t *testing.T) {
+	d := vktest.Device(t)
+	for _, typ := range mvTypes {
+		for _, gpu := range []bool{false, true} {
+			for _, glu := range []bool{false, true} {
+				cs := mvCols(typ)
+				for _, cols := range []int{cs[1], cs[len(cs)-1]} { // quantized: GGUF and packed layouts on CPU devices
+					name := fmt.Sprintf("%v/%d/gpu=%v/glu=%v", typ, cols, gpu, glu)
+					t.Run(name, func(t *testing.T) { batchBitwiseCase(t, d, typ, 37, cols, gpu, glu) })
+				}
+			}
+		}
+	}
+}
+
+func batchBitwiseCase(t *testing.T, d *vk.Device, typ gguf.Type, rows, cols int, gpu, glu bool) {
+	r := newRand(t)
+	mats := 1
+	if glu {
+		mats = 2
+	}
+	raw, _ := mvWeights(t, r, typ, mats*rows, cols)
+	s := mvSpec{typ: typ, rows: rows, cols: cols, lay: mvAligned, gpu: gpu}
+	k, err := NewMatVec(d, typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mvSetup(k)
+	wr := mvUpload(t, d, k, s, raw)
+	const most = 8
+	x := randFloats(r, most*cols, 1)
+	_, xr := mvOperand(t, d, f32Bytes(x), 0)
+	record := func(c *vk.Commands, n int, xv, yv vk.Range) error {
+		if glu {
+			return k.RecordGLU(c, wr, rows, cols, n, xv, yv)
+		}
+		return k.RecordBatch(c, wr, rows, cols, n, xv, yv, false)
+	}
+	// Each vector alone.
+	alone := make([][]float32, most)
+	for i := range most {
+		yb, yr := mvOutput(t, d, rows, nil, 0)
+		xi := xr.Buf.Range(xr.Off+uint64(4*i*cols), uint64(4*cols))
+		run(t, d, func(c *vk.Commands) error { return record(c, 1, xi, yr) })
+		alone[i] = mvReadOutput(t, d, yb, yr)
+	}
+	for _, n := range []int{1, 3, 8} {
+		yb, yr := mvOutput(t, d, n*rows, nil, 0)
+		run(t, d, func(c *vk.Commands) error { return record(c, n, xr.Buf.Range(xr.Off, uint64(4*n*cols)), yr) })
+		got := mvReadOutput(t, d, yb, yr)
+		for i := range n {
+			for m := range rows {
+				g, w := got[i*rows+m], alone[i][m]
+				if math.Float32bits(g) != math.Float32bits(w) {
+					t.Fatalf("n=%d: vector %d row %d: batched %v (%#x), alone %v (%#x)",
+						n, i, m, g, math.Float32bits(g), w, math.Float32bits(w))
+				}
+			}
 		}
 	}
 }

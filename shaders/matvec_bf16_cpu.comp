@@ -1,0 +1,5 @@
+#version 450
+// y = W x for BF16 weights read as texels (CPU devices, WIDE 2); see matvec.glsl.
+#define DQ_BF16
+#define TEXEL
+#include "matvec.glsl"

@@ -1,0 +1,5 @@
+#version 450
+// y = W x for Q5_K weights in the packed layout of CPU devices; see matvec.glsl.
+#define DQ_Q5_K
+#define PACKED
+#include "matvec.glsl"
