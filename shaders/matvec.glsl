@@ -61,8 +61,9 @@ layout(set = 0, binding = W_BINDING) readonly buffer W16 { uint16_t w16[]; };
 layout(set = 0, binding = W_BINDING) readonly buffer W32 { uint w32[]; };
 layout(set = 0, binding = W_BINDING) readonly buffer W128 { uvec4 w128[]; };
 #if defined(XTEXEL)
-// x read as texels too (packed kernels whose x starts on 16 bytes): four
-// floats a fetch; the storage-buffer x below is then never bound.
+// x read as texels too (packed rows, F16 and BF16 texel rows, where x
+// starts on 16 bytes): four floats a fetch; the storage-buffer x below is
+// then never bound.
 layout(set = 0, binding = 1) uniform utextureBuffer xt;
 #define X_BINDING 4
 #else
@@ -139,6 +140,12 @@ const uint UNIT = WIDE == 2 ? 8 : (WIDE == 1 ? 2 : 1);
 struct XU { vec4 a; vec4 b; };
 XU load_x(uint u) {
     XU r;
+#if defined(XTEXEL)
+    // Only WIDE 2 runs here, as for TEXEL.
+    r.a = uintBitsToFloat(texelFetch(xt, int(xo / 4 + 2 * u)));
+    r.b = uintBitsToFloat(texelFetch(xt, int(xo / 4 + 2 * u + 1)));
+    return r;
+#endif
     if (WIDE == 2) {
         r.a = x4[xo / 4 + 2 * u];
         r.b = x4[xo / 4 + 2 * u + 1];

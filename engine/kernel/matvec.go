@@ -29,7 +29,7 @@ type MatVec struct {
 	pk *packing
 	// cpuSPIRV, on CPU devices, is the kernel that reads the weights as
 	// texels (matvec_<type>_cpu): packed quantized rows, or F16 and BF16
-	// rows eight at a time; cpuxSPIRV (packed rows) reads x as texels too.
+	// rows eight at a time; cpuxSPIRV reads x as texels too.
 	cpuSPIRV, cpuxSPIRV []byte
 }
 
@@ -55,7 +55,7 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 			return nil, err
 		}
 	}
-	if k.pk != nil {
+	if k.cpuSPIRV != nil {
 		if k.cpuxSPIRV, err = shaders.SPIRV(name + "_cpux"); err != nil {
 			return nil, err
 		}
@@ -218,13 +218,13 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 			}
 			wide := k.wide(cols, woff, xoff)
 			// F16 and BF16 rows read eight at a time are whole texels too;
-			// x is, for packed rows, where it starts on 16 bytes.
+			// x is where it starts on 16 bytes.
 			var texels uint32
-			switch {
-			case packed && xoff%16 == 0 && xr.Size%16 == 0:
-				texels = 3
-			case packed || k.cpu && k.cpuSPIRV != nil && wide == 2 && wr.Size%16 == 0:
+			if packed || k.cpu && k.cpuSPIRV != nil && wide == 2 && wr.Size%16 == 0 {
 				texels = 1
+				if xoff%16 == 0 && xr.Size%16 == 0 {
+					texels = 3
+				}
 			}
 			kern, err := k.kernel(wide, glu, batch, texels)
 			if err != nil {

@@ -1,0 +1,7 @@
+#version 450
+// y = W x for BF16 weights read as texels (CPU devices, WIDE 2), x read as
+// texels too (x starts on 16 bytes); see matvec.glsl.
+#define DQ_BF16
+#define TEXEL
+#define XTEXEL
+#include "matvec.glsl"
