@@ -76,6 +76,9 @@ type Request struct {
 	// session keeps the longest prefix of the prompt it holds
 	// (Session.ReusePrefix).
 	Prepare func(slot int, se *Session) int
+	// Fresh prefills the whole prompt, reusing no KV of any slot (to
+	// measure what reuse saves); Prepare is not called.
+	Fresh bool
 }
 
 // Result is how a generation ended.
@@ -376,9 +379,12 @@ func (b *Batch) start(q *batchSeq) {
 		return
 	}
 	cached := 0
-	if r.Prepare != nil {
+	switch {
+	case r.Fresh:
+		se.Reset()
+	case r.Prepare != nil:
 		cached = r.Prepare(q.slot, se)
-	} else {
+	default:
 		cached = se.ReusePrefix(r.Prompt)
 	}
 	if cached < 0 || cached >= len(r.Prompt) || PrefixLen(se.Tokens(), r.Prompt) < cached || len(se.Tokens()) != cached {
@@ -391,7 +397,7 @@ func (b *Batch) start(q *batchSeq) {
 	// are copied instead of prefilled.
 	donor, n := -1, cached
 	for i, sl := range b.slots {
-		if m := PrefixLen(sl.se.Tokens(), r.Prompt); i != q.slot && m > n {
+		if m := PrefixLen(sl.se.Tokens(), r.Prompt); i != q.slot && m > n && !r.Fresh {
 			donor, n = i, m
 		}
 	}

@@ -390,6 +390,15 @@ func TestBatchCopiesPrefix(t *testing.T) {
 			if d := firstDiff(want.logits, short.logits); d != "" {
 				t.Errorf("with a copied prefix, logits differ from the solo run: %s", d)
 			}
+			// Fresh reuses nothing, though both slots hold the prompt.
+			var ids []int32
+			res, err = b.Generate(context.Background(), Request{Prompt: short.prompt, Params: short.params, Fresh: true}, func(id int32) bool {
+				ids = append(ids, id)
+				return true
+			})
+			if err != nil || res.Cached != 0 || !slices.Equal(ids, want.ids) {
+				t.Errorf("fresh request: %v, %d tokens reused, %v; want none reused and %v", err, res.Cached, ids, want.ids)
+			}
 		})
 	}
 }

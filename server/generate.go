@@ -48,6 +48,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		Params: engine.GenerateParams{MaxTokens: j.maxTokens, Sampling: j.params},
 		// On the batch's goroutine, which alone uses the prefix cache.
 		Prepare: func(_ int, se *engine.Session) int { return l.prefix.prepare(se, j.prompt) },
+		Fresh:   l.prefix.off,
 	}
 	res, err := l.batch.Generate(ctx, req, func(id int32) bool {
 		o.completion++
