@@ -3,7 +3,6 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"time"
 
 	"headinfer/engine/offload"
@@ -32,22 +31,9 @@ type batchStep struct {
 	ids                               *vk.Buffer // host-written token ids
 	bufs                              []*vk.Buffer
 
-	progs map[string]*batchProgram // by key
-
+	progs map[string]*recorded // by key
 	tick  uint64
 	clock *offload.Clock
-
-	// Totals over the steps run.
-	steps, tokens, dispatches, submissions, recordings int
-	recordTime                                         time.Duration
-}
-
-// batchProgram is a recorded batched step, the states it binds, and when
-// it was last used.
-type batchProgram struct {
-	p    *offload.Program
-	seqs []*state
-	used uint64
 }
 
 // maxBatchPrograms bounds the recorded batched steps kept: one per set of
@@ -57,7 +43,7 @@ const maxBatchPrograms = 16
 
 func newBatchStep(m *Model, rows int) (b *batchStep, err error) {
 	c, d := m.Config, m.dev
-	b = &batchStep{m: m, rows: rows, progs: map[string]*batchProgram{}}
+	b = &batchStep{m: m, rows: rows, progs: map[string]*recorded{}}
 	defer func() {
 		if err != nil {
 			b.free()
@@ -120,10 +106,6 @@ func (b *batchStep) run(seqs []*state, ids []int32, starts []int, withLogits boo
 	if err != nil {
 		return st, err
 	}
-	b.steps++
-	b.tokens += n
-	b.dispatches += st.Dispatches
-	b.submissions += st.Submissions
 	for _, s := range seqs {
 		// Each sequence's share of the streamed traffic is its own.
 		s.d2h += p.D2H / uint64(n)
@@ -160,7 +142,6 @@ func (b *batchStep) programFor(seqs []*state, withLogits bool) (*offload.Program
 		b.progs[oldest].p.Free()
 		delete(b.progs, oldest)
 	}
-	t0 := time.Now()
 	streams, pipelined := false, false
 	for _, s := range seqs {
 		streams = streams || s.kv.Streams()
@@ -177,20 +158,8 @@ func (b *batchStep) programFor(seqs []*state, withLogits bool) (*offload.Program
 		p.Free()
 		return nil, err
 	}
-	b.recordings++
-	b.recordTime += time.Since(t0)
-	b.progs[key] = &batchProgram{p: p, seqs: slices.Clone(seqs), used: b.tick}
+	b.progs[key] = &recorded{p: p, used: b.tick}
 	return p, nil
-}
-
-// forget drops the programs that name s, whose session is closing.
-func (b *batchStep) forget(s *state) {
-	for k, e := range b.progs {
-		if slices.Contains(e.seqs, s) {
-			e.p.Free()
-			delete(b.progs, k)
-		}
-	}
 }
 
 // record appends the batched step of seqs to p. It follows state.record
