@@ -279,36 +279,46 @@ func (b *Batch) Generate(ctx context.Context, r Request, emit func(id int32) boo
 func (b *Batch) loop() {
 	defer close(b.done)
 	for {
-		if len(b.active) == 0 && len(b.pending) == 0 {
-			select {
-			case q := <-b.in:
-				b.pending = append(b.pending, q)
-			case j := <-b.jobs:
-				b.runJob(j)
-			case <-b.poke:
-			case <-b.quit:
-				return
+		if b.receive(len(b.active) == 0 && len(b.pending) == 0) {
+			for _, q := range append(b.pending, b.active...) {
+				b.end(q, Result{}, errBatchClosed)
 			}
-		}
-		for more := true; more; {
-			select {
-			case q := <-b.in:
-				b.pending = append(b.pending, q)
-			case j := <-b.jobs:
-				b.runJob(j)
-			case <-b.poke:
-			case <-b.quit:
-				for _, q := range append(b.pending, b.active...) {
-					b.end(q, Result{}, errBatchClosed)
-				}
-				return
-			default:
-				more = false
-			}
+			return
 		}
 		b.dropStopped()
 		b.admit()
 		b.advance()
+	}
+}
+
+// ready is a closed channel: a receive from it never waits.
+var ready = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// receive takes the work handed to the scheduler (requests, jobs, the
+// callers' wake-ups) until none is left, first waiting for some if wait
+// is set. It reports whether Close was called.
+func (b *Batch) receive(wait bool) (quit bool) {
+	for {
+		var poll <-chan struct{} // nil: blocks
+		if !wait {
+			poll = ready
+		}
+		select {
+		case q := <-b.in:
+			b.pending = append(b.pending, q)
+		case j := <-b.jobs:
+			b.runJob(j)
+		case <-b.poke:
+		case <-b.quit:
+			return true
+		case <-poll:
+			return false
+		}
+		wait = false
 	}
 }
 

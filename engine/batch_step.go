@@ -31,8 +31,7 @@ type batchStep struct {
 	ids                               *vk.Buffer // host-written token ids
 	bufs                              []*vk.Buffer
 
-	progs map[string]*recorded // by key
-	tick  uint64
+	progs *programs[string] // by key
 	clock *offload.Clock
 }
 
@@ -43,7 +42,7 @@ const maxBatchPrograms = 16
 
 func newBatchStep(m *Model, rows int) (b *batchStep, err error) {
 	c, d := m.Config, m.dev
-	b = &batchStep{m: m, rows: rows, progs: map[string]*recorded{}}
+	b = &batchStep{m: m, rows: rows, progs: newPrograms[string](maxBatchPrograms)}
 	defer func() {
 		if err != nil {
 			b.free()
@@ -125,41 +124,26 @@ func (b *batchStep) key(seqs []*state, withLogits bool) string {
 
 // programFor returns the step of seqs, recording it on first use.
 func (b *batchStep) programFor(seqs []*state, withLogits bool) (*offload.Program, error) {
-	b.tick++
-	key := b.key(seqs, withLogits)
-	if e, ok := b.progs[key]; ok {
-		e.used = b.tick
-		return e.p, nil
-	}
-	if len(b.progs) >= maxBatchPrograms {
-		var oldest string
-		var at uint64
-		for k, e := range b.progs {
-			if at == 0 || e.used < at {
-				oldest, at = k, e.used
-			}
+	p, _, err := b.progs.get(b.key(seqs, withLogits), func() (*offload.Program, error) {
+		streams, pipelined := false, false
+		for _, s := range seqs {
+			streams = streams || s.kv.Streams()
+			pipelined = pipelined || s.pipelined
 		}
-		b.progs[oldest].p.Free()
-		delete(b.progs, oldest)
-	}
-	streams, pipelined := false, false
-	for _, s := range seqs {
-		streams = streams || s.kv.Streams()
-		pipelined = pipelined || s.pipelined
-	}
-	p := offload.NewProgram(b.m.dev, streams, pipelined)
-	err := b.record(p, seqs, withLogits)
-	if err == nil {
-		err = p.End()
-	} else {
-		p.End()
-	}
-	if err != nil {
-		p.Free()
-		return nil, err
-	}
-	b.progs[key] = &recorded{p: p, used: b.tick}
-	return p, nil
+		p := offload.NewProgram(b.m.dev, streams, pipelined)
+		err := b.record(p, seqs, withLogits)
+		if err == nil {
+			err = p.End()
+		} else {
+			p.End()
+		}
+		if err != nil {
+			p.Free()
+			return nil, err
+		}
+		return p, nil
+	})
+	return p, err
 }
 
 // record appends the batched step of seqs to p. It follows state.record
@@ -315,10 +299,7 @@ func (b *batchStep) qkvInto(c *vk.Commands, blk *llamaBlock, seqs []*state, xb v
 }
 
 func (b *batchStep) free() {
-	for _, e := range b.progs {
-		e.p.Free()
-	}
-	b.progs = nil
+	b.progs.free()
 	b.clock.Free()
 	b.clock = nil
 	for _, buf := range b.bufs {

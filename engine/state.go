@@ -47,8 +47,7 @@ type state struct {
 	cpuAttn                   *offload.CPUAttention // decode attention of the streamed heads, when the plan puts it on the CPU
 
 	bufs  []*vk.Buffer
-	progs map[stepShape]*recorded
-	tick  uint64 // counts program look-ups, for least-recently-used eviction
+	progs *programs[stepShape]
 	clock *offload.Clock
 	// deadline bounds the wait for each step (zero: the device's
 	// default); the session sets it from its caller's context.
@@ -95,15 +94,9 @@ type stepShape struct {
 	decode bool
 }
 
-// recorded is a cached program and when it was last used.
-type recorded struct {
-	p    *offload.Program
-	used uint64
-}
-
 func newState(m *Model) (s *state, err error) {
 	c, d := m.Config, m.dev
-	s = &state{id: stateIDs.Add(1), m: m, chunk: m.plan.Chunk, ctx: m.opt.CtxSize, progs: map[stepShape]*recorded{}}
+	s = &state{id: stateIDs.Add(1), m: m, chunk: m.plan.Chunk, ctx: m.opt.CtxSize, progs: newPrograms[stepShape](maxPrograms)}
 	defer func() {
 		if err != nil {
 			s.free()
@@ -223,31 +216,13 @@ const maxPrograms = 8
 
 // programFor returns the program of shape, recording it on first use.
 func (s *state) programFor(shape stepShape) (*offload.Program, error) {
-	s.tick++
-	if e, ok := s.progs[shape]; ok {
-		e.used = s.tick
-		return e.p, nil
-	}
-	if len(s.progs) >= maxPrograms {
-		var oldest stepShape
-		var at uint64
-		for sh, e := range s.progs {
-			if at == 0 || e.used < at {
-				oldest, at = sh, e.used
-			}
-		}
-		s.progs[oldest].p.Free()
-		delete(s.progs, oldest)
-	}
 	t0 := time.Now()
-	p, err := s.program(shape)
-	if err != nil {
-		return nil, err
+	p, fresh, err := s.progs.get(shape, func() (*offload.Program, error) { return s.program(shape) })
+	if fresh {
+		s.recordings++
+		s.recordTime += time.Since(t0)
 	}
-	s.recordings++
-	s.recordTime += time.Since(t0)
-	s.progs[shape] = &recorded{p: p, used: s.tick}
-	return p, nil
+	return p, err
 }
 
 // program records the step of one shape.
@@ -288,10 +263,7 @@ func (s *state) logitsInto(dst []float32) []float32 {
 }
 
 func (s *state) free() {
-	for _, e := range s.progs {
-		e.p.Free()
-	}
-	s.progs = nil
+	s.progs.free()
 	s.clock.Free()
 	s.clock = nil
 	if s.kv != nil {
