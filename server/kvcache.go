@@ -25,7 +25,7 @@ import (
 // first. It is used only by whoever holds the session.
 type prefixCache struct {
 	dir     string // "" without --kv-cache-dir: reuse what the session holds, spill nothing
-	off     bool   // reuse nothing
+	off     bool   // reuse nothing: requests run as engine.Request.Fresh, prepare is never called
 	id      [32]byte
 	log     *slog.Logger
 	metrics *metrics
@@ -98,10 +98,6 @@ func newPrefixCache(dir string, m *engine.Model, se *engine.Session, log *slog.L
 // (at most all but the last token) and returns its length: the tokens
 // the caller need not prefill.
 func (pc *prefixCache) prepare(se *engine.Session, prompt []int32) int {
-	if pc.off {
-		se.Reset()
-		return 0
-	}
 	held := se.Tokens()
 	keep := engine.PrefixLen(held, prompt)
 	if pc.dir == "" {
