@@ -6,7 +6,7 @@ PROMPT ?= Once upon a time
 N      ?= 128
 GLSLC_FLAGS = --target-env=vulkan1.2 -O -fshader-stage=compute
 
-.PHONY: all build build-window run test shaders check-shaders bench deps
+.PHONY: all build build-window run test shaders check-shaders bench deps gpu-bundle
 
 # WINDOW=1 builds the binary with the live view (`--window`), which links
 # glfw and X11; without it the binary is headless.
@@ -70,3 +70,8 @@ check-shaders: shaders
 
 bench: build
 	go test -run '^$$' -bench . -benchtime 20x ./engine/kernel/
+
+# dist/headinfer-gpu-bundle.tar.gz: the binary, a Vulkan loader, a small model
+# and run.sh, which checks and measures a GPU on a machine without Go.
+gpu-bundle: deps
+	scripts/gpu-bundle.sh

@@ -23,6 +23,7 @@ func Run(args []string) error {
 			synthCommand(),
 			pullCommand(),
 			devicesCommand(),
+			checkCommand(),
 			planCommand(),
 			benchCommand(),
 		},

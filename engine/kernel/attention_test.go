@@ -2,10 +2,8 @@ package kernel
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -13,110 +11,6 @@ import (
 	"headinfer/vk"
 	"headinfer/vk/vktest"
 )
-
-// attnProblem is one attention input: queries of nKV·group heads at
-// positions pos, and KV heads of rows rows each, laid out stride elements
-// apart, whose row 0 is absolute position start.
-type attnProblem struct {
-	kv                     gguf.Type
-	hd, group, nKV         int
-	nTok, rows, start      int
-	stride                 int
-	scale                  float32
-	q                      []float32   // [nTok][nKV·group·hd]
-	pos                    []uint32    // [nTok]
-	k, v                   [][]float32 // per KV head: rows·hd values as the device sees them
-	kBytes, vBytes, posBuf []byte
-}
-
-// newAttnProblem makes random inputs. The queries are the last nTok
-// positions of the range (the chunk's own K/V are in it, so the causal mask
-// inside the chunk matters); with nTok > rows the first queries see nothing.
-// qScale sets how peaked the softmax is.
-func newAttnProblem(r *rand.Rand, kv gguf.Type, hd, group, nKV, nTok, rows, start int, qScale float32) *attnProblem {
-	p := &attnProblem{kv: kv, hd: hd, group: group, nKV: nKV, nTok: nTok, rows: rows, start: start,
-		scale: float32(1 / math.Sqrt(float64(hd)))}
-	// Pad each slot to a multiple of 64 rows plus a spare 64, like a KV
-	// store with capacity beyond the rows in use; 64 rows of any head size
-	// keep slot offsets aligned for binding one slot alone.
-	p.stride = ((rows+63)/64 + 1) * 64 * hd
-	p.q = randFloats(r, nTok*nKV*group*hd, qScale)
-	for t := range nTok {
-		p.pos = append(p.pos, uint32(start+rows-nTok+t))
-	}
-	for _, x := range p.pos {
-		p.posBuf = binary.LittleEndian.AppendUint32(p.posBuf, x)
-	}
-	all := func() ([][]float32, []byte) {
-		heads := make([][]float32, nKV)
-		raw := make([]float32, nKV*p.stride)
-		for g := range nKV {
-			copy(raw[g*p.stride:], randFloats(r, rows*hd, 1))
-		}
-		b, err := gguf.Quantize(kv, raw)
-		if err != nil {
-			panic(err)
-		}
-		seen := make([]float32, len(raw))
-		if err := gguf.Dequantize(kv, b, seen); err != nil {
-			panic(err)
-		}
-		for g := range nKV {
-			heads[g] = seen[g*p.stride : g*p.stride+rows*hd]
-		}
-		return heads, b
-	}
-	p.k, p.kBytes = all()
-	p.v, p.vBytes = all()
-	return p
-}
-
-// reference computes, in float64, the attention output of KV head g's
-// query heads, [nTok][group][hd], and per element the magnitude
-// Σ p·|v| / Σ p that bounds its rounding error. A query that sees no row
-// gets 0.
-func (p *attnProblem) reference(g int) (want, mag []float64) {
-	hd := p.hd
-	want = make([]float64, p.nTok*p.group*hd)
-	mag = make([]float64, len(want))
-	s := make([]float64, p.rows)
-	for t := range p.nTok {
-		for j := range p.group {
-			qh := g*p.group + j
-			q := p.q[(t*p.nKV*p.group+qh)*hd:][:hd]
-			vis := min(p.rows, int(p.pos[t])-p.start+1)
-			if vis <= 0 {
-				continue
-			}
-			m := math.Inf(-1)
-			for c := range vis {
-				var dot float64
-				for d := range hd {
-					dot += float64(q[d]) * float64(p.k[g][c*hd+d])
-				}
-				s[c] = float64(p.scale) * dot
-				m = max(m, s[c])
-			}
-			var l float64
-			o := want[(t*p.group+j)*hd:][:hd]
-			a := mag[(t*p.group+j)*hd:][:hd]
-			for c := range vis {
-				e := math.Exp(s[c] - m)
-				l += e
-				for d := range hd {
-					x := float64(p.v[g][c*hd+d])
-					o[d] += e * x
-					a[d] += e * math.Abs(x)
-				}
-			}
-			for d := range hd {
-				o[d] /= l
-				a[d] /= l
-			}
-		}
-	}
-	return want, mag
-}
 
 // attnDev holds a problem's inputs on the device.
 type attnDev struct {
@@ -132,14 +26,6 @@ func (p *attnProblem) upload(t testing.TB, d *vk.Device) attnDev {
 func (p *attnProblem) headRange(b *vk.Buffer, g, r0, r1 int) vk.Range {
 	e := uint64(p.kv.BlockBytes())
 	return b.Range(e*uint64(g*p.stride+r0*p.hd), e*uint64((r1-r0)*p.hd))
-}
-
-// params returns the partial parameters for KV head g alone over rows
-// [r0, r1).
-func (p *attnProblem) params(g, r0, r1, block, partBase int) AttnParams {
-	return AttnParams{NTokens: p.nTok, QHeads: p.nKV * p.group, QHead0: g * p.group,
-		KVStart: p.start + r0, KVRows: r1 - r0, Block: block, PartBase: partBase,
-		SlotStride: p.stride, KVHeads: 1, Scale: p.scale}
 }
 
 // oneHead attends KV head g's queries to all its rows in blocks of block
@@ -162,16 +48,6 @@ func (p *attnProblem) oneHead(t testing.TB, d *vk.Device, a *Attention, in attnD
 			NParts: nb, Init: true, Finalize: true, OutHeads: p.nKV * p.group, OutHead0: g * p.group})
 	})
 	return bytesF32(download(t, d, out))
-}
-
-// headColumns extracts KV head g's query heads from a full output row set.
-func (p *attnProblem) headColumns(out []float32, g int) []float32 {
-	w := p.group * p.hd
-	cols := make([]float32, 0, p.nTok*w)
-	for t := range p.nTok {
-		cols = append(cols, out[t*p.nKV*w+g*w:][:w]...)
-	}
-	return cols
 }
 
 // attnAssert checks got against want within rtol of each element's

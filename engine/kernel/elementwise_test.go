@@ -1,21 +1,12 @@
 package kernel
 
 import (
-	"encoding/binary"
 	"math"
 	"testing"
 
 	"headinfer/vk"
 	"headinfer/vk/vktest"
 )
-
-func skU32Bytes(v []uint32) []byte {
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], x)
-	}
-	return b
-}
 
 func TestSwiGLU(t *testing.T) {
 	d := vktest.Device(t)

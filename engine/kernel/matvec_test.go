@@ -1,13 +1,10 @@
 package kernel
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/x448/float16"
 
 	"headinfer/engine/gguf"
 	"headinfer/vk"
@@ -48,60 +45,6 @@ func mvWeights(t testing.TB, r *rand.Rand, typ gguf.Type, rows, cols int) ([]byt
 		t.Fatal(err)
 	}
 	return raw, deq
-}
-
-// randKBlocks returns n K-quant super-blocks of random bytes, which reach
-// every quant, scale and min bit pattern (a quantizer's output need not),
-// with the f16 super-block scales set so that weights stay of order 1.
-func randKBlocks(r *rand.Rand, typ gguf.Type, n int) []byte {
-	bb := typ.BlockBytes()
-	raw := make([]byte, n*bb)
-	for i := 0; i < len(raw); i += 8 {
-		var w [8]byte
-		binary.LittleEndian.PutUint64(w[:], r.Uint64())
-		copy(raw[i:], w[:]) // a Q6_K block is 210 bytes: the last copy may be short
-	}
-	half := func(v float32) (byte, byte) {
-		h := float16.Fromfloat32(v).Bits()
-		return byte(h), byte(h >> 8)
-	}
-	for b := 0; b < n; b++ {
-		blk := raw[b*bb : (b+1)*bb]
-		if typ == gguf.Q6_K { // |d·scale·(q−32)| ≤ d·128·32
-			blk[208], blk[209] = half((0.5 + r.Float32()) / 4096)
-			continue
-		}
-		// |d·sc·q| ≤ d·63·31, dmin·m ≤ dmin·63
-		blk[0], blk[1] = half((0.5 + r.Float32()) / 1000)
-		blk[2], blk[3] = half((0.5 + r.Float32()) / 60)
-	}
-	return raw
-}
-
-// mvReference returns, for n vectors x (n × cols) and weights w (rows ×
-// cols), want[j*rows+m] = y0 + Σ_k w[m][k]·x[j][k] in float64, and mag, the
-// same sum over absolute values: the scale of the f32 rounding error.
-func mvReference(w []float32, rows, cols, n int, x, y0 []float32) (want, mag []float64) {
-	want = make([]float64, n*rows)
-	mag = make([]float64, n*rows)
-	for j := range n {
-		xj := x[j*cols : (j+1)*cols]
-		for m := range rows {
-			wm := w[m*cols : (m+1)*cols]
-			var s, a float64
-			for k, wv := range wm {
-				p := float64(wv) * float64(xj[k])
-				s += p
-				a += math.Abs(p)
-			}
-			if y0 != nil {
-				s += float64(y0[j*rows+m])
-				a += math.Abs(float64(y0[j*rows+m]))
-			}
-			want[j*rows+m], mag[j*rows+m] = s, a
-		}
-	}
-	return want, mag
 }
 
 // mvAssert fails unless each got[i] is within rtol·mag[i] of want[i]:

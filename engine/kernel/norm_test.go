@@ -8,22 +8,6 @@ import (
 	"headinfer/vk/vktest"
 )
 
-func skRMSNormRef(x, w []float32, dim int, eps float32) []float64 {
-	y := make([]float64, len(x))
-	for r := 0; r < len(x)/dim; r++ {
-		row := x[r*dim : (r+1)*dim]
-		ss := 0.0
-		for _, v := range row {
-			ss += float64(v) * float64(v)
-		}
-		s := 1 / math.Sqrt(ss/float64(dim)+float64(eps))
-		for i, v := range row {
-			y[r*dim+i] = float64(v) * s * float64(w[i])
-		}
-	}
-	return y
-}
-
 // TestRMSNorm runs the workgroup size of GPUs (several subgroups) and of
 // CPU devices (one).
 func TestRMSNorm(t *testing.T) {

@@ -1,0 +1,603 @@
+package kernel
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+
+	"headinfer/engine/gguf"
+	"headinfer/vk"
+)
+
+// A Check runs one kernel on the device with fresh random inputs and
+// compares what it wrote with a float64 reference computed on the host:
+// what `headinfer check` runs to show that a driver computes the right
+// numbers. The kernel tests cover more corners; a Check covers the shapes
+// a model uses, on whatever device the user has.
+type Check struct {
+	Name string
+	// Limit is the largest error that passes, in the unit of
+	// Outcome.Error (0 for results that must be bit-identical).
+	Limit float64
+	run   func(cr *checkRun) (got []float32, want, scale []float64)
+}
+
+// Outcome is what a Check measured.
+type Outcome struct {
+	// Error is the largest |got − want| / scale over the outputs, where
+	// scale bounds the rounding error the computation may make (for a dot
+	// product, the sum of its terms' magnitudes); +Inf when an output is
+	// NaN or infinite. For a bitwise check, the number of outputs whose
+	// bits differ.
+	Error float64
+	Limit float64
+	Worst string // the output that gave Error
+}
+
+// Pass reports whether the error is within the limit.
+func (o Outcome) Pass() bool { return o.Error <= o.Limit }
+
+// Run runs the check on d with inputs drawn from r. tamper, when set, may
+// change the kernel's output before it is compared: a test of the checker
+// plants a fault this way to see it reported.
+func (c Check) Run(d *vk.Device, r *rand.Rand, tamper func(name string, got []float32)) (Outcome, error) {
+	cr := &checkRun{d: d, r: r}
+	defer cr.free()
+	got, want, scale := c.run(cr)
+	if cr.err != nil {
+		return Outcome{}, fmt.Errorf("%s: %w", c.Name, cr.err)
+	}
+	if tamper != nil {
+		tamper(c.Name, got)
+	}
+	if len(got) != len(want) {
+		return Outcome{}, fmt.Errorf("%s: %d outputs, want %d", c.Name, len(got), len(want))
+	}
+	o := Outcome{Limit: c.Limit}
+	if scale == nil { // bitwise
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(float32(want[i])) {
+				if o.Error == 0 {
+					o.Worst = fmt.Sprintf("output %d: %v, want %v", i, got[i], float32(want[i]))
+				}
+				o.Error++
+			}
+		}
+		return o, nil
+	}
+	for i := range want {
+		g := float64(got[i])
+		e := math.Abs(g-want[i]) / max(scale[i], 1e-300)
+		if math.IsNaN(g) || math.IsInf(g, 0) {
+			e = math.Inf(1)
+		}
+		if e > o.Error || o.Worst == "" {
+			o.Error = e
+			o.Worst = fmt.Sprintf("output %d: %v, want %.9g", i, got[i], want[i])
+		}
+	}
+	return o, nil
+}
+
+// checkRun holds a check's device buffers. Its methods do nothing once one
+// has failed, so that a check reads as a straight line and reports the
+// first error.
+type checkRun struct {
+	d    *vk.Device
+	r    *rand.Rand
+	bufs []*vk.Buffer
+	err  error
+}
+
+func (cr *checkRun) fail(err error) {
+	if cr.err == nil {
+		cr.err = err
+	}
+}
+
+// buffer allocates a device-local buffer holding data.
+func (cr *checkRun) buffer(data []byte) vk.Range {
+	if cr.err != nil {
+		return vk.Range{}
+	}
+	b, err := cr.d.Alloc(vk.DeviceLocal, uint64(max(len(data), 4)), "check")
+	if err != nil {
+		cr.fail(err)
+		return vk.Range{}
+	}
+	cr.bufs = append(cr.bufs, b)
+	r := b.Range(0, uint64(len(data)))
+	cr.fail(cr.d.Write(r, data))
+	return r
+}
+
+// output allocates n floats filled with NaN bits, so that an output the
+// kernel fails to write shows.
+func (cr *checkRun) output(n int) vk.Range {
+	p := make([]byte, 4*n)
+	for i := range p {
+		p[i] = 0xff
+	}
+	return cr.buffer(p)
+}
+
+// floats reads r back as floats.
+func (cr *checkRun) floats(r vk.Range) []float32 {
+	if cr.err != nil {
+		return nil
+	}
+	b := make([]byte, r.Size)
+	cr.fail(cr.d.Read(r, b))
+	return bytesF32(b)
+}
+
+// exec records fn and runs it to completion.
+func (cr *checkRun) exec(fn func(c *vk.Commands) error) {
+	if cr.err != nil {
+		return
+	}
+	c, err := cr.d.NewCommands()
+	if err != nil {
+		cr.fail(err)
+		return
+	}
+	defer c.Free()
+	if err := fn(c); err != nil {
+		cr.fail(err)
+		return
+	}
+	if err := c.End(); err != nil {
+		cr.fail(err)
+		return
+	}
+	cr.fail(cr.d.Run(c))
+}
+
+func (cr *checkRun) free() {
+	for _, b := range cr.bufs {
+		b.Free()
+	}
+}
+
+// Checks returns the kernel checks for a device: every weight type's
+// matrix × vector product (one vector, several, and the fused gate/up),
+// in the layout the device reads and, on CPU devices, in the GPU layout
+// too; the tiled matrix product of prefill; RMSNorm, RoPE, softmax,
+// SwiGLU, the residual add and the copy; attention for decode and for a
+// prefill chunk over each KV element type. full adds the largest shapes of
+// 7B and 8B models, which take long on a CPU device.
+func Checks(info vk.DeviceInfo, full bool) []Check {
+	var cs []Check
+	for _, t := range gguf.SupportedTypes {
+		cols := map[int]int{1: 301, 32: 4128, 256: 2560}[t.BlockSize()]
+		layouts := []bool{false}
+		if info.Type == vk.CPU && (packingFor(info, t) != nil || t == gguf.F16 || t == gguf.BF16) {
+			layouts = append(layouts, true) // also the GGUF layout GPUs read
+		}
+		for _, gpu := range layouts {
+			cs = append(cs, mvCheck(t, 37, cols, 1, gpu), mvCheck(t, 37, cols, 5, gpu),
+				gluCheck(t, 37, cols, 3, gpu), batchBitwiseCheck(t, 64, cols, 8, gpu))
+		}
+		cs = append(cs, mmCheck(t, 70, cols, 33))
+		if full {
+			// Llama-3-8B: attention, FFN up and down.
+			for _, s := range [][2]int{{4096, 4096}, {14336, 4096}, {4096, 14336}} {
+				if s[1]%t.BlockSize() == 0 {
+					cs = append(cs, mvCheck(t, s[0], s[1], 1, false), mvCheck(t, s[0], s[1], 4, false))
+				}
+			}
+			cs = append(cs, mmCheck(t, 4096, 4096, 512))
+		}
+	}
+	if full {
+		// The output matrix of Llama-3-8B in the types files give it.
+		for _, t := range []gguf.Type{gguf.Q6_K, gguf.Q8_0, gguf.F16} {
+			cs = append(cs, mvCheck(t, 128256, 4096, 1, false))
+		}
+	}
+	norms := [][2]int{{5, 4096}, {3, 37}}
+	if full {
+		norms = append(norms, [2]int{512, 4096})
+	}
+	for _, s := range norms {
+		cs = append(cs, rmsNormCheck(s[0], s[1]))
+	}
+	cs = append(cs, ropeCheck(RopeNormal, 6, 32, 128), ropeCheck(RopeNeox, 6, 28, 128),
+		softmaxCheck(3, 1001), swigluCheck(14336*2+1), addCheck(4096*3+5), copyCheck(1<<20+48))
+	for _, kv := range []gguf.Type{gguf.F16, gguf.F32} {
+		// Llama-3 geometry: decode over a long range, and a prefill chunk.
+		cs = append(cs, attnCheck(kv, 128, 4, 1, 1000, 256), attnCheck(kv, 128, 4, 33, 600, 256))
+		if full {
+			cs = append(cs, attnCheck(kv, 128, 4, 1, 32768, 256), attnCheck(kv, 128, 4, 512, 4096, 512),
+				attnCheck(kv, 64, 1, 7, 300, 64))
+		}
+	}
+	return cs
+}
+
+// checkWeights returns random rows × cols weights of type t and their
+// decoded values, as the matrix tests make them.
+func checkWeights(r *rand.Rand, t gguf.Type, rows, cols int) ([]byte, []float32, error) {
+	var raw []byte
+	if t.BlockSize() == 256 {
+		raw = randKBlocks(r, t, rows*cols/256)
+	} else {
+		var err error
+		if raw, err = gguf.Quantize(t, randFloats(r, rows*cols, 1)); err != nil {
+			return nil, nil, err
+		}
+	}
+	deq := make([]float32, rows*cols)
+	if err := gguf.Dequantize(t, raw, deq); err != nil {
+		return nil, nil, err
+	}
+	return raw, deq, nil
+}
+
+// newCheckMatVec prepares the matvec kernel for t: as the device runs it,
+// or (gpu) with the geometry and GGUF layout of GPUs.
+func newCheckMatVec(cr *checkRun, t gguf.Type, gpu bool) *MatVec {
+	if cr.err != nil {
+		return nil
+	}
+	k, err := NewMatVec(cr.d, t)
+	if err != nil {
+		cr.fail(err)
+		return nil
+	}
+	if gpu {
+		k.wg, k.rows, k.batch = mvDefaultGeometry(vk.DeviceInfo{Type: vk.Discrete}, t)
+		k.cpu, k.pk = false, nil
+	}
+	return k
+}
+
+// mvInputs makes mats matrices of rows × cols weights of type t (back to
+// back, in the layout k reads) and n random vectors.
+func mvInputs(cr *checkRun, k *MatVec, t gguf.Type, mats, rows, cols, n int) (w, x vk.Range, deq, xs []float32) {
+	if cr.err != nil {
+		return
+	}
+	raw, deq, err := checkWeights(cr.r, t, mats*rows, cols)
+	if err != nil {
+		cr.fail(err)
+		return
+	}
+	mb := rows * t.RowBytes(cols)
+	var laid []byte
+	for m := 0; m < mats; m++ {
+		p, err := k.Layout(raw[m*mb:(m+1)*mb], rows, cols)
+		if err != nil {
+			cr.fail(err)
+			return
+		}
+		laid = append(laid, p...)
+	}
+	xs = randFloats(cr.r, n*cols, 1)
+	return cr.buffer(laid), cr.buffer(f32Bytes(xs)), deq, xs
+}
+
+func layoutName(gpu bool) string {
+	if gpu {
+		return "/gguf-layout"
+	}
+	return ""
+}
+
+// mvCheck: y = W x for n vectors.
+func mvCheck(t gguf.Type, rows, cols, n int, gpu bool) Check {
+	return Check{Name: fmt.Sprintf("matvec/%v/%dx%d/n=%d%s", t, rows, cols, n, layoutName(gpu)), Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := newCheckMatVec(cr, t, gpu)
+			w, x, deq, xs := mvInputs(cr, k, t, 1, rows, cols, n)
+			y := cr.output(n * rows)
+			cr.exec(func(c *vk.Commands) error { return k.RecordBatch(c, w, rows, cols, n, x, y, false) })
+			want, mag := mvReference(deq, rows, cols, n, xs, nil)
+			return cr.floats(y), want, mag
+		}}
+}
+
+// gluCheck: y = silu(G x) ⊙ (U x) for n vectors.
+func gluCheck(t gguf.Type, rows, cols, n int, gpu bool) Check {
+	return Check{Name: fmt.Sprintf("matvec-glu/%v/%dx%d/n=%d%s", t, rows, cols, n, layoutName(gpu)), Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := newCheckMatVec(cr, t, gpu)
+			w, x, deq, xs := mvInputs(cr, k, t, 2, rows, cols, n)
+			y := cr.output(n * rows)
+			cr.exec(func(c *vk.Commands) error { return k.RecordGLU(c, w, rows, cols, n, x, y) })
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			g, gmag := mvReference(deq[:rows*cols], rows, cols, n, xs, nil)
+			u, umag := mvReference(deq[rows*cols:], rows, cols, n, xs, nil)
+			want, scale := make([]float64, len(g)), make([]float64, len(g))
+			for i := range g {
+				silu := g[i] / (1 + math.Exp(-g[i]))
+				want[i] = silu * u[i]
+				// silu's slope stays within [-0.1, 1.1]: an error e in g
+				// moves the product by at most 1.1·e·|u|.
+				scale[i] = 1.1*gmag[i]*math.Abs(u[i]) + math.Abs(silu)*umag[i]
+			}
+			return cr.floats(y), want, scale
+		}}
+}
+
+// batchBitwiseCheck: n vectors at once give, vector by vector, the bits
+// that each gives alone; a batched decode step must not change any
+// sequence's result.
+func batchBitwiseCheck(t gguf.Type, rows, cols, n int, gpu bool) Check {
+	return Check{Name: fmt.Sprintf("matvec-batch-bitwise/%v/%dx%d/n=%d%s", t, rows, cols, n, layoutName(gpu)),
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := newCheckMatVec(cr, t, gpu)
+			w, x, _, _ := mvInputs(cr, k, t, 1, rows, cols, n)
+			alone, batched := cr.output(n*rows), cr.output(n*rows)
+			cr.exec(func(c *vk.Commands) error {
+				for i := range n {
+					xi := x.Buf.Range(x.Off+uint64(4*i*cols), uint64(4*cols))
+					yi := alone.Buf.Range(alone.Off+uint64(4*i*rows), uint64(4*rows))
+					if err := k.Record(c, w, rows, cols, xi, yi, false); err != nil {
+						return err
+					}
+				}
+				return k.RecordBatch(c, w, rows, cols, n, x, batched, false)
+			})
+			var want []float64
+			for _, v := range cr.floats(alone) {
+				want = append(want, float64(v))
+			}
+			return cr.floats(batched), want, nil
+		}}
+}
+
+// mmCheck: the prefill product Y = X Wᵀ for n tokens.
+func mmCheck(t gguf.Type, rows, cols, n int) Check {
+	return Check{Name: fmt.Sprintf("matmul/%v/%dx%d/n=%d", t, rows, cols, n), Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			k, err := NewMatMul(cr.d, t)
+			if err != nil {
+				cr.fail(err)
+				return nil, nil, nil
+			}
+			raw, deq, err := checkWeights(cr.r, t, rows, cols)
+			if err != nil {
+				cr.fail(err)
+				return nil, nil, nil
+			}
+			if k.batched != nil {
+				if raw, err = k.batched.Layout(raw, rows, cols); err != nil {
+					cr.fail(err)
+					return nil, nil, nil
+				}
+			}
+			xs := randFloats(cr.r, n*cols, 1)
+			w, x, y := cr.buffer(raw), cr.buffer(f32Bytes(xs)), cr.output(n*rows)
+			cr.exec(func(c *vk.Commands) error { return k.Record(c, w, rows, cols, n, x, y, false) })
+			want, mag := mvReference(deq, rows, cols, n, xs, nil)
+			return cr.floats(y), want, mag
+		}}
+}
+
+// relative returns each |want[i]| raised to at least floor: the scale of
+// the error of a result computed from a few roundings.
+func relative(want []float64, floor float64) []float64 {
+	s := make([]float64, len(want))
+	for i, w := range want {
+		s[i] = max(math.Abs(w), floor)
+	}
+	return s
+}
+
+func rmsNormCheck(rows, dim int) Check {
+	return Check{Name: fmt.Sprintf("rmsnorm/%dx%d", rows, dim), Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			const eps = 1e-5
+			k, err := NewRMSNorm(cr.d, dim, eps)
+			if err != nil {
+				cr.fail(err)
+				return nil, nil, nil
+			}
+			xs, ws := randFloats(cr.r, rows*dim, 3), randFloats(cr.r, dim, 2)
+			x, w, y := cr.buffer(f32Bytes(xs)), cr.buffer(f32Bytes(ws)), cr.output(rows*dim)
+			cr.exec(func(c *vk.Commands) error { return k.Record(c, x, w, y, rows) })
+			want := skRMSNormRef(xs, ws, dim, eps)
+			return cr.floats(y), want, relative(want, 1e-30)
+		}}
+}
+
+func ropeCheck(layout RopeLayout, tokens, heads, headDim int) Check {
+	return Check{Name: fmt.Sprintf("rope/%v/%dx%dx%d", layout, tokens, heads, headDim), Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			k, err := NewRope(cr.d, heads, headDim, headDim, layout)
+			if err != nil {
+				cr.fail(err)
+				return nil, nil, nil
+			}
+			freqs := RopeFreqs(headDim, 500000, &Llama3Scaling{Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalContext: 8192})
+			xs := randFloats(cr.r, tokens*heads*headDim, 1)
+			pos := make([]uint32, tokens)
+			for i := range pos {
+				pos[i] = uint32(cr.r.IntN(1 << 20)) // up to a million positions
+			}
+			x := cr.buffer(f32Bytes(xs))
+			p, f := cr.buffer(skU32Bytes(pos)), cr.buffer(f32Bytes(freqs))
+			cr.exec(func(c *vk.Commands) error { return k.Record(c, x, p, f, tokens) })
+			want := skRopeRef(xs, pos, freqs, heads, headDim, headDim, layout)
+			// 2e-6 absolute: sin and cos of a range-reduced angle.
+			return cr.floats(x), want, relative(want, 2e-6/1e-5)
+		}}
+}
+
+func softmaxCheck(rows, cols int) Check {
+	return Check{Name: fmt.Sprintf("softmax/%dx%d", rows, cols), Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			k, err := NewSoftmax(cr.d)
+			if err != nil {
+				cr.fail(err)
+				return nil, nil, nil
+			}
+			xs := randFloats(cr.r, rows*cols, 10)
+			for i := range cols {
+				xs[i] += 80 // exp(90) overflows f32: only a max-subtracted softmax survives it
+			}
+			want := make([]float64, len(xs))
+			for row := range rows {
+				v := xs[row*cols : (row+1)*cols]
+				m := math.Inf(-1)
+				for _, e := range v {
+					m = max(m, float64(e))
+				}
+				s := 0.0
+				for _, e := range v {
+					s += math.Exp(float64(e) - m)
+				}
+				for i, e := range v {
+					want[row*cols+i] = math.Exp(float64(e)-m) / s
+				}
+			}
+			x, y := cr.buffer(f32Bytes(xs)), cr.output(rows*cols)
+			cr.exec(func(c *vk.Commands) error { return k.Record(c, x, y, rows, cols) })
+			return cr.floats(y), want, relative(want, 1e-30)
+		}}
+}
+
+func swigluCheck(n int) Check {
+	return Check{Name: fmt.Sprintf("swiglu/%d", n), Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			k, err := NewSwiGLU(cr.d)
+			if err != nil {
+				cr.fail(err)
+				return nil, nil, nil
+			}
+			gs, us := randFloats(cr.r, n, 12), randFloats(cr.r, n, 3)
+			want := make([]float64, n)
+			for i := range want {
+				g := float64(gs[i])
+				want[i] = g / (1 + math.Exp(-g)) * float64(us[i])
+			}
+			g, u, y := cr.buffer(f32Bytes(gs)), cr.buffer(f32Bytes(us)), cr.output(n)
+			cr.exec(func(c *vk.Commands) error { return k.Record(c, g, u, y, n) })
+			return cr.floats(y), want, relative(want, 1e-7/1e-5)
+		}}
+}
+
+func addCheck(n int) Check {
+	return Check{Name: fmt.Sprintf("add/%d", n), Limit: 1e-7,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			k, err := NewAdd(cr.d)
+			if err != nil {
+				cr.fail(err)
+				return nil, nil, nil
+			}
+			as, bs := randFloats(cr.r, n, 5), randFloats(cr.r, n, 5)
+			want := make([]float64, n)
+			for i := range want {
+				want[i] = float64(as[i]) + float64(bs[i])
+			}
+			a, b, y := cr.buffer(f32Bytes(as)), cr.buffer(f32Bytes(bs)), cr.output(n)
+			cr.exec(func(c *vk.Commands) error { return k.Record(c, a, b, y, n) })
+			// The f32 sum is the correctly rounded exact sum.
+			return cr.floats(y), want, relative(want, 1e-30)
+		}}
+}
+
+func copyCheck(bytes int) Check {
+	return Check{Name: fmt.Sprintf("copy/%d", bytes),
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			k, err := NewCopy(cr.d)
+			if err != nil {
+				cr.fail(err)
+				return nil, nil, nil
+			}
+			xs := randFloats(cr.r, bytes/4, 1)
+			src, dst := cr.buffer(f32Bytes(xs)), cr.output(bytes/4)
+			cr.exec(func(c *vk.Commands) error { return k.Record(c, dst, src) })
+			want := make([]float64, len(xs))
+			for i, v := range xs {
+				want[i] = float64(v)
+			}
+			return cr.floats(dst), want, nil
+		}}
+}
+
+// attnCheck attends the queries of one KV head's group (the last of two
+// heads, so that head offsets matter) to rows positions in blocks of
+// block, then merges the blocks: the decode step when tokens is 1, a
+// prefill chunk (with its causal mask) otherwise.
+func attnCheck(kv gguf.Type, headDim, group, tokens, rows, block int) Check {
+	return Check{Name: fmt.Sprintf("attention/%v/hd%d/group%d/tokens%d/kv%d", kv, headDim, group, tokens, rows), Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			const nKV = 2
+			p := newAttnProblem(cr.r, kv, headDim, group, nKV, tokens, rows, 17, 4)
+			a, err := NewAttention(cr.d, kv, headDim, group)
+			if err != nil {
+				cr.fail(err)
+				return nil, nil, nil
+			}
+			g := nKV - 1
+			q, k, v, pos := cr.buffer(f32Bytes(p.q)), cr.buffer(p.kBytes), cr.buffer(p.vBytes), cr.buffer(p.posBuf)
+			head := func(r vk.Range) vk.Range {
+				e := uint64(kv.BlockBytes())
+				return r.Buf.Range(r.Off+e*uint64(g*p.stride), e*uint64(rows*headDim))
+			}
+			nb := Blocks(rows, block)
+			parts := cr.output(PartsBytes(tokens, group, headDim, nb) / 4)
+			acc := cr.output(PartsBytes(tokens, group, headDim, 1) / 4)
+			out := cr.output(tokens * nKV * group * headDim)
+			cr.exec(func(c *vk.Commands) error {
+				err := a.RecordPartial(c, q, head(k), head(v), pos, parts, p.params(g, 0, rows, block, 0))
+				if err != nil {
+					return err
+				}
+				c.Barrier()
+				return a.RecordMerge(c, parts, acc, out, MergeParams{NTokens: tokens, Heads: group,
+					NParts: nb, Init: true, Finalize: true, OutHeads: nKV * group, OutHead0: g * group})
+			})
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			want, mag := p.reference(g)
+			return p.headColumns(cr.floats(out), g), want, mag
+		}}
+}
+
+// parallelRows runs fn over [0, n) split among the CPUs: the references of
+// the largest checks are billions of multiply-adds.
+func parallelRows(n int, fn func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), max(n/64, 1))
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
