@@ -200,17 +200,6 @@ func factsOf(i vk.DeviceInfo) Facts {
 	for _, h := range i.Heaps {
 		f.Heaps = append(f.Heaps, Heap{Bytes: h.Size, DeviceLocal: h.DeviceLocal})
 	}
-	for _, ft := range []struct {
-		name string
-		ok   bool
-	}{
-		{"16-bit storage", i.Storage16}, {"8-bit storage", i.Storage8}, {"float16", i.Float16}, {"int8", i.Int8},
-		{"subgroup arithmetic", i.SubgroupArithmetic}, {"timeline semaphores", i.Timeline},
-		{"memory budget", i.MemoryBudget}, {"transfer queue", i.TransferQueue}, {"timestamps", i.TimestampPeriod > 0},
-	} {
-		if ft.ok {
-			f.Features = append(f.Features, ft.name)
-		}
-	}
+	f.Features, _ = i.Features()
 	return f
 }

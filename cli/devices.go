@@ -54,22 +54,7 @@ func printDevice(w io.Writer, d vk.DeviceInfo, chosen bool) {
 	}
 	fmt.Fprintf(w, "    storage range:  %s (max allocation %s)\n", bytesize.Format(d.MaxStorageBufferRange), bytesize.Format(d.MaxAllocationSize))
 	fmt.Fprintf(w, "    compute:        subgroup %d, shared memory %s, %d invocations per workgroup\n", d.SubgroupSize, bytesize.Format(uint64(d.MaxSharedMemory)), d.MaxWorkgroupInvocations)
-	feats := []struct {
-		name string
-		ok   bool
-	}{
-		{"16-bit storage", d.Storage16}, {"8-bit storage", d.Storage8}, {"float16", d.Float16}, {"int8", d.Int8},
-		{"subgroup arithmetic", d.SubgroupArithmetic}, {"timeline semaphores", d.Timeline},
-		{"memory budget", d.MemoryBudget}, {"transfer queue", d.TransferQueue}, {"timestamps", d.TimestampPeriod > 0},
-	}
-	var have, lack []string
-	for _, f := range feats {
-		if f.ok {
-			have = append(have, f.name)
-		} else {
-			lack = append(lack, f.name)
-		}
-	}
+	have, lack := d.Features()
 	fmt.Fprintf(w, "    features:       %s\n", strings.Join(have, ", "))
 	if len(lack) > 0 {
 		fmt.Fprintf(w, "    missing:        %s\n", strings.Join(lack, ", "))

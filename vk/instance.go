@@ -232,6 +232,26 @@ func convertInfo(index int, r *C.hi_devinfo) DeviceInfo {
 	return info
 }
 
+// Features names the optional capabilities headinfer uses, those the
+// device has and those it lacks.
+func (d DeviceInfo) Features() (have, lack []string) {
+	for _, f := range []struct {
+		name string
+		ok   bool
+	}{
+		{"16-bit storage", d.Storage16}, {"8-bit storage", d.Storage8}, {"float16", d.Float16}, {"int8", d.Int8},
+		{"subgroup arithmetic", d.SubgroupArithmetic}, {"timeline semaphores", d.Timeline},
+		{"memory budget", d.MemoryBudget}, {"transfer queue", d.TransferQueue}, {"timestamps", d.TimestampPeriod > 0},
+	} {
+		if f.ok {
+			have = append(have, f.name)
+		} else {
+			lack = append(lack, f.name)
+		}
+	}
+	return have, lack
+}
+
 func versionString(v uint32) string {
 	return fmt.Sprintf("%d.%d.%d", v>>22&0x7f, v>>12&0x3ff, v&0xfff)
 }

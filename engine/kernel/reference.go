@@ -268,3 +268,23 @@ func (p *attnProblem) headColumns(out []float32, g int) []float32 {
 	}
 	return cols
 }
+
+// softmaxRef is each row's softmax, in float64.
+func softmaxRef(x []float32, rows, cols int) []float64 {
+	want := make([]float64, len(x))
+	for row := range rows {
+		v := x[row*cols : (row+1)*cols]
+		m := math.Inf(-1)
+		for _, e := range v {
+			m = max(m, float64(e))
+		}
+		s := 0.0
+		for _, e := range v {
+			s += math.Exp(float64(e) - m)
+		}
+		for i, e := range v {
+			want[row*cols+i] = math.Exp(float64(e)-m) / s
+		}
+	}
+	return want
+}

@@ -133,6 +133,18 @@ func (cr *checkRun) floats(r vk.Range) []float32 {
 	return bytesF32(b)
 }
 
+// checkKernel returns what newKernel makes, or the zero value after recording
+// its error (or an earlier one).
+func checkKernel[K any](cr *checkRun, newKernel func() (K, error)) K {
+	var k K
+	if cr.err != nil {
+		return k
+	}
+	k, err := newKernel()
+	cr.fail(err)
+	return k
+}
+
 // exec records fn and runs it to completion.
 func (cr *checkRun) exec(fn func(c *vk.Commands) error) {
 	if cr.err != nil {
@@ -355,12 +367,8 @@ func batchBitwiseCheck(t gguf.Type, rows, cols, n int, gpu bool) Check {
 func mmCheck(t gguf.Type, rows, cols, n int) Check {
 	return Check{Name: fmt.Sprintf("matmul/%v/%dx%d/n=%d", t, rows, cols, n), Limit: 1e-5,
 		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := checkKernel(cr, func() (*MatMul, error) { return NewMatMul(cr.d, t) })
 			if cr.err != nil {
-				return nil, nil, nil
-			}
-			k, err := NewMatMul(cr.d, t)
-			if err != nil {
-				cr.fail(err)
 				return nil, nil, nil
 			}
 			raw, deq, err := checkWeights(cr.r, t, rows, cols)
@@ -395,13 +403,9 @@ func relative(want []float64, floor float64) []float64 {
 func rmsNormCheck(rows, dim int) Check {
 	return Check{Name: fmt.Sprintf("rmsnorm/%dx%d", rows, dim), Limit: 1e-5,
 		run: func(cr *checkRun) ([]float32, []float64, []float64) {
-			if cr.err != nil {
-				return nil, nil, nil
-			}
 			const eps = 1e-5
-			k, err := NewRMSNorm(cr.d, dim, eps)
-			if err != nil {
-				cr.fail(err)
+			k := checkKernel(cr, func() (*RMSNorm, error) { return NewRMSNorm(cr.d, dim, eps) })
+			if cr.err != nil {
 				return nil, nil, nil
 			}
 			xs, ws := randFloats(cr.r, rows*dim, 3), randFloats(cr.r, dim, 2)
@@ -415,12 +419,8 @@ func rmsNormCheck(rows, dim int) Check {
 func ropeCheck(layout RopeLayout, tokens, heads, headDim int) Check {
 	return Check{Name: fmt.Sprintf("rope/%v/%dx%dx%d", layout, tokens, heads, headDim), Limit: 1e-5,
 		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := checkKernel(cr, func() (*Rope, error) { return NewRope(cr.d, heads, headDim, headDim, layout) })
 			if cr.err != nil {
-				return nil, nil, nil
-			}
-			k, err := NewRope(cr.d, heads, headDim, headDim, layout)
-			if err != nil {
-				cr.fail(err)
 				return nil, nil, nil
 			}
 			freqs := RopeFreqs(headDim, 500000, &Llama3Scaling{Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalContext: 8192})
@@ -441,33 +441,15 @@ func ropeCheck(layout RopeLayout, tokens, heads, headDim int) Check {
 func softmaxCheck(rows, cols int) Check {
 	return Check{Name: fmt.Sprintf("softmax/%dx%d", rows, cols), Limit: 1e-5,
 		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := checkKernel(cr, func() (*Softmax, error) { return NewSoftmax(cr.d) })
 			if cr.err != nil {
-				return nil, nil, nil
-			}
-			k, err := NewSoftmax(cr.d)
-			if err != nil {
-				cr.fail(err)
 				return nil, nil, nil
 			}
 			xs := randFloats(cr.r, rows*cols, 10)
 			for i := range cols {
 				xs[i] += 80 // exp(90) overflows f32: only a max-subtracted softmax survives it
 			}
-			want := make([]float64, len(xs))
-			for row := range rows {
-				v := xs[row*cols : (row+1)*cols]
-				m := math.Inf(-1)
-				for _, e := range v {
-					m = max(m, float64(e))
-				}
-				s := 0.0
-				for _, e := range v {
-					s += math.Exp(float64(e) - m)
-				}
-				for i, e := range v {
-					want[row*cols+i] = math.Exp(float64(e)-m) / s
-				}
-			}
+			want := softmaxRef(xs, rows, cols)
 			x, y := cr.buffer(f32Bytes(xs)), cr.output(rows*cols)
 			cr.exec(func(c *vk.Commands) error { return k.Record(c, x, y, rows, cols) })
 			return cr.floats(y), want, relative(want, 1e-30)
@@ -477,12 +459,8 @@ func softmaxCheck(rows, cols int) Check {
 func swigluCheck(n int) Check {
 	return Check{Name: fmt.Sprintf("swiglu/%d", n), Limit: 1e-5,
 		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := checkKernel(cr, func() (*SwiGLU, error) { return NewSwiGLU(cr.d) })
 			if cr.err != nil {
-				return nil, nil, nil
-			}
-			k, err := NewSwiGLU(cr.d)
-			if err != nil {
-				cr.fail(err)
 				return nil, nil, nil
 			}
 			gs, us := randFloats(cr.r, n, 12), randFloats(cr.r, n, 3)
@@ -500,12 +478,8 @@ func swigluCheck(n int) Check {
 func addCheck(n int) Check {
 	return Check{Name: fmt.Sprintf("add/%d", n), Limit: 1e-7,
 		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := checkKernel(cr, func() (*Add, error) { return NewAdd(cr.d) })
 			if cr.err != nil {
-				return nil, nil, nil
-			}
-			k, err := NewAdd(cr.d)
-			if err != nil {
-				cr.fail(err)
 				return nil, nil, nil
 			}
 			as, bs := randFloats(cr.r, n, 5), randFloats(cr.r, n, 5)
@@ -523,12 +497,8 @@ func addCheck(n int) Check {
 func copyCheck(bytes int) Check {
 	return Check{Name: fmt.Sprintf("copy/%d", bytes),
 		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := checkKernel(cr, func() (*Copy, error) { return NewCopy(cr.d) })
 			if cr.err != nil {
-				return nil, nil, nil
-			}
-			k, err := NewCopy(cr.d)
-			if err != nil {
-				cr.fail(err)
 				return nil, nil, nil
 			}
 			xs := randFloats(cr.r, bytes/4, 1)

@@ -27,21 +27,7 @@ func TestSoftmax(t *testing.T) {
 				x[sh.cols+i] -= 200
 			}
 		}
-		want := make([]float64, len(x))
-		for row := 0; row < sh.rows; row++ {
-			v := x[row*sh.cols : (row+1)*sh.cols]
-			m := math.Inf(-1)
-			for _, e := range v {
-				m = max(m, float64(e))
-			}
-			s := 0.0
-			for _, e := range v {
-				s += math.Exp(float64(e) - m)
-			}
-			for i, e := range v {
-				want[row*sh.cols+i] = math.Exp(float64(e)-m) / s
-			}
-		}
+		want := softmaxRef(x, sh.rows, sh.cols)
 		xb := upload(t, d, f32Bytes(x))
 		y := poisoned(t, d, 4*len(x))
 		run(t, d, func(c *vk.Commands) error { return k.Record(c, xb.All(), y.All(), sh.rows, sh.cols) })
