@@ -40,12 +40,33 @@ type benchTimes struct{ median, best float64 }
 // warm runs are timed. Bytes counts the weights only, the traffic that
 // bounds a decode step; x and y are small and stay in cache.
 func BenchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int) (BenchResult, error) {
+	return benchMatVec(d, t, rows, cols, iters, 0, 0)
+}
+
+// BenchMatVecGeometry is BenchMatVec with wg threads and rowsPer rows per
+// workgroup instead of the device's defaults, reading the GGUF layout as
+// GPUs do: what `bench kernels --geometry` compares to choose them.
+func BenchMatVecGeometry(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int) (BenchResult, error) {
+	info := d.Info()
+	if wg <= 0 || rowsPer <= 0 || wg > int(info.MaxWorkgroupInvocations) || wg%int(max(info.SubgroupSize, 1)) != 0 || rowsPer > 64 {
+		return BenchResult{}, fmt.Errorf("geometry %dx%d: threads must be a multiple of the subgroup size %d up to %d, rows 1 to 64",
+			wg, rowsPer, info.SubgroupSize, info.MaxWorkgroupInvocations)
+	}
+	return benchMatVec(d, t, rows, cols, iters, wg, rowsPer)
+}
+
+func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int) (BenchResult, error) {
 	if err := benchShape(t, rows, cols, 1); err != nil {
 		return BenchResult{}, err
 	}
 	k, err := NewMatVec(d, t)
 	if err != nil {
 		return BenchResult{}, err
+	}
+	op := fmt.Sprintf("matvec %v %dx%d", t, rows, cols)
+	if wg > 0 {
+		k.wg, k.rows, k.cpu, k.pk = wg, rowsPer, false, nil
+		op += fmt.Sprintf(" %dx%d", wg, rowsPer)
 	}
 	// Bytes counts the GGUF size; the layout the kernel reads (packed on
 	// CPU devices) is as large for whole groups of rows and steps.
@@ -57,7 +78,6 @@ func BenchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int) (BenchResult,
 	}
 	defer benchFree(bufs)
 	w, x, y := bufs[0].Range(0, lbytes), bufs[1].All(), bufs[2].All()
-	op := fmt.Sprintf("matvec %v %dx%d", t, rows, cols)
 	tm, err := benchTime(d, iters, func(c *vk.Commands) error {
 		// Values that decode to ordinary numbers in every type, so that
 		// no NaN or denormal slows a CPU device down.
