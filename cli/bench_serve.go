@@ -43,7 +43,7 @@ func benchServeCommand() *cli.Command {
 			"Starts the server in this process on a loopback port and, for every client count, sends R greedy\n" +
 			"streamed completions of random token prompts from that many concurrent clients. It reports the\n" +
 			"generated tokens per second of all clients together, and per request the time to the first token\n" +
-			"and the time per token after it (median and 95th percentile). One untimed request warms up first.",
+			"and the time per token after it (median and 95th percentile). Untimed requests from as many clients as the most measured warm up first.",
 		Flags:  flags,
 		Action: benchServe,
 	}
@@ -120,8 +120,13 @@ func benchServe(c *cli.Context) error {
 	shared := randomIDs(k)
 	prompt := func() []int32 { return append(slices.Clone(shared), randomIDs(p-k)...) }
 
-	if w := streamCompletion(client, url, prompt(), t); w.err != nil {
-		return fmt.Errorf("warm-up request: %w", w.err)
+	// The warm-up runs as many clients as the most measured, so that every
+	// batch size the timed runs meet has its kernels compiled and its steps
+	// recorded (a CPU device compiles a batched kernel in seconds): the
+	// timings then measure serving, not first use.
+	most := slices.Max(clients)
+	if w := runClients(client, url, most, most, t, prompt); w.Errors > 0 {
+		return fmt.Errorf("warm-up: %d of %d requests failed", w.Errors, w.Requests)
 	}
 	var rs []serveResult
 	for _, n := range clients {

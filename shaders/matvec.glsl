@@ -106,7 +106,11 @@ uint x_at(uint t) {
 #include "dequant.glsl"
 
 // Per type: UNIT elements per step, XU holding the x values of one unit,
-// load_x(u) and unit_dot(row, u, xu) for unit u of the row at word row.
+// load_x(u); WU holding the raw weight words of one unit, load_w(row, u)
+// for unit u of the row at word row, and unit_dot(w, u, xu). A workgroup
+// of several vectors loads each unit of its rows once and applies it to
+// all of them: one read of the weights per step, whatever the batch, and
+// each vector's sums the same arithmetic in the same order as alone.
 
 #if defined(DQ_F32)
 
@@ -121,11 +125,21 @@ XU load_x(uint u) {
     }
     return r;
 }
-float unit_dot(uint row, uint u, XU xu) {
+struct WU { vec4 a; };
+WU load_w(uint row, uint u) {
+    WU r;
     if (WIDE == 1) {
-        return dot(uintBitsToFloat(w128[row / 8 + u]), xu.a);
+        r.a = uintBitsToFloat(w128[row / 8 + u]);
+    } else {
+        r.a = vec4(dq_load(row, u), 0.0, 0.0, 0.0);
     }
-    return dq_load(row, u) * xu.a.x;
+    return r;
+}
+float unit_dot(WU w, uint u, XU xu) {
+    if (WIDE == 1) {
+        return dot(w.a, xu.a);
+    }
+    return w.a.x * xu.a.x;
 }
 
 #elif defined(DQ_F16) || defined(DQ_BF16)
@@ -158,21 +172,36 @@ XU load_x(uint u) {
     }
     return r;
 }
-float unit_dot(uint row, uint u, XU xu) {
+// WIDE 2: eight weights in q; 1: two in q.x; 0: one in f.
+struct WU { uvec4 q; float f; };
+WU load_w(uint row, uint u) {
+    WU r;
+    r.q = uvec4(0);
+    r.f = 0.0;
 #if defined(TEXEL)
     // Only WIDE 2 runs here (the host picks this kernel for it alone): no
     // storage-buffer access may be reachable, as binding 3 is never bound.
-    uvec4 q = texelFetch(wt, int(row / 8 + u));
-    return dot(vec4(unpack2(q.x), unpack2(q.y)), xu.a) + dot(vec4(unpack2(q.z), unpack2(q.w)), xu.b);
+    r.q = texelFetch(wt, int(row / 8 + u));
 #else
     if (WIDE == 2) {
-        uvec4 q = w128[row / 8 + u];
-        return dot(vec4(unpack2(q.x), unpack2(q.y)), xu.a) + dot(vec4(unpack2(q.z), unpack2(q.w)), xu.b);
+        r.q = w128[row / 8 + u];
     } else if (WIDE == 1) {
-        return dot(unpack2(w32[row / 2 + u]), xu.a.xy);
+        r.q.x = w32[row / 2 + u];
+    } else {
+        r.f = dq_load(row, u);
     }
-    return dq_load(row, u) * xu.a.x;
 #endif
+    return r;
+}
+float unit_dot(WU w, uint u, XU xu) {
+#if !defined(TEXEL)
+    if (WIDE == 1) {
+        return dot(unpack2(w.q.x), xu.a.xy);
+    } else if (WIDE == 0) {
+        return w.f * xu.a.x;
+    }
+#endif
+    return dot(vec4(unpack2(w.q.x), unpack2(w.q.y)), xu.a) + dot(vec4(unpack2(w.q.z), unpack2(w.q.w)), xu.b);
 }
 
 #elif defined(DQ_Q8_0) || defined(DQ_Q4_0)
@@ -209,23 +238,26 @@ XU load_x(uint u) {
     return r;
 }
 
+// The unit's two quant words (x, y) and its block's f16 scale (z).
+struct WU { uvec3 q; };
+WU load_w(uint row, uint u) {
+    const uint PER = 32 / UNIT;  // units per block
+    uint blk = row + (u / PER) * (BLOCK_BYTES / 2);
+    uint w = blk + 1 + 4 * (u % PER);
+    WU r;
+    r.q = uvec3(uint(w16[w]) | (uint(w16[w + 1]) << 16), uint(w16[w + 2]) | (uint(w16[w + 3]) << 16), uint(w16[blk]));
+    return r;
+}
+
 #if defined(DQ_Q8_0)
-float unit_dot(uint row, uint u, XU xu) {
-    uint blk = row + (u / 4) * 17;
-    uint w = blk + 1 + 4 * (u % 4);
-    uint q0 = uint(w16[w]) | (uint(w16[w + 1]) << 16);
-    uint q1 = uint(w16[w + 2]) | (uint(w16[w + 3]) << 16);
-    return dq_half(uint(w16[blk])) * (dot(dq_i8x4(q0), xu.v[0]) + dot(dq_i8x4(q1), xu.v[1]));
+float unit_dot(WU w, uint u, XU xu) {
+    return dq_half(w.q.z) * (dot(dq_i8x4(w.q.x), xu.v[0]) + dot(dq_i8x4(w.q.y), xu.v[1]));
 }
 #else
-float unit_dot(uint row, uint u, XU xu) {
-    uint blk = row + (u / 2) * 9;
-    uint w = blk + 1 + 4 * (u % 2);
-    uint q0 = uint(w16[w]) | (uint(w16[w + 1]) << 16);
-    uint q1 = uint(w16[w + 2]) | (uint(w16[w + 3]) << 16);
-    float s = dot(dq_u4lo(q0), xu.v[0]) + dot(dq_u4lo(q1), xu.v[1]) +
-              dot(dq_u4hi(q0), xu.v[4]) + dot(dq_u4hi(q1), xu.v[5]);
-    return dq_half(uint(w16[blk])) * s;
+float unit_dot(WU w, uint u, XU xu) {
+    float s = dot(dq_u4lo(w.q.x), xu.v[0]) + dot(dq_u4lo(w.q.y), xu.v[1]) +
+              dot(dq_u4hi(w.q.x), xu.v[4]) + dot(dq_u4hi(w.q.y), xu.v[5]);
+    return dq_half(w.q.z) * s;
 }
 #endif
 
@@ -295,13 +327,21 @@ float q6_unit_dot(uvec4 a, uvec4 b, uvec4 hi, uvec2 sc, uint h, float d, XU xu) 
     return d * dot(scv, dots);
 }
 
-float unit_dot(uint row, uint u, XU xu) {
+// The unit's bytes of ql (a, b) and qh (hi), its scale bytes and d.
+struct WU { uvec4 a, b, hi; uvec2 sc; float d; };
+WU load_w(uint row, uint u) {
     uint blk = row + (u / 4) * 105;
     uint n = (u % 4) / 2, h = u % 2;
     uint qa = 64 * n + 16 * h;
-    return q6_unit_dot(words4(blk, qa), words4(blk, qa + 32), words4(blk, 128 + 32 * n + 16 * h),
-                       uvec2(dq_word(blk, 192 + 8 * n), dq_word(blk, 196 + 8 * n)), h, dq_half(uint(DQ_U16(blk + 104))), xu);
+    WU r;
+    r.a = words4(blk, qa);
+    r.b = words4(blk, qa + 32);
+    r.hi = words4(blk, 128 + 32 * n + 16 * h);
+    r.sc = uvec2(dq_word(blk, 192 + 8 * n), dq_word(blk, 196 + 8 * n));
+    r.d = dq_half(uint(DQ_U16(blk + 104)));
+    return r;
 }
+float unit_dot(WU w, uint u, XU xu) { return q6_unit_dot(w.a, w.b, w.hi, w.sc, u % 2, w.d, xu); }
 #else
 
 // k_scale_min is dq_k_scale_min from the block's first 16 bytes, whose y, z
@@ -336,17 +376,26 @@ float k_unit_dot(uvec4 h, uvec4 q0, uvec4 q1, uvec4 hb0, uvec4 hb1, uint j, XU x
     return (a.x * hsum(lo) - a.y * (xu.s[0] + xu.s[1])) + (b.x * hsum(hi) - b.y * (xu.s[2] + xu.s[3]));
 }
 
-// unit_dot (the GGUF layout) gathers the same registers from 16-bit words.
-float unit_dot(uint row, uint u, XU xu) {
+// load_w (the GGUF layout) gathers the same registers from 16-bit words:
+// the block's header (h), the unit's qs (q0, q1) and the block's qh (hb0,
+// hb1: Q5_K).
+struct WU { uvec4 h, q0, q1, hb0, hb1; };
+WU load_w(uint row, uint u) {
     uint blk = row + (u / 4) * DQ_BLOCK_U16;
     uint j = u % 4;
-    uvec4 hb0 = uvec4(0), hb1 = uvec4(0);
+    WU r;
+    r.h = words4(blk, 0);
+    r.q0 = words4(blk, DQ_QS + 32 * j);
+    r.q1 = words4(blk, DQ_QS + 32 * j + 16);
+    r.hb0 = uvec4(0);
+    r.hb1 = uvec4(0);
 #if defined(DQ_Q5_K)
-    hb0 = words4(blk, 16);
-    hb1 = words4(blk, 32);
+    r.hb0 = words4(blk, 16);
+    r.hb1 = words4(blk, 32);
 #endif
-    return k_unit_dot(words4(blk, 0), words4(blk, DQ_QS + 32 * j), words4(blk, DQ_QS + 32 * j + 16), hb0, hb1, j, xu);
+    return r;
 }
+float unit_dot(WU w, uint u, XU xu) { return k_unit_dot(w.h, w.q0, w.q1, w.hb0, w.hb1, u % 4, xu); }
 
 #endif
 
@@ -523,6 +572,9 @@ void packed_rows(uint row0) {
 
 #endif
 
+// The current unit of each of the workgroup's rows (GGUF layout).
+WU wu[NR];
+
 shared float red[NT * NR][WG];
 
 void main() {
@@ -550,13 +602,16 @@ void main() {
         uint units = p.K / UNIT;
         xo = x_at(0);
         for (uint u = tid; u < units; u += WG) {
+            [[unroll]] for (uint r = 0; r < NR; r++) {
+                wu[r] = load_w(base[r], u);
+            }
             [[unroll]] for (uint t = 0; t < NT; t++) {
                 if (NT > 1) {
                     xo = x_at(t);
                 }
                 XU xu = load_x(u);
                 [[unroll]] for (uint r = 0; r < NR; r++) {
-                    sum[t * NR + r] += unit_dot(base[r], u, xu);
+                    sum[t * NR + r] += unit_dot(wu[r], u, xu);
                 }
             }
         }

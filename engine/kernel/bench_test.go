@@ -120,3 +120,26 @@ func TestBench(t *testing.T) {
 		t.Error("BenchCopy accepted 15 bytes")
 	}
 }
+
+// BenchmarkMatVecBatch times the batched matrix × vector kernel of a
+// decode step of n sequences: what one more sequence in a step costs
+// against a step of its own (n = 1).
+func BenchmarkMatVecBatch(b *testing.B) {
+	d := vktest.Device(b)
+	const rows, cols = 11008, 4096
+	for _, typ := range mvTypes {
+		for _, n := range []int{1, 2, 4, 8} {
+			b.Run(fmt.Sprintf("%v/%dx%d/n=%d", typ, rows, cols, n), func(b *testing.B) {
+				var r BenchResult
+				var err error
+				for b.Loop() {
+					if r, err = benchMatMul(d, typ, rows, cols, n, 5, false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				benchReport(b, r)
+				b.ReportMetric(r.BestNS/1e3/float64(n), "best-µs/vector")
+			})
+		}
+	}
+}

@@ -87,14 +87,16 @@ func (k *MatVec) Layout(raw []byte, rows, cols int) ([]byte, error) {
 
 // mvDefaultGeometry picks threads, rows and (batched) vectors per
 // workgroup. A GPU wants many workgroups of a few rows to cover its memory
-// latency. A CPU device runs a workgroup on one core, one subgroup-wide
+// latency; in a batched step each workgroup loads a unit of its rows once
+// for all its vectors (matvec.glsl), so up to mvGPUBatch sequences read
+// the weights once, the traffic that bounds a decode step. A CPU device runs a workgroup on one core, one subgroup-wide
 // vector at a time: there one subgroup per workgroup and many rows sharing
 // each load of x do best (measured on lavapipe); and several vectors per
 // workgroup share its setup and weight loads. For quantized types the rows
 // are also the packed layout's group (pack.go).
 func mvDefaultGeometry(info vk.DeviceInfo, t gguf.Type) (wg, rows, batch int) {
 	if info.Type != vk.CPU {
-		return 128, 2, 1
+		return 128, 2, mvGPUBatch
 	}
 	wg = max(int(info.SubgroupSize), 8)
 	if t.BlockSize() > 1 {
@@ -102,6 +104,11 @@ func mvDefaultGeometry(info vk.DeviceInfo, t gguf.Type) (wg, rows, batch int) {
 	}
 	return wg, 16, 8
 }
+
+// mvGPUBatch is the vectors per workgroup on GPUs: a decode step of up to
+// 8 sequences reads each weight once, and the partial sums (8 vectors × 4
+// rows with GLU) stay in registers beside the weights of a unit.
+const mvGPUBatch = 8
 
 // cpuPackRows is the rows of a workgroup, and of a packed group, for
 // quantized types on CPU devices.
@@ -117,8 +124,9 @@ func (k *MatVec) Record(c *vk.Commands, w vk.Range, rows, cols int, x, y vk.Rang
 
 // RecordBatch records Record's product for n vectors at once, each x and y
 // vector contiguous and following the previous one, in as few dispatches
-// as the bindings allow. W is read once per vector: it suits devices whose
-// dispatches cost more than re-reading W (CPU devices, small models).
+// as the bindings allow. A workgroup applies each unit of weights it loads
+// to up to its batch of vectors (8 on GPUs), so a decode step of several
+// sequences reads W once per batch rather than once per vector.
 func (k *MatVec) RecordBatch(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.Range, accumulate bool) error {
 	if err := mvCheckArgs(k.name, k.t, w, rows, cols, n, x, y, k.WeightBytes(rows, cols)); err != nil {
 		return err

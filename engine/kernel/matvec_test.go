@@ -130,9 +130,11 @@ type mvSpec struct {
 	gpu           bool   // matvec: the GPU geometry and layout even on a CPU device
 }
 
-// mvGPUGeometry is the matvec geometry of GPUs, tested on any device
-// because it combines several subgroups per row through shared memory.
-var mvGPUGeometry = [2]int{128, 3}
+// mvGPUGeometry is the matvec geometry of GPUs (threads, rows and vectors
+// per workgroup), tested on any device because it combines several
+// subgroups per row through shared memory and batches vectors over the
+// GGUF layout.
+var mvGPUGeometry = [3]int{128, 3, mvGPUBatch}
 
 func (s mvSpec) String() string {
 	str := fmt.Sprintf("%v/%dx%d", s.typ, s.rows, s.cols)
@@ -153,7 +155,7 @@ func (s mvSpec) String() string {
 func (s mvSpec) mvSetup(k *MatVec) {
 	k.limit = s.limit
 	if s.gpu {
-		k.wg, k.rows, k.cpu, k.pk = mvGPUGeometry[0], mvGPUGeometry[1], false, nil
+		k.wg, k.rows, k.batch, k.cpu, k.pk = mvGPUGeometry[0], mvGPUGeometry[1], mvGPUGeometry[2], false, nil
 	}
 }
 
@@ -248,14 +250,17 @@ func TestMatVec(t *testing.T) {
 }
 
 // TestMatVecGPU runs the GPU geometry and layout (which a CPU device would
-// not choose) with every load width.
+// not choose) with every load width, for one vector and, batched, for
+// eleven (a full workgroup of vectors and a partial one).
 func TestMatVecGPU(t *testing.T) {
 	d := vktest.Device(t)
 	for _, typ := range mvTypes {
 		for _, cols := range mvCols(typ) {
 			for i, lay := range []mvLayout{mvAligned, mvOddOffsets, mvWordOffset} {
-				s := mvSpec{typ: typ, rows: 37, cols: cols, acc: i == 1, lay: lay, gpu: true}
-				t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
+				for _, n := range []int{0, 11} {
+					s := mvSpec{typ: typ, rows: 37, cols: cols, n: n, acc: i == 1, lay: lay, gpu: true}
+					t.Run(s.String(), func(t *testing.T) { mvCase(t, d, s) })
+				}
 			}
 		}
 	}
@@ -453,7 +458,7 @@ func batchBitwiseCase(t *testing.T, d *vk.Device, typ gguf.Type, rows, cols int,
 	}
 	s.mvSetup(k)
 	wr := mvUpload(t, d, k, s, raw)
-	const most = 8
+	const most = 11 // a full workgroup of vectors on GPUs, and a partial one
 	x := randFloats(r, most*cols, 1)
 	_, xr := mvOperand(t, d, f32Bytes(x), 0)
 	record := func(c *vk.Commands, n int, xv, yv vk.Range) error {
@@ -470,7 +475,7 @@ func batchBitwiseCase(t *testing.T, d *vk.Device, typ gguf.Type, rows, cols int,
 		run(t, d, func(c *vk.Commands) error { return record(c, 1, xi, yr) })
 		alone[i] = mvReadOutput(t, d, yb, yr)
 	}
-	for _, n := range []int{1, 3, 8} {
+	for _, n := range []int{1, 3, 8, most} {
 		yb, yr := mvOutput(t, d, n*rows, nil, 0)
 		run(t, d, func(c *vk.Commands) error { return record(c, n, xr.Buf.Range(xr.Off, uint64(4*n*cols)), yr) })
 		got := mvReadOutput(t, d, yb, yr)
