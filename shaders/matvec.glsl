@@ -602,8 +602,10 @@ void main() {
         uint units = p.K / UNIT;
         xo = x_at(0);
         for (uint u = tid; u < units; u += WG) {
-            [[unroll]] for (uint r = 0; r < NR; r++) {
-                wu[r] = load_w(base[r], u);
+            if (NT > 1) {
+                [[unroll]] for (uint r = 0; r < NR; r++) {
+                    wu[r] = load_w(base[r], u);
+                }
             }
             [[unroll]] for (uint t = 0; t < NT; t++) {
                 if (NT > 1) {
@@ -611,7 +613,14 @@ void main() {
                 }
                 XU xu = load_x(u);
                 [[unroll]] for (uint r = 0; r < NR; r++) {
-                    sum[t * NR + r] += unit_dot(wu[r], u, xu);
+                    // One vector loads each unit where it uses it: holding
+                    // all rows' units first (as a batch must) made the
+                    // single-vector Q6_K kernel 4× slower on an H200.
+                    if (NT > 1) {
+                        sum[t * NR + r] += unit_dot(wu[r], u, xu);
+                    } else {
+                        sum[t * NR + r] += unit_dot(load_w(base[r], u), u, xu);
+                    }
                 }
             }
         }
