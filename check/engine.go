@@ -95,7 +95,13 @@ func withModel(opt Options, spec engine.SynthSpec, opts []engine.Options, fn fun
 		}
 		ms = append(ms, m)
 	}
-	return fn(ms)
+	diffs, detail, err := fn(ms)
+	for _, m := range ms {
+		if msgs := m.Device().ValidationMessages(); len(msgs) > 0 && err == nil {
+			err = fmt.Errorf("validation layer: %s", msgs[0])
+		}
+	}
+	return diffs, detail, err
 }
 
 // prompt is n random token ids past the tokenizer's special ones.

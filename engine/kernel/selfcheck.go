@@ -58,6 +58,10 @@ func (c Check) Run(d *vk.Device, r *rand.Rand, tamper func(name string, got []fl
 	o := Outcome{Limit: c.Limit}
 	if scale == nil { // bitwise
 		for i := range want {
+			// An output neither run wrote stays NaN in both: not a pass.
+			if g := float64(got[i]); math.IsNaN(g) || math.IsInf(g, 0) {
+				return Outcome{Error: math.Inf(1), Limit: c.Limit, Worst: fmt.Sprintf("output %d: %v", i, got[i])}, nil
+			}
 			if math.Float32bits(got[i]) != math.Float32bits(float32(want[i])) {
 				if o.Error == 0 {
 					o.Worst = fmt.Sprintf("output %d: %v, want %v", i, got[i], float32(want[i]))
