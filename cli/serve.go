@@ -19,7 +19,8 @@ func serveCommand() *cli.Command {
 	flags := append(modelFlags(),
 		&cli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "address to listen on (0.0.0.0 for every interface)"},
 		&cli.IntFlag{Name: "port", Value: 8080, Usage: "TCP port (0 = any free one; the address is logged)"},
-		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on /v1 requests", EnvVars: []string{"HEADINFER_API_KEY"}},
+		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on every route but GET /health (401 without it)", EnvVars: []string{"HEADINFER_API_KEY"}},
+		&cli.BoolFlag{Name: "metrics-public", Usage: "serve GET /metrics without the --api-key, for a Prometheus scraper on a private network"},
 		parallelFlag(server.DefaultParallel),
 		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while --parallel run; more are answered 429"},
 		&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "longest a request may take, waiting in the queue included"},
@@ -60,13 +61,14 @@ func serveWith(c *cli.Context, lv liveView) error {
 	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 	s := server.New(server.Options{
-		ModelPath:  path,
-		APIKey:     c.String("api-key"),
-		Parallel:   c.Int("parallel"),
-		MaxQueue:   c.Int("max-queue"),
-		Timeout:    c.Duration("timeout"),
-		KVCacheDir: c.String("kv-cache-dir"),
-		Logger:     log,
+		ModelPath:     path,
+		APIKey:        c.String("api-key"),
+		MetricsPublic: c.Bool("metrics-public"),
+		Parallel:      c.Int("parallel"),
+		MaxQueue:      c.Int("max-queue"),
+		Timeout:       c.Duration("timeout"),
+		KVCacheDir:    c.String("kv-cache-dir"),
+		Logger:        log,
 
 		ReloadOnFailure: c.Bool("reload-on-failure"),
 	})

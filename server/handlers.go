@@ -12,6 +12,11 @@ import (
 
 // routes registers the API. Go 1.22 patterns route by method; anything
 // else gets an OpenAI error object rather than net/http's plain text.
+//
+// With an API key every route requires it but /health, which load
+// balancers and orchestrators probe without credentials, and /metrics
+// when Options.MetricsPublic says so. Unknown paths require it too, so
+// that a client without the key learns nothing of the routes.
 func (s *Server) routes() {
 	s.mux = http.NewServeMux()
 	s.handle("POST /v1/completions", "/v1/completions", true, s.completions)
@@ -19,9 +24,10 @@ func (s *Server) routes() {
 	s.handle("GET /v1/models", "/v1/models", true, s.models)
 	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)
 	s.handle("GET /health", "/health", false, s.health)
-	s.handle("GET /metrics", "/metrics", false, s.metricsPage)
+	s.handle("/health", "other", false, s.unknown) // other methods: 405 without the key
+	s.handle("GET /metrics", "/metrics", !s.opt.MetricsPublic, s.metricsPage)
 	s.handle("POST /slots/{id}", "/slots", true, s.slots)
-	s.handle("/", "other", false, s.unknown)
+	s.handle("/", "other", true, s.unknown)
 }
 
 // Handler returns the server's HTTP handler.

@@ -26,9 +26,13 @@ type Options struct {
 	// ModelPath is the model file; its base name, with or without the
 	// .gguf extension, is the model name clients may ask for (as may "").
 	ModelPath string
-	// APIKey, when set, must come with every /v1 request as
-	// "Authorization: Bearer KEY".
+	// APIKey, when set, must come with every request but GET /health
+	// (and GET /metrics with MetricsPublic) as "Authorization: Bearer KEY";
+	// without it the answer is 401.
 	APIKey string
+	// MetricsPublic serves GET /metrics without the API key, for a
+	// Prometheus scraper on a private network.
+	MetricsPublic bool
 	// Parallel is how many requests run at once, each a sequence of the
 	// model's batch (decoded together); 0 counts as 1. The model must be
 	// loaded with engine.Options.Parallel set alike, so that its plan
