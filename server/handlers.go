@@ -101,7 +101,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveJob decodes a request body of type R, checks the model it names,
-// turns it into a job with newJob and runs that.
+// turns it into a job with newJob and runs that. The body is read and
+// decoded before the request takes an admission place (see readBody);
+// rendering and tokenizing, which cost far more memory than the body,
+// come after.
 func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string, newJob func(*loaded, *R) (*job, *apiError)) {
 	if f := s.failed.Load(); f != nil {
 		writeError(w, unavailable(f))
@@ -112,13 +115,8 @@ func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model fu
 		writeError(w, loading())
 		return
 	}
-	if !s.admit.enter() {
-		writeError(w, busy(s.admit.size()))
-		return
-	}
-	defer s.admit.leave()
 	var req R
-	if e := decodeJSON(w, r, s.opt.MaxBodyBytes, &req); e != nil {
+	if e := s.decodeBody(w, r, &req); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -126,6 +124,11 @@ func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model fu
 		writeError(w, e)
 		return
 	}
+	if !s.admit.enter() {
+		writeError(w, busy(s.admit.size()))
+		return
+	}
+	defer s.admit.leave()
 	j, e := newJob(l, &req)
 	if e != nil {
 		writeError(w, e)

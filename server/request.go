@@ -43,13 +43,10 @@ const (
 	maxStopLen = 1024
 )
 
-// decodeJSON reads r's body, at most limit bytes, into v, a pointer to a
-// request struct.
-func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *apiError {
-	if r.ContentLength > limit {
-		return tooLarge(limit)
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+// decodeJSON decodes body, a request body read by readBody, into v, a
+// pointer to a request struct.
+func decodeJSON(body []byte, v any) *apiError {
+	dec := json.NewDecoder(bytes.NewReader(body))
 	err := dec.Decode(v)
 	if err == nil {
 		// One JSON value and nothing after it but space.
@@ -60,12 +57,9 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *api
 	if err == nil {
 		return nil
 	}
-	var big *http.MaxBytesError
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
-	case errors.As(err, &big):
-		return tooLarge(limit)
 	case errors.Is(err, io.EOF):
 		return badRequest("", "invalid_json", "the request body is empty: send a JSON object")
 	case errors.Is(err, errTrailing):

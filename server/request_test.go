@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"headinfer/engine/sample"
 )
@@ -71,7 +72,10 @@ func TestDecodeJSON(t *testing.T) {
 	for _, c := range cases {
 		r := httptest.NewRequest("POST", "/v1/completions", strings.NewReader(c.body))
 		var req completionRequest
-		e := decodeJSON(httptest.NewRecorder(), r, 100, &req)
+		body, e := readBody(httptest.NewRecorder(), r, 100, time.Now().Add(time.Minute))
+		if e == nil {
+			e = decodeJSON(body, &req)
+		}
 		switch {
 		case c.status == 0 && e != nil:
 			t.Errorf("%q: %v", c.body, e)

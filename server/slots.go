@@ -59,7 +59,7 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req slotRequest
-	if e := decodeJSON(w, r, s.opt.MaxBodyBytes, &req); e != nil {
+	if e := s.decodeBody(w, r, &req); e != nil {
 		writeError(w, e)
 		return
 	}
