@@ -37,8 +37,8 @@ run: build
 # goroutines of their own, which -race would only slow down; and CPU
 # attention's two reference sweeps (engine/offload), float loops that -race
 # slows twentyfold, whose thread pool the package's other tests check under
-# it. The server load test then runs once more against a binary built with
-# -race, whose "DATA RACE" reports fail it. The window's tests
+# it. The server load and slow-body tests then run once more against a binary
+# built with -race, whose "DATA RACE" reports fail them. The window's tests
 # (tests/window_test.go) build the windowed binary and run it under xvfb-run
 # on lavapipe.
 RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v -e '/engine/kernel$$' -e '/engine/offload$$')
@@ -52,7 +52,7 @@ test: deps
 	go test -race -count=1 -timeout 30m -skip '$(RACE_SLOW)' ./engine/offload/
 	go test -count=1 -timeout 30m -run '$(RACE_SLOW)' ./engine/offload/
 	go test -count=1 -timeout 30m $(OTHER_PKGS)
-	HEADINFER_E2E_RACE=1 go test -count=1 -timeout 15m -run '^TestServerQueue$$' ./tests/
+	HEADINFER_E2E_RACE=1 go test -count=1 -timeout 15m -run '^(TestServerQueue|TestServerSlowBodies)$$' ./tests/
 
 # Compiles every shaders/*.comp to SPIR-V and validates it. The .spv files are
 # committed so that `go build` needs no shader compiler.

@@ -19,10 +19,14 @@ func serveCommand() *cli.Command {
 	flags := append(modelFlags(),
 		&cli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "address to listen on (0.0.0.0 for every interface)"},
 		&cli.IntFlag{Name: "port", Value: 8080, Usage: "TCP port (0 = any free one; the address is logged)"},
-		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on /v1 requests", EnvVars: []string{"HEADINFER_API_KEY"}},
+		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on every route but GET /health (401 without it)", EnvVars: []string{"HEADINFER_API_KEY"}},
+		&cli.BoolFlag{Name: "metrics-public", Usage: "serve GET /metrics without the --api-key, for a Prometheus scraper on a private network"},
 		parallelFlag(server.DefaultParallel),
 		&cli.IntFlag{Name: "max-queue", Value: server.DefaultMaxQueue, Usage: "requests that may wait while --parallel run; more are answered 429"},
 		&cli.DurationFlag{Name: "timeout", Value: server.DefaultTimeout, Usage: "longest a request may take, waiting in the queue included"},
+		&cli.DurationFlag{Name: "read-timeout", Value: server.DefaultReadTimeout, Usage: "longest a request's headers may take to arrive (the connection is then closed), and then its body (answered 408); generation is not bounded by it"},
+		&cli.DurationFlag{Name: "idle-timeout", Value: server.DefaultIdleTimeout, Usage: "how long a kept-alive connection may wait for its next request"},
+		&cli.IntFlag{Name: "max-conns-per-ip", Value: server.DefaultMaxConnsPerIP, Usage: "connections one client address may hold open at once; more are answered 429 and closed (0 = no cap; behind a reverse proxy every client is the proxy's address)"},
 		&cli.StringFlag{Name: "kv-cache-dir", Usage: "`DIR` for KV snapshots: sequences evicted by a request with another prompt are spilled there and restored when a later prompt begins with them; POST /slots/{id}?action=save|restore keeps its files there"},
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
 		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
@@ -46,6 +50,9 @@ func serve(c *cli.Context) error {
 	if c.Int("max-queue") < 0 || c.Int("parallel") < 1 || c.Duration("timeout") <= 0 || c.Duration("grace") < 0 {
 		return fmt.Errorf("--max-queue must be ≥ 0, --parallel ≥ 1, --timeout > 0 and --grace ≥ 0")
 	}
+	if c.Duration("read-timeout") <= 0 || c.Duration("idle-timeout") <= 0 || c.Int("max-conns-per-ip") < 0 {
+		return fmt.Errorf("--read-timeout and --idle-timeout must be > 0, --max-conns-per-ip ≥ 0")
+	}
 	if p := c.Int("port"); p < 0 || p > 65535 {
 		return fmt.Errorf("--port %d is not a TCP port", p)
 	}
@@ -60,13 +67,17 @@ func serveWith(c *cli.Context, lv liveView) error {
 	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 	s := server.New(server.Options{
-		ModelPath:  path,
-		APIKey:     c.String("api-key"),
-		Parallel:   c.Int("parallel"),
-		MaxQueue:   c.Int("max-queue"),
-		Timeout:    c.Duration("timeout"),
-		KVCacheDir: c.String("kv-cache-dir"),
-		Logger:     log,
+		ModelPath:     path,
+		APIKey:        c.String("api-key"),
+		MetricsPublic: c.Bool("metrics-public"),
+		Parallel:      c.Int("parallel"),
+		MaxQueue:      c.Int("max-queue"),
+		Timeout:       c.Duration("timeout"),
+		ReadTimeout:   c.Duration("read-timeout"),
+		IdleTimeout:   c.Duration("idle-timeout"),
+		MaxConnsPerIP: maxConnsPerIP(c.Int("max-conns-per-ip")),
+		KVCacheDir:    c.String("kv-cache-dir"),
+		Logger:        log,
 
 		ReloadOnFailure: c.Bool("reload-on-failure"),
 	})
@@ -89,4 +100,13 @@ func serveWith(c *cli.Context, lv liveView) error {
 		stop() // a second signal ends the process at once
 	}()
 	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) { return lv.loadModel(c, path, false) })
+}
+
+// maxConnsPerIP turns the flag, where 0 is no cap, into
+// server.Options.MaxConnsPerIP, where 0 is the default and negative no cap.
+func maxConnsPerIP(flag int) int {
+	if flag == 0 {
+		return -1
+	}
+	return flag
 }

@@ -16,7 +16,9 @@ import (
 // TestAdmissionBoundsHeap sends many large prompts at once and checks that
 // the server's heap grows by about what the requests it admits need (the
 // queue's size, 1 running + MaxQueue waiting), not by what all of them
-// would: reading, rendering and tokenizing a prompt come before the queue.
+// would: rendering and tokenizing a prompt come before the queue. Every
+// sender's body is read (admission comes after it, so that slow bodies
+// hold no place), which costs little beside that.
 //
 // The heap is read from runtime.MemStats.HeapSys, the heap's high-water
 // mark in this process (it never shrinks), which is what /metrics reports

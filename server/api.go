@@ -21,6 +21,9 @@ type samplingFields struct {
 	Stream           bool            `json:"stream"`
 	StreamOptions    *streamOptions  `json:"stream_options"`
 	N                *int            `json:"n"`
+	// LogitBias maps token ids, as JSON object keys, to a bias in
+	// [-100, 100] added to their logits.
+	LogitBias map[string]float64 `json:"logit_bias"`
 }
 
 type streamOptions struct {

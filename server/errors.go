@@ -47,6 +47,13 @@ func tooLarge(limit int64) *apiError {
 		Message: fmt.Sprintf("the request body is larger than %d bytes", limit)}
 }
 
+// requestTimeout answers a request whose body did not arrive within the
+// server's --read-timeout.
+func requestTimeout() *apiError {
+	return &apiError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "request_timeout",
+		Message: "the request body did not arrive within the server's --read-timeout"}
+}
+
 func queueFull(limit int) *apiError {
 	return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "queue_full",
 		Message: fmt.Sprintf("the server is busy: %d requests are already waiting; retry later", limit)}

@@ -12,6 +12,11 @@ import (
 
 // routes registers the API. Go 1.22 patterns route by method; anything
 // else gets an OpenAI error object rather than net/http's plain text.
+//
+// With an API key every route requires it but /health, which load
+// balancers and orchestrators probe without credentials, and /metrics
+// when Options.MetricsPublic says so. Unknown paths require it too, so
+// that a client without the key learns nothing of the routes.
 func (s *Server) routes() {
 	s.mux = http.NewServeMux()
 	s.handle("POST /v1/completions", "/v1/completions", true, s.completions)
@@ -19,9 +24,10 @@ func (s *Server) routes() {
 	s.handle("GET /v1/models", "/v1/models", true, s.models)
 	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)
 	s.handle("GET /health", "/health", false, s.health)
-	s.handle("GET /metrics", "/metrics", false, s.metricsPage)
+	s.handle("/health", "other", false, s.unknown) // other methods: 405 without the key
+	s.handle("GET /metrics", "/metrics", !s.opt.MetricsPublic, s.metricsPage)
 	s.handle("POST /slots/{id}", "/slots", true, s.slots)
-	s.handle("/", "other", false, s.unknown)
+	s.handle("/", "other", true, s.unknown)
 }
 
 // Handler returns the server's HTTP handler.
@@ -95,7 +101,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveJob decodes a request body of type R, checks the model it names,
-// turns it into a job with newJob and runs that.
+// turns it into a job with newJob and runs that. The body is read and
+// decoded before the request takes an admission place (see readBody);
+// rendering and tokenizing, which cost far more memory than the body,
+// come after.
 func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string, newJob func(*loaded, *R) (*job, *apiError)) {
 	if f := s.failed.Load(); f != nil {
 		writeError(w, unavailable(f))
@@ -106,13 +115,8 @@ func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model fu
 		writeError(w, loading())
 		return
 	}
-	if !s.admit.enter() {
-		writeError(w, busy(s.admit.size()))
-		return
-	}
-	defer s.admit.leave()
 	var req R
-	if e := decodeJSON(w, r, s.opt.MaxBodyBytes, &req); e != nil {
+	if e := s.decodeBody(w, r, &req); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -120,6 +124,11 @@ func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model fu
 		writeError(w, e)
 		return
 	}
+	if !s.admit.enter() {
+		writeError(w, busy(s.admit.size()))
+		return
+	}
+	defer s.admit.leave()
 	j, e := newJob(l, &req)
 	if e != nil {
 		writeError(w, e)

@@ -70,8 +70,10 @@ func newPrefixCache(dir string, m *engine.Model, se *engine.Session, log *slog.L
 	}
 	var all []found
 	for _, f := range files {
-		st, err := os.Stat(f)
-		if err != nil {
+		// Lstat: a link in the directory is not a spill (ReadTokens
+		// would refuse it too).
+		st, err := os.Lstat(f)
+		if err != nil || !st.Mode().IsRegular() {
 			continue
 		}
 		tokens, err := snapshot.ReadTokens(f, se, pc.id)

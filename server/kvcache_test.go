@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"headinfer/engine"
@@ -227,7 +228,8 @@ func slotTokens(t *testing.T, s *Server, slot int) []int32 {
 // server without --kv-cache-dir.
 func TestSlots(t *testing.T) {
 	dir := t.TempDir()
-	s, ts := testServer(t, Options{KVCacheDir: dir}, engine.Options{})
+	logs := &syncBuffer{}
+	s, ts := testServer(t, Options{KVCacheDir: dir, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, engine.Options{})
 	ask(t, s, ts.URL, storyA, 10, false, 0)
 	held := slotTokens(t, s, 0)
 
@@ -282,10 +284,87 @@ func TestSlots(t *testing.T) {
 		t.Errorf("restoring a missing file changed the session: %d tokens before, %d after", len(before), len(after))
 	}
 
+	checkSlotLinks(t, s, ts.URL, dir, logs)
+
 	plain := New(Options{ModelPath: "stories260K.gguf", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ps := httptest.NewServer(plain.Handler())
 	defer ps.Close()
 	if status, _ := slotCall(t, ps.URL, "0", "save", "a.bin"); status != 501 {
 		t.Errorf("without --kv-cache-dir: status %d, want 501", status)
 	}
+}
+
+// checkSlotLinks plants symbolic links in the server's --kv-cache-dir
+// dir: a restore through one fails, leaves the slot as it was and puts no
+// byte of the target in the answer or the log; a save over one replaces
+// the link and leaves the target alone. A file that is not a snapshot is
+// refused without quoting it either.
+func checkSlotLinks(t *testing.T, s *Server, url, dir string, logs *syncBuffer) {
+	t.Helper()
+	const secretText = "SECRET-first-line: root:x:0:0:root:/root:/bin/bash\n"
+	secret := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(secret, []byte(secretText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "text.bin"), []byte(secretText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if status, _ := slotCall(t, url, "0", "save", "good.bin"); status != 200 {
+		t.Fatalf("save: status %d", status)
+	}
+	for name, target := range map[string]string{"secret.bin": secret, "tosnap.bin": filepath.Join(dir, "good.bin")} {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leaks := func(what string, b []byte) {
+		t.Helper()
+		if bytes.Contains(b, []byte("SECRET")) || bytes.Contains(b, []byte("root:")) {
+			t.Errorf("%s quotes the file: %s", what, b)
+		}
+	}
+	for _, name := range []string{"secret.bin", "tosnap.bin", "text.bin"} {
+		before := slotTokens(t, s, 0)
+		status, body := slotCall(t, url, "0", "restore", name)
+		e, _ := body["error"].(map[string]any)
+		if status != 400 || e["code"] != "invalid_snapshot" {
+			t.Errorf("restore of %s: %d %v, want 400 invalid_snapshot", name, status, body)
+		}
+		raw, _ := json.Marshal(body)
+		leaks("the answer to a restore of "+name, raw)
+		if msg, _ := e["message"].(string); strings.Contains(msg, dir) {
+			t.Errorf("the answer names the server's directory: %q", msg)
+		}
+		if after := slotTokens(t, s, 0); name != "text.bin" && !slices.Equal(after, before) {
+			t.Errorf("a refused link changed the slot: %d tokens before, %d after", len(before), len(after))
+		}
+	}
+	if status, body := slotCall(t, url, "0", "save", "secret.bin"); status != 200 {
+		t.Errorf("save over a link: %d %v", status, body)
+	}
+	if b, err := os.ReadFile(secret); err != nil || string(b) != secretText {
+		t.Errorf("a save wrote through the link: %q %v", b, err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "secret.bin")); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("after a save over the link: %v %v, want a regular file", fi, err)
+	}
+	leaks("the log", []byte(logs.String()))
+}
+
+// syncBuffer is a bytes.Buffer for a log that requests write to at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

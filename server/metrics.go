@@ -38,32 +38,33 @@ type metrics struct {
 	prefixHits         prometheus.Counter
 	prefixCachedTokens prometheus.Counter
 	snapshots          *prometheus.CounterVec
+	connections        prometheus.Gauge
+	connsRefused       prometheus.Counter
 
 	mem memoryCollector
 }
 
-// queueState reads what the gauges of the queue and the model show at
+// queueState is what the gauges of the queue and the model show at
 // scrape time.
-type queueState func() (waiting, running int, ready bool)
+type queueState struct {
+	waiting, running int
+	held             int // admission places taken
+	ready            bool
+}
 
-func newMetrics(state queueState) *metrics {
+func newMetrics(state func() queueState) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry(), started: time.Now()}
 	f := factory{m.reg}
 	m.requests = f.counterVec("headinfer_requests_total", "HTTP requests answered, by route and status (499: the client went away).", "route", "status")
 	m.promptTokens = f.counter("headinfer_prompt_tokens_total", "Prompt tokens prefilled.")
 	m.generatedTokens = f.counter("headinfer_generated_tokens_total", "Tokens generated.")
-	f.gaugeFunc("headinfer_queue_depth", "Requests waiting for the model.", func() float64 {
-		w, _, _ := state()
-		return float64(w)
-	})
-	f.gaugeFunc("headinfer_requests_running", "Requests being generated.", func() float64 {
-		_, r, _ := state()
-		return float64(r)
-	})
-	f.gaugeFunc("headinfer_model_ready", "1 once the model is loaded, while its device works.", func() float64 {
-		_, _, ready := state()
-		return b2f(ready)
-	})
+	f.gaugeFunc("headinfer_queue_depth", "Requests waiting for the model.", func() float64 { return float64(state().waiting) })
+	f.gaugeFunc("headinfer_requests_running", "Requests being generated.", func() float64 { return float64(state().running) })
+	f.gaugeFunc("headinfer_requests_held", "Generation requests past reading their body, not yet answered: rendering, tokenizing, waiting or running (at most --parallel + --max-queue).",
+		func() float64 { return float64(state().held) })
+	f.gaugeFunc("headinfer_model_ready", "1 once the model is loaded, while its device works.", func() float64 { return b2f(state().ready) })
+	m.connections = f.gauge("headinfer_connections", "HTTP connections open (served by Serve).")
+	m.connsRefused = f.counter("headinfer_connections_refused_total", "Connections refused because their client address held --max-conns-per-ip already.")
 	m.deviceFailed = f.gauge("headinfer_device_failed", "1 while the model's device has failed (requests are answered 503).")
 	m.reloads = f.counter("headinfer_model_reloads_total", "Models loaded again after a device failure.")
 	m.lastPrefillRate = f.gauge("headinfer_last_prefill_tokens_per_second", "Prefill speed of the last request.")

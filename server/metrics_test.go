@@ -66,7 +66,9 @@ func testServer(t *testing.T, opt Options, model engine.Options) (*Server, *http
 	if opt.ModelPath == "" {
 		opt.ModelPath = "stories260K.gguf"
 	}
-	opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	s := New(opt)
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)

@@ -17,7 +17,8 @@ import (
 // request from its handler.
 type reqInfo struct {
 	id               string
-	status           int // when set, overrides the status written (499, or an error after a stream began)
+	start            time.Time // when the handler got the request, its headers read
+	status           int       // when set, overrides the status written (499, or an error after a stream began)
 	promptTokens     int
 	completionTokens int
 }
@@ -67,7 +68,7 @@ func (s *Server) handle(pattern, route string, auth bool, h http.HandlerFunc) {
 func (s *Server) wrap(route string, auth bool, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &reqInfo{id: newID()}
+		info := &reqInfo{id: newID(), start: start}
 		rec := &recorder{ResponseWriter: w}
 		rec.Header().Set("X-Request-Id", info.id)
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
@@ -92,6 +93,14 @@ func (s *Server) wrap(route string, auth bool, h http.HandlerFunc) http.Handler 
 				"prompt_tokens", info.promptTokens, "completion_tokens", info.completionTokens,
 				"duration", time.Since(start).Round(time.Microsecond))
 		}()
+		if r.ContentLength != 0 { // a body, of a known length or chunked (-1)
+			// For every route, also those that answer without reading
+			// the body: net/http reads what is left of a small body
+			// before it sends the answer, and would wait on a client
+			// that trickles it for as long as it likes. readBody clears
+			// the deadline once the body is in.
+			_ = http.NewResponseController(rec).SetReadDeadline(start.Add(s.opt.ReadTimeout))
+		}
 		if auth && s.opt.APIKey != "" {
 			if e := s.checkKey(r); e != nil {
 				writeError(rec, e)

@@ -133,12 +133,15 @@ func (q *queue) depth() (waiting, running int) {
 	return len(q.waiting), q.running
 }
 
-// admission bounds the requests the server holds at once, from before
+// admission bounds the requests the server holds at once, from after
 // their body is read until they are answered. The queue bounds only the
-// requests waiting for the session; reading a body, rendering the chat
-// template and tokenizing (tens of bytes of memory per prompt byte) come
-// before it, so without this any number of them would run at once. Its
-// size is the queue's: the requests that may run plus those that may wait.
+// requests waiting for the session; rendering the chat template and
+// tokenizing (tens of bytes of memory per prompt byte) come before it, so
+// without this any number of them would run at once. Its size is the
+// queue's: the requests that may run plus those that may wait. Bodies are
+// read before it, so that a client that sends its body slowly holds no
+// place; the listener's per-address cap, the read timeout and the body
+// limit bound what those reads cost.
 type admission struct {
 	slots chan struct{}
 }
@@ -159,6 +162,9 @@ func (a *admission) enter() bool {
 }
 
 func (a *admission) leave() { <-a.slots }
+
+// held returns how many places are taken.
+func (a *admission) held() int { return len(a.slots) }
 
 // size returns how many requests may be held at once.
 func (a *admission) size() int { return cap(a.slots) }

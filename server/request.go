@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,13 +43,10 @@ const (
 	maxStopLen = 1024
 )
 
-// decodeJSON reads r's body, at most limit bytes, into v, a pointer to a
-// request struct.
-func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *apiError {
-	if r.ContentLength > limit {
-		return tooLarge(limit)
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+// decodeJSON decodes body, a request body read by readBody, into v, a
+// pointer to a request struct.
+func decodeJSON(body []byte, v any) *apiError {
+	dec := json.NewDecoder(bytes.NewReader(body))
 	err := dec.Decode(v)
 	if err == nil {
 		// One JSON value and nothing after it but space.
@@ -57,12 +57,9 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *api
 	if err == nil {
 		return nil
 	}
-	var big *http.MaxBytesError
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
-	case errors.As(err, &big):
-		return tooLarge(limit)
 	case errors.Is(err, io.EOF):
 		return badRequest("", "invalid_json", "the request body is empty: send a JSON object")
 	case errors.Is(err, errTrailing):
@@ -164,16 +161,67 @@ func (l *loaded) promptOf(raw json.RawMessage, parseSpecial bool) ([]int32, *api
 		}
 		return encode(texts[0])
 	}
-	var ids []int32
-	if err := json.Unmarshal(raw, &ids); err == nil && len(ids) > 0 {
-		for _, id := range ids {
-			if id < 0 || int(id) >= l.tok.VocabSize() {
-				return nil, badRequest("prompt", "invalid_value", "token id %d is outside the vocabulary of %d tokens", id, l.tok.VocabSize())
+	// Numbers, not int32s: an id past int32 must be answered as outside
+	// the vocabulary, not as a prompt of the wrong type.
+	var nums []json.Number
+	if err := json.Unmarshal(raw, &nums); err == nil && len(nums) > 0 {
+		ids := make([]int32, len(nums))
+		for i, n := range nums {
+			id, e := l.tokenID("prompt", n.String())
+			if e != nil {
+				return nil, e
 			}
+			ids[i] = id
 		}
 		return ids, nil
 	}
 	return nil, badRequest("prompt", "invalid_type", "prompt must be a string, an array of one string, or an array of token ids")
+}
+
+// tokenID reads s, a token id given in field param, and checks it against
+// the vocabulary. Every token id a request carries goes through it, so
+// that none reaches the sampler or the session unchecked.
+func (l *loaded) tokenID(param, s string) (int32, *apiError) {
+	if s == "" || strings.ContainsAny(s, ".eE") {
+		return 0, badRequest(param, "invalid_type", "%s: token ids must be integers, got %q", param, s)
+	}
+	n := l.tok.VocabSize()
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, badRequest(param, "invalid_type", "%s: token ids must be integers, got %q", param, s)
+	}
+	if err != nil || id < 0 || id >= int64(n) {
+		return 0, badRequest(param, "invalid_value", "%s: token id %s is outside the vocabulary of %d tokens (ids 0 to %d)", param, s, n, n-1)
+	}
+	return int32(id), nil
+}
+
+// Bounds of a logit_bias value, as OpenAI takes them.
+const maxLogitBias = 100
+
+// logitBiasOf checks "logit_bias": token ids of the vocabulary, biases in
+// [-100, 100]. The first bad entry in the order of the ids is named.
+func (l *loaded) logitBiasOf(raw map[string]float64) (map[int32]float32, *apiError) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	keys := slices.Sorted(maps.Keys(raw))
+	bias := make(map[int32]float32, len(raw))
+	for _, k := range keys {
+		id, e := l.tokenID("logit_bias", k)
+		if e != nil {
+			return nil, e
+		}
+		v := raw[k]
+		if math.IsNaN(v) || v < -maxLogitBias || v > maxLogitBias {
+			return nil, badRequest("logit_bias", "invalid_value", "logit_bias: the bias of token %d is %g, it must be between %d and %d", id, v, -maxLogitBias, maxLogitBias)
+		}
+		if _, twice := bias[id]; twice {
+			return nil, badRequest("logit_bias", "invalid_value", "logit_bias names token %d twice", id)
+		}
+		bias[id] = float32(v)
+	}
+	return bias, nil
 }
 
 // samplingOf turns the request's sampling fields into sampler settings,
@@ -287,6 +335,9 @@ func (l *loaded) finishJob(j *job, f *samplingFields, maxTokens *int, maxName st
 	}
 	var e *apiError
 	if j.params, e = samplingOf(f); e != nil {
+		return e
+	}
+	if j.params.LogitBias, e = l.logitBiasOf(f.LogitBias); e != nil {
 		return e
 	}
 	if j.stop, e = parseStop(f.Stop); e != nil {

@@ -1,11 +1,18 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"headinfer/engine/sample"
 )
 
 func TestSamplingDefaults(t *testing.T) {
@@ -65,7 +72,10 @@ func TestDecodeJSON(t *testing.T) {
 	for _, c := range cases {
 		r := httptest.NewRequest("POST", "/v1/completions", strings.NewReader(c.body))
 		var req completionRequest
-		e := decodeJSON(httptest.NewRecorder(), r, 100, &req)
+		body, e := readBody(httptest.NewRecorder(), r, 100, time.Now().Add(time.Minute))
+		if e == nil {
+			e = decodeJSON(body, &req)
+		}
 		switch {
 		case c.status == 0 && e != nil:
 			t.Errorf("%q: %v", c.body, e)
@@ -88,5 +98,58 @@ func TestMessagesOf(t *testing.T) {
 		if _, e := messagesOf(msgs); e == nil || e.Status != 400 {
 			t.Errorf("%s: got %v, want 400", body, e)
 		}
+	}
+}
+
+// TestTokenIDFields sends token ids in every field that takes them, in
+// range and out of it: an id equal to the vocabulary size, a negative one,
+// one past int32 and a bias outside [-100, 100] are answered 400 naming
+// the id (and the vocabulary size); ids in range reach the job.
+func TestTokenIDFields(t *testing.T) {
+	tv := testVocabs()[0]
+	c := &capture{}
+	var params atomic.Pointer[sample.Params]
+	s := fakeServer(t, Options{}, tv, 1<<12, func(ctx context.Context, l *loaded, j *job, emit func(string) error) (outcome, error) {
+		params.Store(&j.params)
+		return c.gen(ctx, l, j, emit)
+	})
+	vocab := len(tv.vocab.Tokens)
+	for _, path := range []string{"/v1/completions", "/v1/chat/completions"} {
+		base := `"prompt": "hi"`
+		if path == "/v1/chat/completions" {
+			base = `"messages": [{"role": "user", "content": "hi"}]`
+		}
+		for _, bad := range []struct{ field, want string }{
+			{fmt.Sprintf(`"logit_bias": {"%d": 5}`, vocab), fmt.Sprintf("token id %d is outside the vocabulary of %d tokens", vocab, vocab)},
+			{`"logit_bias": {"-1": 5}`, "token id -1 is outside"},
+			{`"logit_bias": {"99999999999": 5}`, "token id 99999999999 is outside"},
+			{`"logit_bias": {"abc": 5}`, "token ids must be integers"},
+			{`"logit_bias": {"5": 100.5}`, "the bias of token 5 is 100.5"},
+			{`"logit_bias": {"5": -101}`, "the bias of token 5 is -101"},
+			{`"logit_bias": {"5": 1, "05": 2}`, "names token 5 twice"},
+		} {
+			status, body := post(t, s, path, "{"+base+", "+bad.field+"}")
+			if status != http.StatusBadRequest || !strings.Contains(body, bad.want) || !strings.Contains(body, `"param":"logit_bias"`) {
+				t.Errorf("%s %s: %d %s, want 400 saying %q", path, bad.field, status, body, bad.want)
+			}
+		}
+		status, body := post(t, s, path, "{"+base+`, "logit_bias": {"3": -100, "7": 100}, "temperature": 0}`)
+		if p := params.Load(); status != 200 || p == nil || len(p.LogitBias) != 2 || p.LogitBias[3] != -100 || p.LogitBias[7] != 100 || p.Greedy() {
+			t.Errorf("%s with a valid logit_bias: %d %s, sampling %+v", path, status, body, p)
+		}
+	}
+	for _, bad := range []struct{ prompt, want string }{
+		{fmt.Sprintf("[1, %d]", vocab), fmt.Sprintf("token id %d is outside the vocabulary of %d tokens", vocab, vocab)},
+		{"[1, -1]", "token id -1 is outside"},
+		{"[1, 4294967297]", "token id 4294967297 is outside"},
+		{"[1, 2.5]", "token ids must be integers"},
+	} {
+		status, body := post(t, s, "/v1/completions", `{"prompt": `+bad.prompt+`}`)
+		if status != http.StatusBadRequest || !strings.Contains(body, bad.want) {
+			t.Errorf("prompt %s: %d %s, want 400 saying %q", bad.prompt, status, body, bad.want)
+		}
+	}
+	if status, body := post(t, s, "/v1/completions", fmt.Sprintf(`{"prompt": [1, %d]}`, vocab-1)); status != 200 || !slices.Equal(*c.prompt.Load(), []int32{1, int32(vocab - 1)}) {
+		t.Errorf("prompt of ids in range: %d %s", status, body)
 	}
 }

@@ -26,9 +26,13 @@ type Options struct {
 	// ModelPath is the model file; its base name, with or without the
 	// .gguf extension, is the model name clients may ask for (as may "").
 	ModelPath string
-	// APIKey, when set, must come with every /v1 request as
-	// "Authorization: Bearer KEY".
+	// APIKey, when set, must come with every request but GET /health
+	// (and GET /metrics with MetricsPublic) as "Authorization: Bearer KEY";
+	// without it the answer is 401.
 	APIKey string
+	// MetricsPublic serves GET /metrics without the API key, for a
+	// Prometheus scraper on a private network.
+	MetricsPublic bool
 	// Parallel is how many requests run at once, each a sequence of the
 	// model's batch (decoded together); 0 counts as 1. The model must be
 	// loaded with engine.Options.Parallel set alike, so that its plan
@@ -41,8 +45,22 @@ type Options struct {
 	// queueing included (default DefaultTimeout).
 	Timeout time.Duration
 	// WriteTimeout bounds one write to a client that stopped reading
-	// (default 30 s).
+	// (default 30 s). A stream sets it anew before each event, so that a
+	// long generation is never cut by it.
 	WriteTimeout time.Duration
+	// ReadTimeout bounds how long a request's headers may take to arrive
+	// (Serve closes the connection after it) and then its body (answered
+	// 408 after it); default DefaultReadTimeout. It does not bound the
+	// generation that follows.
+	ReadTimeout time.Duration
+	// IdleTimeout is how long Serve keeps a connection open between
+	// requests (default DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxConnsPerIP caps the connections Serve holds open from one client
+	// address at once (default DefaultMaxConnsPerIP; negative: no cap).
+	// Connections beyond it are answered 429 and closed before a request
+	// is read.
+	MaxConnsPerIP int
 	// MaxBodyBytes bounds request bodies (default 8 MiB).
 	MaxBodyBytes int64
 	// KVCacheDir, when set, is where sequences evicted from the session
@@ -67,6 +85,10 @@ const (
 	DefaultMaxQueue = 16               // Options.MaxQueue
 	DefaultTimeout  = 10 * time.Minute // Options.Timeout
 	DefaultGrace    = 5 * time.Second  // Serve's grace period on shutdown
+
+	DefaultReadTimeout   = 30 * time.Second // Options.ReadTimeout
+	DefaultIdleTimeout   = 60 * time.Second // Options.IdleTimeout
+	DefaultMaxConnsPerIP = 64               // Options.MaxConnsPerIP
 )
 
 // Server answers the HTTP API. Create it with New, give it the model with
@@ -124,6 +146,15 @@ func New(opt Options) *Server {
 	if opt.MaxBodyBytes <= 0 {
 		opt.MaxBodyBytes = 8 << 20
 	}
+	if opt.ReadTimeout <= 0 {
+		opt.ReadTimeout = DefaultReadTimeout
+	}
+	if opt.IdleTimeout <= 0 {
+		opt.IdleTimeout = DefaultIdleTimeout
+	}
+	if opt.MaxConnsPerIP == 0 {
+		opt.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
@@ -134,9 +165,9 @@ func New(opt Options) *Server {
 		queue: newQueue(opt.Parallel, opt.MaxQueue),
 		admit: newAdmission(opt.MaxQueue + opt.Parallel),
 	}
-	s.metrics = newMetrics(func() (int, int, bool) {
+	s.metrics = newMetrics(func() queueState {
 		waiting, running := s.queue.depth()
-		return waiting, running, s.Ready()
+		return queueState{waiting: waiting, running: running, held: s.admit.held(), ready: s.Ready()}
 	})
 	s.gen = s.generate
 	s.routes()

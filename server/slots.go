@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"headinfer/engine"
@@ -58,7 +59,7 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req slotRequest
-	if e := decodeJSON(w, r, s.opt.MaxBodyBytes, &req); e != nil {
+	if e := s.decodeBody(w, r, &req); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -113,8 +114,11 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 			Message: fmt.Sprintf("no file %q in --kv-cache-dir", req.Filename)})
 		return
 	case err != nil:
-		// The session is empty now: the next request prefills in full.
-		writeError(w, badRequest("filename", "invalid_snapshot", "cannot restore %q: %v", req.Filename, err))
+		// The session is empty now (or, for a file that is not regular,
+		// as it was). The error names the file by the client's name, not
+		// by the server's path, and never quotes its bytes.
+		why := strings.TrimPrefix(err.Error(), path+": ")
+		writeError(w, badRequest("filename", "invalid_snapshot", "cannot restore %q: %s", req.Filename, why))
 		return
 	}
 	res.NRestored, res.NRead = &n, fileSize(path)
@@ -123,7 +127,7 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 }
 
 func fileSize(path string) *int64 {
-	st, err := os.Stat(path)
+	st, err := os.Lstat(path)
 	if err != nil {
 		return nil
 	}

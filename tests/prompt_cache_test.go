@@ -110,3 +110,32 @@ func TestPromptCache(t *testing.T) {
 		t.Errorf("another model's cache: stderr %q", other.stderr)
 	}
 }
+
+// TestPromptCacheLink points --prompt-cache at a symbolic link to another
+// file: the run says the cache is not used without quoting the file, and
+// its save replaces the link with a snapshot, leaving the file alone.
+func TestPromptCacheLink(t *testing.T) {
+	model := filepath.Join(modelsDir(t), "stories260K.gguf")
+	const secretText = "SECRET-first-line: root:x:0:0:root\n"
+	secret := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(secret, []byte(secretText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(t.TempDir(), "prompt.kv")
+	if err := os.Symlink(secret, cache); err != nil {
+		t.Fatal(err)
+	}
+	r := generateCached(t, model, "Lily and Tom went to the park", cache)
+	if !strings.Contains(r.stderr, "--prompt-cache not used") || !strings.Contains(r.stderr, "not a regular file") || r.Timings.CachedTokens != 0 {
+		t.Errorf("a link as the cache: %d cached tokens, stderr %q", r.Timings.CachedTokens, r.stderr)
+	}
+	if strings.Contains(r.stderr, "SECRET") || strings.Contains(r.stderr, "root:") {
+		t.Errorf("the message quotes the link's target: %q", r.stderr)
+	}
+	if b, err := os.ReadFile(secret); err != nil || string(b) != secretText {
+		t.Errorf("the save wrote through the link: %q %v", b, err)
+	}
+	if fi, err := os.Lstat(cache); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("after the save: %v %v, want the link replaced by a snapshot", fi, err)
+	}
+}

@@ -34,6 +34,11 @@ type Params struct {
 	RepeatLastN int
 	// Seed seeds the generator; the same seed and inputs give the same tokens.
 	Seed uint64
+	// LogitBias is added to the logits of the tokens it names before
+	// anything else (OpenAI's logit_bias): -100 all but bans a token, 100
+	// all but forces it. Ids outside the logits are ignored; callers that
+	// take ids from users check them against the vocabulary first.
+	LogitBias map[int32]float32
 }
 
 // Defaults returns llama.cpp's default sampling settings.
@@ -45,7 +50,7 @@ func Defaults() Params {
 // which a caller may then compute on the device instead of reading the
 // logits back.
 func (p Params) Greedy() bool {
-	return (p.Temperature == 0 || p.TopK == 1) && !p.penalizes()
+	return (p.Temperature == 0 || p.TopK == 1) && !p.penalizes() && len(p.LogitBias) == 0
 }
 
 func (p Params) penalizes() bool { return p.RepeatPenalty != 0 && p.RepeatPenalty != 1 }
@@ -66,6 +71,11 @@ func (p Params) Validate() error {
 		return fmt.Errorf("sample: repeat penalty %v must be positive (1 is off)", p.RepeatPenalty)
 	case p.RepeatLastN < -1:
 		return fmt.Errorf("sample: repeat-last-n %d must be -1 (all), 0 (default %d) or positive", p.RepeatLastN, DefaultRepeatLastN)
+	}
+	for id, b := range p.LogitBias {
+		if id < 0 || !finite(b) {
+			return fmt.Errorf("sample: logit bias %v for token %d: ids must be ≥ 0 and biases finite", b, id)
+		}
 	}
 	return nil
 }

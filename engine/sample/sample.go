@@ -16,7 +16,7 @@ const pcgStream = 0x9E3779B97F4A7C15
 type Sampler struct {
 	p     Params
 	rng   *rand.Rand
-	lg    []float32 // penalized copy of the logits
+	lg    []float32 // biased and penalized copy of the logits
 	c     []cand    // candidates
 	w     []float64 // weights of the final draw
 	mark  []uint32  // mark[id] == stamp: id already penalized in this call
@@ -71,15 +71,23 @@ func New(p Params) *Sampler {
 
 // Sample returns the next token id for logits (one per vocabulary entry),
 // given the tokens so far (history, oldest first) for the repetition
-// penalty. NaN logits count as -Inf. It returns -1 for empty logits.
+// penalty. The logit bias comes first, then the penalty, as in llama.cpp's
+// chain. NaN logits count as -Inf. It returns -1 for empty logits.
 func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	if len(logits) == 0 {
 		return -1
 	}
 	lg := logits
-	if s.p.penalizes() {
+	if s.p.penalizes() || len(s.p.LogitBias) > 0 {
 		s.lg = append(s.lg[:0], logits...)
-		s.penalize(s.lg, history)
+		for id, b := range s.p.LogitBias {
+			if id >= 0 && int(id) < len(s.lg) {
+				s.lg[id] += b
+			}
+		}
+		if s.p.penalizes() {
+			s.penalize(s.lg, history)
+		}
 		lg = s.lg
 	}
 	if s.p.Temperature == 0 || s.p.TopK == 1 {

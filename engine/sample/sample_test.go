@@ -404,6 +404,7 @@ func TestParams(t *testing.T) {
 		{MinP: -0.1}, {MinP: 1.5},
 		{RepeatPenalty: -1}, {RepeatPenalty: nan},
 		{RepeatLastN: -2},
+		{LogitBias: map[int32]float32{-1: 1}}, {LogitBias: map[int32]float32{3: nan}},
 	}
 	for _, p := range bad {
 		if err := p.Validate(); err == nil {
@@ -422,11 +423,41 @@ func TestParams(t *testing.T) {
 		"penalty":          {Params{RepeatPenalty: 1.1}, false},
 		"defaults":         {Defaults(), false},
 		"top-k 1, penalty": {Params{TopK: 1, Temperature: 1, RepeatPenalty: 1.2}, false},
+		"logit bias":       {Params{LogitBias: map[int32]float32{0: 1}}, false},
 	}
 	for name, c := range greedy {
 		if got := c.p.Greedy(); got != c.want {
 			t.Errorf("%s: Greedy() = %v, want %v", name, got, c.want)
 		}
+	}
+}
+
+// TestLogitBias checks that a bias moves the argmax, that -100 bans a
+// token from a draw, that ids outside the logits are ignored and that the
+// caller's logits are left alone.
+func TestLogitBias(t *testing.T) {
+	lg := []float32{1, 3, 2, 0.5}
+	orig := slices.Clone(lg)
+	for _, c := range []struct {
+		bias map[int32]float32
+		want int32
+	}{
+		{map[int32]float32{2: 1.5}, 2},
+		{map[int32]float32{1: -100}, 2},
+		{map[int32]float32{3: 100, 99: 1000, 4: 1000}, 3},
+	} {
+		if got := New(Params{LogitBias: c.bias}).Sample(lg, nil); got != c.want {
+			t.Errorf("bias %v: greedy gave %d, want %d", c.bias, got, c.want)
+		}
+	}
+	s := New(Params{Temperature: 1, Seed: 3, LogitBias: map[int32]float32{1: -100, 2: -100}})
+	for range 200 {
+		if id := s.Sample(lg, nil); id == 1 || id == 2 {
+			t.Fatalf("drew token %d, banned by a bias of -100", id)
+		}
+	}
+	if !slices.Equal(lg, orig) {
+		t.Errorf("the bias changed the caller's logits: %v", lg)
 	}
 }
 

@@ -31,7 +31,10 @@
 // Loading trusts nothing: a file of another model, another geometry, a
 // newer version, a truncated or a corrupt one is refused with an error
 // that wraps one of the Err values below, and the session is then left
-// empty, never holding partly written KV.
+// empty, never holding partly written KV. Only a regular file is read,
+// never the target of a symbolic link (a link planted in a server's cache
+// directory must not make it read another file), and no error quotes
+// the file's bytes.
 package snapshot
 
 import (
@@ -63,6 +66,7 @@ const (
 // Errors a load can wrap.
 var (
 	ErrNotSnapshot = errors.New("not a headinfer KV snapshot")
+	ErrNotRegular  = errors.New("not a regular file")
 	ErrVersion     = errors.New("snapshot format version not supported")
 	ErrOtherModel  = errors.New("snapshot of another model")
 	ErrGeometry    = errors.New("snapshot geometry differs from the session's")
@@ -164,14 +168,17 @@ func NewReader(r io.Reader, se *engine.Session, id [32]byte) (*Reader, error) {
 		if n >= len(magic) && string(b[:len(magic)]) == magic {
 			return nil, fmt.Errorf("%w: %d header bytes of %d", ErrTruncated, n, headerSize)
 		}
-		return nil, fmt.Errorf("%w (%d bytes)", ErrNotSnapshot, n)
+		if n == 0 {
+			return nil, fmt.Errorf("%w: the file is empty", ErrNotSnapshot)
+		}
+		return nil, fmt.Errorf("%w: bad magic", ErrNotSnapshot)
 	}
 	h, err := decodeHeader(b[:])
 	if err != nil {
 		return nil, err
 	}
 	if h.Identity != id {
-		return nil, fmt.Errorf("%w: it was made from a model whose identity begins %x, this one's begins %x", ErrOtherModel, h.Identity[:6], id[:6])
+		return nil, fmt.Errorf("%w: the model identity in its header is not this model's", ErrOtherModel)
 	}
 	g := se.KVLayout()
 	if h.Type != g.Type || h.Layers != g.Layers || h.KVHeads != g.KVHeads || h.HeadDim != g.HeadDim {
@@ -287,7 +294,8 @@ func (h Header) encode() []byte {
 
 func decodeHeader(b []byte) (Header, error) {
 	if string(b[:len(magic)]) != magic {
-		return Header{}, fmt.Errorf("%w (it begins %q)", ErrNotSnapshot, b[:len(magic)])
+		// Never the bytes themselves: the file may be anything.
+		return Header{}, fmt.Errorf("%w: bad magic", ErrNotSnapshot)
 	}
 	le := binary.LittleEndian
 	h := Header{Version: le.Uint32(b[8:])}
@@ -297,7 +305,7 @@ func decodeHeader(b []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: the file is version %d, this build reads versions 1 to %d (a newer headinfer wrote it?)", ErrVersion, h.Version, Version)
 	}
 	if sum := le.Uint32(b[68:]); sum != crc32.ChecksumIEEE(b[:68]) {
-		return Header{}, fmt.Errorf("%w: header checksum %08x, computed %08x", ErrCorrupt, sum, crc32.ChecksumIEEE(b[:68]))
+		return Header{}, fmt.Errorf("%w: the header checksum does not match", ErrCorrupt)
 	}
 	flags := le.Uint32(b[12:])
 	if flags&^flagPlanes != 0 {
@@ -358,7 +366,8 @@ func join(dst, src []byte, elem int) {
 
 // SaveFile writes a snapshot of the session's first n positions to path,
 // through a temporary file in the same directory that replaces path only
-// once complete.
+// once complete. The rename replaces whatever path names, a symbolic link
+// included: a link is never written through.
 func SaveFile(path string, se *engine.Session, id [32]byte, n int) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
@@ -403,7 +412,7 @@ func LoadPrefix(path string, se *engine.Session, id [32]byte, prompt []int32) (i
 // ReadTokens reads the token ids of the snapshot at path after checking
 // its header against the session and the model identity id.
 func ReadTokens(path string, se *engine.Session, id [32]byte) ([]int32, error) {
-	f, err := os.Open(path)
+	f, err := openFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -435,7 +444,7 @@ func LoadFile(path string, se *engine.Session, id [32]byte) (int, error) {
 func open(path string, se *engine.Session, id [32]byte, use func(*Reader) bool) error {
 	// A file that cannot be opened costs the session nothing: it keeps the
 	// KV it holds.
-	f, err := os.Open(path)
+	f, err := openFile(path)
 	if err != nil {
 		return err
 	}
@@ -453,4 +462,49 @@ func open(path string, se *engine.Session, id [32]byte, use func(*Reader) bool) 
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
+}
+
+// openFile opens the file at path for reading if it is a regular file
+// that path names directly: a symbolic link (even to a snapshot), a
+// directory, a FIFO or a device is refused with an error that wraps
+// ErrNotRegular. A missing file's error wraps fs.ErrNotExist.
+func openFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|openFlags, 0)
+	if isLinkError(err) {
+		return nil, fmt.Errorf("%s: %w: a symbolic link", path, ErrNotRegular)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: %w: %s", path, ErrNotRegular, kind(fi.Mode()))
+	}
+	if err == nil {
+		// Where O_NOFOLLOW is missing: path must name the opened file itself.
+		var li os.FileInfo
+		if li, err = os.Lstat(path); err == nil && !os.SameFile(li, fi) {
+			err = fmt.Errorf("%s: %w: a symbolic link", path, ErrNotRegular)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// kind names a file type other than regular.
+func kind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
 }
