@@ -31,6 +31,7 @@ func synthCommand() *cli.Command {
 			&cli.IntFlag{Name: "dim", Usage: "embedding length", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "heads", Usage: "query heads", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "kv-heads", Usage: "key/value heads", DefaultText: "the preset's"},
+			&cli.IntFlag{Name: "head-dim", Usage: "size of one head (0: dim/heads)", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "ffn", Usage: "feed-forward hidden size", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "vocab", Usage: "vocabulary size", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "ctx", Usage: "training context length", DefaultText: "the preset's"},
@@ -44,7 +45,7 @@ func synthCommand() *cli.Command {
 				return fmt.Errorf("unknown preset %q (presets: %s)", c.String("preset"), strings.Join(presets, ", "))
 			}
 			for flag, dst := range map[string]*int{
-				"layers": &s.Layers, "dim": &s.Dim, "heads": &s.Heads, "kv-heads": &s.KVHeads,
+				"layers": &s.Layers, "dim": &s.Dim, "heads": &s.Heads, "kv-heads": &s.KVHeads, "head-dim": &s.HeadDim,
 				"ffn": &s.FFN, "vocab": &s.Vocab, "ctx": &s.Ctx,
 			} {
 				if c.IsSet(flag) {

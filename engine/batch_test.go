@@ -110,8 +110,8 @@ func batchRuns(t *testing.T, b *Batch, cases []*batchCase, logits bool) {
 
 // TestBatchMatchesSolo checks that a sequence decoded in a batch gets the
 // bits it gets alone: the same logits before every token, the same
-// tokens, whatever runs beside it, for every weight type and both
-// architectures, with the KV cache resident, streamed whole, and split
+// tokens, whatever runs beside it, for every weight type and every
+// architecture, with the KV cache resident, streamed whole, and split
 // (pipelined over semaphores), with the streamed heads' decode attention
 // on the device and on the CPU, on a chunk small enough that prompts are
 // prefilled in several chunks between decode steps.
@@ -153,6 +153,22 @@ func TestBatchMatchesSolo(t *testing.T) {
 			opt.Offload, opt.pipeline, name = OffloadAuto, true, name+"/offload=auto"
 		}
 		models = append(models, model{name, func(t *testing.T) string { return writeSynth(t, spec) }, opt})
+	}
+	// qwen3: the head norms run in each sequence's attention, before its
+	// K rows are stored; heads of 32 make q twice as wide as dim.
+	for _, q := range []struct {
+		typ  gguf.Type
+		name string
+		opt  Options
+	}{
+		{gguf.Q8_0, "offload=auto", Options{Offload: OffloadAuto, pipeline: true, DecodeAttn: DecodeAttnGPU}},
+		{gguf.F16, "offload=head/decode-attn=cpu", Options{Offload: OffloadHead, DecodeAttn: DecodeAttnCPU}},
+	} {
+		spec := SynthSpec{Arch: "qwen3", Dim: 128, Layers: 2, Heads: 8, KVHeads: 2, HeadDim: 32, FFN: 96, Vocab: 300,
+			Ctx: 256, RopeBase: 1e6, Type: q.typ, Seed: 9}
+		opt := q.opt
+		opt.CtxSize, opt.Chunk, opt.StreamBlock = 256, 40, 256
+		models = append(models, model{fmt.Sprintf("qwen3/%v/%s", q.typ, q.name), func(t *testing.T) string { return writeSynth(t, spec) }, opt})
 	}
 	for _, mc := range models {
 		t.Run(mc.name, func(t *testing.T) {

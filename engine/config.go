@@ -32,6 +32,9 @@ type Config struct {
 
 	NormEps float64 // RMSNorm epsilon
 	QKVBias bool    // Q/K/V projections carry biases (qwen2)
+	// QKNorm: every head of q and of k is RMS-normalised (with per-layer
+	// weights of HeadDim) before RoPE (qwen3).
+	QKNorm bool
 }
 
 // Group is the number of query heads that share one KV head.
@@ -42,11 +45,13 @@ func (c Config) Group() int { return c.Heads / c.KVHeads }
 type architecture struct {
 	ropeNeox bool // default rope layout
 	qkvBias  bool
+	qkNorm   bool
 }
 
 var architectures = map[string]architecture{
 	"llama": {},
 	"qwen2": {ropeNeox: true, qkvBias: true},
+	"qwen3": {ropeNeox: true, qkNorm: true},
 }
 
 // Architectures lists the GGUF architectures this engine runs.
@@ -70,7 +75,7 @@ func ConfigOf(f *gguf.File) (Config, error) {
 	if !ok {
 		return Config{}, fmt.Errorf("model architecture %q is not supported (supported: %s)", arch, strings.Join(Architectures(), ", "))
 	}
-	c := Config{Arch: arch, RopeNeox: a.ropeNeox, QKVBias: a.qkvBias, RopeBase: 10000, RopeScale: 1, NormEps: 1e-5}
+	c := Config{Arch: arch, RopeNeox: a.ropeNeox, QKVBias: a.qkvBias, QKNorm: a.qkNorm, RopeBase: 10000, RopeScale: 1, NormEps: 1e-5}
 	c.Name, _ = f.String("general.name")
 
 	var err error
@@ -102,10 +107,24 @@ func ConfigOf(f *gguf.File) (Config, error) {
 	if c.Dim <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.FFN <= 0 {
 		return Config{}, fmt.Errorf("model has an empty dimension (dim %d, layers %d, heads %d, kv heads %d, ffn %d)", c.Dim, c.Layers, c.Heads, c.KVHeads, c.FFN)
 	}
-	if c.Dim%c.Heads != 0 || c.Heads%c.KVHeads != 0 {
-		return Config{}, fmt.Errorf("model geometry is inconsistent: dim %d, %d heads, %d kv heads", c.Dim, c.Heads, c.KVHeads)
+	// The head size defaults to dim/heads, but a model may set its own
+	// (Qwen3-0.6B: dim 1024, 16 heads of 128): q then has heads·head_dim
+	// values, not dim.
+	headDim := 0 // no default when heads do not divide dim
+	if c.Dim%c.Heads == 0 {
+		headDim = c.Dim / c.Heads
 	}
-	c.HeadDim = opt("attention.key_length", c.Dim/c.Heads)
+	c.HeadDim = opt("attention.key_length", headDim)
+	valueDim := opt("attention.value_length", c.HeadDim)
+	if err != nil {
+		return Config{}, err
+	}
+	if c.HeadDim <= 0 || c.Heads%c.KVHeads != 0 {
+		return Config{}, fmt.Errorf("model geometry is inconsistent: dim %d, %d heads of %d, %d kv heads", c.Dim, c.Heads, c.HeadDim, c.KVHeads)
+	}
+	if valueDim != c.HeadDim {
+		return Config{}, fmt.Errorf("model has keys of %d and values of %d per head: only equal sizes are supported", c.HeadDim, valueDim)
+	}
 	c.RopeDim = opt("rope.dimension_count", c.HeadDim)
 	if err != nil {
 		return Config{}, err

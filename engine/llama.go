@@ -7,8 +7,10 @@ import (
 	"headinfer/vk"
 )
 
-// The Llama architecture (Llama 2 and 3, Mistral, TinyLlama) and Qwen2,
-// which adds biases to the Q/K/V projections and rotates neox-style pairs.
+// The Llama architecture (Llama 2 and 3, Mistral, TinyLlama); Qwen2,
+// which adds biases to the Q/K/V projections and rotates neox-style pairs;
+// and Qwen3, which rotates as Qwen2 but instead of biases RMS-normalises
+// every head of q and of k before RoPE.
 
 // llamaBlock is one transformer block's weights.
 type llamaBlock struct {
@@ -19,6 +21,8 @@ type llamaBlock struct {
 	QBias    *Tensor `gguf:"attn_q.bias,optional" shape:"qdim" join:"qkv bias"`
 	KBias    *Tensor `gguf:"attn_k.bias,optional" shape:"kvdim" join:"qkv bias"`
 	VBias    *Tensor `gguf:"attn_v.bias,optional" shape:"kvdim" join:"qkv bias"`
+	QNorm    *Tensor `gguf:"attn_q_norm,optional" shape:"headdim"`
+	KNorm    *Tensor `gguf:"attn_k_norm,optional" shape:"headdim"`
 	Out      *Tensor `gguf:"attn_output" shape:"qdim,dim"`
 	FFNNorm  *Tensor `gguf:"ffn_norm" shape:"dim"`
 	Gate     *Tensor `gguf:"ffn_gate" shape:"dim,ffn" join:"gate up"`
@@ -50,8 +54,20 @@ func loadLlama(l *loader, c Config) (*llamaWeights, error) {
 		if err := l.bind(&w.Blocks[i], fmt.Sprintf("blk.%d.", i), c); err != nil {
 			return nil, err
 		}
-		if c.QKVBias != (w.Blocks[i].QBias != nil) {
+		b := &w.Blocks[i]
+		if c.QKVBias != (b.QBias != nil) {
 			return nil, fmt.Errorf("blk.%d: %s model must have Q/K/V biases iff its architecture does", i, c.Arch)
+		}
+		for _, n := range []struct {
+			t    *Tensor
+			name string
+		}{{b.QNorm, "attn_q_norm"}, {b.KNorm, "attn_k_norm"}} {
+			if c.QKNorm && n.t == nil {
+				return nil, fmt.Errorf("%s model lacks tensor blk.%d.%s.weight (want shape [%d])", c.Arch, i, n.name, c.HeadDim)
+			}
+			if !c.QKNorm && n.t != nil {
+				return nil, fmt.Errorf("%s model has tensor blk.%d.%s.weight, which its architecture does not use", c.Arch, i, n.name)
+			}
 		}
 	}
 	return w, nil
@@ -119,7 +135,8 @@ func (s *state) record(p *offload.Program, n int, decode bool) error {
 }
 
 // attention appends to p, after c, layer l's attention of the n tokens
-// whose q, k and v the projections left in s.qkv: RoPE, the store of the
+// whose q, k and v the projections left in s.qkv: the heads' norm where
+// the architecture has one, RoPE, the store of the
 // new K and V rows, and attention over the KV cache into s.att. It returns
 // the compute commands to go on recording into. decode says that it is a
 // decode step (see offload.Step).
@@ -132,6 +149,14 @@ func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int, decode b
 		if err == nil {
 			err = e
 		}
+	}
+	if b := &s.m.w.Blocks[l]; b.QNorm != nil {
+		// In place, each head a row: q is n·Heads rows of HeadDim, k
+		// n·KVHeads; the K rows are stored normalised.
+		cfg := s.m.Config
+		try(o.headNorm.Record(c, q, b.QNorm.Range(), q, n*cfg.Heads))
+		try(o.headNorm.Record(c, k, b.KNorm.Range(), k, n*cfg.KVHeads))
+		c.Barrier()
 	}
 	if qk, joined := adjacent(q, k); n == 1 && joined && !s.m.opt.separate {
 		try(o.ropeQK.Record(c, qk, pos, s.freqs.All(), 1))

@@ -88,6 +88,7 @@ type Model struct {
 type ops struct {
 	embed        *kernel.Embed
 	norm         *kernel.RMSNorm
+	headNorm     *kernel.RMSNorm // rows of HeadDim: q and k heads (Config.QKNorm)
 	ropeQ, ropeK *kernel.Rope
 	ropeQK       *kernel.Rope // Q and K of one token back to back
 	swiglu       *kernel.SwiGLU
@@ -237,6 +238,10 @@ func newOps(d *vk.Device, c Config, w *llamaWeights, kvType gguf.Type) (*ops, er
 	try(e)
 	o.norm, e = kernel.NewRMSNorm(d, c.Dim, float32(c.NormEps))
 	try(e)
+	if c.QKNorm {
+		o.headNorm, e = kernel.NewRMSNorm(d, c.HeadDim, float32(c.NormEps))
+		try(e)
+	}
 	layout := kernel.RopeNormal
 	if c.RopeNeox {
 		layout = kernel.RopeNeox

@@ -86,18 +86,22 @@ func offloadPrompt(n, vocab int) []int32 {
 // those that do not fit (pipelined over semaphores), changes no bit of the
 // logits: for group sizes 1, 4 and 8, both KV types, over a prompt that
 // spans several attention blocks, prefill chunks and streamed blocks, and
-// decode steps that cross a block boundary.
+// decode steps that cross a block boundary; and for a qwen3 model, whose
+// K rows are stored after their norm, with heads wider than dim/heads.
 func TestOffloadBitIdentical(t *testing.T) {
 	const ctx, chunk, promptLen, gen = 1024, 160, 700, 70
 	// Streamed blocks of 256 positions split a slot into up to four
 	// blocks; of 1024 or 2048 they carry several heads while the rows fit.
 	for _, tc := range []struct {
+		arch        string
 		kvHeads     int
 		kvType      string
 		streamBlock int
-	}{{8, "f16", 256}, {8, "f16", 2048}, {2, "f32", 1024}, {1, "f16", 256}} {
-		t.Run(fmt.Sprintf("group%d/%s/block%d", 8/tc.kvHeads, tc.kvType, tc.streamBlock), func(t *testing.T) {
-			spec := SynthSpec{Arch: "llama", Dim: 256, Layers: 2, Heads: 8, KVHeads: tc.kvHeads, FFN: 64,
+		headDim     int
+	}{{"llama", 8, "f16", 256, 0}, {"llama", 8, "f16", 2048, 0}, {"llama", 2, "f32", 1024, 0}, {"llama", 1, "f16", 256, 0},
+		{"qwen3", 2, "f16", 256, 64}} {
+		t.Run(fmt.Sprintf("%s/group%d/%s/block%d", tc.arch, 8/tc.kvHeads, tc.kvType, tc.streamBlock), func(t *testing.T) {
+			spec := SynthSpec{Arch: tc.arch, Dim: 256, Layers: 2, Heads: 8, KVHeads: tc.kvHeads, HeadDim: tc.headDim, FFN: 64,
 				Vocab: 300, Ctx: ctx, RopeBase: 10000, Type: gguf.F16, Seed: 3}
 			path := writeSynth(t, spec)
 			prompt := offloadPrompt(promptLen, spec.Vocab)
@@ -139,7 +143,7 @@ func TestOffloadBitIdentical(t *testing.T) {
 			// Traffic: the new rows go to the host once; a step copies
 			// each streamed slot's streamed blocks (whole, the last one
 			// too) up to the one that holds its last position.
-			hd, elem := spec.Dim/spec.Heads, uint64(2)
+			hd, elem := spec.headDim(), uint64(2)
 			if tc.kvType == "f32" {
 				elem = 4
 			}

@@ -131,6 +131,19 @@ func (m *refModel) addBias(y []float64, name string) {
 	}
 }
 
+// headNorm RMS-normalises every head of x in place with the named
+// weights, if the model has them.
+func (m *refModel) headNorm(x []float64, name string) {
+	w, ok := m.w[name]
+	if !ok {
+		return
+	}
+	hd := m.c.HeadDim
+	for h := 0; h < len(x)/hd; h++ {
+		copy(x[h*hd:], refRMSNorm(x[h*hd:(h+1)*hd], w, m.c.NormEps))
+	}
+}
+
 // forward runs one token at position len(cache) and returns its logits.
 func (m *refModel) forward(tok int32) []float64 {
 	c := m.c
@@ -145,6 +158,8 @@ func (m *refModel) forward(tok int32) []float64 {
 		m.addBias(q, p+"attn_q.bias")
 		m.addBias(k, p+"attn_k.bias")
 		m.addBias(v, p+"attn_v.bias")
+		m.headNorm(q, p+"attn_q_norm.weight")
+		m.headNorm(k, p+"attn_k_norm.weight")
 		m.rope(q, c.Heads, pos)
 		m.rope(k, c.KVHeads, pos)
 		m.k[l] = append(m.k[l], k)

@@ -15,11 +15,14 @@ import (
 // file layout and a working SentencePiece tokenizer, so that tests and
 // benchmarks can run any geometry without downloading a model.
 type SynthSpec struct {
-	Arch     string // "llama" or "qwen2"
-	Dim      int
-	Layers   int
-	Heads    int
-	KVHeads  int
+	Arch    string // one of Architectures()
+	Dim     int
+	Layers  int
+	Heads   int
+	KVHeads int
+	// HeadDim is the size of one head, when it is not Dim/Heads (0: it
+	// is). Files of architectures that read it (qwen3) carry it always.
+	HeadDim  int
 	FFN      int
 	Vocab    int
 	Ctx      int
@@ -69,6 +72,9 @@ var SynthPresets = map[string]SynthSpec{
 	"llama3-8b":  {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, FFN: 14336, Vocab: 128256, Ctx: 8192, RopeBase: 500000},
 	"mistral-7b": {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, FFN: 14336, Vocab: 32000, Ctx: 32768, RopeBase: 1e6},
 	"qwen2-7b":   {Arch: "qwen2", Dim: 3584, Layers: 28, Heads: 28, KVHeads: 4, FFN: 18944, Vocab: 152064, Ctx: 32768, RopeBase: 1e6},
+	"qwen3-8b":   {Arch: "qwen3", Dim: 4096, Layers: 36, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 12288, Vocab: 151936, Ctx: 40960, RopeBase: 1e6},
+	// Qwen3-0.6B: heads of 128 make q twice as wide as the embedding.
+	"qwen3-0.6b": {Arch: "qwen3", Dim: 1024, Layers: 28, Heads: 16, KVHeads: 8, HeadDim: 128, FFN: 3072, Vocab: 151936, Ctx: 40960, RopeBase: 1e6, Tied: true},
 }
 
 // Validate checks that the geometry makes a loadable model.
@@ -79,8 +85,8 @@ func (s SynthSpec) Validate() error {
 	if s.Dim <= 0 || s.Layers <= 0 || s.Heads <= 0 || s.KVHeads <= 0 || s.FFN <= 0 || s.Ctx <= 0 {
 		return fmt.Errorf("synth: every dimension must be positive")
 	}
-	if s.Dim%s.Heads != 0 || s.Heads%s.KVHeads != 0 || (s.Dim/s.Heads)%2 != 0 {
-		return fmt.Errorf("synth: dim %d, %d heads and %d kv heads do not divide evenly into even head sizes", s.Dim, s.Heads, s.KVHeads)
+	if s.HeadDim < 0 || s.HeadDim == 0 && s.Dim%s.Heads != 0 || s.Heads%s.KVHeads != 0 || s.headDim()%2 != 0 {
+		return fmt.Errorf("synth: dim %d, %d heads of %d and %d kv heads do not divide evenly into even head sizes", s.Dim, s.Heads, s.headDim(), s.KVHeads)
 	}
 	if s.Vocab < 259+3 {
 		return fmt.Errorf("synth: vocab %d is too small (at least 262: 3 control tokens, 256 bytes, and some words)", s.Vocab)
@@ -93,7 +99,7 @@ func (s SynthSpec) Validate() error {
 			return fmt.Errorf("synth: weight type %v is not supported", t)
 		}
 		bs := t.BlockSize()
-		for _, k := range []int{s.Dim, s.FFN} {
+		for _, k := range []int{s.Dim, s.FFN, s.Heads * s.headDim()} {
 			if k%bs != 0 {
 				return fmt.Errorf("synth: dimension %d is not a multiple of the %v block size %d", k, t, bs)
 			}
@@ -102,13 +108,21 @@ func (s SynthSpec) Validate() error {
 	return nil
 }
 
+// headDim is the size of one head.
+func (s SynthSpec) headDim() int {
+	if s.HeadDim > 0 {
+		return s.HeadDim
+	}
+	return s.Dim / s.Heads
+}
+
 // Synth writes a synthetic model to w.
 func Synth(w io.Writer, s SynthSpec) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	a := s.Arch
-	hd := s.Dim / s.Heads
+	a, arch := s.Arch, architectures[s.Arch]
+	hd := s.headDim()
 	kv := []gguf.KV{
 		{Key: "general.architecture", Value: a},
 		{Key: "general.name", Value: fmt.Sprintf("synthetic %s %dx%d", a, s.Layers, s.Dim)},
@@ -121,6 +135,10 @@ func Synth(w io.Writer, s SynthSpec) error {
 		{Key: a + ".rope.dimension_count", Value: uint32(hd)},
 		{Key: a + ".rope.freq_base", Value: float32(s.RopeBase)},
 		{Key: a + ".attention.layer_norm_rms_epsilon", Value: float32(1e-5)},
+	}
+	if arch.qkNorm || s.HeadDim > 0 {
+		kv = append(kv, gguf.KV{Key: a + ".attention.key_length", Value: uint32(hd)},
+			gguf.KV{Key: a + ".attention.value_length", Value: uint32(hd)})
 	}
 	kv = append(kv, synthVocab(s.Vocab)...)
 
@@ -175,8 +193,11 @@ func Synth(w io.Writer, s SynthSpec) error {
 			mat(p+"attn_output.weight", qdim, s.Dim),
 			vec(p+"ffn_norm.weight", s.Dim),
 			mat(p+"ffn_gate.weight", s.Dim, s.FFN), mat(p+"ffn_up.weight", s.Dim, s.FFN), matOf(more, p+"ffn_down.weight", s.FFN, s.Dim))
-		if s.Arch == "qwen2" {
+		if arch.qkvBias {
 			ts = append(ts, vec(p+"attn_q.bias", qdim), vec(p+"attn_k.bias", kvdim), vec(p+"attn_v.bias", kvdim))
+		}
+		if arch.qkNorm {
+			ts = append(ts, vec(p+"attn_q_norm.weight", hd), vec(p+"attn_k_norm.weight", hd))
 		}
 	}
 	infos := make([]gguf.TensorInfo, len(ts))

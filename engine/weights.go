@@ -244,7 +244,7 @@ func (l *loader) bind(dst any, prefix string, c Config) error {
 func shapeOf(tag string, c Config) (cols, rows int, err error) {
 	dims := map[string]int{
 		"dim": c.Dim, "ffn": c.FFN, "vocab": c.Vocab, "1": 1,
-		"qdim": c.Heads * c.HeadDim, "kvdim": c.KVHeads * c.HeadDim, "ropehalf": c.RopeDim / 2,
+		"qdim": c.Heads * c.HeadDim, "kvdim": c.KVHeads * c.HeadDim, "headdim": c.HeadDim, "ropehalf": c.RopeDim / 2,
 	}
 	a, b, _ := strings.Cut(tag, ",")
 	var ok bool
