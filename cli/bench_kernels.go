@@ -23,7 +23,7 @@ func benchKernelsCommand() *cli.Command {
 			&cli.IntFlag{Name: "cols", Value: 4096, Usage: "matrix columns"},
 			&cli.IntFlag{Name: "iters", Value: 20, Usage: "timed runs of each kernel"},
 			&cli.StringFlag{Name: "types", Value: "f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k", Usage: "weight types to measure"},
-			&cli.StringFlag{Name: "geometry", Usage: "also time each type with these workgroup shapes, THREADSxROWS comma-separated (e.g. 64x4,128x2), reading the GGUF layout as GPUs do: for choosing a GPU's defaults"},
+			&cli.StringFlag{Name: "geometry", Usage: "also time each type with these workgroup shapes, THREADSxROWS comma-separated (e.g. 64x4,128x2), reading the GGUF layout as GPUs do: for choosing a GPU's defaults; THREADSxROWS/whole reads quantized rows in whole units (the kernel's layout before fine units), for comparison"},
 		},
 		Action: func(c *cli.Context) error {
 			d, err := vk.Open(vk.Options{Select: c.String("device"), Log: func(s string) { fmt.Fprintln(c.App.ErrWriter, s) }})
@@ -42,14 +42,19 @@ func benchKernelsCommand() *cli.Command {
 				return err
 			}
 			fmt.Fprintln(w, cp)
-			var geoms [][2]int
+			type geom struct {
+				wg, rows int
+				whole    bool
+			}
+			var geoms []geom
 			if g := c.String("geometry"); g != "" {
 				for _, s := range strings.Split(g, ",") {
 					var wg, r int
-					if n, err := fmt.Sscanf(s, "%dx%d", &wg, &r); n != 2 || err != nil {
-						return fmt.Errorf("--geometry %q: want THREADSxROWS, e.g. 128x2", s)
+					shape, whole := strings.CutSuffix(s, "/whole")
+					if n, err := fmt.Sscanf(shape, "%dx%d", &wg, &r); n != 2 || err != nil || fmt.Sprintf("%dx%d", wg, r) != shape {
+						return fmt.Errorf("--geometry %q: want THREADSxROWS or THREADSxROWS/whole, e.g. 128x2", s)
 					}
-					geoms = append(geoms, [2]int{wg, r})
+					geoms = append(geoms, geom{wg, r, whole})
 				}
 			}
 			var types []gguf.Type
@@ -67,7 +72,7 @@ func benchKernelsCommand() *cli.Command {
 				}
 				fmt.Fprintf(w, "%s  %5.1f%% of copy\n", r, 100*r.GBps/cp.GBps)
 				for _, g := range geoms {
-					r, err := kernel.BenchMatVecGeometry(d, t, rows, cols, iters, g[0], g[1])
+					r, err := kernel.BenchMatVecGeometry(d, t, rows, cols, iters, g.wg, g.rows, g.whole)
 					if err != nil {
 						return err
 					}

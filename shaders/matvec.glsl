@@ -42,6 +42,10 @@ layout(constant_id = 2) const uint WIDE = 0;
 layout(constant_id = 3) const uint GLU = 0;
 const uint NR = ROWS * (1 + GLU);
 layout(constant_id = 4) const uint NT = 1;  // vectors per workgroup
+// FINE (quantized types, GGUF layout; see fine_rows): 0 the whole units
+// below, 1 fine units read in 16-bit words, 2 fine units read 8 and 16
+// bytes at a time (Q4_K, Q5_K: 16-byte aligned rows and binding offset).
+layout(constant_id = 5) const uint FINE = 0;
 layout(local_size_x_id = 0) in;
 
 #if defined(PACKED) || defined(TEXEL)
@@ -59,6 +63,7 @@ layout(set = 0, binding = 0) uniform utextureBuffer wt;
 #endif
 layout(set = 0, binding = W_BINDING) readonly buffer W16 { uint16_t w16[]; };
 layout(set = 0, binding = W_BINDING) readonly buffer W32 { uint w32[]; };
+layout(set = 0, binding = W_BINDING) readonly buffer W64 { uvec2 w64[]; };
 layout(set = 0, binding = W_BINDING) readonly buffer W128 { uvec4 w128[]; };
 #if defined(XTEXEL)
 // x read as texels too (packed rows, F16 and BF16 texel rows, where x
@@ -70,6 +75,7 @@ layout(set = 0, binding = 1) uniform utextureBuffer xt;
 #define X_BINDING 1
 #endif
 layout(set = 0, binding = X_BINDING) readonly buffer X1 { float x[]; };
+layout(set = 0, binding = X_BINDING) readonly buffer X2 { vec2 x2[]; };
 layout(set = 0, binding = X_BINDING) readonly buffer X4 { vec4 x4[]; };
 layout(set = 0, binding = 2) buffer Y { float y[]; };
 
@@ -401,6 +407,190 @@ float unit_dot(WU w, uint u, XU xu) { return k_unit_dot(w.h, w.q0, w.q1, w.hb0, 
 
 #endif
 
+#if !defined(DQ_F32) && !defined(DQ_F16) && !defined(DQ_BF16) && !defined(PACKED)
+#define MV_FINE
+
+// Fine units (FINE != 0; GPUs): a unit is a few elements of one block, and
+// consecutive threads take consecutive units, so that each load of a
+// subgroup reads a short contiguous stretch of the weights and of x. (A
+// whole unit above puts a 144-byte Q4_K block, and 256 bytes of x, between
+// neighbouring threads: every load instruction touches a cache line per
+// thread; and a 4096-element Q4_K row has only 64 such units.)
+//   Q8_0: 4 elements, 8 units a block: quant bytes 4i..4i+3.
+//   Q4_0: 8 elements, 4 a block: quant bytes 4i..4i+3, the low nibbles
+//     elements 4i.., the high ones 16+4i...
+//   Q4_K, Q5_K: 16 elements, 16 a block: unit i = 4j + m takes qs bytes
+//     32j + 8m..+7, elements 64j + 8m.. (low nibbles, sub-block 2j) and
+//     64j + 32 + 8m.. (high, sub-block 2j+1); Q5_K's qh bytes 8m..8m+7.
+//   Q6_K: 8 elements, 32 a block: unit i = 16n + m takes elements
+//     128n + 32c + 2m and 2m+1 of the quarters c, from the 2 bytes each of
+//     ql[64n + 2m..], ql[64n + 32 + 2m..] and qh[32n + 2m..], with scale
+//     bytes 8n + m/8 + 2c.
+// FINE 2 reads Q4_K and Q5_K blocks (144 and 176 bytes, so 16-byte
+// aligned where the first row is) 16 and 8 bytes at a time; otherwise
+// weights are read in 16-bit words, as the other types' blocks (34, 18,
+// 210 bytes) are only 2-byte aligned.
+
+#if defined(DQ_Q8_0)
+const uint FUNIT = 4;
+#elif defined(DQ_Q4_0) || defined(DQ_Q6_K)
+const uint FUNIT = 8;
+#else
+const uint FUNIT = 16;
+#endif
+const uint FPB = DQ_BLOCK / FUNIT;  // units per block
+
+float fsum(vec4 v) { return (v.x + v.y) + (v.z + v.w); }
+
+vec4 xv4(uint k) {
+    if (WIDE >= 1) {
+        return x4[k / 4];
+    }
+    return vec4(x[k], x[k + 1], x[k + 2], x[k + 3]);
+}
+
+vec2 xv2(uint k) {
+    if (WIDE >= 1) {
+        return x2[k / 2];
+    }
+    return vec2(x[k], x[k + 1]);
+}
+
+uint w16pair(uint i) { return uint(w16[i]) | (uint(w16[i + 1]) << 16); }
+
+// x for unit u, as fine_dot wants it; s: Q4_K and Q5_K's sums of its two
+// halves (for the mins).
+struct XF { vec4 v[4]; vec2 s; };
+XF load_xf(uint u) {
+    XF r;
+    uint blk = u / FPB, i = u % FPB;
+#if defined(DQ_Q8_0)
+    r.v[0] = xv4(xo + 4 * u);
+#elif defined(DQ_Q4_0)
+    uint k = xo + 32 * blk + 4 * i;
+    r.v[0] = xv4(k);
+    r.v[1] = xv4(k + 16);
+#elif defined(DQ_Q6_K)
+    // v[0]: quarters 0 and 1, v[1]: quarters 2 and 3, two elements each.
+    uint k = xo + 256 * blk + 128 * (i / 16) + 2 * (i % 16);
+    r.v[0] = vec4(xv2(k), xv2(k + 32));
+    r.v[1] = vec4(xv2(k + 64), xv2(k + 96));
+#else
+    uint k = xo + 256 * blk + 64 * (i / 4) + 8 * (i % 4);
+    r.v[0] = xv4(k);
+    r.v[1] = xv4(k + 4);
+    r.v[2] = xv4(k + 32);
+    r.v[3] = xv4(k + 36);
+    r.s = vec2(fsum(r.v[0] + r.v[1]), fsum(r.v[2] + r.v[3]));
+#endif
+    return r;
+}
+
+// The raw words of unit u of the row at word row: q its quant bytes, h
+// the block's scale words (Q4_K, Q5_K: its first 16 bytes; Q6_K: the
+// unit's four scale words, shifted to its byte), e Q5_K's qh bytes or
+// Q6_K's d.
+struct WF { uvec4 h; uvec2 q; uvec2 e; };
+WF load_wf(uint row, uint u) {
+    uint blk = row + (u / FPB) * DQ_BLOCK_U16, i = u % FPB;
+    WF r;
+    r.h = uvec4(0);
+    r.q = uvec2(0);
+    r.e = uvec2(0);
+#if defined(DQ_Q8_0) || defined(DQ_Q4_0)
+    r.q.x = w16pair(blk + 1 + 2 * i);
+    r.h.x = uint(w16[blk]);
+#elif defined(DQ_Q6_K)
+    uint n = i / 16, m = i % 16;
+    uint a = uint(w16[blk + 32 * n + m]), b = uint(w16[blk + 32 * n + 16 + m]);
+    uint hq = uint(w16[blk + 64 + 16 * n + m]);
+    r.q = uvec2(a | (b << 16), hq | ((hq >> 2) << 16));
+    uint sc = blk + 96 + 4 * n;
+    r.h = uvec4(uint(w16[sc]), uint(w16[sc + 1]), uint(w16[sc + 2]), uint(w16[sc + 3])) >> (8 * (m / 8));
+    r.e.x = uint(w16[blk + 104]);
+#else
+    uint j = i / 4, m = i % 4;
+    uint qs = DQ_QS + 32 * j + 8 * m;  // bytes into the block
+    if (FINE == 2) {
+        r.h = w128[blk / 8];
+        r.q = w64[(blk + qs / 2) / 4];
+#if defined(DQ_Q5_K)
+        r.e = w64[(blk + 8 + 4 * m) / 4];
+#endif
+    } else {
+        r.h = words4(blk, 0);
+        r.q = uvec2(dq_word(blk, qs), dq_word(blk, qs + 4));
+#if defined(DQ_Q5_K)
+        r.e = uvec2(dq_word(blk, 16 + 8 * m), dq_word(blk, 20 + 8 * m));
+#endif
+    }
+#endif
+    return r;
+}
+
+float fine_dot(WF w, uint u, XF xf) {
+#if defined(DQ_Q8_0)
+    return dq_half(w.h.x) * dot(dq_i8x4(w.q.x), xf.v[0]);
+#elif defined(DQ_Q4_0)
+    return dq_half(w.h.x) * (dot(dq_u4lo(w.q.x), xf.v[0]) + dot(dq_u4hi(w.q.x), xf.v[1]));
+#elif defined(DQ_Q6_K)
+    // Bytes of q.x: ql[l], ql[l+1] (quarters 0; 2 in the high nibbles),
+    // ql[32+l], ql[33+l] (quarters 1; 3); q.y holds qh[l], qh[l+1] and
+    // the same shifted to quarter 1's bits, so that each conversion
+    // assembles two quarters.
+    vec4 p01 = (dq_bits4hi(w.q.x, 0, w.q.y, 0, 3u) - 32.0) * xf.v[0];
+    vec4 p23 = (dq_bits4hi(w.q.x, 4, w.q.y, 4, 3u) - 32.0) * xf.v[1];
+    vec4 dots = vec4(p01.x + p01.y, p01.z + p01.w, p23.x + p23.y, p23.z + p23.w);
+    vec4 scv = vec4(bitfieldExtract(int(w.h.x), 0, 8), bitfieldExtract(int(w.h.y), 0, 8),
+                    bitfieldExtract(int(w.h.z), 0, 8), bitfieldExtract(int(w.h.w), 0, 8));
+    return dq_half(w.e.x) * dot(scv, dots);
+#else
+    uint j = (u % FPB) / 4;
+#if defined(DQ_Q5_K)
+    vec4 lo = fma(dq_bits4hi(w.q.x, 0, w.e.x, 2 * j, 1u), xf.v[0], dq_bits4hi(w.q.y, 0, w.e.y, 2 * j, 1u) * xf.v[1]);
+    vec4 hi = fma(dq_bits4hi(w.q.x, 4, w.e.x, 2 * j + 1, 1u), xf.v[2],
+                  dq_bits4hi(w.q.y, 4, w.e.y, 2 * j + 1, 1u) * xf.v[3]);
+#else
+    vec4 lo = fma(dq_bits4(w.q.x, 0, 15u), xf.v[0], dq_bits4(w.q.y, 0, 15u) * xf.v[1]);
+    vec4 hi = fma(dq_bits4(w.q.x, 4, 15u), xf.v[2], dq_bits4(w.q.y, 4, 15u) * xf.v[3]);
+#endif
+    vec2 a = k_scale_min(w.h, 2 * j), b = k_scale_min(w.h, 2 * j + 1);
+    return (a.x * fsum(lo) - a.y * xf.s.x) + (b.x * fsum(hi) - b.y * xf.s.y);
+#endif
+}
+
+// The current unit of each of the workgroup's rows.
+WF wf[NR];
+
+// fine_rows adds to sum[t * NR + r] this thread's share of row r times
+// vector t, in fine units (the loop of main's, unit for unit).
+void fine_rows() {
+    uint units = p.K / FUNIT;
+    xo = x_at(0);
+    for (uint u = gl_LocalInvocationID.x; u < units; u += WG) {
+        if (NT > 1) {
+            [[unroll]] for (uint r = 0; r < NR; r++) {
+                wf[r] = load_wf(base[r], u);
+            }
+        }
+        [[unroll]] for (uint t = 0; t < NT; t++) {
+            if (NT > 1) {
+                xo = x_at(t);
+            }
+            XF xf = load_xf(u);
+            [[unroll]] for (uint r = 0; r < NR; r++) {
+                if (NT > 1) {
+                    sum[t * NR + r] += fine_dot(wf[r], u, xf);
+                } else {
+                    sum[t * NR + r] += fine_dot(load_wf(base[r], u), u, xf);
+                }
+            }
+        }
+    }
+}
+
+#endif
+
 #if defined(PACKED)
 
 // The packed layout (engine/kernel/pack.go), for CPU devices. Lane l of a
@@ -598,6 +788,11 @@ void main() {
 #if defined(PACKED)
     packed_rows(row0);
 #else
+#if defined(MV_FINE)
+    if (FINE != 0) {
+        fine_rows();
+    } else
+#endif
     {
         uint units = p.K / UNIT;
         xo = x_at(0);

@@ -40,22 +40,24 @@ type benchTimes struct{ median, best float64 }
 // warm runs are timed. Bytes counts the weights only, the traffic that
 // bounds a decode step; x and y are small and stay in cache.
 func BenchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int) (BenchResult, error) {
-	return benchMatVec(d, t, rows, cols, iters, 0, 0)
+	return benchMatVec(d, t, rows, cols, iters, 0, 0, false)
 }
 
 // BenchMatVecGeometry is BenchMatVec with wg threads and rowsPer rows per
 // workgroup instead of the device's defaults, reading the GGUF layout as
-// GPUs do: what `bench kernels --geometry` compares to choose them.
-func BenchMatVecGeometry(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int) (BenchResult, error) {
+// GPUs do: what `bench kernels --geometry` compares to choose them. whole
+// reads quantized rows in the shader's whole units instead of the fine
+// ones GPUs take (FINE in matvec.glsl), to compare the two.
+func BenchMatVecGeometry(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int, whole bool) (BenchResult, error) {
 	info := d.Info()
 	if wg <= 0 || rowsPer <= 0 || wg > int(info.MaxWorkgroupInvocations) || wg%int(max(info.SubgroupSize, 1)) != 0 || rowsPer > 64 {
 		return BenchResult{}, fmt.Errorf("geometry %dx%d: threads must be a multiple of the subgroup size %d up to %d, rows 1 to 64",
 			wg, rowsPer, info.SubgroupSize, info.MaxWorkgroupInvocations)
 	}
-	return benchMatVec(d, t, rows, cols, iters, wg, rowsPer)
+	return benchMatVec(d, t, rows, cols, iters, wg, rowsPer, whole)
 }
 
-func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int) (BenchResult, error) {
+func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int, whole bool) (BenchResult, error) {
 	if err := benchShape(t, rows, cols, 1); err != nil {
 		return BenchResult{}, err
 	}
@@ -65,8 +67,11 @@ func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int) 
 	}
 	op := fmt.Sprintf("matvec %v %dx%d", t, rows, cols)
 	if wg > 0 {
-		k.wg, k.rows, k.cpu, k.pk = wg, rowsPer, false, nil
+		k.wg, k.rows, k.cpu, k.pk, k.fine = wg, rowsPer, false, nil, !whole
 		op += fmt.Sprintf(" %dx%d", wg, rowsPer)
+		if whole && t.BlockSize() > 1 {
+			op += " whole"
+		}
 	}
 	// Bytes counts the GGUF size; the layout the kernel reads (packed on
 	// CPU devices) is as large for whole groups of rows and steps.

@@ -20,11 +20,15 @@ type MatVec struct {
 	wg    int                      // threads per workgroup
 	rows  int                      // rows per workgroup
 	batch int                      // vectors per workgroup in RecordBatch and RecordGLU
-	kerns map[[4]uint32]*vk.Kernel // by load width, GLU, vectors per workgroup and layout
+	kerns map[[5]uint32]*vk.Kernel // by load width, GLU, vectors per workgroup, layout and units
 	limit uint64                   // when nonzero, a binding size below the device's, so tests can force splitting
 	// cpu marks a CPU device, whose quantized matrices are packed (see
 	// pack.go) where the type and row length allow.
 	cpu bool
+	// fine selects, for quantized types in the GGUF layout, the shader's
+	// fine units (GPUs; see FINE in matvec.glsl) over its whole ones (CPU
+	// devices, whose kernel for that layout is the fallback of packing).
+	fine bool
 	// pk is the packed layout of the type on this device (nil: GGUF's).
 	pk *packing
 	// cpuSPIRV, on CPU devices, is the kernel that reads the weights as
@@ -46,9 +50,10 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[[4]uint32]*vk.Kernel{}}
+	k := &MatVec{d: d, t: t, name: name, spirv: code, kerns: map[[5]uint32]*vk.Kernel{}}
 	k.wg, k.rows, k.batch = mvDefaultGeometry(d.Info(), t)
 	k.cpu = d.Info().Type == vk.CPU
+	k.fine = !k.cpu
 	k.pk = packingFor(d.Info(), t)
 	if k.cpu && (k.pk != nil || t == gguf.F16 || t == gguf.BF16) {
 		if k.cpuSPIRV, err = shaders.SPIRV(name + "_cpu"); err != nil {
@@ -234,7 +239,7 @@ func (k *MatVec) record(c *vk.Commands, w vk.Range, rows, cols, n int, x, y vk.R
 					texels = 3
 				}
 			}
-			kern, err := k.kernel(wide, glu, batch, texels)
+			kern, err := k.kernel(wide, glu, batch, texels, k.units(packed, woff))
 			if err != nil {
 				return err
 			}
@@ -275,11 +280,26 @@ func (k *MatVec) wide(cols int, woff, xoff uint64) uint32 {
 	return 0
 }
 
+// units picks the shader's FINE constant for weights at byte woff of their
+// binding: 0 whole units (F32, F16, BF16; packed rows; quantized rows on
+// CPU devices), 1 fine units read in 16-bit words, 2 fine units read 8 and
+// 16 bytes at a time, which Q4_K and Q5_K blocks (144 and 176 bytes) allow
+// where the first row starts on 16 bytes.
+func (k *MatVec) units(packed bool, woff uint64) uint32 {
+	if !k.fine || packed || k.t.BlockSize() == 1 {
+		return 0
+	}
+	if (k.t == gguf.Q4_K || k.t == gguf.Q5_K) && woff%16 == 0 {
+		return 2
+	}
+	return 1
+}
+
 // kernel returns the pipeline for a load width, GLU or not, vectors per
-// workgroup, and which bindings are texels: none, the weights (1: the
-// _cpu kernel) or the weights and x (3: _cpux).
-func (k *MatVec) kernel(wide uint32, glu bool, batch int, texels uint32) (*vk.Kernel, error) {
-	key := [4]uint32{wide, 0, uint32(batch), texels}
+// workgroup, which bindings are texels: none, the weights (1: the _cpu
+// kernel) or the weights and x (3: _cpux), and the units (see units).
+func (k *MatVec) kernel(wide uint32, glu bool, batch int, texels, fine uint32) (*vk.Kernel, error) {
+	key := [5]uint32{wide, 0, uint32(batch), texels, fine}
 	if glu {
 		key[1] = 1
 	}
@@ -293,7 +313,7 @@ func (k *MatVec) kernel(wide uint32, glu bool, batch int, texels uint32) (*vk.Ke
 	if kern, ok := k.kerns[key]; ok {
 		return kern, nil
 	}
-	spec.Spec = []uint32{uint32(k.wg), uint32(k.rows), key[0], key[1], key[2]}
+	spec.Spec = []uint32{uint32(k.wg), uint32(k.rows), key[0], key[1], key[2], key[4]}
 	kern, err := k.d.Kernel(spec)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", k.name, err)

@@ -265,7 +265,7 @@ func newCheckMatVec(cr *checkRun, t gguf.Type, gpu bool) *MatVec {
 	}
 	if gpu {
 		k.wg, k.rows, k.batch = mvDefaultGeometry(vk.DeviceInfo{Type: vk.Discrete}, t)
-		k.cpu, k.pk = false, nil
+		k.cpu, k.pk, k.fine = false, nil, true
 	}
 	return k
 }
