@@ -103,6 +103,9 @@ func TestBench(t *testing.T) {
 		// One block of columns: 32 for most types, 256 for K-quants.
 		check(BenchMatVec(d, typ, 3, max(32, typ.BlockSize()), 3))
 	}
+	for _, whole := range []bool{false, true} {
+		check(BenchMatVecGeometry(d, gguf.Q4_K, 3, 256, 3, 32, 2, whole))
+	}
 	check(BenchMatMul(d, gguf.Q4_0, 5, 64, 3, 2))
 	check(benchMatMul(d, gguf.F16, 5, 37, 3, 2, true))
 	check(BenchCopy(d, 4100, 3))
