@@ -13,6 +13,9 @@
 // unit loaded once for all ROWS rows; neighbouring threads take
 // neighbouring units, so a subgroup reads one contiguous stretch (CPU
 // devices read quantized rows in a packed layout instead, see PACKED).
+// GPUs read quantized rows in fine units of a few elements of one block
+// (FINE, see fine_rows), which keep a subgroup's loads contiguous where a
+// whole unit of a block would not.
 // Each row's partial sums are reduced with subgroupAdd and the
 // per-subgroup results combined through shared memory, which works for any
 // subgroup size.
