@@ -31,17 +31,8 @@ func mvCols(t gguf.Type) []int {
 // accumulation differs from it.
 func mvWeights(t testing.TB, r *rand.Rand, typ gguf.Type, rows, cols int) ([]byte, []float32) {
 	t.Helper()
-	var raw []byte
-	if typ.BlockSize() == 256 {
-		raw = randKBlocks(r, typ, rows*cols/256)
-	} else {
-		var err error
-		if raw, err = gguf.Quantize(typ, randFloats(r, rows*cols, 1)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deq := make([]float32, rows*cols)
-	if err := gguf.Dequantize(typ, raw, deq); err != nil {
+	raw, deq, err := checkWeights(r, typ, rows, cols)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return raw, deq
