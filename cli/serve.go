@@ -29,6 +29,7 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-conns-per-ip", Value: server.DefaultMaxConnsPerIP, Usage: "connections one client address may hold open at once; more are answered 429 and closed (0 = no cap; behind a reverse proxy every client is the proxy's address)"},
 		&cli.StringFlag{Name: "kv-cache-dir", Usage: "`DIR` for KV snapshots: sequences evicted by a request with another prompt are spilled there and restored when a later prompt begins with them; POST /slots/{id}?action=save|restore keeps its files there"},
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+		&cli.StringFlag{Name: "reasoning-format", Value: server.ReasoningDeepSeek, Usage: "for a model whose chat template writes <think> blocks: deepseek sends the block as reasoning_content apart from content; none leaves the text as generated"},
 		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
 	)
 	flags = append(flags, windowFlags()...)
@@ -52,6 +53,9 @@ func serve(c *cli.Context) error {
 	}
 	if c.Duration("read-timeout") <= 0 || c.Duration("idle-timeout") <= 0 || c.Int("max-conns-per-ip") < 0 {
 		return fmt.Errorf("--read-timeout and --idle-timeout must be > 0, --max-conns-per-ip ≥ 0")
+	}
+	if f := c.String("reasoning-format"); f != server.ReasoningDeepSeek && f != server.ReasoningNone {
+		return fmt.Errorf("--reasoning-format must be %s or %s, not %q", server.ReasoningDeepSeek, server.ReasoningNone, f)
 	}
 	if p := c.Int("port"); p < 0 || p > 65535 {
 		return fmt.Errorf("--port %d is not a TCP port", p)
@@ -80,6 +84,7 @@ func serveWith(c *cli.Context, lv liveView) error {
 		Logger:        log,
 
 		ReloadOnFailure: c.Bool("reload-on-failure"),
+		ReasoningFormat: c.String("reasoning-format"),
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(c.String("host"), strconv.Itoa(c.Int("port"))))
 	if err != nil {

@@ -125,6 +125,9 @@ type chatChoice struct {
 type chatContent struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	// ReasoningContent is the model's thinking block, as llama-server
+	// and DeepSeek's API send it; absent when there is none.
+	ReasoningContent string `json:"reasoning_content,omitempty"`
 }
 
 // chatChunk is one "chat.completion.chunk" of a chat stream.
@@ -145,8 +148,9 @@ type chatChunkChoice struct {
 }
 
 type chatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role             string  `json:"role,omitempty"`
+	Content          *string `json:"content,omitempty"`
+	ReasoningContent *string `json:"reasoning_content,omitempty"`
 }
 
 type modelList struct {

@@ -153,6 +153,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	s.metrics.queueWait.Observe(time.Since(j.admitted).Seconds())
 	defer func() { s.metrics.requestDuration.Observe(time.Since(j.admitted).Seconds()) }()
 	a := answer{id: info.id, created: time.Now().Unix(), model: s.name, chat: j.chat}
+	if j.thinks && s.opt.ReasoningFormat != ReasoningNone {
+		a.think = newThinkSplitter(j.thinkOpen)
+	}
 	if j.stream {
 		s.stream(ctx, w, info, l, j, a)
 		return
@@ -227,8 +230,20 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 			return
 		}
 	}
-	o, err := s.gen(ctx, l, j, func(text string) error { return sw.send(a.chunk(text, nil)) })
+	send := func(text string, end bool) error {
+		for _, c := range a.thinkChunks(text, end) {
+			if err := sw.send(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	o, err := s.gen(ctx, l, j, func(text string) error { return send(text, false) })
 	info.completionTokens = o.completion
+	if err == nil && send("", true) != nil {
+		info.status = statusClientClosed
+		return
+	}
 	if err != nil {
 		if e := s.errorFor(info, err); e != nil {
 			info.status = e.Status

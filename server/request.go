@@ -28,6 +28,8 @@ type job struct {
 	maxTokens    int
 	params       sample.Params
 	stop         []string
+	thinks       bool      // a chat answer that may begin with a thinking block
+	thinkOpen    bool      // the prompt opened the block: the text begins inside it
 	admitted     time.Time // when it joined the queue (for the metrics)
 }
 
@@ -398,7 +400,7 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	if e := l.checkLength(tokenizer.PlainLen(text)); e != nil {
 		return nil, e
 	}
-	j := &job{chat: true, prompt: l.encodeChat(text)}
+	j := &job{chat: true, prompt: l.encodeChat(text), thinks: l.thinks, thinkOpen: l.thinks && promptOpensThink(text)}
 	maxTokens, name := req.MaxCompletionTokens, "max_completion_tokens"
 	if maxTokens == nil {
 		maxTokens, name = req.MaxTokens, "max_tokens"

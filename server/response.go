@@ -6,6 +6,7 @@ type answer struct {
 	created int64
 	model   string
 	chat    bool
+	think   *thinkSplitter // chat answers of a thinking model; nil: text is content
 }
 
 func (a answer) prefix() string {
@@ -19,9 +20,15 @@ func (a answer) prefix() string {
 func (a answer) whole(text string, o outcome, promptTokens int) any {
 	u := makeUsage(promptTokens, o)
 	if a.chat {
+		msg := chatContent{Role: "assistant", Content: text}
+		if a.think != nil {
+			r, c := a.think.add(text)
+			fr, fc := a.think.flush()
+			msg.ReasoningContent, msg.Content = r+fr, c+fc
+		}
 		return chatResponse{
 			ID: a.prefix() + a.id, Object: "chat.completion", Created: a.created, Model: a.model,
-			Choices: []chatChoice{{Message: chatContent{Role: "assistant", Content: text}, FinishReason: string(o.finish)}},
+			Choices: []chatChoice{{Message: msg, FinishReason: string(o.finish)}},
 			Usage:   u,
 		}
 	}
@@ -52,6 +59,34 @@ func (a answer) chunk(text string, finish *string) any {
 		return c
 	}
 	return a.completionChunk([]completionChoice{{Text: text, FinishReason: finish}}, nil)
+}
+
+// thinkChunks are the stream events for the next piece of generated text
+// (or, with end, for what the splitter held back): with a thinking block
+// one with its reasoning and one with content, as far as each has text.
+func (a answer) thinkChunks(text string, end bool) []any {
+	if a.think == nil {
+		if end || text == "" {
+			return nil
+		}
+		return []any{a.chunk(text, nil)}
+	}
+	var r, c string
+	if end {
+		r, c = a.think.flush()
+	} else {
+		r, c = a.think.add(text)
+	}
+	var out []any
+	if r != "" {
+		ch := a.chatChunk(nil)
+		ch.Choices = []chatChunkChoice{{Delta: chatDelta{ReasoningContent: &r}}}
+		out = append(out, ch)
+	}
+	if c != "" {
+		out = append(out, a.chunk(c, nil))
+	}
+	return out
 }
 
 // usageChunk is the extra last event of a stream with

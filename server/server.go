@@ -77,6 +77,11 @@ type Options struct {
 	// device fails; without it (or after that once) the server answers
 	// 503 model_unavailable until restarted.
 	ReloadOnFailure bool
+	// ReasoningFormat is what chat answers do with the thinking block of
+	// a model whose template writes one: ReasoningDeepSeek ("" too) sends
+	// it as reasoning_content apart from content, ReasoningNone leaves
+	// the text as generated.
+	ReasoningFormat string
 }
 
 // Defaults of the serve command.
@@ -129,6 +134,7 @@ type loaded struct {
 	ctx     int // positions in the session's KV cache
 	tmpl    *chatTemplate
 	tmplErr error
+	thinks  bool         // the template writes <think> blocks
 	addBOS  bool         // the vocabulary wants BOS in front of a prompt
 	prefix  *prefixCache // used on the batch's goroutine only
 }
@@ -237,6 +243,7 @@ func newLoaded(tok tokenizer.Tokenizer, ctx int, tmpl string) *loaded {
 		l.addBOS = len(probe) > 0 && probe[0] == bos
 	}
 	l.tmpl, l.tmplErr = newChatTemplate(tmpl, tok.TokenText(tok.BOS()), tok.TokenText(tok.EOS()))
+	l.thinks = templateThinks(tmpl)
 	return l
 }
 
