@@ -145,6 +145,9 @@ func Run(opt Options) (Report, error) {
 		diffs, detail, err := inv.run(opt, r)
 		add(engineResult(inv.name, diffs, detail, err, time.Since(tc)))
 	}
+	if len(rep.Checks) == 0 {
+		return Report{}, fmt.Errorf("no check's name contains %q", opt.Only)
+	}
 	if opt.Only == "" {
 		rep.Bandwidth = bandwidth(d, opt.Full)
 	}
@@ -152,8 +155,8 @@ func Run(opt Options) (Report, error) {
 	return rep, nil
 }
 
-// PlantFault changes one output by 1% of the largest: a fault as small as
-// a wrong rounding mode or a lost term, which every check must report.
+// PlantFault changes one output by 1% of the largest: one wrong element
+// among many right ones, which every check must report.
 func PlantFault(got []float32) {
 	if len(got) == 0 {
 		return
