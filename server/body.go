@@ -12,47 +12,36 @@ import (
 // decodeBody reads the request's body (see readBody) and decodes it into
 // v, a pointer to a request struct.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
-	body, e := readBody(w, r, s.opt.MaxBodyBytes, s.bodyDeadline(r))
+	body, e := readBody(w, r, s.opt.MaxBodyBytes)
 	if e != nil {
 		return e
 	}
 	return decodeJSON(body, v)
 }
 
-// bodyDeadline is when the request's body must have arrived: ReadTimeout
-// after its headers did (the http.Server bounds those by ReadTimeout too;
-// wrap has set this deadline on the connection already).
-func (s *Server) bodyDeadline(r *http.Request) time.Time {
-	start := infoOf(r).start
-	if start.IsZero() {
-		start = time.Now()
-	}
-	return start.Add(s.opt.ReadTimeout)
-}
-
-// readBody reads r's whole body, at most limit bytes, by deadline. A
-// client that sends its body too slowly is answered 408 (with the
-// connection closed), one that sends too much 413.
+// readBody reads r's whole body, at most limit bytes. A client that sends
+// its body too slowly is answered 408 (with the connection closed), one
+// that sends too much 413.
 //
 // The generation routes read the body before they take an admission
 // place, so that clients trickling bodies hold nothing but their own
 // connections (which the listener caps per address) and cannot turn
-// everyone else away with 429. The deadline is set on the connection
+// everyone else away with 429. The deadline that bounds the read is the
+// one wrap set on the connection, ReadTimeout after the headers arrived
 // (where the ResponseWriter allows it; httptest's recorder does not, and
-// its bodies are in memory) and cleared once the body is in: the server's
-// background read, which watches for a client that goes away while its
-// request runs, would otherwise hit it and cancel a long generation.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64, deadline time.Time) ([]byte, *apiError) {
+// its bodies are in memory). It is cleared once the body is in: the
+// server's background read, which watches for a client that goes away
+// while its request runs, would otherwise hit it and cancel a long
+// generation.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *apiError) {
 	if r.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(deadline)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var big *http.MaxBytesError
 	switch {
 	case err == nil:
-		_ = rc.SetReadDeadline(time.Time{})
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 		return body, nil
 	case errors.As(err, &big):
 		return nil, tooLarge(limit)

@@ -17,8 +17,7 @@ import (
 // request from its handler.
 type reqInfo struct {
 	id               string
-	start            time.Time // when the handler got the request, its headers read
-	status           int       // when set, overrides the status written (499, or an error after a stream began)
+	status           int // when set, overrides the status written (499, or an error after a stream began)
 	promptTokens     int
 	completionTokens int
 }
@@ -68,7 +67,7 @@ func (s *Server) handle(pattern, route string, auth bool, h http.HandlerFunc) {
 func (s *Server) wrap(route string, auth bool, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &reqInfo{id: newID(), start: start}
+		info := &reqInfo{id: newID()}
 		rec := &recorder{ResponseWriter: w}
 		rec.Header().Set("X-Request-Id", info.id)
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"headinfer/engine/sample"
 )
@@ -72,7 +71,7 @@ func TestDecodeJSON(t *testing.T) {
 	for _, c := range cases {
 		r := httptest.NewRequest("POST", "/v1/completions", strings.NewReader(c.body))
 		var req completionRequest
-		body, e := readBody(httptest.NewRecorder(), r, 100, time.Now().Add(time.Minute))
+		body, e := readBody(httptest.NewRecorder(), r, 100)
 		if e == nil {
 			e = decodeJSON(body, &req)
 		}
