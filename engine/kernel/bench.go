@@ -67,7 +67,7 @@ func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int, 
 	}
 	op := fmt.Sprintf("matvec %v %dx%d", t, rows, cols)
 	if wg > 0 {
-		k.wg, k.rows, k.cpu, k.pk, k.fine = wg, rowsPer, false, nil, !whole
+		k.runAsGPU(wg, rowsPer, k.batch, whole)
 		op += fmt.Sprintf(" %dx%d", wg, rowsPer)
 		if whole && t.BlockSize() > 1 {
 			op += " whole"

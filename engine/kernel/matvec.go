@@ -68,6 +68,14 @@ func NewMatVec(d *vk.Device, t gguf.Type) (*MatVec, error) {
 	return k, nil
 }
 
+// runAsGPU makes k read the GGUF layout with wg threads, rows rows and
+// batch vectors per workgroup, in fine units unless whole, as on a GPU,
+// whatever the device: how the tests, the self-check and bench kernels
+// --geometry run the GPU kernels on a CPU device or in other shapes.
+func (k *MatVec) runAsGPU(wg, rows, batch int, whole bool) {
+	k.wg, k.rows, k.batch, k.cpu, k.pk, k.fine = wg, rows, batch, false, nil, !whole
+}
+
 // packs reports whether Record reads rows of cols weights in the packed
 // layout: CPU devices, quantized types, rows of whole lane units.
 func (k *MatVec) packs(cols int) bool { return k.cpu && k.pk != nil && k.pk.fits(cols) }
@@ -94,10 +102,11 @@ func (k *MatVec) Layout(raw []byte, rows, cols int) ([]byte, error) {
 // workgroup. A GPU wants many workgroups of a few rows to cover its memory
 // latency; in a batched step each workgroup loads a unit of its rows once
 // for all its vectors (matvec.glsl), so up to mvGPUBatch sequences read
-// the weights once, the traffic that bounds a decode step. A CPU device runs a workgroup on one core, one subgroup-wide
-// vector at a time: there one subgroup per workgroup and many rows sharing
-// each load of x do best (measured on lavapipe); and several vectors per
-// workgroup share its setup and weight loads. For quantized types the rows
+// the weights once, the traffic that bounds a decode step. A CPU device
+// runs a workgroup on one core, one subgroup-wide vector at a time: there
+// one subgroup per workgroup and many rows sharing each load of x do best
+// (measured on lavapipe); and several vectors per workgroup share its
+// setup and weight loads. For quantized types the rows
 // are also the packed layout's group (pack.go).
 func mvDefaultGeometry(info vk.DeviceInfo, t gguf.Type) (wg, rows, batch int) {
 	if info.Type != vk.CPU {

@@ -146,8 +146,7 @@ func (s mvSpec) String() string {
 func (s mvSpec) mvSetup(k *MatVec) {
 	k.limit = s.limit
 	if s.gpu {
-		k.wg, k.rows, k.batch, k.cpu, k.pk = mvGPUGeometry[0], mvGPUGeometry[1], mvGPUGeometry[2], false, nil
-		k.fine = true
+		k.runAsGPU(mvGPUGeometry[0], mvGPUGeometry[1], mvGPUGeometry[2], false)
 	}
 }
 

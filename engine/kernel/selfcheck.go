@@ -264,8 +264,8 @@ func newCheckMatVec(cr *checkRun, t gguf.Type, gpu bool) *MatVec {
 		return nil
 	}
 	if gpu {
-		k.wg, k.rows, k.batch = mvDefaultGeometry(vk.DeviceInfo{Type: vk.Discrete}, t)
-		k.cpu, k.pk, k.fine = false, nil, true
+		wg, rows, batch := mvDefaultGeometry(vk.DeviceInfo{Type: vk.Discrete}, t)
+		k.runAsGPU(wg, rows, batch, false)
 	}
 	return k
 }
@@ -310,6 +310,9 @@ func mvCheck(t gguf.Type, rows, cols, n int, gpu bool) Check {
 			w, x, deq, xs := mvInputs(cr, k, t, 1, rows, cols, n)
 			y := cr.output(n * rows)
 			cr.exec(func(c *vk.Commands) error { return k.RecordBatch(c, w, rows, cols, n, x, y, false) })
+			if cr.err != nil {
+				return nil, nil, nil
+			}
 			want, mag := mvReference(deq, rows, cols, n, xs, nil)
 			return cr.floats(y), want, mag
 		}}
