@@ -15,7 +15,8 @@ import (
 // httpServer is the http.Server that Serve runs the API on. Headers must
 // arrive within ReadTimeout (a connection slower than that is closed:
 // net/http cannot answer a request it has not read); the body's own
-// deadline is set by the handler, which can answer 408 (readBody). There
+// deadline is set on the connection by wrap, so that the handler can
+// answer 408 (readBody). There
 // is deliberately no ReadTimeout or WriteTimeout for the whole request:
 // the first would cancel long generations through net/http's background
 // read, the second cut long streams, whose events set their own write
