@@ -167,6 +167,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	})
 	info.completionTokens = o.completion
 	if err != nil {
+		s.checkDevice(l)
 		s.fail(w, info, err)
 		return
 	}
@@ -191,6 +192,7 @@ func (s *Server) hold(ctx context.Context, w http.ResponseWriter, info *reqInfo,
 		s.fail(w, info, err)
 		return nil, nil, false
 	}
+	s.checkDevice(l) // in a request still running, perhaps
 	if f := s.failed.Load(); f != nil {
 		// The device failed while this request waited.
 		s.queue.release()
@@ -207,12 +209,9 @@ func (s *Server) hold(ctx context.Context, w http.ResponseWriter, info *reqInfo,
 	}
 	return l, func() {
 		// Also when the request ended for another reason first.
-		afterRelease := func() {}
-		if err := l.failure(); err != nil {
-			afterRelease = s.deviceFailed(l, err)
-		}
+		s.checkDevice(l)
 		s.queue.release()
-		afterRelease()
+		s.startReload(l)
 	}, true
 }
 
@@ -245,6 +244,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 		return
 	}
 	if err != nil {
+		s.checkDevice(l)
 		if e := s.errorFor(info, err); e != nil {
 			info.status = e.Status
 			_ = sw.send(errorBody{Error: e})

@@ -118,6 +118,9 @@ type Server struct {
 	failed      atomic.Pointer[failure]
 	reload      func() (*engine.Model, error) // set by Serve with ReloadOnFailure
 	reloadsLeft int                           // guarded by closeMu
+	// reloadPending is the failed model to reload once its request
+	// releases its place.
+	reloadPending atomic.Pointer[loaded]
 }
 
 // failure is why the model cannot serve.
@@ -250,30 +253,46 @@ func newLoaded(tok tokenizer.Tokenizer, ctx int, tmpl string) *loaded {
 // Ready reports whether the model is loaded and its device works.
 func (s *Server) Ready() bool { return s.model.Load() != nil && s.failed.Load() == nil }
 
-// deviceFailed handles the failure err of l's device, seen by the request
-// that holds the queue: from now on requests are answered 503 (the
-// caller's own answer is its business). With a reload left, the model is
-// loaded again in the background once the caller releases the queue
-// (it calls the returned function then); otherwise it stays failed.
-func (s *Server) deviceFailed(l *loaded, err error) (afterRelease func()) {
+// checkDevice marks the server failed if l's device has failed: from
+// then on requests are answered 503. A request calls it as soon as its
+// generation fails, before it answers, so that a client that reads the
+// error and asks again is told 503 rather than joining the failed batch;
+// a request that gets a place calls it too, and so does every release.
+// With a reload left, l is set aside and loaded again once the request
+// holding it releases its place (startReload); otherwise the server stays
+// failed.
+func (s *Server) checkDevice(l *loaded) {
+	err := l.failure()
+	if err == nil {
+		return
+	}
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.failed.Load() != nil || s.model.Load() != l {
-		return func() {}
+		return
 	}
 	reload := s.reload != nil && s.reloadsLeft > 0 && !s.closed
 	s.failed.Store(&failure{err: err, reloading: reload})
 	s.metrics.setDeviceFailed(true)
 	if !reload {
 		s.log.Error("the device failed: answering 503 until restarted", "err", err)
-		return func() {}
+		return
 	}
 	s.reloadsLeft--
 	s.log.Error("the device failed: reloading the model", "err", err)
-	// Nobody uses l after the failure is set: a request that gets the
-	// queue checks it first.
+	// Nobody takes l after the failure is set: a request that gets a
+	// place checks it first.
 	s.model.Store(nil)
-	return func() { go s.reloadModel(l, err) }
+	s.reloadPending.Store(l)
+}
+
+// startReload starts reloading l if checkDevice set it aside. It takes no
+// lock: every release calls it, and Close holds closeMu while it waits
+// for the running requests to release.
+func (s *Server) startReload(l *loaded) {
+	if s.reloadPending.CompareAndSwap(l, nil) {
+		go s.reloadModel(l, l.failure())
+	}
 }
 
 // reloadModel frees the failed model l and loads it again.
