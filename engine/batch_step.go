@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"headinfer/engine/gguf"
 	"headinfer/engine/offload"
 	"headinfer/vk"
 )
@@ -146,120 +147,118 @@ func (b *batchStep) programFor(seqs []*state, withLogits bool) (*offload.Program
 	return p, err
 }
 
-// record appends the batched step of seqs to p. It follows state.record
-// with one token per sequence; see batchStep for what differs.
-func (b *batchStep) record(p *offload.Program, seqs []*state, withLogits bool) error {
-	m, w, cfg, o := b.m, b.m.w, b.m.Config, b.m.ops
-	n := len(seqs)
-	rows := func(buf *vk.Buffer, width int) vk.Range { return buf.Range(0, uint64(4*n*width)) }
-	x, xb, att := rows(b.x, cfg.Dim), rows(b.xb, cfg.Dim), rows(b.att, cfg.Heads*cfg.HeadDim)
-	gate, up := rows(b.gate, cfg.FFN), rows(b.up, cfg.FFN)
-	qDim := cfg.Heads * cfg.HeadDim
-	product := func(c *vk.Commands, t *Tensor, wr vk.Range, rows int, x, y vk.Range, acc bool) error {
-		return m.ops.matvec[t.Type].RecordBatch(c, wr, rows, t.Cols, n, x, y, acc)
-	}
+// batchRows are the rows of a batched decode step, one token of each
+// sequence: products read each weight once for all of them (matrix ×
+// vectors), each sequence's attention runs in its own state, and every
+// sequence gets logits.
+type batchRows struct {
+	b          *batchStep
+	seqs       []*state
+	withLogits bool
+}
 
+// record appends the batched step of seqs to p. It runs the
+// architecture's forward pass as state.record does, with one token per
+// sequence; see batchStep for what differs.
+func (b *batchStep) record(p *offload.Program, seqs []*state, withLogits bool) error {
 	c, err := p.Compute()
 	if err != nil {
 		return err
 	}
-	try := func(e error) {
-		if err == nil {
-			err = e
-		}
-	}
-	try(o.embed.Record(c, b.ids.Range(0, uint64(4*n)), w.Embed.Range(), x, n))
-	c.Barrier()
-	for l := range w.Blocks {
-		blk := &w.Blocks[l]
-		try(o.norm.Record(c, x, blk.AttnNorm.Range(), xb, n))
-		c.Barrier()
-		try(b.qkvInto(c, blk, seqs, xb, product))
-		c.Barrier()
-		if err != nil {
-			return err
-		}
-		for i, s := range seqs {
-			if err := p.Sequence(i); err != nil {
-				return err
-			}
-			if c, err = s.attention(p, c, l, 1, true); err != nil {
-				return err
-			}
-			c.Barrier()
-		}
-		for i, s := range seqs {
-			c.Copy(att.Buf.Range(uint64(4*i*qDim), uint64(4*qDim)), s.att.Range(0, uint64(4*qDim)))
-		}
-		c.Barrier()
-		try(product(c, blk.Out, blk.Out.Range(), blk.Out.Rows, att, x, true))
-		c.Barrier()
+	cfg, n := b.m.Config, len(seqs)
+	rows := func(buf *vk.Buffer, width int) vk.Range { return buf.Range(0, uint64(4*n*width)) }
+	f := &pass{m: b.m, rows: batchRows{b, seqs, withLogits}, n: n, p: p, c: c, ids: b.ids.Range(0, uint64(4*n)),
+		x: rows(b.x, cfg.Dim), xb: rows(b.xb, cfg.Dim), att: rows(b.att, cfg.Heads*cfg.HeadDim),
+		gate: rows(b.gate, cfg.FFN), up: rows(b.up, cfg.FFN)}
+	b.m.w.forward(f)
+	return f.err
+}
 
-		try(o.norm.Record(c, x, blk.FFNNorm.Range(), xb, n))
-		c.Barrier()
-		mv := m.ops.matvec[blk.Gate.Type]
-		if wgu, ok := joined(blk.Gate, blk.Up); ok && mv.CanGLU(blk.Gate.Rows, blk.Gate.Cols) && !m.opt.separate {
-			try(mv.RecordGLU(c, wgu, blk.Gate.Rows, blk.Gate.Cols, n, xb, gate))
-		} else {
-			try(product(c, blk.Gate, blk.Gate.Range(), blk.Gate.Rows, xb, gate, false))
-			try(product(c, blk.Up, blk.Up.Range(), blk.Up.Rows, xb, up, false))
-			c.Barrier()
-			try(o.swiglu.Record(c, gate, up, gate, n*cfg.FFN))
+func (r batchRows) product(f *pass, t *Tensor, w vk.Range, rows int, x, y vk.Range, acc bool) error {
+	return f.m.ops.matvec[t.Type].RecordBatch(f.c, w, rows, t.Cols, f.n, x, y, acc)
+}
+
+func (r batchRows) vectors(*pass, gguf.Type) bool { return true }
+
+// attention records each sequence's attention in its own state, and
+// gathers their outputs into f.att.
+func (r batchRows) attention(f *pass, l int, a *attnWeights) (*vk.Commands, error) {
+	qDim := f.m.Config.Heads * f.m.Config.HeadDim
+	c := f.c
+	for i, s := range r.seqs {
+		if err := f.p.Sequence(i); err != nil {
+			return nil, err
 		}
-		c.Barrier()
-		try(product(c, blk.Down, blk.Down.Range(), blk.Down.Rows, gate, x, true))
+		var err error
+		if c, err = s.attention(f.p, c, l, 1, true, a); err != nil {
+			return nil, err
+		}
 		c.Barrier()
 	}
+	for i, s := range r.seqs {
+		c.Copy(f.att.Buf.Range(uint64(4*i*qDim), uint64(4*qDim)), s.att.Range(0, uint64(4*qDim)))
+	}
+	return c, nil
+}
 
-	// Every sequence's logits, each into its own state.
-	try(o.norm.Record(c, x, w.OutNorm.Range(), xb, n))
+// logits records every sequence's logits, each into its own state, and
+// its argmax.
+func (r batchRows) logits(f *pass, norm, out *Tensor) error {
+	b, c, o, vocab := r.b, f.c, f.m.ops, f.m.Config.Vocab
+	if err := o.norm.Record(c, f.x, norm.Range(), f.xb, f.n); err != nil {
+		return err
+	}
 	c.Barrier()
-	logits := b.logits.Range(0, uint64(4*n*cfg.Vocab))
-	try(product(c, w.Output, w.Output.Range(), w.Output.Rows, xb, logits, false))
+	logits := b.logits.Range(0, uint64(4*f.n*vocab))
+	if err := r.product(f, out, out.Range(), out.Rows, f.xb, logits, false); err != nil {
+		return err
+	}
 	c.Barrier()
-	vb := uint64(4 * cfg.Vocab)
-	for i, s := range seqs {
+	vb := uint64(4 * vocab)
+	for i, s := range r.seqs {
 		c.Copy(s.logits.All(), b.logits.Range(uint64(i)*vb, vb))
 	}
 	c.Barrier()
-	for i, s := range seqs {
+	for i, s := range r.seqs {
 		if i > 0 {
 			c.Barrier() // the argmax kernels share their scratch
 		}
-		try(o.argmax.Record(c, s.logits.All(), s.next.Range(0, 4), cfg.Vocab))
+		if err := o.argmax.Record(c, s.logits.All(), s.next.Range(0, 4), vocab); err != nil {
+			return err
+		}
 	}
-	if withLogits {
+	if r.withLogits {
 		c.Barrier()
-		for _, s := range seqs {
+		for _, s := range r.seqs {
 			c.Copy(s.logitsHost.All(), s.logits.All())
 		}
 	}
-	return err
+	return nil
 }
 
-// qkvInto records the Q, K and V projections of the batch's rows of xb
+// qkv records the Q, K and V projections of the batch's rows of xb
 // and copies each sequence's into its own state, laid out as that state's
 // solo decode step lays them out. Where the solo step does the three as
 // one product over the stacked weights, so does the batch (each token's
 // q, k and v then come out back to back, one copy); else three products.
-func (b *batchStep) qkvInto(c *vk.Commands, blk *llamaBlock, seqs []*state, xb vk.Range,
-	product func(c *vk.Commands, t *Tensor, wr vk.Range, rows int, x, y vk.Range, acc bool) error) error {
+func (r batchRows) qkv(f *pass, a *attnWeights) error {
+	b, c, seqs, xb := r.b, f.c, r.seqs, f.xb
 	m, cfg, n := b.m, b.m.Config, len(seqs)
 	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
 	width := qDim + 2*kvDim
 	q1, k1, v1 := seqs[0].qkvRanges(1)
 	_, oneVector := adjacent(q1, k1, v1)
-	wqkv, wok := joined(blk.Q, blk.K, blk.V)
-	bias, bok := joined(blk.QBias, blk.KBias, blk.VBias)
-	if wok && oneVector && (bok || blk.QBias == nil) && !m.opt.separate {
+	wqkv, wok := joined(a.Q, a.K, a.V)
+	bias, bok := joined(a.QBias, a.KBias, a.VBias)
+	if wok && oneVector && (bok || a.QBias == nil) && !m.opt.separate {
 		out := b.qkv.Range(0, uint64(4*n*width))
-		if blk.QBias != nil {
+		if a.QBias != nil {
 			for i := 0; i < n; i++ {
 				c.Copy(b.qkv.Range(uint64(4*i*width), uint64(4*width)), bias)
 			}
 			c.Barrier()
 		}
-		if err := product(c, blk.Q, wqkv, width, xb, out, blk.QBias != nil); err != nil {
+		if err := r.product(f, a.Q, wqkv, width, xb, out, a.QBias != nil); err != nil {
 			return err
 		}
 		c.Barrier()
@@ -274,16 +273,16 @@ func (b *batchStep) qkvInto(c *vk.Commands, blk *llamaBlock, seqs []*state, xb v
 		w, bias *Tensor
 		off     uint64
 		dim     int
-	}{{blk.Q, blk.QBias, 0, qDim}, {blk.K, blk.KBias, uint64(4 * n * qDim), kvDim}, {blk.V, blk.VBias, uint64(4 * n * (qDim + kvDim)), kvDim}}
-	for _, r := range regions {
-		y := b.qkv.Range(r.off, uint64(4*n*r.dim))
-		if r.bias != nil {
+	}{{a.Q, a.QBias, 0, qDim}, {a.K, a.KBias, uint64(4 * n * qDim), kvDim}, {a.V, a.VBias, uint64(4 * n * (qDim + kvDim)), kvDim}}
+	for _, g := range regions {
+		y := b.qkv.Range(g.off, uint64(4*n*g.dim))
+		if g.bias != nil {
 			for i := 0; i < n; i++ {
-				c.Copy(b.qkv.Range(r.off+uint64(4*i*r.dim), uint64(4*r.dim)), r.bias.Range())
+				c.Copy(b.qkv.Range(g.off+uint64(4*i*g.dim), uint64(4*g.dim)), g.bias.Range())
 			}
 			c.Barrier()
 		}
-		if err := product(c, r.w, r.w.Range(), r.w.Rows, xb, y, r.bias != nil); err != nil {
+		if err := r.product(f, g.w, g.w.Range(), g.w.Rows, xb, y, g.bias != nil); err != nil {
 			return err
 		}
 	}
@@ -291,8 +290,8 @@ func (b *batchStep) qkvInto(c *vk.Commands, blk *llamaBlock, seqs []*state, xb v
 	for i, s := range seqs {
 		q, k, v := s.qkvRanges(1)
 		for j, dst := range []vk.Range{q, k, v} {
-			r := regions[j]
-			c.Copy(dst, b.qkv.Range(r.off+uint64(4*i*r.dim), uint64(4*r.dim)))
+			g := regions[j]
+			c.Copy(dst, b.qkv.Range(g.off+uint64(4*i*g.dim), uint64(4*g.dim)))
 		}
 	}
 	return nil

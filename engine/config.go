@@ -40,19 +40,38 @@ type Config struct {
 // Group is the number of query heads that share one KV head.
 func (c Config) Group() int { return c.Heads / c.KVHeads }
 
-// architecture describes how a registered architecture differs from the
-// Llama baseline.
+// An architecture is one model family as its file (llama.go, …)
+// registers it under its GGUF name: how it differs from the Llama
+// baseline in what the shared kernels do, how its tensors load, and, for
+// `synth`, what tensors a layer of it has.
 type architecture struct {
 	ropeNeox bool // default rope layout
 	qkvBias  bool
 	qkNorm   bool
+	// configure reads the family's own metadata into c, after the keys
+	// every family shares (nil: none).
+	configure func(f *gguf.File, c *Config) error
+	// load binds the family's tensors.
+	load func(l *loader, c Config) (weights, error)
+	// synthBlock lists layer l's tensors of a synthetic model.
+	synthBlock func(s *synthModel, l int)
 }
 
-var architectures = map[string]architecture{
-	"llama": {},
-	"qwen2": {ropeNeox: true, qkvBias: true},
-	"qwen3": {ropeNeox: true, qkNorm: true},
+// weights is a loaded model's tensors, bound to an architecture's
+// structs, and its forward pass over them.
+type weights interface {
+	// forward records the forward pass of f's rows.
+	forward(f *pass)
+	// embedding is the token embeddings; output the output projection
+	// (the embeddings again when the model ties them).
+	embedding() *Tensor
+	output() *Tensor
 }
+
+var architectures = map[string]*architecture{}
+
+// register adds an architecture; its file calls it from init.
+func register(name string, a *architecture) { architectures[name] = a }
 
 // Architectures lists the GGUF architectures this engine runs.
 func Architectures() []string {
@@ -171,5 +190,10 @@ func ConfigOf(f *gguf.File) (Config, error) {
 		return Config{}, fmt.Errorf("token_embd.weight has shape %v, want [%d, vocab]", emb.Dims, c.Dim)
 	}
 	c.Vocab = int(emb.Dims[1])
+	if a.configure != nil {
+		if err := a.configure(f, &c); err != nil {
+			return Config{}, err
+		}
+	}
 	return c, nil
 }

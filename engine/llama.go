@@ -1,29 +1,22 @@
 package engine
 
-import (
-	"fmt"
-
-	"headinfer/engine/offload"
-	"headinfer/vk"
-)
+import "fmt"
 
 // The Llama architecture (Llama 2 and 3, Mistral, TinyLlama); Qwen2,
 // which adds biases to the Q/K/V projections and rotates neox-style pairs;
 // and Qwen3, which rotates as Qwen2 but instead of biases RMS-normalises
 // every head of q and of k before RoPE.
 
+func init() {
+	register("llama", &architecture{load: loadLlama, synthBlock: synthLlamaBlock})
+	register("qwen2", &architecture{ropeNeox: true, qkvBias: true, load: loadLlama, synthBlock: synthLlamaBlock})
+	register("qwen3", &architecture{ropeNeox: true, qkNorm: true, load: loadLlama, synthBlock: synthLlamaBlock})
+}
+
 // llamaBlock is one transformer block's weights.
 type llamaBlock struct {
 	AttnNorm *Tensor `gguf:"attn_norm" shape:"dim"`
-	Q        *Tensor `gguf:"attn_q" shape:"dim,qdim" join:"qkv"`
-	K        *Tensor `gguf:"attn_k" shape:"dim,kvdim" join:"qkv"`
-	V        *Tensor `gguf:"attn_v" shape:"dim,kvdim" join:"qkv"`
-	QBias    *Tensor `gguf:"attn_q.bias,optional" shape:"qdim" join:"qkv bias"`
-	KBias    *Tensor `gguf:"attn_k.bias,optional" shape:"kvdim" join:"qkv bias"`
-	VBias    *Tensor `gguf:"attn_v.bias,optional" shape:"kvdim" join:"qkv bias"`
-	QNorm    *Tensor `gguf:"attn_q_norm,optional" shape:"headdim"`
-	KNorm    *Tensor `gguf:"attn_k_norm,optional" shape:"headdim"`
-	Out      *Tensor `gguf:"attn_output" shape:"qdim,dim"`
+	Attn     attnWeights
 	FFNNorm  *Tensor `gguf:"ffn_norm" shape:"dim"`
 	Gate     *Tensor `gguf:"ffn_gate" shape:"dim,ffn" join:"gate up"`
 	Up       *Tensor `gguf:"ffn_up" shape:"dim,ffn" join:"gate up"`
@@ -38,139 +31,57 @@ type llamaWeights struct {
 	Blocks  []llamaBlock
 }
 
-func loadLlama(l *loader, c Config) (*llamaWeights, error) {
+func loadLlama(l *loader, c Config) (weights, error) {
 	w := &llamaWeights{Blocks: make([]llamaBlock, c.Layers)}
 	if err := l.bind(w, "", c); err != nil {
 		return nil, err
 	}
-	if w.Output == nil {
-		out, err := l.matrix(w.Embed)
-		if err != nil {
-			return nil, err
-		}
-		w.Output = out
+	var err error
+	if w.Output, err = l.output(w.Output, w.Embed); err != nil {
+		return nil, err
 	}
 	for i := range w.Blocks {
 		if err := l.bind(&w.Blocks[i], fmt.Sprintf("blk.%d.", i), c); err != nil {
 			return nil, err
 		}
-		b := &w.Blocks[i]
-		if c.QKVBias != (b.QBias != nil) {
-			return nil, fmt.Errorf("blk.%d: %s model must have Q/K/V biases iff its architecture does", i, c.Arch)
-		}
-		for _, n := range []struct {
-			t    *Tensor
-			name string
-		}{{b.QNorm, "attn_q_norm"}, {b.KNorm, "attn_k_norm"}} {
-			if c.QKNorm && n.t == nil {
-				return nil, fmt.Errorf("%s model lacks tensor blk.%d.%s.weight (want shape [%d])", c.Arch, i, n.name, c.HeadDim)
-			}
-			if !c.QKNorm && n.t != nil {
-				return nil, fmt.Errorf("%s model has tensor blk.%d.%s.weight, which its architecture does not use", c.Arch, i, n.name)
-			}
+		if err := w.Blocks[i].Attn.check(c, i); err != nil {
+			return nil, err
 		}
 	}
 	return w, nil
 }
 
-// record appends one forward pass over the n tokens in s.ids (at the
-// positions in s.pos) to p: embeddings, every block, and the logits of the
-// last token, for any position up to the context. decode says that it is
-// a decode step (see offload.Step).
-func (s *state) record(p *offload.Program, n int, decode bool) error {
-	m, w, cfg, o := s.m, s.m.w, s.m.Config, s.m.ops
-	rows := func(b *vk.Buffer, width int) vk.Range { return b.Range(0, uint64(4*n*width)) }
-	x, xb := rows(s.x, cfg.Dim), rows(s.xb, cfg.Dim)
-	q, k, v := s.qkvRanges(n)
-	att := rows(s.att, cfg.Heads*cfg.HeadDim)
-	gate, up := rows(s.gate, cfg.FFN), rows(s.up, cfg.FFN)
-	ids := s.ids.Range(0, uint64(4*n))
+func (w *llamaWeights) embedding() *Tensor { return w.Embed }
+func (w *llamaWeights) output() *Tensor    { return w.Output }
 
-	c, err := p.Compute()
-	if err != nil {
-		return err
-	}
-	try := func(e error) {
-		if err == nil {
-			err = e
-		}
-	}
-	try(o.embed.Record(c, ids, w.Embed.Range(), x, n))
-	c.Barrier()
+// forward records the forward pass of f's rows: embeddings, every block,
+// and the logits.
+func (w *llamaWeights) forward(f *pass) {
+	f.embed(w.Embed)
 	for l := range w.Blocks {
 		b := &w.Blocks[l]
 		// Attention: x += Wo · attention(rope(Wq·xb), rope(Wk·xb), Wv·xb).
-		try(o.norm.Record(c, x, b.AttnNorm.Range(), xb, n))
-		c.Barrier()
-		try(m.qkv(c, b, xb, q, k, v, n))
-		c.Barrier()
-		if err != nil {
-			return err
-		}
-		if c, err = s.attention(p, c, l, n, decode); err != nil {
-			return err
-		}
-		c.Barrier()
-		try(m.matmul(c, b.Out, att, x, n, true))
-		c.Barrier()
+		f.norm(f.x, b.AttnNorm, f.xb)
+		f.attention(l, &b.Attn)
+		f.linear(b.Attn.Out, f.att, f.x, true)
 
 		// Feed-forward: x += Wdown · (silu(Wgate·xb) ⊙ Wup·xb).
-		try(o.norm.Record(c, x, b.FFNNorm.Range(), xb, n))
-		c.Barrier()
-		try(m.gateUp(c, b, xb, gate, up, n))
-		c.Barrier()
-		try(m.matmul(c, b.Down, gate, x, n, true))
-		c.Barrier()
+		f.norm(f.x, b.FFNNorm, f.xb)
+		f.swiGLU(b.Gate, b.Up)
+		f.linear(b.Down, f.gate, f.x, true)
 	}
-
-	// Logits of the last token only.
-	last := s.x.Range(uint64(4*(n-1)*cfg.Dim), uint64(4*cfg.Dim))
-	xl := s.xb.Range(0, uint64(4*cfg.Dim))
-	try(o.norm.Record(c, last, w.OutNorm.Range(), xl, 1))
-	c.Barrier()
-	try(m.matmul(c, w.Output, xl, s.logits.All(), 1, false))
-	c.Barrier()
-	try(o.argmax.Record(c, s.logits.All(), s.next.Range(0, 4), cfg.Vocab))
-	return err
+	f.logits(w.OutNorm, w.Output)
 }
 
-// attention appends to p, after c, layer l's attention of the n tokens
-// whose q, k and v the projections left in s.qkv: the heads' norm where
-// the architecture has one, RoPE, the store of the
-// new K and V rows, and attention over the KV cache into s.att. It returns
-// the compute commands to go on recording into. decode says that it is a
-// decode step (see offload.Step).
-func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int, decode bool) (*vk.Commands, error) {
-	o := s.m.ops
-	q, k, v := s.qkvRanges(n)
-	pos := s.pos.Range(0, uint64(4*n))
-	var err error
-	try := func(e error) {
-		if err == nil {
-			err = e
-		}
-	}
-	if b := &s.m.w.Blocks[l]; b.QNorm != nil {
-		// In place, each head a row: q is n·Heads rows of HeadDim, k
-		// n·KVHeads; the K rows are stored normalised.
-		cfg := s.m.Config
-		try(o.headNorm.Record(c, q, b.QNorm.Range(), q, n*cfg.Heads))
-		try(o.headNorm.Record(c, k, b.KNorm.Range(), k, n*cfg.KVHeads))
-		c.Barrier()
-	}
-	if qk, joined := adjacent(q, k); n == 1 && joined && !s.m.opt.separate {
-		try(o.ropeQK.Record(c, qk, pos, s.freqs.All(), 1))
-	} else {
-		try(o.ropeQ.Record(c, q, pos, s.freqs.All(), n))
-		try(o.ropeK.Record(c, k, pos, s.freqs.All(), n))
-	}
-	c.Barrier()
-	try(s.kv.Store(c, l, k, v, pos, n))
-	c.Barrier()
-	att := s.att.Range(0, uint64(4*n*s.m.Config.Heads*s.m.Config.HeadDim))
-	try(s.kv.Attend(p, l, offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n, Decode: decode}))
-	if err != nil {
-		return nil, err
-	}
-	return p.Compute()
+// synthLlamaBlock lists layer l's tensors of a synthetic llama, qwen2 or
+// qwen3 model.
+func synthLlamaBlock(s *synthModel, l int) {
+	p := fmt.Sprintf("blk.%d.", l)
+	s.vec(p+"attn_norm.weight", s.Dim)
+	s.attention(p, l)
+	s.vec(p+"ffn_norm.weight", s.Dim)
+	s.mat(p+"ffn_gate.weight", s.Dim, s.FFN)
+	s.mat(p+"ffn_up.weight", s.Dim, s.FFN)
+	s.matMore(l, p+"ffn_down.weight", s.FFN, s.Dim)
+	s.attentionExtras(p)
 }

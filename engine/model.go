@@ -74,7 +74,8 @@ type Model struct {
 	dev     *vk.Device
 	ownDev  bool
 	file    *gguf.File
-	w       *llamaWeights
+	arch    *architecture
+	w       weights
 	ops     *ops
 	freqs   []float32 // rope inverse frequencies
 	weights uint64    // bytes of weights on the device
@@ -154,7 +155,8 @@ func Load(path string, opt Options) (m *Model, err error) {
 		total := int64(weightBytes(f))
 		m.loaded.progress = func(done uint64) { report(Progress{Work: ProgressLoad, Done: int64(done), Total: total}) }
 	}
-	if m.w, err = loadLlama(m.loaded, c); err != nil {
+	m.arch = architectures[c.Arch]
+	if m.w, err = m.arch.load(m.loaded, c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	m.weights = m.loaded.bytes
@@ -225,7 +227,7 @@ func kvTypeOf(name string) (gguf.Type, error) {
 	return 0, fmt.Errorf("KV cache type %q is not supported (use f16 or f32)", name)
 }
 
-func newOps(d *vk.Device, c Config, w *llamaWeights, kvType gguf.Type) (*ops, error) {
+func newOps(d *vk.Device, c Config, w weights, kvType gguf.Type) (*ops, error) {
 	o := &ops{matvec: map[gguf.Type]*kernel.MatVec{}, matmul: map[gguf.Type]*kernel.MatMul{}}
 	var err error
 	try := func(e error) {
@@ -234,7 +236,7 @@ func newOps(d *vk.Device, c Config, w *llamaWeights, kvType gguf.Type) (*ops, er
 		}
 	}
 	var e error
-	o.embed, e = kernel.NewEmbed(d, w.Embed.Type, c.Dim, c.Vocab)
+	o.embed, e = kernel.NewEmbed(d, w.embedding().Type, c.Dim, c.Vocab)
 	try(e)
 	o.norm, e = kernel.NewRMSNorm(d, c.Dim, float32(c.NormEps))
 	try(e)
@@ -260,12 +262,10 @@ func newOps(d *vk.Device, c Config, w *llamaWeights, kvType gguf.Type) (*ops, er
 	try(e)
 	o.attn, e = kernel.NewAttention(d, kvType, c.HeadDim, c.Group())
 	try(e)
-	types := []gguf.Type{w.Output.Type}
-	for _, b := range w.Blocks {
-		types = append(types, b.Q.Type, b.K.Type, b.V.Type, b.Out.Type, b.Gate.Type, b.Up.Type, b.Down.Type)
-	}
-	for _, t := range types {
-		if o.matvec[t] == nil {
+	for _, m := range append(tensorsOf(w), w.output()) {
+		// The embeddings are read by the embedding kernel only, unless the
+		// output projection is tied to them.
+		if t := m.Type; m.Rows > 1 && (m != w.embedding() || m == w.output()) && o.matvec[t] == nil {
 			o.matvec[t], e = kernel.NewMatVec(d, t)
 			try(e)
 			o.matmul[t], e = kernel.NewMatMul(d, t)
@@ -278,79 +278,6 @@ func newOps(d *vk.Device, c Config, w *llamaWeights, kvType gguf.Type) (*ops, er
 	return o, nil
 }
 
-// matmul records y = W·x (or y += W·x) for n rows of x.
-func (m *Model) matmul(c *vk.Commands, w *Tensor, x, y vk.Range, n int, accumulate bool) error {
-	return m.product(c, w.Type, w.Range(), w.Rows, w.Cols, x, y, n, accumulate)
-}
-
-// product records y = W·x (or y += W·x) for n rows of x, W being rows ×
-// cols weights of type t.
-func (m *Model) product(c *vk.Commands, t gguf.Type, w vk.Range, rows, cols int, x, y vk.Range, n int, accumulate bool) error {
-	if n == 1 {
-		return m.ops.matvec[t].Record(c, w, rows, cols, x, y, accumulate)
-	}
-	return m.ops.matmul[t].Record(c, w, rows, cols, n, x, y, accumulate)
-}
-
-// qkv records the three projections of n rows of xb, with their biases
-// if any, into q, k and v. When one token's q, k and v lie back to back,
-// as do the weights (and biases), it is one product: the rows of Wq, Wk
-// and Wv stacked.
-func (m *Model) qkv(c *vk.Commands, b *llamaBlock, xb, q, k, v vk.Range, n int) error {
-	w, wok := joined(b.Q, b.K, b.V)
-	out, ook := adjacent(q, k, v)
-	bias, bok := joined(b.QBias, b.KBias, b.VBias)
-	if n == 1 && wok && ook && (bok || b.QBias == nil) && !m.opt.separate {
-		if b.QBias != nil {
-			c.Copy(out, bias)
-			c.Barrier()
-		}
-		return m.product(c, b.Q.Type, w, b.Q.Rows+b.K.Rows+b.V.Rows, b.Q.Cols, xb, out, 1, b.QBias != nil)
-	}
-	for _, p := range []struct {
-		w, bias *Tensor
-		y       vk.Range
-	}{{b.Q, b.QBias, q}, {b.K, b.KBias, k}, {b.V, b.VBias, v}} {
-		if err := m.linear(c, p.w, p.bias, xb, p.y, n); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// gateUp records silu(Wgate·xb) ⊙ (Wup·xb) for n rows into gate; up is
-// scratch. Where the product runs as matrix-vector products and the two
-// matrices lie back to back, it is one fused pass.
-func (m *Model) gateUp(c *vk.Commands, b *llamaBlock, xb, gate, up vk.Range, n int) error {
-	mv := m.ops.matvec[b.Gate.Type]
-	fusable := (n == 1 || m.ops.matmul[b.Gate.Type].Batched()) && mv.CanGLU(b.Gate.Rows, b.Gate.Cols) && !m.opt.separate
-	if w, ok := joined(b.Gate, b.Up); ok && fusable {
-		return mv.RecordGLU(c, w, b.Gate.Rows, b.Gate.Cols, n, xb, gate)
-	}
-	if err := m.matmul(c, b.Gate, xb, gate, n, false); err != nil {
-		return err
-	}
-	if err := m.matmul(c, b.Up, xb, up, n, false); err != nil {
-		return err
-	}
-	c.Barrier()
-	return m.ops.swiglu.Record(c, gate, up, gate, n*m.Config.FFN)
-}
-
-// linear records y = W·x + bias for n rows; the bias is copied into every
-// row of y first and the product accumulated onto it.
-func (m *Model) linear(c *vk.Commands, w, bias *Tensor, x, y vk.Range, n int) error {
-	if bias == nil {
-		return m.matmul(c, w, x, y, n, false)
-	}
-	rowBytes := uint64(4 * w.Rows)
-	for t := 0; t < n; t++ {
-		c.Copy(vk.Range{Buf: y.Buf, Off: y.Off + uint64(t)*rowBytes, Size: rowBytes}, bias.Range())
-	}
-	c.Barrier()
-	return m.matmul(c, w, x, y, n, true)
-}
-
 // Device is the Vulkan device the model runs on.
 func (m *Model) Device() *vk.Device { return m.dev }
 
@@ -361,8 +288,8 @@ func (m *Model) WeightBytes() uint64 { return m.weights }
 // embeddings, of which it reads one row (unless the output projection
 // shares them).
 func (m *Model) DecodeBytes() uint64 {
-	e := m.w.Embed
-	if m.w.Output == e {
+	e := m.w.embedding()
+	if m.w.output() == e {
 		return m.weights
 	}
 	return m.weights - e.Size + e.Size/uint64(e.Rows)

@@ -142,64 +142,18 @@ func Synth(w io.Writer, s SynthSpec) error {
 	}
 	kv = append(kv, synthVocab(s.Vocab)...)
 
-	type tensor struct {
-		name       string
-		cols, rows int
-		typ        gguf.Type
-		fill       func(r *rand.Rand, n int) []float32
+	m := &synthModel{SynthSpec: s, arch: arch, headDim: hd}
+	m.ts = []synthTensor{
+		{"token_embd.weight", s.Dim, s.Vocab, s.Type, func(r *rand.Rand, n int) []float32 { return synthMatrix(r, n, 1) }},
 	}
-	matrix := func(r *rand.Rand, n int, cols int) []float32 {
-		// Uniform with variance 1/cols keeps activations of order 1.
-		a := float32(math.Sqrt(3 / float64(cols)))
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = (2*r.Float32() - 1) * a
-		}
-		return v
-	}
-	norm := func(r *rand.Rand, n int) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = 0.8 + 0.4*r.Float32()
-		}
-		return v
-	}
-	mixed := s.Type
-	if s.Mix != 0 {
-		mixed = s.Mix
-	}
-	matOf := func(typ gguf.Type, name string, cols, rows int) tensor {
-		return tensor{name, cols, rows, typ, func(r *rand.Rand, n int) []float32 { return matrix(r, n, cols) }}
-	}
-	mat := func(name string, cols, rows int) tensor { return matOf(s.Type, name, cols, rows) }
-	vec := func(name string, n int) tensor { return tensor{name, n, 1, gguf.F32, norm} }
-	qdim, kvdim := s.Heads*hd, s.KVHeads*hd
-	ts := []tensor{
-		{"token_embd.weight", s.Dim, s.Vocab, s.Type, func(r *rand.Rand, n int) []float32 { return matrix(r, n, 1) }},
-		vec("output_norm.weight", s.Dim),
-	}
+	m.vec("output_norm.weight", s.Dim)
 	if !s.Tied {
-		ts = append(ts, matOf(mixed, "output.weight", s.Dim, s.Vocab))
+		m.ts = append(m.ts, synthMat(m.mixed(), "output.weight", s.Dim, s.Vocab))
 	}
 	for l := 0; l < s.Layers; l++ {
-		p := fmt.Sprintf("blk.%d.", l)
-		more := s.Type
-		if useMoreBits(l, s.Layers) {
-			more = mixed
-		}
-		ts = append(ts,
-			vec(p+"attn_norm.weight", s.Dim),
-			mat(p+"attn_q.weight", s.Dim, qdim), mat(p+"attn_k.weight", s.Dim, kvdim), matOf(more, p+"attn_v.weight", s.Dim, kvdim),
-			mat(p+"attn_output.weight", qdim, s.Dim),
-			vec(p+"ffn_norm.weight", s.Dim),
-			mat(p+"ffn_gate.weight", s.Dim, s.FFN), mat(p+"ffn_up.weight", s.Dim, s.FFN), matOf(more, p+"ffn_down.weight", s.FFN, s.Dim))
-		if arch.qkvBias {
-			ts = append(ts, vec(p+"attn_q.bias", qdim), vec(p+"attn_k.bias", kvdim), vec(p+"attn_v.bias", kvdim))
-		}
-		if arch.qkNorm {
-			ts = append(ts, vec(p+"attn_q_norm.weight", hd), vec(p+"attn_k_norm.weight", hd))
-		}
+		arch.synthBlock(m, l)
 	}
+	ts := m.ts
 	infos := make([]gguf.TensorInfo, len(ts))
 	for i, t := range ts {
 		dims := []uint64{uint64(t.cols)}
@@ -225,6 +179,98 @@ func Synth(w io.Writer, s SynthSpec) error {
 		}
 	}
 	return gw.Close()
+}
+
+// synthModel is a synthetic model's tensors as they are listed, in file
+// order; an architecture's synthBlock adds a layer's.
+type synthModel struct {
+	SynthSpec
+	arch    *architecture
+	headDim int
+	ts      []synthTensor
+}
+
+// synthTensor is one tensor of a synthetic model and how to fill it.
+type synthTensor struct {
+	name       string
+	cols, rows int
+	typ        gguf.Type
+	fill       func(r *rand.Rand, n int) []float32
+}
+
+// synthMatrix draws a matrix uniformly with variance 1/cols, which keeps
+// activations of order 1.
+func synthMatrix(r *rand.Rand, n int, cols int) []float32 {
+	a := float32(math.Sqrt(3 / float64(cols)))
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = (2*r.Float32() - 1) * a
+	}
+	return v
+}
+
+// synthMat is a matrix of type typ.
+func synthMat(typ gguf.Type, name string, cols, rows int) synthTensor {
+	return synthTensor{name, cols, rows, typ, func(r *rand.Rand, n int) []float32 { return synthMatrix(r, n, cols) }}
+}
+
+// mixed is the type of the matrices a _M mixture gives more bits.
+func (s *synthModel) mixed() gguf.Type {
+	if s.Mix != 0 {
+		return s.Mix
+	}
+	return s.Type
+}
+
+// mat adds a matrix of the spec's type.
+func (s *synthModel) mat(name string, cols, rows int) {
+	s.ts = append(s.ts, synthMat(s.Type, name, cols, rows))
+}
+
+// matMore adds a matrix that a _M mixture gives more bits in layer l.
+func (s *synthModel) matMore(l int, name string, cols, rows int) {
+	typ := s.Type
+	if useMoreBits(l, s.Layers) {
+		typ = s.mixed()
+	}
+	s.ts = append(s.ts, synthMat(typ, name, cols, rows))
+}
+
+// vec adds an F32 vector of values near 1 (a norm's weights, a bias).
+func (s *synthModel) vec(name string, n int) {
+	s.ts = append(s.ts, synthTensor{name, n, 1, gguf.F32, func(r *rand.Rand, n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = 0.8 + 0.4*r.Float32()
+		}
+		return v
+	}})
+}
+
+// attention adds layer l's attention projections (attnWeights).
+func (s *synthModel) attention(p string, l int) {
+	qdim, kvdim := s.Heads*s.headDim, s.KVHeads*s.headDim
+	s.mat(p+"attn_q.weight", s.Dim, qdim)
+	s.mat(p+"attn_k.weight", s.Dim, kvdim)
+	s.matMore(l, p+"attn_v.weight", s.Dim, kvdim)
+	s.mat(p+"attn_output.weight", qdim, s.Dim)
+}
+
+// attentionExtras adds the attention biases and heads' norms of a layer
+// where the architecture has them. (They come last in a layer: each
+// tensor's random values depend on its place in the file, and models
+// written before stay the same.)
+func (s *synthModel) attentionExtras(p string) {
+	qdim, kvdim := s.Heads*s.headDim, s.KVHeads*s.headDim
+	if s.arch.qkvBias {
+		s.vec(p+"attn_q.bias", qdim)
+		s.vec(p+"attn_k.bias", kvdim)
+		s.vec(p+"attn_v.bias", kvdim)
+	}
+	if s.arch.qkNorm {
+		s.vec(p+"attn_q_norm.weight", s.headDim)
+		s.vec(p+"attn_k_norm.weight", s.headDim)
+	}
 }
 
 // synthVocab makes a SentencePiece vocabulary of n tokens: <unk>, <s>,

@@ -64,9 +64,10 @@ func TestSyntheticModelsMatchReference(t *testing.T) {
 				path := writeSynth(t, spec)
 				ref := loadRef(t, path)
 				m := loadModel(t, path, Options{CtxSize: 300, Chunk: 5, KVType: "f32", separate: separate})
-				if cpu := m.dev.Info().Type == vk.CPU; typ.typ.BlockSize() > 1 && m.w.Blocks[0].Q.Packed != cpu ||
-					tied && cpu && (!m.w.Output.Packed || m.w.Output == m.w.Embed) {
-					t.Fatalf("on a %v device: Q packed %v, output packed %v", m.dev.Info().Type, m.w.Blocks[0].Q.Packed, m.w.Output.Packed)
+				w := m.w.(*llamaWeights)
+				if cpu := m.dev.Info().Type == vk.CPU; typ.typ.BlockSize() > 1 && w.Blocks[0].Attn.Q.Packed != cpu ||
+					tied && cpu && (!w.Output.Packed || w.Output == w.Embed) {
+					t.Fatalf("on a %v device: Q packed %v, output packed %v", m.dev.Info().Type, w.Blocks[0].Attn.Q.Packed, w.Output.Packed)
 				}
 				checkReference(t, m, ref)
 			})
@@ -134,9 +135,10 @@ func TestQwen3MatchesReference(t *testing.T) {
 			m := loadModel(t, path, Options{CtxSize: 300, Chunk: 5, KVType: "f32", separate: tc.separate})
 			c := m.Config
 			_, untied := m.file.Tensor("output.weight")
-			if wantHD := max(tc.headDim, spec.Dim/spec.Heads); !c.QKNorm || c.HeadDim != wantHD || m.w.Blocks[1].Q.Rows != spec.Heads*wantHD ||
-				m.w.Blocks[1].Out.Cols != spec.Heads*wantHD || m.w.Blocks[1].KNorm.Cols != wantHD || tc.tied == untied {
-				t.Fatalf("config %+v: q rows %d, out cols %d", c, m.w.Blocks[1].Q.Rows, m.w.Blocks[1].Out.Cols)
+			a := &m.w.(*llamaWeights).Blocks[1].Attn
+			if wantHD := max(tc.headDim, spec.Dim/spec.Heads); !c.QKNorm || c.HeadDim != wantHD || a.Q.Rows != spec.Heads*wantHD ||
+				a.Out.Cols != spec.Heads*wantHD || a.KNorm.Cols != wantHD || tc.tied == untied {
+				t.Fatalf("config %+v: q rows %d, out cols %d", c, a.Q.Rows, a.Out.Cols)
 			}
 			checkReference(t, m, loadRef(t, path))
 		})

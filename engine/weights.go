@@ -170,6 +170,15 @@ func (l *loader) matrix(t *Tensor) (*Tensor, error) {
 	return p.t, nil
 }
 
+// output returns the output projection: out, or when the model ties it
+// to the token embeddings (out is nil), those for use as a matrix.
+func (l *loader) output(out, embed *Tensor) (*Tensor, error) {
+	if out != nil {
+		return out, nil
+	}
+	return l.matrix(embed)
+}
+
 // free releases everything loaded so far (after a failed load).
 func (l *loader) free() {
 	for _, b := range l.bufs {
@@ -190,54 +199,107 @@ func (l *loader) free() {
 // `layout` tag is "gguf" (the token embeddings, which the embedding kernel
 // reads).
 func (l *loader) bind(dst any, prefix string, c Config) error {
-	v := reflect.ValueOf(dst).Elem()
+	b := binding{l: l, prefix: prefix, c: c, joins: map[string]int{}}
+	if err := b.fields(reflect.ValueOf(dst).Elem()); err != nil {
+		return err
+	}
+	for _, g := range b.groups {
+		if err := l.upload(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// binding is one bind call's tensors, found and grouped for upload.
+type binding struct {
+	l      *loader
+	prefix string
+	c      Config
+	groups [][]pending
+	joins  map[string]int // join tag → index in groups
+}
+
+// fields binds the tagged fields of the struct v, and those of the
+// untagged struct fields within it (weights that several architectures
+// share, such as attnWeights), in field order.
+func (b *binding) fields(v reflect.Value) error {
 	t := v.Type()
-	var groups [][]pending
-	joins := map[string]int{} // join tag → index in groups
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, ok := f.Tag.Lookup("gguf")
 		if !ok {
+			if f.Type.Kind() == reflect.Struct {
+				if err := b.fields(v.Field(i)); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		name, opts, _ := strings.Cut(tag, ",")
 		if !strings.Contains(name, ".") {
 			name += ".weight"
 		}
-		name = prefix + name
-		if _, present := l.f.Tensor(name); !present && opts == "optional" {
+		name = b.prefix + name
+		if _, present := b.l.f.Tensor(name); !present && opts == "optional" {
 			continue
 		}
-		cols, rows, err := shapeOf(f.Tag.Get("shape"), c)
+		cols, rows, err := shapeOf(f.Tag.Get("shape"), b.c)
 		if err != nil {
 			return fmt.Errorf("field %s: %w", f.Name, err)
 		}
-		p, err := l.find(name, cols, rows)
+		p, err := b.l.find(name, cols, rows)
 		if err != nil {
 			return err
 		}
 		if f.Tag.Get("layout") != "gguf" {
-			if err := l.pack(&p); err != nil {
+			if err := b.l.pack(&p); err != nil {
 				return err
 			}
 		}
 		v.Field(i).Set(reflect.ValueOf(p.t))
 		j, joinTag := f.Tag.Lookup("join")
-		if gi, seen := joins[j]; joinTag && seen {
-			groups[gi] = append(groups[gi], p)
+		if gi, seen := b.joins[j]; joinTag && seen {
+			b.groups[gi] = append(b.groups[gi], p)
 			continue
 		}
 		if joinTag {
-			joins[j] = len(groups)
+			b.joins[j] = len(b.groups)
 		}
-		groups = append(groups, []pending{p})
-	}
-	for _, g := range groups {
-		if err := l.upload(g); err != nil {
-			return err
-		}
+		b.groups = append(b.groups, []pending{p})
 	}
 	return nil
+}
+
+// tensorsOf lists the tensors in the struct that w points to: its *Tensor
+// fields, and those in its struct and slice-of-struct fields.
+func tensorsOf(w any) []*Tensor {
+	var ts []*Tensor
+	var walk func(v reflect.Value)
+	walk = func(v reflect.Value) {
+		switch v.Kind() {
+		case reflect.Pointer:
+			if t, ok := v.Interface().(*Tensor); ok {
+				if t != nil {
+					ts = append(ts, t)
+				}
+			} else if !v.IsNil() {
+				walk(v.Elem())
+			}
+		case reflect.Struct:
+			for i := 0; i < v.NumField(); i++ {
+				if v.Type().Field(i).IsExported() {
+					walk(v.Field(i))
+				}
+			}
+		case reflect.Slice:
+			for i := 0; i < v.Len(); i++ {
+				walk(v.Index(i))
+			}
+		}
+	}
+	walk(reflect.ValueOf(w))
+	return ts
 }
 
 // shapeOf evaluates a shape tag such as "dim,ffn" or "qdim".

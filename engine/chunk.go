@@ -1,0 +1,144 @@
+package engine
+
+import (
+	"headinfer/engine/gguf"
+	"headinfer/engine/offload"
+	"headinfer/vk"
+)
+
+// chunkRows are the rows of a pass over one sequence's chunk of n tokens
+// (or its one decode token): products are matrix × matrix (matrix ×
+// vector for one token), attention runs over the sequence's KV cache, and
+// only the last token gets logits.
+type chunkRows struct {
+	s      *state
+	decode bool // a decode step (see offload.Step)
+}
+
+// record appends one forward pass over the n tokens in s.ids (at the
+// positions in s.pos) to p: embeddings, every block, and the logits of the
+// last token, for any position up to the context. decode says that it is
+// a decode step (see offload.Step).
+func (s *state) record(p *offload.Program, n int, decode bool) error {
+	c, err := p.Compute()
+	if err != nil {
+		return err
+	}
+	rows := func(b *vk.Buffer, width int) vk.Range { return b.Range(0, uint64(4*n*width)) }
+	cfg := s.m.Config
+	f := &pass{m: s.m, rows: chunkRows{s, decode}, n: n, p: p, c: c,
+		ids: s.ids.Range(0, uint64(4*n)), pos: s.pos.Range(0, uint64(4*n)),
+		x: rows(s.x, cfg.Dim), xb: rows(s.xb, cfg.Dim), att: rows(s.att, cfg.Heads*cfg.HeadDim),
+		gate: rows(s.gate, cfg.FFN), up: rows(s.up, cfg.FFN)}
+	s.m.w.forward(f)
+	return f.err
+}
+
+func (r chunkRows) product(f *pass, t *Tensor, w vk.Range, rows int, x, y vk.Range, acc bool) error {
+	if f.n == 1 {
+		return f.m.ops.matvec[t.Type].Record(f.c, w, rows, t.Cols, x, y, acc)
+	}
+	return f.m.ops.matmul[t.Type].Record(f.c, w, rows, t.Cols, f.n, x, y, acc)
+}
+
+func (r chunkRows) vectors(f *pass, t gguf.Type) bool {
+	return f.n == 1 || f.m.ops.matmul[t].Batched()
+}
+
+// qkv records the three projections, with their biases if any. When one
+// token's q, k and v lie back to back, as do the weights (and biases), it
+// is one product: the rows of Wq, Wk and Wv stacked.
+func (r chunkRows) qkv(f *pass, a *attnWeights) error {
+	q, k, v := r.s.qkvRanges(f.n)
+	c := f.c
+	w, wok := joined(a.Q, a.K, a.V)
+	out, ook := adjacent(q, k, v)
+	bias, bok := joined(a.QBias, a.KBias, a.VBias)
+	if f.n == 1 && wok && ook && (bok || a.QBias == nil) && !f.m.opt.separate {
+		if a.QBias != nil {
+			c.Copy(out, bias)
+			c.Barrier()
+		}
+		return r.product(f, a.Q, w, a.Q.Rows+a.K.Rows+a.V.Rows, f.xb, out, a.QBias != nil)
+	}
+	for _, p := range []struct {
+		w, bias *Tensor
+		y       vk.Range
+	}{{a.Q, a.QBias, q}, {a.K, a.KBias, k}, {a.V, a.VBias, v}} {
+		if p.bias != nil {
+			// The bias copied into every row of y, the product
+			// accumulated onto it.
+			rowBytes := uint64(4 * p.w.Rows)
+			for t := 0; t < f.n; t++ {
+				c.Copy(vk.Range{Buf: p.y.Buf, Off: p.y.Off + uint64(t)*rowBytes, Size: rowBytes}, p.bias.Range())
+			}
+			c.Barrier()
+		}
+		if err := r.product(f, p.w, p.w.Range(), p.w.Rows, f.xb, p.y, p.bias != nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r chunkRows) attention(f *pass, l int, a *attnWeights) (*vk.Commands, error) {
+	return r.s.attention(f.p, f.c, l, f.n, r.decode, a)
+}
+
+func (r chunkRows) logits(f *pass, norm, out *Tensor) error {
+	s, dim := r.s, f.m.Config.Dim
+	// The last token's only.
+	last := s.x.Range(uint64(4*(f.n-1)*dim), uint64(4*dim))
+	xl := s.xb.Range(0, uint64(4*dim))
+	o := f.m.ops
+	if err := o.norm.Record(f.c, last, norm.Range(), xl, 1); err != nil {
+		return err
+	}
+	f.c.Barrier()
+	if err := o.matvec[out.Type].Record(f.c, out.Range(), out.Rows, out.Cols, xl, s.logits.All(), false); err != nil {
+		return err
+	}
+	f.c.Barrier()
+	return o.argmax.Record(f.c, s.logits.All(), s.next.Range(0, 4), f.m.Config.Vocab)
+}
+
+// attention appends to p, after c, layer l's attention of the n tokens
+// whose q, k and v the projections left in s.qkv: the heads' norm where
+// the architecture has one, RoPE, the store of the new K and V rows, and
+// attention over the KV cache into s.att. It returns the compute commands
+// to go on recording into. decode says that it is a decode step (see
+// offload.Step).
+func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int, decode bool, a *attnWeights) (*vk.Commands, error) {
+	o := s.m.ops
+	q, k, v := s.qkvRanges(n)
+	pos := s.pos.Range(0, uint64(4*n))
+	var err error
+	try := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
+	if a.QNorm != nil {
+		// In place, each head a row: q is n·Heads rows of HeadDim, k
+		// n·KVHeads; the K rows are stored normalised.
+		cfg := s.m.Config
+		try(o.headNorm.Record(c, q, a.QNorm.Range(), q, n*cfg.Heads))
+		try(o.headNorm.Record(c, k, a.KNorm.Range(), k, n*cfg.KVHeads))
+		c.Barrier()
+	}
+	if qk, joined := adjacent(q, k); n == 1 && joined && !s.m.opt.separate {
+		try(o.ropeQK.Record(c, qk, pos, s.freqs.All(), 1))
+	} else {
+		try(o.ropeQ.Record(c, q, pos, s.freqs.All(), n))
+		try(o.ropeK.Record(c, k, pos, s.freqs.All(), n))
+	}
+	c.Barrier()
+	try(s.kv.Store(c, l, k, v, pos, n))
+	c.Barrier()
+	att := s.att.Range(0, uint64(4*n*s.m.Config.Heads*s.m.Config.HeadDim))
+	try(s.kv.Attend(p, l, offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n, Decode: decode}))
+	if err != nil {
+		return nil, err
+	}
+	return p.Compute()
+}

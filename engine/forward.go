@@ -1,0 +1,179 @@
+package engine
+
+import (
+	"fmt"
+
+	"headinfer/engine/gguf"
+	"headinfer/engine/offload"
+	"headinfer/vk"
+)
+
+// pass records one forward pass over its rows: the n tokens of one
+// sequence's chunk (state) or one token of each of n sequences (a batched
+// decode step, batchStep). An architecture writes its forward pass once,
+// against pass, for both: the steps are the same, only how the rows meet
+// the weights, where q, k and v go, how attention runs and which rows get
+// logits differ, and those are the rows' business (passRows).
+//
+// Every method records its work and a barrier after it. The first error
+// sticks: later calls record nothing, and the recorder reads it from err.
+type pass struct {
+	m    *Model
+	rows passRows
+	n    int
+	p    *offload.Program
+	c    *vk.Commands
+	err  error
+	ids  vk.Range // n token ids (u32)
+	pos  vk.Range // their positions, for RoPE and the KV store
+
+	// The activations, n rows each: the residual stream x, the normed
+	// input to a projection xb, the heads' attention output att, and the
+	// feed-forward's hidden gate (and its scratch up).
+	x, xb, att, gate, up vk.Range
+}
+
+// passRows is what differs between a chunk of one sequence and a batch of
+// sequences.
+type passRows interface {
+	// product records y = W·x (or y += W·x when acc) for the pass's rows
+	// of x, W being rows × t.Cols weights of t's type at w (t itself, or
+	// several tensors of its type stacked).
+	product(f *pass, t *Tensor, w vk.Range, rows int, x, y vk.Range, acc bool) error
+	// vectors says whether products of type t run as matrix × vectors,
+	// whose arithmetic the fused gated kernels share.
+	vectors(f *pass, t gguf.Type) bool
+	// qkv records the Q, K and V projections of f.xb into where attention
+	// reads them.
+	qkv(f *pass, a *attnWeights) error
+	// attention records layer l's attention of the rows' q, k and v into
+	// f.att, and returns the commands to go on recording into.
+	attention(f *pass, l int, a *attnWeights) (*vk.Commands, error)
+	// logits records the final norm and the output projection of the
+	// rows that get logits, and their argmax.
+	logits(f *pass, norm, out *Tensor) error
+}
+
+// fail keeps the first error.
+func (f *pass) fail(err error) {
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+// ok says whether recording goes on.
+func (f *pass) ok() bool { return f.err == nil }
+
+// embed records x = the embeddings of the pass's tokens.
+func (f *pass) embed(t *Tensor) {
+	if f.ok() {
+		f.fail(f.m.ops.embed.Record(f.c, f.ids, t.Range(), f.x, f.n))
+		f.c.Barrier()
+	}
+}
+
+// norm records y = RMSNorm(x)·w over the pass's rows. y may be x.
+func (f *pass) norm(x vk.Range, w *Tensor, y vk.Range) {
+	if f.ok() {
+		f.fail(f.m.ops.norm.Record(f.c, x, w.Range(), y, f.n))
+		f.c.Barrier()
+	}
+}
+
+// linear records y = W·x, or y += W·x when acc.
+func (f *pass) linear(w *Tensor, x, y vk.Range, acc bool) {
+	if f.ok() {
+		f.fail(f.rows.product(f, w, w.Range(), w.Rows, x, y, acc))
+		f.c.Barrier()
+	}
+}
+
+// attention records layer l's attention block up to the heads' output in
+// f.att: the Q, K and V projections of f.xb, the heads' norms where the
+// architecture has them, RoPE, the store of the new K and V rows, and
+// attention over the KV cache.
+func (f *pass) attention(l int, a *attnWeights) {
+	if !f.ok() {
+		return
+	}
+	f.fail(f.rows.qkv(f, a))
+	f.c.Barrier()
+	if !f.ok() {
+		return
+	}
+	c, err := f.rows.attention(f, l, a)
+	if err != nil {
+		f.fail(err)
+		return
+	}
+	f.c = c
+	f.c.Barrier()
+}
+
+// swiGLU records f.gate = silu(Wgate·xb) ⊙ (Wup·xb). Where the products
+// run as matrix × vectors and the two matrices lie back to back, it is
+// one fused pass over both.
+func (f *pass) swiGLU(gate, up *Tensor) {
+	if !f.ok() {
+		return
+	}
+	mv := f.m.ops.matvec[gate.Type]
+	if w, ok := joined(gate, up); ok && f.rows.vectors(f, gate.Type) && mv.CanGLU(gate.Rows, gate.Cols) && !f.m.opt.separate {
+		f.fail(mv.RecordGLU(f.c, w, gate.Rows, gate.Cols, f.n, f.xb, f.gate))
+		f.c.Barrier()
+		return
+	}
+	f.fail(f.rows.product(f, gate, gate.Range(), gate.Rows, f.xb, f.gate, false))
+	f.fail(f.rows.product(f, up, up.Range(), up.Rows, f.xb, f.up, false))
+	f.c.Barrier()
+	if f.ok() {
+		f.fail(f.m.ops.swiglu.Record(f.c, f.gate, f.up, f.gate, f.n*gate.Rows))
+	}
+	f.c.Barrier()
+}
+
+// logits records the logits of the rows that get them: the final norm,
+// the output projection and the argmax.
+func (f *pass) logits(norm, out *Tensor) {
+	if f.ok() {
+		f.fail(f.rows.logits(f, norm, out))
+	}
+}
+
+// attnWeights are an attention block's weights, as every architecture
+// names them: the projections, their biases (qwen2) and the heads' norms
+// (qwen3, gemma3) where the architecture has them.
+type attnWeights struct {
+	Q     *Tensor `gguf:"attn_q" shape:"dim,qdim" join:"qkv"`
+	K     *Tensor `gguf:"attn_k" shape:"dim,kvdim" join:"qkv"`
+	V     *Tensor `gguf:"attn_v" shape:"dim,kvdim" join:"qkv"`
+	QBias *Tensor `gguf:"attn_q.bias,optional" shape:"qdim" join:"qkv bias"`
+	KBias *Tensor `gguf:"attn_k.bias,optional" shape:"kvdim" join:"qkv bias"`
+	VBias *Tensor `gguf:"attn_v.bias,optional" shape:"kvdim" join:"qkv bias"`
+	QNorm *Tensor `gguf:"attn_q_norm,optional" shape:"headdim"`
+	KNorm *Tensor `gguf:"attn_k_norm,optional" shape:"headdim"`
+	Out   *Tensor `gguf:"attn_output" shape:"qdim,dim"`
+}
+
+// check reports optional tensors of layer l that the configuration
+// requires or forbids.
+func (a *attnWeights) check(c Config, l int) error {
+	for _, t := range []struct {
+		t      *Tensor
+		name   string
+		want   bool
+		length int
+	}{
+		{a.QBias, "attn_q.bias", c.QKVBias, c.Heads * c.HeadDim}, {a.KBias, "attn_k.bias", c.QKVBias, c.KVHeads * c.HeadDim},
+		{a.VBias, "attn_v.bias", c.QKVBias, c.KVHeads * c.HeadDim},
+		{a.QNorm, "attn_q_norm.weight", c.QKNorm, c.HeadDim}, {a.KNorm, "attn_k_norm.weight", c.QKNorm, c.HeadDim},
+	} {
+		if t.want && t.t == nil {
+			return fmt.Errorf("%s model lacks tensor blk.%d.%s (want shape [%d])", c.Arch, l, t.name, t.length)
+		}
+		if !t.want && t.t != nil {
+			return fmt.Errorf("%s model has tensor blk.%d.%s, which its architecture does not use", c.Arch, l, t.name)
+		}
+	}
+	return nil
+}
