@@ -36,6 +36,70 @@ func (s *SwiGLU) Record(c *vk.Commands, gate, up, out vk.Range, n int) error {
 	return skElementwise(s.d, c, s.k, s.maxGroups, "swiglu", n, [3]string{"gate", "up", "output"}, [3]vk.Range{gate, up, out})
 }
 
+// GEGLU computes out[i] = gelu(gate[i]) · up[i], GELU in its tanh form:
+// the gated activation of the Gemma MLP, over n f32 values.
+type GEGLU struct {
+	d         *vk.Device
+	k         *vk.Kernel
+	maxGroups uint32
+}
+
+// NewGEGLU prepares the GEGLU kernel.
+func NewGEGLU(d *vk.Device) (*GEGLU, error) {
+	k, err := skKernel(d, "geglu", 3, 4)
+	if err != nil {
+		return nil, err
+	}
+	return &GEGLU{d: d, k: k, maxGroups: d.Info().MaxWorkgroupCount[0]}, nil
+}
+
+// Record records out = gelu(gate) · up over n values. out may be the same
+// range as gate or up.
+func (s *GEGLU) Record(c *vk.Commands, gate, up, out vk.Range, n int) error {
+	return skElementwise(s.d, c, s.k, s.maxGroups, "geglu", n, [3]string{"gate", "up", "output"}, [3]vk.Range{gate, up, out})
+}
+
+// Scale computes y[i] = s·x[i], or with a cap c > 0 the soft-capped
+// c·tanh(s·x[i]/c), over n f32 values: Gemma's embedding scale and its
+// final logits' cap.
+type Scale struct {
+	d         *vk.Device
+	k         *vk.Kernel
+	maxGroups uint32
+}
+
+// NewScale prepares the scale kernel.
+func NewScale(d *vk.Device) (*Scale, error) {
+	k, err := skKernel(d, "scale", 2, 12)
+	if err != nil {
+		return nil, err
+	}
+	return &Scale{d: d, k: k, maxGroups: d.Info().MaxWorkgroupCount[0]}, nil
+}
+
+// Record records y = s·x, capped at ±cap when cap > 0, over n values. y
+// may be the same range as x.
+func (k *Scale) Record(c *vk.Commands, x, y vk.Range, n int, s, cap float32) error {
+	if n <= 0 || n > math.MaxInt32 {
+		return fmt.Errorf("scale: %d elements: want 1 to 2³¹−1", n)
+	}
+	if cap < 0 || math.IsNaN(float64(cap)) || math.IsInf(float64(s), 0) || math.IsNaN(float64(s)) {
+		return fmt.Errorf("scale: factor %v, cap %v: want a finite factor and a cap ≥ 0", s, cap)
+	}
+	info := k.d.Info()
+	bx, err := skBind(info, "scale", "input", x, 4*uint64(n))
+	if err != nil {
+		return err
+	}
+	by, err := skBind(info, "scale", "output", y, 4*uint64(n))
+	if err != nil {
+		return err
+	}
+	g := max(min(groups(n, skWG), k.maxGroups), 1)
+	c.Dispatch(k.k, [3]uint32{g, 1, 1}, push(uint32(n), s, cap), bx, by)
+	return nil
+}
+
 // Add computes y[i] = a[i] + b[i] over n f32 values: the residual connection.
 type Add struct {
 	d         *vk.Device

@@ -34,6 +34,74 @@ func TestSwiGLU(t *testing.T) {
 	assertClose(t, bytesF32(download(t, d, gb)), want, 1e-5, 1e-7)
 }
 
+func TestGEGLU(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	k, err := NewGEGLU(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100_003
+	gate, up := randFloats(r, n, 12), randFloats(r, n, 3)
+	gate[0], gate[1] = 40, -40 // where tanh saturates
+	want := make([]float64, n)
+	for i := range want {
+		g := float64(gate[i])
+		want[i] = 0.5 * g * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(g+0.044715*g*g*g))) * float64(up[i])
+	}
+	gb, ub := upload(t, d, f32Bytes(gate)), upload(t, d, f32Bytes(up))
+
+	out := poisoned(t, d, 4*n)
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, gb.All(), ub.All(), out.All(), n) })
+	assertClose(t, bytesF32(download(t, d, out)), want, 1e-5, 1e-6)
+
+	k.maxGroups = 7
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, gb.All(), ub.All(), gb.All(), n) })
+	assertClose(t, bytesF32(download(t, d, gb)), want, 1e-5, 1e-6)
+}
+
+func TestScale(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	k, err := NewScale(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 70_001
+	x := randFloats(r, n, 80)
+	xb := upload(t, d, f32Bytes(x))
+	for _, tc := range []struct{ s, cap float64 }{{math.Sqrt(2304), 0}, {1, 30}, {0.5, 50}} {
+		want := make([]float64, n)
+		for i := range want {
+			v := tc.s * float64(x[i])
+			if tc.cap > 0 {
+				v = tc.cap * math.Tanh(v/tc.cap)
+			}
+			want[i] = v
+		}
+		y := poisoned(t, d, 4*n)
+		run(t, d, func(c *vk.Commands) error { return k.Record(c, xb.All(), y.All(), n, float32(tc.s), float32(tc.cap)) })
+		assertClose(t, bytesF32(download(t, d, y)), want, 1e-5, 1e-6)
+	}
+	// In place, over fewer workgroups than the elements need.
+	k.maxGroups = 3
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, xb.All(), xb.All(), n, 2, 0) })
+	want := make([]float64, n)
+	for i := range want {
+		want[i] = 2 * float64(x[i])
+	}
+	assertClose(t, bytesF32(download(t, d, xb)), want, 1e-7, 1e-30)
+
+	c, err := d.NewCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Free()
+	if err := k.Record(c, xb.All(), xb.All(), n, 1, -1); err == nil {
+		t.Error("a negative cap was accepted")
+	}
+}
+
 func TestAdd(t *testing.T) {
 	d := vktest.Device(t)
 	r := newRand(t)
