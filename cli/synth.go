@@ -35,6 +35,7 @@ func synthCommand() *cli.Command {
 			&cli.IntFlag{Name: "ffn", Usage: "feed-forward hidden size", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "vocab", Usage: "vocabulary size", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "ctx", Usage: "training context length", DefaultText: "the preset's"},
+			&cli.IntFlag{Name: "window", Usage: "sliding window of the windowed layers (gemma)", DefaultText: "the preset's"},
 			&cli.StringFlag{Name: "type", Value: "f16", Usage: "weight type: " + strings.Join(engine.SynthTypes, ", ") +
 				" (q4_k_m, q5_k_m: Q6_K on the output matrix and on attn_v and ffn_down of some layers, as llama.cpp's presets)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
@@ -46,7 +47,7 @@ func synthCommand() *cli.Command {
 			}
 			for flag, dst := range map[string]*int{
 				"layers": &s.Layers, "dim": &s.Dim, "heads": &s.Heads, "kv-heads": &s.KVHeads, "head-dim": &s.HeadDim,
-				"ffn": &s.FFN, "vocab": &s.Vocab, "ctx": &s.Ctx,
+				"ffn": &s.FFN, "vocab": &s.Vocab, "ctx": &s.Ctx, "window": &s.Window,
 			} {
 				if c.IsSet(flag) {
 					*dst = c.Int(flag)

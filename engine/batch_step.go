@@ -214,6 +214,9 @@ func (r batchRows) logits(f *pass, norm, out *Tensor) error {
 		return err
 	}
 	c.Barrier()
+	if err := f.softCap(logits, f.n); err != nil {
+		return err
+	}
 	vb := uint64(4 * vocab)
 	for i, s := range r.seqs {
 		c.Copy(s.logits.All(), b.logits.Range(uint64(i)*vb, vb))

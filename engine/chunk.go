@@ -99,6 +99,9 @@ func (r chunkRows) logits(f *pass, norm, out *Tensor) error {
 		return err
 	}
 	f.c.Barrier()
+	if err := f.softCap(s.logits.All(), 1); err != nil {
+		return err
+	}
 	return o.argmax.Record(f.c, s.logits.All(), s.next.Range(0, 4), f.m.Config.Vocab)
 }
 
@@ -126,11 +129,12 @@ func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int, decode b
 		try(o.headNorm.Record(c, k, a.KNorm.Range(), k, n*cfg.KVHeads))
 		c.Barrier()
 	}
+	freqs := s.ropeFreqs(l)
 	if qk, joined := adjacent(q, k); n == 1 && joined && !s.m.opt.separate {
-		try(o.ropeQK.Record(c, qk, pos, s.freqs.All(), 1))
+		try(o.ropeQK.Record(c, qk, pos, freqs, 1))
 	} else {
-		try(o.ropeQ.Record(c, q, pos, s.freqs.All(), n))
-		try(o.ropeK.Record(c, k, pos, s.freqs.All(), n))
+		try(o.ropeQ.Record(c, q, pos, freqs, n))
+		try(o.ropeK.Record(c, k, pos, freqs, n))
 	}
 	c.Barrier()
 	try(s.kv.Store(c, l, k, v, pos, n))

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -33,8 +34,48 @@ type Config struct {
 	NormEps float64 // RMSNorm epsilon
 	QKVBias bool    // Q/K/V projections carry biases (qwen2)
 	// QKNorm: every head of q and of k is RMS-normalised (with per-layer
-	// weights of HeadDim) before RoPE (qwen3).
+	// weights of HeadDim) before RoPE (qwen3, gemma3).
 	QKNorm bool
+
+	// AttnScale multiplies the attention scores (0: 1/√HeadDim). Gemma
+	// sets its own.
+	AttnScale float64
+	// AttnSoftCap, when > 0, caps the scaled scores s at ±cap as
+	// cap·tanh(s/cap) before the softmax (gemma2); FinalSoftCap caps
+	// the logits so.
+	AttnSoftCap, FinalSoftCap float64
+	// EmbedScale, when > 0, multiplies the token embeddings (gemma: √Dim).
+	EmbedScale float64
+	// SlidingWindow, when > 0, is the positions a windowed layer's query
+	// attends: the query at p sees keys at p−W < j ≤ p. SlidingPattern n
+	// says which layers are windowed, as llama.cpp counts them: layer l
+	// when l mod n < n−1 (gemma2: n = 2, every other layer from the
+	// first; gemma3: 6, five of every six), or every layer when n is 0.
+	SlidingWindow, SlidingPattern int
+	// LocalRopeBase, when > 0, is the RoPE base of the windowed layers,
+	// which then rotate without scaling (gemma3: 10000, where the global
+	// layers use 1e6 scaled by 8).
+	LocalRopeBase float64
+}
+
+// Window is the sliding window of layer l: 0 when it attends to every
+// position before it.
+func (c Config) Window(l int) int {
+	if c.SlidingWindow <= 0 {
+		return 0
+	}
+	if n := c.SlidingPattern; n == 0 || l%n < n-1 {
+		return c.SlidingWindow
+	}
+	return 0
+}
+
+// Scale is the factor of the attention scores.
+func (c Config) Scale() float64 {
+	if c.AttnScale > 0 {
+		return c.AttnScale
+	}
+	return 1 / math.Sqrt(float64(c.HeadDim))
 }
 
 // Group is the number of query heads that share one KV head.
@@ -53,8 +94,20 @@ type architecture struct {
 	configure func(f *gguf.File, c *Config) error
 	// load binds the family's tensors.
 	load func(l *loader, c Config) (weights, error)
-	// synthBlock lists layer l's tensors of a synthetic model.
+	// synthBlock lists layer l's tensors of a synthetic model; synthKV,
+	// when set, gives the family's own metadata for one (named arch), and
+	// synthEps its norms' epsilon (0: 1e-5).
 	synthBlock func(s *synthModel, l int)
+	synthKV    func(arch string) []gguf.KV
+	synthEps   float64
+}
+
+// normEps is the epsilon synthetic models of a carry.
+func (a *architecture) normEps(def float64) float64 {
+	if a.synthEps > 0 {
+		return a.synthEps
+	}
+	return def
 }
 
 // weights is a loaded model's tensors, bound to an architecture's

@@ -123,13 +123,42 @@ func (f *pass) swiGLU(gate, up *Tensor) {
 		f.c.Barrier()
 		return
 	}
+	f.glu(gate, up, f.m.ops.swiglu.Record)
+}
+
+// geGLU records f.gate = gelu(Wgate·xb) ⊙ (Wup·xb), GELU in its tanh
+// form.
+func (f *pass) geGLU(gate, up *Tensor) {
+	if f.ok() {
+		f.glu(gate, up, f.m.ops.geglu.Record)
+	}
+}
+
+// glu records the two products and the gated activation act over them.
+func (f *pass) glu(gate, up *Tensor, act func(c *vk.Commands, gate, up, out vk.Range, n int) error) {
 	f.fail(f.rows.product(f, gate, gate.Range(), gate.Rows, f.xb, f.gate, false))
 	f.fail(f.rows.product(f, up, up.Range(), up.Rows, f.xb, f.up, false))
 	f.c.Barrier()
 	if f.ok() {
-		f.fail(f.m.ops.swiglu.Record(f.c, f.gate, f.up, f.gate, f.n*gate.Rows))
+		f.fail(act(f.c, f.gate, f.up, f.gate, f.n*gate.Rows))
 	}
 	f.c.Barrier()
+}
+
+// add records x += y over the pass's rows of the residual width.
+func (f *pass) add(x, y vk.Range) {
+	if f.ok() {
+		f.fail(f.m.ops.add.Record(f.c, x, y, x, f.n*f.m.Config.Dim))
+		f.c.Barrier()
+	}
+}
+
+// scale records x = s·x over the pass's rows of the residual width.
+func (f *pass) scale(x vk.Range, s float64) {
+	if f.ok() {
+		f.fail(f.m.ops.scale.Record(f.c, x, x, f.n*f.m.Config.Dim, float32(s), 0))
+		f.c.Barrier()
+	}
 }
 
 // logits records the logits of the rows that get them: the final norm,
@@ -175,5 +204,19 @@ func (a *attnWeights) check(c Config, l int) error {
 			return fmt.Errorf("%s model has tensor blk.%d.%s, which its architecture does not use", c.Arch, l, t.name)
 		}
 	}
+	return nil
+}
+
+// softCap records the final soft-capping of rows of logits, where the
+// architecture has it.
+func (f *pass) softCap(logits vk.Range, rows int) error {
+	limit := f.m.Config.FinalSoftCap
+	if limit <= 0 {
+		return nil
+	}
+	if err := f.m.ops.scale.Record(f.c, logits, logits, rows*f.m.Config.Vocab, 1, float32(limit)); err != nil {
+		return err
+	}
+	f.c.Barrier()
 	return nil
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 
 	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
@@ -78,6 +79,9 @@ type Model struct {
 	w       weights
 	ops     *ops
 	freqs   []float32 // rope inverse frequencies
+	// localFreqs are the windowed layers' where they differ (Config.
+	// LocalRopeBase), else nil.
+	localFreqs []float32
 	weights uint64    // bytes of weights on the device
 	loaded  *loader
 	opt     Options
@@ -93,6 +97,9 @@ type ops struct {
 	ropeQ, ropeK *kernel.Rope
 	ropeQK       *kernel.Rope // Q and K of one token back to back
 	swiglu       *kernel.SwiGLU
+	geglu        *kernel.GEGLU
+	add          *kernel.Add
+	scale        *kernel.Scale
 	argmax       *kernel.Argmax
 	kvStore      *kernel.KVStore
 	attn         *kernel.Attention
@@ -125,6 +132,9 @@ func Load(path string, opt Options) (m *Model, err error) {
 		return nil, err
 	}
 	opt = opt.resolve(c)
+	if c.SlidingWindow > 0 || c.AttnSoftCap > 0 || c.Scale() != 1/math.Sqrt(float64(c.HeadDim)) {
+		return nil, fmt.Errorf("%s: sliding windows, attention soft-capping and attention scales of their own are not supported yet", path)
+	}
 
 	m = &Model{Config: c, Tokenizer: tok, file: f, opt: opt, kvType: kvType, dev: opt.dev}
 	if m.dev == nil {
@@ -149,6 +159,9 @@ func Load(path string, opt Options) (m *Model, err error) {
 	}
 	if m.freqs, err = ropeFreqs(f, c); err != nil {
 		return nil, err
+	}
+	if c.LocalRopeBase > 0 {
+		m.localFreqs = kernel.RopeFreqs(c.RopeDim, c.LocalRopeBase, nil)
 	}
 	m.loaded = &loader{f: f, d: m.dev}
 	if report := opt.Progress; report != nil {
@@ -255,6 +268,12 @@ func newOps(d *vk.Device, c Config, w weights, kvType gguf.Type) (*ops, error) {
 	o.ropeQK, e = kernel.NewRope(d, c.Heads+c.KVHeads, c.HeadDim, c.RopeDim, layout)
 	try(e)
 	o.swiglu, e = kernel.NewSwiGLU(d)
+	try(e)
+	o.geglu, e = kernel.NewGEGLU(d)
+	try(e)
+	o.add, e = kernel.NewAdd(d)
+	try(e)
+	o.scale, e = kernel.NewScale(d)
 	try(e)
 	o.argmax, e = kernel.NewArgmax(d, c.Vocab)
 	try(e)

@@ -80,10 +80,16 @@ func refRMSNorm(x, w []float64, eps float64) []float64 {
 	return y
 }
 
-// invFreq returns the rotation frequencies of the model's rope.
-func (m *refModel) invFreq() []float64 {
+// invFreq returns the rotation frequencies of layer l's rope.
+func (m *refModel) invFreq(l int) []float64 {
 	c := m.c
 	f := make([]float64, c.RopeDim/2)
+	if c.LocalRopeBase > 0 && c.Window(l) > 0 {
+		for i := range f {
+			f[i] = math.Pow(c.LocalRopeBase, -2*float64(i)/float64(c.RopeDim))
+		}
+		return f
+	}
 	for i := range f {
 		f[i] = math.Pow(c.RopeBase, -2*float64(i)/float64(c.RopeDim)) / c.RopeScale
 		if s := c.Llama3; s != nil {
@@ -106,9 +112,9 @@ func (m *refModel) invFreq() []float64 {
 	return f
 }
 
-func (m *refModel) rope(x []float64, heads, pos int) {
+func (m *refModel) rope(x []float64, l, heads, pos int) {
 	c := m.c
-	freq := m.invFreq()
+	freq := m.invFreq(l)
 	for h := 0; h < heads; h++ {
 		v := x[h*c.HeadDim:]
 		for i := 0; i < c.RopeDim/2; i++ {
@@ -149,6 +155,11 @@ func (m *refModel) forward(tok int32) []float64 {
 	c := m.c
 	pos := len(m.k[0])
 	x := append([]float64(nil), m.w["token_embd.weight"][int(tok)*c.Dim:(int(tok)+1)*c.Dim]...)
+	if c.EmbedScale > 0 {
+		for i := range x {
+			x[i] *= c.EmbedScale
+		}
+	}
 	for l := 0; l < c.Layers; l++ {
 		p := fmt.Sprintf("blk.%d.", l)
 		xb := refRMSNorm(x, m.w[p+"attn_norm.weight"], c.NormEps)
@@ -160,32 +171,39 @@ func (m *refModel) forward(tok int32) []float64 {
 		m.addBias(v, p+"attn_v.bias")
 		m.headNorm(q, p+"attn_q_norm.weight")
 		m.headNorm(k, p+"attn_k_norm.weight")
-		m.rope(q, c.Heads, pos)
-		m.rope(k, c.KVHeads, pos)
+		m.rope(q, l, c.Heads, pos)
+		m.rope(k, l, c.KVHeads, pos)
 		m.k[l] = append(m.k[l], k)
 		m.v[l] = append(m.v[l], v)
 
 		att := make([]float64, c.Heads*c.HeadDim)
-		scale := 1 / math.Sqrt(float64(c.HeadDim))
+		scale := c.Scale()
+		first := 0 // the first position layer l's window sees
+		if w := c.Window(l); w > 0 {
+			first = max(0, pos-w+1)
+		}
 		for h := 0; h < c.Heads; h++ {
 			g := h / c.Group()
 			qh := q[h*c.HeadDim : (h+1)*c.HeadDim]
 			s := make([]float64, pos+1)
 			mx := math.Inf(-1)
-			for t := range s {
+			for t := first; t <= pos; t++ {
 				kh := m.k[l][t][g*c.HeadDim:]
 				for i, qi := range qh {
 					s[t] += qi * kh[i]
 				}
 				s[t] *= scale
+				if cp := c.AttnSoftCap; cp > 0 {
+					s[t] = cp * math.Tanh(s[t]/cp)
+				}
 				mx = max(mx, s[t])
 			}
 			sum := 0.0
-			for t := range s {
+			for t := first; t <= pos; t++ {
 				s[t] = math.Exp(s[t] - mx)
 				sum += s[t]
 			}
-			for t := range s {
+			for t := first; t <= pos; t++ {
 				vh := m.v[l][t][g*c.HeadDim:]
 				for i := 0; i < c.HeadDim; i++ {
 					att[h*c.HeadDim+i] += s[t] / sum * vh[i]
@@ -193,6 +211,9 @@ func (m *refModel) forward(tok int32) []float64 {
 			}
 		}
 		o := refMatvec(m.w[p+"attn_output.weight"], att)
+		if w, ok := m.w[p+"post_attention_norm.weight"]; ok {
+			o = refRMSNorm(o, w, c.NormEps)
+		}
 		for i := range x {
 			x[i] += o[i]
 		}
@@ -200,10 +221,18 @@ func (m *refModel) forward(tok int32) []float64 {
 		xb = refRMSNorm(x, m.w[p+"ffn_norm.weight"], c.NormEps)
 		gate := refMatvec(m.w[p+"ffn_gate.weight"], xb)
 		up := refMatvec(m.w[p+"ffn_up.weight"], xb)
-		for i := range gate {
-			gate[i] = gate[i] / (1 + math.Exp(-gate[i])) * up[i]
+		gelu := c.Arch == "gemma2" || c.Arch == "gemma3"
+		for i, g := range gate {
+			if gelu {
+				gate[i] = 0.5 * g * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(g+0.044715*g*g*g))) * up[i]
+			} else {
+				gate[i] = g / (1 + math.Exp(-g)) * up[i]
+			}
 		}
 		d := refMatvec(m.w[p+"ffn_down.weight"], gate)
+		if w, ok := m.w[p+"post_ffw_norm.weight"]; ok {
+			d = refRMSNorm(d, w, c.NormEps)
+		}
 		for i := range x {
 			x[i] += d[i]
 		}
@@ -213,5 +242,11 @@ func (m *refModel) forward(tok int32) []float64 {
 	if !ok {
 		out = m.w["token_embd.weight"]
 	}
-	return refMatvec(out, x)
+	logits := refMatvec(out, x)
+	if cp := c.FinalSoftCap; cp > 0 {
+		for i, v := range logits {
+			logits[i] = cp * math.Tanh(v/cp)
+		}
+	}
+	return logits
 }

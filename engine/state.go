@@ -122,7 +122,7 @@ func newState(m *Model) (s *state, err error) {
 	s.logits = alloc(vk.DeviceLocal, int(a.logits), "logits")
 	s.ids = alloc(vk.Upload, int(a.ids), "token ids")
 	s.pos = alloc(vk.Upload, int(a.ids), "positions")
-	s.freqs = alloc(vk.Upload, 4*len(m.freqs), "rope frequencies")
+	s.freqs = alloc(vk.Upload, int(s.localFreqsOff())+4*len(m.localFreqs), "rope frequencies")
 	s.next = alloc(vk.Readback, 4, "next token")
 	s.logitsHost = alloc(vk.Readback, int(a.logits), "logits (host)")
 	s.parts = alloc(vk.DeviceLocal, int(a.parts), "attention partials")
@@ -131,6 +131,7 @@ func newState(m *Model) (s *state, err error) {
 		return nil, err
 	}
 	copy(s.freqs.Bytes(), f32Bytes(m.freqs))
+	copy(s.freqs.Bytes()[s.localFreqsOff():], f32Bytes(m.localFreqs))
 	lay := offload.Layout{Geometry: kvGeometry(c, m.plan, m.kvType), Heads: c.Heads,
 		ResidentHeads: m.plan.ResidentHeads, StreamBlock: m.plan.StreamBlock}
 	ops := offload.Kernels{Store: m.ops.kvStore, Attn: m.ops.attn}
@@ -152,6 +153,21 @@ func newState(m *Model) (s *state, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// localFreqsOff is where the windowed layers' rope frequencies follow
+// the global ones in s.freqs, at an offset the device can bind.
+func (s *state) localFreqsOff() uint64 {
+	align := max(s.m.dev.Info().MinStorageBufferOffsetAlignment, 4)
+	return (uint64(4*len(s.m.freqs)) + align - 1) / align * align
+}
+
+// ropeFreqs is the rope frequencies of layer l.
+func (s *state) ropeFreqs(l int) vk.Range {
+	if s.m.localFreqs != nil && s.m.Config.Window(l) > 0 {
+		return s.freqs.Range(s.localFreqsOff(), uint64(4*len(s.m.localFreqs)))
+	}
+	return s.freqs.Range(0, uint64(4*len(s.m.freqs)))
 }
 
 // qkvRanges places n rows each of q, k and v in s.qkv: back to back where

@@ -36,6 +36,11 @@ type SynthSpec struct {
 	// Tied leaves out output.weight: the output projection is then the
 	// token embeddings, as in models that tie them.
 	Tied bool
+	// Window is the sliding window of the architecture's windowed layers
+	// (0: none, or its default).
+	Window int
+	// RopeScale is a linear RoPE scaling factor (0 or 1: none).
+	RopeScale float64
 }
 
 // SynthTypes are the names `synth --type` takes: one weight type for every
@@ -75,6 +80,14 @@ var SynthPresets = map[string]SynthSpec{
 	"qwen3-8b":   {Arch: "qwen3", Dim: 4096, Layers: 36, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 12288, Vocab: 151936, Ctx: 40960, RopeBase: 1e6},
 	// Qwen3-0.6B: heads of 128 make q twice as wide as the embedding.
 	"qwen3-0.6b": {Arch: "qwen3", Dim: 1024, Layers: 28, Heads: 16, KVHeads: 8, HeadDim: 128, FFN: 3072, Vocab: 151936, Ctx: 40960, RopeBase: 1e6, Tied: true},
+	"gemma2-2b": {Arch: "gemma2", Dim: 2304, Layers: 26, Heads: 8, KVHeads: 4, HeadDim: 256, FFN: 9216, Vocab: 256000, Ctx: 8192,
+		RopeBase: 10000, Tied: true, Window: 4096},
+	"gemma2-9b": {Arch: "gemma2", Dim: 3584, Layers: 42, Heads: 16, KVHeads: 8, HeadDim: 256, FFN: 14336, Vocab: 256000, Ctx: 8192,
+		RopeBase: 10000, Tied: true, Window: 4096},
+	"gemma3-1b": {Arch: "gemma3", Dim: 1152, Layers: 26, Heads: 4, KVHeads: 1, HeadDim: 256, FFN: 6912, Vocab: 262144, Ctx: 32768,
+		RopeBase: 1e6, Tied: true, Window: 512},
+	"gemma3-4b": {Arch: "gemma3", Dim: 2560, Layers: 34, Heads: 8, KVHeads: 4, HeadDim: 256, FFN: 10240, Vocab: 262208, Ctx: 131072,
+		RopeBase: 1e6, Tied: true, Window: 1024, RopeScale: 8},
 }
 
 // Validate checks that the geometry makes a loadable model.
@@ -134,7 +147,17 @@ func Synth(w io.Writer, s SynthSpec) error {
 		{Key: a + ".context_length", Value: uint32(s.Ctx)},
 		{Key: a + ".rope.dimension_count", Value: uint32(hd)},
 		{Key: a + ".rope.freq_base", Value: float32(s.RopeBase)},
-		{Key: a + ".attention.layer_norm_rms_epsilon", Value: float32(1e-5)},
+		{Key: a + ".attention.layer_norm_rms_epsilon", Value: float32(arch.normEps(1e-5))},
+	}
+	if s.Window > 0 {
+		kv = append(kv, gguf.KV{Key: a + ".attention.sliding_window", Value: uint32(s.Window)})
+	}
+	if s.RopeScale > 1 {
+		kv = append(kv, gguf.KV{Key: a + ".rope.scaling.type", Value: "linear"},
+			gguf.KV{Key: a + ".rope.scaling.factor", Value: float32(s.RopeScale)})
+	}
+	if arch.synthKV != nil {
+		kv = append(kv, arch.synthKV(a)...)
 	}
 	if arch.qkNorm || s.HeadDim > 0 {
 		kv = append(kv, gguf.KV{Key: a + ".attention.key_length", Value: uint32(hd)},

