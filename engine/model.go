@@ -72,21 +72,21 @@ type Model struct {
 	Config    Config
 	Tokenizer tokenizer.Tokenizer
 
-	dev     *vk.Device
-	ownDev  bool
-	file    *gguf.File
-	arch    *architecture
-	w       weights
-	ops     *ops
-	freqs   []float32 // rope inverse frequencies
+	dev    *vk.Device
+	ownDev bool
+	file   *gguf.File
+	arch   *architecture
+	w      weights
+	ops    *ops
+	freqs  []float32 // rope inverse frequencies
 	// localFreqs are the windowed layers' where they differ (Config.
 	// LocalRopeBase), else nil.
 	localFreqs []float32
-	weights uint64    // bytes of weights on the device
-	loaded  *loader
-	opt     Options
-	kvType  gguf.Type
-	plan    Plan
+	weights    uint64 // bytes of weights on the device
+	loaded     *loader
+	opt        Options
+	kvType     gguf.Type
+	plan       Plan
 }
 
 // ops holds the kernels one model needs, specialised for its geometry.
