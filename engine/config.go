@@ -30,6 +30,10 @@ type Config struct {
 	RopeScale float64 // linear position scaling factor (1 = none)
 	// Llama-3 frequency scaling, when the metadata asks for it.
 	Llama3 *kernel.Llama3Scaling
+	// RopeOrigCtx is the context the rope was trained for before any
+	// extension: LongRoPE models (Phi-3 128K) use their long factors
+	// beyond it.
+	RopeOrigCtx int
 
 	NormEps float64 // RMSNorm epsilon
 	QKVBias bool    // Q/K/V projections carry biases (qwen2)
@@ -233,6 +237,11 @@ func ConfigOf(f *gguf.File) (Config, error) {
 		c.Llama3 = s
 	default:
 		return Config{}, fmt.Errorf("model rope scaling type %q is not supported (supported: none, linear, llama3)", t)
+	}
+
+	c.RopeOrigCtx = c.TrainCtx
+	if v, ok := f.Uint(arch + ".rope.scaling.original_context_length"); ok && v < 1<<31 {
+		c.RopeOrigCtx = int(v)
 	}
 
 	emb, ok := f.Tensor("token_embd.weight")

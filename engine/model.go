@@ -157,7 +157,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 	if m.plan, err = newPlan(f, c, opt, kvType, m.dev.Info(), rates); err != nil {
 		return nil, err
 	}
-	if m.freqs, err = ropeFreqs(f, c); err != nil {
+	if m.freqs, err = ropeFreqs(f, c, opt.CtxSize); err != nil {
 		return nil, err
 	}
 	if c.LocalRopeBase > 0 {
@@ -203,30 +203,48 @@ func (opt Options) resolve(c Config) Options {
 func (m *Model) Plan() Plan { return m.plan }
 
 // ropeFreqs computes the rope's inverse frequencies on the host, folding in
-// linear scaling and the per-dimension factors of a rope_freqs tensor.
-func ropeFreqs(f *gguf.File, c Config) ([]float32, error) {
+// linear scaling and the per-dimension factors of a rope_freqs tensor, or
+// of LongRoPE's (Phi-3 128K): its short factors up to the context it was
+// trained for, its long ones beyond, chosen by the context ctx.
+func ropeFreqs(f *gguf.File, c Config, ctx int) ([]float32, error) {
 	freqs := kernel.RopeFreqs(c.RopeDim, c.RopeBase, c.Llama3)
 	for i := range freqs {
 		freqs[i] = float32(float64(freqs[i]) / c.RopeScale)
 	}
-	if _, ok := f.Tensor("rope_freqs.weight"); !ok {
+	name := "rope_freqs.weight"
+	if _, ok := f.Tensor(name); !ok {
+		name = "rope_factors_short.weight"
+		if ctx > c.RopeOrigCtx {
+			name = "rope_factors_long.weight"
+		}
+	}
+	if _, ok := f.Tensor(name); !ok {
 		return freqs, nil
 	}
-	ti, data, err := f.TensorData("rope_freqs.weight")
+	ti, data, err := f.TensorData(name)
 	if err != nil {
 		return nil, err
 	}
 	if ti.Elements() != uint64(len(freqs)) {
-		return nil, fmt.Errorf("rope_freqs.weight has %d elements, want %d", ti.Elements(), len(freqs))
+		return nil, fmt.Errorf("%s has %d elements, want %d", name, ti.Elements(), len(freqs))
 	}
 	factors := make([]float32, len(freqs))
 	if err := gguf.Dequantize(ti.Type, data, factors); err != nil {
 		return nil, err
 	}
 	for i := range freqs {
+		if !(factors[i] > 0) || math.IsInf(float64(factors[i]), 0) {
+			return nil, fmt.Errorf("%s[%d] is %v: rope factors must be positive", name, i, factors[i])
+		}
 		freqs[i] /= factors[i]
 	}
 	return freqs, nil
+}
+
+// ropeFactorTensor says whether a tensor holds rope factors, which the
+// host folds into the frequencies rather than the device reading them.
+func ropeFactorTensor(name string) bool {
+	return name == "rope_freqs.weight" || name == "rope_factors_short.weight" || name == "rope_factors_long.weight"
 }
 
 // kvTypeOf parses a KV cache type name.

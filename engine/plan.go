@@ -344,7 +344,7 @@ func weightBytes(f *gguf.File) uint64 {
 	var n uint64
 	for i := range f.Tensors {
 		ti := &f.Tensors[i]
-		if ti.Name == "rope_freqs.weight" {
+		if ropeFactorTensor(ti.Name) {
 			continue
 		}
 		n += uint64(len(f.Data(ti)))

@@ -15,6 +15,9 @@ type refModel struct {
 	w map[string][]float64 // dequantized tensors by GGUF name
 	// KV cache: [layer][position][kvHeads*headDim]
 	k, v [][][]float64
+	// ctx is the context the engine runs with, which picks LongRoPE's
+	// factors.
+	ctx int
 }
 
 // loadRef reads the model file at path into a reference model.
@@ -50,6 +53,17 @@ func newRefModel(f *gguf.File) (*refModel, error) {
 		}
 		m.w[ti.Name] = w
 	}
+	// Fused projections (phi3) as the separate ones, by rows.
+	qn, kvn := c.Heads*c.HeadDim*c.Dim, c.KVHeads*c.HeadDim*c.Dim
+	for l := 0; l < c.Layers; l++ {
+		p := fmt.Sprintf("blk.%d.", l)
+		if qkv, ok := m.w[p+"attn_qkv.weight"]; ok {
+			m.w[p+"attn_q.weight"], m.w[p+"attn_k.weight"], m.w[p+"attn_v.weight"] = qkv[:qn], qkv[qn:qn+kvn], qkv[qn+kvn:]
+			up := m.w[p+"ffn_up.weight"]
+			m.w[p+"ffn_gate.weight"], m.w[p+"ffn_up.weight"] = up[:len(up)/2], up[len(up)/2:]
+		}
+	}
+	m.ctx = c.TrainCtx
 	return m, nil
 }
 
@@ -105,7 +119,14 @@ func (m *refModel) invFreq(l int) []float64 {
 				f[i] = (1-smooth)*f[i]/s.Factor + smooth*f[i]
 			}
 		}
-		if ff, ok := m.w["rope_freqs.weight"]; ok {
+		factors := "rope_freqs.weight"
+		if _, ok := m.w[factors]; !ok {
+			factors = "rope_factors_short.weight"
+			if m.ctx > c.RopeOrigCtx {
+				factors = "rope_factors_long.weight"
+			}
+		}
+		if ff, ok := m.w[factors]; ok {
 			f[i] /= ff[i]
 		}
 	}

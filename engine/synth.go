@@ -79,7 +79,9 @@ var SynthPresets = map[string]SynthSpec{
 	"qwen2-7b":   {Arch: "qwen2", Dim: 3584, Layers: 28, Heads: 28, KVHeads: 4, FFN: 18944, Vocab: 152064, Ctx: 32768, RopeBase: 1e6},
 	"qwen3-8b":   {Arch: "qwen3", Dim: 4096, Layers: 36, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 12288, Vocab: 151936, Ctx: 40960, RopeBase: 1e6},
 	// Qwen3-0.6B: heads of 128 make q twice as wide as the embedding.
-	"qwen3-0.6b": {Arch: "qwen3", Dim: 1024, Layers: 28, Heads: 16, KVHeads: 8, HeadDim: 128, FFN: 3072, Vocab: 151936, Ctx: 40960, RopeBase: 1e6, Tied: true},
+	"qwen3-0.6b":  {Arch: "qwen3", Dim: 1024, Layers: 28, Heads: 16, KVHeads: 8, HeadDim: 128, FFN: 3072, Vocab: 151936, Ctx: 40960, RopeBase: 1e6, Tied: true},
+	"phi3-mini":   {Arch: "phi3", Dim: 3072, Layers: 32, Heads: 32, KVHeads: 32, FFN: 8192, Vocab: 32064, Ctx: 4096, RopeBase: 10000},
+	"phi3-medium": {Arch: "phi3", Dim: 5120, Layers: 40, Heads: 40, KVHeads: 10, FFN: 17920, Vocab: 32064, Ctx: 4096, RopeBase: 10000},
 	"gemma2-2b": {Arch: "gemma2", Dim: 2304, Layers: 26, Heads: 8, KVHeads: 4, HeadDim: 256, FFN: 9216, Vocab: 256000, Ctx: 8192,
 		RopeBase: 10000, Tied: true, Window: 4096},
 	"gemma2-9b": {Arch: "gemma2", Dim: 3584, Layers: 42, Heads: 16, KVHeads: 8, HeadDim: 256, FFN: 14336, Vocab: 256000, Ctx: 8192,

@@ -170,6 +170,36 @@ func (l *loader) matrix(t *Tensor) (*Tensor, error) {
 	return p.t, nil
 }
 
+// splitRows loads the matrix name (rows of cols elements) as consecutive
+// blocks of rows, one tensor each, uploaded back to back: a fused
+// projection (Phi-3's attn_qkv, its gate and up in ffn_up) becomes the
+// tensors the shared code reads, and joined still sees them as one.
+func (l *loader) splitRows(name string, cols int, rows ...int) ([]*Tensor, error) {
+	total := 0
+	for _, r := range rows {
+		total += r
+	}
+	whole, err := l.find(name, cols, total)
+	if err != nil {
+		return nil, err
+	}
+	rowBytes := len(whole.data) / total
+	ps := make([]pending, len(rows))
+	ts := make([]*Tensor, len(rows))
+	at := 0
+	for i, r := range rows {
+		t := *whole.t
+		t.Rows, t.Size = r, uint64(r*rowBytes)
+		ps[i] = pending{&t, whole.data[at*rowBytes : (at+r)*rowBytes]}
+		if err := l.pack(&ps[i]); err != nil {
+			return nil, err
+		}
+		ts[i] = ps[i].t
+		at += r
+	}
+	return ts, l.upload(ps)
+}
+
 // output returns the output projection: out, or when the model ties it
 // to the token embeddings (out is nil), those for use as a matrix.
 func (l *loader) output(out, embed *Tensor) (*Tensor, error) {
@@ -194,7 +224,8 @@ func (l *loader) free() {
 // tensor. The `shape` tag gives the expected [cols, rows] in terms of the
 // config's dimensions. Fields with the same `join` tag are uploaded into
 // one buffer in field order, so that one kernel can read them as one
-// matrix (Q, K and V as one projection, gate and up as one). Matrices are
+// matrix (Q, K and V as one projection, gate and up as one). Untagged
+// struct fields are bound as part of dst; `gguf:"-"` skips a field. Matrices are
 // packed for the device's matrix kernels (see pack) unless the field's
 // `layout` tag is "gguf" (the token embeddings, which the embedding kernel
 // reads).
@@ -228,6 +259,9 @@ func (b *binding) fields(v reflect.Value) error {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, ok := f.Tag.Lookup("gguf")
+		if tag == "-" {
+			continue // loaded otherwise
+		}
 		if !ok {
 			if f.Type.Kind() == reflect.Struct {
 				if err := b.fields(v.Field(i)); err != nil {
