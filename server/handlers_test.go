@@ -31,6 +31,7 @@ func TestBeforeLoad(t *testing.T) {
 		{"POST", "/v1/chat/completions", "k", `{"messages":[]}`, 503, "model_loading", false},
 		{"POST", "/v1/completions", "", `{"prompt":"x"}`, 401, "invalid_api_key", false},
 		{"POST", "/v1/completions", "wrong", `{"prompt":"x"}`, 401, "invalid_api_key", false},
+		{"POST", "/completion", "k", `{"prompt":"x"}`, 503, "model_loading", false},
 		{"GET", "/v1/models", "k", "", 200, "", false},
 		{"GET", "/v1/models/tiny", "k", "", 200, "", false},
 		{"GET", "/v1/models/tiny.gguf", "k", "", 200, "", false},
