@@ -22,6 +22,9 @@ func (s *Server) routes() {
 	s.handle("POST /v1/completions", "/v1/completions", true, s.completions)
 	s.handle("POST /v1/chat/completions", "/v1/chat/completions", true, s.chat)
 	s.handle("POST /completion", "/completion", true, s.nativeCompletion)
+	s.handle("POST /tokenize", "/tokenize", true, s.tokenize)
+	s.handle("POST /detokenize", "/detokenize", true, s.detokenize)
+	s.handle("GET /props", "/props", true, s.props)
 	s.handle("GET /v1/models", "/v1/models", true, s.models)
 	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)
 	s.handle("GET /health", "/health", false, s.health)
@@ -36,7 +39,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 
 var knownPaths = map[string]bool{
 	"/v1/completions": true, "/v1/chat/completions": true, "/v1/models": true, "/health": true, "/metrics": true,
-	"/completion": true,
+	"/completion": true, "/tokenize": true, "/detokenize": true, "/props": true,
 }
 
 func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {

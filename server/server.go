@@ -136,6 +136,7 @@ type loaded struct {
 	tok     tokenizer.Tokenizer
 	ctx     int // positions in the session's KV cache
 	tmpl    *chatTemplate
+	tmplSrc string // the model's chat template, as GET /props shows it
 	tmplErr error
 	thinks  bool         // the template writes <think> blocks
 	addBOS  bool         // the vocabulary wants BOS in front of a prompt
@@ -240,7 +241,7 @@ func (l *loaded) failure() error {
 // newLoaded prepares what requests need besides the session: the
 // tokenizer, the context size and the chat template (source tmpl).
 func newLoaded(tok tokenizer.Tokenizer, ctx int, tmpl string) *loaded {
-	l := &loaded{tok: tok, ctx: ctx}
+	l := &loaded{tok: tok, ctx: ctx, tmplSrc: tmpl}
 	if bos := tok.BOS(); bos >= 0 {
 		probe := tok.Encode("", true)
 		l.addBOS = len(probe) > 0 && probe[0] == bos

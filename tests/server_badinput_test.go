@@ -63,6 +63,13 @@ func testBadInput(t *testing.T, srv *serverProc, key string) {
 		{"native n_predict 0", "/completion", key, `{"prompt": "hi", "n_predict": 0}`, 400, inv, "invalid_value"},
 		{"native malformed JSON", "/completion", key, `{"prompt": `, 400, inv, "invalid_json"},
 		{"native no API key", "/completion", "", `{"prompt": "hi"}`, 401, "authentication_error", "invalid_api_key"},
+		{"tokenize malformed JSON", "/tokenize", key, `{"content": `, 400, inv, "invalid_json"},
+		{"tokenize without content", "/tokenize", key, `{}`, 400, inv, "invalid_value"},
+		{"tokenize no API key", "/tokenize", "", `{"content": "hi"}`, 401, "authentication_error", "invalid_api_key"},
+		{"detokenize id out of range", "/detokenize", key, `{"tokens": [1, 99999]}`, 400, inv, "invalid_value"},
+		{"detokenize negative id", "/detokenize", key, `{"tokens": [-1]}`, 400, inv, "invalid_value"},
+		{"detokenize fractional id", "/detokenize", key, `{"tokens": [1.5]}`, 400, inv, "invalid_type"},
+		{"detokenize malformed JSON", "/detokenize", key, `{"tokens": [1,`, 400, inv, "invalid_json"},
 		{"chat tools", chat, key, `{"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function"}]}`, 400, inv, "unsupported"},
 	}
 	for _, c := range cases {
