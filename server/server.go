@@ -1,6 +1,7 @@
 // Package server is headinfer's headless HTTP API: an OpenAI-compatible
 // subset (completions, chat completions, models) over an engine.Batch,
-// plus health, KV slot save/restore and Prometheus metrics. Up to
+// llama-server's native completion, tokenize, detokenize and props
+// routes, plus health, KV slot save/restore and Prometheus metrics. Up to
 // Options.Parallel requests run at once, decoded together; the others
 // wait in order in a bounded queue.
 package server
