@@ -420,7 +420,7 @@ func (b *Batch) start(q *batchSeq) {
 	q.result.Cached = cached
 	q.before = se.Stats()
 	q.rest = r.Prompt[cached:]
-	q.logits = !r.Params.Sampling.Greedy() || r.Params.Logits != nil
+	q.logits = r.Params.wantsLogits()
 	q.sampler = sample.New(r.Params.Sampling)
 }
 
@@ -524,6 +524,9 @@ func (b *Batch) sampled(q *batchSeq) {
 		id = se.s.argmax()
 	} else {
 		id = q.sampler.Sample(se.logits, se.tokens)
+	}
+	if p.Sampled != nil {
+		p.Sampled(id, se.logits)
 	}
 	if b.m.Tokenizer.IsEOG(id) {
 		b.end(q, Result{Finish: FinishStop}, nil)

@@ -418,3 +418,62 @@ func TestBatchCopiesPrefix(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchSampled checks GenerateParams.Sampled in a batch: it hears
+// every token drawn, in order (the emitted ones, then the end-of-
+// generation token if that ended the sequence), each with the logits it
+// was drawn from, which are the raw logits of the solo run, also for a
+// greedy request whose logits would otherwise stay on the device.
+func TestBatchSampled(t *testing.T) {
+	m := loadModel(t, filepath.Join(modelsDir(t), "stories260K.gguf"), Options{CtxSize: 256, Parallel: 2})
+	cases := batchCases(m.Config.Vocab)[:2]
+	soloRuns(t, m, cases)
+	b, err := m.NewBatch(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var wg sync.WaitGroup
+	for _, c := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var drawn, emitted []int32
+			var logits [][]float32
+			p := c.params
+			p.Logits = nil
+			p.Sampled = func(id int32, l []float32) {
+				drawn = append(drawn, id)
+				logits = append(logits, slices.Clone(l))
+			}
+			res, err := b.Generate(context.Background(), Request{Prompt: c.prompt, Params: p}, func(id int32) bool {
+				emitted = append(emitted, id)
+				return true
+			})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			want := slices.Clone(emitted)
+			if res.Finish == FinishStop {
+				want = append(want, drawn[len(drawn)-1])
+				if !m.Tokenizer.IsEOG(want[len(want)-1]) {
+					t.Errorf("finished with %v but the last token drawn is not end-of-generation", drawn)
+				}
+			}
+			if !slices.Equal(drawn, want) || !slices.Equal(emitted, c.ids) {
+				t.Errorf("drawn %v, emitted %v; alone %v", drawn, emitted, c.ids)
+			}
+			if len(logits) != len(c.logits) {
+				t.Errorf("%d steps' logits, alone %d", len(logits), len(c.logits))
+				return
+			}
+			for i := range logits {
+				if !slices.Equal(logits[i], c.logits[i]) {
+					t.Errorf("step %d: the logits differ from the solo run's", i)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -304,6 +304,18 @@ type GenerateParams struct {
 	Sampling  sample.Params // Temperature 0 = greedy, on the device
 	// Logits, when set, receives the logits before each generated token.
 	Logits func(pos int, logits []float32)
+	// Sampled, when set, receives each token drawn, an end-of-generation
+	// token included, with the raw logits it was drawn from (valid during
+	// the call only). Unlike Logits it knows the token, so a caller that
+	// needs the chosen token's probability (logprobs) need not keep a copy
+	// of every step's logits until the token arrives.
+	Sampled func(id int32, logits []float32)
+}
+
+// wantsLogits reports whether generating with p needs the logits on the
+// host: for sampling other than greedy, or for a caller that reads them.
+func (p GenerateParams) wantsLogits() bool {
+	return !p.Sampling.Greedy() || p.Logits != nil || p.Sampled != nil
 }
 
 // FinishReason says why generation stopped.
@@ -326,7 +338,7 @@ func (se *Session) Generate(ctx context.Context, prompt []int32, p GenerateParam
 		return "", fmt.Errorf("max tokens must be positive, got %d", p.MaxTokens)
 	}
 	defer se.useDeadline(ctx)()
-	withLogits := !p.Sampling.Greedy() || p.Logits != nil
+	withLogits := p.wantsLogits()
 	if err := se.Prefill(ctx, prompt, withLogits); err != nil {
 		return "", err
 	}
@@ -341,6 +353,9 @@ func (se *Session) Generate(ctx context.Context, prompt []int32, p GenerateParam
 			id = se.s.argmax()
 		} else {
 			id = sampler.Sample(se.logits, se.tokens)
+		}
+		if p.Sampled != nil {
+			p.Sampled(id, se.logits)
 		}
 		if tok.IsEOG(id) {
 			return FinishStop, nil

@@ -50,6 +50,7 @@ type chatRequest struct {
 	Messages            []chatMessage   `json:"messages"`
 	MaxCompletionTokens *int            `json:"max_completion_tokens"`
 	Logprobs            *bool           `json:"logprobs"`
+	TopLogprobs         *int            `json:"top_logprobs"`
 	Tools               json.RawMessage `json:"tools"`
 	Functions           json.RawMessage `json:"functions"`
 	// ChatTemplateKwargs are extra variables for the chat template (as
@@ -101,7 +102,7 @@ type completionResponse struct {
 type completionChoice struct {
 	Index        int     `json:"index"`
 	Text         string  `json:"text"`
-	Logprobs     any     `json:"logprobs"`      // always null
+	Logprobs     any     `json:"logprobs"`      // null unless asked for
 	FinishReason *string `json:"finish_reason"` // null in stream chunks until the last
 }
 

@@ -12,8 +12,10 @@ import (
 // outcome is how a generation ended.
 type outcome struct {
 	finish     engine.FinishReason
-	completion int // tokens generated, including any cut off by a stop string
-	cached     int // prompt tokens whose KV was reused, not prefilled
+	completion int          // tokens generated, including any cut off by a stop string
+	cached     int          // prompt tokens whose KV was reused, not prefilled
+	stopWord   string       // the stop string that ended it, if one did
+	stats      engine.Stats // the engine's work for it (llama-server's timings)
 }
 
 // generate runs j as a sequence of the batch (the caller holds a place in
@@ -50,6 +52,10 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		Prepare: func(_ int, se *engine.Session) int { return l.prefix.prepare(se, j.prompt) },
 		Fresh:   l.prefix.off,
 	}
+	if j.trace.logprobs() {
+		// Only then: the logits of every step are copied to the host.
+		req.Params.Sampled = j.trace.sampled
+	}
 	res, err := l.batch.Generate(ctx, req, func(id int32) bool {
 		o.completion++
 		now := time.Now()
@@ -59,6 +65,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 			s.metrics.timePerToken.Observe(now.Sub(last).Seconds())
 		}
 		last = now
+		j.trace.token(id)
 		out, hit := stop.add(dec.Add(id))
 		if !send(out) {
 			return false
@@ -69,7 +76,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		}
 		return ctx.Err() == nil
 	})
-	o.cached = res.Cached
+	o.cached, o.stats = res.Cached, res.Stats
 	s.metrics.prefixReuse(o.cached)
 	s.metrics.generation(o.completion, res.Stats, l.batch.Memory())
 	finish := res.Finish
@@ -82,13 +89,13 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 	case err != nil:
 		return o, err
 	case stopped:
-		o.finish = engine.FinishStop
+		o.finish, o.stopWord = engine.FinishStop, stop.hit
 		return o, nil
 	}
 	o.finish = finish
 	out, hit := stop.add(dec.Flush())
 	if hit {
-		o.finish = engine.FinishStop
+		o.finish, o.stopWord = engine.FinishStop, stop.hit
 	} else {
 		out += stop.flush()
 	}

@@ -21,6 +21,10 @@ func (s *Server) routes() {
 	s.mux = http.NewServeMux()
 	s.handle("POST /v1/completions", "/v1/completions", true, s.completions)
 	s.handle("POST /v1/chat/completions", "/v1/chat/completions", true, s.chat)
+	s.handle("POST /completion", "/completion", true, s.nativeCompletion)
+	s.handle("POST /tokenize", "/tokenize", true, s.tokenize)
+	s.handle("POST /detokenize", "/detokenize", true, s.detokenize)
+	s.handle("GET /props", "/props", true, s.props)
 	s.handle("GET /v1/models", "/v1/models", true, s.models)
 	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)
 	s.handle("GET /health", "/health", false, s.health)
@@ -35,6 +39,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 
 var knownPaths = map[string]bool{
 	"/v1/completions": true, "/v1/chat/completions": true, "/v1/models": true, "/health": true, "/metrics": true,
+	"/completion": true, "/tokenize": true, "/detokenize": true, "/props": true,
 }
 
 func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {
@@ -152,7 +157,10 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	defer release()
 	s.metrics.queueWait.Observe(time.Since(j.admitted).Seconds())
 	defer func() { s.metrics.requestDuration.Observe(time.Since(j.admitted).Seconds()) }()
-	a := answer{id: info.id, created: time.Now().Unix(), model: s.name, chat: j.chat}
+	a := answer{id: info.id, created: time.Now().Unix(), model: s.name, chat: j.chat, native: j.native != nil}
+	if j.trace.logprobs() {
+		a.lp = &logprobFormat{tok: l.tok}
+	}
 	if j.thinks && s.opt.ReasoningFormat != ReasoningNone {
 		a.think = newThinkSplitter(j.thinkOpen)
 	}
@@ -161,8 +169,10 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 		return
 	}
 	var text []byte
+	var steps []stepProbs
 	o, err := s.gen(ctx, l, j, func(s string) error {
 		text = append(text, s...)
+		steps = append(steps, j.trace.take()...)
 		return nil
 	})
 	info.completionTokens = o.completion
@@ -171,7 +181,8 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 		s.fail(w, info, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.whole(string(text), o, len(j.prompt)))
+	steps = append(steps, j.trace.take()...) // tokens whose text a stop string cut
+	writeJSON(w, http.StatusOK, a.whole(string(text), o, j, steps))
 }
 
 // hold waits for the session on behalf of a request that found l loaded
@@ -230,7 +241,12 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 		}
 	}
 	send := func(text string, end bool) error {
-		for _, c := range a.thinkChunks(text, end) {
+		chunks := a.thinkChunks(text, end)
+		if n := len(chunks); n > 0 {
+			// Tokens whose text is held back wait for the next event.
+			chunks[n-1] = a.withSteps(chunks[n-1], j.trace.take())
+		}
+		for _, c := range chunks {
 			if err := sw.send(c); err != nil {
 				return err
 			}
@@ -253,8 +269,15 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 		}
 		return
 	}
+	if a.native {
+		// llama-server ends the stream with this event, no [DONE].
+		if sw.send(a.nativeWhole("", o, j, j.trace.take())) != nil {
+			info.status = statusClientClosed
+		}
+		return
+	}
 	finish := string(o.finish)
-	err = sw.send(a.chunk("", &finish))
+	err = sw.send(a.withSteps(a.chunk("", &finish), j.trace.take()))
 	if err == nil && j.includeUsage {
 		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o)))
 	}

@@ -28,9 +28,11 @@ type job struct {
 	maxTokens    int
 	params       sample.Params
 	stop         []string
-	thinks       bool      // a chat answer that may begin with a thinking block
-	thinkOpen    bool      // the prompt opened the block: the text begins inside it
-	admitted     time.Time // when it joined the queue (for the metrics)
+	thinks       bool        // a chat answer that may begin with a thinking block
+	thinkOpen    bool        // the prompt opened the block: the text begins inside it
+	trace        *trace      // the tokens' logprobs (or ids) when the answer shows them; nil: not asked
+	native       *nativeInfo // llama-server's /completion, answered in its format; nil: OpenAI's
+	admitted     time.Time   // when it joined the queue (for the metrics)
 }
 
 // greedyBelow: a temperature under it is greedy decoding. OpenAI clients
@@ -360,12 +362,16 @@ func (l *loaded) completionJob(req *completionRequest) (*job, *apiError) {
 		return nil, badRequest("echo", "unsupported", "echo is not supported")
 	case req.BestOf != nil && *req.BestOf != 1:
 		return nil, badRequest("best_of", "unsupported", "best_of must be 1")
-	case req.Logprobs != nil:
-		return nil, badRequest("logprobs", "unsupported", "logprobs are not supported")
 	case req.Suffix != nil && *req.Suffix != "":
 		return nil, badRequest("suffix", "unsupported", "suffix is not supported")
 	}
 	j := &job{}
+	if req.Logprobs != nil {
+		if e := checkTop("logprobs", *req.Logprobs); e != nil {
+			return nil, e
+		}
+		j.trace = newTrace(*req.Logprobs)
+	}
 	var e *apiError
 	if j.prompt, e = l.promptOf(req.Prompt, req.ParseSpecial); e != nil {
 		return nil, e
@@ -381,9 +387,14 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	if e := commonChecks(&req.samplingFields); e != nil {
 		return nil, e
 	}
+	logprobs := req.Logprobs != nil && *req.Logprobs
 	switch {
-	case req.Logprobs != nil && *req.Logprobs:
-		return nil, badRequest("logprobs", "unsupported", "logprobs are not supported")
+	case req.TopLogprobs != nil && !logprobs:
+		return nil, badRequest("top_logprobs", "invalid_value", "top_logprobs requires logprobs: true")
+	case req.TopLogprobs != nil:
+		if e := checkTop("top_logprobs", *req.TopLogprobs); e != nil {
+			return nil, e
+		}
 	case !isNull(req.Tools) && string(bytes.TrimSpace(req.Tools)) != "[]":
 		return nil, badRequest("tools", "unsupported", "tools are not supported")
 	case !isNull(req.Functions) && string(bytes.TrimSpace(req.Functions)) != "[]":
@@ -401,6 +412,12 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 		return nil, e
 	}
 	j := &job{chat: true, prompt: l.encodeChat(text), thinks: l.thinks, thinkOpen: l.thinks && promptOpensThink(text)}
+	if logprobs {
+		j.trace = newTrace(0)
+		if req.TopLogprobs != nil {
+			j.trace.top = *req.TopLogprobs
+		}
+	}
 	maxTokens, name := req.MaxCompletionTokens, "max_completion_tokens"
 	if maxTokens == nil {
 		maxTokens, name = req.MaxTokens, "max_tokens"
@@ -409,6 +426,14 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 		return nil, e
 	}
 	return j, nil
+}
+
+// checkTop checks a request's count of alternatives per token.
+func checkTop(name string, n int) *apiError {
+	if n < 0 || n > maxTopLogprobs {
+		return badRequest(name, "invalid_value", "%s must be between 0 and %d, got %d", name, maxTopLogprobs, n)
+	}
+	return nil
 }
 
 // message is one chat message with its content as plain text.

@@ -7,6 +7,8 @@ type answer struct {
 	model   string
 	chat    bool
 	think   *thinkSplitter // chat answers of a thinking model; nil: text is content
+	native  bool           // llama-server's /completion format (native.go)
+	lp      *logprobFormat // set when the request asked for logprobs
 }
 
 func (a answer) prefix() string {
@@ -16,9 +18,13 @@ func (a answer) prefix() string {
 	return "cmpl-"
 }
 
-// whole is the non-streamed answer.
-func (a answer) whole(text string, o outcome, promptTokens int) any {
-	u := makeUsage(promptTokens, o)
+// whole is the non-streamed answer; steps are the generated tokens when
+// the request asked to see them.
+func (a answer) whole(text string, o outcome, j *job, steps []stepProbs) any {
+	if a.native {
+		return a.nativeWhole(text, o, j, steps)
+	}
+	u := makeUsage(len(j.prompt), o)
 	if a.chat {
 		msg := chatContent{Role: "assistant", Content: text}
 		if a.think != nil {
@@ -28,13 +34,13 @@ func (a answer) whole(text string, o outcome, promptTokens int) any {
 		}
 		return chatResponse{
 			ID: a.prefix() + a.id, Object: "chat.completion", Created: a.created, Model: a.model,
-			Choices: []chatChoice{{Message: msg, FinishReason: string(o.finish)}},
+			Choices: []chatChoice{{Message: msg, Logprobs: a.logprobs(steps), FinishReason: string(o.finish)}},
 			Usage:   u,
 		}
 	}
 	return completionResponse{
 		ID: a.prefix() + a.id, Object: "text_completion", Created: a.created, Model: a.model,
-		Choices: []completionChoice{{Text: text, FinishReason: ptr(string(o.finish))}},
+		Choices: []completionChoice{{Text: text, Logprobs: a.logprobs(steps), FinishReason: ptr(string(o.finish))}},
 		Usage:   u,
 	}
 }
@@ -49,6 +55,9 @@ func (a answer) roleChunk() chatChunk {
 // chunk is one stream event with text, or the last one (empty text and a
 // finish reason).
 func (a answer) chunk(text string, finish *string) any {
+	if a.native {
+		return nativeChunk{Content: text, Tokens: []int32{}}
+	}
 	if a.chat {
 		c := a.chatChunk(nil)
 		d := chatDelta{}
@@ -106,6 +115,42 @@ func (a answer) chatChunk(u *usage) chatChunk {
 
 func (a answer) completionChunk(c []completionChoice, u *usage) completionResponse {
 	return completionResponse{ID: a.prefix() + a.id, Object: "text_completion", Created: a.created, Model: a.model, Choices: c, Usage: u}
+}
+
+// logprobs is a choice's logprobs object for steps: nil (null) when the
+// request did not ask for them.
+func (a answer) logprobs(steps []stepProbs) any {
+	switch {
+	case a.lp == nil:
+		return nil
+	case a.chat:
+		return a.lp.chat(steps)
+	}
+	return a.lp.legacy(steps)
+}
+
+// withSteps gives a stream event the tokens whose text it carries (or
+// the last event the tokens left over): their logprobs, and for
+// /completion their ids.
+func (a answer) withSteps(c any, steps []stepProbs) any {
+	if len(steps) == 0 {
+		return c
+	}
+	switch c := c.(type) {
+	case chatChunk:
+		c.Choices[0].Logprobs = a.logprobs(steps)
+		return c
+	case completionResponse:
+		c.Choices[0].Logprobs = a.logprobs(steps)
+		return c
+	case nativeChunk:
+		c.Tokens = tokenIDs(steps)
+		if a.lp != nil {
+			c.Probs = a.lp.native(steps)
+		}
+		return c
+	}
+	return c
 }
 
 func ptr[T any](v T) *T { return &v }

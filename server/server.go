@@ -1,6 +1,7 @@
 // Package server is headinfer's headless HTTP API: an OpenAI-compatible
 // subset (completions, chat completions, models) over an engine.Batch,
-// plus health, KV slot save/restore and Prometheus metrics. Up to
+// llama-server's native completion, tokenize, detokenize and props
+// routes, plus health, KV slot save/restore and Prometheus metrics. Up to
 // Options.Parallel requests run at once, decoded together; the others
 // wait in order in a bounded queue.
 package server
@@ -136,6 +137,7 @@ type loaded struct {
 	tok     tokenizer.Tokenizer
 	ctx     int // positions in the session's KV cache
 	tmpl    *chatTemplate
+	tmplSrc string // the model's chat template, as GET /props shows it
 	tmplErr error
 	thinks  bool         // the template writes <think> blocks
 	addBOS  bool         // the vocabulary wants BOS in front of a prompt
@@ -240,7 +242,7 @@ func (l *loaded) failure() error {
 // newLoaded prepares what requests need besides the session: the
 // tokenizer, the context size and the chat template (source tmpl).
 func newLoaded(tok tokenizer.Tokenizer, ctx int, tmpl string) *loaded {
-	l := &loaded{tok: tok, ctx: ctx}
+	l := &loaded{tok: tok, ctx: ctx, tmplSrc: tmpl}
 	if bos := tok.BOS(); bos >= 0 {
 		probe := tok.Encode("", true)
 		l.addBOS = len(probe) > 0 && probe[0] == bos

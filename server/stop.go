@@ -9,6 +9,7 @@ import "strings"
 type stopper struct {
 	stops []string
 	held  string
+	hit   string // the stop string found, once found
 }
 
 // add takes the next piece of text and returns what can be sent now. When
@@ -22,7 +23,7 @@ func (s *stopper) add(text string) (out string, stopped bool) {
 	cut := -1
 	for _, st := range s.stops {
 		if i := strings.Index(buf, st); i >= 0 && (cut < 0 || i < cut) {
-			cut = i
+			cut, s.hit = i, st
 		}
 	}
 	if cut >= 0 {

@@ -99,3 +99,36 @@ func TestDecoderMatchesDecode(t *testing.T) {
 		}
 	}
 }
+
+// TestPiece checks that pieces are each token's share of decoded text:
+// the leading space that Decode drops at the start of a text is kept, a
+// byte token is its byte, and a control token is nothing.
+func TestPiece(t *testing.T) {
+	tok := loadModel(t, "llama-2-tiny-random.gguf")
+	hello := int32(15043) // "▁Hello"
+	cases := []struct {
+		id   int32
+		want string
+	}{
+		{hello, " Hello"},
+		{3 + 0xE2, "\xe2"},
+		{1, ""}, {2, ""}, // <s>, </s>
+		{-1, ""}, {int32(tok.VocabSize()), ""},
+	}
+	for _, c := range cases {
+		if got := tok.Piece(c.id); got != c.want {
+			t.Errorf("Piece(%d) = %q, want %q", c.id, got, c.want)
+		}
+	}
+	if got := tok.Decode([]int32{hello}); got != "Hello" {
+		t.Errorf("Decode = %q: the test's premise (a leading space dropped) does not hold", got)
+	}
+	const s = "Once upon a time, 日本 there was"
+	var b strings.Builder
+	for _, id := range tok.Encode(s, true) {
+		b.WriteString(tok.Piece(id))
+	}
+	if b.String() != " "+s {
+		t.Errorf("pieces of %q join to %q", s, b.String())
+	}
+}

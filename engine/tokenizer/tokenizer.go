@@ -44,6 +44,12 @@ type Tokenizer interface {
 	// copied as bytes, so a cut-off sequence may end in invalid UTF-8;
 	// Decoder handles streams.
 	Decode(ids []int32) string
+	// Piece returns the bytes id stands for in decoded text, as Decode
+	// writes them in the middle of a text: SentencePiece's "▁" as a space
+	// (a leading one kept), a byte token as its one byte, a control token
+	// as "". It is one token's share of a text, as logprobs and
+	// /tokenize's pieces show it; "" for an id outside the vocabulary.
+	Piece(id int32) string
 	// TokenText returns the vocabulary's text for id ("▁Hello", "<0x0A>",
 	// "Ġworld"), or "" for an id outside the vocabulary.
 	TokenText(id int32) string
@@ -282,6 +288,8 @@ func (t *tokenizer) Decode(ids []int32) string {
 func (t *tokenizer) stripsLeadingSpace() bool {
 	return t.bpe == nil && t.v.AddSpacePrefix
 }
+
+func (t *tokenizer) Piece(id int32) string { return t.piece(id) }
 
 // piece returns the text that id prints as.
 func (t *tokenizer) piece(id int32) string {
