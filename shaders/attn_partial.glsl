@@ -15,9 +15,11 @@
 // BC rows: K sub-tile to shared, scores S = Q K^T for R x BC, one thread per
 // row updates the running max and turns scores into probabilities, V
 // sub-tile to shared (over K), then every thread adds P V into the output
-// elements it owns in registers. Scores beyond the causal limit (kv position
-// > the token's position) are excluded; a row with nothing visible in the
-// block keeps m = NEG, l = 0, O = 0.
+// elements it owns in registers. Scores outside a token's visible range
+// (see attn_visible in attn_common.glsl: causal, and within the sliding
+// window when there is one) are excluded; a row with nothing visible in the
+// block keeps m = NEG, l = 0, O = 0. With a soft cap c, a visible score s
+// becomes c*tanh(s/c) before the softmax.
 //
 // NEG (-FLT_MAX) stands for "no score yet" instead of -inf so that the
 // rescale factor exp(m_old - m_new) is exp(0) = 1, not NaN, while a row has
@@ -33,6 +35,8 @@
 
 #extension GL_EXT_control_flow_attributes : enable
 
+#include "attn_common.glsl"
+
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128; // threads per workgroup
 layout(constant_id = 1) const uint HD = 128; // head dimension, multiple of 4
@@ -46,7 +50,6 @@ const uint KS = HD4 + 1;       // shared K/V row stride in vec4, padded against 
 const uint E4 = HD4 + 1;       // partial entry size in vec4
 const uint NS = (R * BC + WG - 1) / WG;   // scores per thread per sub-tile
 const uint NO = (R * HD4 + WG - 1) / WG;  // output vec4s per thread
-const float NEG = -3.402823466e38;
 
 layout(push_constant) uniform Push {
     uint n_tokens;    // query tokens
@@ -59,6 +62,8 @@ layout(push_constant) uniform Push {
     uint slot_stride; // elements between heads' slots (multiple of 4)
     uint n_kv;        // KV heads in the dispatch (grid z)
     float scale;      // score scale, usually 1/sqrt(HD)
+    uint window;      // sliding window in positions, 0 for none
+    float softcap;    // score soft cap, 0 for none
 } p;
 
 layout(set = 0, binding = 0) readonly buffer Qb { vec4 q[]; };
@@ -102,13 +107,16 @@ void main() {
         Ms[i] = NEG;
         Ls[i] = 0.0;
     }
-    // Rows past the tile's last visible position are masked for every
-    // query: stop there (skipping a fully masked sub-tile is exactly a no-op).
-    uint pmax = 0;
+    // Rows past the tile's last visible position, and rows before the
+    // window of its first, are masked for every query: walk only the rows
+    // between (skipping a fully masked sub-tile is exactly a no-op).
+    uint pmax = 0, pmin = 0xffffffffu;
     for (uint tl = 0; tl < nt; tl++) {
         pmax = max(pmax, pos[t0 + tl]);
+        pmin = min(pmin, pos[t0 + tl]);
     }
     const uint live = pmax < first ? 0 : min(rows, pmax - first + 1);
+    const uint skip = min(live, attn_skip(pmin, first, p.window));
 
     vec4 acc[NO];
     [[unroll]] for (uint n = 0; n < NO; n++) {
@@ -116,7 +124,7 @@ void main() {
     }
     barrier();
 
-    for (uint c0 = 0; c0 < live; c0 += BC) {
+    for (uint c0 = skip; c0 < live; c0 += BC) {
         const uint nc = min(BC, live - c0);
         for (uint i = tid; i < BC * HD4; i += WG) {
             const uint c = i / HD4, d4 = i % HD4;
@@ -129,12 +137,12 @@ void main() {
                 const uint r = i / BC, c = i % BC;
                 const uint tl = r / G;
                 float s = NEG;
-                if (c < nc && tl < nt && first + c0 + c <= Tpos[tl]) {
+                if (c < nc && tl < nt && attn_visible(first + c0 + c, Tpos[tl], p.window)) {
                     float dot4 = 0.0;
                     for (uint d4 = 0; d4 < HD4; d4++) {
                         dot4 += dot(Qs[r * HD4 + d4], KVs[c * KS + d4]);
                     }
-                    s = dot4;
+                    s = attn_cap(dot4, p.softcap);
                 }
                 Ps[i] = s;
             }

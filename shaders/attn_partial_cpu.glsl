@@ -19,6 +19,8 @@
 
 #extension GL_EXT_control_flow_attributes : enable
 
+#include "attn_common.glsl"
+
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 8;   // lanes per workgroup
 layout(constant_id = 1) const uint HD = 128; // head dimension, multiple of 4
@@ -29,7 +31,6 @@ layout(constant_id = 4) const uint BC = 1;   // unused; keeps the spec layout of
 const uint HD4 = HD / 4;
 const uint R = BR * G;   // query rows per workgroup
 const uint E4 = HD4 + 1; // partial entry size in vec4
-const float NEG = -3.402823466e38;
 
 layout(push_constant) uniform Push {
     uint n_tokens;
@@ -42,6 +43,8 @@ layout(push_constant) uniform Push {
     uint slot_stride;
     uint n_kv;
     float scale;
+    uint window;
+    float softcap;
 } p;
 
 layout(set = 0, binding = 0) readonly buffer Qb { vec4 q[]; };
@@ -71,10 +74,11 @@ void main() {
     vec4 o[R * HD4];
     float m[R], l[R];
     uint tp[BR];
-    uint pmax = 0;
+    uint pmax = 0, pmin = 0xffffffffu;
     [[unroll]] for (uint tl = 0; tl < BR; tl++) {
         tp[tl] = pos[t0 + min(tl, nt - 1)];
         pmax = max(pmax, tp[tl]);
+        pmin = min(pmin, tp[tl]);
     }
     [[unroll]] for (uint r = 0; r < R; r++) {
         const uint tl = r / G, j = r % G;
@@ -86,10 +90,12 @@ void main() {
         m[r] = NEG;
         l[r] = 0.0;
     }
-    // Rows past the tile's last position are masked for every query.
+    // Rows past the tile's last position, and rows before the window of
+    // its first, are masked for every query.
     const uint live = pmax < first ? 0 : min(rows, pmax - first + 1);
+    const uint skip = min(live, attn_skip(pmin, first, p.window));
 
-    for (uint c0 = 0; c0 < live; c0 += WG) {
+    for (uint c0 = skip; c0 < live; c0 += WG) {
         const uint c = c0 + tid;
         const uint cl = min(c, live - 1); // lanes past the end read a valid row and mask it
         float s[R];
@@ -106,10 +112,11 @@ void main() {
         // its weight 0: an exact no-op on (m, l, O).
         float w[R], a[R];
         [[unroll]] for (uint r = 0; r < R; r++) {
-            const bool ok = c < live && r / G < nt && first + c <= tp[r / G];
-            const float mx = ok ? max(m[r], s[r]) : m[r];
+            const bool ok = c < live && r / G < nt && attn_visible(first + c, tp[r / G], p.window);
+            const float sc = attn_cap(s[r], p.softcap);
+            const float mx = ok ? max(m[r], sc) : m[r];
             a[r] = exp(m[r] - mx);
-            w[r] = ok ? exp(s[r] - mx) : 0.0;
+            w[r] = ok ? exp(sc - mx) : 0.0;
             l[r] = l[r] * a[r] + w[r];
             m[r] = mx;
         }

@@ -24,7 +24,8 @@ import (
 // over the KVHeads·group query heads of one partial dispatch (KV head z's
 // query head j is head z·group+j) and an entry holds the unnormalised output
 // O[0..headDim) = Σ exp(s−m)·v, then the running maximum m of the scores
-// s = scale·q·k, then l = Σ exp(s−m), then two zeros. An entry that saw no
+// s = scale·q·k (soft-capped, see AttnParams), then l = Σ exp(s−m), then
+// two zeros. An entry that saw no
 // visible KV row holds m = −math.MaxFloat32 (standing for −∞), l = 0, O = 0.
 // The merge accumulator uses the same layout with a single part.
 //
@@ -79,6 +80,42 @@ type AttnParams struct {
 	SlotStride int     // elements from one KV head's rows to the next's in K and V (multiple of 4)
 	KVHeads    int     // KV heads in the dispatch (grid z); head z serves query heads QHead0+z·group …
 	Scale      float32 // score scale, usually 1/sqrt(headDim)
+	// Window is the sliding window in positions, 0 for none: a query at
+	// position t sees positions p with t−Window < p ≤ t (llama.cpp's
+	// standard sliding window; see Visible).
+	Window int
+	// SoftCap is the score soft cap c, 0 for none: a score s = Scale·q·k
+	// becomes c·tanh(s/c) before the softmax (Gemma 2).
+	SoftCap float32
+}
+
+// Visible says whether KV position p is visible to a query at position t
+// under sliding window w (0: none): p ≤ t and t−p < w. It is the mask of
+// llama.cpp's LLAMA_SWA_TYPE_STANDARD, whose is_masked_swa(p0, p1) masks
+// key position p0 from a query at p1 when p1 − p0 ≥ n_swa, so a query sees
+// itself and the w−1 positions before it.
+func Visible(p, t, w int) bool { return p <= t && (w == 0 || t-p < w) }
+
+// WindowStart is the first position a query at position t sees under
+// sliding window w (0: none).
+func WindowStart(t, w int) int {
+	if w == 0 || t < w {
+		return 0
+	}
+	return t - w + 1
+}
+
+// CheckAttnFeatures reports a sliding window or soft cap that the
+// attention kernels cannot apply: a negative window or one past 32 bits,
+// and a negative or non-finite cap.
+func CheckAttnFeatures(window int, softCap float32) error {
+	if window < 0 || uint64(window) > math.MaxUint32 {
+		return fmt.Errorf("attention: sliding window %d is outside 0..%d (0: none)", window, uint32(math.MaxUint32))
+	}
+	if c := float64(softCap); math.IsNaN(c) || math.IsInf(c, 0) || c < 0 {
+		return fmt.Errorf("attention: soft cap %v is not a finite value ≥ 0 (0: none)", softCap)
+	}
+	return nil
 }
 
 // MergeParams are the push constants of one RecordMerge dispatch.
@@ -101,6 +138,7 @@ const (
 	mergeWG        = 64       // threads per attn_merge workgroup (fixed in the shader)
 	attnShmemCap   = 32 << 10 // shared memory aimed at, for occupancy on GPUs
 	attnMaxGroups  = 65535    // workgroups per grid dimension every device supports
+	attnPushBytes  = 12 * 4   // AttnParams as attn_partial's push constants
 )
 
 // PartsBytes is the size of a partial buffer holding nParts parts for
@@ -189,7 +227,7 @@ func (a *Attention) gpuKernel(name string, tokens, limit int) (attnKernel, error
 	}
 	return attnKernel{tokens: tokens, spec: vk.KernelSpec{
 		Name: name, SPIRV: shaders.MustSPIRV(name),
-		Buffers: 5, PushBytes: 10 * 4,
+		Buffers: 5, PushBytes: attnPushBytes,
 		Spec: []uint32{attnWG, uint32(a.headDim), uint32(a.group), uint32(tokens), uint32(cols)},
 	}}, nil
 }
@@ -203,7 +241,7 @@ func (a *Attention) cpuKernel(name string, tokens int) attnKernel {
 	}
 	return attnKernel{tokens: tokens, spec: vk.KernelSpec{
 		Name: name, SPIRV: shaders.MustSPIRV(name),
-		Buffers: 5, PushBytes: 10 * 4,
+		Buffers: 5, PushBytes: attnPushBytes,
 		Spec: []uint32{uint32(lanes), uint32(a.headDim), uint32(a.group), uint32(tokens), 1},
 	}}
 }
@@ -236,8 +274,9 @@ func attnShmem(headDim, rows, tokens, cols int) int {
 
 // RecordPartial records attn_partial: the queries q (f32 [NTokens][QHeads·
 // headDim], RoPE applied) at absolute positions positions (u32 [NTokens])
-// attend, causally (position p is visible to a query at position t iff
-// p ≤ t), to the KV rows in k and v, and block b of each KV head writes part
+// attend, causally and within the sliding window (position p is visible to
+// a query at position t iff Visible(p, t, Window)), with scores scaled and
+// soft-capped, to the KV rows in k and v, and block b of each KV head writes part
 // PartBase+b of parts (see Attention for the layout). Query tokens are
 // processed one per workgroup when NTokens is 1 and in tiles otherwise; the
 // choice depends only on NTokens, so equal dispatches give equal bits.
@@ -269,6 +308,9 @@ func (a *Attention) RecordPartial(c *vk.Commands, q, k, v, positions, parts vk.R
 	case uint64(p.KVStart)+uint64(p.KVRows) > math.MaxUint32:
 		return fmt.Errorf("attention: KV positions %d..%d exceed 32 bits", p.KVStart, p.KVStart+p.KVRows)
 	}
+	if err := CheckAttnFeatures(p.Window, p.SoftCap); err != nil {
+		return err
+	}
 	nb := Blocks(p.KVRows, p.Block)
 	elem := uint64(a.kv.BlockBytes())
 	kvNeed := (uint64(p.KVHeads-1)*uint64(p.SlotStride) + uint64(p.KVRows)*uint64(a.headDim)) * elem
@@ -292,7 +334,7 @@ func (a *Attention) RecordPartial(c *vk.Commands, q, k, v, positions, parts vk.R
 			tiles, nb, p.KVHeads, attnMaxGroups)
 	}
 	pc, err := pushChecked(p.NTokens, p.QHeads, p.QHead0, p.KVStart, p.KVRows, p.Block,
-		p.PartBase, p.SlotStride, p.KVHeads, p.Scale)
+		p.PartBase, p.SlotStride, p.KVHeads, p.Scale, p.Window, p.SoftCap)
 	if err != nil {
 		return fmt.Errorf("attention: %w", err)
 	}

@@ -428,3 +428,176 @@ func BenchmarkAttentionDecode(b *testing.B) { attnBench(b, 1, 32768, 256) }
 
 // BenchmarkAttentionPrefill: a 512-token chunk at the end of 4K positions.
 func BenchmarkAttentionPrefill(b *testing.B) { attnBench(b, 512, 4096, 512) }
+
+// poisonUnseen sets the K and V rows of every KV head that no query of p
+// sees (those before the window of its earliest query) to NaN, as the
+// device and the reference see them: a kernel that reads them, even to mask
+// them, turns its output into NaN (0·NaN), so this checks that the rows
+// before the window are skipped, not computed.
+func (p *attnProblem) poisonUnseen() {
+	lo := WindowStart(int(p.pos[0]), p.window) - p.start
+	e := p.kv.BlockBytes()
+	for g := range p.nKV {
+		for c := 0; c < min(lo, p.rows); c++ {
+			for d := range p.hd {
+				i := g*p.stride + c*p.hd + d
+				for _, b := range [][]byte{p.kBytes, p.vBytes} {
+					for x := range e {
+						b[i*e+x] = 0xff // NaN in f16 and f32
+					}
+				}
+				p.k[g][c*p.hd+d] = float32(math.NaN())
+				p.v[g][c*p.hd+d] = float32(math.NaN())
+			}
+		}
+	}
+}
+
+// attnWindowCases are sliding window × soft cap × scale combinations for
+// TestAttentionWindowSoftCap: windows smaller and larger than a block and
+// not multiples of it, queries within and far beyond the window, prefill
+// chunks that straddle the window's edge, GQA and odd sizes.
+var attnWindowCases = []struct {
+	kv                   gguf.Type
+	hd, group, nKV       int
+	nTok, rows, start    int
+	block, window        int
+	softCap, scaleFactor float32 // scale = scaleFactor/sqrt(hd)
+	qScale               float32
+	cpu                  bool // also run the CPU variant (compiles for seconds)
+}{
+	{gguf.F16, 128, 4, 2, 1, 1000, 17, 256, 300, 0, 1, 4, true},         // decode, window across blocks
+	{gguf.F16, 128, 4, 2, 1, 5000, 100000, 256, 4096, 50, 1, 16, false}, // decode far into the context, Gemma 2's cap
+	{gguf.F32, 64, 1, 2, 1, 257, 3, 64, 64, 5, 1, 16, true},             // decode, window of one block, small cap
+	{gguf.F16, 128, 4, 2, 1, 1000, 17, 256, 0, 30, 0.7, 16, true},       // cap and scale only
+	{gguf.F16, 128, 1, 2, 33, 700, 5, 64, 40, 5, 1.3, 16, true},         // chunk wider than the window
+	{gguf.F16, 128, 4, 2, 33, 600, 9, 256, 300, 50, 1, 4, true},         // chunk straddling the window's edge
+	{gguf.F32, 64, 4, 2, 100, 257, 0, 64, 513, 20, 1, 8, true},          // window beyond the range: causal only
+	{gguf.F16, 8, 2, 4, 7, 100, 11, 64, 1, 0, 1, 4, true},               // window 1: each query sees itself
+	{gguf.F32, 12, 3, 1, 5, 70, 2, 16, 3, 2, 0.5, 16, true},             // odd window, odd head size
+	{gguf.F16, 64, 2, 2, 20, 3000, 70000, 256, 1000, 50, 1, 16, false},  // prefill far beyond a window of 1000
+}
+
+func TestAttentionWindowSoftCap(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	for _, tc := range attnWindowCases {
+		for _, vr := range attnVariants {
+			if vr.v == attnCPU && !tc.cpu {
+				continue
+			}
+			name := fmt.Sprintf("%s/%v/hd%d/g%d/tok%d/kv%d@%d/block%d/window%d/cap%g/scale%g",
+				vr.name, tc.kv, tc.hd, tc.group, tc.nTok, tc.rows, tc.start, tc.block, tc.window, tc.softCap, tc.scaleFactor)
+			t.Run(name, func(t *testing.T) {
+				p := newAttnProblem(r, tc.kv, tc.hd, tc.group, tc.nKV, tc.nTok, tc.rows, tc.start, tc.qScale)
+				p.window, p.softCap = tc.window, tc.softCap
+				p.scale = tc.scaleFactor / float32(math.Sqrt(float64(tc.hd)))
+				p.poisonUnseen()
+				a := attnNew(t, d, tc.kv, tc.hd, tc.group, vr.v)
+				in := p.upload(t, d)
+				g := tc.nKV - 1
+				got := p.headColumns(p.oneHead(t, d, a, in, g, tc.block), g)
+				want, mag := p.reference(g)
+				attnAssert(t, got, want, mag, 1e-5)
+			})
+		}
+	}
+}
+
+// The cache skips the blocks before a window: they are neither dispatched
+// nor merged. That must give the bits of attending to every block, whose
+// partials before the window are the merge's neutral element.
+func TestAttentionWindowSkipBitIdentical(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	for _, vr := range attnVariants {
+		for _, nTok := range []int{1, 9} {
+			const block = 64
+			p := newAttnProblem(r, gguf.F16, 128, 4, 1, nTok, 600, 40, 4)
+			p.window, p.softCap = 150, 50
+			a := attnNew(t, d, gguf.F16, 128, 4, vr.v)
+			in := p.upload(t, d)
+			nb := Blocks(p.rows, block)
+			// The first block any query sees.
+			b0 := (WindowStart(int(p.pos[0]), p.window) - p.start) / block
+			if b0 < 2 {
+				t.Fatalf("the window starts in block %d: nothing to skip", b0)
+			}
+			accBytes, outBytes := PartsBytes(nTok, p.group, p.hd, 1), nTok*p.group*p.hd*4
+			merge := func(n int) MergeParams {
+				return MergeParams{NTokens: nTok, Heads: p.group, NParts: n, Init: true, Finalize: true, OutHeads: p.group}
+			}
+			parts := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, nb))
+			acc1, out1 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
+			acc2, out2 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
+			sparts := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, nb-b0))
+			run(t, d, func(c *vk.Commands) error {
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, 0, 0, p.rows), p.headRange(in.v, 0, 0, p.rows),
+					in.pos.All(), parts.All(), p.params(0, 0, p.rows, block, 0)); err != nil {
+					return err
+				}
+				r0 := b0 * block
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, 0, r0, p.rows), p.headRange(in.v, 0, r0, p.rows),
+					in.pos.All(), sparts.All(), p.params(0, r0, p.rows, block, 0)); err != nil {
+					return err
+				}
+				c.Barrier()
+				if err := a.RecordMerge(c, parts.All(), acc1.All(), out1.All(), merge(nb)); err != nil {
+					return err
+				}
+				return a.RecordMerge(c, sparts.All(), acc2.All(), out2.All(), merge(nb-b0))
+			})
+			o1, o2 := download(t, d, out1), download(t, d, out2)
+			if !bytes.Equal(download(t, d, acc1), download(t, d, acc2)) || !bytes.Equal(o1, o2) {
+				t.Fatalf("%s, %d tokens: skipping the blocks before the window changes the result", vr.name, nTok)
+			}
+			want, mag := p.reference(0)
+			attnAssert(t, bytesF32(o1), want, mag, 1e-5)
+		}
+	}
+}
+
+func TestAttentionRejectsBadFeatures(t *testing.T) {
+	d := vktest.Device(t)
+	a := attnNew(t, d, gguf.F16, 64, 2, attnAuto)
+	big := poisoned(t, d, 1<<20)
+	c, err := d.NewCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Free()
+	good := AttnParams{NTokens: 1, QHeads: 2, KVRows: 10, Block: 64, KVHeads: 1, Scale: 0.125, Window: 4, SoftCap: 50}
+	if err := a.RecordPartial(c, big.All(), big.All(), big.All(), big.All(), big.All(), good); err != nil {
+		t.Errorf("valid parameters rejected: %v", err)
+	}
+	for _, f := range []func(*AttnParams){
+		func(p *AttnParams) { p.Window = -1 },
+		func(p *AttnParams) { p.Window = math.MaxUint32 + 1 },
+		func(p *AttnParams) { p.SoftCap = -1 },
+		func(p *AttnParams) { p.SoftCap = float32(math.Inf(1)) },
+		func(p *AttnParams) { p.SoftCap = float32(math.NaN()) },
+	} {
+		p := good
+		f(&p)
+		if err := a.RecordPartial(c, big.All(), big.All(), big.All(), big.All(), big.All(), p); err == nil {
+			t.Errorf("window %d, soft cap %v accepted", p.Window, p.SoftCap)
+		}
+	}
+}
+
+func TestVisible(t *testing.T) {
+	// llama.cpp's standard window of 4 seen from position 10: 7, 8, 9, 10.
+	for p := 0; p <= 12; p++ {
+		if got, want := Visible(p, 10, 4), p >= 7 && p <= 10; got != want {
+			t.Errorf("Visible(%d, 10, 4) = %v", p, got)
+		}
+		if got, want := Visible(p, 10, 0), p <= 10; got != want {
+			t.Errorf("Visible(%d, 10, 0) = %v", p, got)
+		}
+	}
+	for _, c := range []struct{ t, w, want int }{{10, 4, 7}, {3, 4, 0}, {4, 4, 1}, {10, 0, 0}, {10, 1, 10}} {
+		if got := WindowStart(c.t, c.w); got != c.want {
+			t.Errorf("WindowStart(%d, %d) = %d, want %d", c.t, c.w, got, c.want)
+		}
+	}
+}

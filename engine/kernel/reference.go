@@ -156,6 +156,8 @@ type attnProblem struct {
 	nTok, rows, start      int
 	stride                 int
 	scale                  float32
+	window                 int     // sliding window, 0 for none
+	softCap                float32 // score soft cap, 0 for none
 	q                      []float32   // [nTok][nKV·group·hd]
 	pos                    []uint32    // [nTok]
 	k, v                   [][]float32 // per KV head: rows·hd values as the device sees them
@@ -217,23 +219,24 @@ func (p *attnProblem) reference(g int) (want, mag []float64) {
 		for j := range p.group {
 			qh := g*p.group + j
 			q := p.q[(t*p.nKV*p.group+qh)*hd:][:hd]
+			lo := max(0, WindowStart(int(p.pos[t]), p.window)-p.start)
 			vis := min(p.rows, int(p.pos[t])-p.start+1)
-			if vis <= 0 {
+			if vis <= lo {
 				continue
 			}
 			m := math.Inf(-1)
-			for c := range vis {
+			for c := lo; c < vis; c++ {
 				var dot float64
 				for d := range hd {
 					dot += float64(q[d]) * float64(p.k[g][c*hd+d])
 				}
-				s[c] = float64(p.scale) * dot
+				s[c] = capRef(float64(p.scale)*dot, p.softCap)
 				m = max(m, s[c])
 			}
 			var l float64
 			o := want[(t*p.group+j)*hd:][:hd]
 			a := mag[(t*p.group+j)*hd:][:hd]
-			for c := range vis {
+			for c := lo; c < vis; c++ {
 				e := math.Exp(s[c] - m)
 				l += e
 				for d := range hd {
@@ -256,7 +259,15 @@ func (p *attnProblem) reference(g int) (want, mag []float64) {
 func (p *attnProblem) params(g, r0, r1, block, partBase int) AttnParams {
 	return AttnParams{NTokens: p.nTok, QHeads: p.nKV * p.group, QHead0: g * p.group,
 		KVStart: p.start + r0, KVRows: r1 - r0, Block: block, PartBase: partBase,
-		SlotStride: p.stride, KVHeads: 1, Scale: p.scale}
+		SlotStride: p.stride, KVHeads: 1, Scale: p.scale, Window: p.window, SoftCap: p.softCap}
+}
+
+// capRef soft-caps the score s at c (0: no cap) in float64.
+func capRef(s float64, c float32) float64 {
+	if c == 0 {
+		return s
+	}
+	return float64(c) * math.Tanh(s/float64(c))
 }
 
 // headColumns extracts KV head g's query heads from a full output row set.

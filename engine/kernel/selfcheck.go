@@ -230,6 +230,11 @@ func Checks(info vk.DeviceInfo, full bool) []Check {
 				attnCheck(kv, 64, 1, 7, 300, 64))
 		}
 	}
+	// Gemma 2's sliding window and soft cap, with a scale other than
+	// 1/sqrt(headDim): a decode step far past the window and a chunk that
+	// straddles its edge.
+	cs = append(cs, attnFeatureCheck(gguf.F16, 128, 2, 1, 3000, 256, 1000, 50, 0.08),
+		attnFeatureCheck(gguf.F16, 128, 2, 33, 600, 256, 300, 5, 0.08))
 	return cs
 }
 
@@ -524,13 +529,26 @@ func copyCheck(bytes int) Check {
 // block, then merges the blocks: the decode step when tokens is 1, a
 // prefill chunk (with its causal mask) otherwise.
 func attnCheck(kv gguf.Type, headDim, group, tokens, rows, block int) Check {
-	return Check{Name: fmt.Sprintf("attention/%v/hd%d/group%d/tokens%d/kv%d", kv, headDim, group, tokens, rows), Limit: 1e-5,
+	c := attnFeatureCheck(kv, headDim, group, tokens, rows, block, 0, 0, 0)
+	c.Name = fmt.Sprintf("attention/%v/hd%d/group%d/tokens%d/kv%d", kv, headDim, group, tokens, rows)
+	return c
+}
+
+// attnFeatureCheck is attnCheck with a sliding window, a score soft cap
+// and a score scale (0: 1/sqrt(headDim)).
+func attnFeatureCheck(kv gguf.Type, headDim, group, tokens, rows, block, window int, softCap, scale float32) Check {
+	name := fmt.Sprintf("attention/%v/hd%d/group%d/tokens%d/kv%d/window%d/cap%g/scale%g", kv, headDim, group, tokens, rows, window, softCap, scale)
+	return Check{Name: name, Limit: 1e-5,
 		run: func(cr *checkRun) ([]float32, []float64, []float64) {
 			if cr.err != nil {
 				return nil, nil, nil
 			}
 			const nKV = 2
 			p := newAttnProblem(cr.r, kv, headDim, group, nKV, tokens, rows, 17, 4)
+			p.window, p.softCap = window, softCap
+			if scale != 0 {
+				p.scale = scale
+			}
 			a, err := NewAttention(cr.d, kv, headDim, group)
 			if err != nil {
 				cr.fail(err)
