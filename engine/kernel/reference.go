@@ -156,8 +156,8 @@ type attnProblem struct {
 	nTok, rows, start      int
 	stride                 int
 	scale                  float32
-	window                 int     // sliding window, 0 for none
-	softCap                float32 // score soft cap, 0 for none
+	window                 int         // sliding window, 0 for none
+	softCap                float32     // score soft cap, 0 for none
 	q                      []float32   // [nTok][nKV·group·hd]
 	pos                    []uint32    // [nTok]
 	k, v                   [][]float32 // per KV head: rows·hd values as the device sees them

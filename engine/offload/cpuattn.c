@@ -29,9 +29,13 @@
 #define CH HI_CPUATTN_CHUNK
 #define NEG (-FLT_MAX) // "no score yet", as in attn_partial.glsl
 
+// Floats after S that probs may read past a row's end (its vector tail
+// loads a whole vector); the lanes read there are dropped.
+#define S_PAD 16
+
 int hi_cpuattn_scratch_floats(int hd, int R) {
-	// qs[R*hd] (scaled queries), tile[CH*hd], S/P[R*CH], alpha[R], live[R]
-	return R * hd + CH * hd + R * CH + 2 * R;
+	// qs[R*hd] (scaled queries), tile[CH*hd], S/P[R*CH], alpha[R], live[R], lo[R], padding
+	return R * hd + CH * hd + R * CH + 3 * R + S_PAD;
 }
 
 // f16 bits to f32, exact for every value (subnormals, infinities, NaN).
@@ -281,9 +285,10 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 	float *tile = qs + (size_t)R * hd;
 	float *S = tile + (size_t)CH * hd;
 	float *alpha = S + (size_t)R * CH;
-	float *live = alpha + R; // visible rows per query row, as float to share the scratch
+	float *live = alpha + R; // end of the visible rows per query row, as float to share the scratch
+	float *lo = live + R;    // start of the visible rows per query row (the window's)
 
-	int maxlive = 0;
+	int maxlive = 0, minlo = rows;
 	for (int r = 0; r < R; r++) {
 		const int t = r / G, j = r % G;
 		const float *src = q + (size_t)t * s.qstride + (size_t)j * hd;
@@ -296,6 +301,16 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 		if (n > maxlive) {
 			maxlive = (int)n;
 		}
+		// The window's first position pos[t] - window + 1, as a row.
+		int64_t a = 0;
+		if (s.window > 0 && (int64_t)pos[t] >= s.window) {
+			a = (int64_t)pos[t] - s.window + 1 - first;
+			a = a < 0 ? 0 : (a > n ? n : a);
+		}
+		lo[r] = (float)a;
+		if (a < minlo) {
+			minlo = (int)a;
+		}
 		float *o = out + (size_t)r * E;
 		memset(o, 0, sizeof(float) * hd);
 		o[hd] = NEG;
@@ -304,10 +319,12 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 		o[hd + 3] = 0;
 	}
 
+	// Rows before every query row's window are neither read nor computed.
+	minlo = minlo < maxlive ? minlo : maxlive;
 	for (int c = 0; c < PF_AHEAD; c++) {
-		prefetch_chunk(k, v, row_bytes, c * CH, maxlive);
+		prefetch_chunk(k, v, row_bytes, minlo + c * CH, maxlive);
 	}
-	for (int c0 = 0; c0 < maxlive; c0 += CH) {
+	for (int c0 = minlo; c0 < maxlive; c0 += CH) {
 		const int nc = maxlive - c0 < CH ? maxlive - c0 : CH;
 		const float *kt, *vt;
 		prefetch_chunk(k, v, row_bytes, c0 + PF_AHEAD * CH, maxlive);
@@ -321,16 +338,25 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 		for (int r = 0; r < R; r++) {
 			float *o = out + (size_t)r * E;
 			float *Sr = S + r * CH;
+			// The row sees chunk rows [va, nv).
 			int nv = (int)live[r] - c0;
 			nv = nv < 0 ? 0 : (nv > nc ? nc : nv);
-			if (nv == 0) {
+			int va = (int)lo[r] - c0;
+			va = va < 0 ? 0 : (va > nv ? nv : va);
+			if (nv == va) {
 				// Nothing visible to this row in the chunk: an exact no-op.
 				memset(Sr, 0, sizeof(float) * nc);
 				alpha[r] = 1;
 				continue;
 			}
+			if (s.softcap > 0) {
+				for (int c = va; c < nv; c++) {
+					Sr[c] = s.softcap * tanhf(Sr[c] / s.softcap);
+				}
+			}
 			float mx = o[hd];
-			const float sum = op->probs(Sr, nv, &mx);
+			const float sum = op->probs(Sr + va, nv - va, &mx);
+			memset(Sr, 0, sizeof(float) * va);
 			memset(Sr + nv, 0, sizeof(float) * (nc - nv));
 			alpha[r] = expf(o[hd] - mx);
 			o[hd] = mx;

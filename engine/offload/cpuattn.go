@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"headinfer/engine/gguf"
+	"headinfer/engine/kernel"
 )
 
 // CPUBlockRows is the number of KV rows one CPU task attends before its
@@ -111,6 +112,8 @@ type CPUAttnParams struct {
 	KVRows  int       // rows attended per head
 	Part    int       // part index written in parts
 	Scale   float32   // score scale, usually 1/sqrt(HeadDim)
+	Window  int       // sliding window in positions, 0 for none (see kernel.Visible)
+	SoftCap float32   // score soft cap c: s becomes c·tanh(s/c) before the softmax; 0 for none
 }
 
 // CPUCode is an implementation of the CPU attention arithmetic.
@@ -202,12 +205,13 @@ func (a *CPUAttention) worker(id int, start chan struct{}) {
 
 // Partial attends the queries q (f32 [NTokens][QHeads·HeadDim], RoPE
 // applied, unscaled) at absolute positions positions ([NTokens]) to the
-// rows of heads, causally (position p is visible to a query at position t
-// iff p ≤ t), and writes the flash-attention partial of every (token,
+// rows of heads, causally and within the sliding window (position p is
+// visible to a query at position t iff kernel.Visible(p, t, Window)),
+// scores soft-capped, and writes the flash-attention partial of every (token,
 // query head) to part Part of parts: for KV head z of heads and query head
 // j of its group, entry ((Part·NTokens + t)·len(heads)·Group + z·Group + j)
 // of HeadDim+4 floats holds O = Σ exp(s−m)·v (unnormalised), then m (the
-// maximum score s = Scale·q·k, −math.MaxFloat32 when no row is visible),
+// maximum score s = Scale·q·k, soft-capped, −math.MaxFloat32 when no row is visible),
 // l = Σ exp(s−m), 0, 0. parts needs kernel.PartsBytes(NTokens,
 // len(heads)·Group, HeadDim, Part+1)/4 floats; other parts are not touched.
 //
@@ -245,7 +249,8 @@ func (a *CPUAttention) Partial(q []float32, positions []uint32, heads []CPUHeadK
 	}
 	a.job = cpuJob{
 		shape: C.hi_cpuattn_shape{hd: C.int(hd), group: C.int(p.Group), ntok: C.int(p.NTokens),
-			qstride: C.int(p.QHeads * hd), kv_f16: C.int(f16), simd: C.int(a.code.forHeadDim(hd)), scale: C.float(p.Scale)},
+			qstride: C.int(p.QHeads * hd), kv_f16: C.int(f16), simd: C.int(a.code.forHeadDim(hd)), scale: C.float(p.Scale),
+			softcap: C.float(p.SoftCap), window: C.int64_t(p.Window)},
 		q: q, pos: positions, heads: heads, rowB: hd * p.KV.BlockBytes(), qHead0: p.QHead0,
 		kvStart: int64(p.KVStart), rows: p.KVRows, entry: entry,
 	}
@@ -325,6 +330,8 @@ func (p CPUAttnParams) check(q []float32, positions []uint32, heads []CPUHeadKV,
 		return fmt.Errorf("cpu attention: scale %v is not finite", p.Scale)
 	case int64(p.KVStart)+int64(p.KVRows) > math.MaxUint32:
 		return fmt.Errorf("cpu attention: KV positions %d..%d exceed 32 bits", p.KVStart, p.KVStart+p.KVRows)
+	case kernel.CheckAttnFeatures(p.Window, p.SoftCap) != nil:
+		return fmt.Errorf("cpu %w", kernel.CheckAttnFeatures(p.Window, p.SoftCap))
 	case len(q) < p.NTokens*p.QHeads*p.HeadDim:
 		return fmt.Errorf("cpu attention: Q holds %d floats, %d tokens × %d heads × %d need %d",
 			len(q), p.NTokens, p.QHeads, p.HeadDim, p.NTokens*p.QHeads*p.HeadDim)

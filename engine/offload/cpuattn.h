@@ -19,6 +19,8 @@ typedef struct {
 	int kv_f16;   // 1: K and V hold f16 elements, 0: f32
 	int simd;     // code: 0 portable, 1 AVX2/FMA/F16C, 2 AVX-512F (at most hi_cpuattn_simd())
 	float scale;  // score scale
+	float softcap; // score soft cap c: s becomes c*tanh(s/c); 0 for none
+	int64_t window; // sliding window in positions, 0 for none
 } hi_cpuattn_shape;
 
 // hi_cpuattn_simd is the best code this CPU runs: 0 portable, 1 AVX2 + FMA +
@@ -30,8 +32,10 @@ int hi_cpuattn_scratch_floats(int hd, int rows_q);
 
 // hi_cpuattn_block attends the group*ntok query rows (query head j of token t
 // is q + t*qstride + j*hd, already RoPE'd, unscaled) to KV rows [0, rows) at
-// k and v (row c is absolute position first + c), causally (row c is visible
-// to token t iff first + c <= pos[t]). It writes one partial entry of hd+4
+// k and v (row c is absolute position first + c), causally and within the
+// sliding window (row c is visible to token t iff first + c <= pos[t] and,
+// with a window, pos[t] - (first + c) < window), each score soft-capped
+// after the scale when softcap > 0. It writes one partial entry of hd+4
 // floats per query row r = t*group + j to out + r*(hd+4): O (unnormalised),
 // then m, l, 0, 0. A row that sees nothing gets m = -FLT_MAX, l = 0, O = 0.
 void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,

@@ -20,6 +20,8 @@ type cpuProblem struct {
 	hd, group, nKV    int
 	nTok, rows, start int
 	scale             float32
+	window            int         // sliding window, 0 for none
+	softCap           float32     // score soft cap, 0 for none
 	q                 []float32   // [nTok][nKV·group·hd]
 	pos               []uint32    // [nTok]
 	k, v              [][]float32 // per KV head: rows·hd values as stored (after f16 rounding)
@@ -79,22 +81,33 @@ func (p *cpuProblem) heads(z0, n, from, to int) []CPUHeadKV {
 // params are the parameters for KV heads z0… over rows [from, to).
 func (p *cpuProblem) params(z0, from, to, part int) CPUAttnParams {
 	return CPUAttnParams{KV: p.kv, HeadDim: p.hd, Group: p.group, NTokens: p.nTok, QHeads: p.qHeads,
-		QHead0: z0 * p.group, KVStart: p.start + from, KVRows: to - from, Part: part, Scale: p.scale}
+		QHead0: z0 * p.group, KVStart: p.start + from, KVRows: to - from, Part: part, Scale: p.scale,
+		Window: p.window, SoftCap: p.softCap}
 }
 
 // scores returns, in float64, the scores of query head j of KV head z for
-// token t against the visible rows of [from, to).
+// token t against the visible rows of [from, to), from the first visible
+// one on (see visibleFrom).
 func (p *cpuProblem) scores(z, j, t, from, to int) []float64 {
 	q := p.q[(t*p.qHeads+z*p.group+j)*p.hd:][:p.hd]
 	var s []float64
-	for c := from; c < to && p.start+c <= int(p.pos[t]); c++ {
+	for c := p.visibleFrom(t, from); c < to && p.start+c <= int(p.pos[t]); c++ {
 		var dot float64
 		for d := range p.hd {
 			dot += float64(q[d]) * float64(p.k[z][c*p.hd+d])
 		}
-		s = append(s, float64(p.scale)*dot)
+		x := float64(p.scale) * dot
+		if p.softCap != 0 {
+			x = float64(p.softCap) * math.Tanh(x/float64(p.softCap))
+		}
+		s = append(s, x)
 	}
 	return s
+}
+
+// visibleFrom is the first row of [from, …) that token t's window reaches.
+func (p *cpuProblem) visibleFrom(t, from int) int {
+	return max(from, kernel.WindowStart(int(p.pos[t]), p.window)-p.start)
 }
 
 // maxScore is the largest of s, −Inf for none.
@@ -128,7 +141,7 @@ func (p *cpuProblem) unnormalised(z, from int, s []float64, m float64) (l float6
 // Σ p·|v| / Σ p that bounds its rounding error. No visible row gives 0.
 func (p *cpuProblem) reference(z, j, t, from, to int) (want, mag []float64) {
 	s := p.scores(z, j, t, from, to)
-	l, want, mag := p.unnormalised(z, from, s, maxScore(s))
+	l, want, mag := p.unnormalised(z, p.visibleFrom(t, from), s, maxScore(s))
 	if l == 0 {
 		return want, mag
 	}
@@ -195,7 +208,7 @@ func (p *cpuProblem) checkPartial(t *testing.T, parts []float32, part, z0, n, fr
 				}
 				// l and O for the kernel's own m: the partial must be
 				// consistent with the m it reports.
-				lRef, oRef, mag := p.unnormalised(z, from, s, m)
+				lRef, oRef, mag := p.unnormalised(z, p.visibleFrom(tok, from), s, m)
 				if err := math.Abs(l - lRef); err > cpuRtol*lRef {
 					t.Fatalf("%s: l = %v, want %v", where, l, lRef)
 				}
@@ -270,6 +283,70 @@ func TestCPUAttentionMatchesReference(t *testing.T) {
 					}
 				}
 				p.checkPartial(t, parts, 1, 0, c.nKV, 0, c.rows)
+			})
+		}
+	}
+}
+
+// poisonUnseen sets the stored K and V rows that no query of p sees
+// (before the window of its earliest query) to NaN: reading them, even to
+// mask them, would show in the partials, so this checks that the rows
+// before the window are skipped.
+func (p *cpuProblem) poisonUnseen() {
+	lo := min(p.rows, kernel.WindowStart(int(p.pos[0]), p.window)-p.start)
+	rb := p.hd * p.kv.BlockBytes()
+	for z := range p.nKV {
+		for _, b := range [][]byte{p.kRaw[z], p.vRaw[z]} {
+			for i := 0; i < lo*rb; i++ {
+				b[i] = 0xff // NaN in f16 and f32
+			}
+		}
+	}
+}
+
+// Sliding windows × soft caps × scales, with every code this CPU runs:
+// windows smaller and larger than a task's CPUBlockRows and the SIMD
+// chunk, not multiples of them, queries within and far beyond the window,
+// several tokens whose windows start in different rows, GQA.
+func TestCPUAttentionWindowSoftCap(t *testing.T) {
+	r := cpuNewRand(t)
+	a := NewCPUAttention(0)
+	defer a.Close()
+	for _, c := range []struct {
+		kv                gguf.Type
+		hd, group, nKV    int
+		nTok, rows, start int
+		window            int
+		softCap, scaleF   float32 // scale = scaleF/sqrt(hd)
+		qScale            float32
+	}{
+		{gguf.F16, 128, 4, 2, 1, 5000, 100000, 4096, 50, 1, 16},  // Gemma 2: decode far past the window
+		{gguf.F16, 128, 4, 2, 1, 3000, 0, 1000, 0, 1, 4},         // window across tasks, no cap
+		{gguf.F32, 64, 2, 2, 1, 700, 9, 33, 5, 1.7, 16},          // window of about one SIMD chunk
+		{gguf.F16, 128, 8, 1, 1, 2049, 0, 0, 30, 0.6, 16},        // cap and scale only
+		{gguf.F16, 128, 4, 2, 5, 3001, 40, 1500, 50, 1, 16},      // several tokens
+		{gguf.F32, 64, 1, 2, 40, 300, 5, 17, 3, 1, 8},            // tokens straddling the window's edge
+		{gguf.F16, 64, 2, 1, 3, 100, 0, 1, 0, 1, 4},              // window 1
+		{gguf.F16, 12, 3, 2, 3, 700, 4, 513, 20, 0.5, 16},        // odd head size: portable code
+		{gguf.F32, 128, 4, 1, 2, 1100, 1 << 20, 5000, 50, 1, 16}, // window beyond the rows
+	} {
+		for code := cpuBest; code >= CodePortable; code-- {
+			if code.forHeadDim(c.hd) != code {
+				continue
+			}
+			name := fmt.Sprintf("%v/hd%d/g%d/tok%d/rows%d@%d/window%d/cap%g/scale%g/%v",
+				c.kv, c.hd, c.group, c.nTok, c.rows, c.start, c.window, c.softCap, c.scaleF, code)
+			t.Run(name, func(t *testing.T) {
+				p := newCPUProblem(r, c.kv, c.hd, c.group, c.nKV, c.nTok, c.rows, c.start, c.qScale)
+				p.window, p.softCap = c.window, c.softCap
+				p.scale = c.scaleF / float32(math.Sqrt(float64(c.hd)))
+				p.poisonUnseen()
+				parts := poisonedFloats(kernel.PartsBytes(c.nTok, c.nKV*c.group, c.hd, 1) / 4)
+				a.code = code
+				if err := a.Partial(p.q, p.pos, p.heads(0, c.nKV, 0, c.rows), parts, p.params(0, 0, c.rows, 0)); err != nil {
+					t.Fatal(err)
+				}
+				p.checkPartial(t, parts, 0, 0, c.nKV, 0, c.rows)
 			})
 		}
 	}
@@ -376,6 +453,10 @@ func TestCPUAttentionRejectsBadInput(t *testing.T) {
 		{name: "negative start", edit: func(c *CPUAttnParams) { c.KVStart = -1 }},
 		{name: "query heads beyond the row", edit: func(c *CPUAttnParams) { c.QHead0 = 1 }},
 		{name: "NaN scale", edit: func(c *CPUAttnParams) { c.Scale = float32(math.NaN()) }},
+		{name: "negative window", edit: func(c *CPUAttnParams) { c.Window = -1 }},
+		{name: "window beyond 32 bits", edit: func(c *CPUAttnParams) { c.Window = math.MaxUint32 + 1 }},
+		{name: "negative soft cap", edit: func(c *CPUAttnParams) { c.SoftCap = -50 }},
+		{name: "infinite soft cap", edit: func(c *CPUAttnParams) { c.SoftCap = float32(math.Inf(1)) }},
 		{name: "positions beyond 32 bits", edit: func(c *CPUAttnParams) { c.KVStart = math.MaxUint32 }},
 		{name: "more rows than K holds", edit: func(c *CPUAttnParams) { c.KVRows = 11 }},
 		{name: "part beyond parts", edit: func(c *CPUAttnParams) { c.Part = 1 }},
