@@ -22,15 +22,18 @@ type Step struct {
 }
 
 // Attend records the attention of layer l in step st into p, for every KV
-// length up to the context: the positions in Pos decide what is visible.
+// length up to the context: the positions in Pos decide what is visible,
+// with the layer's window, soft cap and scale (Layout.Attn).
 // The resident heads attend to all blocks of their slots (blocks past the
-// last position hold nothing visible: their partials are the merge's
+// last position, or wholly before the window, hold nothing visible: the
+// kernel reads none of their rows, and their partials are the merge's
 // neutral element, which folds as an exact no-op); each streamed head
 // goes block by block through the streaming buffers, and Program.Run
-// skips the blocks past the step's length. Then the chunk's new rows of
-// the streamed heads go to their host slots. Every head's partials are
-// folded into the accumulator in block order, whatever the batches, so
-// the arithmetic is the same wherever the slot lives.
+// skips the blocks past the step's length and those wholly before its
+// windows. Then the chunk's new rows of the streamed heads go to their
+// host slots. Every head's partials are folded into the accumulator in
+// block order, whatever the batches, so the arithmetic is the same
+// wherever the slot lives.
 func (kc *Cache) Attend(p *Program, l int, st Step) error {
 	lay := kc.lay
 	if l < 0 || l >= len(kc.res) {
@@ -81,7 +84,7 @@ func (kc *Cache) attendResident(p *Program, l int, st Step) error {
 		return nil
 	}
 	blocks := kernel.Blocks(lay.Ctx, AttnBlock)
-	a, group := kc.ops.Attn, lay.Group()
+	a, group, at := kc.ops.Attn, lay.Group(), lay.attnOf(l)
 	c, err := p.Compute()
 	if err != nil {
 		return err
@@ -94,7 +97,7 @@ func (kc *Cache) attendResident(p *Program, l int, st Step) error {
 			err := a.RecordPartial(c, st.Q, kr, vr, st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
 				NTokens: st.N, QHeads: lay.Heads, QHead0: g.first * group,
 				KVStart: b0 * AttnBlock, KVRows: rows, Block: AttnBlock,
-				SlotStride: kc.slotElems, KVHeads: g.n, Scale: scaleOf(lay.HeadDim),
+				SlotStride: kc.slotElems, KVHeads: g.n, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,
 			})
 			if err != nil {
 				return err
@@ -123,17 +126,42 @@ func (kc *Cache) attendResident(p *Program, l int, st Step) error {
 // The heads' output is written after their last block, by a merge that
 // only finalizes, so that it does not depend on which block ran last.
 // Several heads share a block only when all their rows fit it.
+//
+// A sliding-window layer streams blocks of about its window (windowSpan)
+// that run only while a step's window reaches them, so that a step far
+// into the context copies about twice the window, not the context; its
+// accumulator is initialised by a merge of its own, since the block that
+// would have done it may be skipped.
 func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 	lay := kc.lay
-	a, group := kc.ops.Attn, lay.Group()
+	a, group, at := kc.ops.Attn, lay.Group(), lay.attnOf(l)
 	per := kernel.PartsBytes(st.N, heads*group, lay.HeadDim, 1)
 	capBlocks := max(1, int(kc.scratch.Parts.Size())/per)
 	rowBytes := lay.RowBytes()
-	for p0 := 0; p0 < lay.Ctx; p0 += lay.StreamBlock {
-		rows := min(lay.StreamBlock/heads, lay.Ctx-p0)
+	span, until := lay.StreamBlock/heads, func(int) int { return math.MaxInt }
+	if at.Window > 0 {
+		span = min(span, windowSpan(at.Window))
+		// The earliest query, at length−N, sees positions from
+		// length−N−Window+1 on: the block ending at p0+rows−1 is
+		// needed while length < p0+rows+N+Window−1.
+		until = func(end int) int { return end + st.N + at.Window - 1 }
+		c, err := p.Compute()
+		if err != nil {
+			return err
+		}
+		err = a.RecordMerge(c, vk.Range{}, kc.scratch.Acc.All(), vk.Range{}, kernel.MergeParams{
+			NTokens: st.N, Heads: heads * group, Init: true,
+		})
+		if err != nil {
+			return err
+		}
+		c.Barrier()
+	}
+	for p0 := 0; p0 < lay.Ctx; p0 += span {
+		rows := min(span, lay.Ctx-p0)
 		headBytes := uint64(rows) * rowBytes
 		var slotErr error
-		j, err := p.Stream(p0, func(t *vk.Commands) {
+		j, err := p.StreamSpan(p0, until(p0+rows), func(t *vk.Commands) {
 			buf := kc.stream[p.Blocks()%2]
 			for i := 0; i < heads; i++ {
 				hk, hv, err := kc.host.Slot(l, h+i, p0, rows)
@@ -172,14 +200,14 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 			err := a.RecordPartial(c, st.Q, buf.k.Range(off, size), buf.v.Range(off, size), st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
 				NTokens: st.N, QHeads: lay.Heads, QHead0: h * group,
 				KVStart: p0 + b0*AttnBlock, KVRows: r, Block: AttnBlock,
-				SlotStride: rows * lay.HeadDim, KVHeads: heads, Scale: scaleOf(lay.HeadDim),
+				SlotStride: rows * lay.HeadDim, KVHeads: heads, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,
 			})
 			if err != nil {
 				return err
 			}
 			c.Barrier()
 			err = a.RecordMerge(c, kc.scratch.Parts.All(), kc.scratch.Acc.All(), st.Att, kernel.MergeParams{
-				NTokens: st.N, Heads: heads * group, NParts: nb, Init: p0 == 0 && b0 == 0,
+				NTokens: st.N, Heads: heads * group, NParts: nb, Init: at.Window == 0 && p0 == 0 && b0 == 0,
 			})
 			if err != nil {
 				return err
@@ -201,5 +229,19 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 	return nil
 }
 
-// scaleOf is the attention score scale for heads of headDim values.
+// windowSpan is the positions per streamed block of a layer with sliding
+// window w: the window rounded up to attention blocks, so that a decode
+// step's window spans at most two streamed blocks, but no fewer than
+// minWindowSpan, which bounds the blocks a long context records.
+func windowSpan(w int) int {
+	return max(minWindowSpan, (w+AttnBlock-1)/AttnBlock*AttnBlock)
+}
+
+// minWindowSpan is the smallest streamed block of a sliding-window layer:
+// smaller windows (Gemma 3's 512 or 1024) would otherwise record hundreds
+// of blocks per head at long contexts, each a command buffer or two.
+const minWindowSpan = 8 * AttnBlock
+
+// scaleOf is the default attention score scale for heads of headDim values.
+
 func scaleOf(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim))) }

@@ -3,6 +3,7 @@ package offload
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"headinfer/bytesize"
 	"headinfer/engine/kernel"
@@ -20,10 +21,64 @@ type Layout struct {
 	Heads         int   // query heads (a multiple of KVHeads)
 	ResidentHeads []int // per layer: KV heads 0 … n−1 are resident, the rest streamed
 	StreamBlock   int   // positions per streamed block, a multiple of AttnBlock
+	// Attn is each layer's attention beyond its geometry: sliding window,
+	// score soft cap and score scale. Nil gives every layer the Llama
+	// attention (LayerAttn's zero value); otherwise it has one entry per
+	// layer.
+	Attn []LayerAttn
+}
+
+// LayerAttn is what one layer's attention computes besides the geometry.
+// The zero value is full causal attention, no cap, scale 1/sqrt(HeadDim).
+// Every attention path (device kernels for resident and streamed heads,
+// CPU decode attention) applies it alike.
+type LayerAttn struct {
+	// Window is the sliding window in positions, 0 for none: a query at
+	// position t sees positions p with t−Window < p ≤ t, llama.cpp's
+	// standard sliding window (kernel.Visible). Streamed blocks wholly
+	// before a step's windows are not copied, and rows before them are
+	// not read, so such a layer's decode cost does not grow with the
+	// context. (Its slots still hold every position; see Cache.)
+	Window int
+	// SoftCap is the attention logit soft cap c, 0 for none: a score s
+	// becomes c·tanh(s/c) after the scale and before the softmax
+	// (Gemma 2: 50).
+	SoftCap float32
+	// Scale multiplies q·k; 0 stands for 1/sqrt(HeadDim). Gemma scales
+	// by 1/sqrt(query_pre_attn_scalar) instead.
+	Scale float32
 }
 
 // Group is the number of query heads per KV head.
 func (g Layout) Group() int { return g.Heads / g.KVHeads }
+
+// attnOf is layer l's attention with its scale resolved.
+func (g Layout) attnOf(l int) LayerAttn {
+	var a LayerAttn
+	if g.Attn != nil {
+		a = g.Attn[l]
+	}
+	if a.Scale == 0 {
+		a.Scale = scaleOf(g.HeadDim)
+	}
+	return a
+}
+
+// checkAttn reports per-layer attention that the kernels cannot do.
+func (g Layout) checkAttn() error {
+	if g.Attn != nil && len(g.Attn) != g.Layers {
+		return fmt.Errorf("offload: attention given for %d layers of %d", len(g.Attn), g.Layers)
+	}
+	for l, a := range g.Attn {
+		if err := kernel.CheckAttnFeatures(a.Window, a.SoftCap); err != nil {
+			return fmt.Errorf("layer %d: %w", l, err)
+		}
+		if s := float64(a.Scale); math.IsNaN(s) || math.IsInf(s, 0) || s < 0 {
+			return fmt.Errorf("layer %d: attention scale %v is not a finite value ≥ 0 (0: 1/sqrt(head dimension))", l, a.Scale)
+		}
+	}
+	return nil
+}
 
 // Kernels are the kernels the cache records: the KV store (new rows into
 // slots) and attention (partials and their merge), and, when set, the CPU
@@ -93,6 +148,9 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		return nil, fmt.Errorf("offload: stream block of %d positions is not a positive multiple of %d", lay.StreamBlock, AttnBlock)
 	case ops.Store == nil || ops.Attn == nil || scratch.Parts == nil || scratch.Acc == nil || scratch.PartsCap < 1:
 		return nil, errors.New("offload: missing kernels or attention scratch")
+	}
+	if err := lay.checkAttn(); err != nil {
+		return nil, err
 	}
 	kc = &Cache{d: d, lay: lay, ops: ops, scratch: scratch, slotElems: lay.Ctx * lay.HeadDim,
 		res: make([]residentLayer, lay.Layers)}

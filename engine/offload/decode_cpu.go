@@ -104,12 +104,15 @@ func (kc *Cache) attendCPU(p *Program, l int, st Step) error {
 
 // cpuPartials computes, on the host, the partials of layer l's streamed
 // heads for a decode step over length positions, whose query is at
-// position length−1: one part per head, over every row up to it.
+// position length−1: one part per head, over every row up to it that the
+// layer's window reaches (only those rows are read).
 func (kc *Cache) cpuPartials(l, length int) error {
 	lay := kc.lay
+	at := lay.attnOf(l)
 	first := kc.res[l].heads
 	n := lay.KVHeads - first
-	heads, err := StoreHeads(kc.cpu.heads[:0], kc.host, l, first, n, 0, length)
+	row := kernel.WindowStart(length-1, at.Window)
+	heads, err := StoreHeads(kc.cpu.heads[:0], kc.host, l, first, n, row, length-row)
 	kc.cpu.heads = heads
 	if err != nil {
 		return err
@@ -121,6 +124,6 @@ func (kc *Cache) cpuPartials(l, length int) error {
 	kc.cpu.pos[0] = uint32(length - 1)
 	return kc.cpu.attn.Partial(kc.cpu.qf, kc.cpu.pos[:], heads, kc.cpu.pf, CPUAttnParams{
 		KV: kv, HeadDim: lay.HeadDim, Group: lay.Group(), NTokens: 1, QHeads: n * lay.Group(),
-		KVRows: length, Scale: scaleOf(lay.HeadDim),
+		KVStart: row, KVRows: length - row, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,
 	})
 }

@@ -3,6 +3,7 @@ package offload
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"headinfer/vk"
@@ -19,6 +20,8 @@ import (
 // block is needed only when the step's KV length exceeds its first
 // position (Stream's from): Run skips the others, so a step at position
 // 1000 of a 1M context copies what position 1000 needs, not the context.
+// A block of a sliding-window layer is also skipped once the step's KV
+// length has moved past its window (StreamSpan's until).
 //
 // Pipelined (two queues, as on GPUs with a transfer queue), a block's
 // copies are a transfer segment and its attention a segment of its own on
@@ -61,6 +64,7 @@ type Program struct {
 	cur       *segment   // the compute segment open for recording
 	blocks    int        // streamed blocks recorded
 	lastFrom  int        // the from of the block streamed last
+	lastUntil int        // the until of the block streamed last
 	seq       int        // the sequence that segments recorded now belong to
 	ended     bool
 	err       error // End's error, which Run repeats
@@ -80,6 +84,7 @@ type segment struct {
 	transfer bool
 	block    int    // the block a transfer or block segment fills or attends; −1 otherwise
 	from     int    // the segment runs only when its sequence's KV length exceeds from
+	until    int    // … and is below until
 	seq      int    // the sequence (of a batched step) whose KV length that is
 	h2d      uint64 // bytes its copies move from the host
 	signal   bool   // a host task waits for this segment: it ends its round's first batch
@@ -108,7 +113,7 @@ func (p *Program) Compute() (*vk.Commands, error) {
 	if p.cur != nil && p.cur.block < 0 {
 		return p.cur.c, nil
 	}
-	s, err := p.newSegment(false, -1, 0)
+	s, err := p.newSegment(false, -1, 0, math.MaxInt)
 	if err != nil {
 		return nil, err
 	}
@@ -122,14 +127,21 @@ func (p *Program) Compute() (*vk.Commands, error) {
 // its attention run only in steps whose KV length exceeds from. It
 // returns the block's index in the step.
 func (p *Program) Stream(from int, fill func(c *vk.Commands), h2d uint64) (int, error) {
-	if from < 0 {
-		return 0, fmt.Errorf("offload: streamed block from position %d", from)
+	return p.StreamSpan(from, math.MaxInt, fill, h2d)
+}
+
+// StreamSpan is Stream for a block that runs only in steps whose KV length
+// lies in (from, until): a block of a sliding-window layer, which steps
+// far enough past it no longer see.
+func (p *Program) StreamSpan(from, until int, fill func(c *vk.Commands), h2d uint64) (int, error) {
+	if from < 0 || until <= from+1 {
+		return 0, fmt.Errorf("offload: streamed block for KV lengths (%d, %d)", from, until)
 	}
 	if len(p.tasks) > 0 {
 		return 0, errors.New("offload: a program with host tasks streams no blocks")
 	}
 	j := p.blocks
-	s, err := p.newSegment(p.pipelined, j, from)
+	s, err := p.newSegment(p.pipelined, j, from, until)
 	if err != nil {
 		return 0, err
 	}
@@ -145,7 +157,7 @@ func (p *Program) Stream(from int, fill func(c *vk.Commands), h2d uint64) (int, 
 	}
 	s.h2d = h2d
 	p.blocks++
-	p.lastFrom = from
+	p.lastFrom, p.lastUntil = from, until
 	return j, nil
 }
 
@@ -166,7 +178,7 @@ func (p *Program) Attend(j int) (*vk.Commands, error) {
 		p.cur.c.Barrier() // the copies are done
 		return p.cur.c, nil
 	}
-	s, err := p.newSegment(false, j, p.lastFrom)
+	s, err := p.newSegment(false, j, p.lastFrom, p.lastUntil)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +186,7 @@ func (p *Program) Attend(j int) (*vk.Commands, error) {
 	return s.c, nil
 }
 
-func (p *Program) newSegment(transfer bool, block, from int) (*segment, error) {
+func (p *Program) newSegment(transfer bool, block, from, until int) (*segment, error) {
 	if p.ended {
 		return nil, errors.New("offload: recording into an ended program")
 	}
@@ -196,7 +208,7 @@ func (p *Program) newSegment(transfer bool, block, from int) (*segment, error) {
 		// including earlier command buffers and submissions.
 		c.Barrier()
 	}
-	s := &segment{c: c, transfer: transfer, block: block, from: from, seq: p.seq, join: p.joinNext}
+	s := &segment{c: c, transfer: transfer, block: block, from: from, until: until, seq: p.seq, join: p.joinNext}
 	p.joinNext = false
 	p.segs = append(p.segs, s)
 	return s, nil
@@ -382,7 +394,7 @@ func (p *Program) RunBatch(k *Clock, lengths []int, deadline time.Time) (RunStat
 		if s.seq >= len(lengths) {
 			return RunStats{}, fmt.Errorf("offload: run of a step of %d sequences recorded for more", len(lengths))
 		}
-		if s.from < lengths[s.seq] {
+		if n := lengths[s.seq]; s.from < n && n < s.until {
 			run = append(run, s)
 			st.H2D += s.h2d
 			st.Dispatches += s.c.Dispatches()

@@ -154,6 +154,11 @@ func TestProgramRejectsMisuse(t *testing.T) {
 	if _, err := p.Attend(0); err == nil || !strings.Contains(err.Error(), "block 0") {
 		t.Errorf("attention of a block never streamed: %v", err)
 	}
+	for _, span := range [][2]int{{-1, 10}, {5, 6}, {5, 2}} {
+		if _, err := p.StreamSpan(span[0], span[1], func(*vk.Commands) {}, 0); err == nil {
+			t.Errorf("a block for KV lengths (%d, %d) accepted", span[0], span[1])
+		}
+	}
 	j, err := p.Stream(0, func(*vk.Commands) {}, 0)
 	if err != nil {
 		t.Fatal(err)
