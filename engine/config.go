@@ -8,6 +8,7 @@ import (
 
 	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
+	"headinfer/engine/offload"
 )
 
 // Config is a model's geometry and the constants of its forward pass, read
@@ -80,6 +81,21 @@ func (c Config) Scale() float64 {
 		return c.AttnScale
 	}
 	return 1 / math.Sqrt(float64(c.HeadDim))
+}
+
+// LayerAttn is every layer's sliding window, score soft cap and score
+// scale as the KV cache's attention takes them (offload.Layout.Attn), or
+// nil when every layer has Llama attention.
+func (c Config) LayerAttn() []offload.LayerAttn {
+	if c.SlidingWindow <= 0 && c.AttnSoftCap <= 0 && c.AttnScale <= 0 {
+		return nil
+	}
+	la := make([]offload.LayerAttn, c.Layers)
+	for l := range la {
+		// A zero scale is the cache's 1/√HeadDim, the value Scale gives.
+		la[l] = offload.LayerAttn{Window: c.Window(l), SoftCap: float32(c.AttnSoftCap), Scale: float32(c.AttnScale)}
+	}
+	return la
 }
 
 // Group is the number of query heads that share one KV head.
