@@ -25,8 +25,8 @@ import (
 // query head j is head z·group+j) and an entry holds the unnormalised output
 // O[0..headDim) = Σ exp(s−m)·v, then the running maximum m of the scores
 // s = scale·q·k (soft-capped, see AttnParams), then l = Σ exp(s−m), then
-// two zeros. An entry that saw no
-// visible KV row holds m = −math.MaxFloat32 (standing for −∞), l = 0, O = 0.
+// two zeros. An entry that saw no visible KV row holds m = −math.MaxFloat32
+// (standing for −∞), l = 0, O = 0.
 // The merge accumulator uses the same layout with a single part.
 //
 // attn_partial comes in two variants with the same contract: a shared-memory

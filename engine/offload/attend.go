@@ -243,5 +243,4 @@ func windowSpan(w int) int {
 const minWindowSpan = 8 * AttnBlock
 
 // scaleOf is the default attention score scale for heads of headDim values.
-
 func scaleOf(headDim int) float32 { return float32(1 / math.Sqrt(float64(headDim))) }
