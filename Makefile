@@ -35,14 +35,15 @@ run: build
 # The server, engine and vk packages are tested under the race detector,
 # except the kernel tests (engine/kernel): long runs of dispatches with no
 # goroutines of their own, which -race would only slow down; and CPU
-# attention's two reference sweeps (engine/offload), float loops that -race
-# slows twentyfold, whose thread pool the package's other tests check under
-# it. The server load and slow-body tests then run once more against a binary
-# built with -race, whose "DATA RACE" reports fail them. The window's tests
+# attention's reference sweeps and the windowed cache's step-by-step
+# reference (engine/offload), float loops that -race slows twentyfold,
+# whose thread pool the package's other tests check under it. The server
+# load and slow-body tests then run once more against a binary built with
+# -race, whose "DATA RACE" reports fail them. The window's tests
 # (tests/window_test.go) build the windowed binary and run it under xvfb-run
 # on lavapipe.
 RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v -e '/engine/kernel$$' -e '/engine/offload$$')
-RACE_SLOW = ^TestCPUAttention(MatchesReference|Subsets)$$
+RACE_SLOW = ^Test(CPUAttention(MatchesReference|Subsets|WindowSoftCap)|CacheWindowSoftCap)$$
 OTHER_PKGS = $$(go list ./... | grep -v -e '^headinfer/server' -e '^headinfer/engine' -e '^headinfer/vk') ./engine/kernel/
 
 test: deps
