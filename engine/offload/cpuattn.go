@@ -206,13 +206,13 @@ func (a *CPUAttention) worker(id int, start chan struct{}) {
 // Partial attends the queries q (f32 [NTokens][QHeads·HeadDim], RoPE
 // applied, unscaled) at absolute positions positions ([NTokens]) to the
 // rows of heads, causally and within the sliding window (position p is
-// visible to a query at position t iff kernel.Visible(p, t, Window)),
-// scores soft-capped, and writes the flash-attention partial of every (token,
-// query head) to part Part of parts: for KV head z of heads and query head
-// j of its group, entry ((Part·NTokens + t)·len(heads)·Group + z·Group + j)
-// of HeadDim+4 floats holds O = Σ exp(s−m)·v (unnormalised), then m (the
-// maximum score s = Scale·q·k, soft-capped, −math.MaxFloat32 when no row is visible),
-// l = Σ exp(s−m), 0, 0. parts needs kernel.PartsBytes(NTokens,
+// visible to a query at position t iff kernel.Visible(p, t, Window)), and
+// writes the flash-attention partial of every (token, query head) to part
+// Part of parts: for KV head z of heads and query head j of its group,
+// entry ((Part·NTokens + t)·len(heads)·Group + z·Group + j) of HeadDim+4
+// floats holds O = Σ exp(s−m)·v (unnormalised), then m (the maximum score
+// s = Scale·q·k, soft-capped by SoftCap; −math.MaxFloat32 when no row is
+// visible), l = Σ exp(s−m), 0, 0. parts needs kernel.PartsBytes(NTokens,
 // len(heads)·Group, HeadDim, Part+1)/4 floats; other parts are not touched.
 //
 // A subset of positions [from, to) of a head is attended by passing its
