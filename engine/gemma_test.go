@@ -19,6 +19,10 @@ func TestGemmaMatchesReference(t *testing.T) {
 		typ    gguf.Type
 	}{
 		{"gemma3", 0, gguf.F32},
+		{"gemma3", 7, gguf.F32},
+		{"gemma3", 7, gguf.Q8_0},
+		{"gemma2", 5, gguf.F32},
+		{"gemma2", 5, gguf.F16},
 	} {
 		t.Run(fmt.Sprintf("%s/window%d/%v", tc.arch, tc.window, tc.typ), func(t *testing.T) {
 			spec := SynthSpec{Arch: tc.arch, Dim: 128, Layers: 6, Heads: 4, KVHeads: 2, HeadDim: 64, FFN: 96,

@@ -132,9 +132,6 @@ func Load(path string, opt Options) (m *Model, err error) {
 		return nil, err
 	}
 	opt = opt.resolve(c)
-	if c.SlidingWindow > 0 || c.AttnSoftCap > 0 || c.Scale() != 1/math.Sqrt(float64(c.HeadDim)) {
-		return nil, fmt.Errorf("%s: sliding windows, attention soft-capping and attention scales of their own are not supported yet", path)
-	}
 
 	m = &Model{Config: c, Tokenizer: tok, file: f, opt: opt, kvType: kvType, dev: opt.dev}
 	if m.dev == nil {

@@ -84,7 +84,7 @@ func TestArchitecturesMatchLlamaCpp(t *testing.T) {
 		prompt = append(prompt, int32(300+(i*37)%600))
 	}
 	const n = 24
-	for _, preset := range []string{"llama3-8b", "qwen2-7b", "qwen3-8b"} {
+	for _, preset := range []string{"llama3-8b", "qwen2-7b", "qwen3-8b", "gemma2-9b", "gemma3-4b"} {
 		t.Run(preset, func(t *testing.T) {
 			spec := SynthPresets[preset]
 			spec.Layers, spec.Vocab, spec.Ctx, spec.Type, spec.Seed = 2, 1000, 512, gguf.Q8_0, 7
