@@ -120,8 +120,6 @@ type architecture struct {
 	synthBlock func(s *synthModel, l int)
 	synthKV    func(arch string) []gguf.KV
 	synthEps   float64
-	// synthEmbedScaled: the family scales its embeddings by √dim.
-	synthEmbedScaled bool
 }
 
 // normEps is the epsilon synthetic models of a carry.

@@ -19,11 +19,11 @@ import (
 
 func init() {
 	register("gemma2", &architecture{ropeNeox: true, configure: configureGemma2, load: loadGemma,
-		synthBlock: synthGemmaBlock, synthEps: 1e-6, synthEmbedScaled: true, synthKV: func(a string) []gguf.KV {
+		synthBlock: synthGemmaBlock, synthEps: 1e-6, synthKV: func(a string) []gguf.KV {
 			return []gguf.KV{{Key: a + ".attn_logit_softcapping", Value: float32(50)}, {Key: a + ".final_logit_softcapping", Value: float32(30)}}
 		}})
 	register("gemma3", &architecture{ropeNeox: true, qkNorm: true, configure: configureGemma3, load: loadGemma,
-		synthBlock: synthGemmaBlock, synthEps: 1e-6, synthEmbedScaled: true})
+		synthBlock: synthGemmaBlock, synthEps: 1e-6})
 }
 
 // gemmaQueryScale is the attention scale of Gemma models: 1/√head_dim,

@@ -91,6 +91,14 @@ func TestArchitecturesMatchLlamaCpp(t *testing.T) {
 			if spec.Window > 0 {
 				spec.Window = 16
 			}
+			// Random tied embeddings make a model echo its input (the
+			// input token's own embedding dominates its logits, with
+			// probability 1), which would compare nothing: gemma3 gets an
+			// output matrix of its own. (gemma2's soft-cap keeps its
+			// logits apart, and llama.cpp loads gemma2 tied only.)
+			if spec.Arch == "gemma3" {
+				spec.Tied = false
+			}
 			path := writeSynth(t, spec)
 			peer := runPeer(t, path, prompt, n)
 			if len(peer) != n {

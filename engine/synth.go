@@ -168,15 +168,8 @@ func Synth(w io.Writer, s SynthSpec) error {
 	kv = append(kv, synthVocab(s.Vocab)...)
 
 	m := &synthModel{SynthSpec: s, arch: arch, headDim: hd}
-	// Embeddings of order 1, or of order 1/√dim where the architecture
-	// scales them by √dim (as trained Gemma embeddings are): else the
-	// input token's own embedding would dominate every logit.
-	embedCols := 1
-	if arch.synthEmbedScaled {
-		embedCols = s.Dim
-	}
 	m.ts = []synthTensor{
-		{"token_embd.weight", s.Dim, s.Vocab, s.Type, func(r *rand.Rand, n int) []float32 { return synthMatrix(r, n, embedCols) }},
+		{"token_embd.weight", s.Dim, s.Vocab, s.Type, func(r *rand.Rand, n int) []float32 { return synthMatrix(r, n, 1) }},
 	}
 	m.vec("output_norm.weight", s.Dim)
 	if !s.Tied {
