@@ -122,13 +122,6 @@ type architecture struct {
 	synthEps   float64
 }
 
-// normEps is the epsilon synthetic models of a carry.
-func (a *architecture) normEps(def float64) float64 {
-	if a.synthEps > 0 {
-		return a.synthEps
-	}
-	return def
-}
 
 // weights is a loaded model's tensors, bound to an architecture's
 // structs, and its forward pass over them.

@@ -220,3 +220,39 @@ func (f *pass) softCap(logits vk.Range, rows int) error {
 	f.c.Barrier()
 	return nil
 }
+
+// modelEnds are the weights around the blocks that every architecture
+// has: the token embeddings, the final norm and the output projection.
+type modelEnds struct {
+	Embed   *Tensor `gguf:"token_embd" shape:"dim,vocab" layout:"gguf"`
+	OutNorm *Tensor `gguf:"output_norm" shape:"dim"`
+	Output  *Tensor `gguf:"output,optional" shape:"dim,vocab"` // absent: tied to Embed
+}
+
+func (e *modelEnds) embedding() *Tensor { return e.Embed }
+func (e *modelEnds) output() *Tensor    { return e.Output }
+
+// bindEnds binds e and ties the output projection to the embeddings where
+// the file has none.
+func (l *loader) bindEnds(e *modelEnds, c Config) error {
+	if err := l.bind(e, "", c); err != nil {
+		return err
+	}
+	var err error
+	e.Output, err = l.output(e.Output, e.Embed)
+	return err
+}
+
+// bindBlocks binds each block from its layer's tensors ("blk.N.…") and
+// checks its attention's optional tensors against the configuration.
+func bindBlocks[B any](l *loader, c Config, blocks []B, attn func(*B) *attnWeights) error {
+	for i := range blocks {
+		if err := l.bind(&blocks[i], fmt.Sprintf("blk.%d.", i), c); err != nil {
+			return err
+		}
+		if err := attn(&blocks[i]).check(c, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -85,34 +85,20 @@ type gemmaBlock struct {
 
 // gemmaWeights is a whole Gemma model's weights.
 type gemmaWeights struct {
-	Embed   *Tensor `gguf:"token_embd" shape:"dim,vocab" layout:"gguf"`
-	OutNorm *Tensor `gguf:"output_norm" shape:"dim"`
-	Output  *Tensor `gguf:"output,optional" shape:"dim,vocab"` // absent (as usual): tied to Embed
-	Blocks  []gemmaBlock
+	modelEnds // the output tied to the embeddings, as usual
+	Blocks    []gemmaBlock
 }
 
 func loadGemma(l *loader, c Config) (weights, error) {
 	w := &gemmaWeights{Blocks: make([]gemmaBlock, c.Layers)}
-	if err := l.bind(w, "", c); err != nil {
+	if err := l.bindEnds(&w.modelEnds, c); err != nil {
 		return nil, err
 	}
-	var err error
-	if w.Output, err = l.output(w.Output, w.Embed); err != nil {
+	if err := bindBlocks(l, c, w.Blocks, func(b *gemmaBlock) *attnWeights { return &b.Attn }); err != nil {
 		return nil, err
-	}
-	for i := range w.Blocks {
-		if err := l.bind(&w.Blocks[i], fmt.Sprintf("blk.%d.", i), c); err != nil {
-			return nil, err
-		}
-		if err := w.Blocks[i].Attn.check(c, i); err != nil {
-			return nil, err
-		}
 	}
 	return w, nil
 }
-
-func (w *gemmaWeights) embedding() *Tensor { return w.Embed }
-func (w *gemmaWeights) output() *Tensor    { return w.Output }
 
 // forward records the forward pass of f's rows.
 func (w *gemmaWeights) forward(f *pass) {

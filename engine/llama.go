@@ -25,34 +25,20 @@ type llamaBlock struct {
 
 // llamaWeights is the whole model's weights.
 type llamaWeights struct {
-	Embed   *Tensor `gguf:"token_embd" shape:"dim,vocab" layout:"gguf"`
-	OutNorm *Tensor `gguf:"output_norm" shape:"dim"`
-	Output  *Tensor `gguf:"output,optional" shape:"dim,vocab"` // absent: tied to Embed
-	Blocks  []llamaBlock
+	modelEnds
+	Blocks []llamaBlock
 }
 
 func loadLlama(l *loader, c Config) (weights, error) {
 	w := &llamaWeights{Blocks: make([]llamaBlock, c.Layers)}
-	if err := l.bind(w, "", c); err != nil {
+	if err := l.bindEnds(&w.modelEnds, c); err != nil {
 		return nil, err
 	}
-	var err error
-	if w.Output, err = l.output(w.Output, w.Embed); err != nil {
+	if err := bindBlocks(l, c, w.Blocks, func(b *llamaBlock) *attnWeights { return &b.Attn }); err != nil {
 		return nil, err
-	}
-	for i := range w.Blocks {
-		if err := l.bind(&w.Blocks[i], fmt.Sprintf("blk.%d.", i), c); err != nil {
-			return nil, err
-		}
-		if err := w.Blocks[i].Attn.check(c, i); err != nil {
-			return nil, err
-		}
 	}
 	return w, nil
 }
-
-func (w *llamaWeights) embedding() *Tensor { return w.Embed }
-func (w *llamaWeights) output() *Tensor    { return w.Output }
 
 // forward records the forward pass of f's rows: embeddings, every block,
 // and the logits.

@@ -296,10 +296,10 @@ func newOps(d *vk.Device, c Config, w weights, kvType gguf.Type) (*ops, error) {
 	try(e)
 	o.attn, e = kernel.NewAttention(d, kvType, c.HeadDim, c.Group())
 	try(e)
+	// The blocks' matrices and the output projection; the embeddings are
+	// read by the embedding kernel only.
 	for _, m := range append(tensorsOf(w), w.output()) {
-		// The embeddings are read by the embedding kernel only, unless the
-		// output projection is tied to them.
-		if t := m.Type; m.Rows > 1 && (m != w.embedding() || m == w.output()) && o.matvec[t] == nil {
+		if t := m.Type; m.Rows > 1 && o.matvec[t] == nil {
 			o.matvec[t], e = kernel.NewMatVec(d, t)
 			try(e)
 			o.matmul[t], e = kernel.NewMatMul(d, t)

@@ -39,43 +39,30 @@ func configurePhi3(f *gguf.File, c *Config) error {
 	return nil
 }
 
-// phi3Block is one Phi-3 transformer block's weights: its own tensors,
-// bound by their tags, and those loaded from the fused ones (Attn's Q, K
-// and V; Gate and Up).
+// phi3Block is what a Phi-3 block binds by name; the rest of a
+// llamaBlock comes from the fused tensors.
 type phi3Block struct {
 	AttnNorm *Tensor `gguf:"attn_norm" shape:"dim"`
+	Out      *Tensor `gguf:"attn_output" shape:"qdim,dim"`
 	FFNNorm  *Tensor `gguf:"ffn_norm" shape:"dim"`
 	Down     *Tensor `gguf:"ffn_down" shape:"ffn,dim"`
-	Out      *Tensor `gguf:"attn_output" shape:"qdim,dim"`
-
-	Attn     attnWeights `gguf:"-"`
-	Gate, Up *Tensor     `gguf:"-"`
 }
 
-// phi3Weights is a whole Phi-3 model's weights.
-type phi3Weights struct {
-	Embed   *Tensor `gguf:"token_embd" shape:"dim,vocab" layout:"gguf"`
-	OutNorm *Tensor `gguf:"output_norm" shape:"dim"`
-	Output  *Tensor `gguf:"output,optional" shape:"dim,vocab"`
-	Blocks  []phi3Block
-}
-
+// loadPhi3 loads a Phi-3 model as the Llama model it computes, its fused
+// tensors split into the Llama block's.
 func loadPhi3(l *loader, c Config) (weights, error) {
-	w := &phi3Weights{Blocks: make([]phi3Block, c.Layers)}
-	if err := l.bind(w, "", c); err != nil {
-		return nil, err
-	}
-	var err error
-	if w.Output, err = l.output(w.Output, w.Embed); err != nil {
+	w := &llamaWeights{Blocks: make([]llamaBlock, c.Layers)}
+	if err := l.bindEnds(&w.modelEnds, c); err != nil {
 		return nil, err
 	}
 	qdim, kvdim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	for i := range w.Blocks {
 		b, p := &w.Blocks[i], fmt.Sprintf("blk.%d.", i)
-		if err := l.bind(b, p, c); err != nil {
+		var own phi3Block
+		if err := l.bind(&own, p, c); err != nil {
 			return nil, err
 		}
-		b.Attn.Out = b.Out
+		b.AttnNorm, b.Attn.Out, b.FFNNorm, b.Down = own.AttnNorm, own.Out, own.FFNNorm, own.Down
 		qkv, err := l.splitRows(p+"attn_qkv.weight", c.Dim, qdim, kvdim, kvdim)
 		if err != nil {
 			return nil, err
@@ -88,24 +75,6 @@ func loadPhi3(l *loader, c Config) (weights, error) {
 		b.Gate, b.Up = gu[0], gu[1]
 	}
 	return w, nil
-}
-
-func (w *phi3Weights) embedding() *Tensor { return w.Embed }
-func (w *phi3Weights) output() *Tensor    { return w.Output }
-
-// forward records the forward pass of f's rows: the Llama block's.
-func (w *phi3Weights) forward(f *pass) {
-	f.embed(w.Embed)
-	for l := range w.Blocks {
-		b := &w.Blocks[l]
-		f.norm(f.x, b.AttnNorm, f.xb)
-		f.attention(l, &b.Attn)
-		f.linear(b.Attn.Out, f.att, f.x, true)
-		f.norm(f.x, b.FFNNorm, f.xb)
-		f.swiGLU(b.Gate, b.Up)
-		f.linear(b.Down, f.gate, f.x, true)
-	}
-	f.logits(w.OutNorm, w.Output)
 }
 
 // synthPhi3Block lists layer l's tensors of a synthetic Phi-3 model.

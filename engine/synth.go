@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"math"
@@ -149,7 +150,7 @@ func Synth(w io.Writer, s SynthSpec) error {
 		{Key: a + ".context_length", Value: uint32(s.Ctx)},
 		{Key: a + ".rope.dimension_count", Value: uint32(hd)},
 		{Key: a + ".rope.freq_base", Value: float32(s.RopeBase)},
-		{Key: a + ".attention.layer_norm_rms_epsilon", Value: float32(arch.normEps(1e-5))},
+		{Key: a + ".attention.layer_norm_rms_epsilon", Value: float32(cmp.Or(arch.synthEps, 1e-5))},
 	}
 	if s.Window > 0 {
 		kv = append(kv, gguf.KV{Key: a + ".attention.sliding_window", Value: uint32(s.Window)})

@@ -225,8 +225,8 @@ func (l *loader) free() {
 // config's dimensions. Fields with the same `join` tag are uploaded into
 // one buffer in field order, so that one kernel can read them as one
 // matrix (Q, K and V as one projection, gate and up as one). Untagged
-// struct fields are bound as part of dst; `gguf:"-"` skips a field. Matrices are
-// packed for the device's matrix kernels (see pack) unless the field's
+// struct fields are bound as part of dst. Matrices are packed for the
+// device's matrix kernels (see pack) unless the field's
 // `layout` tag is "gguf" (the token embeddings, which the embedding kernel
 // reads).
 func (l *loader) bind(dst any, prefix string, c Config) error {
@@ -259,9 +259,6 @@ func (b *binding) fields(v reflect.Value) error {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, ok := f.Tag.Lookup("gguf")
-		if tag == "-" {
-			continue // loaded otherwise
-		}
 		if !ok {
 			if f.Type.Kind() == reflect.Struct {
 				if err := b.fields(v.Field(i)); err != nil {
@@ -305,8 +302,9 @@ func (b *binding) fields(v reflect.Value) error {
 	return nil
 }
 
-// tensorsOf lists the tensors in the struct that w points to: its *Tensor
-// fields, and those in its struct and slice-of-struct fields.
+// tensorsOf lists the tensors in the struct that w points to: its
+// exported *Tensor fields, and those in its exported struct and slice
+// fields (the blocks; not the embedded modelEnds).
 func tensorsOf(w any) []*Tensor {
 	var ts []*Tensor
 	var walk func(v reflect.Value)
