@@ -161,17 +161,7 @@ type batchRows struct {
 // architecture's forward pass as state.record does, with one token per
 // sequence; see batchStep for what differs.
 func (b *batchStep) record(p *offload.Program, seqs []*state, withLogits bool) error {
-	c, err := p.Compute()
-	if err != nil {
-		return err
-	}
-	cfg, n := b.m.Config, len(seqs)
-	rows := func(buf *vk.Buffer, width int) vk.Range { return buf.Range(0, uint64(4*n*width)) }
-	f := &pass{m: b.m, rows: batchRows{b, seqs, withLogits}, n: n, p: p, c: c, ids: b.ids.Range(0, uint64(4*n)),
-		x: rows(b.x, cfg.Dim), xb: rows(b.xb, cfg.Dim), att: rows(b.att, cfg.Heads*cfg.HeadDim),
-		gate: rows(b.gate, cfg.FFN), up: rows(b.up, cfg.FFN)}
-	b.m.w.forward(f)
-	return f.err
+	return b.m.record(p, batchRows{b, seqs, withLogits}, len(seqs), b.ids, b.x, b.xb, b.att, b.gate, b.up)
 }
 
 func (r batchRows) product(f *pass, t *Tensor, w vk.Range, rows int, x, y vk.Range, acc bool) error {

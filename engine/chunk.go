@@ -20,18 +20,7 @@ type chunkRows struct {
 // last token, for any position up to the context. decode says that it is
 // a decode step (see offload.Step).
 func (s *state) record(p *offload.Program, n int, decode bool) error {
-	c, err := p.Compute()
-	if err != nil {
-		return err
-	}
-	rows := func(b *vk.Buffer, width int) vk.Range { return b.Range(0, uint64(4*n*width)) }
-	cfg := s.m.Config
-	f := &pass{m: s.m, rows: chunkRows{s, decode}, n: n, p: p, c: c,
-		ids: s.ids.Range(0, uint64(4*n)), pos: s.pos.Range(0, uint64(4*n)),
-		x: rows(s.x, cfg.Dim), xb: rows(s.xb, cfg.Dim), att: rows(s.att, cfg.Heads*cfg.HeadDim),
-		gate: rows(s.gate, cfg.FFN), up: rows(s.up, cfg.FFN)}
-	s.m.w.forward(f)
-	return f.err
+	return s.m.record(p, chunkRows{s, decode}, n, s.ids, s.x, s.xb, s.att, s.gate, s.up)
 }
 
 func (r chunkRows) product(f *pass, t *Tensor, w vk.Range, rows int, x, y vk.Range, acc bool) error {

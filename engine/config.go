@@ -122,7 +122,6 @@ type architecture struct {
 	synthEps   float64
 }
 
-
 // weights is a loaded model's tensors, bound to an architecture's
 // structs, and its forward pass over them.
 type weights interface {

@@ -25,7 +25,6 @@ type pass struct {
 	c    *vk.Commands
 	err  error
 	ids  vk.Range // n token ids (u32)
-	pos  vk.Range // their positions, for RoPE and the KV store
 
 	// The activations, n rows each: the residual stream x, the normed
 	// input to a projection xb, the heads' attention output att, and the
@@ -52,6 +51,23 @@ type passRows interface {
 	// logits records the final norm and the output projection of the
 	// rows that get logits, and their argmax.
 	logits(f *pass, norm, out *Tensor) error
+}
+
+// record records the model's forward pass over n rows into p, with
+// rows deciding what differs, its token ids in ids and its activations in
+// the buffers named as pass names them.
+func (m *Model) record(p *offload.Program, rows passRows, n int, ids, x, xb, att, gate, up *vk.Buffer) error {
+	c, err := p.Compute()
+	if err != nil {
+		return err
+	}
+	cfg := m.Config
+	width := func(b *vk.Buffer, w int) vk.Range { return b.Range(0, uint64(4*n*w)) }
+	f := &pass{m: m, rows: rows, n: n, p: p, c: c, ids: width(ids, 1),
+		x: width(x, cfg.Dim), xb: width(xb, cfg.Dim), att: width(att, cfg.Heads*cfg.HeadDim),
+		gate: width(gate, cfg.FFN), up: width(up, cfg.FFN)}
+	m.w.forward(f)
+	return f.err
 }
 
 // fail keeps the first error.
