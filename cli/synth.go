@@ -36,6 +36,7 @@ func synthCommand() *cli.Command {
 			&cli.IntFlag{Name: "vocab", Usage: "vocabulary size", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "ctx", Usage: "training context length", DefaultText: "the preset's"},
 			&cli.IntFlag{Name: "window", Usage: "sliding window of the windowed layers (gemma)", DefaultText: "the preset's"},
+			&cli.BoolFlag{Name: "tied", Usage: "tie the output projection to the token embeddings (--tied=false: an output matrix of its own)", DefaultText: "the preset's"},
 			&cli.StringFlag{Name: "type", Value: "f16", Usage: "weight type: " + strings.Join(engine.SynthTypes, ", ") +
 				" (q4_k_m, q5_k_m: Q6_K on the output matrix and on attn_v and ffn_down of some layers, as llama.cpp's presets)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
@@ -52,6 +53,9 @@ func synthCommand() *cli.Command {
 				if c.IsSet(flag) {
 					*dst = c.Int(flag)
 				}
+			}
+			if c.IsSet("tied") {
+				s.Tied = c.Bool("tied")
 			}
 			if c.IsSet("heads") && !c.IsSet("kv-heads") {
 				s.KVHeads = min(s.KVHeads, s.Heads)
