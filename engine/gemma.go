@@ -39,7 +39,11 @@ func gemmaQueryScale(c *Config, layers27B int) float64 {
 
 func configureGemma2(f *gguf.File, c *Config) error {
 	c.EmbedScale = math.Sqrt(float64(c.Dim))
-	c.SlidingWindow, c.SlidingPattern = gemmaWindow(f, c, 4096), 2
+	var err error
+	if c.SlidingWindow, err = gemmaWindow(f, c, 4096); err != nil {
+		return err
+	}
+	c.SlidingPattern = 2
 	c.AttnSoftCap, c.FinalSoftCap = 50, 30 // the released models' values, when the file does not say
 	if v, ok := f.Float(c.Arch + ".attn_logit_softcapping"); ok {
 		c.AttnSoftCap = v
@@ -53,7 +57,11 @@ func configureGemma2(f *gguf.File, c *Config) error {
 
 func configureGemma3(f *gguf.File, c *Config) error {
 	c.EmbedScale = math.Sqrt(float64(c.Dim))
-	if c.SlidingWindow = gemmaWindow(f, c, 0); c.SlidingWindow > 0 {
+	var err error
+	if c.SlidingWindow, err = gemmaWindow(f, c, 0); err != nil {
+		return err
+	}
+	if c.SlidingWindow > 0 {
 		c.SlidingPattern, c.LocalRopeBase = 6, 10000
 	}
 	if v, ok := f.Float(c.Arch + ".final_logit_softcapping"); ok {
@@ -64,11 +72,15 @@ func configureGemma3(f *gguf.File, c *Config) error {
 }
 
 // gemmaWindow reads the sliding window (def when the file has none).
-func gemmaWindow(f *gguf.File, c *Config, def int) int {
-	if v, ok := f.Uint(c.Arch + ".attention.sliding_window"); ok && v < 1<<31 {
-		return int(v)
+func gemmaWindow(f *gguf.File, c *Config, def int) (int, error) {
+	v, ok := f.Uint(c.Arch + ".attention.sliding_window")
+	if !ok {
+		return def, nil
 	}
-	return def
+	if v >= 1<<31 {
+		return 0, fmt.Errorf("model metadata %s.attention.sliding_window = %d is out of range", c.Arch, v)
+	}
+	return int(v), nil
 }
 
 // gemmaBlock is one Gemma transformer block's weights.

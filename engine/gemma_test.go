@@ -2,9 +2,11 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"headinfer/engine/gguf"
+	"headinfer/vk/vktest"
 )
 
 // TestGemmaMatchesReference runs small Gemma 2 and Gemma 3 models against
@@ -38,5 +40,28 @@ func TestGemmaMatchesReference(t *testing.T) {
 			}
 			checkReference(t, m, loadRef(t, path))
 		})
+	}
+}
+
+// TestGemmaBadWindow checks that a window the kernels cannot take is
+// refused at load, naming the key.
+func TestGemmaBadWindow(t *testing.T) {
+	spec := SynthSpec{Arch: "gemma3", Dim: 128, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, FFN: 96,
+		Vocab: 300, Ctx: 64, RopeBase: 1e6, Type: gguf.F32, Tied: true, Window: 8}
+	path := rewriteSynth(t, spec, func(kv []gguf.KV, ts []gguf.TensorData) ([]gguf.KV, []gguf.TensorData) {
+		for i := range kv {
+			if kv[i].Key == "gemma3.attention.sliding_window" {
+				kv[i].Value = uint32(1 << 31)
+			}
+		}
+		return kv, ts
+	})
+	m, err := Load(path, Options{dev: vktest.Device(t), CtxSize: 64})
+	if err == nil {
+		m.Close()
+		t.Fatal("loaded")
+	}
+	if !strings.Contains(err.Error(), "gemma3.attention.sliding_window") {
+		t.Errorf("error %q does not name the key", err)
 	}
 }
