@@ -13,6 +13,44 @@ bool attn_visible(uint kp, uint tp, uint w) {
     return kp <= tp && (w == 0u || tp - kp < w);
 }
 
+// attn_block places block b of a dispatch (grid y): its first row in the
+// bound K/V ranges (row0), its row count, and the absolute position held
+// by row0 (first).
+//
+// Without a ring (ring == 0), block b is rows [b*block, min((b+1)*block,
+// kv_rows)) of ranges whose row 0 holds position kv_start.
+//
+// With a ring of `ring` rows (a multiple of block; a sliding-window
+// layer's slots, see offload.Layout.Rings) position q lives in row
+// q % ring, and the bound ranges are whole rings. The ring's ring/block
+// row blocks then hold the latest ring/block position blocks, the newest
+// of which holds `last`, the chunk's last position; the dispatch covers
+// them oldest first from the (kv_start/block)-th on. A position block
+// before position 0 is empty (rows = 0). Stale rows past `last` in the
+// newest block are never read: they lie past every query's position.
+void attn_block(uint b, uint kv_start, uint kv_rows, uint block, uint ring, uint last,
+                out uint row0, out uint rows, out uint first) {
+    if (ring == 0u) {
+        row0 = b * block;
+        rows = min(block, kv_rows - row0);
+        first = kv_start + row0;
+        return;
+    }
+    const uint nb = ring / block;
+    const uint age = kv_start / block + b; // 0: the oldest block the ring holds
+    const uint newest = last / block;
+    if (newest + age + 1u < nb) {
+        row0 = 0u;
+        rows = 0u;
+        first = 0u;
+        return;
+    }
+    const uint pb = newest + age + 1u - nb; // the position block
+    row0 = (pb % nb) * block;
+    rows = block;
+    first = pb * block;
+}
+
 // attn_skip: the rows of a block starting at absolute position first that
 // lie before the window of every query at positions >= pmin, which no
 // query of a tile whose earliest position is pmin sees.

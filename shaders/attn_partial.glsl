@@ -64,6 +64,7 @@ layout(push_constant) uniform Push {
     float scale;      // score scale, usually 1/sqrt(HD)
     uint window;      // sliding window in positions, 0 for none
     float softcap;    // score soft cap, 0 for none
+    uint ring;        // rows of a ring slot, 0 for none (see attn_block)
 } p;
 
 layout(set = 0, binding = 0) readonly buffer Qb { vec4 q[]; };
@@ -86,10 +87,9 @@ void main() {
     const uint b = gl_WorkGroupID.y;
     const uint z = gl_WorkGroupID.z;
     const uint nt = min(BR, p.n_tokens - t0);
-    const uint row0 = b * p.block;
-    const uint rows = min(p.block, p.kv_rows - row0);
+    uint row0, rows, first; // first: the absolute position of the block's row 0
+    attn_block(b, p.kv_start, p.kv_rows, p.block, p.ring, pos[p.n_tokens - 1u], row0, rows, first);
     const uint kvbase = z * (p.slot_stride / 4) + row0 * HD4;
-    const uint first = p.kv_start + row0; // absolute position of the block's row 0
 
     for (uint i = tid; i < R * HD4; i += WG) {
         const uint r = i / HD4, d4 = i % HD4;

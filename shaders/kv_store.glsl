@@ -6,6 +6,7 @@
 // and each is [slot_rows][head_dim]. Token t goes to row
 // positions[t] − row_base of its slot; a token whose row falls outside
 // [0, slot_rows) belongs to another block of the cache and is skipped.
+// Ring slots (ring != 0) hold position q in row q % slot_rows instead.
 // One invocation per element: x over heads·head_dim, y over tokens.
 //
 // The includer defines KV_F16 or KV_F32.
@@ -34,6 +35,7 @@ layout(push_constant) uniform Push {
 	uint slot_stride; // elements between consecutive slots in dst
 	uint slot_rows;
 	uint row_base;    // position held by row 0 of each slot
+	uint ring;        // 1: the slots are rings of slot_rows rows
 } p;
 
 void main() {
@@ -43,13 +45,17 @@ void main() {
 		return;
 	}
 	const uint pos = positions[t];
-	if (pos < p.row_base || pos - p.row_base >= p.slot_rows) {
-		return;
+	uint row = pos % p.slot_rows;
+	if (p.ring == 0u) {
+		if (pos < p.row_base || pos - p.row_base >= p.slot_rows) {
+			return;
+		}
+		row = pos - p.row_base;
 	}
 	const uint h = i / p.head_dim;
 	const uint e = i % p.head_dim;
 	const float v = src[(t * p.src_heads + p.head_lo + h) * p.head_dim + e];
-	const uint at = h * p.slot_stride + (pos - p.row_base) * p.head_dim + e;
+	const uint at = h * p.slot_stride + row * p.head_dim + e;
 #if defined(KV_F16)
 	// packHalf2x16 rounds to nearest even on the drivers this runs on; the
 	// test checks it bit for bit against a software rounding.

@@ -87,6 +87,15 @@ type AttnParams struct {
 	// SoftCap is the score soft cap c, 0 for none: a score s = Scale·q·k
 	// becomes c·tanh(s/c) before the softmax (Gemma 2).
 	SoftCap float32
+	// Ring, when not 0, says that K and V are whole ring slots of Ring
+	// rows (a multiple of Block): position p lives in row p mod Ring, and
+	// the ring holds the latest Ring/Block position blocks, the newest
+	// being the one of the last query's position (the positions must
+	// end with the chunk's largest). The dispatch then covers KVRows/
+	// Block of those blocks, oldest first, from the (KVStart/Block)-th
+	// on; a block before position 0 holds nothing. Merged in that order
+	// they give the bits of the same rows in a full slot.
+	Ring int
 }
 
 // Visible says whether KV position p is visible to a query at position t
@@ -138,7 +147,7 @@ const (
 	mergeWG        = 64       // threads per attn_merge workgroup (fixed in the shader)
 	attnShmemCap   = 32 << 10 // shared memory aimed at, for occupancy on GPUs
 	attnMaxGroups  = 65535    // workgroups per grid dimension every device supports
-	attnPushBytes  = 12 * 4   // AttnParams as attn_partial's push constants
+	attnPushBytes  = 13 * 4   // AttnParams as attn_partial's push constants
 )
 
 // PartsBytes is the size of a partial buffer holding nParts parts for
@@ -307,13 +316,23 @@ func (a *Attention) RecordPartial(c *vk.Commands, q, k, v, positions, parts vk.R
 		return fmt.Errorf("attention: scale %v is not finite", p.Scale)
 	case uint64(p.KVStart)+uint64(p.KVRows) > math.MaxUint32:
 		return fmt.Errorf("attention: KV positions %d..%d exceed 32 bits", p.KVStart, p.KVStart+p.KVRows)
+	case p.Ring < 0 || p.Ring > 0 && (p.Ring%p.Block != 0 || p.KVStart%p.Block != 0 || p.KVRows%p.Block != 0 || p.KVStart+p.KVRows > p.Ring):
+		return fmt.Errorf("attention: ring of %d rows with blocks %d..%d of %d rows: the ring and the range must be whole blocks, the range within the ring",
+			p.Ring, p.KVStart/p.Block, (p.KVStart+p.KVRows)/p.Block, p.Block)
+	case p.Ring > 0 && p.KVHeads > 1 && p.SlotStride < p.Ring*a.headDim:
+		return fmt.Errorf("attention: slot stride %d is shorter than the %d×%d elements of a head's ring",
+			p.SlotStride, p.Ring, a.headDim)
 	}
 	if err := CheckAttnFeatures(p.Window, p.SoftCap); err != nil {
 		return err
 	}
 	nb := Blocks(p.KVRows, p.Block)
 	elem := uint64(a.kv.BlockBytes())
-	kvNeed := (uint64(p.KVHeads-1)*uint64(p.SlotStride) + uint64(p.KVRows)*uint64(a.headDim)) * elem
+	bound := p.KVRows // rows of the bound ranges, per head
+	if p.Ring > 0 {
+		bound = p.Ring
+	}
+	kvNeed := (uint64(p.KVHeads-1)*uint64(p.SlotStride) + uint64(bound)*uint64(a.headDim)) * elem
 	heads := p.KVHeads * a.group
 	if err := attnCheckSizes(
 		attnNeed{"Q", q, uint64(p.NTokens) * uint64(p.QHeads) * uint64(a.headDim) * 4},
@@ -334,7 +353,7 @@ func (a *Attention) RecordPartial(c *vk.Commands, q, k, v, positions, parts vk.R
 			tiles, nb, p.KVHeads, attnMaxGroups)
 	}
 	pc, err := pushChecked(p.NTokens, p.QHeads, p.QHead0, p.KVStart, p.KVRows, p.Block,
-		p.PartBase, p.SlotStride, p.KVHeads, p.Scale, p.Window, p.SoftCap)
+		p.PartBase, p.SlotStride, p.KVHeads, p.Scale, p.Window, p.SoftCap, p.Ring)
 	if err != nil {
 		return fmt.Errorf("attention: %w", err)
 	}

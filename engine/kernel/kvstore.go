@@ -29,6 +29,10 @@ type KVSlots struct {
 	SlotStride int // elements from one slot to the next in the destination
 	SlotRows   int // rows (positions) each slot holds
 	RowBase    int // the position that row 0 of each slot holds
+	// Ring makes each slot a ring of SlotRows rows, position p in row
+	// p mod SlotRows (RowBase unused): a sliding-window layer's slots,
+	// which keep only the latest positions.
+	Ring bool
 }
 
 // NewKVStore prepares the store into slots of type t (gguf.F16 or gguf.F32)
@@ -49,7 +53,7 @@ func NewKVStore(d *vk.Device, t gguf.Type, headDim int) (*KVStore, error) {
 	if err := skNeed(d, name, false, t == gguf.F16); err != nil {
 		return nil, err
 	}
-	k, err := skKernel(d, name, 3, 28)
+	k, err := skKernel(d, name, 3, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +63,8 @@ func NewKVStore(d *vk.Device, t gguf.Type, headDim int) (*KVStore, error) {
 // Record records the store of src (Tokens × SrcHeads·headDim f32) into the
 // slots of dst, token t going to row positions[t] − RowBase. Tokens whose
 // row falls outside [0, SlotRows) are skipped: they belong to another block
-// of the cache, which a separate Record with another RowBase fills.
+// of the cache, which a separate Record with another RowBase fills. With
+// Ring, token t goes to row positions[t] mod SlotRows and none is skipped.
 func (k *KVStore) Record(c *vk.Commands, src, positions, dst vk.Range, s KVSlots) error {
 	info := k.d.Info()
 	const lim = math.MaxInt32
@@ -100,7 +105,7 @@ func (k *KVStore) Record(c *vk.Commands, src, positions, dst vk.Range, s KVSlots
 	}
 	c.Dispatch(k.k, grid,
 		push(uint32(k.hdim), uint32(s.Heads), uint32(s.SrcHeads), uint32(s.FirstHead),
-			uint32(s.SlotStride), uint32(s.SlotRows), uint32(s.RowBase)),
+			uint32(s.SlotStride), uint32(s.SlotRows), uint32(s.RowBase), attnFlag(s.Ring)),
 		sb, pb, db)
 	return nil
 }

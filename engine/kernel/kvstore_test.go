@@ -132,3 +132,38 @@ func TestKVStoreRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestKVStoreRing checks ring slots: position p goes to row p mod rows,
+// wrapping within one chunk, whatever RowBase says.
+func TestKVStoreRing(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	const headDim, srcHeads, rows = 8, 2, 8
+	s := KVSlots{Tokens: 7, SrcHeads: srcHeads, Heads: srcHeads, SlotRows: rows, SlotStride: rows * headDim, RowBase: 99, Ring: true}
+	pos := []uint32{13, 14, 15, 16, 17, 18, 19} // rows 5, 6, 7, 0, 1, 2, 3
+	k, err := NewKVStore(d, gguf.F32, headDim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := randFloats(r, s.Tokens*srcHeads*headDim, 4)
+	dst := poisoned(t, d, 4*srcHeads*rows*headDim)
+	sb, pb := upload(t, d, f32Bytes(src)), upload(t, d, skU32Bytes(pos))
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, sb.All(), pb.All(), dst.All(), s) })
+	got := download(t, d, dst)
+	for h := range srcHeads {
+		for row := range rows {
+			for e := range headDim {
+				at := 4 * ((h*rows+row)*headDim + e)
+				want := uint32(math.MaxUint32) // poison: row 4 is not written
+				for tok, p := range pos {
+					if int(p)%rows == row {
+						want = math.Float32bits(src[(tok*srcHeads+h)*headDim+e])
+					}
+				}
+				if g := binary.LittleEndian.Uint32(got[at:]); g != want {
+					t.Fatalf("head %d row %d element %d: %#x, want %#x", h, row, e, g, want)
+				}
+			}
+		}
+	}
+}
