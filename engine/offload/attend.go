@@ -77,27 +77,36 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 
 // attendResident records the attention of layer l's resident heads: each
 // group of KV heads folds its batches of blocks into the accumulator in
-// order before the next group reuses it.
+// order before the next group reuses it. Ring slots fold their blocks
+// oldest first, which is the order of the same positions in a full slot.
 func (kc *Cache) attendResident(p *Program, l int, st Step) error {
 	lay := kc.lay
-	if len(kc.res[l].split) == 0 {
+	r := &kc.res[l]
+	if len(r.split) == 0 {
 		return nil
 	}
-	blocks := kernel.Blocks(lay.Ctx, AttnBlock)
+	blocks := kernel.Blocks(r.rows, AttnBlock)
 	a, group, at := kc.ops.Attn, lay.Group(), lay.attnOf(l)
+	if r.ring > 0 && RingRows(at.Window, st.N) > r.ring {
+		return fmt.Errorf("offload: layer %d's ring of %d positions is too small for a window of %d and chunks of %d", l, r.ring, at.Window, st.N)
+	}
 	c, err := p.Compute()
 	if err != nil {
 		return err
 	}
-	for _, g := range kc.res[l].split {
+	for _, g := range r.split {
 		for b0 := 0; b0 < blocks; b0 += kc.scratch.PartsCap {
 			nb := min(kc.scratch.PartsCap, blocks-b0)
-			rows := min(nb*AttnBlock, lay.Ctx-b0*AttnBlock)
+			rows := min(nb*AttnBlock, r.rows-b0*AttnBlock)
 			kr, vr := kc.rangeOf(l, g, b0*AttnBlock, rows)
+			if r.ring > 0 {
+				kr, vr = kc.rangeOf(l, g, 0, r.ring) // a ring is bound whole
+			}
 			err := a.RecordPartial(c, st.Q, kr, vr, st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
 				NTokens: st.N, QHeads: lay.Heads, QHead0: g.first * group,
 				KVStart: b0 * AttnBlock, KVRows: rows, Block: AttnBlock,
-				SlotStride: kc.slotElems, KVHeads: g.n, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,
+				SlotStride: r.slotElems, KVHeads: g.n, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,
+				Ring: r.ring,
 			})
 			if err != nil {
 				return err

@@ -26,6 +26,39 @@ type Layout struct {
 	// attention (LayerAttn's zero value); otherwise it has one entry per
 	// layer.
 	Attn []LayerAttn
+	// Rings is, per layer, the positions of a ring slot, or 0 for a slot
+	// of Ctx positions; nil for none. A sliding-window layer needs only
+	// its latest positions: its slots can be rings of RingRows(window,
+	// chunk) rows, position p in row p mod rows, which keep a long
+	// context's windowed layers as small as a short one's. A ring layer
+	// is resident (all its KV heads), and attends chunks of at most the
+	// chunk it was sized for.
+	Rings []int
+}
+
+// RingRows is the size of a ring slot for a layer with sliding window w
+// that attends chunks of up to chunk tokens: the chunk's rows, the w−1
+// before its first query's, and the slack that lets the ring hold whole
+// attention blocks (the kernel maps a ring's row blocks to the latest
+// position blocks, the newest of which may hold a single position).
+func RingRows(w, chunk int) int {
+	return (chunk + w + AttnBlock - 2 + AttnBlock - 1) / AttnBlock * AttnBlock
+}
+
+// rowsOf is the positions layer l's slots hold.
+func (g Layout) rowsOf(l int) int {
+	if g.Rings != nil && g.Rings[l] > 0 {
+		return g.Rings[l]
+	}
+	return g.Ctx
+}
+
+// ring is layer l's ring size, 0 when its slots are not rings.
+func (g Layout) ring(l int) int {
+	if g.Rings == nil {
+		return 0
+	}
+	return g.Rings[l]
 }
 
 // LayerAttn is what one layer's attention computes besides the geometry.
@@ -69,6 +102,20 @@ func (g Layout) checkAttn() error {
 	if g.Attn != nil && len(g.Attn) != g.Layers {
 		return fmt.Errorf("offload: attention given for %d layers of %d", len(g.Attn), g.Layers)
 	}
+	if g.Rings != nil && len(g.Rings) != g.Layers {
+		return fmt.Errorf("offload: rings given for %d layers of %d", len(g.Rings), g.Layers)
+	}
+	for l, n := range g.Rings {
+		switch {
+		case n == 0:
+		case n < 0 || n%AttnBlock != 0 || n >= g.Ctx:
+			return fmt.Errorf("offload: layer %d: a ring of %d positions is not a positive multiple of %d below the context of %d", l, n, AttnBlock, g.Ctx)
+		case g.attnOf(l).Window == 0:
+			return fmt.Errorf("offload: layer %d has a ring but no sliding window", l)
+		case g.ResidentHeads[l] != g.KVHeads:
+			return fmt.Errorf("offload: layer %d's ring is not resident (%d of %d KV heads)", l, g.ResidentHeads[l], g.KVHeads)
+		}
+	}
 	for l, a := range g.Attn {
 		if err := kernel.CheckAttnFeatures(a.Window, a.SoftCap); err != nil {
 			return fmt.Errorf("layer %d: %w", l, err)
@@ -100,8 +147,8 @@ type Scratch struct {
 
 // Cache is a sequence's KV cache as the plan places it. Per layer l, KV
 // heads 0 … ResidentHeads[l]−1 are resident: their slots (slot =
-// [ctx positions][headDim]) lie back to back in one device buffer, the K
-// slots and then the V slots. The other heads are streamed: their slots
+// [ctx positions][headDim], or a ring of fewer; see Layout.Rings) lie back
+// to back in one device buffer, the K slots and then the V slots. The other heads are streamed: their slots
 // live in the host store and pass through the two streaming buffers a
 // block of StreamBlock positions at a time.
 type Cache struct {
@@ -109,7 +156,6 @@ type Cache struct {
 	lay       Layout
 	ops       Kernels
 	scratch   Scratch
-	slotElems int // elements per slot: ctx·headDim
 	res       []residentLayer
 
 	host     *Store // nil when nothing is streamed
@@ -122,7 +168,10 @@ type Cache struct {
 
 // residentLayer is one layer's resident slots.
 type residentLayer struct {
-	heads int
+	heads     int
+	rows      int // positions per slot: the context, or the ring's
+	ring      int // rows when the slots are rings, else 0
+	slotElems int // elements per slot: rows·headDim
 	buf   *vk.Buffer  // K slots, then V slots
 	vOff  uint64      // where the V slots start in buf
 	split []headGroup // heads per dispatch, so that a bound range fits the device limit
@@ -144,6 +193,8 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		return nil, fmt.Errorf("offload: %d query heads are not a multiple of %d KV heads", lay.Heads, lay.KVHeads)
 	case len(lay.ResidentHeads) != lay.Layers:
 		return nil, fmt.Errorf("offload: %d per-layer resident head counts for %d layers", len(lay.ResidentHeads), lay.Layers)
+	case lay.Attn != nil && len(lay.Attn) != lay.Layers:
+		return nil, fmt.Errorf("offload: attention given for %d layers of %d", len(lay.Attn), lay.Layers)
 	case lay.StreamBlock < AttnBlock || lay.StreamBlock%AttnBlock != 0:
 		return nil, fmt.Errorf("offload: stream block of %d positions is not a positive multiple of %d", lay.StreamBlock, AttnBlock)
 	case ops.Store == nil || ops.Attn == nil || scratch.Parts == nil || scratch.Acc == nil || scratch.PartsCap < 1:
@@ -152,15 +203,13 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 	if err := lay.checkAttn(); err != nil {
 		return nil, err
 	}
-	kc = &Cache{d: d, lay: lay, ops: ops, scratch: scratch, slotElems: lay.Ctx * lay.HeadDim,
-		res: make([]residentLayer, lay.Layers)}
+	kc = &Cache{d: d, lay: lay, ops: ops, scratch: scratch, res: make([]residentLayer, lay.Layers)}
 	defer func() {
 		if err != nil {
 			kc.Free()
 		}
 	}()
 	limit := d.Info().MaxStorageBufferRange
-	slot := lay.SlotBytes()
 	streamed := false
 	for l, heads := range lay.ResidentHeads {
 		if heads < 0 || heads > lay.KVHeads {
@@ -168,13 +217,15 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		}
 		streamed = streamed || heads < lay.KVHeads
 		r := &kc.res[l]
-		r.heads = heads
+		r.heads, r.rows, r.ring = heads, lay.rowsOf(l), lay.ring(l)
+		r.slotElems = r.rows * lay.HeadDim
 		if heads == 0 {
 			continue
 		}
+		slot := uint64(r.rows) * lay.RowBytes()
 		if slot > limit {
 			return nil, fmt.Errorf("one KV head of %d positions takes %s, more than the device binds at once (%s): lower --ctx-size",
-				lay.Ctx, bytesize.Format(slot), bytesize.Format(limit))
+				r.rows, bytesize.Format(slot), bytesize.Format(limit))
 		}
 		per := max(1, int(limit/slot))
 		for h := 0; h < heads; h += per {
@@ -182,7 +233,7 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		}
 		r.vOff = slot * uint64(heads)
 		if r.buf, err = d.Alloc(vk.DeviceLocal, 2*r.vOff, fmt.Sprintf("KV cache layer %d", l)); err != nil {
-			return nil, fmt.Errorf("KV cache of %d positions: %w", lay.Ctx, err)
+			return nil, fmt.Errorf("KV cache of %d positions: %w", r.rows, err)
 		}
 		kc.deviceBytes += 2 * slot * uint64(heads)
 	}
@@ -259,9 +310,9 @@ func (kc *Cache) Buffers() []*vk.Buffer {
 // g in layer l.
 func (kc *Cache) rangeOf(l int, g headGroup, row, rows int) (k, v vk.Range) {
 	hd, elem := kc.lay.HeadDim, kc.lay.Elem
-	off := uint64(g.first*kc.slotElems+row*hd) * elem
-	size := uint64((g.n-1)*kc.slotElems+rows*hd) * elem
 	r := &kc.res[l]
+	off := uint64(g.first*r.slotElems+row*hd) * elem
+	size := uint64((g.n-1)*r.slotElems+rows*hd) * elem
 	return r.buf.Range(off, size), r.buf.Range(r.vOff+off, size)
 }
 
@@ -279,13 +330,13 @@ func (kc *Cache) Store(c *vk.Commands, l int, k, v, pos vk.Range, n int) error {
 	if n == 1 && k.Buf == v.Buf && v.Off == k.Off+k.Size && r.heads == lay.KVHeads &&
 		2*r.vOff <= kc.d.Info().MaxStorageBufferRange {
 		slots := kernel.KVSlots{Tokens: 1, SrcHeads: 2 * lay.KVHeads, Heads: 2 * lay.KVHeads,
-			SlotStride: kc.slotElems, SlotRows: lay.Ctx}
+			SlotStride: r.slotElems, SlotRows: r.rows, Ring: r.ring > 0}
 		return kc.ops.Store.Record(c, k.Buf.Range(k.Off, k.Size+v.Size), pos, r.buf.Range(0, 2*r.vOff), slots)
 	}
 	for _, g := range r.split {
-		dk, dv := kc.rangeOf(l, g, 0, lay.Ctx)
+		dk, dv := kc.rangeOf(l, g, 0, r.rows)
 		slots := kernel.KVSlots{Tokens: n, SrcHeads: lay.KVHeads, FirstHead: g.first, Heads: g.n,
-			SlotStride: kc.slotElems, SlotRows: lay.Ctx}
+			SlotStride: r.slotElems, SlotRows: r.rows, Ring: r.ring > 0}
 		if err := kc.storeKV(c, k, v, pos, dk, dv, slots); err != nil {
 			return err
 		}
@@ -340,18 +391,18 @@ func (kc *Cache) storeHost(c *vk.Commands, l int, k, v, pos vk.Range, n int) err
 	return nil
 }
 
-// Write puts data, whole rows from position row on, into the K (or V)
-// slot of head h of layer l, wherever it lives.
+// Write puts data, whole rows of positions from row on, into the K (or
+// V) slot of head h of layer l, wherever it lives. A ring slot takes at
+// most its size of positions, wrapping as the positions do.
 func (kc *Cache) Write(l, h int, isV bool, row int, data []byte) error {
-	dev, host, err := kc.rows(l, h, isV, row, len(data), "write")
-	if err != nil {
-		return err
-	}
-	if host != nil {
-		copy(host, data)
-		return nil
-	}
-	return kc.d.Write(dev, data)
+	return kc.segments(l, h, isV, row, len(data), "write", func(dev vk.Range, host []byte, off int) error {
+		seg := data[off : off+max(len(host), int(dev.Size))]
+		if host != nil {
+			copy(host, seg)
+			return nil
+		}
+		return kc.d.Write(dev, seg)
+	})
 }
 
 // Free releases the cache's memory; the device must be done with it.

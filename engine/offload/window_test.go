@@ -23,6 +23,10 @@ const (
 	winChunk                    = 64
 )
 
+// winRings are ring slots for winLayers' windowed layers (RingRows of
+// their windows for chunks of winChunk: 768 and 512 positions).
+var winRings = []int{768, 512, 0}
+
 // winLayers are the layers' attention: a window larger than an attention
 // block and not a multiple of it (with which a prefill chunk's KV length
 // reaches exactly where a streamed block leaves the window: 256+64+321−1 =
@@ -119,6 +123,7 @@ type winSeq struct {
 type winVariant struct {
 	name      string
 	resident  []int // per layer
+	rings     []int // per layer, nil for none
 	pipelined bool
 	cpu       bool // decode attention of the streamed heads on the CPU
 }
@@ -140,7 +145,7 @@ func newWinSeq(t *testing.T, d *vk.Device, ops Kernels, vr winVariant, data *win
 		PartsCap: partsCap,
 	}
 	lay := Layout{Geometry: Geometry{Layers: len(winLayers), KVHeads: winKVHeads, HeadDim: winHD, Ctx: winCtx, Elem: 2},
-		Heads: winHeads, ResidentHeads: vr.resident, StreamBlock: winStream, Attn: winLayers}
+		Heads: winHeads, ResidentHeads: vr.resident, StreamBlock: winStream, Attn: winLayers, Rings: vr.rings}
 	kc, err := NewCache(d, lay, ops, scratch)
 	if err != nil {
 		t.Fatal(err)
@@ -237,14 +242,17 @@ func (s *winSeq) check(t *testing.T, n int) []byte {
 func (s *winSeq) poisonBeyondWindows(t *testing.T, from int) {
 	t.Helper()
 	for l, at := range winLayers {
-		rows := kernel.WindowStart(from, at.Window)
-		if rows == 0 {
+		end, start := kernel.WindowStart(from, at.Window), 0
+		if ring := s.kc.Ring(l); ring > 0 {
+			start = max(0, from-ring) // a ring holds only the latest positions
+		}
+		if end <= start {
 			continue
 		}
-		nan := bytes.Repeat([]byte{0xff}, rows*winHD*2)
+		nan := bytes.Repeat([]byte{0xff}, (end-start)*winHD*2)
 		for h := range winKVHeads {
 			for _, isV := range []bool{false, true} {
-				if err := s.kc.Write(l, h, isV, 0, nan); err != nil {
+				if err := s.kc.Write(l, h, isV, start, nan); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -307,6 +315,9 @@ func TestCacheWindowSoftCap(t *testing.T) {
 		{name: "mixed/pipelined", resident: []int{1, 0, 2}, pipelined: true},
 		{name: "streamed/cpu", resident: []int{0, 0, 0}, cpu: true},
 		{name: "mixed/cpu", resident: []int{1, 0, 1}, cpu: true},
+		// The windowed layers as rings, which the prompt wraps.
+		{name: "rings", resident: []int{2, 2, 2}, rings: winRings},
+		{name: "rings/streamed/cpu", resident: []int{2, 2, 0}, rings: winRings, cpu: true},
 	}
 	var first [][]byte // the first device variant's outputs, step by step
 	for _, vr := range variants {
@@ -467,6 +478,24 @@ func TestCacheRejectsBadAttention(t *testing.T) {
 			t.Errorf("case %d: layer attention %+v accepted", i, attn1)
 		} else {
 			t.Logf("case %d: %v", i, err)
+		}
+	}
+	for _, c := range []struct{ resident, rings []int }{
+		{[]int{2, 2}, []int{256}},     // one entry for two layers
+		{[]int{2, 2}, []int{0, 100}},  // not whole attention blocks
+		{[]int{2, 2}, []int{256, 0}},  // a ring on a layer without a window
+		{[]int{2, 2}, []int{0, 512}},  // not smaller than the context
+		{[]int{2, 1}, []int{0, 256}},  // a ring not resident
+		{[]int{2, 2}, []int{0, -256}}, // negative
+	} {
+		lay := Layout{Geometry: Geometry{Layers: 2, KVHeads: winKVHeads, HeadDim: winHD, Ctx: 512, Elem: 2},
+			Heads: winHeads, ResidentHeads: c.resident, StreamBlock: AttnBlock, Attn: []LayerAttn{{}, {Window: 16}}, Rings: c.rings}
+		kc, err := NewCache(d, lay, Kernels{Store: store, Attn: attn}, Scratch{Parts: buf, Acc: buf, PartsCap: 1})
+		if err == nil {
+			kc.Free()
+			t.Errorf("rings %v with resident heads %v accepted", c.rings, c.resident)
+		} else {
+			t.Logf("rings %v: %v", c.rings, err)
 		}
 	}
 }
