@@ -44,6 +44,7 @@ func benchContextCommand() *cli.Command {
 			&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
 			&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget for weights, activations and KV, e.g. 6GiB (default: what the device reports, less a margin)"},
 			&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy, a multiple of 256"},
+			&cli.BoolFlag{Name: "swa-full", Usage: "keep every position of the sliding-window layers instead of rings (as generate --swa-full)"},
 			&cli.StringFlag{Name: "csv", Usage: "write the results as CSV to this file"},
 			&cli.StringFlag{Name: "md", Usage: "write the results as a Markdown table to this file"},
 			&cli.StringFlag{Name: "plot", Usage: "draw device memory and speed against context length into this PNG file"},
@@ -123,8 +124,8 @@ func benchContext(c *cli.Context) error {
 	defer cleanup()
 	base := engine.Options{
 		Device: c.String("device"), Chunk: chunk, KVType: strings.ToLower(c.String("kv-type")),
-		StreamBlock: c.Int("stream-block"),
-		Log:         func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
+		StreamBlock: c.Int("stream-block"), SWAFull: c.Bool("swa-full"),
+		Log: func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
 	if s := c.String("gpu-mem"); s != "" {
 		if base.GPUMem, err = bytesize.Parse(s); err != nil {

@@ -19,6 +19,7 @@ func offloadFlags() []cli.Flag {
 		&cli.StringFlag{Name: "offload", Value: engine.OffloadAuto, Usage: "KV placement: auto (stream the KV heads that do not fit), none (all on the device, or fail), head (stream every head)"},
 		&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy (a multiple of 256)"},
 		decodeAttnFlag(),
+		&cli.BoolFlag{Name: "swa-full", Usage: "keep every position of the sliding-window layers' KV (as llama.cpp's --swa-full) instead of rings of about the window: a prefix can then be reused or saved from anywhere, at the cost of memory that grows with the context"},
 	}
 }
 
@@ -61,6 +62,7 @@ func offloadOptions(c *cli.Context, opt *engine.Options) error {
 		return fmt.Errorf("--stream-block %d: must be a positive multiple of 256", sb)
 	}
 	opt.StreamBlock = sb
+	opt.SWAFull = c.Bool("swa-full")
 	var err error
 	opt.DecodeAttn, err = parseDecodeAttn(c.String("decode-attn"))
 	return err

@@ -407,7 +407,7 @@ func (b *Batch) start(q *batchSeq) {
 	// are copied instead of prefilled.
 	donor, n := -1, cached
 	for i, sl := range b.slots {
-		if m := PrefixLen(sl.se.Tokens(), r.Prompt); i != q.slot && m > n && !r.Fresh {
+		if m := PrefixLen(sl.se.Tokens(), r.Prompt); i != q.slot && m > n && !r.Fresh && sl.se.CanKeep(m) {
 			donor, n = i, m
 		}
 	}

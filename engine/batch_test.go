@@ -170,6 +170,12 @@ func TestBatchMatchesSolo(t *testing.T) {
 		opt.CtxSize, opt.Chunk, opt.StreamBlock = 256, 40, 256
 		models = append(models, model{fmt.Sprintf("qwen3/%v/%s", q.typ, q.name), func(t *testing.T) string { return writeSynth(t, spec) }, opt})
 	}
+	// gemma3: five layers of six with a window of 8, whose slots are rings,
+	// beside a streamed global layer.
+	gemma := SynthSpec{Arch: "gemma3", Dim: 128, Layers: 6, Heads: 8, KVHeads: 2, HeadDim: 32, FFN: 96, Vocab: 300,
+		Ctx: 1024, RopeBase: 1e6, Type: gguf.F16, Seed: 9, Tied: true, Window: 8}
+	models = append(models, model{"gemma3/rings/offload=head", func(t *testing.T) string { return writeSynth(t, gemma) },
+		Options{CtxSize: 1024, Chunk: 40, StreamBlock: 256, Offload: OffloadHead, DecodeAttn: DecodeAttnGPU}})
 	for _, mc := range models {
 		t.Run(mc.name, func(t *testing.T) {
 			path := mc.path(t)
@@ -181,6 +187,9 @@ func TestBatchMatchesSolo(t *testing.T) {
 			}
 			opt.Parallel = 3
 			m := loadModel(t, path, opt)
+			if m.Config.SlidingWindow > 0 && m.Plan().Rings == nil {
+				t.Fatal("no rings")
+			}
 			if opt.Offload == OffloadAuto && (m.Plan().Resident == 0 || m.Plan().Streamed == 0) {
 				t.Fatalf("plan keeps %d slots resident and streams %d per sequence, want both", m.Plan().Resident, m.Plan().Streamed)
 			}

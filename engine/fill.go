@@ -24,10 +24,16 @@ func (se *Session) FillSynthetic(n int, seed uint64) error {
 	const piece = 1 << 16 // rows generated at once
 	vals := make([]float32, min(n, piece)*cfg.HeadDim)
 	for l := 0; l < cfg.Layers; l++ {
+		// A ring keeps only the latest positions: the others are not
+		// written.
+		first, step := start, piece
+		if r := se.m.plan.Rings; r != nil && r[l] > 0 {
+			first, step = max(start, start+n-r[l]), min(piece, r[l])
+		}
 		for h := 0; h < cfg.KVHeads; h++ {
 			for kv := 0; kv < 2; kv++ {
-				for row := start; row < start+n; row += piece {
-					rows := min(piece, start+n-row)
+				for row := first; row < start+n; row += step {
+					rows := min(step, start+n-row)
 					v := vals[:rows*cfg.HeadDim]
 					for i := range v {
 						v[i] = 2*r.Float32() - 1
@@ -44,6 +50,7 @@ func (se *Session) FillSynthetic(n int, seed uint64) error {
 		}
 	}
 	se.tokens = append(se.tokens, make([]int32, n)...)
+	se.ringsWrote(len(se.tokens))
 	se.have = false
 	return nil
 }

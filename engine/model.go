@@ -40,6 +40,12 @@ type Options struct {
 	// one), each with CtxSize positions: a Batch of that many, or as many
 	// sessions open at once.
 	Parallel int
+	// SWAFull keeps every position of the sliding-window layers' KV, as
+	// llama.cpp's --swa-full does, instead of rings of about the window
+	// (Plan.Rings). Rings cost the windowed layers' KV of long contexts
+	// nothing, but a prefix can then be reused, or a snapshot restored,
+	// only near the end of what a sequence holds.
+	SWAFull bool
 
 	// dev, when set, is used instead of opening a device (tests share one).
 	dev *vk.Device

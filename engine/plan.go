@@ -63,6 +63,17 @@ type Plan struct {
 	ResidentHeads []int  `json:"resident_heads"` // per layer: KV heads 0 … n−1 are resident, the rest streamed
 	HostKV        uint64 `json:"host_kv_bytes"`  // host bytes of the streamed slots
 
+	// Windows is each layer's sliding window (0: none), nil when no layer
+	// has one. Rings is each windowed layer's ring slot size in positions
+	// (0: a full slot; see offload.Layout.Rings), nil when there are no
+	// rings: they hold a windowed layer's KV in about its window whatever
+	// the context, always resident. RingKV is their device bytes (part
+	// of ResidentKV), RingsWhy why there are none where windows are.
+	Windows  []int  `json:"windows,omitempty"`
+	Rings    []int  `json:"ring_positions,omitempty"`
+	RingKV   uint64 `json:"ring_kv_bytes,omitempty"`
+	RingsWhy string `json:"rings_why,omitempty"`
+
 	ChunkAuto bool   `json:"chunk_auto"`          // the chunk was chosen by the planner (--chunk auto)
 	ChunkWhy  string `json:"chunk_why,omitempty"` // why that chunk
 	Rates     Rates  `json:"rates"`               // the measured rates it was chosen with (zero: not measured)
@@ -104,7 +115,12 @@ func (p Plan) String() string {
 	fmt.Fprintf(&b, "  streaming buffers  %10s%s\n", bytesize.Format(p.Streaming), pct(p.Streaming))
 	fmt.Fprintf(&b, "  resident KV        %10s%s\n", bytesize.Format(p.ResidentKV), pct(p.ResidentKV))
 	fmt.Fprintf(&b, "  device total       %10s%s\n", bytesize.Format(p.DeviceBytes()), pct(p.DeviceBytes()))
-	fmt.Fprintf(&b, "KV slots: %d (%s each), %d resident, %d streamed", p.Slots, bytesize.Format(p.SlotBytes), p.Resident, p.Streamed)
+	if rings := p.ringSlots(); rings > 0 {
+		fmt.Fprintf(&b, "KV slots: %d (%d rings of the sliding-window layers, %d of %d positions, %s each), %d resident, %d streamed",
+			p.Slots, rings, p.Slots-rings, p.CtxSize, bytesize.Format(p.SlotBytes), p.Resident, p.Streamed)
+	} else {
+		fmt.Fprintf(&b, "KV slots: %d (%s each), %d resident, %d streamed", p.Slots, bytesize.Format(p.SlotBytes), p.Resident, p.Streamed)
+	}
 	if p.Streamed > 0 {
 		fmt.Fprintf(&b, " in blocks of %d positions (%d per slot at full context)", p.StreamBlock, p.StreamBlocks())
 	}
@@ -112,13 +128,71 @@ func (p Plan) String() string {
 	if p.ChunkAuto {
 		fmt.Fprintf(&b, "chunk %d (auto): %s\n", p.Chunk, p.ChunkWhy)
 	}
-	if p.Resident > 0 && p.Streamed > 0 {
+	if p.Windows != nil {
+		p.writeLayers(&b)
+	} else if p.Resident > 0 && p.Streamed > 0 {
 		fmt.Fprintf(&b, "resident KV heads per layer: %v\n", p.ResidentHeads)
 	}
 	if p.DecodeAttn != "" {
 		fmt.Fprintf(&b, "decode attention of streamed heads: %s (%s)\n", p.DecodeAttn, p.DecodeAttnWhy)
 	}
 	return b.String()
+}
+
+// ringSlots is the number of slots that are rings, per sequence.
+func (p Plan) ringSlots() int {
+	n := 0
+	for l, r := range p.Rings {
+		if r > 0 {
+			n += p.ResidentHeads[l]
+		}
+	}
+	return n
+}
+
+// writeLayers writes a line per run of layers alike: window, slot size
+// and placement.
+func (p Plan) writeLayers(b *strings.Builder) {
+	kvHeads := 0
+	if len(p.ResidentHeads) > 0 {
+		kvHeads = p.Slots / len(p.ResidentHeads)
+	}
+	line := func(l int) string {
+		w, where := "none", ""
+		if p.Windows[l] > 0 {
+			w = fmt.Sprint(p.Windows[l])
+		}
+		switch res := p.ResidentHeads[l]; {
+		case p.Rings != nil && p.Rings[l] > 0:
+			where = fmt.Sprintf("ring of %d positions, resident", p.Rings[l])
+		case res == kvHeads:
+			where = fmt.Sprintf("%d positions, resident", p.CtxSize)
+		case res == 0:
+			where = fmt.Sprintf("%d positions, streamed", p.CtxSize)
+		default:
+			where = fmt.Sprintf("%d positions, %d of %d KV heads resident, the rest streamed", p.CtxSize, res, kvHeads)
+		}
+		return fmt.Sprintf("window %-6s %s", w, where)
+	}
+	fmt.Fprintf(b, "KV per layer:\n")
+	for l0 := 0; l0 < len(p.Windows); {
+		l1 := l0 + 1
+		for l1 < len(p.Windows) && line(l1) == line(l0) {
+			l1++
+		}
+		layers := fmt.Sprintf("layer %d", l0)
+		if l1-l0 > 1 {
+			layers = fmt.Sprintf("layers %d-%d", l0, l1-1)
+		}
+		fmt.Fprintf(b, "  %-13s %s\n", layers, line(l0))
+		l0 = l1
+	}
+	if p.RingKV > 0 {
+		fmt.Fprintf(b, "ring KV (in resident KV): %s\n", bytesize.Format(p.RingKV))
+	}
+	if p.RingsWhy != "" {
+		fmt.Fprintf(b, "no rings: %s\n", p.RingsWhy)
+	}
 }
 
 // planInput is what the planner decides from.
@@ -134,6 +208,39 @@ type planInput struct {
 	seqs        int    // parallel sequences (0 counts as 1)
 	bindLimit   uint64 // maxStorageBufferRange
 	rates       Rates  // measured device rates, for an automatic chunk
+	swaFull     bool   // no rings for sliding-window layers (Options.SWAFull)
+}
+
+// rings sizes the ring slots of the sliding-window layers for chunks of
+// chunk tokens: nil when no layer gets one (no windows, --swa-full, or
+// windows so long that a ring would not be smaller than the context).
+func (in planInput) rings(chunk int) []int {
+	if in.swaFull {
+		return nil
+	}
+	var rings []int
+	for l := range in.c.Layers {
+		w := in.c.Window(l)
+		if w == 0 {
+			continue
+		}
+		if n := offload.RingRows(w, chunk); n < in.ctx {
+			if rings == nil {
+				rings = make([]int, in.c.Layers)
+			}
+			rings[l] = n
+		}
+	}
+	return rings
+}
+
+// ringBytes is the device memory of rings, for every sequence.
+func (in planInput) ringBytes(rings []int) uint64 {
+	var n uint64
+	for _, r := range rings {
+		n += 2 * uint64(r) * uint64(in.c.HeadDim) * uint64(in.kvType.BlockBytes()) * uint64(in.c.KVHeads)
+	}
+	return uint64(max(in.seqs, 1)) * n
 }
 
 // defaultChunk is the prefill chunk when nothing streams or the rates are
@@ -180,7 +287,7 @@ func autoChunk(in planInput) (int, string) {
 	seqs := uint64(max(in.seqs, 1))
 	fixedCost := in.weights + seqs*streamingBytes(c, in.streamBlock, elem) + batchActivationBytes(c, in.seqs)
 	fits := func(n int) bool {
-		return fixedCost+seqs*activationSizes(c, n, in.ctx).device() <= in.budget
+		return fixedCost+seqs*activationSizes(c, n, in.ctx).device()+in.ringBytes(in.rings(n)) <= in.budget
 	}
 	largest := 0
 	for lo, hi := 1, in.ctx; lo <= hi; {
@@ -208,8 +315,25 @@ func autoChunk(in planInput) (int, string) {
 	return chunk, why
 }
 
-// placePlan is makePlan for a given chunk.
+// placePlan is makePlan for a given chunk. The sliding-window layers'
+// rings come first; should they not fit, the windowed layers take full
+// slots like the others, which may stream.
 func placePlan(in planInput) (Plan, error) {
+	p, err := placeSlots(in, in.rings(in.chunk))
+	if err == nil || p.Rings == nil {
+		return p, err
+	}
+	in.swaFull = true
+	q, err2 := placeSlots(in, nil)
+	if err2 != nil {
+		return p, err // the first reason is the one to act on
+	}
+	q.RingsWhy = fmt.Sprintf("rings of the sliding-window layers (%s) do not fit: %v", bytesize.Format(p.RingKV), err)
+	return q, nil
+}
+
+// placeSlots places the KV slots with the given rings (nil: none).
+func placeSlots(in planInput, rings []int) (Plan, error) {
 	c := in.c
 	elem := uint64(in.kvType.BlockBytes())
 	seqs := uint64(max(in.seqs, 1))
@@ -221,7 +345,22 @@ func placePlan(in planInput) (Plan, error) {
 		Activations: seqs*activationSizes(c, in.chunk, in.ctx).device() + batchActivationBytes(c, in.seqs),
 		SlotBytes:   2 * uint64(in.ctx) * uint64(c.HeadDim) * elem,
 		Slots:       c.Layers * c.KVHeads,
+		Rings:       rings,
+		RingKV:      in.ringBytes(rings),
 	}
+	if c.SlidingWindow > 0 {
+		p.Windows = make([]int, c.Layers)
+		for l := range p.Windows {
+			p.Windows[l] = c.Window(l)
+		}
+	}
+	ringSlots := 0 // slots that are rings, always resident
+	for _, r := range rings {
+		if r > 0 {
+			ringSlots += c.KVHeads
+		}
+	}
+	full := p.Slots - ringSlots // slots of CtxSize positions
 	if p.Mode == "" {
 		p.Mode = OffloadAuto
 	}
@@ -239,9 +378,9 @@ func placePlan(in planInput) (Plan, error) {
 		return Plan{}, fmt.Errorf("a streamed block of %d positions takes %s, more than the device binds at once (%s): lower --stream-block",
 			in.streamBlock, bytesize.Format(uint64(in.streamBlock)*uint64(c.HeadDim)*elem), bytesize.Format(in.bindLimit))
 	}
-	base := p.Weights + p.Activations
-	all := seqs * uint64(p.Slots) * p.SlotBytes // every sequence's
-	resident := 0
+	base := p.Weights + p.Activations + p.RingKV
+	all := seqs * uint64(full) * p.SlotBytes // every sequence's
+	resident := 0                            // full slots on the device
 	switch p.Mode {
 	case OffloadNone:
 		if slotBind > in.bindLimit {
@@ -249,35 +388,51 @@ func placePlan(in planInput) (Plan, error) {
 				in.ctx, bytesize.Format(slotBind), bytesize.Format(in.bindLimit))
 		}
 		if base+all > in.budget {
-			return Plan{}, fmt.Errorf("the whole KV cache (%s for %d positions) does not fit: weights %s + activations %s + KV needs %s, the device budget is %s: use --offload auto, a larger --gpu-mem or a smaller --ctx-size",
-				bytesize.Format(all), in.ctx, bytesize.Format(p.Weights), bytesize.Format(p.Activations), bytesize.Format(base+all), bytesize.Format(in.budget))
+			return p, fmt.Errorf("the whole KV cache (%s for %d positions) does not fit: weights %s + activations %s + KV needs %s, the device budget is %s: use --offload auto, a larger --gpu-mem or a smaller --ctx-size",
+				bytesize.Format(all+p.RingKV), in.ctx, bytesize.Format(p.Weights), bytesize.Format(p.Activations), bytesize.Format(base+all), bytesize.Format(in.budget))
 		}
-		resident = p.Slots
+		resident = full
 	case OffloadAuto:
-		if slotBind <= in.bindLimit && base+all <= in.budget {
-			resident = p.Slots
+		if full == 0 || slotBind <= in.bindLimit && base+all <= in.budget {
+			resident = full
 			break
 		}
 		fallthrough
 	case OffloadHead:
+		if full == 0 {
+			break // every layer is a ring: nothing to stream
+		}
 		if base+streaming > in.budget {
-			return Plan{}, fmt.Errorf("model needs %s of device memory (weights %s, activations for a chunk of %d %s, streaming buffers %s), the device budget is %s: pass a larger --gpu-mem, a smaller --chunk or a smaller quantization",
-				bytesize.Format(base+streaming), bytesize.Format(p.Weights), in.chunk, bytesize.Format(p.Activations), bytesize.Format(streaming), bytesize.Format(in.budget))
+			ring := ""
+			if p.RingKV > 0 {
+				ring = fmt.Sprintf(", sliding-window rings %s", bytesize.Format(p.RingKV))
+			}
+			return p, fmt.Errorf("model needs %s of device memory (weights %s, activations for a chunk of %d %s, streaming buffers %s%s), the device budget is %s: pass a larger --gpu-mem, a smaller --chunk or a smaller quantization",
+				bytesize.Format(base+streaming), bytesize.Format(p.Weights), in.chunk, bytesize.Format(p.Activations), bytesize.Format(streaming), ring, bytesize.Format(in.budget))
 		}
 		p.Streaming = streaming
 		if p.Mode == OffloadAuto && slotBind <= in.bindLimit {
-			resident = min(p.Slots-1, int((in.budget-base-streaming)/(seqs*p.SlotBytes)))
+			resident = min(full-1, int((in.budget-base-streaming)/(seqs*p.SlotBytes)))
 		}
 	}
-	p.Resident, p.Streamed = resident, p.Slots-resident
-	p.ResidentKV = seqs * uint64(resident) * p.SlotBytes
+	p.Resident, p.Streamed = resident+ringSlots, full-resident
+	p.ResidentKV = seqs*uint64(resident)*p.SlotBytes + p.RingKV
 	p.HostKV = seqs * uint64(p.Streamed) * p.SlotBytes
-	// Spread the resident slots over the layers, so that every layer has
-	// resident work to do while its first streamed block is copied.
+	// Spread the resident slots over the layers of full slots, so that
+	// every layer has resident work to do while its first streamed block
+	// is copied. Rings are resident.
 	p.ResidentHeads = make([]int, c.Layers)
+	var fullLayers []int
 	for l := range p.ResidentHeads {
-		p.ResidentHeads[l] = resident / c.Layers
-		if l < resident%c.Layers {
+		if rings != nil && rings[l] > 0 {
+			p.ResidentHeads[l] = c.KVHeads
+		} else {
+			fullLayers = append(fullLayers, l)
+		}
+	}
+	for i, l := range fullLayers {
+		p.ResidentHeads[l] = resident / len(fullLayers)
+		if i < resident%len(fullLayers) {
 			p.ResidentHeads[l]++
 		}
 	}
@@ -401,6 +556,7 @@ func newPlan(f *gguf.File, c Config, opt Options, kvType gguf.Type, info vk.Devi
 		c: c, ctx: opt.CtxSize, chunk: opt.Chunk, kvType: kvType, mode: opt.Offload,
 		budget: budget, budgetFrom: from, streamBlock: sb,
 		weights: weightBytes(f), seqs: opt.Parallel, bindLimit: info.MaxStorageBufferRange,
+		swaFull: opt.SWAFull,
 	}
 	p, err := makePlan(in)
 	if err != nil {

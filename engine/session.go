@@ -18,10 +18,14 @@ type Session struct {
 	m      *Model
 	s      *state
 	tokens []int32 // what the KV cache holds, in order
-	have   bool    // the last step left the next token's logits/argmax
-	logits []float32
-	stats  Stats
-	failed error // the device failure that ended the session, if any
+	// ringsFrom is the first of the positions held whose KV every ring
+	// slot still holds (see CanKeep): a ring keeps only its latest
+	// positions, and a step overwrites the oldest.
+	ringsFrom int
+	have      bool // the last step left the next token's logits/argmax
+	logits    []float32
+	stats     Stats
+	failed    error // the device failure that ended the session, if any
 
 	observeID uint64 // the session's number in Options.Monitor's events
 }
@@ -162,6 +166,7 @@ func (se *Session) Tokens() []int32 { return se.tokens }
 func (se *Session) Reset() {
 	se.tokens = se.tokens[:0]
 	se.have = false
+	se.ringsFrom = 0
 }
 
 // Prefill appends ids to the sequence, chunk by chunk, leaving the logits
@@ -249,6 +254,7 @@ func (se *Session) step(ids []int32, withLogits, decode bool) error {
 // with withLogits, its logits) in se.s.
 func (se *Session) stepped(ids []int32, withLogits bool) {
 	se.tokens = append(se.tokens, ids...)
+	se.ringsWrote(len(se.tokens))
 	se.stats.Steps++
 	se.have = true
 	if withLogits {

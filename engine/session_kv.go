@@ -4,19 +4,41 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"headinfer/engine/gguf"
 )
 
 // KVLayout describes the KV cache a session exports and imports: slot
 // by slot, layer-major, each KV head's K slot and then its V slot, each
-// slot positions × HeadDim elements of Type, little-endian.
+// slot positions × HeadDim elements of Type, little-endian. A slot of n
+// positions holds all of them, or, in a layer whose slots are rings
+// (Windows), only the last Positions(l, n).
 type KVLayout struct {
 	Type    gguf.Type // F16 or F32
 	Layers  int
 	KVHeads int
 	HeadDim int
 	Ctx     int // positions the cache holds at most
+	// Windows is, per layer, the sliding window of a layer whose slots
+	// are rings, 0 for a layer that holds every position; nil when no
+	// layer has a ring (Plan.Rings).
+	Windows []int
+}
+
+// Positions is how many of a sequence's n positions layer l's slots
+// export: the last window of them in a ring layer, else all.
+func (g KVLayout) Positions(l, n int) int {
+	if g.Windows != nil && g.Windows[l] > 0 {
+		return min(n, g.Windows[l])
+	}
+	return n
+}
+
+// Same reports whether g and o describe the same slots.
+func (g KVLayout) Same(o KVLayout) bool {
+	return g.Type == o.Type && g.Layers == o.Layers && g.KVHeads == o.KVHeads && g.HeadDim == o.HeadDim &&
+		g.Ctx == o.Ctx && slices.Equal(g.Windows, o.Windows)
 }
 
 // Slots is the number of slots: two (K, V) per layer and KV head.
@@ -29,35 +51,89 @@ func (g KVLayout) SlotBytes(n int) int {
 
 // KVLayout is the session's KV cache geometry.
 func (se *Session) KVLayout() KVLayout {
-	c := se.m.Config
-	return KVLayout{Type: se.m.kvType, Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: se.s.ctx}
+	c, rings := se.m.Config, se.m.plan.Rings
+	g := KVLayout{Type: se.m.kvType, Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: se.s.ctx}
+	if rings != nil {
+		g.Windows = make([]int, c.Layers)
+		for l, r := range rings {
+			if r > 0 {
+				g.Windows[l] = c.Window(l)
+			}
+		}
+	}
+	return g
+}
+
+// CanKeep reports whether the session's KV can be cut back to its first
+// n positions and continued from there, or exported as n positions. It
+// always can when no layer's slots are rings. A ring keeps only its
+// latest positions (the ones a sliding window needs), so a sequence can
+// be continued from n only when the rings still hold the window before n:
+// after running to position P, n at most a ring's slack (about a chunk)
+// before P. n = 0 always works.
+func (se *Session) CanKeep(n int) bool {
+	if n == 0 {
+		return true
+	}
+	if n < 0 || n > len(se.tokens) {
+		return false
+	}
+	for l, r := range se.m.plan.Rings {
+		if r > 0 && max(0, n-se.m.Config.Window(l)) < se.ringsFrom {
+			return false
+		}
+	}
+	return true
+}
+
+// ringsWrote notes that positions up to end were written: the rings then
+// hold none before end − their size.
+func (se *Session) ringsWrote(end int) {
+	for _, r := range se.m.plan.Rings {
+		if r > 0 {
+			se.ringsFrom = max(se.ringsFrom, end-r)
+		}
+	}
 }
 
 // ExportKV passes the KV of positions [0, n) to put, slot by slot in
-// KVLayout's order; put must not keep the slice. The KV lives wherever
-// the plan put it (device slots are read back, streamed slots are read
-// from the host store); exporting changes nothing in the session.
+// KVLayout's order (a ring layer's slot holds the last positions only);
+// put must not keep the slice. The KV lives wherever the plan put it
+// (device slots are read back, streamed slots are read from the host
+// store); exporting changes nothing in the session.
 func (se *Session) ExportKV(n int, put func(slot []byte) error) error {
 	if n < 0 || n > len(se.tokens) {
 		return fmt.Errorf("export of %d KV positions: the session holds %d", n, len(se.tokens))
 	}
+	if !se.CanKeep(n) {
+		return se.ringsLost(n)
+	}
 	g := se.KVLayout()
 	buf := make([]byte, g.SlotBytes(n))
 	for l := range g.Layers {
+		keep := g.Positions(l, n)
+		slot := buf[:g.SlotBytes(keep)]
 		for h := range g.KVHeads {
 			for _, isV := range []bool{false, true} {
-				if n > 0 {
-					if err := se.s.kv.Read(l, h, isV, 0, buf); err != nil {
+				if keep > 0 {
+					if err := se.s.kv.Read(l, h, isV, n-keep, slot); err != nil {
 						return err
 					}
 				}
-				if err := put(buf); err != nil {
+				if err := put(slot); err != nil {
 					return err
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// ringsLost is the error of using the KV of n positions that the rings
+// no longer hold.
+func (se *Session) ringsLost(n int) error {
+	return fmt.Errorf("the KV of the first %d positions is no longer whole: the sliding-window layers keep only their latest positions (from %d on); run with --swa-full to keep them all",
+		n, se.ringsFrom)
 }
 
 // ImportKV replaces the session's contents by tokens, whose KV get fills
@@ -79,30 +155,35 @@ func (se *Session) ImportKV(tokens []int32, get func(slot []byte) error) (err er
 	if len(tokens) == 0 {
 		return nil
 	}
-	buf := make([]byte, g.SlotBytes(len(tokens)))
+	n := len(tokens)
+	buf := make([]byte, g.SlotBytes(n))
 	for l := range g.Layers {
+		keep := g.Positions(l, n)
+		slot := buf[:g.SlotBytes(keep)]
 		for h := range g.KVHeads {
 			for _, isV := range []bool{false, true} {
-				if err := get(buf); err != nil {
+				if err := get(slot); err != nil {
 					return err
 				}
-				if err := se.s.kv.Write(l, h, isV, 0, buf); err != nil {
+				if err := se.s.kv.Write(l, h, isV, n-keep, slot); err != nil {
 					return err
 				}
 			}
 		}
 	}
 	se.tokens = append(se.tokens, tokens...)
+	for l := range g.Layers {
+		se.ringsFrom = max(se.ringsFrom, n-g.Positions(l, n))
+	}
 	return nil
 }
 
-// ReusePrefix keeps the KV of PrefixLen(tokens, prompt) tokens, dropping
-// the rest, and returns that length: the caller prefills prompt[kept:]
+// ReusePrefix keeps the KV of PrefixLen(tokens, prompt) tokens (none
+// when the rings no longer hold that prefix; see CanKeep), dropping the
+// rest, and returns the length kept: the caller prefills prompt[kept:]
 // (Generate does, given it).
 func (se *Session) ReusePrefix(prompt []int32) int {
-	n := PrefixLen(se.tokens, prompt)
-	se.Truncate(n)
-	return n
+	return se.Truncate(PrefixLen(se.tokens, prompt))
 }
 
 // CopyPrefix replaces the session's contents by the first n tokens of
@@ -111,17 +192,23 @@ func (se *Session) ReusePrefix(prompt []int32) int {
 // computed need not be prefilled again. On failure the session is left
 // empty.
 func (se *Session) CopyPrefix(src *Session, n int) error {
-	if src.m != se.m || src.KVLayout() != se.KVLayout() {
+	if src.m != se.m || !src.KVLayout().Same(se.KVLayout()) {
 		return fmt.Errorf("copy of KV between sessions of different models or layouts")
 	}
 	if n < 0 || n > len(src.tokens) {
 		return fmt.Errorf("copy of %d KV positions: the source holds %d", n, len(src.tokens))
 	}
+	if !src.CanKeep(n) {
+		se.Reset()
+		return src.ringsLost(n)
+	}
 	g := se.KVLayout()
 	l, h, isV := 0, 0, false // the slot get fills next, in KVLayout's order
 	return se.ImportKV(src.tokens[:n], func(buf []byte) error {
-		if err := src.s.kv.Read(l, h, isV, 0, buf); err != nil {
-			return err
+		if len(buf) > 0 {
+			if err := src.s.kv.Read(l, h, isV, n-g.Positions(l, n), buf); err != nil {
+				return err
+			}
 		}
 		if isV = !isV; !isV {
 			if h++; h == g.KVHeads {
@@ -143,13 +230,23 @@ func PrefixLen(held, prompt []int32) int {
 	return n
 }
 
-// Truncate drops the tokens from position n on; their KV is overwritten
-// by later steps (a step attends to its own positions and those before).
-func (se *Session) Truncate(n int) {
+// Truncate drops the tokens from position n on, or all of them when the
+// rings no longer hold the window before n (see CanKeep), and returns
+// how many are left. The dropped positions' KV is overwritten by later
+// steps (a step attends to its own positions and those before).
+func (se *Session) Truncate(n int) int {
 	if n < len(se.tokens) {
-		se.tokens = se.tokens[:max(n, 0)]
+		n = max(n, 0)
+		if !se.CanKeep(n) {
+			n = 0
+		}
+		if n == 0 {
+			se.ringsFrom = 0
+		}
+		se.tokens = se.tokens[:n]
 		se.have = false
 	}
+	return len(se.tokens)
 }
 
 // Identity identifies the model file for KV snapshots: a SHA-256 over its

@@ -117,6 +117,13 @@ void main() {
     }
     const uint live = pmax < first ? 0 : min(rows, pmax - first + 1);
     const uint skip = min(live, attn_skip(pmin, first, p.window));
+    // Sub-tiles start at multiples of BC from the block's row 0, whatever
+    // the tile's window start, so that a query's rows fall into the same
+    // sub-tiles, and round the same, whichever chunk it comes in (prefix
+    // reuse gives the bits of a fresh prefill). The rows of the first
+    // sub-tile before skip, masked for every query here, load as zeros:
+    // they may hold anything, and zeros change no sum.
+    const uint from = skip < live ? skip / BC * BC : live;
 
     vec4 acc[NO];
     [[unroll]] for (uint n = 0; n < NO; n++) {
@@ -124,11 +131,11 @@ void main() {
     }
     barrier();
 
-    for (uint c0 = skip; c0 < live; c0 += BC) {
+    for (uint c0 = from; c0 < live; c0 += BC) {
         const uint nc = min(BC, live - c0);
         for (uint i = tid; i < BC * HD4; i += WG) {
             const uint c = i / HD4, d4 = i % HD4;
-            KVs[c * KS + d4] = c < nc ? vec4(k[kvbase + (c0 + c) * HD4 + d4]) : vec4(0);
+            KVs[c * KS + d4] = c < nc && c0 + c >= skip ? vec4(k[kvbase + (c0 + c) * HD4 + d4]) : vec4(0);
         }
         barrier();
         [[unroll]] for (uint n = 0; n < NS; n++) {
@@ -150,7 +157,7 @@ void main() {
         barrier();
         for (uint i = tid; i < BC * HD4; i += WG) {
             const uint c = i / HD4, d4 = i % HD4;
-            KVs[c * KS + d4] = c < nc ? vec4(v[kvbase + (c0 + c) * HD4 + d4]) : vec4(0);
+            KVs[c * KS + d4] = c < nc && c0 + c >= skip ? vec4(v[kvbase + (c0 + c) * HD4 + d4]) : vec4(0);
         }
         for (uint r = tid; r < R; r += WG) {
             const float mo = Ms[r];

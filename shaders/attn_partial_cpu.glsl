@@ -94,10 +94,16 @@ void main() {
     // its first, are masked for every query.
     const uint live = pmax < first ? 0 : min(rows, pmax - first + 1);
     const uint skip = min(live, attn_skip(pmin, first, p.window));
+    // Lanes take rows by their index from the block's row 0, whatever the
+    // tile's window start, so that a query's rows meet the same lanes, and
+    // round the same, whichever chunk it comes in (prefix reuse gives the
+    // bits of a fresh prefill). Lanes before skip, masked for every query
+    // here, read row skip instead: the rows before it may hold anything.
+    const uint from = skip < live ? skip / WG * WG : live;
 
-    for (uint c0 = skip; c0 < live; c0 += WG) {
+    for (uint c0 = from; c0 < live; c0 += WG) {
         const uint c = c0 + tid;
-        const uint cl = min(c, live - 1); // lanes past the end read a valid row and mask it
+        const uint cl = clamp(c, skip, live - 1); // lanes outside [skip, live) read a valid row and mask it
         float s[R];
         [[unroll]] for (uint r = 0; r < R; r++) {
             s[r] = 0.0;

@@ -152,11 +152,11 @@ type Scratch struct {
 // live in the host store and pass through the two streaming buffers a
 // block of StreamBlock positions at a time.
 type Cache struct {
-	d         *vk.Device
-	lay       Layout
-	ops       Kernels
-	scratch   Scratch
-	res       []residentLayer
+	d       *vk.Device
+	lay     Layout
+	ops     Kernels
+	scratch Scratch
+	res     []residentLayer
 
 	host     *Store // nil when nothing is streamed
 	stream   [2]streamBuf
@@ -169,12 +169,12 @@ type Cache struct {
 // residentLayer is one layer's resident slots.
 type residentLayer struct {
 	heads     int
-	rows      int // positions per slot: the context, or the ring's
-	ring      int // rows when the slots are rings, else 0
-	slotElems int // elements per slot: rows·headDim
-	buf   *vk.Buffer  // K slots, then V slots
-	vOff  uint64      // where the V slots start in buf
-	split []headGroup // heads per dispatch, so that a bound range fits the device limit
+	rows      int         // positions per slot: the context, or the ring's
+	ring      int         // rows when the slots are rings, else 0
+	slotElems int         // elements per slot: rows·headDim
+	buf       *vk.Buffer  // K slots, then V slots
+	vOff      uint64      // where the V slots start in buf
+	split     []headGroup // heads per dispatch, so that a bound range fits the device limit
 }
 
 // streamBuf is one streaming buffer: a block of one KV head's K and V.

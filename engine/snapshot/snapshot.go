@@ -8,7 +8,10 @@
 //	offset size
 //	0      8    magic "HIKVSNAP"
 //	8      4    format version (1)
-//	12     4    flags: bit 0 = the slots are split into byte planes
+//	12     4    flags: bit 0 = the slots are split into byte planes;
+//	            bit 1 = the sliding-window layers' slots hold only their
+//	            last window of positions (engine.KVLayout.Windows: the
+//	            session's rings), the others all n
 //	16     32   model identity (engine.Model.Identity)
 //	48     4    KV element type (GGUF type number: 0 F32, 1 F16)
 //	52     4    positions n
@@ -17,10 +20,10 @@
 //	64     4    head dim
 //	68     4    CRC-32 (IEEE) of bytes 0–67
 //	72     …    zstd frame with its content checksum: the n token ids
-//	            (uint32), then every slot of n positions in the order of
-//	            engine.KVLayout (layer-major, K then V per KV head), in
-//	            groups of max(1, 2^20 / slot bytes) consecutive slots
-//	            (the last group holds what is left)
+//	            (uint32), then every slot in the order of engine.KVLayout
+//	            (layer-major, K then V per KV head), in groups of
+//	            consecutive slots: a group takes the next slot while it
+//	            stays within 2^20 bytes, and always one
 //
 // All integers are little-endian. With byte planes, a group's elements
 // are stored as their first bytes, then their second bytes, and so on:
@@ -61,6 +64,7 @@ const (
 	magic      = "HIKVSNAP"
 	headerSize = 72
 	flagPlanes = 1 << 0
+	flagRings  = 1 << 1
 )
 
 // Errors a load can wrap.
@@ -78,6 +82,7 @@ var (
 type Header struct {
 	Version   uint32
 	Planes    bool     // slots split into byte planes
+	Rings     bool     // sliding-window layers hold their last window only
 	Identity  [32]byte // engine.Model.Identity of the model that made it
 	Type      gguf.Type
 	Positions int
@@ -105,7 +110,7 @@ func Write(w io.Writer, se *engine.Session, id [32]byte, n int, opt Options) err
 		return fmt.Errorf("snapshot of %d positions: the session holds %d", n, len(tokens))
 	}
 	g := se.KVLayout()
-	h := Header{Version: Version, Planes: !opt.NoPlanes, Identity: id, Type: g.Type, Positions: n,
+	h := Header{Version: Version, Planes: !opt.NoPlanes, Rings: g.Windows != nil, Identity: id, Type: g.Type, Positions: n,
 		Layers: g.Layers, KVHeads: g.KVHeads, HeadDim: g.HeadDim}
 	if _, err := w.Write(h.encode()); err != nil {
 		return err
@@ -127,14 +132,15 @@ func Write(w io.Writer, se *engine.Session, id [32]byte, n int, opt Options) err
 		return err
 	}
 	elem := elemBytes(g.Type)
-	per, left := slotsPerGroup(g, n), g.Slots()
-	group := make([]byte, 0, per*g.SlotBytes(n))
-	var planes []byte
+	sizes := slotSizes(g, n)
+	ends, i := groupEnds(sizes), 0 // i: the slot ExportKV gives next
+	var group, planes []byte
 	err = se.ExportKV(n, func(slot []byte) error {
 		group = append(group, slot...)
-		if left--; len(group) < cap(group) && left > 0 {
+		if i++; i < ends[0] {
 			return nil
 		}
+		ends = ends[1:]
 		out := group
 		if h.Planes {
 			planes = split(planes, group, elem)
@@ -185,6 +191,10 @@ func NewReader(r io.Reader, se *engine.Session, id [32]byte) (*Reader, error) {
 		return nil, fmt.Errorf("%w: it holds %v KV of %d layers × %d KV heads × %d, the session %v KV of %d × %d × %d (pass the --kv-type it was made with)",
 			ErrGeometry, h.Type, h.Layers, h.KVHeads, h.HeadDim, g.Type, g.Layers, g.KVHeads, g.HeadDim)
 	}
+	if rings := g.Windows != nil; h.Rings != rings {
+		return nil, fmt.Errorf("%w: it holds the sliding-window layers' %s, the session keeps %s (pass --swa-full as it was made, or not)",
+			ErrGeometry, ringWords(h.Rings), ringWords(rings))
+	}
 	if h.Positions > g.Ctx {
 		return nil, fmt.Errorf("%w: it holds %d positions, the context %d (pass a larger --ctx-size)", ErrGeometry, h.Positions, g.Ctx)
 	}
@@ -211,12 +221,16 @@ func NewReader(r io.Reader, se *engine.Session, id [32]byte) (*Reader, error) {
 func (sr *Reader) Import(se *engine.Session) error {
 	g := se.KVLayout()
 	elem := elemBytes(g.Type)
-	slotBytes := g.SlotBytes(sr.Header.Positions)
-	per, left := slotsPerGroup(g, sr.Header.Positions), g.Slots()
+	sizes := slotSizes(g, sr.Header.Positions)
+	ends := groupEnds(sizes)
+	i, left := 0, len(sizes) // the slot ImportKV asks for next; slots left
 	var group, planes []byte // the group being handed out, slot by slot
 	return se.ImportKV(sr.Tokens, func(slot []byte) error {
-		if len(group) == 0 {
-			group = grow(group, min(per, left)*slotBytes)
+		if i == 0 || i == ends[0] {
+			if i > 0 {
+				ends = ends[1:]
+			}
+			group = grow(group, sum(sizes[i:ends[0]]))
 			dst := group
 			if sr.Header.Planes {
 				planes = grow(planes, len(group))
@@ -229,9 +243,9 @@ func (sr *Reader) Import(se *engine.Session) error {
 				join(group, planes, elem)
 			}
 		}
-		copy(slot, group[:slotBytes])
-		group = group[slotBytes:]
-		if left--; left == 0 {
+		copy(slot, group[:sizes[i]])
+		group = group[sizes[i]:]
+		if i, left = i+1, left-1; left == 0 {
 			// The frame's checksum is verified when its end is read.
 			var extra [1]byte
 			if n, err := sr.zr.Read(extra[:]); n > 0 || err != io.EOF {
@@ -251,9 +265,50 @@ func (sr *Reader) Import(se *engine.Session) error {
 // slot, small slots would mix high and low bytes in every block.
 var groupBytes = 1 << 20 // a constant of the format; tests lower it
 
-// slotsPerGroup is the number of slots of n positions split together.
-func slotsPerGroup(g engine.KVLayout, n int) int {
-	return max(1, groupBytes/max(1, g.SlotBytes(n)))
+// slotSizes is the byte size of every slot of a snapshot of n
+// positions, in KVLayout's order.
+func slotSizes(g engine.KVLayout, n int) []int {
+	sizes := make([]int, 0, g.Slots())
+	for l := range g.Layers {
+		for range 2 * g.KVHeads {
+			sizes = append(sizes, g.SlotBytes(g.Positions(l, n)))
+		}
+	}
+	return sizes
+}
+
+// groupEnds splits slots of the given sizes into groups: each takes the
+// next slot while it stays within groupBytes, and at least one. It
+// returns each group's end (the index after its last slot). With slots of
+// one size s this is max(1, groupBytes/s) slots a group, the layout of
+// snapshots without rings.
+func groupEnds(sizes []int) []int {
+	var ends []int
+	for i, size := 0, 0; i < len(sizes); i++ {
+		if i > 0 && size+sizes[i] > groupBytes {
+			ends = append(ends, i)
+			size = 0
+		}
+		size += sizes[i]
+	}
+	return append(ends, len(sizes))
+}
+
+func sum(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+// ringWords says what a snapshot or session keeps of the sliding-window
+// layers.
+func ringWords(rings bool) string {
+	if rings {
+		return "last windows only (rings)"
+	}
+	return "every position (--swa-full, or no sliding windows)"
 }
 
 // Close frees the decoder.
@@ -279,9 +334,14 @@ func (h Header) encode() []byte {
 	copy(b, magic)
 	le := binary.LittleEndian
 	le.PutUint32(b[8:], h.Version)
+	var flags uint32
 	if h.Planes {
-		le.PutUint32(b[12:], flagPlanes)
+		flags |= flagPlanes
 	}
+	if h.Rings {
+		flags |= flagRings
+	}
+	le.PutUint32(b[12:], flags)
 	copy(b[16:48], h.Identity[:])
 	le.PutUint32(b[48:], uint32(h.Type))
 	le.PutUint32(b[52:], uint32(h.Positions))
@@ -308,10 +368,11 @@ func decodeHeader(b []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: the header checksum does not match", ErrCorrupt)
 	}
 	flags := le.Uint32(b[12:])
-	if flags&^flagPlanes != 0 {
+	if flags&^(flagPlanes|flagRings) != 0 {
 		return Header{}, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 	}
 	h.Planes = flags&flagPlanes != 0
+	h.Rings = flags&flagRings != 0
 	copy(h.Identity[:], b[16:48])
 	h.Type = gguf.Type(le.Uint32(b[48:]))
 	if h.Type != gguf.F16 && h.Type != gguf.F32 {
@@ -405,8 +466,7 @@ func LoadPrefix(path string, se *engine.Session, id [32]byte, prompt []int32) (i
 	if err != nil || n == 0 {
 		return 0, err
 	}
-	se.Truncate(n)
-	return n, nil
+	return se.Truncate(n), nil
 }
 
 // ReadTokens reads the token ids of the snapshot at path after checking

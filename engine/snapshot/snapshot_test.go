@@ -167,7 +167,7 @@ func TestGroups(t *testing.T) {
 	slot := se.KVLayout().SlotBytes(len(prompt))
 	defer func(g int) { groupBytes = g }(groupBytes)
 	groupBytes = 3*slot + slot/2
-	if per := slotsPerGroup(se.KVLayout(), len(prompt)); per != 3 || se.KVLayout().Slots()%per == 0 {
+	if per := groupEnds(slotSizes(se.KVLayout(), len(prompt)))[0]; per != 3 || se.KVLayout().Slots()%per == 0 {
 		t.Fatalf("%d slots in groups of %d: the test wants a partial last group", se.KVLayout().Slots(), per)
 	}
 	file := filepath.Join(t.TempDir(), "kv.snap")
@@ -329,5 +329,68 @@ func BenchmarkRatio(b *testing.B) {
 				}
 			}
 		}
+	}
+}
+
+// TestRingSnapshot saves a Gemma 3 sequence whose windowed layers' slots
+// are rings, after it ran past them: the snapshot holds those layers'
+// last window only (smaller than with --swa-full), restores into a
+// session that continues bit for bit, and is refused, with the session
+// left empty, by one that keeps every position.
+func TestRingSnapshot(t *testing.T) {
+	spec := engine.SynthSpec{Arch: "gemma3", Dim: 64, Layers: 6, Heads: 4, KVHeads: 2, HeadDim: 32, FFN: 96,
+		Vocab: 300, Ctx: 2048, RopeBase: 1e6, Type: gguf.F32, Seed: 9, Tied: true, Window: 16}
+	path := filepath.Join(t.TempDir(), "gemma3.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.Synth(f, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	prompt := make([]int32, 700) // past the rings of 512 positions
+	for i := range prompt {
+		prompt[i] = int32(3 + r.IntN(spec.Vocab-3))
+	}
+	next := []int32{7, 8, 9}
+	sizes := map[bool]int64{}
+	for _, full := range []bool{false, true} {
+		m := load(t, path, engine.Options{CtxSize: 1024, Chunk: 64, SWAFull: full})
+		if (m.Plan().Rings != nil) == full {
+			t.Fatalf("--swa-full %v: rings %v", full, m.Plan().Rings)
+		}
+		id := m.Identity()
+		se := session(t, m)
+		run(t, se, prompt, 4)
+		file := filepath.Join(t.TempDir(), "kv.snap")
+		if err := SaveFile(file, se, id, len(se.Tokens())); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[full] = st.Size()
+		re := session(t, m)
+		if _, err := LoadFile(file, re, id); err != nil {
+			t.Fatal(err)
+		}
+		sameBits(t, "restored", run(t, se, next, 4), run(t, re, next, 4))
+
+		// The other setting refuses it.
+		other := load(t, path, engine.Options{CtxSize: 1024, Chunk: 64, SWAFull: !full})
+		os2 := session(t, other)
+		run(t, os2, []int32{5, 6}, 1)
+		if _, err := LoadFile(file, os2, id); !errors.Is(err, ErrGeometry) || !strings.Contains(err.Error(), "--swa-full") || len(os2.Tokens()) != 0 {
+			t.Errorf("a snapshot made with --swa-full %v, loaded without: %v (the session holds %d)", full, err, len(os2.Tokens()))
+		}
+	}
+	// Five of six layers keep 16 positions instead of about 700.
+	if sizes[false]*3 > sizes[true] {
+		t.Errorf("the snapshot with rings has %d bytes, with every position %d", sizes[false], sizes[true])
 	}
 }
