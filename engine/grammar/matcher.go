@@ -24,7 +24,13 @@ type state struct {
 	set  int32
 	part uint32 // the bits of the unfinished character read so far
 	need uint8  // its continuation bytes still to come
+	size uint8  // its length in bytes
 }
+
+// minRune is the least character of each UTF-8 length: a shorter one
+// written longer (an overlong form, such as 0xE0 0x81 0xBB for "{") is
+// not UTF-8, and must not sneak a character past the grammar.
+var minRune = [5]rune{0, 0, 0x80, 0x800, 0x10000}
 
 // NewMatcher starts at the beginning of g's root rule, over vocabulary v.
 func NewMatcher(g *Grammar, v *Vocab) *Matcher {
@@ -41,11 +47,11 @@ func (m *Matcher) byteStep(s state, b byte) (state, bool) {
 			n := m.a.next(s.set, rune(b))
 			return state{set: n}, n != deadSet
 		case b >= 0xC2 && b <= 0xDF:
-			s.part, s.need = uint32(b&0x1F), 1
+			s.part, s.need, s.size = uint32(b&0x1F), 1, 2
 		case b >= 0xE0 && b <= 0xEF:
-			s.part, s.need = uint32(b&0x0F), 2
+			s.part, s.need, s.size = uint32(b&0x0F), 2, 3
 		case b >= 0xF0 && b <= 0xF4:
-			s.part, s.need = uint32(b&0x07), 3
+			s.part, s.need, s.size = uint32(b&0x07), 3, 4
 		default:
 			return s, false
 		}
@@ -56,7 +62,7 @@ func (m *Matcher) byteStep(s state, b byte) (state, bool) {
 		s.part, s.need = s.part<<6|uint32(b&0x3F), s.need-1
 		if s.need == 0 {
 			r := rune(s.part)
-			if !utf8.ValidRune(r) {
+			if !utf8.ValidRune(r) || r < minRune[s.size] {
 				return s, false
 			}
 			n := m.a.next(s.set, r)
@@ -65,7 +71,9 @@ func (m *Matcher) byteStep(s state, b byte) (state, bool) {
 	}
 	shift := 6 * uint32(s.need)
 	lo := rune(s.part << shift)
-	return s, m.a.mayTake(s.set, lo, lo|rune(1<<shift-1))
+	hi := min(lo|rune(1<<shift-1), utf8.MaxRune)
+	lo = max(lo, minRune[s.size])
+	return s, lo <= hi && m.a.mayTake(s.set, lo, hi)
 }
 
 // Allowed fills (and returns) a slice, by token id, of the tokens that may
