@@ -184,3 +184,25 @@ func TestMask(t *testing.T) {
 		t.Error("Mask with no token allowed did not fail")
 	}
 }
+
+// TestOverlongUTF8: byte tokens cannot spell an ASCII character in a
+// longer form (0xE0 0x81 0xBB for "{") past the grammar.
+func TestOverlongUTF8(t *testing.T) {
+	tok, v := llamaVocab(t)
+	m := NewMatcher(mustParse(t, `root ::= [^a]`), v)
+	if m.Allowed()[textID(t, tok, "<0xE0>")] != true {
+		t.Fatal("0xE0, the start of U+0800 and above, is refused")
+	}
+	if err := m.Accept(textID(t, tok, "<0xE0>")); err != nil {
+		t.Fatal(err)
+	}
+	if m.Allowed()[textID(t, tok, "<0x81>")] {
+		t.Error("0xE0 0x81, only ever an overlong form, is allowed")
+	}
+	if !m.Allowed()[textID(t, tok, "<0xA0>")] {
+		t.Error("0xE0 0xA0 (U+0800…) is refused")
+	}
+	if mustParse(t, `root ::= "{"`).Match("\xe0\x81\xbb") {
+		t.Error("an overlong { matches \"{\"")
+	}
+}
