@@ -542,6 +542,7 @@ func (b *Batch) sampled(q *batchSeq) {
 		return
 	}
 	q.next, q.decode = id, true
+	p.prepare()
 }
 
 // fail ends q with err; a device failure ends every sequence, now and

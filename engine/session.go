@@ -341,6 +341,14 @@ func (p GenerateParams) pick(se *Session, sampler *sample.Sampler) (int32, error
 	return sampler.Sample(se.logits, se.tokens), nil
 }
 
+// prepare lets the constraint compute its next mask while the device
+// runs the next step.
+func (p GenerateParams) prepare() {
+	if pr, ok := p.Constraint.(sample.Preparer); ok {
+		pr.Prepare()
+	}
+}
+
 // FinishReason says why generation stopped.
 type FinishReason string
 
@@ -390,6 +398,7 @@ func (se *Session) Generate(ctx context.Context, prompt []int32, p GenerateParam
 		if err := ctx.Err(); err != nil {
 			return "", err
 		}
+		p.prepare()
 		if err := se.Decode(id, withLogits); err != nil {
 			return "", err
 		}

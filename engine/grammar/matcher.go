@@ -2,7 +2,6 @@ package grammar
 
 import (
 	"fmt"
-	"math"
 	"unicode/utf8"
 )
 
@@ -16,6 +15,15 @@ type Matcher struct {
 	cur     state
 	allowed []bool
 	done    bool // an end-of-generation token was accepted
+
+	// The allowed tokens of a state depend on the state alone, and a
+	// generation returns to the same states again and again (inside a
+	// string, between the members of an object), so masks are kept.
+	masks map[state]bitset
+	bits  bitset // the mask being filled by walk
+	none  bitset // nothing allowed: after the end
+
+	pending chan struct{} // closed when Prepare's computation is done
 }
 
 // state is where the automaton stands: a set of stacks, and the character
@@ -35,7 +43,8 @@ var minRune = [5]rune{0, 0, 0x80, 0x800, 0x10000}
 // NewMatcher starts at the beginning of g's root rule, over vocabulary v.
 func NewMatcher(g *Grammar, v *Vocab) *Matcher {
 	a := newAutomaton(g)
-	return &Matcher{g: g, v: v, a: a, cur: state{set: a.initial()}, allowed: make([]bool, v.size)}
+	return &Matcher{g: g, v: v, a: a, cur: state{set: a.initial()}, allowed: make([]bool, v.size),
+		masks: map[state]bitset{}, none: make(bitset, (v.size+63)/64)}
 }
 
 // byteStep advances s by byte b; ok is false when the grammar (or UTF-8)
@@ -76,64 +85,10 @@ func (m *Matcher) byteStep(s state, b byte) (state, bool) {
 	return s, lo <= hi && m.a.mayTake(s.set, lo, hi)
 }
 
-// Allowed fills (and returns) a slice, by token id, of the tokens that may
-// come next. End-of-generation tokens are allowed when the text so far is
-// a complete sentence of the grammar.
-func (m *Matcher) Allowed() []bool {
-	m.compact()
-	clear(m.allowed)
-	if m.done {
-		return m.allowed
-	}
-	m.walk(0, m.cur)
-	if m.cur.need == 0 && m.a.sets[m.cur.set].canEnd {
-		for _, id := range m.v.eog {
-			m.allowed[id] = true
-		}
-	}
-	return m.allowed
-}
-
-// walk marks the tokens below trie node n, reached in state s, that the
-// grammar allows, skipping every subtree whose first byte it refuses.
-func (m *Matcher) walk(n int32, s state) {
-	nodes := m.v.nodes
-	node := &nodes[n]
-	for _, id := range m.v.sorted[node.tokLo : node.tokLo+node.tok] {
-		m.allowed[id] = true
-	}
-	for c := node.first; c < node.first+node.n; c++ {
-		if ns, ok := m.byteStep(s, nodes[c].b); ok {
-			m.walk(c, ns)
-		}
-	}
-}
-
-// Mask sets the logits of the tokens the grammar does not allow next to
-// −Inf; logits has one entry per token of the vocabulary. It fails when
-// no token is allowed, which happens when the vocabulary cannot spell
-// what the grammar requires.
-func (m *Matcher) Mask(logits []float32) error {
-	if len(logits) != m.v.size {
-		return fmt.Errorf("grammar: %d logits for a vocabulary of %d tokens", len(logits), m.v.size)
-	}
-	any := false
-	for id, ok := range m.Allowed() {
-		if !ok {
-			logits[id] = float32(math.Inf(-1))
-		} else {
-			any = true
-		}
-	}
-	if !any {
-		return fmt.Errorf("grammar: no token of the vocabulary can continue the text here")
-	}
-	return nil
-}
-
 // Accept advances past token id. It fails, leaving the state as it was,
 // when the grammar does not allow the token.
 func (m *Matcher) Accept(id int32) error {
+	m.wait()
 	if id < 0 || int(id) >= m.v.size {
 		return fmt.Errorf("grammar: token %d is outside the vocabulary of %d tokens", id, m.v.size)
 	}
@@ -165,6 +120,7 @@ func (m *Matcher) Accept(id int32) error {
 // AcceptString advances past the bytes of text, as if tokens spelling it
 // had been drawn.
 func (m *Matcher) AcceptString(text string) error {
+	m.wait()
 	s, err := m.advance(m.cur, text)
 	if err != nil {
 		return fmt.Errorf("grammar: %q %w", text, err)
@@ -186,13 +142,17 @@ func (m *Matcher) advance(s state, text string) (state, error) {
 
 // CanEnd reports whether the text so far is a complete sentence of the
 // grammar, so that generation may stop.
-func (m *Matcher) CanEnd() bool { return m.cur.need == 0 && m.a.sets[m.cur.set].canEnd }
+func (m *Matcher) CanEnd() bool {
+	m.wait()
+	return m.cur.need == 0 && m.a.sets[m.cur.set].canEnd
+}
 
 // compact starts the interned tables over when they have grown past their
 // budget, keeping the current state.
 func (m *Matcher) compact() {
 	if m.a.full() {
 		m.a, m.cur.set = m.a.rebase(m.cur.set)
+		clear(m.masks) // their states' numbers are gone
 	}
 }
 

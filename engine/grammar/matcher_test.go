@@ -28,7 +28,8 @@ func bruteAllowed(m *Matcher, id int32) bool {
 // TestAllowedMatchesBruteForce walks random paths through grammars over
 // the Llama-2 vocabulary and compares the mask at every step with a check
 // of each token on its own: tokens spanning several elements, byte tokens
-// that split a character, and the end of generation.
+// that split a character, and the end of generation; half the paths have
+// each mask prepared in the background.
 func TestAllowedMatchesBruteForce(t *testing.T) {
 	tok, v := llamaVocab(t)
 	grammars := []string{
@@ -62,6 +63,11 @@ func TestAllowedMatchesBruteForce(t *testing.T) {
 				}
 				if tok.IsEOG(id) {
 					break
+				}
+				if trial%2 == 1 {
+					// The next mask computed in the background, as
+					// while the device runs a step.
+					m.Prepare()
 				}
 			}
 		}

@@ -13,6 +13,14 @@ type Constraint interface {
 	Accept(id int32) error
 }
 
+// Preparer is a Constraint that can compute its next mask in the
+// background: the engine calls Prepare after a token is accepted and
+// before the forward pass whose logits the mask applies to, so that the
+// mask costs no time when the pass takes longer.
+type Preparer interface {
+	Prepare()
+}
+
 // SampleConstrained is Sample over the tokens c allows: it masks a copy
 // of logits (the caller's stay the raw model's, for logprobs), draws or,
 // when greedy, takes the best allowed token, and advances c past it.
