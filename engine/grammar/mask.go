@@ -27,6 +27,9 @@ func (m *Matcher) mask() bitset {
 	}
 	m.bits = make(bitset, len(m.none))
 	m.walk(0, m.cur)
+	if m.a.err != nil {
+		return m.none // and the error stays for Mask to report
+	}
 	if m.cur.need == 0 && m.a.sets[m.cur.set].canEnd {
 		for _, id := range m.v.eog {
 			m.bits.set(id)
@@ -92,6 +95,9 @@ func (m *Matcher) Mask(logits []float32) error {
 	}
 	m.wait()
 	b := m.mask()
+	if m.a.err != nil {
+		return m.a.err
+	}
 	inf := float32(math.Inf(-1))
 	any := false
 	for w, word := range b {

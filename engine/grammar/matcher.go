@@ -109,6 +109,9 @@ func (m *Matcher) Accept(id int32) error {
 		return fmt.Errorf("grammar: token %d has no text the grammar could match", id)
 	}
 	s, err := m.advance(m.cur, p)
+	if m.a.err != nil {
+		return m.a.err
+	}
 	if err != nil {
 		return fmt.Errorf("grammar: token %d (%q) %w", id, p, err)
 	}
@@ -122,6 +125,9 @@ func (m *Matcher) Accept(id int32) error {
 func (m *Matcher) AcceptString(text string) error {
 	m.wait()
 	s, err := m.advance(m.cur, text)
+	if m.a.err != nil {
+		return m.a.err
+	}
 	if err != nil {
 		return fmt.Errorf("grammar: %q %w", text, err)
 	}

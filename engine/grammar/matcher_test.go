@@ -1,8 +1,10 @@
 package grammar
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"headinfer/engine/tokenizer"
@@ -210,5 +212,23 @@ func TestOverlongUTF8(t *testing.T) {
 	}
 	if mustParse(t, `root ::= "{"`).Match("\xe0\x81\xbb") {
 		t.Error("an overlong { matches \"{\"")
+	}
+}
+
+// TestTooAmbiguous: a grammar whose stacks double with every character
+// fails with ErrTooAmbiguous instead of stalling generation.
+func TestTooAmbiguous(t *testing.T) {
+	_, v := llamaVocab(t)
+	g := mustParse(t, `root ::= "a" | "a" root ")" | "a" root "]"`)
+	m := NewMatcher(g, v)
+	if err := m.AcceptString("aaaaaaaa"); err != nil {
+		t.Fatalf("a few characters: %v", err)
+	}
+	err := m.AcceptString(strings.Repeat("a", 30))
+	if !errors.Is(err, ErrTooAmbiguous) {
+		t.Fatalf("30 more: %v, want ErrTooAmbiguous", err)
+	}
+	if err := m.Mask(make([]float32, v.Size())); !errors.Is(err, ErrTooAmbiguous) {
+		t.Errorf("Mask after: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package grammar
 
 import (
 	"encoding/binary"
+	"errors"
 	"slices"
 )
 
@@ -51,7 +52,21 @@ type automaton struct {
 	// exponentially.
 	seen  []uint32
 	stamp uint32
+	// work counts the expansions of this step; past maxWork the grammar
+	// is too ambiguous to follow in bounded time and err is set.
+	work int
+	err  error
 }
+
+// maxWork bounds the stacks one character may expand to: a grammar from a
+// request such as ("a"?){5000} would otherwise cost millions of stack
+// operations for each character, on the goroutine that runs every
+// sequence's steps.
+const maxWork = 1 << 16
+
+// ErrTooAmbiguous is a grammar that can match a text in so many ways at
+// once that following them all would stall generation.
+var ErrTooAmbiguous = errors.New("grammar: too ambiguous: more than 65536 ways to continue at one character; rewrite the rules so that fewer alternatives match the same text")
 
 func newAutomaton(g *Grammar) *automaton {
 	a := &automaton{g: g, nodes: []stackNode{{pos: -1, parent: -1}}, nodeIdx: map[stackNode]int32{}, setIdx: map[string]int32{}}
@@ -94,6 +109,10 @@ func (a *automaton) expand(id int32, out []int32) []int32 {
 		return out
 	}
 	a.seen[id] = a.stamp
+	if a.work++; a.work > maxWork {
+		a.err = ErrTooAmbiguous
+		return out
+	}
 	n := a.nodes[id]
 	e := a.g.elems[n.pos]
 	if e.kind == elemClass {
@@ -112,6 +131,7 @@ func (a *automaton) expand(id int32, out []int32) []int32 {
 
 // newStep starts a fresh round of expansions.
 func (a *automaton) newStep() {
+	a.work = 0
 	if a.stamp++; a.stamp == 0 {
 		clear(a.seen)
 		a.stamp = 1
@@ -191,6 +211,10 @@ func (a *automaton) step(s *stackSet, r rune) int32 {
 			continue
 		}
 		out = a.expand(a.rest(n.pos, n.parent), out)
+	}
+	if a.err != nil {
+		a.scratch = out[:0]
+		return deadSet
 	}
 	id := a.internSet(out)
 	a.scratch = out[:0]
