@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -119,5 +120,25 @@ func TestConstrainedGeneration(t *testing.T) {
 		if msg := <-done; msg != "" {
 			t.Error(msg)
 		}
+	}
+
+	// A grammar whose stacks double with each "a", and a bias that draws
+	// "a" while it may: the request fails as the client's, not the server's.
+	tok := s.model.Load().tok
+	a := -1
+	for id := range tok.VocabSize() {
+		if tok.Piece(int32(id)) == "a" {
+			a = id
+		}
+	}
+	body := `{"prompt": "x", "max_tokens": 60, "grammar": "root ::= \"a\" | \"a\" root \")\" | \"a\" root \"]\"", "logit_bias": {"` + strconv.Itoa(a) + `": 100}}`
+	resp, err := http.Post(ts.URL+"/v1/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e errorBody
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != 400 || e.Error.Code != "grammar_failed" || !strings.Contains(e.Error.Message, "too ambiguous") {
+		t.Errorf("an exploding grammar: %s %+v", resp.Status, e.Error)
 	}
 }

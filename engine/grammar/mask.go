@@ -1,10 +1,15 @@
 package grammar
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
 )
+
+// ErrNoToken is a grammar that requires what no token of the vocabulary
+// spells (or nothing, where the vocabulary has no end-of-generation token).
+var ErrNoToken = errors.New("grammar: no token of the vocabulary can continue the text here")
 
 // bitset holds one bit per token id.
 type bitset []uint64
@@ -113,7 +118,7 @@ func (m *Matcher) Mask(logits []float32) error {
 		}
 	}
 	if !any {
-		return fmt.Errorf("grammar: no token of the vocabulary can continue the text here")
+		return ErrNoToken
 	}
 	return nil
 }

@@ -188,8 +188,8 @@ func TestMask(t *testing.T) {
 	}
 	// A grammar whose characters no token spells leaves nothing to draw.
 	m = NewMatcher(mustParse(t, `root ::= [\U000E0000]`), NewVocab([]string{"a", "b", ""}, []int32{2}))
-	if err := m.Mask(make([]float32, 3)); err == nil {
-		t.Error("Mask with no token allowed did not fail")
+	if err := m.Mask(make([]float32, 3)); !errors.Is(err, ErrNoToken) {
+		t.Errorf("Mask with no token allowed: %v, want ErrNoToken", err)
 	}
 }
 
