@@ -79,6 +79,12 @@ func TestGrammarBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	var widest atomic.Int32 // the most sequences of one decode step
+	b.OnStep = func(n int) {
+		if int32(n) > widest.Load() {
+			widest.Store(int32(n))
+		}
+	}
 	sources := []string{
 		`root ::= "[" [0-9] ("," [0-9]){3,6} "]"`,
 		`root ::= [a-z]+ (" " [a-z]+){4,8} "."`,
@@ -121,6 +127,9 @@ func TestGrammarBatch(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	if widest.Load() < 2 {
+		t.Errorf("no decode step ran two constrained sequences together (widest %d)", widest.Load())
+	}
 	for i := range stops {
 		if stops[i].Load() == 0 {
 			t.Errorf("grammar %d never completed: the test checked no whole sentence", i)

@@ -430,6 +430,11 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	if e := l.finishJob(j, &req.samplingFields, maxTokens, name); e != nil {
 		return nil, e
 	}
+	if j.grammar != nil {
+		// The grammar holds from the first token, so the answer has no
+		// thinking block to split off: it is all content, as generated.
+		j.thinks, j.thinkOpen = false, false
+	}
 	return j, nil
 }
 
