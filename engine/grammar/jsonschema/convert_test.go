@@ -61,6 +61,8 @@ func TestSchemas(t *testing.T) {
 		{`{"type":"string","pattern":"^a\\.b\\\\\"$"}`, []string{`"a.b\\\""`}, []string{`"axb\\\""`}},
 		{`{"type":"string","pattern":"^[^a]\\s$"}`, []string{`"b "`, `"b\n"`}, []string{`"a "`, `"\"\n"`}},
 		{`true`, []string{`{"a":[1,2,{}]}`, `"s"`, `-1.5`}, []string{`{`}},
+		{`{"required":["id"],"additionalProperties":{"type":"integer"}}`, []string{`{"id":1}`, `{"id":1,"n":2}`}, []string{`{}`, `{"n":2}`, `{"id":"x"}`}},
+		{`{"properties":{"a":{}},"required":["b"]}`, []string{`{"b":null}`, `{"a":1,"b":[]}`}, []string{`{"a":1}`}},
 	}
 	for _, c := range cases {
 		g := mustCompile(t, c.schema)
@@ -155,7 +157,7 @@ func TestErrors(t *testing.T) {
 		{`{"type":"string","pattern":"(?=a)"}`, `not supported`},
 		{`{"type":"string","pattern":"a\\1"}`, `escape \1 is not supported`},
 		{`{"allOf":[{"type":"string"},{"type":"object"}]}`, `allOf is supported for object schemas only`},
-		{`{"type":"object","required":["x"],"properties":{}}`, `required property "x" is not in properties`},
+		{`{"type":"object","required":["x"],"properties":{},"additionalProperties":false}`, `required property "x" is not in properties, and additionalProperties is false`},
 		{`false`, `accepts nothing`},
 		{`{"type":"string"`, `json schema`},
 		{`{"type":"integer","minimum":1e300}`, `beyond`},

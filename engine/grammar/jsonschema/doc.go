@@ -9,6 +9,8 @@
 //     taken from the other keywords, or any JSON value.
 //   - properties, required, additionalProperties (false, true, or a
 //     schema; when absent, extra properties of any value are allowed).
+//     A required name that properties does not list must be present, with
+//     additionalProperties' schema (refused when that is false).
 //     Properties come in the order the schema lists them, then the extra
 //     ones, whose names are never one of the listed names and hold no
 //     escapes (so that no escape can spell a listed name).

@@ -123,7 +123,15 @@ func (g schemaGen) schema(depth int) map[string]any {
 		}
 		return s
 	case 8:
-		return map[string]any{g.pick("anyOf", "oneOf").(string): []any{g.schema(depth + 1), g.schema(depth + 1)}}
+		if r.IntN(3) == 0 {
+			// oneOf is generated as anyOf, so its branches must not
+			// overlap for every text to be valid: different types.
+			return map[string]any{"oneOf": []any{
+				map[string]any{"type": "integer", "minimum": r.IntN(10)},
+				map[string]any{"type": "array", "items": g.schema(depth + 1), "maxItems": 2},
+			}}
+		}
+		return map[string]any{"anyOf": []any{g.schema(depth + 1), g.schema(depth + 1)}}
 	}
 	props := map[string]any{}
 	var required []any

@@ -1,6 +1,7 @@
 package jsonschema
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,18 +30,30 @@ func (c *converter) object(o *object, path string) (string, error) {
 			if !ok {
 				return "", schemaError(pointer(path, "required"), "required must be an array of strings")
 			}
-			if _, ok := props.get(name); !ok {
-				return "", schemaError(pointer(path, "required"), "required property %q is not in properties", name)
-			}
 			required[name] = true
 		}
 	}
-	ws := c.prim("ws")
-	var extra string // one extra member, or "" when none is allowed
 	add, ok := o.get("additionalProperties")
 	if !ok {
 		add = true
 	}
+	// A required name that properties does not list is an extra property
+	// that must be there: it takes additionalProperties' schema.
+	list, _ := o.vals["required"].([]any)
+	for _, x := range list {
+		name, _ := x.(string)
+		if _, ok := props.get(name); ok {
+			continue
+		}
+		if add == false {
+			return "", schemaError(pointer(path, "required"), "required property %q is not in properties, and additionalProperties is false", name)
+		}
+		grown := &object{keys: append(slices.Clone(props.keys), name), vals: maps.Clone(props.vals)}
+		grown.vals[name] = add
+		props = grown
+	}
+	ws := c.prim("ws")
+	var extra string // one extra member, or "" when none is allowed
 	if add != false {
 		val, err := c.visit(add, pointer(path, "additionalProperties"))
 		if err != nil {
