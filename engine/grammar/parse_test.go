@@ -114,3 +114,50 @@ func FuzzParse(f *testing.F) {
 		g.Match(text)
 	})
 }
+
+// llamaCppJSON is llama.cpp's grammars/json.gbnf, as its users write
+// grammars: rules over several lines, groups across lines, comments.
+const llamaCppJSON = `root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+
+object ::=
+  "{" ws (
+            string ":" ws value
+    ("," ws string ":" ws value)*
+  )? "}" ws
+
+array  ::=
+  "[" ws (
+            value
+    ("," ws value)*
+  )? "]" ws
+
+string ::=
+  "\"" (
+    [^"\\\x7F\x00-\x1F] |
+    "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) # escapes
+  )* "\"" ws
+
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+
+# Optional space: by convention, applied in this grammar after literal chars when allowed
+ws ::= | " " | "\n" [ \t]{0,20}
+`
+
+func TestLlamaCppGrammars(t *testing.T) {
+	g := mustParse(t, llamaCppJSON)
+	for _, s := range []string{`{}`, `{"a": [1, -2.5e3, "x\u00e9\n"], "b": {"c": null}}`, "{\n  \"k\": true\n}"} {
+		if !g.Match(s) {
+			t.Errorf("json.gbnf does not match %q", s)
+		}
+	}
+	for _, s := range []string{`[]`, `{"a" 1}`, `{"a": 01}`} {
+		if g.Match(s) {
+			t.Errorf("json.gbnf matches %q", s)
+		}
+	}
+	arith := mustParse(t, "root  ::= (expr \"=\" ws term \"\\n\")+\nexpr  ::= term ([-+*/] term)*\nterm  ::= ident | num | \"(\" ws expr \")\" ws\nident ::= [a-z] [a-z0-9_]* ws\nnum   ::= [0-9]+ ws\nws    ::= [ \\t\\n]*\n")
+	if !arith.Match("(a+1)*b2= 7\n") || arith.Match("a+=1\n") {
+		t.Error("arithmetic.gbnf")
+	}
+}
