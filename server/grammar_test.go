@@ -142,3 +142,46 @@ func TestConstrainedGeneration(t *testing.T) {
 		t.Errorf("an exploding grammar: %s %+v", resp.Status, e.Error)
 	}
 }
+
+// TestConstrainedLogprobs: logprobs stay those of the raw logits, so the
+// alternatives the grammar forbade still show with their probabilities.
+func TestConstrainedLogprobs(t *testing.T) {
+	s := New(Options{ModelPath: "stories260K.gguf"})
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	setTestModel(t, s, "stories260K.gguf", engine.Options{})
+	body := `{"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0, "logprobs": 5, "grammar": "root ::= \"x\"{4}"}`
+	resp, err := http.Post(ts.URL+"/v1/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Choices []struct {
+			Text     string
+			Logprobs struct {
+				Tokens        []string
+				TokenLogprobs []float64            `json:"token_logprobs"`
+				TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+			}
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 || len(out.Choices) != 1 {
+		t.Fatalf("%s: %v", resp.Status, err)
+	}
+	c := out.Choices[0]
+	if c.Text != "xxxx" || len(c.Logprobs.TopLogprobs) == 0 {
+		t.Fatalf("text %q, logprobs %+v", c.Text, c.Logprobs)
+	}
+	others := 0
+	for i, top := range c.Logprobs.TopLogprobs {
+		for tok, lp := range top {
+			if tok != "x" && lp > c.Logprobs.TokenLogprobs[i] {
+				others++
+			}
+		}
+	}
+	if others == 0 {
+		t.Errorf("no forbidden token is more likely than the chosen one in %v: the logprobs look masked", c.Logprobs.TopLogprobs)
+	}
+}
