@@ -18,7 +18,6 @@ type Grammar struct {
 	elems   []elem    // every rule's alternatives, each ended by elemEnd
 	alts    [][]int32 // by rule: where each alternative starts in elems
 	classes []class
-	names   []string
 	root    int32
 }
 
@@ -32,9 +31,8 @@ func Parse(src string) (*Grammar, error) {
 	if err := p.checkLeftRecursion(); err != nil {
 		return nil, err
 	}
-	g := &Grammar{classes: p.classes, root: p.names["root"], alts: make([][]int32, len(p.rules)), names: make([]string, len(p.rules))}
+	g := &Grammar{classes: p.classes, root: p.names["root"], alts: make([][]int32, len(p.rules))}
 	for id, r := range p.rules {
-		g.names[id] = r.name
 		for _, alt := range r.alts {
 			g.alts[id] = append(g.alts[id], int32(len(g.elems)))
 			for _, it := range alt {

@@ -9,7 +9,6 @@ import (
 // may come next, Accept takes the token drawn. It is not safe for
 // concurrent use; a batch gives each sequence its own.
 type Matcher struct {
-	g       *Grammar
 	v       *Vocab
 	a       *automaton
 	cur     state
@@ -43,7 +42,7 @@ var minRune = [5]rune{0, 0, 0x80, 0x800, 0x10000}
 // NewMatcher starts at the beginning of g's root rule, over vocabulary v.
 func NewMatcher(g *Grammar, v *Vocab) *Matcher {
 	a := newAutomaton(g)
-	return &Matcher{g: g, v: v, a: a, cur: state{set: a.initial()}, allowed: make([]bool, v.size),
+	return &Matcher{v: v, a: a, cur: state{set: a.initial()}, allowed: make([]bool, v.size),
 		masks: map[state]bitset{}, none: make(bitset, (v.size+63)/64)}
 }
 
@@ -164,7 +163,7 @@ func (m *Matcher) compact() {
 
 // Match reports whether text is a complete sentence of g.
 func (g *Grammar) Match(text string) bool {
-	m := &Matcher{g: g, a: newAutomaton(g)}
+	m := &Matcher{a: newAutomaton(g)}
 	m.cur = state{set: m.a.initial()}
 	s, err := m.advance(m.cur, text)
 	return err == nil && s.need == 0 && m.a.sets[s.set].canEnd
