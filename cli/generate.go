@@ -18,6 +18,7 @@ import (
 
 	"headinfer/bytesize"
 	"headinfer/engine"
+	"headinfer/engine/grammar"
 	"headinfer/engine/sample"
 	"headinfer/engine/tokenizer"
 )
@@ -104,7 +105,7 @@ func loadWithBars(c *cli.Context, path string, opt engine.Options, prefillBars b
 
 func samplingFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.Float64Flag{Name: "temp", Value: 0.8, Usage: "sampling temperature; 0 = greedy (argmax on the device)"},
+		&cli.Float64Flag{Name: "temp", Value: 0.8, Usage: "sampling temperature; 0 = greedy (argmax on the device; on the host under --grammar or --json-schema)"},
 		&cli.IntFlag{Name: "top-k", Value: 40, Usage: "sample among the k most likely tokens (0 = all)"},
 		&cli.Float64Flag{Name: "top-p", Value: 0.95, Usage: "sample among the most likely tokens whose probabilities add up to p (1 = all)"},
 		&cli.Float64Flag{Name: "min-p", Value: 0.05, Usage: "drop tokens less likely than p × the most likely one (0 = none)"},
@@ -141,6 +142,7 @@ func generateCommand() *cli.Command {
 		&cli.StringFlag{Name: "prompt-cache", Usage: "KV snapshot `FILE`: when it holds a prefix of this prompt for this model, load it and prefill only the rest; afterwards save the prompt's KV there"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print the memory plan and KV traffic to stderr"},
 	)
+	flags = append(flags, grammarFlags()...)
 	flags = append(flags, windowFlags()...)
 	return &cli.Command{
 		Name:      "generate",
@@ -213,11 +215,16 @@ func generate(c *cli.Context) error {
 	if err := params.Validate(); err != nil {
 		return err
 	}
-	return withWindow(c, "generate", false, func(lv liveView) error { return generateText(c, lv, prompt, params) })
+	g, err := grammarOf(c)
+	if err != nil {
+		return err
+	}
+	return withWindow(c, "generate", false, func(lv liveView) error { return generateText(c, lv, prompt, params, g) })
 }
 
-// generateText loads the model and generates, showing the run in lv.
-func generateText(c *cli.Context, lv liveView, prompt string, params sample.Params) error {
+// generateText loads the model and generates, showing the run in lv;
+// under grammar g when it is not nil.
+func generateText(c *cli.Context, lv liveView, prompt string, params sample.Params, g *grammar.Grammar) error {
 	path, err := modelPath(c, c.String("model"))
 	if err != nil {
 		return err
@@ -246,6 +253,9 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 		return fmt.Errorf("the prompt is %d tokens, the context holds %d: pass a larger --ctx-size or a shorter prompt", len(ids), se.CtxSize())
 	}
 	gp := engine.GenerateParams{MaxTokens: min(c.Int("n"), se.CtxSize()-len(ids)), Sampling: params}
+	if g != nil {
+		gp.Constraint = grammar.NewMatcher(g, grammar.VocabOf(m.Tokenizer))
+	}
 	var logitsOut *bufio.Writer
 	if p := c.String("logits-out"); p != "" {
 		f, err := os.Create(p)

@@ -519,11 +519,10 @@ func (b *Batch) sampled(q *batchSeq) {
 	if p.Logits != nil {
 		p.Logits(len(se.tokens), se.logits)
 	}
-	var id int32
-	if p.Sampling.Greedy() {
-		id = se.s.argmax()
-	} else {
-		id = q.sampler.Sample(se.logits, se.tokens)
+	id, err := p.pick(se, q.sampler)
+	if err != nil {
+		b.end(q, Result{}, err)
+		return
 	}
 	if p.Sampled != nil {
 		p.Sampled(id, se.logits)
@@ -543,6 +542,7 @@ func (b *Batch) sampled(q *batchSeq) {
 		return
 	}
 	q.next, q.decode = id, true
+	p.prepare()
 }
 
 // fail ends q with err; a device failure ends every sequence, now and

@@ -129,7 +129,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	tok, err := tokenizerOf(f)
+	tok, err := tokenizer.FromGGUF(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

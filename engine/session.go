@@ -316,12 +316,43 @@ type GenerateParams struct {
 	// needs the chosen token's probability (logprobs) need not keep a copy
 	// of every step's logits until the token arrives.
 	Sampled func(id int32, logits []float32)
+	// Constraint, when set, restricts the tokens drawn (a grammar). It
+	// holds the generation's state, so each generation needs its own.
+	// Logits and Sampled still see the raw logits, before its mask.
+	Constraint sample.Constraint
 }
 
 // wantsLogits reports whether generating with p needs the logits on the
-// host: for sampling other than greedy, or for a caller that reads them.
+// host: for sampling other than greedy, under a constraint, or for a
+// caller that reads them.
 func (p GenerateParams) wantsLogits() bool {
-	return !p.Sampling.Greedy() || p.Logits != nil || p.Sampled != nil
+	return !p.deviceArgmax() || p.Logits != nil || p.Sampled != nil
+}
+
+// deviceArgmax reports whether the next token is the argmax of the raw
+// logits, which the device computes: greedy sampling with no constraint
+// (whose best allowed token may not be the best token).
+func (p GenerateParams) deviceArgmax() bool {
+	return p.Sampling.Greedy() && p.Constraint == nil
+}
+
+// pick chooses the next token after the last step of se.
+func (p GenerateParams) pick(se *Session, sampler *sample.Sampler) (int32, error) {
+	switch {
+	case p.deviceArgmax():
+		return se.s.argmax(), nil
+	case p.Constraint != nil:
+		return sampler.SampleConstrained(se.logits, se.tokens, p.Constraint)
+	}
+	return sampler.Sample(se.logits, se.tokens), nil
+}
+
+// prepare lets the constraint compute its next mask while the device
+// runs the next step.
+func (p GenerateParams) prepare() {
+	if pr, ok := p.Constraint.(sample.Preparer); ok {
+		pr.Prepare()
+	}
 }
 
 // FinishReason says why generation stopped.
@@ -351,14 +382,12 @@ func (se *Session) Generate(ctx context.Context, prompt []int32, p GenerateParam
 	sampler := sample.New(p.Sampling)
 	tok := se.m.Tokenizer
 	for n := 0; ; n++ {
-		var id int32
 		if p.Logits != nil {
 			p.Logits(len(se.tokens), se.logits)
 		}
-		if p.Sampling.Greedy() {
-			id = se.s.argmax()
-		} else {
-			id = sampler.Sample(se.logits, se.tokens)
+		id, err := p.pick(se, sampler)
+		if err != nil {
+			return "", err
 		}
 		if p.Sampled != nil {
 			p.Sampled(id, se.logits)
@@ -375,6 +404,7 @@ func (se *Session) Generate(ctx context.Context, prompt []int32, p GenerateParam
 		if err := ctx.Err(); err != nil {
 			return "", err
 		}
+		p.prepare()
 		if err := se.Decode(id, withLogits); err != nil {
 			return "", err
 		}

@@ -24,6 +24,7 @@ type samplingFields struct {
 	// LogitBias maps token ids, as JSON object keys, to a bias in
 	// [-100, 100] added to their logits.
 	LogitBias map[string]float64 `json:"logit_bias"`
+	constraintFields
 }
 
 type streamOptions struct {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"headinfer/engine"
+	"headinfer/engine/grammar"
 	"headinfer/engine/tokenizer"
 )
 
@@ -51,6 +52,9 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		// On the batch's goroutine, which alone uses the prefix cache.
 		Prepare: func(_ int, se *engine.Session) int { return l.prefix.prepare(se, j.prompt) },
 		Fresh:   l.prefix.off,
+	}
+	if j.grammar != nil {
+		req.Params.Constraint = grammar.NewMatcher(j.grammar, l.vocab.get(l.tok))
 	}
 	if j.trace.logprobs() {
 		// Only then: the logits of every step are copied to the host.

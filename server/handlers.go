@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"headinfer/engine"
+	"headinfer/engine/grammar"
 )
 
 // routes registers the API. Go 1.22 patterns route by method; anything
@@ -308,6 +309,10 @@ func (s *Server) errorFor(info *reqInfo, err error) *apiError {
 	}
 	if errors.Is(err, errClientGone) || errors.Is(err, context.Canceled) {
 		return nil
+	}
+	if errors.Is(err, grammar.ErrNoToken) || errors.Is(err, grammar.ErrTooAmbiguous) {
+		// The request's grammar, not the server, cannot go on.
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "grammar_failed", Message: err.Error()}
 	}
 	s.log.Error("generation failed", "id", info.id, "err", err)
 	return internalError(err)

@@ -39,6 +39,9 @@ type nativeRequest struct {
 	// ParseSpecial reads control tokens written in a text prompt as those
 	// tokens, as on /v1/completions; by default they are plain text.
 	ParseSpecial bool `json:"parse_special"`
+	// grammar (GBNF), json_schema, and response_format as on the OpenAI
+	// routes.
+	constraintFields
 
 	fields map[string]json.RawMessage // every field, for the unsupported ones
 }
@@ -54,14 +57,11 @@ func (r *nativeRequest) UnmarshalJSON(b []byte) error {
 // nativeUnsupported are llama-server's request fields for what this
 // server does not do, with the values that ask for nothing (null always
 // does). Any other value is refused with 400 rather than ignored, so that
-// a client never gets an unconstrained answer where it asked for a
-// grammar.
+// a client never gets an answer made otherwise than it asked for.
 var nativeUnsupported = []struct {
 	name string
 	off  []any
 }{
-	{"grammar", []any{""}},
-	{"json_schema", nil},
 	{"mirostat", []any{0.0}},
 	{"typical_p", []any{1.0}},
 	{"dynatemp_range", []any{0.0}},
@@ -132,7 +132,7 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 		return nil, e
 	}
 	set := defaultNativeSettings()
-	f := samplingFields{Stop: req.Stop, Stream: req.Stream, LogitBias: req.LogitBias, TopK: req.TopK,
+	f := samplingFields{Stop: req.Stop, Stream: req.Stream, LogitBias: req.LogitBias, TopK: req.TopK, constraintFields: req.constraintFields,
 		Temperature: ptr(float64(set.Temperature)), TopP: ptr(float64(set.TopP)), MinP: ptr(float64(set.MinP))}
 	if req.Temperature != nil {
 		f.Temperature = ptr(max(*req.Temperature, 0)) // llama-server: ≤ 0 is greedy

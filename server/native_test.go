@@ -56,6 +56,8 @@ func TestNativeParams(t *testing.T) {
 		{`{"prompt": [1, 5, 6]}`, func(j *job) bool { return slices.Equal(j.prompt, []int32{1, 5, 6}) }},
 		// The values of unsupported fields that ask for nothing, and
 		// cache_prompt, are accepted.
+		{`{"prompt": "hi", "grammar": "root ::= \"a\""}`, func(j *job) bool { return j.grammar != nil && j.grammar.Match("a") }},
+		{`{"prompt": "hi", "json_schema": {"type": "integer"}}`, func(j *job) bool { return j.grammar != nil && j.grammar.Match("12") }},
 		{`{"prompt": "hi", "grammar": "", "json_schema": null, "mirostat": 0, "typical_p": 1.0, "ignore_eos": false,
 			"post_sampling_probs": false, "presence_penalty": 0, "frequency_penalty": 0, "cache_prompt": false, "n_cmpl": 1}`,
 			func(j *job) bool { return true }},
@@ -70,8 +72,8 @@ func TestNativeParams(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ body, param string }{
-		{`{"prompt": "hi", "grammar": "root ::= \"a\""}`, "grammar"},
-		{`{"prompt": "hi", "json_schema": {}}`, "json_schema"},
+		{`{"prompt": "hi", "grammar": "root ::= \"a"}`, "grammar"},
+		{`{"prompt": "hi", "json_schema": {"not": {}}}`, "json_schema"},
 		{`{"prompt": "hi", "mirostat": 2}`, "mirostat"},
 		{`{"prompt": "hi", "typical_p": 0.5}`, "typical_p"},
 		{`{"prompt": "hi", "ignore_eos": true}`, "ignore_eos"},

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"headinfer/engine/grammar"
 	"headinfer/engine/sample"
 	"headinfer/engine/tokenizer"
 )
@@ -28,11 +29,12 @@ type job struct {
 	maxTokens    int
 	params       sample.Params
 	stop         []string
-	thinks       bool        // a chat answer that may begin with a thinking block
-	thinkOpen    bool        // the prompt opened the block: the text begins inside it
-	trace        *trace      // the tokens' logprobs (or ids) when the answer shows them; nil: not asked
-	native       *nativeInfo // llama-server's /completion, answered in its format; nil: OpenAI's
-	admitted     time.Time   // when it joined the queue (for the metrics)
+	thinks       bool             // a chat answer that may begin with a thinking block
+	thinkOpen    bool             // the prompt opened the block: the text begins inside it
+	trace        *trace           // the tokens' logprobs (or ids) when the answer shows them; nil: not asked
+	grammar      *grammar.Grammar // the language the output must be in; nil: any text
+	native       *nativeInfo      // llama-server's /completion, answered in its format; nil: OpenAI's
+	admitted     time.Time        // when it joined the queue (for the metrics)
 }
 
 // greedyBelow: a temperature under it is greedy decoding. OpenAI clients
@@ -347,6 +349,9 @@ func (l *loaded) finishJob(j *job, f *samplingFields, maxTokens *int, maxName st
 	if j.stop, e = parseStop(f.Stop); e != nil {
 		return e
 	}
+	if j.grammar, e = grammarOf(&f.constraintFields); e != nil {
+		return e
+	}
 	j.stream = f.Stream
 	j.includeUsage = f.StreamOptions != nil && f.StreamOptions.IncludeUsage
 	return nil
@@ -424,6 +429,11 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	}
 	if e := l.finishJob(j, &req.samplingFields, maxTokens, name); e != nil {
 		return nil, e
+	}
+	if j.grammar != nil {
+		// The grammar holds from the first token, so the answer has no
+		// thinking block to split off: it is all content, as generated.
+		j.thinks, j.thinkOpen = false, false
 	}
 	return j, nil
 }

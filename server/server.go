@@ -142,6 +142,7 @@ type loaded struct {
 	thinks  bool         // the template writes <think> blocks
 	addBOS  bool         // the vocabulary wants BOS in front of a prompt
 	prefix  *prefixCache // used on the batch's goroutine only
+	vocab   grammarVocab // for grammar-constrained requests
 }
 
 // New returns a Server with no model yet.

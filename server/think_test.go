@@ -211,3 +211,16 @@ func TestEnableThinkingFalse(t *testing.T) {
 		}
 	}
 }
+
+// TestChatGrammarNoReasoning: under a constraint the answer is all
+// content, even where the prompt opened a thinking block, since the
+// grammar holds from the first token.
+func TestChatGrammarNoReasoning(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		s := fakeServer(t, Options{}, chatVocab(qwen3OpenTemplate), 1<<16, emitting(`{"a"`, `: 1}`))
+		r, c := chatAnswer(t, s, stream, `,"response_format":{"type":"json_object"}`)
+		if r != "" || c != `{"a": 1}` {
+			t.Errorf("stream %v: reasoning %q, content %q", stream, r, c)
+		}
+	}
+}

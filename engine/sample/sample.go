@@ -14,13 +14,14 @@ const pcgStream = 0x9E3779B97F4A7C15
 // Sample does not allocate once it has seen the vocabulary size; it is not
 // safe for concurrent use.
 type Sampler struct {
-	p     Params
-	rng   *rand.Rand
-	lg    []float32 // biased and penalized copy of the logits
-	c     []cand    // candidates
-	w     []float64 // weights of the final draw
-	mark  []uint32  // mark[id] == stamp: id already penalized in this call
-	stamp uint32
+	p      Params
+	rng    *rand.Rand
+	lg     []float32 // biased and penalized copy of the logits
+	masked []float32 // the logits under a Constraint
+	c      []cand    // candidates
+	w      []float64 // weights of the final draw
+	mark   []uint32  // mark[id] == stamp: id already penalized in this call
+	stamp  uint32
 }
 
 // cand is a token still in the running.

@@ -1,15 +1,14 @@
-package engine
+package tokenizer
 
 import (
 	"fmt"
 
 	"headinfer/engine/gguf"
-	"headinfer/engine/tokenizer"
 )
 
-// tokenizerOf builds the model's tokenizer from its tokenizer.ggml.* keys.
-func tokenizerOf(f *gguf.File) (tokenizer.Tokenizer, error) {
-	var v tokenizer.Vocab
+// FromGGUF builds a model's tokenizer from its tokenizer.ggml.* keys.
+func FromGGUF(f *gguf.File) (Tokenizer, error) {
+	var v Vocab
 	var ok bool
 	if v.Model, ok = f.String("tokenizer.ggml.model"); !ok {
 		return nil, fmt.Errorf("model has no tokenizer (tokenizer.ggml.model is missing)")
@@ -39,9 +38,9 @@ func tokenizerOf(f *gguf.File) (tokenizer.Tokenizer, error) {
 		}
 		return def
 	}
-	spm := v.Model == tokenizer.ModelSPM
+	spm := v.Model == ModelSPM
 	v.AddBOS = flag("add_bos_token", spm)
 	v.AddEOS = flag("add_eos_token", false)
 	v.AddSpacePrefix = flag("add_space_prefix", spm)
-	return tokenizer.New(v)
+	return New(v)
 }
