@@ -29,7 +29,8 @@ func peerDir(t *testing.T) string {
 // TestArchitecturesMatchLlamaCpp writes a 2-layer Q8_0 model of each
 // architecture's real geometry (vocabulary cut to 1000, windows to 16)
 // and compares it with llama.cpp's CPU backend through bench/probs.mjs:
-// 24 greedy steps after a prompt longer than the windows, llama.cpp fed
+// 24 greedy steps after a prompt longer than the windows (at a context of
+// 2048, where the windowed layers' slots are rings), llama.cpp fed
 // headinfer's tokens so that both see the same text. At every step the
 // probabilities of the 32 most likely tokens of either engine must agree
 // within 5%, and the greedy tokens must be equal wherever llama.cpp's two
@@ -46,7 +47,7 @@ func TestArchitecturesMatchLlamaCpp(t *testing.T) {
 	var models []string
 	for _, preset := range []string{"llama3-8b", "qwen2-7b", "qwen3-8b", "gemma2-9b", "gemma3-4b"} {
 		path := filepath.Join(dir, preset+".gguf")
-		args := []string{"synth", "--preset", preset, "--layers", "2", "--vocab", "1000", "--ctx", "512", "--type", "q8_0",
+		args := []string{"synth", "--preset", preset, "--layers", "2", "--vocab", "1000", "--ctx", "2048", "--type", "q8_0",
 			"--seed", "7", "--out", path}
 		if strings.HasPrefix(preset, "gemma") {
 			args = append(args, "--window", "16")
@@ -64,7 +65,7 @@ func TestArchitecturesMatchLlamaCpp(t *testing.T) {
 		t.Fatal(err)
 	}
 	prompt := "Once upon a time, there was a little girl named Lily who loved to play outside in the park with her friends."
-	cmd := exec.Command("node", append([]string{script, "--json", "--steps", "24", "--ctx", "512", "--prompt", prompt}, models...)...)
+	cmd := exec.Command("node", append([]string{script, "--json", "--steps", "24", "--ctx", "2048", "--prompt", prompt}, models...)...)
 	cmd.Dir = peer
 	cmd.Env = append(os.Environ(), "HEADINFER="+binary)
 	out, err := cmd.Output()
