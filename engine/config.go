@@ -120,6 +120,10 @@ type architecture struct {
 	synthBlock func(s *synthModel, l int)
 	synthKV    func(arch string) []gguf.KV
 	synthEps   float64
+	// synthSpecials are control tokens the family's real vocabulary has
+	// and its loaders look up by text (llama.cpp refuses a phi3 file
+	// without <|endoftext|>); a synthetic vocabulary ends with them.
+	synthSpecials []string
 }
 
 // weights is a loaded model's tensors, bound to an architecture's

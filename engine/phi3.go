@@ -19,7 +19,10 @@ import (
 // so do we, so that both compute the same model.
 
 func init() {
-	register("phi3", &architecture{ropeNeox: true, configure: configurePhi3, load: loadPhi3, synthBlock: synthPhi3Block})
+	register("phi3", &architecture{ropeNeox: true, configure: configurePhi3, load: loadPhi3, synthBlock: synthPhi3Block,
+		// Phi-3's added tokens, ids 32000… in its real vocabulary.
+		synthSpecials: []string{"<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>", "<|placeholder3|>",
+			"<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>", "<|placeholder6|>", "<|user|>"}})
 }
 
 func configurePhi3(f *gguf.File, c *Config) error {

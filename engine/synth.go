@@ -166,7 +166,7 @@ func Synth(w io.Writer, s SynthSpec) error {
 		kv = append(kv, gguf.KV{Key: a + ".attention.key_length", Value: uint32(hd)},
 			gguf.KV{Key: a + ".attention.value_length", Value: uint32(hd)})
 	}
-	kv = append(kv, synthVocab(s.Vocab)...)
+	kv = append(kv, synthVocab(s.Vocab, arch.synthSpecials)...)
 
 	m := &synthModel{SynthSpec: s, arch: arch, headDim: hd}
 	m.ts = []synthTensor{
@@ -301,8 +301,9 @@ func (s *synthModel) attentionExtras(p string) {
 
 // synthVocab makes a SentencePiece vocabulary of n tokens: <unk>, <s>,
 // </s>, the 256 byte tokens, then English-like pieces, so that any text
-// encodes (through byte fallback where needed).
-func synthVocab(n int) []gguf.KV {
+// encodes (through byte fallback where needed), and last the control
+// tokens specials.
+func synthVocab(n int, specials []string) []gguf.KV {
 	tokens := []string{"<unk>", "<s>", "</s>"}
 	types := []int32{2, 3, 3}
 	for b := 0; b < 256; b++ {
@@ -312,7 +313,7 @@ func synthVocab(n int) []gguf.KV {
 	seen := map[string]bool{}
 	var pieces []string
 	add := func(p string) {
-		if !seen[p] && len(pieces) < n-len(tokens) {
+		if !seen[p] && len(pieces) < n-len(tokens)-len(specials) {
 			seen[p] = true
 			pieces = append(pieces, p)
 		}
@@ -328,7 +329,7 @@ func synthVocab(n int) []gguf.KV {
 			add("▁" + string(a) + string(b))
 		}
 	}
-	for i := 0; len(pieces) < n-len(tokens); i++ {
+	for i := 0; len(pieces) < n-len(tokens)-len(specials); i++ {
 		add(fmt.Sprintf("▁w%d", i))
 	}
 	// Longer pieces score higher so that merges prefer them.
@@ -338,6 +339,11 @@ func synthVocab(n int) []gguf.KV {
 		tokens = append(tokens, p)
 		types = append(types, 1)
 		scores = append(scores, -float32(len(pieces)-i))
+	}
+	for _, sp := range specials {
+		tokens = append(tokens, sp)
+		types = append(types, 3)
+		scores = append(scores, 0)
 	}
 	return []gguf.KV{
 		{Key: "tokenizer.ggml.model", Value: "llama"},

@@ -45,7 +45,7 @@ func TestArchitecturesMatchLlamaCpp(t *testing.T) {
 	peer := peerDir(t)
 	dir := t.TempDir()
 	var models []string
-	for _, preset := range []string{"llama3-8b", "qwen2-7b", "qwen3-8b", "gemma2-9b", "gemma3-4b"} {
+	for _, preset := range []string{"llama3-8b", "qwen2-7b", "qwen3-8b", "gemma2-9b", "gemma3-4b", "phi3-mini"} {
 		path := filepath.Join(dir, preset+".gguf")
 		args := []string{"synth", "--preset", preset, "--layers", "2", "--vocab", "1000", "--ctx", "2048", "--type", "q8_0",
 			"--seed", "7", "--out", path}
