@@ -110,6 +110,8 @@ func samplingFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "top-p", Value: 0.95, Usage: "sample among the most likely tokens whose probabilities add up to p (1 = all)"},
 		&cli.Float64Flag{Name: "min-p", Value: 0.05, Usage: "drop tokens less likely than p × the most likely one (0 = none)"},
 		&cli.Float64Flag{Name: "repeat-penalty", Value: 1.0, Usage: "penalise the last 64 tokens by this factor (1 = off)"},
+		&cli.Float64Flag{Name: "presence-penalty", Usage: "subtract this from the logit of each token among the last 64 (0 = off)"},
+		&cli.Float64Flag{Name: "frequency-penalty", Usage: "subtract this times its count among the last 64 from a token's logit (0 = off)"},
 		&cli.Uint64Flag{Name: "seed", Usage: "random seed (0 = a random one)"},
 	}
 }
@@ -120,13 +122,15 @@ func samplingParams(c *cli.Context) sample.Params {
 		seed = randomSeed()
 	}
 	return sample.Params{
-		Temperature:   float32(c.Float64("temp")),
-		TopK:          c.Int("top-k"),
-		TopP:          float32(c.Float64("top-p")),
-		MinP:          float32(c.Float64("min-p")),
-		RepeatPenalty: float32(c.Float64("repeat-penalty")),
-		RepeatLastN:   64,
-		Seed:          seed,
+		Temperature:      float32(c.Float64("temp")),
+		TopK:             c.Int("top-k"),
+		TopP:             float32(c.Float64("top-p")),
+		MinP:             float32(c.Float64("min-p")),
+		RepeatPenalty:    float32(c.Float64("repeat-penalty")),
+		PresencePenalty:  float32(c.Float64("presence-penalty")),
+		FrequencyPenalty: float32(c.Float64("frequency-penalty")),
+		RepeatLastN:      64,
+		Seed:             seed,
 	}
 }
 

@@ -112,8 +112,8 @@ type nativeSettings struct {
 	MinP             float32  `json:"min_p"`
 	RepeatPenalty    float32  `json:"repeat_penalty"`
 	RepeatLastN      int      `json:"repeat_last_n"`
-	PresencePenalty  float64  `json:"presence_penalty"`
-	FrequencyPenalty float64  `json:"frequency_penalty"`
+	PresencePenalty  float32  `json:"presence_penalty"`
+	FrequencyPenalty float32  `json:"frequency_penalty"`
 	Stop             []string `json:"stop"`
 	NProbs           int      `json:"n_probs"`
 	Stream           bool     `json:"stream"`
@@ -147,16 +147,7 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 		f.MinP = req.MinP
 	}
 	f.RepeatPenalty = req.RepeatPenalty
-	// The sampler has one repetition penalty, repeat_penalty; these two
-	// would be ignored, so asking for them is refused.
-	for _, p := range []struct {
-		name string
-		v    *float64
-	}{{"presence_penalty", req.PresencePenalty}, {"frequency_penalty", req.FrequencyPenalty}} {
-		if p.v != nil && *p.v != 0 {
-			return nil, badRequest(p.name, "unsupported", "%s is not supported by this server: use repeat_penalty", p.name)
-		}
-	}
+	f.PresencePenalty, f.FrequencyPenalty = req.PresencePenalty, req.FrequencyPenalty
 	if req.Seed != nil && *req.Seed != -1 {
 		f.Seed = req.Seed
 		set.Seed = *req.Seed
@@ -193,8 +184,8 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 		switch r := *req.RepeatLastN; {
 		case r < -1:
 			return nil, badRequest("repeat_last_n", "invalid_value", "repeat_last_n must be -1 (the whole context), 0 (off) or positive, got %d", r)
-		case r == 0:
-			j.params.RepeatPenalty = 1
+		case r == 0: // no history to penalize
+			j.params.RepeatPenalty, j.params.PresencePenalty, j.params.FrequencyPenalty = 1, 0, 0
 		default:
 			j.params.RepeatLastN = r
 		}
@@ -203,6 +194,7 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 	set.NPredict, set.NProbs, set.Stream = n, nProbs, req.Stream
 	set.Temperature, set.TopK, set.TopP, set.MinP = j.params.Temperature, j.params.TopK, j.params.TopP, j.params.MinP
 	set.RepeatPenalty = j.params.RepeatPenalty
+	set.PresencePenalty, set.FrequencyPenalty = j.params.PresencePenalty, j.params.FrequencyPenalty
 	if j.stop != nil {
 		set.Stop = j.stop
 	}

@@ -48,7 +48,13 @@ func TestNativeParams(t *testing.T) {
 		{`{"prompt": "hi", "repeat_penalty": 1.3, "repeat_last_n": 16}`, func(j *job) bool {
 			return j.params.RepeatPenalty == 1.3 && j.params.RepeatLastN == 16
 		}},
-		{`{"prompt": "hi", "repeat_penalty": 1.3, "repeat_last_n": 0}`, func(j *job) bool { return j.params.RepeatPenalty == 1 }},
+		{`{"prompt": "hi", "presence_penalty": 0.5, "frequency_penalty": -1}`, func(j *job) bool {
+			return j.params.PresencePenalty == 0.5 && j.params.FrequencyPenalty == -1 &&
+				j.native.settings.PresencePenalty == 0.5 && j.native.settings.FrequencyPenalty == -1
+		}},
+		{`{"prompt": "hi", "repeat_penalty": 1.3, "presence_penalty": 1, "repeat_last_n": 0}`, func(j *job) bool {
+			return j.params.RepeatPenalty == 1 && j.params.PresencePenalty == 0
+		}},
 		{`{"prompt": "hi", "repeat_penalty": 1.3, "repeat_last_n": -1}`, func(j *job) bool { return j.params.RepeatLastN == -1 }},
 		{`{"prompt": "hi", "n_probs": 7, "stop": ["x", "yz"]}`, func(j *job) bool {
 			return j.trace.top == 7 && slices.Equal(j.stop, []string{"x", "yz"})
@@ -79,8 +85,8 @@ func TestNativeParams(t *testing.T) {
 		{`{"prompt": "hi", "ignore_eos": true}`, "ignore_eos"},
 		{`{"prompt": "hi", "samplers": ["top_k"]}`, "samplers"},
 		{`{"prompt": "hi", "post_sampling_probs": true}`, "post_sampling_probs"},
-		{`{"prompt": "hi", "presence_penalty": 0.5}`, "presence_penalty"},
-		{`{"prompt": "hi", "frequency_penalty": -1}`, "frequency_penalty"},
+		{`{"prompt": "hi", "presence_penalty": 2.5}`, "presence_penalty"},
+		{`{"prompt": "hi", "frequency_penalty": -3}`, "frequency_penalty"},
 		{`{"prompt": "hi", "n_probs": 21}`, "n_probs"},
 		{`{"prompt": "hi", "n_probs": -1}`, "n_probs"},
 		{`{"prompt": "hi", "n_predict": 0}`, "n_predict"},

@@ -232,7 +232,9 @@ func (l *loaded) logitBiasOf(raw map[string]float64) (map[int32]float32, *apiErr
 
 // samplingOf turns the request's sampling fields into sampler settings,
 // with OpenAI's defaults where a field is absent: temperature 1, top_p 1;
-// the extensions top_k, min_p and repeat_penalty default to off.
+// the extensions top_k, min_p and repeat_penalty default to off. The
+// penalties cover the latest sample.DefaultRepeatLastN tokens, as
+// llama-server's do.
 func samplingOf(f *samplingFields) (sample.Params, *apiError) {
 	p := sample.Params{Temperature: 1, RepeatPenalty: 1, RepeatLastN: sample.DefaultRepeatLastN}
 	num := func(name string, v *float64, lo, hi float64, dst *float32) *apiError {
@@ -247,16 +249,13 @@ func samplingOf(f *samplingFields) (sample.Params, *apiError) {
 		}
 		return nil
 	}
-	var ignored float32
 	for _, e := range []*apiError{
 		num("temperature", f.Temperature, 0, 2, &p.Temperature),
 		num("top_p", f.TopP, 0, 1, &p.TopP),
 		num("min_p", f.MinP, 0, 1, &p.MinP),
 		num("repeat_penalty", f.RepeatPenalty, 0, 10, &p.RepeatPenalty),
-		// Accepted for compatibility and ignored: the sampler has one
-		// repetition penalty, set by repeat_penalty.
-		num("frequency_penalty", f.FrequencyPenalty, -2, 2, &ignored),
-		num("presence_penalty", f.PresencePenalty, -2, 2, &ignored),
+		num("frequency_penalty", f.FrequencyPenalty, -2, 2, &p.FrequencyPenalty),
+		num("presence_penalty", f.PresencePenalty, -2, 2, &p.PresencePenalty),
 	} {
 		if e != nil {
 			return p, e

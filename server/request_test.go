@@ -23,6 +23,10 @@ func TestSamplingDefaults(t *testing.T) {
 	if p.Temperature != 1 || p.TopP != 0 && p.TopP != 1 || p.TopK != 0 || p.MinP != 0 || p.RepeatPenalty != 1 || p.Seed != 7 {
 		t.Fatalf("defaults: %+v", p)
 	}
+	pres, freq := 0.75, -1.5
+	if p, _ = samplingOf(&samplingFields{PresencePenalty: &pres, FrequencyPenalty: &freq}); p.PresencePenalty != 0.75 || p.FrequencyPenalty != -1.5 {
+		t.Fatalf("presence_penalty 0.75, frequency_penalty -1.5: %+v", p)
+	}
 	tiny := 1e-30
 	p, _ = samplingOf(&samplingFields{Temperature: &tiny})
 	if !p.Greedy() {

@@ -60,7 +60,7 @@ func testBadInput(t *testing.T, srv *serverProc, key string) {
 		{"chat response_format of an unknown type", chat, key, `{"messages": [{"role": "user", "content": "a"}], "response_format": {"type": "yaml"}}`, 400, inv, "invalid_value"},
 		{"chat grammar and response_format", chat, key, `{"messages": [{"role": "user", "content": "a"}], "grammar": "root ::= \"a\"", "response_format": {"type": "json_object"}}`, 400, inv, "invalid_value"},
 		{"native mirostat", "/completion", key, `{"prompt": "hi", "mirostat": 2}`, 400, inv, "unsupported"},
-		{"native presence_penalty", "/completion", key, `{"prompt": "hi", "presence_penalty": 0.5}`, 400, inv, "unsupported"},
+		{"native presence_penalty out of range", "/completion", key, `{"prompt": "hi", "presence_penalty": 2.5}`, 400, inv, "invalid_value"},
 		{"native n_probs above 20", "/completion", key, `{"prompt": "hi", "n_probs": 21}`, 400, inv, "invalid_value"},
 		{"native n_predict 0", "/completion", key, `{"prompt": "hi", "n_predict": 0}`, 400, inv, "invalid_value"},
 		{"native malformed JSON", "/completion", key, `{"prompt": `, 400, inv, "invalid_json"},

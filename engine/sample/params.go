@@ -1,5 +1,5 @@
 // Package sample picks the next token from a model's logits: greedy, or
-// drawn after llama.cpp's default chain of repetition penalty → top-k →
+// drawn after llama.cpp's default chain of penalties → top-k →
 // top-p → min-p → temperature, with a seeded generator so that a seed
 // reproduces a generation.
 package sample
@@ -29,8 +29,16 @@ type Params struct {
 	// RepeatPenalty makes recently seen tokens less likely: a positive
 	// logit is divided by it and a negative one multiplied. 0 and 1 are off.
 	RepeatPenalty float32
-	// RepeatLastN is how many of the latest history tokens the penalty
-	// covers: 0 means DefaultRepeatLastN, -1 the whole history.
+	// PresencePenalty is subtracted from the logit of every token that
+	// occurs in the penalized history, once (OpenAI's presence_penalty);
+	// 0 is off.
+	PresencePenalty float32
+	// FrequencyPenalty is subtracted from a token's logit once per
+	// occurrence in the penalized history (OpenAI's frequency_penalty); 0
+	// is off.
+	FrequencyPenalty float32
+	// RepeatLastN is how many of the latest history tokens the penalties
+	// cover: 0 means DefaultRepeatLastN, -1 the whole history.
 	RepeatLastN int
 	// Seed seeds the generator; the same seed and inputs give the same tokens.
 	Seed uint64
@@ -53,7 +61,9 @@ func (p Params) Greedy() bool {
 	return (p.Temperature == 0 || p.TopK == 1) && !p.penalizes() && len(p.LogitBias) == 0
 }
 
-func (p Params) penalizes() bool { return p.RepeatPenalty != 0 && p.RepeatPenalty != 1 }
+func (p Params) penalizes() bool {
+	return p.RepeatPenalty != 0 && p.RepeatPenalty != 1 || p.PresencePenalty != 0 || p.FrequencyPenalty != 0
+}
 
 // Validate reports the first setting out of range.
 func (p Params) Validate() error {
@@ -69,6 +79,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("sample: min-p %v must be in [0, 1]", p.MinP)
 	case !finite(p.RepeatPenalty) || p.RepeatPenalty < 0:
 		return fmt.Errorf("sample: repeat penalty %v must be positive (1 is off)", p.RepeatPenalty)
+	case !finite(p.PresencePenalty) || !finite(p.FrequencyPenalty):
+		return fmt.Errorf("sample: presence penalty %v and frequency penalty %v must be finite", p.PresencePenalty, p.FrequencyPenalty)
 	case p.RepeatLastN < -1:
 		return fmt.Errorf("sample: repeat-last-n %d must be -1 (all), 0 (default %d) or positive", p.RepeatLastN, DefaultRepeatLastN)
 	}

@@ -20,8 +20,8 @@ type Sampler struct {
 	masked []float32 // the logits under a Constraint
 	c      []cand    // candidates
 	w      []float64 // weights of the final draw
-	mark   []uint32  // mark[id] == stamp: id already penalized in this call
-	stamp  uint32
+	count  []uint32  // count[id]: occurrences of id in the penalized history
+	pen    []int32   // the distinct ids of the penalized history
 }
 
 // cand is a token still in the running.
@@ -63,6 +63,11 @@ func New(p Params) *Sampler {
 	p.MinP = min(p.MinP, 1)
 	if !(p.RepeatPenalty > 0) || math.IsInf(float64(p.RepeatPenalty), 1) {
 		p.RepeatPenalty = 0
+	}
+	for _, x := range []*float32{&p.PresencePenalty, &p.FrequencyPenalty} {
+		if math.IsNaN(float64(*x)) || math.IsInf(float64(*x), 0) {
+			*x = 0
+		}
 	}
 	if p.RepeatLastN < -1 {
 		p.RepeatLastN = 0
@@ -112,8 +117,10 @@ func argmax(x []float32) int32 {
 	return int32(max(best, 0))
 }
 
-// penalize applies the repetition penalty once to each distinct token among
-// the last RepeatLastN of history.
+// penalize applies the penalties to each distinct token among the last
+// RepeatLastN of history, as llama.cpp's penalties sampler does: the
+// repetition penalty once (divide a positive logit, multiply a negative
+// one), then count × FrequencyPenalty + PresencePenalty subtracted.
 func (s *Sampler) penalize(lg []float32, history []int32) {
 	n := s.p.RepeatLastN
 	if n == 0 {
@@ -122,26 +129,30 @@ func (s *Sampler) penalize(lg []float32, history []int32) {
 	if n < 0 || n > len(history) {
 		n = len(history)
 	}
-	if len(s.mark) < len(lg) {
-		s.mark = make([]uint32, len(lg))
-		s.stamp = 0
+	if len(s.count) < len(lg) {
+		s.count = make([]uint32, len(lg))
 	}
-	s.stamp++
-	if s.stamp == 0 { // wrapped: old marks could collide
-		clear(s.mark)
-		s.stamp = 1
-	}
-	pen := s.p.RepeatPenalty
+	s.pen = s.pen[:0]
 	for _, id := range history[len(history)-n:] {
-		if id < 0 || int(id) >= len(lg) || s.mark[id] == s.stamp {
+		if id < 0 || int(id) >= len(lg) {
 			continue
 		}
-		s.mark[id] = s.stamp
-		if lg[id] > 0 {
-			lg[id] /= pen
-		} else {
-			lg[id] *= pen
+		if s.count[id] == 0 {
+			s.pen = append(s.pen, id)
 		}
+		s.count[id]++
+	}
+	rep := s.p.RepeatPenalty
+	for _, id := range s.pen {
+		if rep != 0 && rep != 1 {
+			if lg[id] > 0 {
+				lg[id] /= rep
+			} else {
+				lg[id] *= rep
+			}
+		}
+		lg[id] -= float32(s.count[id])*s.p.FrequencyPenalty + s.p.PresencePenalty
+		s.count[id] = 0 // ready for the next call
 	}
 }
 

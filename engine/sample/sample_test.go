@@ -254,25 +254,28 @@ func TestSeedDeterminism(t *testing.T) {
 // everything, cut, then softmax at the temperature.
 func refDistribution(logits []float32, history []int32, p Params) map[int32]float64 {
 	lg := slices.Clone(logits)
-	if p.RepeatPenalty != 0 && p.RepeatPenalty != 1 {
-		n := p.RepeatLastN
-		if n == 0 {
-			n = 64
+	n := p.RepeatLastN
+	if n == 0 {
+		n = 64
+	}
+	if n < 0 || n > len(history) {
+		n = len(history)
+	}
+	count := map[int32]int{}
+	for _, id := range history[len(history)-n:] {
+		if id >= 0 && int(id) < len(lg) {
+			count[id]++
 		}
-		if n < 0 || n > len(history) {
-			n = len(history)
-		}
-		done := map[int32]bool{}
-		for _, id := range history[len(history)-n:] {
-			if id >= 0 && int(id) < len(lg) && !done[id] {
-				done[id] = true
-				if lg[id] > 0 {
-					lg[id] /= p.RepeatPenalty
-				} else {
-					lg[id] *= p.RepeatPenalty
-				}
+	}
+	for id, c := range count {
+		if p.RepeatPenalty != 0 && p.RepeatPenalty != 1 {
+			if lg[id] > 0 {
+				lg[id] /= p.RepeatPenalty
+			} else {
+				lg[id] *= p.RepeatPenalty
 			}
 		}
+		lg[id] -= float32(c)*p.FrequencyPenalty + p.PresencePenalty
 	}
 	ids := make([]int32, len(lg))
 	for i := range ids {
@@ -347,12 +350,14 @@ func TestChainAgainstReference(t *testing.T) {
 			}
 		}
 		p := Params{
-			Temperature:   []float32{0.3, 1, 2.5}[r.IntN(3)],
-			TopK:          []int{0, 2, 7, 50, 1000}[r.IntN(5)],
-			TopP:          []float32{0, 0.3, 0.9, 0.97, 1}[r.IntN(5)],
-			MinP:          []float32{0, 0.02, 0.3, 1}[r.IntN(4)],
-			RepeatPenalty: []float32{1, 1.3, 0.7}[r.IntN(3)],
-			RepeatLastN:   []int{0, -1, 3}[r.IntN(3)],
+			Temperature:      []float32{0.3, 1, 2.5}[r.IntN(3)],
+			TopK:             []int{0, 2, 7, 50, 1000}[r.IntN(5)],
+			TopP:             []float32{0, 0.3, 0.9, 0.97, 1}[r.IntN(5)],
+			MinP:             []float32{0, 0.02, 0.3, 1}[r.IntN(4)],
+			RepeatPenalty:    []float32{1, 1.3, 0.7}[r.IntN(3)],
+			PresencePenalty:  []float32{0, 0.5, -0.4, 2}[r.IntN(4)],
+			FrequencyPenalty: []float32{0, 0.3, -1, 1.7}[r.IntN(4)],
+			RepeatLastN:      []int{0, -1, 3}[r.IntN(3)],
 		}
 		hist := make([]int32, r.IntN(100))
 		for j := range hist {
