@@ -88,6 +88,8 @@ type Result struct {
 	Cached int   // prompt tokens whose KV was reused, not prefilled
 	Tokens int   // tokens generated (emitted, or cut off when the caller stopped)
 	Stats  Stats // the work done for it (decode steps shared with others count in full)
+	// Embedding is Embed's vector.
+	Embedding []float32
 }
 
 // batchSeq is one request in the scheduler.
@@ -101,6 +103,7 @@ type batchSeq struct {
 	rest    []int32 // prompt tokens still to prefill
 	next    int32   // the token its next decode step feeds
 	decode  bool    // prefilled: it joins the decode steps
+	embed   *pooler // an embedding (Embed): prefilled only, its hidden states pooled
 	before  Stats
 
 	stop     atomic.Bool   // the caller is gone
@@ -230,6 +233,28 @@ func (b *Batch) Generate(ctx context.Context, r Request, emit func(id int32) boo
 		return Result{}, errors.New("prefill: no tokens")
 	}
 	q := &batchSeq{req: r, ctx: ctx, slot: -1, wake: make(chan struct{}, 1), released: make(chan struct{})}
+	return b.follow(ctx, q, emit)
+}
+
+// Embed computes the embedding of prompt in a free slot (waiting for
+// one), as Session.Embed does, between the other sequences' steps: one
+// prefill chunk at a time, like a generation's. The slot then holds the
+// prompt's KV for a later generation to reuse.
+func (b *Batch) Embed(ctx context.Context, prompt []int32) (Result, error) {
+	if err := b.m.CanEmbed(); err != nil {
+		return Result{}, err
+	}
+	if len(prompt) == 0 {
+		return Result{}, errors.New("embedding: no tokens")
+	}
+	q := &batchSeq{req: Request{Prompt: prompt}, ctx: ctx, slot: -1, embed: newPooler(b.m.Config.Pooling, b.m.Config.Dim),
+		wake: make(chan struct{}, 1), released: make(chan struct{})}
+	return b.follow(ctx, q, func(int32) bool { return true })
+}
+
+// follow hands q to the scheduler and passes its tokens to emit until it
+// ends.
+func (b *Batch) follow(ctx context.Context, q *batchSeq, emit func(id int32) bool) (Result, error) {
 	select {
 	case b.in <- q:
 	case <-b.done:
@@ -388,6 +413,13 @@ func (b *Batch) start(q *batchSeq) {
 		b.end(q, Result{}, fmt.Errorf("%d tokens do not fit in the context of %d positions: pass a larger --ctx-size or a shorter prompt", n, se.CtxSize()))
 		return
 	}
+	if q.embed != nil {
+		// Every token's hidden state is needed: nothing is reused.
+		se.Reset()
+		q.before = se.Stats()
+		q.rest = r.Prompt
+		return
+	}
 	cached := 0
 	switch {
 	case r.Fresh:
@@ -434,9 +466,12 @@ func (b *Batch) advance() {
 		se := q.se
 		part := q.rest[:min(se.s.chunk, len(q.rest))]
 		last := len(part) == len(q.rest)
-		if err := se.Prefill(q.ctx, part, q.logits && last); err != nil {
+		if err := se.prefill(q.ctx, part, q.logits && last, q.embed); err != nil {
 			b.fail(q, err)
-		} else if q.rest = q.rest[len(part):]; last {
+		} else if q.rest = q.rest[len(part):]; last && q.embed != nil {
+			q.result.Embedding = q.embed.result()
+			b.end(q, Result{Finish: FinishStop}, nil)
+		} else if last {
 			b.sampled(q)
 		}
 		break

@@ -336,7 +336,7 @@ func BenchmarkBatchStep(b *testing.B) {
 				var err error
 				if n == 1 {
 					d := states[0].dispatches
-					err = states[0].run(ids, 16, false, true)
+					err = states[0].run(ids, 16, false, true, false)
 					dispatches = states[0].dispatches - d
 				} else {
 					var st offload.RunStats

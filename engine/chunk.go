@@ -13,14 +13,14 @@ import (
 type chunkRows struct {
 	s      *state
 	decode bool // a decode step (see offload.Step)
+	hidden bool // every token's final hidden state to s.hiddenHost
 }
 
-// record appends one forward pass over the n tokens in s.ids (at the
-// positions in s.pos) to p: embeddings, every block, and the logits of the
-// last token, for any position up to the context. decode says that it is
-// a decode step (see offload.Step).
-func (s *state) record(p *offload.Program, n int, decode bool) error {
-	return s.m.record(p, chunkRows{s, decode}, n, s.ids, s.x, s.xb, s.att, s.gate, s.up)
+// record appends one forward pass of shape over the shape.tokens tokens
+// in s.ids (at the positions in s.pos) to p: embeddings, every block, and
+// the logits of the last token, for any position up to the context.
+func (s *state) record(p *offload.Program, shape stepShape) error {
+	return s.m.record(p, chunkRows{s, shape.decode, shape.hidden}, shape.tokens, s.ids, s.x, s.xb, s.att, s.gate, s.up)
 }
 
 func (r chunkRows) product(f *pass, t *Tensor, w vk.Range, rows int, x, y vk.Range, acc bool) error {
@@ -76,10 +76,21 @@ func (r chunkRows) attention(f *pass, l int, a *attnWeights) (*vk.Commands, erro
 
 func (r chunkRows) logits(f *pass, norm, out *Tensor) error {
 	s, dim := r.s, f.m.Config.Dim
-	// The last token's only.
+	o := f.m.ops
+	if r.hidden {
+		// Every token's final hidden state, the output norm's as the
+		// logits see it, copied out before the last token's reuses xb.
+		all := uint64(4 * f.n * dim)
+		if err := o.norm.Record(f.c, s.x.Range(0, all), norm.Range(), s.xb.Range(0, all), f.n); err != nil {
+			return err
+		}
+		f.c.Barrier()
+		f.c.Copy(s.hiddenHost.Range(0, all), s.xb.Range(0, all))
+		f.c.Barrier()
+	}
+	// The logits: the last token's only.
 	last := s.x.Range(uint64(4*(f.n-1)*dim), uint64(4*dim))
 	xl := s.xb.Range(0, uint64(4*dim))
-	o := f.m.ops
 	if err := o.norm.Record(f.c, last, norm.Range(), xl, 1); err != nil {
 		return err
 	}

@@ -61,6 +61,13 @@ type Config struct {
 	// which then rotate without scaling (gemma3: 10000, where the global
 	// layers use 1e6 scaled by 8).
 	LocalRopeBase float64
+
+	// Pooling is how an embedding is made of a sequence's token vectors
+	// (<arch>.pooling_type); NonCausal says the model was trained to
+	// attend both ways (<arch>.attention.causal false), which this
+	// engine's causal attention cannot give.
+	Pooling   Pooling
+	NonCausal bool
 }
 
 // Window is the sliding window of layer l: 0 when it attends to every
@@ -254,6 +261,13 @@ func ConfigOf(f *gguf.File) (Config, error) {
 	c.RopeOrigCtx = c.TrainCtx
 	if v, ok := f.Uint(arch + ".rope.scaling.original_context_length"); ok && v < 1<<31 {
 		c.RopeOrigCtx = int(v)
+	}
+
+	if c.Pooling, err = poolingOf(f, arch); err != nil {
+		return Config{}, err
+	}
+	if causal, ok := f.Bool(arch + ".attention.causal"); ok && !causal {
+		c.NonCausal = true
 	}
 
 	emb, ok := f.Tensor("token_embd.weight")

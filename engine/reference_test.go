@@ -18,6 +18,9 @@ type refModel struct {
 	// ctx is the context the engine runs with, which picks LongRoPE's
 	// factors.
 	ctx int
+	// hidden is the last forward's final hidden state, after the output
+	// norm.
+	hidden []float64
 }
 
 // loadRef reads the model file at path into a reference model.
@@ -259,6 +262,7 @@ func (m *refModel) forward(tok int32) []float64 {
 		}
 	}
 	x = refRMSNorm(x, m.w["output_norm.weight"], c.NormEps)
+	m.hidden = x
 	out, ok := m.w["output.weight"]
 	if !ok {
 		out = m.w["token_embd.weight"]

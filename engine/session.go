@@ -173,6 +173,12 @@ func (se *Session) Reset() {
 // of the last one for Next. withLogits copies those logits to the host
 // (needed for sampling other than greedy).
 func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) error {
+	return se.prefill(ctx, ids, withLogits, nil)
+}
+
+// prefill is Prefill that, given a pooler, also hands it each chunk's
+// final hidden states.
+func (se *Session) prefill(ctx context.Context, ids []int32, withLogits bool, pool *pooler) error {
 	if len(ids) == 0 {
 		return fmt.Errorf("prefill: no tokens")
 	}
@@ -192,8 +198,11 @@ func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) er
 			return err
 		}
 		tc := time.Now()
-		if err := se.step(part, withLogits && last, false); err != nil {
+		if err := se.step(part, withLogits && last, false, pool != nil); err != nil {
 			return err
+		}
+		if pool != nil {
+			pool.add(se.s.hiddenHost.Bytes(), len(part))
 		}
 		se.observe(EventPrefill, len(part), tc)
 		if report := se.m.opt.Progress; report != nil && chunks > 1 {
@@ -213,7 +222,7 @@ func (se *Session) Decode(id int32, withLogits bool) error {
 	se.pause()
 	t0 := time.Now()
 	subs, disp := se.s.submissions, se.s.dispatches
-	if err := se.step([]int32{id}, withLogits, true); err != nil {
+	if err := se.step([]int32{id}, withLogits, true, false); err != nil {
 		return err
 	}
 	se.stats.DecodeSubmissions += se.s.submissions - subs
@@ -234,13 +243,14 @@ func (se *Session) pause() time.Duration {
 	return d
 }
 
-// step runs ids (a prefill chunk, or with decode one generated token).
-func (se *Session) step(ids []int32, withLogits, decode bool) error {
+// step runs ids (a prefill chunk, or with decode one generated token;
+// with hidden, their final hidden states go to the host).
+func (se *Session) step(ids []int32, withLogits, decode, hidden bool) error {
 	if se.failed != nil {
 		return se.failed
 	}
 	se.have = false
-	if err := se.s.run(ids, len(se.tokens), withLogits, decode); err != nil {
+	if err := se.s.run(ids, len(se.tokens), withLogits, decode, hidden); err != nil {
 		if errors.Is(err, ErrDeviceFailed) {
 			se.failed = err
 		}

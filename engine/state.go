@@ -40,6 +40,7 @@ type state struct {
 	ids, pos                  *vk.Buffer // host-written inputs (uint32 per token)
 	next                      *vk.Buffer // argmax result, read by the host
 	logitsHost                *vk.Buffer // logits copied for host sampling
+	hiddenHost                *vk.Buffer // the chunk's final hidden states, for embeddings (allocated on first use)
 	freqs                     *vk.Buffer // rope inverse frequencies
 	parts, acc                *vk.Buffer // attention partials and accumulator
 	kv                        kvCache
@@ -92,6 +93,7 @@ type stepShape struct {
 	tokens int
 	logits bool
 	decode bool
+	hidden bool // every token's final hidden state to the host (embeddings)
 }
 
 func newState(m *Model) (s *state, err error) {
@@ -187,8 +189,9 @@ func (s *state) qkvRanges(n int) (q, k, v vk.Range) {
 // run computes the forward pass of ids at positions start, start+1, …
 // (len(ids) ≤ chunk; one generated token when decode) and leaves the last
 // token's argmax in s.next (and its logits in s.logitsHost when
-// withLogits).
-func (s *state) run(ids []int32, start int, withLogits, decode bool) error {
+// withLogits, every token's final hidden state in s.hiddenHost when
+// hidden).
+func (s *state) run(ids []int32, start int, withLogits, decode, hidden bool) error {
 	n := len(ids)
 	if n == 0 || n > s.chunk {
 		return fmt.Errorf("engine: %d tokens in one step (chunk is %d)", n, s.chunk)
@@ -204,7 +207,7 @@ func (s *state) run(ids []int32, start int, withLogits, decode bool) error {
 		binary.LittleEndian.PutUint32(idb[4*i:], uint32(id))
 		binary.LittleEndian.PutUint32(posb[4*i:], uint32(start+i))
 	}
-	shape := stepShape{tokens: n, logits: withLogits, decode: decode && n == 1}
+	shape := stepShape{tokens: n, logits: withLogits, decode: decode && n == 1, hidden: hidden}
 	p, err := s.programFor(shape)
 	if err != nil {
 		return err
@@ -243,8 +246,16 @@ func (s *state) programFor(shape stepShape) (*offload.Program, error) {
 
 // program records the step of one shape.
 func (s *state) program(shape stepShape) (*offload.Program, error) {
+	if shape.hidden && s.hiddenHost == nil {
+		b, err := s.m.dev.Alloc(vk.Readback, uint64(4*s.chunk*s.m.Config.Dim), "hidden states (host)")
+		if err != nil {
+			return nil, err
+		}
+		s.hiddenHost = b
+		s.bufs = append(s.bufs, b)
+	}
 	p := offload.NewProgram(s.m.dev, s.kv.Streams(), s.pipelined)
-	if err := s.record(p, shape.tokens, shape.decode); err != nil {
+	if err := s.record(p, shape); err != nil {
 		p.End()
 		p.Free()
 		return nil, err

@@ -1,0 +1,134 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"headinfer/engine/gguf"
+)
+
+// Pooling is how an embedding is made of a sequence's token vectors: each
+// token's final hidden state, the output norm's, as the logits see it.
+type Pooling int
+
+const (
+	PoolMean Pooling = iota // the mean over the tokens
+	PoolCLS                 // the first token's
+	PoolLast                // the last token's
+)
+
+func (p Pooling) String() string {
+	switch p {
+	case PoolMean:
+		return "mean"
+	case PoolCLS:
+		return "cls"
+	case PoolLast:
+		return "last"
+	}
+	return fmt.Sprintf("Pooling(%d)", int(p))
+}
+
+// poolingOf reads <arch>.pooling_type, llama.cpp's numbering: 0 none, 1
+// mean, 2 cls, 3 last, 4 rank. A model that names none pools by the mean:
+// a generative model's embeddings are most often asked for that way.
+func poolingOf(f *gguf.File, arch string) (Pooling, error) {
+	v, ok := f.Uint(arch + ".pooling_type")
+	if !ok {
+		return PoolMean, nil
+	}
+	switch v {
+	case 0, 1:
+		return PoolMean, nil
+	case 2:
+		return PoolCLS, nil
+	case 3:
+		return PoolLast, nil
+	}
+	return 0, fmt.Errorf("model pooling type %d is not supported (supported: 0 none, 1 mean, 2 cls, 3 last)", v)
+}
+
+// ErrNoEmbeddings is returned for embeddings of a model whose own would
+// need attention this engine does not have.
+var ErrNoEmbeddings = errors.New("the model attends both ways (attention.causal is false), which this engine does not do: its embeddings would be wrong")
+
+// pooler folds the hidden states of a sequence, chunk by chunk, into one
+// vector.
+type pooler struct {
+	how  Pooling
+	dim  int
+	seen int
+	sum  []float64
+}
+
+func newPooler(how Pooling, dim int) *pooler {
+	return &pooler{how: how, dim: dim, sum: make([]float64, dim)}
+}
+
+// add takes the next n tokens' hidden states, f32 rows of dim.
+func (p *pooler) add(rows []byte, n int) {
+	row := func(i int) []byte { return rows[4*i*p.dim : 4*(i+1)*p.dim] }
+	take := func(r []byte, into func(j int, v float64)) {
+		for j := range p.dim {
+			into(j, float64(math.Float32frombits(binary.LittleEndian.Uint32(r[4*j:]))))
+		}
+	}
+	switch p.how {
+	case PoolMean:
+		for i := range n {
+			take(row(i), func(j int, v float64) { p.sum[j] += v })
+		}
+	case PoolCLS:
+		if p.seen == 0 {
+			take(row(0), func(j int, v float64) { p.sum[j] = v })
+		}
+	case PoolLast:
+		take(row(n-1), func(j int, v float64) { p.sum[j] = v })
+	}
+	p.seen += n
+}
+
+// result is the pooled vector, L2-normalised (all zeros stays zeros).
+// The mean's division by the count cancels in the normalisation.
+func (p *pooler) result() []float32 {
+	var norm float64
+	for _, v := range p.sum {
+		norm += v * v
+	}
+	norm = math.Sqrt(norm)
+	out := make([]float32, p.dim)
+	for j, v := range p.sum {
+		if norm > 0 {
+			v /= norm
+		}
+		out[j] = float32(v)
+	}
+	return out
+}
+
+// CanEmbed says whether the model's embeddings can be computed.
+func (m *Model) CanEmbed() error {
+	if m.Config.NonCausal {
+		return ErrNoEmbeddings
+	}
+	return nil
+}
+
+// Embed computes the embedding of ids: the sequence is prefilled from
+// empty, as Prefill does, and its tokens' final hidden states are pooled
+// as the model says (Config.Pooling) and L2-normalised. The session then
+// holds ids, whose KV a later generation may reuse.
+func (se *Session) Embed(ctx context.Context, ids []int32) ([]float32, error) {
+	if err := se.m.CanEmbed(); err != nil {
+		return nil, err
+	}
+	se.Reset()
+	p := newPooler(se.m.Config.Pooling, se.m.Config.Dim)
+	if err := se.prefill(ctx, ids, false, p); err != nil {
+		return nil, err
+	}
+	return p.result(), nil
+}
