@@ -31,6 +31,7 @@ func serveCommand() *cli.Command {
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
 		&cli.StringFlag{Name: "reasoning-format", Value: server.ReasoningDeepSeek, Usage: "for a model whose chat template writes <think> blocks: deepseek sends the block as reasoning_content apart from content; none leaves the text as generated"},
 		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
+		&cli.BoolFlag{Name: "embeddings", Usage: "serve POST /v1/embeddings and /embedding (each input's final hidden states pooled as the model says, mean when it says none, and L2-normalised); without it they answer 501"},
 	)
 	flags = append(flags, windowFlags()...)
 	return &cli.Command{
@@ -38,6 +39,7 @@ func serveCommand() *cli.Command {
 		Usage: "serve an OpenAI-compatible HTTP API",
 		UsageText: "headinfer serve -m MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--parallel N] [--max-queue N] [-c CTX] [--gpu-mem SIZE] [--device D]\n\n" +
 			"POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events),\n" +
+			"POST /v1/embeddings and /embedding (with --embeddings), POST /tokenize, /detokenize, GET /props,\n" +
 			"GET /v1/models, GET /health, GET /metrics, POST /slots/{id}?action=save|restore (with --kv-cache-dir).\n" +
 			"Up to --parallel requests run at once, their decode steps batched (one read of the weights for all);\n" +
 			"the others wait in order. A finished sequence's KV stays in its slot until the slot is needed: a prompt\n" +
@@ -81,6 +83,7 @@ func serveWith(c *cli.Context, lv liveView) error {
 		IdleTimeout:   c.Duration("idle-timeout"),
 		MaxConnsPerIP: maxConnsPerIP(c.Int("max-conns-per-ip")),
 		KVCacheDir:    c.String("kv-cache-dir"),
+		Embeddings:    c.Bool("embeddings"),
 		Logger:        log,
 
 		ReloadOnFailure: c.Bool("reload-on-failure"),

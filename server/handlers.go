@@ -23,6 +23,9 @@ func (s *Server) routes() {
 	s.handle("POST /v1/completions", "/v1/completions", true, s.completions)
 	s.handle("POST /v1/chat/completions", "/v1/chat/completions", true, s.chat)
 	s.handle("POST /completion", "/completion", true, s.nativeCompletion)
+	s.handle("POST /v1/embeddings", "/v1/embeddings", true, s.embeddings)
+	s.handle("POST /embedding", "/embedding", true, s.nativeEmbedding)
+	s.handle("POST /embeddings", "/embedding", true, s.nativeEmbedding)
 	s.handle("POST /tokenize", "/tokenize", true, s.tokenize)
 	s.handle("POST /detokenize", "/detokenize", true, s.detokenize)
 	s.handle("GET /props", "/props", true, s.props)
@@ -41,6 +44,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 var knownPaths = map[string]bool{
 	"/v1/completions": true, "/v1/chat/completions": true, "/v1/models": true, "/health": true, "/metrics": true,
 	"/completion": true, "/tokenize": true, "/detokenize": true, "/props": true,
+	"/v1/embeddings": true, "/embedding": true, "/embeddings": true,
 }
 
 func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {

@@ -71,6 +71,9 @@ type Options struct {
 	// NoPrefixReuse prefills every prompt whole (for measuring what
 	// reuse saves).
 	NoPrefixReuse bool
+	// Embeddings serves POST /v1/embeddings and /embedding; without it
+	// they answer 501.
+	Embeddings bool
 	// Logger receives one line per request and the server's events
 	// (default slog.Default()).
 	Logger *slog.Logger

@@ -17,6 +17,9 @@ func TestServerTokenize(t *testing.T) {
 	const key = "k"
 	srv := startServer(t, "-m", model, "-c", "256", "--parallel", "2", "--api-key", key)
 	const text = "Hello world 😀</s> again"
+	if status, body := srv.post(t, "/v1/embeddings", key, []byte(`{"input": "hi"}`)); status != 501 {
+		t.Errorf("embeddings without --embeddings: %d %s, want 501", status, body)
+	}
 
 	promptIDs := func(extra ...string) []int32 {
 		stdout, stderr, err := run(t, append([]string{"generate", "--json", "-m", model, "-p", text, "-n", "1", "--temp", "0"}, extra...)...)
