@@ -31,6 +31,7 @@ func serveCommand() *cli.Command {
 		&cli.DurationFlag{Name: "grace", Value: server.DefaultGrace, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
 		&cli.StringFlag{Name: "reasoning-format", Value: server.ReasoningDeepSeek, Usage: "for a model whose chat template writes <think> blocks: deepseek sends the block as reasoning_content apart from content; none leaves the text as generated"},
 		&cli.BoolFlag{Name: "reload-on-failure", Usage: "when the device fails, load the model again once before answering 503 for good"},
+		&cli.IntFlag{Name: "agent-port", Usage: "also answer HAProxy's agent-check on this TCP port: \"up ready N%\" (the weight in proportion to the free places), \"up drain\" once shutting down, \"down\" while loading or after a device failure (0 = off)"},
 		&cli.BoolFlag{Name: "embeddings", Usage: "serve POST /v1/embeddings and /embedding (each input's final hidden states pooled as the model says, mean when it says none, and L2-normalised); without it they answer 501"},
 	)
 	flags = append(flags, windowFlags()...)
@@ -94,6 +95,20 @@ func serveWith(c *cli.Context, lv liveView) error {
 		return err
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "model", s.ModelName())
+	if p := c.Int("agent-port"); p != 0 {
+		aln, err := net.Listen("tcp", net.JoinHostPort(c.String("host"), strconv.Itoa(p)))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--agent-port: %w", err)
+		}
+		defer aln.Close()
+		go func() {
+			if err := s.ServeAgent(aln); err != nil {
+				log.Error("agent check listener", "err", err)
+			}
+		}()
+		log.Info("answering HAProxy agent checks", "addr", aln.Addr().String())
+	}
 	status := func() []string {
 		waiting, running := s.Queue()
 		return []string{fmt.Sprintf("listening on %s: %d of %d sequences running, %d waiting (at most %d)",

@@ -56,6 +56,7 @@ type Batch struct {
 	OnStep func(sequences int)
 
 	running atomic.Int32
+	held    atomic.Int64 // KV positions the running sequences hold
 }
 
 // batchSlot is one sequence's session and when it was last used.
@@ -161,6 +162,14 @@ func (m *Model) NewBatch(slots int) (b *Batch, err error) {
 
 // Slots is the number of sequences the batch runs at once.
 func (b *Batch) Slots() int { return len(b.slots) }
+
+// KVUsage is the share of the batch's KV positions (slots × context) that
+// the running sequences hold, 0 to 1. What finished sequences left in
+// their slots is not counted: it is there to reuse, and any request may
+// take its place.
+func (b *Batch) KVUsage() float64 {
+	return float64(b.held.Load()) / float64(len(b.slots)*b.slots[0].se.CtxSize())
+}
 
 // Running is the number of sequences holding a slot now.
 func (b *Batch) Running() int { return int(b.running.Load()) }
@@ -313,6 +322,11 @@ func (b *Batch) loop() {
 		b.dropStopped()
 		b.admit()
 		b.advance()
+		var held int64
+		for _, q := range b.active {
+			held += int64(len(q.se.tokens))
+		}
+		b.held.Store(held)
 	}
 }
 

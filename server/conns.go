@@ -54,7 +54,7 @@ const (
 var tooManyConns = func() string {
 	body, _ := json.Marshal(errorBody{Error: &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "too_many_connections",
 		Message: "too many connections from this address: close some and retry (the server's --max-conns-per-ip)"}})
-	return fmt.Sprintf("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+	return fmt.Sprintf("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s",
 		len(body), body)
 }()
 

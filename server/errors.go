@@ -14,6 +14,9 @@ type apiError struct {
 	Type    string  `json:"type"`
 	Param   *string `json:"param"`
 	Code    string  `json:"code"`
+	// RetryAfter, when > 0, is sent as the Retry-After header (seconds):
+	// on 429 and 503, when a retry (here or at another replica) may work.
+	RetryAfter int `json:"-"`
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -55,7 +58,7 @@ func requestTimeout() *apiError {
 }
 
 func queueFull(limit int) *apiError {
-	return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "queue_full",
+	return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "queue_full", RetryAfter: 1,
 		Message: fmt.Sprintf("the server is busy: %d requests are already waiting; retry later", limit)}
 }
 
@@ -63,17 +66,17 @@ func queueFull(limit int) *apiError {
 // many as it admits; the code is the queue's, since to a client it is the
 // same condition.
 func busy(held int) *apiError {
-	return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "queue_full",
+	return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "queue_full", RetryAfter: 1,
 		Message: fmt.Sprintf("the server is busy: it already holds %d requests (running, waiting or being read); retry later", held)}
 }
 
 func loading() *apiError {
-	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "model_loading",
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "model_loading", RetryAfter: retryLoading,
 		Message: "the model is still loading; retry when GET /health answers 200"}
 }
 
 func shuttingDown() *apiError {
-	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down",
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down", RetryAfter: 1,
 		Message: "the server is shutting down"}
 }
 
@@ -89,7 +92,7 @@ func unavailable(f *failure) *apiError {
 	if f.reloading {
 		msg += "; it is being reloaded, retry when GET /health answers 200"
 	}
-	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "model_unavailable", Message: msg}
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "model_unavailable", Message: msg, RetryAfter: f.retryAfter()}
 }
 
 func timedOut() *apiError {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"headinfer/engine"
@@ -56,22 +57,31 @@ func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {
 }
 
 // health answers 503 {"status":"loading"} until the model is loaded, then
-// 200 {"status":"ok"}; after a device failure, 503 {"status":"failed" or
-// "reloading", "reason": the error}.
+// 200 {"status":"ok"}, or 200 {"status":"busy"} while every running and
+// waiting place is taken (a request now would be answered 429; a balancer
+// may prefer another replica, but this one works); after a device
+// failure, 503 {"status":"failed" or "reloading", "reason": the error}.
+// The 503s carry Retry-After.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	if f := s.failed.Load(); f != nil {
 		status := "failed"
 		if f.reloading {
 			status = "reloading"
 		}
+		w.Header().Set("Retry-After", strconv.Itoa(f.retryAfter()))
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status, "reason": f.err.Error()})
 		return
 	}
 	if !s.Ready() {
+		w.Header().Set("Retry-After", strconv.Itoa(retryLoading))
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "loading"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	status := "ok"
+	if s.queue.full() {
+		status = "busy"
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": status})
 }
 
 func (s *Server) metricsPage(w http.ResponseWriter, r *http.Request) {

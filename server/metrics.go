@@ -50,6 +50,7 @@ type queueState struct {
 	waiting, running int
 	held             int // admission places taken
 	ready            bool
+	kvUsage          float64 // share of the KV positions the running sequences hold
 }
 
 func newMetrics(state func() queueState) *metrics {
@@ -62,6 +63,8 @@ func newMetrics(state func() queueState) *metrics {
 	f.gaugeFunc("headinfer_requests_running", "Requests being generated.", func() float64 { return float64(state().running) })
 	f.gaugeFunc("headinfer_requests_held", "Generation requests past reading their body, not yet answered: rendering, tokenizing, waiting or running (at most --parallel + --max-queue).",
 		func() float64 { return float64(state().held) })
+	f.gaugeFunc("headinfer_kv_cache_usage_ratio", "Share (0 to 1) of the KV cache's positions (--parallel × context) that running sequences hold.",
+		func() float64 { return state().kvUsage })
 	f.gaugeFunc("headinfer_model_ready", "1 once the model is loaded, while its device works.", func() float64 { return b2f(state().ready) })
 	m.connections = f.gauge("headinfer_connections", "HTTP connections open (served by Serve).")
 	m.connsRefused = f.counter("headinfer_connections_refused_total", "Connections refused because their client address held --max-conns-per-ip already.")

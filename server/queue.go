@@ -127,6 +127,14 @@ func (q *queue) close(ctx context.Context) error {
 }
 
 // depth returns the number of waiting and of running requests.
+// full says whether every place is taken, running and waiting: a request
+// now would be refused.
+func (q *queue) full() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.running >= q.size && len(q.waiting) >= q.limit
+}
+
 func (q *queue) depth() (waiting, running int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -57,6 +57,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		}
 	}
 
+	s.draining.Store(true)
 	if failed == nil {
 		s.log.Info("shutting down", "grace", grace)
 	}

@@ -117,6 +117,8 @@ type Server struct {
 	mux     *http.ServeMux
 	closeMu sync.Mutex
 	closed  bool
+	// draining is set once Serve begins to shut down.
+	draining atomic.Bool
 
 	// failed is set when the device fails and cleared by a reload.
 	failed      atomic.Pointer[failure]
@@ -131,6 +133,20 @@ type Server struct {
 type failure struct {
 	err       error
 	reloading bool // a reload is under way
+}
+
+// Retry-After seconds: while the model loads (or reloads), and after a
+// failure with no reload coming, when only a restart helps.
+const (
+	retryLoading = 5
+	retryFailed  = 60
+)
+
+func (f *failure) retryAfter() int {
+	if f.reloading {
+		return retryLoading
+	}
+	return retryFailed
 }
 
 // loaded is the model and the batch of sequences the requests run in.
@@ -182,7 +198,11 @@ func New(opt Options) *Server {
 	}
 	s.metrics = newMetrics(func() queueState {
 		waiting, running := s.queue.depth()
-		return queueState{waiting: waiting, running: running, held: s.admit.held(), ready: s.Ready()}
+		st := queueState{waiting: waiting, running: running, held: s.admit.held(), ready: s.Ready()}
+		if l := s.model.Load(); l != nil && l.batch != nil {
+			st.kvUsage = l.batch.KVUsage()
+		}
+		return st
 	})
 	s.gen = s.generate
 	s.routes()
