@@ -2,14 +2,15 @@
 # Installs the system packages headinfer needs to build, run and test on
 # Debian/Ubuntu: the Vulkan loader and headers (cgo), Mesa's drivers (lavapipe,
 # the CPU fallback device), the Khronos validation layer (tests), glslc +
-# spirv-tools (make shaders), and for the window (make build-window, and its
+# spirv-tools (make shaders), for the window (make build-window, and its
 # tests under Xvfb) the X11 development headers glfw compiles against and
-# xvfb. As root it installs what is missing; otherwise it prints the apt-get
-# line to run and fails.
+# xvfb, and HAProxy for the test of replicas behind a balancer. As root it
+# installs what is missing; otherwise it prints the apt-get line to run and
+# fails.
 set -euo pipefail
 
 pkgs=(libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc spirv-tools vulkan-tools
-	libx11-dev libxcursor-dev libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev libgl-dev xvfb xauth xdotool)
+	libx11-dev libxcursor-dev libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev libgl-dev xvfb xauth xdotool haproxy)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -156,17 +156,19 @@ func (p *serverProc) client(key string, hc *http.Client) *openai.Client {
 // absent samples read as 0.
 func (p *serverProc) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(p.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The whole body is read, so that the scrapes share one kept-alive
-	// connection: a connection closed under an unread body leaves a server
-	// goroutine behind for a moment, which goroutine counts would see.
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
+	return p.metricKey(t, "", name)
+}
+
+// metricKey is metric from a server that wants the API key.
+func (p *serverProc) metricKey(t *testing.T, key, name string) float64 {
+	t.Helper()
+	// The whole body is read (by get), so that the scrapes share one
+	// kept-alive connection: a connection closed under an unread body
+	// leaves a server goroutine behind for a moment, which goroutine
+	// counts would see.
+	status, body := p.get(t, "/metrics", key)
+	if status != 200 {
+		t.Fatalf("/metrics: %d %s", status, body)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	for sc.Scan() {
@@ -179,6 +181,28 @@ func (p *serverProc) metric(t *testing.T, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// get sends GET path with key (if any) and returns the status and body.
+func (p *serverProc) get(t *testing.T, path, key string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest("GET", p.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
 }
 
 // postJSON sends body to path and returns the status and the body.
