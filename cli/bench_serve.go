@@ -24,7 +24,19 @@ import (
 )
 
 func benchServeCommand() *cli.Command {
-	flags := append(modelFlags(),
+	flags := modelFlags()
+	for i, f := range flags {
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "model" {
+			// Not with --url.
+			opt := *sf
+			opt.Required = false
+			flags[i] = &opt
+		}
+	}
+	flags = append(flags,
+		&cli.StringFlag{Name: "url", Usage: "measure the server (or load balancer) at this base `URL`, e.g. http://127.0.0.1:8080, instead of one started in this process with -m"},
+		&cli.StringFlag{Name: "api-key", Usage: "the key to send to --url", EnvVars: []string{"HEADINFER_API_KEY"}},
+		&cli.IntFlag{Name: "sessions", Usage: "`S` conversations: request i continues conversation i mod S, whose own --shared-prefix tokens it begins with, and says so in X-Session-Id (for a balancer's affinity); 0: one prefix shared by all, no header"},
 		parallelFlag(server.DefaultParallel),
 		&cli.StringFlag{Name: "clients", Value: "1,2,4,8", Usage: "numbers of concurrent clients to measure, comma-separated"},
 		&cli.IntFlag{Name: "requests", Value: 16, Usage: "requests per client count, shared among its clients"},
@@ -39,8 +51,9 @@ func benchServeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "throughput and latency of the HTTP server under concurrent streaming clients",
-		UsageText: "headinfer bench serve -m MODEL [--parallel N] [--clients 1,2,4,8] [--requests R] [--prompt-tokens P] [--max-tokens T] [--shared-prefix K] [--csv F] [--plot F.png]\n\n" +
-			"Starts the server in this process on a loopback port and, for every client count, sends R greedy\n" +
+		UsageText: "headinfer bench serve -m MODEL [--parallel N] [--clients 1,2,4,8] [--requests R] [--prompt-tokens P] [--max-tokens T] [--shared-prefix K] [--sessions S] [--csv F] [--plot F.png]\n" +
+			"headinfer bench serve --url URL [--api-key KEY] [options as above]\n\n" +
+			"Starts the server in this process on a loopback port (or uses the one at --url) and, for every client count, sends R greedy\n" +
 			"streamed completions of random token prompts from that many concurrent clients. It reports the\n" +
 			"generated tokens per second of all clients together, and per request the time to the first token\n" +
 			"and the time per token after it (median and 95th percentile). Untimed requests from as many clients as the most measured warm up first.",
@@ -81,35 +94,50 @@ func benchServe(c *cli.Context) error {
 	if p <= 0 || t <= 0 || reqs <= 0 || k < 0 || k >= p {
 		return fmt.Errorf("--prompt-tokens, --max-tokens and --requests must be positive, and --shared-prefix below --prompt-tokens")
 	}
-	path, err := modelPath(c, c.String("model"))
-	if err != nil {
-		return err
+	sessions := c.Int("sessions")
+	if sessions < 0 {
+		return fmt.Errorf("--sessions must be 0 or positive")
 	}
-	m, err := loadModel(c, path, false)
-	if err != nil {
-		return err
+	tg := target{client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: slices.Max(clients)}}, key: c.String("api-key")}
+	var vocab int
+	if base := strings.TrimSuffix(c.String("url"), "/"); base != "" {
+		tg.url = base + "/v1/completions"
+		if vocab, err = remoteVocab(tg, base); err != nil {
+			return err
+		}
+	} else {
+		if !c.IsSet("model") {
+			return errors.New("bench serve needs -m MODEL, or --url of a running server")
+		}
+		path, err := modelPath(c, c.String("model"))
+		if err != nil {
+			return err
+		}
+		m, err := loadModel(c, path, false)
+		if err != nil {
+			return err
+		}
+		s := server.New(server.Options{
+			ModelPath: path, Parallel: c.Int("parallel"), MaxQueue: slices.Max(clients), Timeout: 24 * time.Hour,
+			NoPrefixReuse: c.Bool("no-prefix-cache"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err := s.SetModel(m); err != nil {
+			m.Close()
+			return err
+		}
+		defer s.Close(context.Background())
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		hs := &http.Server{Handler: s.Handler()}
+		go hs.Serve(ln)
+		defer hs.Close()
+		tg.url = "http://" + ln.Addr().String() + "/v1/completions"
+		vocab = m.Config.Vocab
 	}
-	s := server.New(server.Options{
-		ModelPath: path, Parallel: c.Int("parallel"), MaxQueue: slices.Max(clients), Timeout: 24 * time.Hour,
-		NoPrefixReuse: c.Bool("no-prefix-cache"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err := s.SetModel(m); err != nil {
-		m.Close()
-		return err
-	}
-	defer s.Close(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{Handler: s.Handler()}
-	go hs.Serve(ln)
-	defer hs.Close()
-	url := "http://" + ln.Addr().String() + "/v1/completions"
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: slices.Max(clients)}}
 
 	r := rand.New(rand.NewPCG(c.Uint64("seed"), 7))
-	vocab := m.Config.Vocab
 	randomIDs := func(n int) []int32 {
 		ids := make([]int32, n)
 		for i := range ids {
@@ -117,20 +145,32 @@ func benchServe(c *cli.Context) error {
 		}
 		return ids
 	}
-	shared := randomIDs(k)
-	prompt := func() []int32 { return append(slices.Clone(shared), randomIDs(p-k)...) }
+	shared := [][]int32{randomIDs(k)}
+	for range sessions - 1 {
+		shared = append(shared, randomIDs(k))
+	}
+	next := 0
+	prompt := func() request {
+		i := next % len(shared)
+		next++
+		q := request{ids: append(slices.Clone(shared[i]), randomIDs(p-k)...)}
+		if sessions > 0 {
+			q.session = fmt.Sprintf("bench-%d", i)
+		}
+		return q
+	}
 
 	// The warm-up runs as many clients as the most measured, so that every
 	// batch size the timed runs meet has its kernels compiled and its steps
 	// recorded (a CPU device compiles a batched kernel in seconds): the
 	// timings then measure serving, not first use.
 	most := slices.Max(clients)
-	if w := runClients(client, url, most, most, t, prompt); w.Errors > 0 {
+	if w := runClients(tg, most, most, t, prompt); w.Errors > 0 {
 		return fmt.Errorf("warm-up: %d of %d requests failed", w.Errors, w.Requests)
 	}
 	var rs []serveResult
 	for _, n := range clients {
-		res := runClients(client, url, n, reqs, t, prompt)
+		res := runClients(tg, n, reqs, t, prompt)
 		rs = append(rs, res)
 		fmt.Fprintf(c.App.ErrWriter, "%d clients: %.1f tok/s\n", n, res.tokensPerSecond())
 	}
@@ -153,10 +193,51 @@ func benchServe(c *cli.Context) error {
 	return nil
 }
 
+// target is where bench serve sends its completions.
+type target struct {
+	client *http.Client
+	url    string // .../v1/completions
+	key    string // API key, if any
+}
+
+// request is one prompt, of a session when it has a name.
+type request struct {
+	ids     []int32
+	session string
+}
+
+// remoteVocab asks the server at base for its vocabulary size (GET
+// /v1/models, llama-server's meta.n_vocab), for the random prompts.
+func remoteVocab(tg target, base string) (int, error) {
+	req, err := http.NewRequest("GET", base+"/v1/models", nil)
+	if err != nil {
+		return 0, err
+	}
+	if tg.key != "" {
+		req.Header.Set("Authorization", "Bearer "+tg.key)
+	}
+	resp, err := tg.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Data []struct {
+			Meta struct {
+				NVocab int `json:"n_vocab"`
+			}
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || resp.StatusCode != 200 || len(list.Data) == 0 || list.Data[0].Meta.NVocab < 4 {
+		return 0, fmt.Errorf("%s/v1/models (status %d) does not give the vocabulary size (meta.n_vocab): %v", base, resp.StatusCode, err)
+	}
+	return list.Data[0].Meta.NVocab, nil
+}
+
 // runClients sends reqs requests from n concurrent clients, each taking
 // the next request when its last one ends.
-func runClients(client *http.Client, url string, n, reqs, maxTokens int, prompt func() []int32) serveResult {
-	prompts := make(chan []int32, reqs)
+func runClients(tg target, n, reqs, maxTokens int, prompt func() request) serveResult {
+	prompts := make(chan request, reqs)
 	for range reqs {
 		prompts <- prompt()
 	}
@@ -167,8 +248,8 @@ func runClients(client *http.Client, url string, n, reqs, maxTokens int, prompt 
 	t0 := time.Now()
 	for range n {
 		wg.Go(func() {
-			for ids := range prompts {
-				tm := streamCompletion(client, url, ids, maxTokens)
+			for q := range prompts {
+				tm := streamCompletion(tg, q, maxTokens)
 				mu.Lock()
 				timings = append(timings, tm)
 				mu.Unlock()
@@ -196,11 +277,22 @@ func runClients(client *http.Client, url string, n, reqs, maxTokens int, prompt 
 }
 
 // streamCompletion sends one greedy streamed completion and times it.
-func streamCompletion(client *http.Client, url string, prompt []int32, maxTokens int) (tm requestTiming) {
-	body, _ := json.Marshal(map[string]any{"prompt": prompt, "max_tokens": maxTokens, "temperature": 0,
+func streamCompletion(tg target, q request, maxTokens int) (tm requestTiming) {
+	body, _ := json.Marshal(map[string]any{"prompt": q.ids, "max_tokens": maxTokens, "temperature": 0,
 		"stream": true, "stream_options": map[string]any{"include_usage": true}})
 	t0 := time.Now()
-	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest("POST", tg.url, bytes.NewReader(body))
+	if err != nil {
+		return requestTiming{err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if tg.key != "" {
+		req.Header.Set("Authorization", "Bearer "+tg.key)
+	}
+	if q.session != "" {
+		req.Header.Set("X-Session-Id", q.session)
+	}
+	resp, err := tg.client.Do(req)
 	if err != nil {
 		return requestTiming{err: err}
 	}

@@ -165,4 +165,12 @@ type modelEntry struct {
 	Object  string `json:"object"` // "model"
 	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
+	// Meta, as llama-server gives it, once the model is loaded.
+	Meta *modelMeta `json:"meta,omitempty"`
+}
+
+type modelMeta struct {
+	NVocab    int `json:"n_vocab"`
+	NCtxTrain int `json:"n_ctx_train,omitempty"`
+	NEmbd     int `json:"n_embd,omitempty"`
 }

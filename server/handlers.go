@@ -89,7 +89,14 @@ func (s *Server) metricsPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) modelEntry() modelEntry {
-	return modelEntry{ID: s.name, Object: "model", Created: s.metrics.started.Unix(), OwnedBy: "headinfer"}
+	e := modelEntry{ID: s.name, Object: "model", Created: s.metrics.started.Unix(), OwnedBy: "headinfer"}
+	if l := s.model.Load(); l != nil {
+		e.Meta = &modelMeta{NVocab: l.tok.VocabSize()}
+		if l.m != nil {
+			e.Meta.NCtxTrain, e.Meta.NEmbd = l.m.Config.TrainCtx, l.m.Config.Dim
+		}
+	}
+	return e
 }
 
 func (s *Server) models(w http.ResponseWriter, r *http.Request) {
