@@ -277,7 +277,6 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 	rr := startHAProxy(t, haproxy, roundRobinCfg, env, 3)
 	roundRobin, _ := conversations(t, rr.url, "roundrobin", 20, 4)
 	t.Logf("later turns that reused their whole previous prompt: %.0f%% with affinity, %.0f%% with round robin", 100*affinity, 100*roundRobin)
-	fmt.Printf("haproxy: prefix reuse on later turns: affinity %.0f%%, round robin %.0f%%\n", 100*affinity, 100*roundRobin)
 	if affinity < 0.9 {
 		t.Errorf("with affinity %.0f%% of later turns reused their prefix, want ≥ 90%%", 100*affinity)
 	}
