@@ -295,15 +295,13 @@ func (c *Client) Local(r Ref) (string, bool) {
 }
 
 // Pull makes sure the file r names is on disk, verified, and returns its
-// path. A file pulled before is not fetched again.
+// path. A file pulled before is not fetched again. For a split model
+// (NAME-00001-of-00003.gguf and so on), every part is pulled and the
+// first one's path returned: it is the one to load.
 func (c *Client) Pull(ctx context.Context, r Ref) (string, error) {
-	if r.File != "" {
-		if p, ok := c.Local(r); ok {
-			return p, nil
-		}
-	}
-	var want File
-	if r.File == "" {
+	file := r.File
+	var listed []File
+	if file == "" {
 		files, err := c.Files(ctx, r.Repo)
 		if err != nil {
 			return "", err
@@ -312,22 +310,41 @@ func (c *Client) Pull(ctx context.Context, r Ref) (string, error) {
 		for i, f := range files {
 			paths[i] = f.Path
 		}
-		name, err := pick(r.Repo, r.Quant, paths)
+		if file, err = pick(r.Repo, r.Quant, paths); err != nil {
+			return "", err
+		}
+		listed = files
+	}
+	parts := SplitParts(file)
+	var first string
+	for i, part := range parts {
+		p, err := c.pullFile(ctx, r.Repo, part, listed)
+		if err != nil && len(parts) > 1 {
+			err = fmt.Errorf("part %d of %d of a split model: %w", i+1, len(parts), err)
+		}
 		if err != nil {
 			return "", err
 		}
-		for _, f := range files {
-			if f.Path == name {
-				want = f
-			}
+		if i == 0 {
+			first = p
 		}
-		if p := c.path(r.Repo, name); fileExists(p) {
-			return p, nil
-		}
-	} else {
-		want.Path = r.File
 	}
-	return c.download(ctx, r.Repo, want)
+	return first, nil
+}
+
+// pullFile pulls one file of repo unless it is on disk; listed, when the
+// repository was listed, gives its size and checksum.
+func (c *Client) pullFile(ctx context.Context, repo, file string, listed []File) (string, error) {
+	if p := c.path(repo, file); fileExists(p) {
+		return p, nil
+	}
+	want := File{Path: file}
+	for _, f := range listed {
+		if f.Path == file {
+			want = f
+		}
+	}
+	return c.download(ctx, repo, want)
 }
 
 func fileExists(p string) bool {

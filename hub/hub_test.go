@@ -339,12 +339,13 @@ func TestPick(t *testing.T) {
 		"split/m-Q6_K-00001-of-00002.gguf", "split/m-Q6_K-00002-of-00002.gguf"}
 	for _, c := range []struct{ quant, want string }{
 		{"q4_k_m", "m-Q4_K_M.gguf"}, {"Q8_0", "m.Q8_0.gguf"}, {"Q4_0", "m-Q4_0.gguf"}, {"iq4_xs", "m-IQ4_XS.gguf"},
+		{"Q6_K", "split/m-Q6_K-00001-of-00002.gguf"},
 	} {
 		if got, err := pick("r", c.quant, files); err != nil || got != c.want {
 			t.Errorf("pick(%q) = %q, %v; want %q", c.quant, got, err, c.want)
 		}
 	}
-	for _, q := range []string{"Q4_K", "Q4_XS", "Q5_K_M", "Q6_K"} {
+	for _, q := range []string{"Q4_K", "Q4_XS", "Q5_K_M"} {
 		if got, err := pick("r", q, files); err == nil {
 			t.Errorf("pick(%q) = %q, want an error", q, got)
 		}
@@ -422,5 +423,40 @@ func TestLocalPath(t *testing.T) {
 		if got := localPath(p); got != want {
 			t.Errorf("localPath(%q) = %v, want %v", p, got, want)
 		}
+	}
+}
+
+// TestPullSplit pulls a model split into parts, by quantization and by
+// the name of any part: every part lands, and the first one's path is
+// the answer.
+func TestPullSplit(t *testing.T) {
+	h := newFakeHub(t)
+	parts := map[string][]byte{
+		"Big-Q4_K_M-00001-of-00003.gguf": content(4, 1000), "Big-Q4_K_M-00002-of-00003.gguf": content(5, 2000),
+		"Big-Q4_K_M-00003-of-00003.gguf": content(6, 3000),
+	}
+	files := map[string][]byte{"Big-Q8_0.gguf": content(7, 10)}
+	for k, v := range parts {
+		files[k] = v
+	}
+	h.add("acme/Big-GGUF", false, files)
+	for _, ref := range []Ref{{Repo: "acme/Big-GGUF", Quant: "Q4_K_M"}, {Repo: "acme/Big-GGUF", File: "Big-Q4_K_M-00002-of-00003.gguf"}} {
+		c := h.client("")
+		p, err := c.Pull(context.Background(), ref)
+		if err != nil {
+			t.Fatalf("%v: %v", ref, err)
+		}
+		if filepath.Base(p) != "Big-Q4_K_M-00001-of-00003.gguf" {
+			t.Errorf("%v: pulled to %s, want the first part", ref, p)
+		}
+		for name, want := range parts {
+			checkFile(t, filepath.Join(filepath.Dir(p), name), want)
+		}
+	}
+	delete(files, "Big-Q4_K_M-00003-of-00003.gguf")
+	h.add("acme/Broken-GGUF", false, files)
+	if _, err := h.client("").Pull(context.Background(), Ref{Repo: "acme/Broken-GGUF", File: "Big-Q4_K_M-00001-of-00003.gguf"}); err == nil ||
+		!strings.Contains(err.Error(), "part 3 of 3") {
+		t.Errorf("a split model missing a part: %v, want an error naming part 3 of 3", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -84,6 +85,26 @@ func ParseRef(s string) (Ref, error) {
 // one model (model-Q4_K_M-00001-of-00003.gguf).
 var splitPart = regexp.MustCompile(`(?i)-\d{5}-of-\d{5}\.gguf$`)
 
+// splitName splits a part's name into the prefix, its number and the count.
+var splitName = regexp.MustCompile(`^(.*)-(\d{5})-of-(\d{5})\.gguf$`)
+
+// SplitParts lists the repository paths of every part of the split model
+// that file is a part of (file itself included, first part first), or
+// just file when it is not a part.
+func SplitParts(file string) []string {
+	m := splitName.FindStringSubmatch(file)
+	if m == nil {
+		return []string{file}
+	}
+	var n int
+	fmt.Sscan(m[3], &n)
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%05d-of-%05d.gguf", m[1], i+1, n)
+	}
+	return out
+}
+
 // quantName finds the quantization a GGUF file name ends with, as model
 // repositories name them (model-Q4_K_M.gguf, model.Q8_0.gguf,
 // model-IQ4_XS.gguf, model-f16.gguf), or "".
@@ -152,9 +173,9 @@ func pick(repo, quant string, paths []string) (string, error) {
 	switch {
 	case len(match) == 0:
 		return "", fmt.Errorf("%w: %s has no GGUF file for %s; it has %s", ErrNoMatch, repo, quant, quantList(ggufs))
-	case splitPart.MatchString(match[0]):
-		return "", fmt.Errorf("%s:%s is split into %d files (%s ...); headinfer reads single-file GGUFs: merge them with llama.cpp's gguf-split --merge, or pick another quantization",
-			repo, quant, len(match), match[0])
+	case splitPart.MatchString(match[0]) && slices.Equal(SplitParts(match[0]), match):
+		// The parts of one split model, in order: the first names it.
+		return match[0], nil
 	case len(match) > 1:
 		return "", fmt.Errorf("%w: %d files of %s carry %s (%s): name one with %s/FILE.gguf",
 			ErrNoMatch, len(match), repo, quant, strings.Join(match, ", "), repo)

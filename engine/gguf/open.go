@@ -14,6 +14,19 @@ func Open(path string) (*File, error) { return OpenWith(path, Options{}) }
 
 // OpenWith is Open with options.
 func OpenWith(path string, o Options) (*File, error) {
+	f, err := openOne(path, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.openParts(path, o); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// openOne opens one file.
+func openOne(path string, o Options) (*File, error) {
 	fd, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("gguf: %w", err)
@@ -38,6 +51,6 @@ func OpenWith(path string, o Options) (*File, error) {
 	if f.DataOffset < uint64(len(m)) {
 		f.data = m[f.DataOffset:]
 	}
-	f.unmap = unmap
+	f.unmap = []func() error{unmap}
 	return f, nil
 }

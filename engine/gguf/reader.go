@@ -17,6 +17,7 @@ package gguf
 import (
 	"bufio"
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"math/bits"
@@ -33,8 +34,9 @@ type File struct {
 
 	kvIndex map[string]int
 	tIndex  map[string]int
-	data    []byte       // the data section: mapped by Open, copied by Parse
-	unmap   func() error // releases data; nil when there is nothing to release
+	data    []byte         // the data section: mapped by Open, copied by Parse
+	parts   [][]byte       // the data sections of a split model's later files (see split.go)
+	unmap   []func() error // release the mappings
 }
 
 // TensorInfo describes one tensor. Dims are in ggml order: Dims[0] is the
@@ -43,7 +45,9 @@ type TensorInfo struct {
 	Name   string
 	Dims   []uint64
 	Type   Type
-	Offset uint64 // from the start of the data section
+	Offset uint64 // from the start of the data section (of its part's file, in a split model)
+
+	part int // which file of a split model holds the data: 0 the first
 }
 
 // Options change what Open and Parse accept.
@@ -137,12 +141,19 @@ func (f *File) Tensor(name string) (*TensorInfo, bool) {
 // of the mapped file, valid until Close. It is nil for an unsupported type,
 // for a range outside the data section, and after Close.
 func (f *File) Data(ti *TensorInfo) []byte {
+	data := f.data
+	if ti.part > 0 {
+		if ti.part > len(f.parts) {
+			return nil
+		}
+		data = f.parts[ti.part-1]
+	}
 	n, err := ti.size()
-	if err != nil || ti.Offset > uint64(len(f.data)) || n > uint64(len(f.data))-ti.Offset {
+	if err != nil || ti.Offset > uint64(len(data)) || n > uint64(len(data))-ti.Offset {
 		return nil
 	}
 	end := ti.Offset + n
-	return f.data[ti.Offset:end:end]
+	return data[ti.Offset:end:end]
 }
 
 // TensorData finds a tensor and returns its data, or an error naming the
@@ -174,11 +185,11 @@ func (f *File) CheckTypes() error {
 
 // Close releases the tensor data; slices from Data must not be used after.
 func (f *File) Close() error {
-	f.data = nil
-	if f.unmap == nil {
-		return nil
+	f.data, f.parts = nil, nil
+	var err error
+	for _, unmap := range f.unmap {
+		err = errors.Join(err, unmap())
 	}
-	err := f.unmap()
 	f.unmap = nil
 	return err
 }
