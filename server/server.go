@@ -132,17 +132,18 @@ type failure struct {
 
 // loaded is the model and the batch of sequences the requests run in.
 type loaded struct {
-	m       *engine.Model
-	batch   *engine.Batch
-	tok     tokenizer.Tokenizer
-	ctx     int // positions in the session's KV cache
-	tmpl    *chatTemplate
-	tmplSrc string // the model's chat template, as GET /props shows it
-	tmplErr error
-	thinks  bool         // the template writes <think> blocks
-	addBOS  bool         // the vocabulary wants BOS in front of a prompt
-	prefix  *prefixCache // used on the batch's goroutine only
-	vocab   grammarVocab // for grammar-constrained requests
+	m          *engine.Model
+	batch      *engine.Batch
+	tok        tokenizer.Tokenizer
+	ctx        int // positions in the session's KV cache
+	tmpl       *chatTemplate
+	tmplSrc    string // the model's chat template, as GET /props shows it
+	tmplErr    error
+	thinks     bool         // the template writes <think> blocks
+	toolFormat toolFormat   // how the template's family writes tool calls
+	addBOS     bool         // the vocabulary wants BOS in front of a prompt
+	prefix     *prefixCache // used on the batch's goroutine only
+	vocab      grammarVocab // for grammar-constrained requests
 }
 
 // New returns a Server with no model yet.
@@ -250,6 +251,10 @@ func newLoaded(tok tokenizer.Tokenizer, ctx int, tmpl string) *loaded {
 	}
 	l.tmpl, l.tmplErr = newChatTemplate(tmpl, tok.TokenText(tok.BOS()), tok.TokenText(tok.EOS()))
 	l.thinks = templateThinks(tmpl)
+	l.toolFormat = toolFormatOf(tmpl)
+	if l.tmpl != nil {
+		l.tmpl.quote = tok.Quote
+	}
 	return l
 }
 
