@@ -226,6 +226,9 @@ func (s *Server) SetModel(m *engine.Model) error {
 	} else if l.tmpl.t == nil {
 		s.log.Info("the model has no chat template: chat prompts are plain \"role: content\" lines")
 	}
+	if l.tmplErr == nil {
+		s.log.Info("tool calls", "format", l.toolFormat.String())
+	}
 	s.metrics.setMemory(b.Memory())
 	s.model.Store(l)
 	return nil

@@ -530,3 +530,28 @@ func TestToolBadInput(t *testing.T) {
 		t.Errorf("a call without a name: %d %s", status, body)
 	}
 }
+
+// TestToolThinking: a thinking model's block is split off first, and the
+// calls are read from what follows it.
+func TestToolThinking(t *testing.T) {
+	f := toolFamilies()[1]
+	src, err := os.ReadFile(filepath.Join("testdata", "tools", f.file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tv := testVocab{name: f.name, vocab: f.vocab, template: string(src) + "{#- <think> #}"}
+	s := fakeServer(t, Options{}, tv, 4096, writes("<think>\nParis, so ", "get_weather.\n</think>\n\n<tool_call>\n", `{"name": "get_weather", "arguments": {"city": "Paris"}}`, "\n</tool_call>"))
+	body := `{"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": ` + weatherTools + `}`
+	status, out := post(t, s, "/v1/chat/completions", body)
+	var resp chatResponse
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || status != 200 {
+		t.Fatalf("%d %s", status, out)
+	}
+	m := resp.Choices[0].Message
+	if m.ReasoningContent != "Paris, so get_weather." || m.Content != "" || len(m.ToolCalls) != 1 || m.ToolCalls[0].Function.Arguments != `{"city":"Paris"}` || resp.Choices[0].FinishReason != "tool_calls" {
+		t.Errorf("%s", out)
+	}
+	if !strings.Contains(out, `"content":null`) {
+		t.Errorf("content is not null: %s", out)
+	}
+}
