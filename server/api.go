@@ -1,6 +1,9 @@
 package server
 
-import "encoding/json"
+import (
+	"bytes"
+	"encoding/json"
+)
 
 // The request and response bodies of the OpenAI API, as far as this server
 // reads and writes them. Fields it does not know are ignored.
@@ -53,6 +56,8 @@ type chatRequest struct {
 	Logprobs            *bool           `json:"logprobs"`
 	TopLogprobs         *int            `json:"top_logprobs"`
 	Tools               json.RawMessage `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
 	Functions           json.RawMessage `json:"functions"`
 	// ChatTemplateKwargs are extra variables for the chat template (as
 	// vLLM and llama.cpp accept them), e.g. {"enable_thinking": false}.
@@ -63,6 +68,10 @@ type chatMessage struct {
 	Role    string          `json:"role"`
 	Content json.RawMessage `json:"content"`
 	Name    string          `json:"name,omitempty"`
+	// ToolCalls are the calls an assistant message made (its content
+	// null or text); ToolCallID is the call a "tool" message answers.
+	ToolCalls  json.RawMessage `json:"tool_calls"`
+	ToolCallID string          `json:"tool_call_id"`
 }
 
 // contentPart is one element of a message's content given as an array.
@@ -129,7 +138,28 @@ type chatContent struct {
 	Content string `json:"content"`
 	// ReasoningContent is the model's thinking block, as llama-server
 	// and DeepSeek's API send it; absent when there is none.
-	ReasoningContent string `json:"reasoning_content,omitempty"`
+	ReasoningContent string     `json:"reasoning_content,omitempty"`
+	ToolCalls        []toolCall `json:"tool_calls,omitempty"`
+}
+
+// MarshalJSON writes the content as null in an answer that called tools
+// and wrote no text besides, as OpenAI answers it.
+func (c chatContent) MarshalJSON() ([]byte, error) {
+	type plain chatContent
+	var v any = plain(c)
+	if c.Content == "" && len(c.ToolCalls) > 0 {
+		v = struct {
+			plain
+			Content *string `json:"content"`
+		}{plain: plain(c)}
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // chatChunk is one "chat.completion.chunk" of a chat stream.
@@ -150,9 +180,10 @@ type chatChunkChoice struct {
 }
 
 type chatDelta struct {
-	Role             string  `json:"role,omitempty"`
-	Content          *string `json:"content,omitempty"`
-	ReasoningContent *string `json:"reasoning_content,omitempty"`
+	Role             string          `json:"role,omitempty"`
+	Content          *string         `json:"content,omitempty"`
+	ReasoningContent *string         `json:"reasoning_content,omitempty"`
+	ToolCalls        []toolCallDelta `json:"tool_calls,omitempty"`
 }
 
 type modelList struct {

@@ -147,7 +147,7 @@ func FuzzChatTemplate(f *testing.F) {
 			}
 			prompt := func(content, role string) ([]int32, *apiError) {
 				msgs := []message{{Role: "system", Content: "S"}, {Role: role, Content: content}, {Role: "assistant", Content: content}, {Role: "user", Content: "go"}}
-				text, e := fm.l.render(msgs, map[string]any{"flavour": content})
+				text, e := fm.l.render(msgs, nil, map[string]any{"flavour": content})
 				if e != nil {
 					return nil, e
 				}

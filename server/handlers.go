@@ -186,6 +186,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) 
 	if j.thinks && s.opt.ReasoningFormat != ReasoningNone {
 		a.think = newThinkSplitter(j.thinkOpen)
 	}
+	if j.tools.parses() {
+		a.tools = newToolStream(j.tools)
+	}
 	if j.stream {
 		s.stream(ctx, w, info, l, j, a)
 		return
@@ -298,7 +301,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 		}
 		return
 	}
-	finish := string(o.finish)
+	finish := a.finishReason(o)
 	err = sw.send(a.withSteps(a.chunk("", &finish), j.trace.take()))
 	if err == nil && j.includeUsage {
 		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o)))

@@ -33,6 +33,7 @@ type job struct {
 	thinkOpen    bool             // the prompt opened the block: the text begins inside it
 	trace        *trace           // the tokens' logprobs (or ids) when the answer shows them; nil: not asked
 	grammar      *grammar.Grammar // the language the output must be in; nil: any text
+	tools        *toolSpec        // the request's tools; nil: none
 	native       *nativeInfo      // llama-server's /completion, answered in its format; nil: OpenAI's
 	admitted     time.Time        // when it joined the queue (for the metrics)
 }
@@ -399,8 +400,6 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 		if e := checkTop("top_logprobs", *req.TopLogprobs); e != nil {
 			return nil, e
 		}
-	case !isNull(req.Tools) && string(bytes.TrimSpace(req.Tools)) != "[]":
-		return nil, badRequest("tools", "unsupported", "tools are not supported")
 	case !isNull(req.Functions) && string(bytes.TrimSpace(req.Functions)) != "[]":
 		return nil, badRequest("functions", "unsupported", "functions are not supported")
 	}
@@ -408,7 +407,11 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	if e != nil {
 		return nil, e
 	}
-	text, e := l.render(msgs, req.ChatTemplateKwargs)
+	tools, e := toolsOf(req, l.toolFormat)
+	if e != nil {
+		return nil, e
+	}
+	text, e := l.render(msgs, tools, req.ChatTemplateKwargs)
 	if e != nil {
 		return nil, e
 	}
@@ -429,6 +432,9 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	if e := l.finishJob(j, &req.samplingFields, maxTokens, name); e != nil {
 		return nil, e
 	}
+	if e := toolJob(j, tools, &req.constraintFields); e != nil {
+		return nil, e
+	}
 	if j.grammar != nil {
 		// The grammar holds from the first token, so the answer has no
 		// thinking block to split off: it is all content, as generated.
@@ -447,9 +453,11 @@ func checkTop(name string, n int) *apiError {
 
 // message is one chat message with its content as plain text.
 type message struct {
-	Role    string
-	Content string
-	Name    string
+	Role       string
+	Content    string
+	Name       string
+	ToolCalls  []toolCall // an assistant's calls
+	ToolCallID string     // the call a tool message answers
 }
 
 // messagesOf checks the messages and flattens their content to text.
@@ -463,7 +471,12 @@ func messagesOf(in []chatMessage) ([]message, *apiError) {
 		if m.Role == "" {
 			return nil, badRequest(param+".role", "invalid_value", "%s has no role", param)
 		}
-		out[i] = message{Role: m.Role, Name: m.Name}
+		out[i] = message{Role: m.Role, Name: m.Name, ToolCallID: m.ToolCallID}
+		calls, e := toolCallsOf(param+".tool_calls", m.ToolCalls)
+		if e != nil {
+			return nil, e
+		}
+		out[i].ToolCalls = calls
 		if isNull(m.Content) {
 			continue
 		}

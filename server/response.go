@@ -1,5 +1,7 @@
 package server
 
+import "strings"
+
 // answer builds the response objects of one request.
 type answer struct {
 	id      string
@@ -9,6 +11,16 @@ type answer struct {
 	think   *thinkSplitter // chat answers of a thinking model; nil: text is content
 	native  bool           // llama-server's /completion format (native.go)
 	lp      *logprobFormat // set when the request asked for logprobs
+	tools   *toolStream    // chat answers that may call tools; nil: text is content
+}
+
+// finishReason is the answer's finish_reason: "tool_calls" when it called
+// tools, else how the generation ended.
+func (a answer) finishReason(o outcome) string {
+	if a.tools != nil && len(a.tools.calls) > 0 {
+		return "tool_calls"
+	}
+	return string(o.finish)
 }
 
 func (a answer) prefix() string {
@@ -32,9 +44,17 @@ func (a answer) whole(text string, o outcome, j *job, steps []stepProbs) any {
 			fr, fc := a.think.flush()
 			msg.ReasoningContent, msg.Content = r+fr, c+fc
 		}
+		if a.tools != nil {
+			c := a.tools.add(msg.Content)
+			fc, calls := a.tools.flush()
+			msg.Content, msg.ToolCalls = c+fc, calls
+			if len(calls) > 0 {
+				msg.Content = strings.TrimSpace(msg.Content)
+			}
+		}
 		return chatResponse{
 			ID: a.prefix() + a.id, Object: "chat.completion", Created: a.created, Model: a.model,
-			Choices: []chatChoice{{Message: msg, Logprobs: a.logprobs(steps), FinishReason: string(o.finish)}},
+			Choices: []chatChoice{{Message: msg, Logprobs: a.logprobs(steps), FinishReason: a.finishReason(o)}},
 			Usage:   u,
 		}
 	}
@@ -71,20 +91,27 @@ func (a answer) chunk(text string, finish *string) any {
 }
 
 // thinkChunks are the stream events for the next piece of generated text
-// (or, with end, for what the splitter held back): with a thinking block
-// one with its reasoning and one with content, as far as each has text.
+// (or, with end, for what the splitters held back): with a thinking block
+// one with its reasoning and one with content, as far as each has text;
+// with tools, at the end, the calls.
 func (a answer) thinkChunks(text string, end bool) []any {
-	if a.think == nil {
-		if end || text == "" {
-			return nil
-		}
-		return []any{a.chunk(text, nil)}
-	}
 	var r, c string
-	if end {
+	switch {
+	case a.think == nil:
+		c = text
+	case end:
 		r, c = a.think.flush()
-	} else {
+	default:
 		r, c = a.think.add(text)
+	}
+	var calls []toolCall
+	if a.tools != nil {
+		c = a.tools.add(c)
+		if end {
+			var fc string
+			fc, calls = a.tools.flush()
+			c += fc
+		}
 	}
 	var out []any
 	if r != "" {
@@ -95,7 +122,19 @@ func (a answer) thinkChunks(text string, end bool) []any {
 	if c != "" {
 		out = append(out, a.chunk(c, nil))
 	}
+	for i, call := range calls {
+		out = append(out, a.callChunk(toolCallDelta{Index: i, ID: call.ID, Type: call.Type, Function: toolFunctionDelta{Name: call.Function.Name}}))
+		out = append(out, a.callChunk(toolCallDelta{Index: i, Function: toolFunctionDelta{Arguments: call.Function.Arguments}}))
+	}
 	return out
+}
+
+// callChunk is a stream event with a piece of a tool call: OpenAI's
+// first event of a call names it, the next ones carry its arguments.
+func (a answer) callChunk(d toolCallDelta) chatChunk {
+	c := a.chatChunk(nil)
+	c.Choices = []chatChunkChoice{{Delta: chatDelta{ToolCalls: []toolCallDelta{d}}}}
+	return c
 }
 
 // usageChunk is the extra last event of a stream with

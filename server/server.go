@@ -151,17 +151,18 @@ func (f *failure) retryAfter() int {
 
 // loaded is the model and the batch of sequences the requests run in.
 type loaded struct {
-	m       *engine.Model
-	batch   *engine.Batch
-	tok     tokenizer.Tokenizer
-	ctx     int // positions in the session's KV cache
-	tmpl    *chatTemplate
-	tmplSrc string // the model's chat template, as GET /props shows it
-	tmplErr error
-	thinks  bool         // the template writes <think> blocks
-	addBOS  bool         // the vocabulary wants BOS in front of a prompt
-	prefix  *prefixCache // used on the batch's goroutine only
-	vocab   grammarVocab // for grammar-constrained requests
+	m          *engine.Model
+	batch      *engine.Batch
+	tok        tokenizer.Tokenizer
+	ctx        int // positions in the session's KV cache
+	tmpl       *chatTemplate
+	tmplSrc    string // the model's chat template, as GET /props shows it
+	tmplErr    error
+	thinks     bool         // the template writes <think> blocks
+	toolFormat toolFormat   // how the template's family writes tool calls
+	addBOS     bool         // the vocabulary wants BOS in front of a prompt
+	prefix     *prefixCache // used on the batch's goroutine only
+	vocab      grammarVocab // for grammar-constrained requests
 }
 
 // New returns a Server with no model yet.
@@ -248,6 +249,9 @@ func (s *Server) SetModel(m *engine.Model) error {
 	} else if l.tmpl.t == nil {
 		s.log.Info("the model has no chat template: chat prompts are plain \"role: content\" lines")
 	}
+	if l.tmplErr == nil {
+		s.log.Info("tool calls", "format", l.toolFormat.String())
+	}
 	s.metrics.setMemory(b.Memory())
 	s.model.Store(l)
 	return nil
@@ -273,6 +277,10 @@ func newLoaded(tok tokenizer.Tokenizer, ctx int, tmpl string) *loaded {
 	}
 	l.tmpl, l.tmplErr = newChatTemplate(tmpl, tok.TokenText(tok.BOS()), tok.TokenText(tok.EOS()))
 	l.thinks = templateThinks(tmpl)
+	l.toolFormat = toolFormatOf(tmpl)
+	if l.tmpl != nil {
+		l.tmpl.quote = tok.Quote
+	}
 	return l
 }
 

@@ -1,7 +1,11 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -16,6 +20,10 @@ import (
 type chatTemplate struct {
 	t        *jinja.Template // nil: the plain format
 	bos, eos string          // texts of the BOS and EOS tokens
+	// quote passes the strings of JSON values from the request (tools,
+	// the arguments of calls) through Tokenizer.Quote as they become
+	// template values; nil: as they are.
+	quote func(string) string
 }
 
 // newChatTemplate compiles src, the model's template ("" for none).
@@ -46,23 +54,37 @@ func compileTemplate(src string) (t *jinja.Template, err error) {
 // render returns the prompt for msgs. kwargs are extra template variables;
 // they cannot replace messages, bos_token, eos_token or
 // add_generation_prompt.
-func (c *chatTemplate) render(msgs []message, kwargs map[string]any) (out string, err error) {
+func (c *chatTemplate) render(msgs []message, kwargs map[string]any) (string, error) {
+	return c.renderTools(msgs, nil, kwargs)
+}
+
+// renderTools is render with the tools (their JSON entries as the request
+// gave them) in the template's "tools" variable; none leaves it undefined,
+// as templates expect of a request without tools. Messages and tools are
+// template values with their keys in the order given, so that a template's
+// tojson writes them as the client wrote them.
+func (c *chatTemplate) renderTools(msgs []message, tools []json.RawMessage, kwargs map[string]any) (out string, err error) {
 	if c.t == nil {
 		return plainPrompt(msgs), nil
 	}
-	data := make(map[string]any, len(kwargs)+4)
+	data := make(map[string]any, len(kwargs)+5)
 	for k, v := range kwargs {
 		data[k] = v
 	}
-	list := make([]any, len(msgs))
+	list := make([]jinja.Value, len(msgs))
 	for i, m := range msgs {
-		e := map[string]any{"role": m.Role, "content": m.Content}
-		if m.Name != "" {
-			e["name"] = m.Name
-		}
-		list[i] = e
+		list[i] = c.messageValue(m)
 	}
 	data["messages"] = list
+	if len(tools) > 0 {
+		vals := make([]jinja.Value, len(tools))
+		for i, t := range tools {
+			if vals[i], err = jsonValue(t, c.quote); err != nil {
+				return "", err
+			}
+		}
+		data["tools"] = vals
+	}
 	data["bos_token"] = c.bos
 	data["eos_token"] = c.eos
 	data["add_generation_prompt"] = true
@@ -72,6 +94,108 @@ func (c *chatTemplate) render(msgs []message, kwargs map[string]any) (out string
 		}
 	}()
 	return c.t.Render(data)
+}
+
+// messageValue is m as the template sees it: role, content, name when
+// given, and tool_calls or tool_call_id when the message has them. The
+// arguments of a call are an object, as the templates of tool-calling
+// families write them with tojson; arguments that are not JSON stay the
+// string they were.
+func (c *chatTemplate) messageValue(m message) jinja.Value {
+	v := jinja.NewDict()
+	d := v.AsDict()
+	d.Set("role", jinja.NewString(m.Role))
+	d.Set("content", jinja.NewString(m.Content))
+	if m.Name != "" {
+		d.Set("name", jinja.NewString(m.Name))
+	}
+	if len(m.ToolCalls) > 0 {
+		calls := make([]jinja.Value, len(m.ToolCalls))
+		for i, tc := range m.ToolCalls {
+			args, err := jsonValue([]byte(tc.Function.Arguments), c.quote)
+			if err != nil {
+				args = jinja.NewString(quoteWith(c.quote, tc.Function.Arguments))
+			}
+			fn := jinja.NewDict()
+			fn.AsDict().Set("name", jinja.NewString(tc.Function.Name))
+			fn.AsDict().Set("arguments", args)
+			call := jinja.NewDict()
+			call.AsDict().Set("id", jinja.NewString(tc.ID))
+			call.AsDict().Set("type", jinja.NewString("function"))
+			call.AsDict().Set("function", fn)
+			calls[i] = call
+		}
+		d.Set("tool_calls", jinja.NewList(calls))
+	}
+	if m.ToolCallID != "" {
+		d.Set("tool_call_id", jinja.NewString(m.ToolCallID))
+	}
+	return v
+}
+
+func quoteWith(quote func(string) string, s string) string {
+	if quote == nil {
+		return s
+	}
+	return quote(s)
+}
+
+// jsonValue decodes one JSON value into a template value, objects with
+// their keys in order, strings (keys too) passed through quote.
+func jsonValue(raw []byte, quote func(string) string) (jinja.Value, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	v, err := readJSONValue(dec, quote)
+	if err != nil {
+		return v, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return v, errors.New("data after the JSON value")
+	}
+	return v, nil
+}
+
+func readJSONValue(dec *json.Decoder, quote func(string) string) (jinja.Value, error) {
+	t, err := dec.Token()
+	if err != nil {
+		return jinja.None(), err
+	}
+	switch x := t.(type) {
+	case json.Delim:
+		if x == '[' {
+			var items []jinja.Value
+			for dec.More() {
+				v, err := readJSONValue(dec, quote)
+				if err != nil {
+					return v, err
+				}
+				items = append(items, v)
+			}
+			_, err := dec.Token()
+			return jinja.NewList(items), err
+		}
+		obj := jinja.NewDict()
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return obj, err
+			}
+			v, err := readJSONValue(dec, quote)
+			if err != nil {
+				return v, err
+			}
+			obj.AsDict().Set(quoteWith(quote, k.(string)), v)
+		}
+		_, err := dec.Token()
+		return obj, err
+	case string:
+		return jinja.NewString(quoteWith(quote, x)), nil
+	case json.Number:
+		return jinja.FromGoValue(x), nil
+	case bool:
+		return jinja.NewBool(x), nil
+	}
+	return jinja.None(), nil
 }
 
 // plainPrompt is the prompt for a model without a chat template: one
@@ -100,17 +224,31 @@ func plainPrompt(msgs []message) string {
 
 // render renders msgs with the model's template; the template's own
 // errors (raise_exception, most often about the order of roles) are the
-// client's to fix. The result is for encodeChat.
-func (l *loaded) render(msgs []message, kwargs map[string]any) (string, *apiError) {
+// client's to fix. The result is for encodeChat. spec (nil: none) gives
+// the tools: the template's "tools" for a family that knows them, else a
+// system message that describes them (genericHistory).
+func (l *loaded) render(msgs []message, spec *toolSpec, kwargs map[string]any) (string, *apiError) {
 	if l.tmplErr != nil {
 		return "", &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "chat_template_error", Message: l.tmplErr.Error()}
 	}
+	var tools []json.RawMessage
+	if l.toolFormat == formatGeneric {
+		msgs = genericHistory(msgs, spec)
+	} else if spec.parses() {
+		for _, t := range spec.tools {
+			tools = append(tools, t.raw)
+		}
+	}
 	quoted := make([]message, len(msgs))
 	for i, m := range msgs {
-		quoted[i] = message{Role: l.tok.Quote(m.Role), Content: l.tok.Quote(m.Content), Name: l.tok.Quote(m.Name)}
+		quoted[i] = message{Role: l.tok.Quote(m.Role), Content: l.tok.Quote(m.Content), Name: l.tok.Quote(m.Name), ToolCallID: l.tok.Quote(m.ToolCallID)}
+		for _, c := range m.ToolCalls {
+			c.ID, c.Function.Name = l.tok.Quote(c.ID), l.tok.Quote(c.Function.Name)
+			quoted[i].ToolCalls = append(quoted[i].ToolCalls, c) // arguments: quoted as decoded
+		}
 	}
 	kw, _ := quoteValue(l.tok, kwargs).(map[string]any)
-	s, err := l.tmpl.render(quoted, kw)
+	s, err := l.tmpl.renderTools(quoted, tools, kw)
 	if err != nil {
 		return "", badRequest("messages", "chat_template_error", "the model's chat template rejected the messages: %v", err)
 	}

@@ -72,7 +72,7 @@ func testBadInput(t *testing.T, srv *serverProc, key string) {
 		{"detokenize negative id", "/detokenize", key, `{"tokens": [-1]}`, 400, inv, "invalid_value"},
 		{"detokenize fractional id", "/detokenize", key, `{"tokens": [1.5]}`, 400, inv, "invalid_type"},
 		{"detokenize malformed JSON", "/detokenize", key, `{"tokens": [1,`, 400, inv, "invalid_json"},
-		{"chat tools", chat, key, `{"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function"}]}`, 400, inv, "unsupported"},
+		{"chat tool without a function", chat, key, `{"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function"}]}`, 400, inv, "invalid_value"},
 	}
 	for _, c := range cases {
 		status, body := srv.post(t, c.path, c.key, []byte(c.body))
