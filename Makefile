@@ -52,7 +52,7 @@ test: deps
 	go test -race -count=1 -timeout 30m $(RACE_PKGS)
 	go test -race -count=1 -timeout 30m -skip '$(RACE_SLOW)' ./engine/offload/
 	go test -count=1 -timeout 30m -run '$(RACE_SLOW)' ./engine/offload/
-	go test -count=1 -timeout 30m -skip '^TestReplicasBehindHAProxy$$' $(OTHER_PKGS)
+	HEADINFER_NPM=1 go test -count=1 -timeout 30m -skip '^TestReplicasBehindHAProxy$$' $(OTHER_PKGS)
 	@# Run apart, verbose, so that its numbers show.
 	@go test -count=1 -timeout 10m -v -run '^TestReplicasBehindHAProxy$$' ./tests/ >haproxy-test.log 2>&1; s=$$?; \
 		grep -E '^ +haproxy_test.go|^(--- |ok |FAIL)' haproxy-test.log; [ $$s -eq 0 ] || cat haproxy-test.log; rm -f haproxy-test.log; exit $$s
