@@ -41,7 +41,8 @@ run: build
 # load and slow-body tests then run once more against a binary built with
 # -race, whose "DATA RACE" reports fail them. The window's tests
 # (tests/window_test.go) build the windowed binary and run it under xvfb-run
-# on lavapipe.
+# on lavapipe. HEADINFER_NPM=1 lets the tool-call test install the openai npm
+# client (it skips where node is missing).
 RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v -e '/engine/kernel$$' -e '/engine/offload$$')
 RACE_SLOW = ^Test(CPUAttention(MatchesReference|Subsets|WindowSoftCap)|CacheWindowSoftCap)$$
 OTHER_PKGS = $$(go list ./... | grep -v -e '^headinfer/server' -e '^headinfer/engine' -e '^headinfer/vk') ./engine/kernel/
