@@ -2,6 +2,8 @@ package grammar
 
 import (
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"testing"
 )
 
@@ -33,6 +35,52 @@ const (
 
 func benchmarkMask(b *testing.B, prefix string, cond maskCondition) {
 	_, v := llamaVocab(b)
+	benchmarkMaskOf(b, v, prefix, cond)
+}
+
+// wideVocab is a vocabulary of Qwen's size (151936 tokens) for the
+// benchmarks: Llama-2's 32000 pieces and 119936 more, each two random
+// pieces of it joined, as a larger BPE vocabulary's merges join shorter
+// tokens. Built once.
+var wide struct {
+	once sync.Once
+	v    *Vocab
+}
+
+func wideVocab(v *Vocab) *Vocab {
+	wide.once.Do(func() { wide.v = widen(v) })
+	return wide.v
+}
+
+func widen(v *Vocab) *Vocab {
+	pieces := slices.Clone(v.pieces)
+	var words []string
+	for _, p := range pieces {
+		if p != "" {
+			words = append(words, p)
+		}
+	}
+	r := rand.New(rand.NewPCG(3, 3))
+	seen := map[string]bool{}
+	for _, p := range pieces {
+		seen[p] = true
+	}
+	for len(pieces) < 151936 {
+		p := words[r.IntN(len(words))] + words[r.IntN(len(words))]
+		if !seen[p] {
+			seen[p] = true
+			pieces = append(pieces, p)
+		}
+	}
+	return NewVocab(pieces, v.eog)
+}
+
+func benchmarkMaskWide(b *testing.B, prefix string, cond maskCondition) {
+	_, v := llamaVocab(b)
+	benchmarkMaskOf(b, wideVocab(v), prefix, cond)
+}
+
+func benchmarkMaskOf(b *testing.B, v *Vocab, prefix string, cond maskCondition) {
 	g := mustParse(b, JSON)
 	start := NewMatcher(g, v)
 	if err := start.AcceptString(prefix); err != nil {
@@ -83,3 +131,9 @@ func BenchmarkMaskStringCold(b *testing.B)   { benchmarkMask(b, stringPrefix, co
 func BenchmarkMaskStringWalk(b *testing.B)   { benchmarkMask(b, stringPrefix, walk) }
 func BenchmarkMaskStringCached(b *testing.B) { benchmarkMask(b, stringPrefix, cached) }
 func BenchmarkMaskNumberWalk(b *testing.B)   { benchmarkMask(b, numberPrefix, walk) }
+
+// The same over a 152K vocabulary (wideVocab).
+func BenchmarkMaskWideKeyCold(b *testing.B)    { benchmarkMaskWide(b, keyPrefix, cold) }
+func BenchmarkMaskWideStringCold(b *testing.B) { benchmarkMaskWide(b, stringPrefix, cold) }
+func BenchmarkMaskWideStringWalk(b *testing.B) { benchmarkMaskWide(b, stringPrefix, walk) }
+func BenchmarkMaskWideNumberWalk(b *testing.B) { benchmarkMaskWide(b, numberPrefix, walk) }

@@ -67,9 +67,19 @@ func (m *Matcher) walk(n int32, s state) {
 			if next == unknownSet {
 				next = m.a.next(s.set, rune(b))
 			}
-			if next != deadSet {
-				m.walk(c, state{set: next})
+			if next == deadSet {
+				continue
 			}
+			if child := &nodes[c]; next == s.set && child.clean && m.a.loopsOver(s.set, child.below, child.wide) {
+				// Every character below leads back here too (inside a
+				// string, most of the vocabulary): all the subtree's
+				// tokens are allowed, without walking it.
+				for _, id := range m.v.sorted[child.tokLo:child.end] {
+					m.bits.set(id)
+				}
+				continue
+			}
+			m.walk(c, state{set: next})
 			continue
 		}
 		if ns, ok := m.byteStep(s, b); ok {

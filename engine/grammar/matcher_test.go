@@ -30,7 +30,8 @@ func bruteAllowed(m *Matcher, id int32) bool {
 // TestAllowedMatchesBruteForce walks random paths through grammars over
 // the Llama-2 vocabulary and compares the mask at every step with a check
 // of each token on its own: tokens spanning several elements, byte tokens
-// that split a character, and the end of generation; half the paths have
+// that split a character, states that loop on a class, and the end of
+// generation; half the paths have
 // each mask prepared in the background.
 func TestAllowedMatchesBruteForce(t *testing.T) {
 	tok, v := llamaVocab(t)
@@ -39,6 +40,13 @@ func TestAllowedMatchesBruteForce(t *testing.T) {
 		`root ::= "héllo" [а-я]{1,3} "😀" [^a-z]?`,
 		`root ::= ("yes" | "no" | "maybe") "."`,
 		`root ::= [0-9]{1,4} ("." [0-9]+)?`,
+		// Classes that lead back to their own state, which the walk
+		// takes whole subtrees of at once: every character but two, ASCII
+		// letters and space only, and Cyrillic beside them.
+		`root ::= "\"" [^"\\]* "\""`,
+		`root ::= "<" [^>]* ">" [a-zA-Z ]*`,
+		`root ::= [а-яa-z ]* "."`,
+		JSON,
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, src := range grammars {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"unicode/utf8"
 )
 
 // A stack is interned as a chain of nodes: its top position and the id of
@@ -23,6 +24,13 @@ type stackSet struct {
 	canEnd bool    // holds the empty stack
 	ascii  [128]int32
 	other  map[rune]int32
+	// loops holds the ASCII bytes that lead from the set back to itself
+	// (inside a JSON string: all but '"', '\\' and controls), once
+	// loopsKnown.
+	loops      [2]uint64
+	loopsKnown bool
+	// loopsWide: every character beyond ASCII leads back to the set too.
+	loopsWide bool
 }
 
 const (
@@ -176,6 +184,50 @@ func (a *automaton) internSet(out []int32) int32 {
 }
 
 // next returns the set after character r from set id.
+// loopsOver says whether every ASCII byte in below, and with wide every
+// character beyond ASCII, leads from set id back to it.
+func (a *automaton) loopsOver(id int32, below [2]uint64, wide bool) bool {
+	s := a.sets[id]
+	if !s.loopsKnown {
+		for b := range rune(128) {
+			if a.next(id, b) == id {
+				s.loops[b>>6] |= 1 << (b & 63)
+			}
+		}
+		s.loopsWide = a.loopsBeyondASCII(id)
+		s.loopsKnown = true
+	}
+	return below[0]&^s.loops[0] == 0 && below[1]&^s.loops[1] == 0 && (!wide || s.loopsWide)
+}
+
+// loopsBeyondASCII says whether every character from U+0080 on leads
+// from set id back to it. Where the set goes after a character depends
+// only on which of its stacks' top classes hold the character, so one
+// character of each stretch between the classes' range ends stands for
+// the stretch.
+func (a *automaton) loopsBeyondASCII(id int32) bool {
+	cuts := []rune{0x80, 0xD800, 0xE000, utf8.MaxRune + 1} // surrogates are not characters
+	for _, st := range a.sets[id].stacks {
+		if st == 0 {
+			continue
+		}
+		for _, x := range a.g.classes[a.g.elems[a.nodes[st].pos].arg].ranges {
+			cuts = append(cuts, x.lo, x.hi+1)
+		}
+	}
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	for i, lo := range cuts[:len(cuts)-1] {
+		if lo < 0x80 || lo > utf8.MaxRune || lo >= 0xD800 && lo < 0xE000 || cuts[i+1] <= lo {
+			continue
+		}
+		if a.next(id, lo) != id {
+			return false
+		}
+	}
+	return true
+}
+
 func (a *automaton) next(id int32, r rune) int32 {
 	s := a.sets[id]
 	if r >= 0 && r < 128 {

@@ -3,6 +3,7 @@ package grammar
 import (
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"headinfer/engine/tokenizer"
 )
@@ -23,6 +24,14 @@ type trieNode struct {
 	b          byte  // the last byte of the prefix
 	first, n   int32 // children: nodes[first : first+n]
 	tokLo, tok int32 // tokens whose bytes are exactly the prefix: sorted[tokLo : tokLo+tok]
+	end        int32 // the tokens of the whole subtree are sorted[tokLo:end]
+	// below holds the ASCII bytes that follow the prefix in the
+	// subtree's tokens, wide whether any other byte does, and clean
+	// whether what follows the prefix is whole UTF-8 characters in every
+	// token: a state that every character below leads back to allows
+	// the whole subtree at once (see Matcher.walk).
+	below       [2]uint64
+	wide, clean bool
 }
 
 // NewVocab builds a Vocab from each token's bytes (pieces, by id) and the
@@ -67,7 +76,14 @@ func (v *Vocab) build(node, lo, hi int32, depth int) {
 	for i < hi && len(v.pieces[v.sorted[i]]) == depth {
 		i++
 	}
-	v.nodes[node].tokLo, v.nodes[node].tok = lo, i-lo
+	v.nodes[node].tokLo, v.nodes[node].tok, v.nodes[node].end = lo, i-lo, hi
+	v.nodes[node].clean = true
+	for _, id := range v.sorted[i:hi] {
+		if !utf8.ValidString(v.pieces[id][depth:]) {
+			v.nodes[node].clean = false
+			break
+		}
+	}
 	type group struct{ lo, hi int32 }
 	var groups []group
 	for j := i; j < hi; {
@@ -85,7 +101,17 @@ func (v *Vocab) build(node, lo, hi int32, depth int) {
 		v.nodes = append(v.nodes, trieNode{b: v.pieces[v.sorted[g.lo]][depth]})
 	}
 	for k, g := range groups {
-		v.build(first+int32(k), g.lo, g.hi, depth+1)
+		c := first + int32(k)
+		v.build(c, g.lo, g.hi, depth+1)
+		n, child := &v.nodes[node], &v.nodes[c]
+		n.below[0] |= child.below[0]
+		n.below[1] |= child.below[1]
+		n.wide = n.wide || child.wide
+		if child.b < 0x80 {
+			n.below[child.b>>6] |= 1 << (child.b & 63)
+		} else {
+			n.wide = true
+		}
 	}
 }
 
