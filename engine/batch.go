@@ -57,6 +57,15 @@ type Batch struct {
 
 	running atomic.Int32
 	held    atomic.Int64 // KV positions the running sequences hold
+	infos   atomic.Pointer[[]SlotInfo]
+}
+
+// SlotInfo is what one slot of a Batch holds, as of the scheduler's last
+// step.
+type SlotInfo struct {
+	Busy      bool // a sequence runs in it
+	Tokens    int  // positions of KV it holds (kept for reuse when idle)
+	Generated int  // tokens its running sequence has generated so far
 }
 
 // batchSlot is one sequence's session and when it was last used.
@@ -169,6 +178,14 @@ func (b *Batch) Slots() int { return len(b.slots) }
 // take its place.
 func (b *Batch) KVUsage() float64 {
 	return float64(b.held.Load()) / float64(len(b.slots)*b.slots[0].se.CtxSize())
+}
+
+// SlotInfos reports what each slot holds, as of the scheduler's last step.
+func (b *Batch) SlotInfos() []SlotInfo {
+	if p := b.infos.Load(); p != nil {
+		return *p
+	}
+	return make([]SlotInfo, len(b.slots))
 }
 
 // Running is the number of sequences holding a slot now.
@@ -327,6 +344,16 @@ func (b *Batch) loop() {
 			held += int64(len(q.se.tokens))
 		}
 		b.held.Store(held)
+		infos := make([]SlotInfo, len(b.slots))
+		for i, sl := range b.slots {
+			infos[i] = SlotInfo{Busy: sl.busy != nil, Tokens: len(sl.se.tokens)}
+			if q := sl.busy; q != nil {
+				q.mu.Lock()
+				infos[i].Generated = q.result.Tokens
+				q.mu.Unlock()
+			}
+		}
+		b.infos.Store(&infos)
 	}
 }
 

@@ -205,3 +205,46 @@ type modelMeta struct {
 	NCtxTrain int `json:"n_ctx_train,omitempty"`
 	NEmbd     int `json:"n_embd,omitempty"`
 }
+
+// RequestDefaults are sampling settings for requests that leave them out,
+// set on the server's command line as on llama-server's. A nil field (and
+// MaxTokens 0) keeps the route's own default: OpenAI's on the /v1 routes,
+// llama.cpp's on /completion.
+type RequestDefaults struct {
+	Temperature, TopP, MinP, RepeatPenalty *float64
+	TopK                                   *int
+	Seed                                   *int64
+	MaxTokens                              int // tokens to generate; 0: up to the end of the context
+}
+
+// fill sets f's absent fields to the defaults.
+func (d RequestDefaults) fill(f *samplingFields) {
+	for _, p := range []struct {
+		dst **float64
+		v   *float64
+	}{
+		{&f.Temperature, d.Temperature}, {&f.TopP, d.TopP}, {&f.MinP, d.MinP}, {&f.RepeatPenalty, d.RepeatPenalty},
+	} {
+		if *p.dst == nil {
+			*p.dst = p.v
+		}
+	}
+	if f.TopK == nil {
+		f.TopK = d.TopK
+	}
+	if f.Seed == nil {
+		f.Seed = d.Seed
+	}
+}
+
+// Check reports the first default a request could not carry (a
+// temperature above 2, a negative top-k, …), as the request would be
+// refused.
+func (d RequestDefaults) Check() error {
+	var f samplingFields
+	d.fill(&f)
+	if _, e := samplingOf(&f); e != nil {
+		return e
+	}
+	return nil
+}

@@ -21,8 +21,11 @@ import (
 // that a client without the key learns nothing of the routes.
 func (s *Server) routes() {
 	s.mux = http.NewServeMux()
+	// llama-server answers the OpenAI routes with and without /v1.
 	s.handle("POST /v1/completions", "/v1/completions", true, s.completions)
+	s.handle("POST /completions", "/v1/completions", true, s.completions)
 	s.handle("POST /v1/chat/completions", "/v1/chat/completions", true, s.chat)
+	s.handle("POST /chat/completions", "/v1/chat/completions", true, s.chat)
 	s.handle("POST /completion", "/completion", true, s.nativeCompletion)
 	s.handle("POST /v1/embeddings", "/v1/embeddings", true, s.embeddings)
 	s.handle("POST /embedding", "/embedding", true, s.nativeEmbedding)
@@ -31,11 +34,13 @@ func (s *Server) routes() {
 	s.handle("POST /detokenize", "/detokenize", true, s.detokenize)
 	s.handle("GET /props", "/props", true, s.props)
 	s.handle("GET /v1/models", "/v1/models", true, s.models)
+	s.handle("GET /models", "/v1/models", true, s.models)
 	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)
 	s.handle("GET /health", "/health", false, s.health)
 	s.handle("/health", "other", false, s.unknown) // other methods: 405 without the key
 	s.handle("GET /metrics", "/metrics", !s.opt.MetricsPublic, s.metricsPage)
 	s.handle("POST /slots/{id}", "/slots", true, s.slots)
+	s.handle("GET /slots", "/slots", true, s.slotList)
 	s.handle("/", "other", true, s.unknown)
 }
 
@@ -46,6 +51,7 @@ var knownPaths = map[string]bool{
 	"/v1/completions": true, "/v1/chat/completions": true, "/v1/models": true, "/health": true, "/metrics": true,
 	"/completion": true, "/tokenize": true, "/detokenize": true, "/props": true,
 	"/v1/embeddings": true, "/embedding": true, "/embeddings": true,
+	"/completions": true, "/chat/completions": true, "/models": true, "/slots": true,
 }
 
 func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {

@@ -247,8 +247,8 @@ func TestSlots(t *testing.T) {
 	if status, _ := slotCall(t, ts.URL, "1", "save", "a.bin"); status != 400 {
 		t.Errorf("slot 1: status %d, want 400", status)
 	}
-	if status, _ := slotCall(t, ts.URL, "0", "erase", "a.bin"); status != 400 {
-		t.Errorf("action erase: status %d, want 400", status)
+	if status, _ := slotCall(t, ts.URL, "0", "drop", "a.bin"); status != 400 {
+		t.Errorf("action drop: status %d, want 400", status)
 	}
 
 	status, body := slotCall(t, ts.URL, "0", "save", "story.bin")
@@ -285,6 +285,15 @@ func TestSlots(t *testing.T) {
 	}
 
 	checkSlotLinks(t, s, ts.URL, dir, logs)
+
+	ask(t, s, ts.URL, storyB, 10, false, expectCached(t, s, storyB))
+	held = slotTokens(t, s, 0)
+	if status, body := slotCall(t, ts.URL, "0", "erase", ""); status != 200 || body["n_erased"] != float64(len(held)) || len(held) == 0 {
+		t.Errorf("erase: %d %v, want %d tokens erased", status, body, len(held))
+	}
+	if n := len(slotTokens(t, s, 0)); n != 0 {
+		t.Errorf("the erased slot holds %d tokens", n)
+	}
 
 	plain := New(Options{ModelPath: "stories260K.gguf", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ps := httptest.NewServer(plain.Handler())

@@ -101,7 +101,7 @@ func (s *Server) wrap(route string, auth bool, h http.HandlerFunc) http.Handler 
 			// the deadline once the body is in.
 			_ = http.NewResponseController(rec).SetReadDeadline(start.Add(s.opt.ReadTimeout))
 		}
-		if auth && s.opt.APIKey != "" {
+		if auth && len(s.keys) > 0 {
 			if e := s.checkKey(r); e != nil {
 				writeError(rec, e)
 				return
@@ -121,7 +121,12 @@ func (s *Server) checkKey(r *http.Request) *apiError {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return unauthorized("the Authorization header must be \"Bearer KEY\"")
 	}
-	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(key)), []byte(s.opt.APIKey)) != 1 {
+	key = strings.TrimSpace(key)
+	match := 0
+	for _, k := range s.keys { // every key compared, in constant time each
+		match |= subtle.ConstantTimeCompare([]byte(key), []byte(k))
+	}
+	if match != 1 {
 		return unauthorized("incorrect API key")
 	}
 	return nil

@@ -119,11 +119,31 @@ type nativeSettings struct {
 	Stream           bool     `json:"stream"`
 }
 
-// defaultNativeSettings are /completion's defaults, llama.cpp's.
-func defaultNativeSettings() nativeSettings {
+// nativeDefaults are /completion's defaults: llama.cpp's, where the
+// server's command line does not set them.
+func (l *loaded) nativeDefaults() nativeSettings {
 	d := sample.Defaults()
-	return nativeSettings{NPredict: -1, Seed: -1, Temperature: d.Temperature, TopK: d.TopK, TopP: d.TopP, MinP: d.MinP,
+	s := nativeSettings{NPredict: -1, Seed: -1, Temperature: d.Temperature, TopK: d.TopK, TopP: d.TopP, MinP: d.MinP,
 		RepeatPenalty: d.RepeatPenalty, RepeatLastN: d.RepeatLastN, Stop: []string{}}
+	o := l.defaults
+	for _, p := range []struct {
+		dst *float32
+		v   *float64
+	}{{&s.Temperature, o.Temperature}, {&s.TopP, o.TopP}, {&s.MinP, o.MinP}, {&s.RepeatPenalty, o.RepeatPenalty}} {
+		if p.v != nil {
+			*p.dst = float32(*p.v)
+		}
+	}
+	if o.TopK != nil {
+		s.TopK = *o.TopK
+	}
+	if o.Seed != nil {
+		s.Seed = *o.Seed
+	}
+	if o.MaxTokens > 0 {
+		s.NPredict = o.MaxTokens
+	}
+	return s
 }
 
 // nativeJob validates a /completion request.
@@ -131,7 +151,7 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 	if e := req.unsupported(); e != nil {
 		return nil, e
 	}
-	set := defaultNativeSettings()
+	set := l.nativeDefaults()
 	f := samplingFields{Stop: req.Stop, Stream: req.Stream, LogitBias: req.LogitBias, TopK: req.TopK, constraintFields: req.constraintFields,
 		Temperature: ptr(float64(set.Temperature)), TopP: ptr(float64(set.TopP)), MinP: ptr(float64(set.MinP))}
 	if req.Temperature != nil {
@@ -159,7 +179,7 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 		}
 		nProbs = *req.NProbs
 	}
-	n := -1
+	n := set.NPredict
 	if req.NPredict != nil {
 		if n = *req.NPredict; n == 0 || n < -1 {
 			return nil, badRequest("n_predict", "invalid_value", "n_predict must be -1 (up to the end of the context) or positive, got %d", n)
@@ -176,9 +196,12 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 	if e := l.finishJob(j, &f, nil, "n_predict"); e != nil {
 		return nil, e
 	}
-	if n > 0 {
-		// As llama-server: the context's end stops a longer n_predict.
-		j.maxTokens = min(n, j.maxTokens)
+	// As llama-server: the context's end stops a longer n_predict, and -1
+	// goes up to it.
+	if room := l.ctx - len(j.prompt); n > 0 {
+		j.maxTokens = min(n, room)
+	} else {
+		j.maxTokens = room
 	}
 	if req.RepeatLastN != nil {
 		switch r := *req.RepeatLastN; {

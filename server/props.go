@@ -28,7 +28,7 @@ type defaultGenerationSettings struct {
 func (s *Server) props(w http.ResponseWriter, r *http.Request) {
 	serveTokenizer(s, w, r, func(l *loaded, _ *struct{}) (any, *apiError) {
 		return propsResponse{
-			DefaultGenerationSettings: defaultGenerationSettings{NCtx: l.ctx, Params: defaultNativeSettings()},
+			DefaultGenerationSettings: defaultGenerationSettings{NCtx: l.ctx, Params: l.nativeDefaults()},
 			TotalSlots:                s.opt.Parallel,
 			ModelAlias:                s.name,
 			ModelPath:                 s.opt.ModelPath,

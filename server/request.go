@@ -327,6 +327,10 @@ func (l *loaded) finishJob(j *job, f *samplingFields, maxTokens *int, maxName st
 		return contextExceeded("the prompt is %d tokens and the context holds %d: shorten the prompt (or restart the server with a larger --ctx-size)", len(j.prompt), l.ctx)
 	}
 	j.maxTokens = room
+	if maxTokens == nil && l.defaults.MaxTokens > 0 {
+		j.maxTokens = min(room, l.defaults.MaxTokens)
+	}
+	l.defaults.fill(f)
 	if maxTokens != nil {
 		switch n := *maxTokens; {
 		case n <= 0:

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,17 @@ type Options struct {
 	// ModelPath is the model file; its base name, with or without the
 	// .gguf extension, is the model name clients may ask for (as may "").
 	ModelPath string
+	// Alias, when set, is the model's name in the API instead of its
+	// file name (llama-server's --alias); the file name is still accepted.
+	Alias string
+	// APIKeys are more keys, any of which a request may carry instead of
+	// APIKey (llama-server's --api-key-file).
+	APIKeys []string
+	// NoSlots turns GET /slots off (501), as llama-server's --no-slots.
+	NoSlots bool
+	// Defaults are the sampling settings of requests that omit them
+	// (llama-server's --temp, --top-k, … and -n on its command line).
+	Defaults RequestDefaults
 	// APIKey, when set, must come with every request but GET /health
 	// (and GET /metrics with MetricsPublic) as "Authorization: Bearer KEY";
 	// without it the answer is 401.
@@ -105,7 +117,8 @@ const (
 // let Serve do all of that.
 type Server struct {
 	opt     Options
-	name    string // the model's name in the API
+	name    string   // the model's name in the API
+	keys    []string // the API keys a request may carry (none: no key needed)
 	log     *slog.Logger
 	queue   *queue
 	admit   *admission
@@ -163,6 +176,7 @@ type loaded struct {
 	addBOS     bool         // the vocabulary wants BOS in front of a prompt
 	prefix     *prefixCache // used on the batch's goroutine only
 	vocab      grammarVocab // for grammar-constrained requests
+	defaults   RequestDefaults
 }
 
 // New returns a Server with no model yet.
@@ -190,9 +204,14 @@ func New(opt Options) *Server {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
+	name := strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf")
+	if opt.Alias != "" {
+		name = opt.Alias
+	}
 	s := &Server{
 		opt:   opt,
-		name:  strings.TrimSuffix(filepath.Base(opt.ModelPath), ".gguf"),
+		name:  name,
+		keys:  slices.DeleteFunc(append([]string{opt.APIKey}, opt.APIKeys...), func(k string) bool { return k == "" }),
 		log:   opt.Logger,
 		queue: newQueue(opt.Parallel, opt.MaxQueue),
 		admit: newAdmission(opt.MaxQueue + opt.Parallel),
@@ -242,7 +261,7 @@ func (s *Server) SetModel(m *engine.Model) error {
 		return err
 	}
 	l := newLoaded(m.Tokenizer, ctx, m.ChatTemplate())
-	l.m, l.batch, l.prefix = m, b, prefix
+	l.m, l.batch, l.prefix, l.defaults = m, b, prefix, s.opt.Defaults
 	l.prefix.off = s.opt.NoPrefixReuse
 	if l.tmplErr != nil {
 		s.log.Warn("chat completions will fail", "err", l.tmplErr)

@@ -25,12 +25,68 @@ type slotRequest struct {
 // slotResult is its answer, as llama-server gives it.
 type slotResult struct {
 	IDSlot    int                `json:"id_slot"`
-	Filename  string             `json:"filename"`
+	Filename  string             `json:"filename,omitempty"`
 	NSaved    *int               `json:"n_saved,omitempty"`
 	NWritten  *int64             `json:"n_written,omitempty"`
 	NRestored *int               `json:"n_restored,omitempty"`
 	NRead     *int64             `json:"n_read,omitempty"`
-	Timings   map[string]float64 `json:"timings"`
+	NErased   *int               `json:"n_erased,omitempty"`
+	Timings   map[string]float64 `json:"timings,omitempty"`
+}
+
+// slotState is one slot in GET /slots, in llama-server's field names as
+// far as this server has them.
+type slotState struct {
+	ID           int  `json:"id"`
+	NCtx         int  `json:"n_ctx"`
+	IsProcessing bool `json:"is_processing"`
+	// NTokens is the KV positions the slot holds: a running request's
+	// prompt and generated tokens, or what an idle slot keeps for reuse.
+	NTokens  int `json:"n_tokens"`
+	NDecoded int `json:"n_decoded"` // tokens the running request generated so far
+}
+
+// slotList answers GET /slots (501 with --no-slots).
+func (s *Server) slotList(w http.ResponseWriter, r *http.Request) {
+	if s.opt.NoSlots {
+		writeError(w, &apiError{Status: http.StatusNotImplemented, Type: "not_supported_error", Code: "not_supported",
+			Message: "this server was started with --no-slots"})
+		return
+	}
+	l := s.model.Load()
+	if l == nil {
+		writeError(w, loading())
+		return
+	}
+	infos := l.batch.SlotInfos()
+	out := make([]slotState, len(infos))
+	for i, in := range infos {
+		out[i] = slotState{ID: i, NCtx: l.ctx, IsProcessing: in.Busy, NTokens: in.Tokens, NDecoded: in.Generated}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// eraseSlot empties slot id's KV (action=erase), as llama-server does.
+func (s *Server) eraseSlot(w http.ResponseWriter, r *http.Request, l *loaded, id int) {
+	var n int
+	err := l.batch.Do(r.Context(), id, func(se *engine.Session) error {
+		n = len(se.Tokens())
+		se.Reset()
+		return nil
+	})
+	switch {
+	case errors.Is(err, engine.ErrSlotBusy):
+		writeError(w, slotBusy(id))
+	case err != nil:
+		s.fail(w, infoOf(r), err)
+	default:
+		writeJSON(w, http.StatusOK, slotResult{IDSlot: id, NErased: &n})
+	}
+}
+
+func slotBusy(id int) *apiError {
+	return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "slot_busy",
+		Message: fmt.Sprintf("slot %d is running a request; retry when it is done", id)}
 }
 
 // slots saves a slot's KV to a file of --kv-cache-dir, or restores it
@@ -38,9 +94,10 @@ type slotResult struct {
 // that is running a request cannot be saved or restored (409).
 
 func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
-	if s.opt.KVCacheDir == "" {
+	action := r.URL.Query().Get("action")
+	if (action == "save" || action == "restore") && s.opt.KVCacheDir == "" {
 		writeError(w, &apiError{Status: http.StatusNotImplemented, Type: "invalid_request_error", Code: "not_supported",
-			Message: "slot save and restore need the server to run with --kv-cache-dir DIR"})
+			Message: "slot save and restore need the server to run with --kv-cache-dir DIR (llama-server's --slot-save-path)"})
 		return
 	}
 	l := s.model.Load()
@@ -53,9 +110,12 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("id_slot", "invalid_slot", "invalid slot id %q: slots are 0 to %d", r.PathValue("id"), s.opt.Parallel-1))
 		return
 	}
-	action := r.URL.Query().Get("action")
-	if action != "save" && action != "restore" {
-		writeError(w, badRequest("action", "invalid_action", "action must be save or restore, got %q", action))
+	if action != "save" && action != "restore" && action != "erase" {
+		writeError(w, badRequest("action", "invalid_action", "action must be save, restore or erase, got %q", action))
+		return
+	}
+	if action == "erase" {
+		s.eraseSlot(w, r, l, id)
 		return
 	}
 	var req slotRequest
@@ -96,8 +156,7 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 	})
 	switch {
 	case errors.Is(err, engine.ErrSlotBusy):
-		writeError(w, &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "slot_busy",
-			Message: fmt.Sprintf("slot %d is running a request; retry when it is done", id)})
+		writeError(w, slotBusy(id))
 		return
 	case action == "save" && err != nil:
 		writeError(w, internalError(err))
