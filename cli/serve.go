@@ -63,6 +63,8 @@ func llamaServerFlags() []cli.Flag {
 		&cli.StringFlag{Name: "api-key-file", Category: compat, Usage: "a file of API keys, one per line, any of which a request may carry (beside --api-key)"},
 		&cli.BoolFlag{Name: "no-slots", Category: compat, Usage: "answer GET /slots 501"},
 		&cli.BoolFlag{Name: "slots", Category: compat, Usage: "serve GET /slots (the default)"},
+		&cli.StringFlag{Name: "chat-template", Category: compat, Usage: "render chat prompts with this built-in template instead of the model's: " + strings.Join(server.BuiltinTemplates(), ", ")},
+		&cli.StringFlag{Name: "chat-template-file", Category: compat, Usage: "render chat prompts with the Jinja template in this file instead of the model's"},
 		&cli.StringFlag{Name: "pooling", Category: compat, Usage: "embeddings' pooling: mean, cls or last (default: the model's pooling_type, mean when it has none)"},
 		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Category: sampling, Usage: "tokens to generate (-1: up to the end of the context)"},
 		&cli.Float64Flag{Name: "temp", Category: sampling, DefaultText: "the route's", Usage: "temperature (default: OpenAI's 1 on /v1 routes, llama.cpp's 0.8 on /completion)"},
@@ -139,6 +141,10 @@ func serveWith(c *cli.Context, lv liveView) error {
 			log.Info("ignoring a llama-server flag", "flag", "--"+f.names[0], "why", f.why)
 		}
 	}
+	tmpl, err := chatTemplateFlags(c)
+	if err != nil {
+		return err
+	}
 	defaults := requestDefaults(c)
 	if err := defaults.Check(); err != nil {
 		return fmt.Errorf("sampling defaults: %w", err)
@@ -149,6 +155,7 @@ func serveWith(c *cli.Context, lv liveView) error {
 		APIKey:        c.String("api-key"),
 		APIKeys:       keys,
 		NoSlots:       c.Bool("no-slots"),
+		ChatTemplate:  tmpl,
 		Defaults:      defaults,
 		MetricsPublic: c.Bool("metrics-public"),
 		Parallel:      c.Int("parallel"),
@@ -225,6 +232,25 @@ func apiKeyFile(path string) ([]string, error) {
 		return nil, fmt.Errorf("--api-key-file %s holds no key", path)
 	}
 	return keys, nil
+}
+
+// chatTemplateFlags reads --chat-template NAME or --chat-template-file;
+// "" keeps the model's template.
+func chatTemplateFlags(c *cli.Context) (string, error) {
+	name, file := c.String("chat-template"), c.String("chat-template-file")
+	switch {
+	case name != "" && file != "":
+		return "", fmt.Errorf("--chat-template and --chat-template-file: give one")
+	case name != "":
+		return server.BuiltinTemplate(name)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--chat-template-file: %w", err)
+		}
+		return string(b), nil
+	}
+	return "", nil
 }
 
 // poolingFlag reads --pooling; nil keeps the model's.

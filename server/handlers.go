@@ -31,6 +31,7 @@ func (s *Server) routes() {
 	s.handle("POST /embedding", "/embedding", true, s.nativeEmbedding)
 	s.handle("POST /embeddings", "/embedding", true, s.nativeEmbedding)
 	s.handle("POST /tokenize", "/tokenize", true, s.tokenize)
+	s.handle("POST /apply-template", "/apply-template", true, s.applyTemplate)
 	s.handle("POST /detokenize", "/detokenize", true, s.detokenize)
 	s.handle("GET /props", "/props", true, s.props)
 	s.handle("GET /v1/models", "/v1/models", true, s.models)
@@ -51,7 +52,7 @@ var knownPaths = map[string]bool{
 	"/v1/completions": true, "/v1/chat/completions": true, "/v1/models": true, "/health": true, "/metrics": true,
 	"/completion": true, "/tokenize": true, "/detokenize": true, "/props": true,
 	"/v1/embeddings": true, "/embedding": true, "/embeddings": true,
-	"/completions": true, "/chat/completions": true, "/models": true, "/slots": true,
+	"/completions": true, "/chat/completions": true, "/models": true, "/slots": true, "/apply-template": true,
 }
 
 func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {

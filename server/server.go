@@ -34,6 +34,10 @@ type Options struct {
 	// APIKeys are more keys, any of which a request may carry instead of
 	// APIKey (llama-server's --api-key-file).
 	APIKeys []string
+	// ChatTemplate, when set, is the chat template's source, used instead
+	// of the model's (--chat-template NAME: BuiltinTemplate; or
+	// --chat-template-file).
+	ChatTemplate string
 	// NoSlots turns GET /slots off (501), as llama-server's --no-slots.
 	NoSlots bool
 	// Defaults are the sampling settings of requests that omit them
@@ -260,7 +264,11 @@ func (s *Server) SetModel(m *engine.Model) error {
 		b.Close()
 		return err
 	}
-	l := newLoaded(m.Tokenizer, ctx, m.ChatTemplate())
+	tmpl := m.ChatTemplate()
+	if s.opt.ChatTemplate != "" {
+		tmpl = s.opt.ChatTemplate
+	}
+	l := newLoaded(m.Tokenizer, ctx, tmpl)
 	l.m, l.batch, l.prefix, l.defaults = m, b, prefix, s.opt.Defaults
 	l.prefix.off = s.opt.NoPrefixReuse
 	if l.tmplErr != nil {

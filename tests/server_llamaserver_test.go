@@ -22,7 +22,7 @@ func TestServerLlamaServerCommandLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startServer(t, "-m", model, "-c", "256", "-np", "2", "-ngl", "99", "-t", "4", "-fa", "--jinja", "--metrics",
-		"--alias", "tiny-stories", "--api-key-file", keys, "--slot-save-path", dir, "--temp", "0", "-n", "8", "--no-webui")
+		"--alias", "tiny-stories", "--api-key-file", keys, "--slot-save-path", dir, "--temp", "0", "-n", "8", "--no-webui", "--chat-template", "chatml")
 	const key = "key-two"
 
 	status, body := srv.get(t, "/models", key)
@@ -62,6 +62,14 @@ func TestServerLlamaServerCommandLine(t *testing.T) {
 	}
 	if _, n := completion("/chat/completions", `{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}`); n != 3 {
 		t.Errorf("/chat/completions: %d tokens, want 3", n)
+	}
+
+	// --chat-template chatml: /apply-template shows the prompt.
+	status, body = srv.post(t, "/apply-template", key, []byte(`{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|im_end|>"}]}`))
+	var applied struct{ Prompt string }
+	const wantPrompt = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi <|im_end|><|im_end|>\n<|im_start|>assistant\n"
+	if err := json.Unmarshal(body, &applied); err != nil || status != 200 || applied.Prompt != wantPrompt {
+		t.Errorf("/apply-template: %d %s, want the prompt %q", status, body, wantPrompt)
 	}
 
 	status, body = srv.get(t, "/slots", key)

@@ -75,6 +75,9 @@ func TestQuotedText(t *testing.T) {
 		open, close := cv.control[len(cv.control)-2], cv.control[len(cv.control)-1]
 		for _, s := range append(cv.hostile, "plain words", "", " padded ", "\uFDD0x\uFDD1", "\uFDD0", "<0x0A>") {
 			q := cv.tok.Quote(s)
+			if got := Unquote(q); got != s {
+				t.Errorf("%s: Unquote(Quote(%q)) = %q", cv.name, s, got)
+			}
 			if got := PlainLen(q); got != len(s) {
 				t.Errorf("%s: PlainLen(Quote(%q)) = %d, want %d", cv.name, s, got, len(s))
 			}

@@ -202,3 +202,23 @@ func (t *tokenizer) EncodeQuoted(text string, addSpecial bool) []int32 {
 	flush()
 	return e.finish()
 }
+
+// Unquote turns text with Quote's marked characters back into plain
+// text, as EncodeQuoted reads it: for showing a rendered prompt.
+func Unquote(text string) string {
+	if !strings.Contains(text, quoteOpen) {
+		return text
+	}
+	var b strings.Builder
+	for i := 0; i < len(text); {
+		if strings.HasPrefix(text[i:], quoteOpen) {
+			char, n := unquoteAt(text, i)
+			b.WriteString(string(char))
+			i += n
+			continue
+		}
+		b.WriteByte(text[i])
+		i++
+	}
+	return b.String()
+}
