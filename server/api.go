@@ -107,6 +107,8 @@ type completionResponse struct {
 	Model   string             `json:"model"`
 	Choices []completionChoice `json:"choices"`
 	Usage   *usage             `json:"usage,omitempty"`
+	// Timings, as llama-server adds them to an OpenAI answer.
+	Timings *nativeTimings `json:"timings,omitempty"`
 }
 
 type completionChoice struct {
@@ -124,6 +126,8 @@ type chatResponse struct {
 	Model   string       `json:"model"`
 	Choices []chatChoice `json:"choices"`
 	Usage   *usage       `json:"usage"`
+	// Timings, as llama-server adds them to an OpenAI answer.
+	Timings *nativeTimings `json:"timings,omitempty"`
 }
 
 type chatChoice struct {

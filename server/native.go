@@ -35,7 +35,10 @@ type nativeRequest struct {
 	NProbs           *int               `json:"n_probs"`
 	CachePrompt      *bool              `json:"cache_prompt"` // accepted: the prefix cache is always on
 	ReturnTokens     bool               `json:"return_tokens"`
-	Stream           bool               `json:"stream"`
+	// IgnoreEOS generates past end-of-generation tokens: they are never
+	// sampled, as llama-server's ignore_eos.
+	IgnoreEOS bool `json:"ignore_eos"`
+	Stream    bool `json:"stream"`
 	// ParseSpecial reads control tokens written in a text prompt as those
 	// tokens, as on /v1/completions; by default they are plain text.
 	ParseSpecial bool `json:"parse_special"`
@@ -68,7 +71,6 @@ var nativeUnsupported = []struct {
 	{"xtc_probability", []any{0.0}},
 	{"dry_multiplier", []any{0.0}},
 	{"post_sampling_probs", []any{false}},
-	{"ignore_eos", []any{false}},
 	{"samplers", nil},
 	{"lora", []any{[]any{}}},
 	{"response_fields", []any{[]any{}}},
@@ -195,6 +197,16 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 	}
 	if e := l.finishJob(j, &f, nil, "n_predict"); e != nil {
 		return nil, e
+	}
+	if req.IgnoreEOS {
+		if j.params.LogitBias == nil {
+			j.params.LogitBias = map[int32]float32{}
+		}
+		for id := range int32(l.tok.VocabSize()) {
+			if l.tok.IsEOG(id) {
+				j.params.LogitBias[id] = -1e30 // below any logit: never drawn
+			}
+		}
 	}
 	// As llama-server: the context's end stops a longer n_predict, and -1
 	// goes up to it.

@@ -48,6 +48,10 @@ func TestNativeParams(t *testing.T) {
 		{`{"prompt": "hi", "repeat_penalty": 1.3, "repeat_last_n": 16}`, func(j *job) bool {
 			return j.params.RepeatPenalty == 1.3 && j.params.RepeatLastN == 16
 		}},
+		{`{"prompt": "hi", "ignore_eos": true}`, func(j *job) bool {
+			eos := j.params.LogitBias[int32(s.model.Load().tok.EOS())]
+			return eos < -1e29
+		}},
 		{`{"prompt": "hi", "presence_penalty": 0.5, "frequency_penalty": -1}`, func(j *job) bool {
 			return j.params.PresencePenalty == 0.5 && j.params.FrequencyPenalty == -1 &&
 				j.native.settings.PresencePenalty == 0.5 && j.native.settings.FrequencyPenalty == -1
@@ -82,7 +86,6 @@ func TestNativeParams(t *testing.T) {
 		{`{"prompt": "hi", "json_schema": {"not": {}}}`, "json_schema"},
 		{`{"prompt": "hi", "mirostat": 2}`, "mirostat"},
 		{`{"prompt": "hi", "typical_p": 0.5}`, "typical_p"},
-		{`{"prompt": "hi", "ignore_eos": true}`, "ignore_eos"},
 		{`{"prompt": "hi", "samplers": ["top_k"]}`, "samplers"},
 		{`{"prompt": "hi", "post_sampling_probs": true}`, "post_sampling_probs"},
 		{`{"prompt": "hi", "presence_penalty": 2.5}`, "presence_penalty"},

@@ -55,13 +55,13 @@ func (a answer) whole(text string, o outcome, j *job, steps []stepProbs) any {
 		return chatResponse{
 			ID: a.prefix() + a.id, Object: "chat.completion", Created: a.created, Model: a.model,
 			Choices: []chatChoice{{Message: msg, Logprobs: a.logprobs(steps), FinishReason: a.finishReason(o)}},
-			Usage:   u,
+			Usage:   u, Timings: ptr(timingsOf(o)),
 		}
 	}
 	return completionResponse{
 		ID: a.prefix() + a.id, Object: "text_completion", Created: a.created, Model: a.model,
 		Choices: []completionChoice{{Text: text, Logprobs: a.logprobs(steps), FinishReason: ptr(string(o.finish))}},
-		Usage:   u,
+		Usage:   u, Timings: ptr(timingsOf(o)),
 	}
 }
 
