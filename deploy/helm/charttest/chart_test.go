@@ -1,8 +1,10 @@
 package charttest
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -444,8 +446,9 @@ func checkCommon(t *testing.T, r *rendered, flags map[string]bool) {
 	if len(pod.Spec.InitContainers) > 0 {
 		ic := pod.Spec.InitContainers[0]
 		m, _ := arg(c.Args, "model")
-		if ic.Name != "pull" || len(ic.Args) != 2 || ic.Args[0] != "pull" || ic.Args[1] != m {
-			t.Errorf("init container %s %q does not pull the server's --model=%s", ic.Name, ic.Args, m)
+		if ic.Name != "pull" || !slices.Equal(ic.Command, []string{"bash", "-c"}) || len(ic.Args) != 4 ||
+			!strings.Contains(ic.Args[0], `headinfer pull "$1"`) || ic.Args[2] != m {
+			t.Errorf("init container %s %q %q does not pull the server's --model=%s", ic.Name, ic.Command, ic.Args, m)
 		}
 		if m := mount(ic, "/models"); m == nil || m.ReadOnly {
 			t.Errorf("the pull cannot write the model volume")
@@ -679,6 +682,7 @@ func TestRefused(t *testing.T) {
 		"unknown GPU":       {map[string]any{"gpu": map[string]any{"resource": "example.com/tpu"}}, "gpu.resource"},
 		"pool without EPP":  {map[string]any{"inferencePool": map[string]any{"enabled": true}}, "inferencePool.endpointPicker.name"},
 		"pull without ref":  {map[string]any{"model": map[string]any{"pull": map[string]any{"ref": ""}}}, "model.pull.ref"},
+		"ref without repo":  {map[string]any{"model": map[string]any{"pull": map[string]any{"ref": "llama"}}}, "model.pull.ref"},
 		"file without name": {map[string]any{"model": map[string]any{"file": "", "pull": map[string]any{"enabled": false}}}, "model.file"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -687,5 +691,62 @@ func TestRefused(t *testing.T) {
 				t.Errorf("error %v, want one naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPullScript runs the init container's script with a stand-in for
+// headinfer: a failed pull lets the pod start only when a copy of the
+// repository's model is on the volume.
+func TestPullScript(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	r := mustRender(t, nil, map[string]any{"model": map[string]any{"pull": map[string]any{"ref": "hf.co/owner/repo:Q8_0"}}})
+	ic := r.deploy.Spec.Template.Spec.InitContainers[0]
+	if ic.Args[2] != "hf.co/owner/repo:Q8_0" || ic.Args[3] != "owner/repo" {
+		t.Fatalf("pull arguments %q, want the reference and owner/repo", ic.Args[1:])
+	}
+	run := func(pullExit int, files ...string) int {
+		t.Helper()
+		bin, models := t.TempDir(), t.TempDir()
+		stub := fmt.Sprintf("#!/bin/sh\n[ \"$1 $2\" = \"pull hf.co/owner/repo:Q8_0\" ] || exit 99\nexit %d\n", pullExit)
+		if err := os.WriteFile(filepath.Join(bin, "headinfer"), []byte(stub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			p := filepath.Join(models, f)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command(ic.Command[0], append(ic.Command[1:], ic.Args...)...)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "HEADINFER_MODELS="+models)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return 0
+	}
+	for _, tc := range []struct {
+		pull  int
+		files []string
+		want  int
+	}{
+		{0, nil, 0},
+		{1, nil, 1},
+		{1, []string{"owner/repo/m-Q8_0.gguf.0123456789abcdef.partial"}, 1},
+		{1, []string{"other/repo/m-Q8_0.gguf"}, 1},
+		{1, []string{"owner/repo/m-Q8_0.gguf"}, 0},
+		{1, []string{"owner/repo/sub/dir/m-Q8_0.gguf"}, 0},
+	} {
+		if got := run(tc.pull, tc.files...); got != tc.want {
+			t.Errorf("pull exits %d, volume holds %q: the script exits %d, want %d", tc.pull, tc.files, got, tc.want)
+		}
 	}
 }

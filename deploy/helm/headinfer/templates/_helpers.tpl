@@ -109,6 +109,17 @@ HEADINFER_MODELS, never fetched again by the server) or the file's path. */}}
 {{- end }}
 {{- end }}
 
+{{/* OWNER/REPO of the pulled reference: where the pull puts its file under
+HEADINFER_MODELS. */}}
+{{- define "headinfer.pullRepo" -}}
+{{- $ref := .Values.model.pull.ref | trimPrefix "https://huggingface.co/" | trimPrefix "hf.co/" }}
+{{- $parts := splitList "/" $ref }}
+{{- if lt (len $parts) 2 }}
+{{- fail (printf "model.pull.ref %q: want OWNER/REPO[:QUANT] or OWNER/REPO/FILE.gguf" .Values.model.pull.ref) }}
+{{- end }}
+{{- printf "%s/%s" (index $parts 0) (index $parts 1 | splitList ":" | first) }}
+{{- end }}
+
 {{- define "headinfer.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
