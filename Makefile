@@ -32,6 +32,10 @@ run: build
 	@test -f "$(MODEL)" || { echo "model $(MODEL) not found: pass MODEL=path/to/model.gguf (any Llama-family GGUF with F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K weights)"; exit 1; }
 	./headinfer generate -m "$(MODEL)" -p "$(PROMPT)" -n $(N)
 
+# deploy/helm/charttest renders the Helm chart with Helm's engine and decodes
+# it into the Kubernetes API types: a module of its own, so that Helm and the
+# Kubernetes libraries stay out of go.mod (./... does not reach into it).
+#
 # The server, engine and vk packages are tested under the race detector,
 # except the kernel tests (engine/kernel): long runs of dispatches with no
 # goroutines of their own, which -race would only slow down; and CPU
@@ -58,6 +62,7 @@ test: deps
 	@go test -count=1 -timeout 10m -v -run '^TestReplicasBehindHAProxy$$' ./tests/ >haproxy-test.log 2>&1; s=$$?; \
 		grep -E '^ +haproxy_test.go|^(--- |ok |FAIL)' haproxy-test.log; [ $$s -eq 0 ] || cat haproxy-test.log; rm -f haproxy-test.log; exit $$s
 	HEADINFER_E2E_RACE=1 go test -count=1 -timeout 15m -run '^(TestServerQueue|TestServerSlowBodies)$$' ./tests/
+	cd deploy/helm/charttest && go test -count=1 ./...
 
 # Compiles every shaders/*.comp to SPIR-V and validates it. The .spv files are
 # committed so that `go build` needs no shader compiler.
