@@ -64,6 +64,11 @@ func TestNativeParams(t *testing.T) {
 			return j.trace.top == 7 && slices.Equal(j.stop, []string{"x", "yz"})
 		}},
 		{`{"prompt": [1, 5, 6]}`, func(j *job) bool { return slices.Equal(j.prompt, []int32{1, 5, 6}) }},
+		{`{"prompt": ["hi", 5, " there"]}`, func(j *job) bool {
+			tok := s.model.Load().tok
+			want := append(append(tok.Encode("hi", true), 5), tok.Encode(" there", false)...)
+			return slices.Equal(j.prompt, want)
+		}},
 		// The values of unsupported fields that ask for nothing, and
 		// cache_prompt, are accepted.
 		{`{"prompt": "hi", "grammar": "root ::= \"a\""}`, func(j *job) bool { return j.grammar != nil && j.grammar.Match("a") }},

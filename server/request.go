@@ -182,7 +182,37 @@ func (l *loaded) promptOf(raw json.RawMessage, parseSpecial bool) ([]int32, *api
 		}
 		return ids, nil
 	}
-	return nil, badRequest("prompt", "invalid_type", "prompt must be a string, an array of one string, or an array of token ids")
+	// llama-server's mixed prompt: text and token ids in one array, the
+	// text tokenized in place (with BOS only when it comes first).
+	var mixed []json.RawMessage
+	if err := json.Unmarshal(raw, &mixed); err == nil && len(mixed) > 0 {
+		var ids []int32
+		for i, m := range mixed {
+			var text string
+			var n json.Number
+			switch {
+			case json.Unmarshal(m, &text) == nil:
+				if e := l.checkLength(len(text)); e != nil {
+					return nil, e
+				}
+				if parseSpecial {
+					ids = append(ids, l.tok.EncodeSpecial(text, i == 0)...)
+				} else {
+					ids = append(ids, l.tok.Encode(text, i == 0)...)
+				}
+			case json.Unmarshal(m, &n) == nil:
+				id, e := l.tokenID("prompt", n.String())
+				if e != nil {
+					return nil, e
+				}
+				ids = append(ids, id)
+			default:
+				return nil, badRequest("prompt", "invalid_type", "prompt[%d] must be a string or a token id", i)
+			}
+		}
+		return ids, nil
+	}
+	return nil, badRequest("prompt", "invalid_type", "prompt must be a string, an array of one string, an array of token ids, or an array of strings and token ids")
 }
 
 // tokenID reads s, a token id given in field param, and checks it against
