@@ -51,7 +51,8 @@ RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v -e '/engine/
 RACE_SLOW = ^Test(CPUAttention(MatchesReference|Subsets|WindowSoftCap)|CacheWindowSoftCap)$$
 OTHER_PKGS = $$(go list ./... | grep -v -e '^headinfer/server' -e '^headinfer/engine' -e '^headinfer/vk') ./engine/kernel/
 
-test: deps
+test:
+	@scripts/deps.sh test
 	go vet ./...
 	go vet -tags window ./window/ ./cli/
 	go test -race -count=1 -timeout 30m $(RACE_PKGS)

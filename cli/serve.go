@@ -62,6 +62,7 @@ func llamaServerFlags() []cli.Flag {
 		&cli.StringFlag{Name: "alias", Aliases: []string{"a"}, Category: compat, Usage: "the model's name in the API (default: the file name without .gguf)"},
 		&cli.StringFlag{Name: "api-key-file", Category: compat, Usage: "a file of API keys, one per line, any of which a request may carry (beside --api-key)"},
 		&cli.BoolFlag{Name: "no-slots", Category: compat, Usage: "answer GET /slots 501"},
+		&cli.BoolFlag{Name: "no-webui", Category: compat, Usage: "do not serve the chat page at GET /"},
 		&cli.BoolFlag{Name: "slots", Category: compat, Usage: "serve GET /slots (the default)"},
 		&cli.StringFlag{Name: "chat-template", Category: compat, Usage: "render chat prompts with this built-in template instead of the model's: " + strings.Join(server.BuiltinTemplates(), ", ")},
 		&cli.StringFlag{Name: "chat-template-file", Category: compat, Usage: "render chat prompts with the Jinja template in this file instead of the model's"},
@@ -102,7 +103,6 @@ var ignoredFlags = []struct {
 	{[]string{"cont-batching", "cb"}, false, "continuous batching is always on"},
 	{[]string{"metrics"}, false, "GET /metrics is always served"},
 	{[]string{"jinja"}, false, "chat templates are always rendered with Jinja"},
-	{[]string{"no-webui"}, false, "there is no web page"},
 }
 
 func serve(c *cli.Context) error {
@@ -155,6 +155,7 @@ func serveWith(c *cli.Context, lv liveView) error {
 		APIKey:        c.String("api-key"),
 		APIKeys:       keys,
 		NoSlots:       c.Bool("no-slots"),
+		NoWebUI:       c.Bool("no-webui"),
 		ChatTemplate:  tmpl,
 		Defaults:      defaults,
 		MetricsPublic: c.Bool("metrics-public"),

@@ -4,13 +4,17 @@
 # the CPU fallback device), the Khronos validation layer (tests), glslc +
 # spirv-tools (make shaders), for the window (make build-window, and its
 # tests under Xvfb) the X11 development headers glfw compiles against and
-# xvfb, and HAProxy for the test of replicas behind a balancer. As root it
-# installs what is missing; otherwise it prints the apt-get line to run and
-# fails.
+# xvfb. With the argument "test" (make test) also HAProxy, for the test of
+# replicas behind a balancer, and headless Chromium, for the test of the web
+# page. As root it installs what is missing; otherwise it prints the apt-get
+# line to run and fails.
 set -euo pipefail
 
 pkgs=(libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc spirv-tools vulkan-tools
-	libx11-dev libxcursor-dev libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev libgl-dev xvfb xauth xdotool haproxy)
+	libx11-dev libxcursor-dev libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev libgl-dev xvfb xauth xdotool)
+if [ "${1:-}" = test ]; then
+	pkgs+=(haproxy chromium-headless-shell)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

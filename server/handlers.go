@@ -42,6 +42,7 @@ func (s *Server) routes() {
 	s.handle("GET /metrics", "/metrics", !s.opt.MetricsPublic, s.metricsPage)
 	s.handle("POST /slots/{id}", "/slots", true, s.slots)
 	s.handle("GET /slots", "/slots", true, s.slotList)
+	s.handle("GET /{$}", "/", false, s.webUI)
 	s.handle("/", "other", true, s.unknown)
 }
 

@@ -18,6 +18,35 @@ type propsResponse struct {
 	ModelPath                 string                    `json:"model_path"`
 	ChatTemplate              string                    `json:"chat_template"`
 	BuildInfo                 string                    `json:"build_info"`
+	// HeadInfer is where the KV cache lives, once the model is loaded:
+	// what no other server shows, and what the web page draws.
+	HeadInfer *kvProps `json:"headinfer,omitempty"`
+}
+
+// kvProps is the KV cache's placement and use.
+type kvProps struct {
+	Offload       string      `json:"offload"`        // none, head (heads streamed from host memory)
+	DecodeAttn    string      `json:"decode_attn"`    // where decode attends the streamed heads: gpu or cpu
+	Layers        int         `json:"layers"`         //
+	KVHeads       int         `json:"kv_heads"`       // per layer
+	ResidentHeads []int       `json:"resident_heads"` // per layer: heads 0 … n−1 on the device, the rest streamed
+	DeviceKVBytes uint64      `json:"device_kv_bytes"`
+	HostKVBytes   uint64      `json:"host_kv_bytes"`
+	KVUsage       float64     `json:"kv_usage"` // share of the slots' positions that running sequences hold
+	Slots         []slotState `json:"slots"`
+}
+
+func (s *Server) kvProps(l *loaded) *kvProps {
+	if l.m == nil {
+		return nil
+	}
+	p := l.m.Plan()
+	k := &kvProps{Offload: p.Mode, DecodeAttn: p.DecodeAttn, Layers: l.m.Config.Layers, KVHeads: l.m.Config.KVHeads,
+		ResidentHeads: p.ResidentHeads, DeviceKVBytes: p.ResidentKV, HostKVBytes: p.HostKV, KVUsage: l.batch.KVUsage()}
+	for i, in := range l.batch.SlotInfos() {
+		k.Slots = append(k.Slots, slotState{ID: i, NCtx: l.ctx, IsProcessing: in.Busy, NTokens: in.Tokens, NDecoded: in.Generated})
+	}
+	return k
 }
 
 type defaultGenerationSettings struct {
@@ -34,6 +63,7 @@ func (s *Server) props(w http.ResponseWriter, r *http.Request) {
 			ModelPath:                 s.opt.ModelPath,
 			ChatTemplate:              l.tmplSrc,
 			BuildInfo:                 buildInfo(),
+			HeadInfer:                 s.kvProps(l),
 		}, nil
 	})
 }

@@ -38,6 +38,8 @@ type Options struct {
 	// of the model's (--chat-template NAME: BuiltinTemplate; or
 	// --chat-template-file).
 	ChatTemplate string
+	// NoWebUI turns the chat page at GET / off (404).
+	NoWebUI bool
 	// NoSlots turns GET /slots off (501), as llama-server's --no-slots.
 	NoSlots bool
 	// Defaults are the sampling settings of requests that omit them

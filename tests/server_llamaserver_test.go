@@ -25,6 +25,9 @@ func TestServerLlamaServerCommandLine(t *testing.T) {
 		"--alias", "tiny-stories", "--api-key-file", keys, "--slot-save-path", dir, "--temp", "0", "-n", "8", "--no-webui", "--chat-template", "chatml")
 	const key = "key-two"
 
+	if status, _ := srv.get(t, "/", ""); status != 404 {
+		t.Errorf("GET / with --no-webui: %d, want 404", status)
+	}
 	status, body := srv.get(t, "/models", key)
 	if status != 200 || !strings.Contains(string(body), `"id":"tiny-stories"`) {
 		t.Errorf("/models: %d %s, want the alias", status, body)
@@ -108,7 +111,7 @@ func TestServerLlamaServerCommandLine(t *testing.T) {
 		t.Errorf("--slot-save-path holds no saved slot: %v", err)
 	}
 	log := srv.log.String()
-	for _, flag := range []string{"--n-gpu-layers", "--threads", "--flash-attn", "--jinja", "--metrics", "--no-webui"} {
+	for _, flag := range []string{"--n-gpu-layers", "--threads", "--flash-attn", "--jinja", "--metrics"} {
 		if !strings.Contains(log, "flag="+flag) {
 			t.Errorf("no log line says why %s is ignored", flag)
 		}
