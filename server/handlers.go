@@ -27,6 +27,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/chat/completions", "/v1/chat/completions", true, s.chat)
 	s.handle("POST /chat/completions", "/v1/chat/completions", true, s.chat)
 	s.handle("POST /completion", "/completion", true, s.nativeCompletion)
+	s.handle("POST /infill", "/infill", true, s.infill)
 	s.handle("POST /v1/embeddings", "/v1/embeddings", true, s.embeddings)
 	s.handle("POST /embedding", "/embedding", true, s.nativeEmbedding)
 	s.handle("POST /embeddings", "/embedding", true, s.nativeEmbedding)
@@ -53,7 +54,7 @@ var knownPaths = map[string]bool{
 	"/v1/completions": true, "/v1/chat/completions": true, "/v1/models": true, "/health": true, "/metrics": true,
 	"/completion": true, "/tokenize": true, "/detokenize": true, "/props": true,
 	"/v1/embeddings": true, "/embedding": true, "/embeddings": true,
-	"/completions": true, "/chat/completions": true, "/models": true, "/slots": true, "/apply-template": true,
+	"/completions": true, "/chat/completions": true, "/models": true, "/slots": true, "/apply-template": true, "/infill": true,
 }
 
 func (s *Server) unknown(w http.ResponseWriter, r *http.Request) {

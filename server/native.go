@@ -47,6 +47,7 @@ type nativeRequest struct {
 	constraintFields
 
 	fields map[string]json.RawMessage // every field, for the unsupported ones
+	ids    []int32                    // the prompt, made already (/infill): Prompt is not read
 }
 
 func (r *nativeRequest) UnmarshalJSON(b []byte) error {
@@ -192,7 +193,9 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 		j.trace.top = nProbs
 	}
 	var e *apiError
-	if j.prompt, e = l.promptOf(req.Prompt, req.ParseSpecial); e != nil {
+	if req.ids != nil {
+		j.prompt = req.ids
+	} else if j.prompt, e = l.promptOf(req.Prompt, req.ParseSpecial); e != nil {
 		return nil, e
 	}
 	if e := l.finishJob(j, &f, nil, "n_predict"); e != nil {
