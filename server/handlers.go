@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"path/filepath"
@@ -142,6 +144,16 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 // rendering and tokenizing, which cost far more memory than the body,
 // come after.
 func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string, newJob func(*loaded, *R) (*job, *apiError)) {
+	serveJobs(s, w, r, model, func(l *loaded, req *R) ([]*job, *apiError) {
+		j, e := newJob(l, req)
+		return []*job{j}, e
+	})
+}
+
+// serveJobs is serveJob for a request that may make several jobs
+// (llama-server's /completion of several prompts): they run at once,
+// and their answers are a JSON array, or the first failure's.
+func serveJobs[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string, newJobs func(*loaded, *R) ([]*job, *apiError)) {
 	if f := s.failed.Load(); f != nil {
 		writeError(w, unavailable(f))
 		return
@@ -165,12 +177,46 @@ func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model fu
 		return
 	}
 	defer s.admit.leave()
-	j, e := newJob(l, &req)
+	jobs, e := newJobs(l, &req)
 	if e != nil {
 		writeError(w, e)
 		return
 	}
-	s.run(w, r, l, j)
+	if len(jobs) == 1 {
+		s.run(w, r, l, jobs[0])
+		return
+	}
+	// One after another: they share the request's log record.
+	answers := make([]json.RawMessage, len(jobs))
+	for i, j := range jobs {
+		b := &bufferWriter{header: http.Header{}, status: http.StatusOK}
+		s.run(b, r, l, j)
+		if b.status != http.StatusOK {
+			copyHeader(w.Header(), b.header)
+			w.WriteHeader(b.status)
+			w.Write(b.body.Bytes())
+			return
+		}
+		answers[i] = b.body.Bytes()
+	}
+	writeJSON(w, http.StatusOK, answers)
+}
+
+// bufferWriter keeps one job's answer, for serveJobs to gather.
+type bufferWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferWriter) Header() http.Header         { return b.header }
+func (b *bufferWriter) Write(p []byte) (int, error) { return b.body.Write(p) }
+func (b *bufferWriter) WriteHeader(status int)      { b.status = status }
+
+func copyHeader(dst, src http.Header) {
+	for k, v := range src {
+		dst[k] = v
+	}
 }
 
 // run waits for the session, then generates j and answers it, as one JSON

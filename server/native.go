@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"reflect"
@@ -102,6 +103,7 @@ func (r *nativeRequest) unsupported() *apiError {
 type nativeInfo struct {
 	settings     nativeSettings
 	returnTokens bool
+	index        int // which of the request's prompts
 }
 
 // nativeSettings are llama-server's generation_settings (and /props's
@@ -241,7 +243,47 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 }
 
 func (s *Server) nativeCompletion(w http.ResponseWriter, r *http.Request) {
-	serveJob(s, w, r, func(q *nativeRequest) string { return q.Model }, (*loaded).nativeJob)
+	serveJobs(s, w, r, func(q *nativeRequest) string { return q.Model }, (*loaded).nativeJobs)
+}
+
+// nativeJobs makes a job of each prompt of a /completion request: a
+// prompt is a string, token ids, or strings and ids mixed; an array of
+// several such (strings, or arrays) is several prompts, answered as an
+// array, as llama-server does.
+func (l *loaded) nativeJobs(req *nativeRequest) ([]*job, *apiError) {
+	var items []json.RawMessage
+	several := false
+	if json.Unmarshal(req.Prompt, &items) == nil && len(items) > 1 {
+		strs := 0
+		for _, it := range items {
+			switch t := bytes.TrimSpace(it); {
+			case len(t) > 0 && t[0] == '[':
+				several = true
+			case len(t) > 0 && t[0] == '"':
+				strs++
+			}
+		}
+		several = several || strs == len(items)
+	}
+	if !several {
+		j, e := l.nativeJob(req)
+		return []*job{j}, e
+	}
+	if req.Stream {
+		return nil, badRequest("prompt", "unsupported", "several prompts cannot be streamed: send them one by one")
+	}
+	jobs := make([]*job, len(items))
+	for i, it := range items {
+		one := *req
+		one.Prompt = it
+		j, e := l.nativeJob(&one)
+		if e != nil {
+			return nil, e
+		}
+		j.native.index = i
+		jobs[i] = j
+	}
+	return jobs, nil
 }
 
 // nativeChunk is one event of a /completion stream.
@@ -300,7 +342,7 @@ func timingsOf(o outcome) nativeTimings {
 // nativeWhole is the answer to a /completion request: with the whole
 // text, or as a stream's last event with the tokens left over.
 func (a answer) nativeWhole(text string, o outcome, j *job, steps []stepProbs) nativeResponse {
-	c := nativeChunk{Content: text, Tokens: []int32{}, Stop: true}
+	c := nativeChunk{Index: j.native.index, Content: text, Tokens: []int32{}, Stop: true}
 	if j.native.returnTokens || j.stream {
 		c.Tokens = tokenIDs(steps)
 	}

@@ -67,6 +67,25 @@ func TestServerLlamaServerCommandLine(t *testing.T) {
 		t.Errorf("/chat/completions: %d tokens, want 3", n)
 	}
 
+	// Several prompts in one /completion: an array of answers, each the
+	// prompt's own.
+	type native struct {
+		Index   int    `json:"index"`
+		Content string `json:"content"`
+	}
+	status, body = srv.post(t, "/completion", key, []byte(`{"prompt": ["Once upon a time", [1, 450, 263]], "n_predict": 6, "temperature": 0}`))
+	var many []native
+	if err := json.Unmarshal(body, &many); err != nil || status != 200 || len(many) != 2 {
+		t.Fatalf("/completion of two prompts: %d %s", status, body)
+	}
+	for i, p := range []string{`"Once upon a time"`, `[1, 450, 263]`} {
+		status, b := srv.post(t, "/completion", key, []byte(`{"prompt": `+p+`, "n_predict": 6, "temperature": 0}`))
+		var one native
+		if err := json.Unmarshal(b, &one); err != nil || status != 200 || many[i].Index != i || many[i].Content != one.Content {
+			t.Errorf("prompt %d: in the array %+v, alone %d %s", i, many[i], status, b)
+		}
+	}
+
 	// --chat-template chatml: /apply-template shows the prompt.
 	status, body = srv.post(t, "/apply-template", key, []byte(`{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|im_end|>"}]}`))
 	var applied struct{ Prompt string }
