@@ -89,6 +89,9 @@ type Request struct {
 	// Fresh prefills the whole prompt, reusing no KV of any slot (to
 	// measure what reuse saves); Prepare is not called.
 	Fresh bool
+	// Slot, when set, is the slot the request must run in: it waits for
+	// that one (others behind it may start meanwhile).
+	Slot *int
 }
 
 // Result is how a generation ended.
@@ -415,17 +418,22 @@ func (b *Batch) dropStopped() {
 
 // admit gives free slots to waiting requests, in arrival order: each the
 // free slot that holds the longest prefix of its prompt, or else the
-// least recently used.
+// least recently used; a request for a given slot gets that one when it
+// is free.
 func (b *Batch) admit() {
-	for len(b.pending) > 0 {
-		q := b.pending[0]
+	for i := 0; i < len(b.pending); {
+		q := b.pending[i]
 		if b.failed != nil {
 			b.end(q, Result{}, b.failed)
 			continue
 		}
+		if s := q.req.Slot; s != nil && (*s < 0 || *s >= len(b.slots)) {
+			b.end(q, Result{}, fmt.Errorf("slot %d does not exist (the batch has %d)", *s, len(b.slots)))
+			continue
+		}
 		best, bestLen := -1, -1
 		for i, sl := range b.slots {
-			if sl.busy != nil {
+			if sl.busy != nil || q.req.Slot != nil && *q.req.Slot != i {
 				continue
 			}
 			n := PrefixLen(sl.se.Tokens(), q.req.Prompt)
@@ -434,9 +442,13 @@ func (b *Batch) admit() {
 			}
 		}
 		if best < 0 {
-			return
+			if q.req.Slot == nil {
+				return // no slot is free: nothing behind it can start either
+			}
+			i++ // its slot is busy: those behind it may take another
+			continue
 		}
-		b.pending = b.pending[1:]
+		b.pending = append(b.pending[:i], b.pending[i+1:]...)
 		sl := b.slots[best]
 		b.tick++
 		sl.busy, sl.used = q, b.tick

@@ -486,3 +486,56 @@ func TestBatchSampled(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestBatchSlotPinned runs requests in the slots they ask for: a request
+// for a busy slot waits for it while one for any slot starts beside, and
+// a slot that does not exist is an error.
+func TestBatchSlotPinned(t *testing.T) {
+	m := loadModel(t, filepath.Join(modelsDir(t), "stories260K.gguf"), Options{CtxSize: 128, Parallel: 3})
+	b, err := m.NewBatch(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	prompt := []int32{1, 450, 263, 31}
+	slot := func(i int) *int { return &i }
+	for _, want := range []int{2, 0, 2, 1} {
+		res, err := b.Generate(context.Background(), Request{Prompt: prompt, Params: GenerateParams{MaxTokens: 3}, Slot: slot(want)}, func(int32) bool { return true })
+		if err != nil || res.Slot != want {
+			t.Fatalf("asked for slot %d: ran in %d (%v)", want, res.Slot, err)
+		}
+	}
+	// Slot 1 busy with a long request; a second request for slot 1 waits
+	// while one for any slot runs and ends.
+	started := make(chan struct{})
+	long := make(chan Result)
+	go func() {
+		n := 0
+		res, _ := b.Generate(context.Background(), Request{Prompt: prompt, Params: GenerateParams{MaxTokens: 60}, Slot: slot(1)}, func(int32) bool {
+			if n++; n == 1 {
+				close(started)
+			}
+			return true
+		})
+		long <- res
+	}()
+	<-started
+	second := make(chan Result)
+	go func() {
+		res, _ := b.Generate(context.Background(), Request{Prompt: prompt, Params: GenerateParams{MaxTokens: 3}, Slot: slot(1)}, func(int32) bool { return true })
+		second <- res
+	}()
+	res, err := b.Generate(context.Background(), Request{Prompt: prompt, Params: GenerateParams{MaxTokens: 3}}, func(int32) bool { return true })
+	if err != nil || res.Slot == 1 {
+		t.Errorf("a request for any slot beside a busy slot 1: slot %d (%v)", res.Slot, err)
+	}
+	if r := <-long; r.Slot != 1 {
+		t.Errorf("the long request ran in slot %d", r.Slot)
+	}
+	if r := <-second; r.Slot != 1 || r.Tokens != 3 {
+		t.Errorf("the waiting request for slot 1: %+v", r)
+	}
+	if _, err := b.Generate(context.Background(), Request{Prompt: prompt, Params: GenerateParams{MaxTokens: 3}, Slot: slot(3)}, func(int32) bool { return true }); err == nil {
+		t.Error("slot 3 of 3 was accepted")
+	}
+}

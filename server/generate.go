@@ -16,6 +16,7 @@ type outcome struct {
 	completion int          // tokens generated, including any cut off by a stop string
 	cached     int          // prompt tokens whose KV was reused, not prefilled
 	stopWord   string       // the stop string that ended it, if one did
+	slot       int          // the batch slot it ran in
 	stats      engine.Stats // the engine's work for it (llama-server's timings)
 }
 
@@ -52,6 +53,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		// On the batch's goroutine, which alone uses the prefix cache.
 		Prepare: func(_ int, se *engine.Session) int { return l.prefix.prepare(se, j.prompt) },
 		Fresh:   l.prefix.off,
+		Slot:    j.slot,
 	}
 	if j.grammar != nil {
 		req.Params.Constraint = grammar.NewMatcher(j.grammar, l.vocab.get(l.tok))
@@ -80,7 +82,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		}
 		return ctx.Err() == nil
 	})
-	o.cached, o.stats = res.Cached, res.Stats
+	o.cached, o.stats, o.slot = res.Cached, res.Stats, res.Slot
 	s.metrics.prefixReuse(o.cached)
 	s.metrics.generation(o.completion, res.Stats, l.batch.Memory())
 	finish := res.Finish

@@ -39,7 +39,9 @@ type nativeRequest struct {
 	// IgnoreEOS generates past end-of-generation tokens: they are never
 	// sampled, as llama-server's ignore_eos.
 	IgnoreEOS bool `json:"ignore_eos"`
-	Stream    bool `json:"stream"`
+	// IDSlot runs the request in that slot (waiting for it), -1 in any.
+	IDSlot *int `json:"id_slot"`
+	Stream bool `json:"stream"`
 	// ParseSpecial reads control tokens written in a text prompt as those
 	// tokens, as on /v1/completions; by default they are plain text.
 	ParseSpecial bool `json:"parse_special"`
@@ -203,6 +205,16 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 	if e := l.finishJob(j, &f, nil, "n_predict"); e != nil {
 		return nil, e
 	}
+	if s := req.IDSlot; s != nil && *s != -1 {
+		if *s < 0 || l.batch == nil || *s >= l.batch.Slots() {
+			n := 0
+			if l.batch != nil {
+				n = l.batch.Slots()
+			}
+			return nil, badRequest("id_slot", "invalid_value", "id_slot must be -1 (any) or a slot from 0 to %d, got %d", n-1, *s)
+		}
+		j.slot = s
+	}
 	if req.IgnoreEOS {
 		if j.params.LogitBias == nil {
 			j.params.LogitBias = map[int32]float32{}
@@ -300,6 +312,7 @@ type nativeChunk struct {
 type nativeResponse struct {
 	nativeChunk
 	Model              string         `json:"model"`
+	IDSlot             int            `json:"id_slot"`
 	TokensPredicted    int            `json:"tokens_predicted"`
 	TokensEvaluated    int            `json:"tokens_evaluated"`
 	TokensCached       int            `json:"tokens_cached"`
@@ -356,7 +369,7 @@ func (a answer) nativeWhole(text string, o outcome, j *job, steps []stepProbs) n
 	case o.finish == engine.FinishLength:
 		stopType = "limit"
 	}
-	return nativeResponse{nativeChunk: c, Model: a.model, TokensPredicted: o.completion, TokensEvaluated: len(j.prompt),
+	return nativeResponse{nativeChunk: c, Model: a.model, IDSlot: o.slot, TokensPredicted: o.completion, TokensEvaluated: len(j.prompt),
 		TokensCached: o.cached, GenerationSettings: j.native.settings, StopType: stopType, StoppingWord: o.stopWord,
 		Timings: timingsOf(o)}
 }

@@ -22,6 +22,7 @@ import (
 
 // job is a validated generation request, ready to run on the session.
 type job struct {
+	slot         *int // the batch slot it must run in (/completion's id_slot); nil: any
 	chat         bool
 	stream       bool
 	includeUsage bool

@@ -86,6 +86,20 @@ func TestServerLlamaServerCommandLine(t *testing.T) {
 		}
 	}
 
+	// id_slot: the request runs in the slot it names.
+	for _, slot := range []int{1, 0, 1} {
+		status, b := srv.post(t, "/completion", key, []byte(fmt.Sprintf(`{"prompt": "Hi", "n_predict": 2, "id_slot": %d}`, slot)))
+		var r struct {
+			IDSlot int `json:"id_slot"`
+		}
+		if err := json.Unmarshal(b, &r); err != nil || status != 200 || r.IDSlot != slot {
+			t.Errorf("id_slot %d: %d %s", slot, status, b)
+		}
+	}
+	if status, _ := srv.post(t, "/completion", key, []byte(`{"prompt": "Hi", "id_slot": 2}`)); status != 400 {
+		t.Errorf("id_slot 2 of 2 slots: %d, want 400", status)
+	}
+
 	// --chat-template chatml: /apply-template shows the prompt.
 	status, body = srv.post(t, "/apply-template", key, []byte(`{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|im_end|>"}]}`))
 	var applied struct{ Prompt string }
