@@ -18,12 +18,7 @@ func TestSplitModelGenerates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tensors []gguf.TensorData
-	for i := range f.Tensors {
-		ti := &f.Tensors[i]
-		tensors = append(tensors, gguf.TensorData{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: f.Data(ti)})
-	}
-	parts, err := gguf.WriteSplit(filepath.Join(t.TempDir(), "stories"), f.KV, tensors, 3)
+	parts, err := gguf.WriteSplit(filepath.Join(t.TempDir(), "stories"), f.KV, f.AllTensorData(), 3)
 	f.Close()
 	if err != nil {
 		t.Fatal(err)

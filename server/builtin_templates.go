@@ -43,15 +43,7 @@ func BuiltinTemplate(name string) (string, error) {
 // generating.
 func (s *Server) applyTemplate(w http.ResponseWriter, r *http.Request) {
 	serveTokenizer(s, w, r, func(l *loaded, req *chatRequest) (any, *apiError) {
-		msgs, e := messagesOf(req.Messages)
-		if e != nil {
-			return nil, e
-		}
-		tools, e := toolsOf(req, l.toolFormat)
-		if e != nil {
-			return nil, e
-		}
-		text, e := l.render(msgs, tools, req.ChatTemplateKwargs)
+		text, _, e := l.chatPrompt(req)
 		if e != nil {
 			return nil, e
 		}

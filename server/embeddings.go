@@ -73,30 +73,12 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, r *http.Request, openAI 
 		writeError(w, noEmbeddings())
 		return
 	}
-	if f := s.failed.Load(); f != nil {
-		writeError(w, unavailable(f))
-		return
-	}
-	l := s.model.Load()
-	if l == nil {
-		writeError(w, loading())
-		return
-	}
-	var req embeddingsRequest
-	if e := s.decodeBody(w, r, &req); e != nil {
-		writeError(w, e)
-		return
-	}
-	if e := s.checkModel(req.Model); e != nil {
-		writeError(w, e)
-		return
-	}
-	if !s.admit.enter() {
-		writeError(w, busy(s.admit.size()))
+	l, req, ok := admitRequest(s, w, r, func(q *embeddingsRequest) string { return q.Model })
+	if !ok {
 		return
 	}
 	defer s.admit.leave()
-	inputs, e := l.embeddingInputs(&req, openAI)
+	inputs, e := l.embeddingInputs(req, openAI)
 	if e != nil {
 		writeError(w, e)
 		return

@@ -150,34 +150,47 @@ func serveJob[R any](s *Server, w http.ResponseWriter, r *http.Request, model fu
 	})
 }
 
-// serveJobs is serveJob for a request that may make several jobs
-// (llama-server's /completion of several prompts): they run at once,
-// and their answers are a JSON array, or the first failure's.
-func serveJobs[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string, newJobs func(*loaded, *R) ([]*job, *apiError)) {
+// admitRequest is what a route that runs on the model does first: it
+// checks that the model is there and works, decodes the body into R,
+// checks the model it names, and takes an admission place, which the
+// caller gives back with s.admit.leave. It answers the client itself and
+// returns false when the request goes no further.
+func admitRequest[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string) (*loaded, *R, bool) {
 	if f := s.failed.Load(); f != nil {
 		writeError(w, unavailable(f))
-		return
+		return nil, nil, false
 	}
 	l := s.model.Load()
 	if l == nil {
 		writeError(w, loading())
-		return
+		return nil, nil, false
 	}
-	var req R
-	if e := s.decodeBody(w, r, &req); e != nil {
+	req := new(R)
+	if e := s.decodeBody(w, r, req); e != nil {
 		writeError(w, e)
-		return
+		return nil, nil, false
 	}
-	if e := s.checkModel(model(&req)); e != nil {
+	if e := s.checkModel(model(req)); e != nil {
 		writeError(w, e)
-		return
+		return nil, nil, false
 	}
 	if !s.admit.enter() {
 		writeError(w, busy(s.admit.size()))
+		return nil, nil, false
+	}
+	return l, req, true
+}
+
+// serveJobs is serveJob for a request that may make several jobs
+// (llama-server's /completion of several prompts): they run at once,
+// and their answers are a JSON array, or the first failure's.
+func serveJobs[R any](s *Server, w http.ResponseWriter, r *http.Request, model func(*R) string, newJobs func(*loaded, *R) ([]*job, *apiError)) {
+	l, req, ok := admitRequest(s, w, r, model)
+	if !ok {
 		return
 	}
 	defer s.admit.leave()
-	jobs, e := newJobs(l, &req)
+	jobs, e := newJobs(l, req)
 	if e != nil {
 		writeError(w, e)
 		return

@@ -423,6 +423,21 @@ func (l *loaded) completionJob(req *completionRequest) (*job, *apiError) {
 }
 
 // chatJob validates a /v1/chat/completions request and renders its prompt.
+// chatPrompt renders a chat request's messages and tools with the chat
+// template, for encodeChat.
+func (l *loaded) chatPrompt(req *chatRequest) (string, *toolSpec, *apiError) {
+	msgs, e := messagesOf(req.Messages)
+	if e != nil {
+		return "", nil, e
+	}
+	tools, e := toolsOf(req, l.toolFormat)
+	if e != nil {
+		return "", nil, e
+	}
+	text, e := l.render(msgs, tools, req.ChatTemplateKwargs)
+	return text, tools, e
+}
+
 func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	if e := commonChecks(&req.samplingFields); e != nil {
 		return nil, e
@@ -438,15 +453,7 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	case !isNull(req.Functions) && string(bytes.TrimSpace(req.Functions)) != "[]":
 		return nil, badRequest("functions", "unsupported", "functions are not supported")
 	}
-	msgs, e := messagesOf(req.Messages)
-	if e != nil {
-		return nil, e
-	}
-	tools, e := toolsOf(req, l.toolFormat)
-	if e != nil {
-		return nil, e
-	}
-	text, e := l.render(msgs, tools, req.ChatTemplateKwargs)
+	text, tools, e := l.chatPrompt(req)
 	if e != nil {
 		return nil, e
 	}

@@ -20,11 +20,6 @@ func TestServerInfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tensors []gguf.TensorData
-	for i := range f.Tensors {
-		ti := &f.Tensors[i]
-		tensors = append(tensors, gguf.TensorData{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: f.Data(ti)})
-	}
 	const pre, suf, mid, sep = 10, 11, 12, 13
 	kv := append(f.KV, gguf.KV{Key: "tokenizer.ggml.fim_pre_token_id", Value: uint32(pre)},
 		gguf.KV{Key: "tokenizer.ggml.fim_suf_token_id", Value: uint32(suf)},
@@ -35,7 +30,7 @@ func TestServerInfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := gguf.Write(out, kv, tensors); err != nil {
+	if err := gguf.Write(out, kv, f.AllTensorData()); err != nil {
 		t.Fatal(err)
 	}
 	out.Close()

@@ -8,16 +8,6 @@ import (
 	"slices"
 )
 
-// tensorsOf gathers a file's tensors with their data, for rewriting it.
-func tensorsOf(f *File) []TensorData {
-	var out []TensorData
-	for i := range f.Tensors {
-		ti := &f.Tensors[i]
-		out = append(out, TensorData{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: f.Data(ti)})
-	}
-	return out
-}
-
 // equalFiles compares two parsed files: header facts, metadata and every
 // tensor's description and bytes. NaN-free metadata is assumed.
 func equalFiles(a, b *File) bool {

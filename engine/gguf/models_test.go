@@ -218,7 +218,7 @@ func TestModelsRewriteIdentical(t *testing.T) {
 	for _, name := range []string{"stories260K.gguf", "llama-2-tiny-random.gguf"} {
 		f, raw := openModel(t, name)
 		var buf bytes.Buffer
-		if err := Write(&buf, f.KV, tensorsOf(f)); err != nil {
+		if err := Write(&buf, f.KV, f.AllTensorData()); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(buf.Bytes(), raw) {

@@ -172,6 +172,18 @@ func (f *File) TensorData(name string) (*TensorInfo, []byte, error) {
 	return ti, f.Data(ti), nil
 }
 
+// AllTensorData is every tensor with its data, in file order: what Write
+// or WriteSplit takes to write the model again (with other metadata, or
+// in parts). The data are Data's slices, valid until Close.
+func (f *File) AllTensorData() []TensorData {
+	out := make([]TensorData, len(f.Tensors))
+	for i := range f.Tensors {
+		ti := &f.Tensors[i]
+		out[i] = TensorData{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: f.Data(ti)}
+	}
+	return out
+}
+
 // CheckTypes reports the first tensor whose type this version does not
 // load. It matters only for files opened with AllowUnsupported.
 func (f *File) CheckTypes() error {

@@ -17,7 +17,7 @@ func TestSplitModel(t *testing.T) {
 	whole, _ := openModel(t, "stories260K.gguf")
 	dir := t.TempDir()
 	prefix := filepath.Join(dir, "stories260K")
-	paths, err := WriteSplit(prefix, whole.KV, tensorsOf(whole), 3)
+	paths, err := WriteSplit(prefix, whole.KV, whole.AllTensorData(), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestSplitModel(t *testing.T) {
 	fail("a renamed first part", renamed, "renamed.gguf")
 
 	other := filepath.Join(dir, "other")
-	otherPaths, err := WriteSplit(other, whole.KV, tensorsOf(whole), 2)
+	otherPaths, err := WriteSplit(other, whole.KV, whole.AllTensorData(), 2)
 	if err != nil {
 		t.Fatal(err)
 	}
