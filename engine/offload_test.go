@@ -256,7 +256,7 @@ func TestAutoChunkBitIdentical(t *testing.T) {
 	// Room for the weights, the streaming buffers and a chunk of 1280
 	// tokens' activations.
 	opt.Offload = OffloadHead
-	opt.GPUMem = p.Weights + streamingBytes(c, opt.StreamBlock, 2) + activationSizes(c, chunk, ctx).device()
+	opt.GPUMem = p.Weights + streamingBytes(opt.StreamBlock, uint64(4*c.HeadDim)) + activationSizes(c, chunk, ctx).device()
 	head := generateAll(t, path, opt, prompt, gen)
 	if !none.plan.ChunkAuto || none.plan.Chunk != defaultChunk || !head.plan.ChunkAuto || head.plan.Chunk != chunk || head.plan.Streamed != head.plan.Slots {
 		t.Fatalf("chunks: resident %d (auto %v), streamed %d (auto %v, %d of %d slots streamed: %s); want %d and %d",

@@ -164,7 +164,7 @@ func TestGroups(t *testing.T) {
 	const n = 8
 	m, prompt, want, se := primed(t, n)
 	id := m.Identity()
-	slot := se.KVLayout().SlotBytes(len(prompt))
+	slot := se.KVLayout().SlotBytes(len(prompt), false)
 	defer func(g int) { groupBytes = g }(groupBytes)
 	groupBytes = 3*slot + slot/2
 	if per := groupEnds(slotSizes(se.KVLayout(), len(prompt)))[0]; per != 3 || se.KVLayout().Slots()%per == 0 {
@@ -321,7 +321,7 @@ func BenchmarkRatio(b *testing.B) {
 							}
 						}
 						// The zstd stream holds the token ids and the slots.
-						raw := 4*n + se.KVLayout().Slots()*se.KVLayout().SlotBytes(n)
+						raw := 4*n + se.KVLayout().Slots()/2*(se.KVLayout().SlotBytes(n, false)+se.KVLayout().SlotBytes(n, true))
 						b.ReportMetric(float64(raw)/float64(out.Len()-headerSize), "ratio")
 						b.ReportMetric(float64(n), "positions")
 						b.SetBytes(int64(raw))
@@ -392,5 +392,52 @@ func TestRingSnapshot(t *testing.T) {
 	// Five of six layers keep 16 positions instead of about 700.
 	if sizes[false]*3 > sizes[true] {
 		t.Errorf("the snapshot with rings has %d bytes, with every position %d", sizes[false], sizes[true])
+	}
+}
+
+// TestQuantSnapshot saves quantized KV (Q8_0 keys, Q4_0 values, with the
+// heads streamed from the host store), restores it into a session of the
+// same types that continues bit for bit, and is refused, with the session
+// left empty, by sessions whose keys or values are of another type.
+func TestQuantSnapshot(t *testing.T) {
+	spec := engine.SynthSpec{Arch: "llama", Dim: 128, Layers: 2, Heads: 4, KVHeads: 2, FFN: 256,
+		Vocab: 300, Ctx: 512, RopeBase: 10000, Type: gguf.F32, Seed: 5}
+	path := filepath.Join(t.TempDir(), "llama.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.Synth(f, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	prompt := []int32{1, 17, 42, 99, 5, 250, 31, 8, 77, 12}
+	next := []int32{7, 8, 9}
+	opt := engine.Options{CtxSize: 300, Chunk: 4, Offload: engine.OffloadHead, KVTypeK: "q8_0", KVTypeV: "q4_0", DecodeAttn: engine.DecodeAttnGPU}
+	m := load(t, path, opt)
+	id := m.Identity()
+	se := session(t, m)
+	run(t, se, prompt, 3)
+	file := filepath.Join(t.TempDir(), "kv.snap")
+	if err := SaveFile(file, se, id, len(se.Tokens())); err != nil {
+		t.Fatal(err)
+	}
+	re := session(t, m)
+	if _, err := LoadFile(file, re, id); err != nil {
+		t.Fatal(err)
+	}
+	sameBits(t, "restored", run(t, se, next, 3), run(t, re, next, 3))
+
+	for _, kv := range [][2]string{{"q8_0", "q8_0"}, {"f16", "q4_0"}} {
+		o := opt
+		o.KVTypeK, o.KVTypeV = kv[0], kv[1]
+		other := session(t, load(t, path, o))
+		run(t, other, []int32{5, 6}, 1)
+		_, err := LoadFile(file, other, id)
+		if !errors.Is(err, ErrGeometry) || !strings.Contains(err.Error(), "Q8_0 keys and Q4_0 values") || len(other.Tokens()) != 0 {
+			t.Errorf("a q8_0/q4_0 snapshot loaded into %s/%s: %v (the session holds %d)", kv[0], kv[1], err, len(other.Tokens()))
+		}
 	}
 }
