@@ -48,9 +48,9 @@ type Plan struct {
 	BudgetFrom  string `json:"budget_from"` // where Budget came from
 	CtxSize     int    `json:"ctx_size"`
 	Chunk       int    `json:"chunk"`
-	KVType      string `json:"kv_type"`   // "q8_0", or "q8_0/q4_0" for keys and values apart
-	KVTypeK     string `json:"kv_type_k"` // the keys' type
-	KVTypeV     string `json:"kv_type_v"` // the values' type
+	KVType      string `json:"kv_type"`      // "q8_0", or "q8_0/q4_0" for keys and values apart
+	KVTypeK     string `json:"kv_type_k"`    // the keys' type
+	KVTypeV     string `json:"kv_type_v"`    // the values' type
 	StreamBlock int    `json:"stream_block"` // positions per streamed block
 
 	Weights     uint64 `json:"weight_bytes"`     // device bytes of the weights

@@ -16,8 +16,8 @@ import (
 // n positions holds all of them, or, in a layer whose slots are rings
 // (Windows), only the last Positions(l, n).
 type KVLayout struct {
-	Type    gguf.Type // keys: F16, F32, Q8_0 or Q4_0
-	TypeV   gguf.Type // values
+	Type  gguf.Type // keys: F16, F32, Q8_0 or Q4_0
+	TypeV gguf.Type // values
 
 	Layers  int
 	KVHeads int

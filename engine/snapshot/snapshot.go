@@ -85,9 +85,9 @@ var (
 // Header is what a snapshot says about itself.
 type Header struct {
 	Version   uint32
-	Planes    bool     // slots split into byte planes
-	Rings     bool     // sliding-window layers hold their last window only
-	Identity  [32]byte // engine.Model.Identity of the model that made it
+	Planes    bool      // slots split into byte planes
+	Rings     bool      // sliding-window layers hold their last window only
+	Identity  [32]byte  // engine.Model.Identity of the model that made it
 	Type      gguf.Type // the keys' element type
 	TypeV     gguf.Type // the values'
 	Positions int
