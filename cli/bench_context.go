@@ -28,7 +28,7 @@ func benchContextCommand() *cli.Command {
 			"and decodes --decode tokens at its end. With --prefill N only the last N prompt tokens are really\n" +
 			"prefilled (timed); the positions before them get made-up keys and values (a real prefill's cost grows\n" +
 			"with the square of the context). A mode that does not fit the budget gets a row saying so.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file, or OWNER/REPO:QUANT on Hugging Face (pulled on first use)"},
 			&cli.StringFlag{Name: "synth", Usage: "instead of -m, a synthetic model of this preset geometry (see headinfer synth)"},
 			&cli.IntFlag{Name: "layers", Usage: "synthetic model: transformer blocks", DefaultText: "the preset's"},
@@ -41,7 +41,6 @@ func benchContextCommand() *cli.Command {
 			chunkFlag(),
 			&cli.IntFlag{Name: "prefill", Usage: "prompt tokens really prefilled at the end of the context (0 = all)"},
 			&cli.IntFlag{Name: "decode", Value: 16, Usage: "tokens decoded after the prompt"},
-			&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
 			&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget for weights, activations and KV, e.g. 6GiB (default: what the device reports, less a margin)"},
 			&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy, a multiple of 256"},
 			&cli.BoolFlag{Name: "swa-full", Usage: "keep every position of the sliding-window layers instead of rings (as generate --swa-full)"},
@@ -49,7 +48,7 @@ func benchContextCommand() *cli.Command {
 			&cli.StringFlag{Name: "md", Usage: "write the results as a Markdown table to this file"},
 			&cli.StringFlag{Name: "plot", Usage: "draw device memory and speed against context length into this PNG file"},
 			deviceFlag(),
-		},
+		}, kvTypeFlags()...),
 		Action: benchContext,
 	}
 }
@@ -123,10 +122,11 @@ func benchContext(c *cli.Context) error {
 	}
 	defer cleanup()
 	base := engine.Options{
-		Device: c.String("device"), Chunk: chunk, KVType: strings.ToLower(c.String("kv-type")),
+		Device: c.String("device"), Chunk: chunk,
 		StreamBlock: c.Int("stream-block"), SWAFull: c.Bool("swa-full"),
 		Log: func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
+	kvTypeOptions(c, &base)
 	if s := c.String("gpu-mem"); s != "" {
 		if base.GPUMem, err = bytesize.Parse(s); err != nil {
 			return fmt.Errorf("--gpu-mem: %w", err)

@@ -76,7 +76,7 @@ func planCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "plan",
 		Usage: "show where a model's memory would go: weights, activations, streaming buffers, resident and streamed KV heads",
-		UsageText: "headinfer plan -m MODEL [-c CTX] [--gpu-mem SIZE] [--offload auto|none|head] [--chunk N] [--kv-type f16|f32] [--stream-block N] [--decode-attn auto|gpu|cpu] [--swa-full] [--device D] [--json]\n\n" +
+		UsageText: "headinfer plan -m MODEL [-c CTX] [--gpu-mem SIZE] [--offload auto|none|head] [--chunk N] [--kv-type f16|f32|q8_0|q4_0] [--kv-type-k T] [--kv-type-v T] [--stream-block N] [--decode-attn auto|gpu|cpu] [--swa-full] [--device D] [--json]\n\n" +
 			"Reads the model's metadata and the device's properties only; nothing is loaded.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
