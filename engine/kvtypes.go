@@ -6,6 +6,7 @@ import (
 
 	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
+	"headinfer/engine/offload"
 )
 
 // kvTypes are the element types of the KV cache's keys and values, chosen
@@ -84,4 +85,10 @@ func (t kvTypes) rowBytes(headDim int) uint64 {
 // maxRowBytes is the larger of a K row and a V row of one KV head.
 func (t kvTypes) maxRowBytes(headDim int) uint64 {
 	return uint64(max(t.K.RowBytes(headDim), t.V.RowBytes(headDim)))
+}
+
+// slotRows is the rows a slot of rows positions takes in memory (the host
+// store and the device cache pad quantized slots; see offload.Geometry).
+func (t kvTypes) slotRows(rows int) int {
+	return offload.Geometry{K: t.K, V: t.V}.SlotRows(rows)
 }

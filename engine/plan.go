@@ -347,7 +347,7 @@ func placeSlots(in planInput, rings []int) (Plan, error) {
 		StreamBlock: in.streamBlock,
 		Weights:     in.weights,
 		Activations: seqs*activationSizes(c, in.chunk, in.ctx).device() + batchActivationBytes(c, in.seqs),
-		SlotBytes:   uint64(in.ctx) * kvRow,
+		SlotBytes:   uint64(in.kvType.slotRows(in.ctx)) * kvRow,
 		Slots:       c.Layers * c.KVHeads,
 		Rings:       rings,
 		RingKV:      in.ringBytes(rings),
@@ -376,7 +376,7 @@ func placeSlots(in planInput, rings []int) (Plan, error) {
 	if in.streamBlock <= 0 || in.streamBlock%attnBlock != 0 {
 		return Plan{}, fmt.Errorf("stream block of %d positions is not a positive multiple of %d", in.streamBlock, attnBlock)
 	}
-	slotBind := p.SlotBytes / 2 // a resident slot's K is bound whole by the KV store
+	slotBind := uint64(in.kvType.slotRows(in.ctx)) * in.kvType.maxRowBytes(c.HeadDim) // a resident slot's K (or V) is bound whole by the KV store
 	streaming := seqs * streamingBytes(in.streamBlock, kvRow)
 	if blk := uint64(in.streamBlock) * in.kvType.maxRowBytes(c.HeadDim); p.Mode != OffloadNone && blk > in.bindLimit {
 		return Plan{}, fmt.Errorf("a streamed block of %d positions takes %s, more than the device binds at once (%s): lower --stream-block",

@@ -226,7 +226,7 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		streamed = streamed || heads < lay.KVHeads
 		r := &kc.res[l]
 		r.heads, r.rows, r.ring = heads, lay.rowsOf(l), lay.ring(l)
-		r.slotElems = lay.slotRows(r.rows) * lay.HeadDim
+		r.slotElems = lay.SlotRows(r.rows) * lay.HeadDim
 		if heads == 0 {
 			continue
 		}

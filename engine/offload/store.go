@@ -49,12 +49,12 @@ func (g Geometry) RowBytesKV() uint64 { return g.RowBytes(false) + g.RowBytes(tr
 // SlotBytes is the size of one slot's V (isV) or K region: Ctx rows.
 func (g Geometry) SlotBytes(isV bool) uint64 { return uint64(g.Ctx) * g.RowBytes(isV) }
 
-// slotRows is the rows a slot of rows positions takes in memory: with a
+// SlotRows is the rows a slot of rows positions takes in memory: with a
 // block-quantized K or V, rows round up to a multiple of 16, so that the
 // slots after it start on a 16-byte boundary whatever rows is (a
 // quantized row of 32 values is 18 or 34 bytes, which would leave an
 // odd context's next slot on a 2-byte one, where no device binds).
-func (g Geometry) slotRows(rows int) int {
+func (g Geometry) SlotRows(rows int) int {
 	if g.K.BlockSize() == 1 && g.V.BlockSize() == 1 {
 		return rows
 	}
@@ -102,7 +102,7 @@ func NewStore(d *vk.Device, g Geometry, first []int, maxBuffer uint64) (*Store, 
 		return nil, fmt.Errorf("offload: %d per-layer head counts for %d layers", len(first), g.Layers)
 	}
 	s := &Store{g: g, first: first, runs: make([][]Run, g.Layers)}
-	stride := g.slotRows(g.Ctx) * g.HeadDim
+	stride := g.SlotRows(g.Ctx) * g.HeadDim
 	kSlot, vSlot := g.bytes(false, stride), g.bytes(true, stride)
 	slot := max(kSlot, vSlot)
 	if m := d.Info().MaxAllocationSize; m > 0 && slot > m {
