@@ -30,6 +30,9 @@ type Options struct {
 	// GPUMem is the device-local memory budget in bytes for weights,
 	// activations and KV (0 = what the device reports, less a margin).
 	GPUMem uint64
+	// HostMem bounds the host memory of the streamed KV heads (0: no
+	// bound): a plan whose host store would exceed it fails, saying so.
+	HostMem uint64
 	// Offload is OffloadAuto (""), OffloadNone or OffloadHead.
 	Offload string
 	// StreamBlock is the positions per streamed KV block, a multiple of

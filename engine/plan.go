@@ -578,6 +578,10 @@ func newPlan(f *gguf.File, c Config, opt Options, kvType kvTypes, info vk.Device
 		p.Rates = in.rates
 	}
 	p.DecodeAttn, p.DecodeAttnWhy = decodeAttnChoice(mode, p, in.rates, info.TransferQueue)
+	if opt.HostMem > 0 && p.HostKV > opt.HostMem {
+		return p, fmt.Errorf("the streamed KV heads need %s of host memory (%s KV, %d positions), --host-mem allows %s: use a smaller KV type (--kv-type q8_0 halves it, q4_0 quarters it), a smaller --ctx-size or a larger --host-mem",
+			bytesize.Format(p.HostKV), p.KVType, p.CtxSize, bytesize.Format(opt.HostMem))
+	}
 	return p, nil
 }
 
