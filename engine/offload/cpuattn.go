@@ -48,7 +48,8 @@ const cpuMaxIndex = 1 << 20
 // head, run by a pool of threads; each task's partial is folded with the
 // head's others in row order. The arithmetic is C compiled with -O3: it
 // reads f16 or Q8_0/Q4_0 KV where it lies, converting (dequantizing) 32
-// rows at a time to f32 in an L1 tile, with AVX-512F where the CPU has it, else AVX2 + FMA + F16C, else
+// rows at a time to f32 in an L1 tile (the dequantization is exact but for
+// one product per value, so every code gives the same tile), with AVX-512F where the CPU has it, else AVX2 + FMA + F16C, else
 // portable C (see CPUCode), chosen at run time so that one binary serves
 // every x86-64 CPU and other architectures build the portable code.
 //
