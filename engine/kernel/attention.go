@@ -176,6 +176,9 @@ func NewAttentionKV(d *vk.Device, k, v gguf.Type, headDim, group int) (*Attentio
 	return newAttention(d, k, v, headDim, group, attnAuto)
 }
 
+// KVTypes are the element types of the K and V the kernels read.
+func (a *Attention) KVTypes() (k, v gguf.Type) { return a.kt, a.vt }
+
 // attnKVName is the K and V part of an attn_partial kernel's name: the
 // type, or the K and then the V type when they differ.
 func attnKVName(k, v gguf.Type) string {

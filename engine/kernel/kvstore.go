@@ -24,6 +24,9 @@ type KVStore struct {
 	hdim int
 }
 
+// Type is the element type of the slots the store writes.
+func (k *KVStore) Type() gguf.Type { return k.t }
+
 // KVSlots says where one Record reads and writes.
 type KVSlots struct {
 	Tokens     int // rows of the source, one per token of the chunk

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"headinfer/bytesize"
+	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
 	"headinfer/vk"
 )
@@ -195,8 +196,15 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		return nil, fmt.Errorf("offload: K: %w", kernel.CheckKVType(lay.K, lay.HeadDim))
 	case kernel.CheckKVType(lay.V, lay.HeadDim) != nil:
 		return nil, fmt.Errorf("offload: V: %w", kernel.CheckKVType(lay.V, lay.HeadDim))
-	case ops.StoreV != nil && lay.K == lay.V:
-		return nil, errors.New("offload: a separate V store for K and V of one type")
+	case ops.Attn != nil && !attnReads(ops.Attn, lay.K, lay.V):
+		k, v := ops.Attn.KVTypes()
+		return nil, fmt.Errorf("offload: attention over %v keys and %v values for a cache of %v and %v", k, v, lay.K, lay.V)
+	case ops.Store != nil && ops.Store.Type() != lay.K:
+		return nil, fmt.Errorf("offload: a KV store of %v for %v keys", ops.Store.Type(), lay.K)
+	case ops.StoreV == nil && ops.Store != nil && lay.V != lay.K:
+		return nil, fmt.Errorf("offload: no V store for %v values beside %v keys", lay.V, lay.K)
+	case ops.StoreV != nil && (lay.K == lay.V || ops.StoreV.Type() != lay.V):
+		return nil, fmt.Errorf("offload: a V store of %v for %v values beside %v keys (StoreV is only for values of another type)", ops.StoreV.Type(), lay.V, lay.K)
 	case lay.Heads%lay.KVHeads != 0:
 		return nil, fmt.Errorf("offload: %d query heads are not a multiple of %d KV heads", lay.Heads, lay.KVHeads)
 	case len(lay.ResidentHeads) != lay.Layers:
@@ -274,6 +282,12 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		kc.deviceBytes += kBlock + vBlock
 	}
 	return kc, nil
+}
+
+// attnReads says whether a reads keys of type k and values of type v.
+func attnReads(a *kernel.Attention, k, v gguf.Type) bool {
+	ak, av := a.KVTypes()
+	return ak == k && av == v
 }
 
 // Streams says whether any slot lives in the host store.
