@@ -43,7 +43,7 @@ run: build
 # (tests/window_test.go) build the windowed binary and run it under xvfb-run
 # on lavapipe.
 RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v -e '/engine/kernel$$' -e '/engine/offload$$')
-RACE_SLOW = ^Test(CPUAttention(MatchesReference|Subsets|WindowSoftCap)|CacheWindowSoftCap)$$
+RACE_SLOW = ^Test(CPUAttention(MatchesReference|Subsets|WindowSoftCap|Quant)|CacheWindowSoftCap)$$
 OTHER_PKGS = $$(go list ./... | grep -v -e '^headinfer/server' -e '^headinfer/engine' -e '^headinfer/vk') ./engine/kernel/
 
 test: deps
