@@ -3,7 +3,9 @@ package snapshot
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -439,5 +441,49 @@ func TestQuantSnapshot(t *testing.T) {
 		if !errors.Is(err, ErrGeometry) || !strings.Contains(err.Error(), "Q8_0 keys and Q4_0 values") || len(other.Tokens()) != 0 {
 			t.Errorf("a q8_0/q4_0 snapshot loaded into %s/%s: %v (the session holds %d)", kv[0], kv[1], err, len(other.Tokens()))
 		}
+	}
+}
+
+// TestVersion1Loads reads a version 1 header, whose type field holds one
+// type for keys and values, as such: a version 2 snapshot of f16 KV
+// rewritten to version 1 restores bit for bit; with the field left in
+// version 2's packing it is refused as corrupt.
+func TestVersion1Loads(t *testing.T) {
+	const n = 8
+	m, prompt, want, se := primed(t, n)
+	id := m.Identity()
+	var buf bytes.Buffer
+	if err := Write(&buf, se, id, len(prompt), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	for _, tc := range []struct {
+		name  string
+		types uint32
+		ok    bool
+	}{{"version 1", uint32(gguf.F16), true}, {"version 2 packing", uint32(gguf.F16) | uint32(gguf.F16)<<16, false}} {
+		b := bytes.Clone(buf.Bytes())
+		if got := le.Uint32(b[48:]); got != uint32(gguf.F16)|uint32(gguf.F16)<<16 {
+			t.Fatalf("version 2 type field %#x", got)
+		}
+		le.PutUint32(b[8:], 1)
+		le.PutUint32(b[48:], tc.types)
+		le.PutUint32(b[68:], crc32.ChecksumIEEE(b[:68]))
+		file := filepath.Join(t.TempDir(), "kv.snap")
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		re := session(t, m)
+		kept, err := LoadPrefix(file, re, id, prompt)
+		if !tc.ok {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s: %v, want ErrCorrupt", tc.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		sameBits(t, tc.name, want, run(t, re, prompt[kept:], n))
 	}
 }
