@@ -48,7 +48,7 @@ run: build
 # on lavapipe. HEADINFER_NPM=1 lets the tool-call test install the openai npm
 # client (it skips where node is missing).
 RACE_PKGS = $$(go list ./server/... ./engine/... ./vk/... | grep -v -e '/engine/kernel$$' -e '/engine/offload$$')
-RACE_SLOW = ^Test(CPUAttention(MatchesReference|Subsets|WindowSoftCap)|CacheWindowSoftCap)$$
+RACE_SLOW = ^Test(CPUAttention(MatchesReference|Subsets|WindowSoftCap|Quant)|CacheWindowSoftCap)$$
 OTHER_PKGS = $$(go list ./... | grep -v -e '^headinfer/server' -e '^headinfer/engine' -e '^headinfer/vk') ./engine/kernel/
 
 test:

@@ -23,12 +23,13 @@ func benchContextCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "context",
 		Usage: "prefill and decode speed, device and host memory against context length, per KV offload mode",
-		UsageText: "headinfer bench context (-m MODEL | --synth PRESET [--layers N]) --ctx 4096,32768 --offload none,head [--decode-attn gpu,cpu] [--prefill N] [--csv F] [--md F] [--plot F.png]\n\n" +
+		UsageText: "headinfer bench context (-m MODEL | --synth PRESET [--layers N]) --ctx 4096,32768 --offload none,head [--decode-attn gpu,cpu] [--kv-type f16,q8_0,q4_0] [--prefill N] [--csv F] [--md F] [--plot F.png]\n\n" +
 			"For every context length and offload mode it loads the model with that --ctx-size, fills the context\n" +
 			"and decodes --decode tokens at its end. With --prefill N only the last N prompt tokens are really\n" +
 			"prefilled (timed); the positions before them get made-up keys and values (a real prefill's cost grows\n" +
-			"with the square of the context). A mode that does not fit the budget gets a row saying so.",
-		Flags: []cli.Flag{
+			"with the square of the context). A mode that does not fit the budget gets a row saying so. --kv-type may\n" +
+			"list KV types to compare, comma-separated.",
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file, or OWNER/REPO:QUANT on Hugging Face (pulled on first use)"},
 			&cli.StringFlag{Name: "synth", Usage: "instead of -m, a synthetic model of this preset geometry (see headinfer synth)"},
 			&cli.IntFlag{Name: "layers", Usage: "synthetic model: transformer blocks", DefaultText: "the preset's"},
@@ -41,7 +42,6 @@ func benchContextCommand() *cli.Command {
 			chunkFlag(),
 			&cli.IntFlag{Name: "prefill", Usage: "prompt tokens really prefilled at the end of the context (0 = all)"},
 			&cli.IntFlag{Name: "decode", Value: 16, Usage: "tokens decoded after the prompt"},
-			&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
 			&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget for weights, activations and KV, e.g. 6GiB (default: what the device reports, less a margin)"},
 			&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy, a multiple of 256"},
 			&cli.BoolFlag{Name: "swa-full", Usage: "keep every position of the sliding-window layers instead of rings (as generate --swa-full)"},
@@ -49,7 +49,7 @@ func benchContextCommand() *cli.Command {
 			&cli.StringFlag{Name: "md", Usage: "write the results as a Markdown table to this file"},
 			&cli.StringFlag{Name: "plot", Usage: "draw device memory and speed against context length into this PNG file"},
 			deviceFlag(),
-		},
+		}, kvTypeFlags()...),
 		Action: benchContext,
 	}
 }
@@ -59,6 +59,8 @@ type contextResult struct {
 	Ctx             int
 	Offload         string
 	DecodeAttn      string // the plan's placement (gpu or cpu)
+	KVType          string // the plan's KV type ("q8_0", or "q8_0/q4_0" for keys and values apart)
+	kvCompared      bool   // the run compared several KV types
 	Chunk           int    // the plan's prefill chunk
 	Resident        int
 	Streamed        int
@@ -123,39 +125,49 @@ func benchContext(c *cli.Context) error {
 	}
 	defer cleanup()
 	base := engine.Options{
-		Device: c.String("device"), Chunk: chunk, KVType: strings.ToLower(c.String("kv-type")),
+		Device: c.String("device"), Chunk: chunk,
 		StreamBlock: c.Int("stream-block"), SWAFull: c.Bool("swa-full"),
 		Log: func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
+	kvTypeOptions(c, &base)
+	// --kv-type may list types to compare (f16,q8_0,q4_0); the per-half
+	// overrides apply to each.
+	kvs := strings.Split(base.KVType, ",")
 	if s := c.String("gpu-mem"); s != "" {
 		if base.GPUMem, err = bytesize.Parse(s); err != nil {
 			return fmt.Errorf("--gpu-mem: %w", err)
 		}
 	}
 	var results []contextResult
-	bar := progress.New(barFile(c), int64(len(ctxs)*len(modes)*len(attns)), progress.Options{Unit: "runs"})
+	bar := progress.New(barFile(c), int64(len(ctxs)*len(modes)*len(attns)*len(kvs)), progress.Options{Unit: "runs"})
 	done := 0
 	for _, n := range ctxs {
 		for _, mode := range modes {
 			for i, attn := range attns {
-				if mode == engine.OffloadNone && i > 0 {
-					done++ // nothing streams: the placement changes nothing
-					continue
+				for _, kv := range kvs {
+					if mode == engine.OffloadNone && i > 0 {
+						done++ // nothing streams: the placement changes nothing
+						continue
+					}
+					opt := base
+					opt.CtxSize, opt.Offload, opt.DecodeAttn, opt.KVType = n, mode, attn, strings.TrimSpace(kv)
+					run := fmt.Sprintf("ctx %d, offload %s", n, mode)
+					if len(attns) > 1 {
+						run += ", decode attention " + attn
+					}
+					if len(kvs) > 1 {
+						run += ", KV " + opt.KVType
+					}
+					bar.Describe(run)
+					opt.Progress = func(p engine.Progress) { bar.Describe(run + ": " + workText(p)) }
+					r := runContext(path, opt, c.Int("prefill"), c.Int("decode"))
+					r.kvCompared = len(kvs) > 1
+					bar.Clear()
+					fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", run, r.summary())
+					results = append(results, r)
+					done++
+					bar.Set(int64(done))
 				}
-				opt := base
-				opt.CtxSize, opt.Offload, opt.DecodeAttn = n, mode, attn
-				run := fmt.Sprintf("ctx %d, offload %s", n, mode)
-				if len(attns) > 1 {
-					run += ", decode attention " + attn
-				}
-				bar.Describe(run)
-				opt.Progress = func(p engine.Progress) { bar.Describe(run + ": " + workText(p)) }
-				r := runContext(path, opt, c.Int("prefill"), c.Int("decode"))
-				bar.Clear()
-				fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", run, r.summary())
-				results = append(results, r)
-				done++
-				bar.Set(int64(done))
 			}
 		}
 	}
@@ -229,7 +241,7 @@ func runContext(path string, opt engine.Options, prefill, decode int) contextRes
 		return fail(err)
 	}
 	defer m.Close()
-	r.DecodeAttn, r.Chunk = m.Plan().DecodeAttn, m.Plan().Chunk
+	r.DecodeAttn, r.Chunk, r.KVType = m.Plan().DecodeAttn, m.Plan().Chunk, m.Plan().KVType
 	se, err := m.NewSession()
 	if err != nil {
 		return fail(err)
@@ -308,15 +320,15 @@ func (r contextResult) summary() string {
 // contextMarkdown is the results as a Markdown table.
 func contextMarkdown(rs []contextResult) string {
 	var b strings.Builder
-	b.WriteString("| context | offload | decode attn | resident/streamed slots | filled | chunk | prefill tokens | prefill s | prefill tok/s | decode tok/s | device peak | device KV peak | host KV | H2D per decode token | D2H per decode token | copy wait prefill / decode s | submissions / dispatches / command buffers / host waits per decode token | CPU attention s | decode step recorded in |\n")
-	b.WriteString("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| context | offload | decode attn | KV | resident/streamed slots | filled | chunk | prefill tokens | prefill s | prefill tok/s | decode tok/s | device peak | device KV peak | host KV | H2D per decode token | D2H per decode token | copy wait prefill / decode s | submissions / dispatches / command buffers / host waits per decode token | CPU attention s | decode step recorded in |\n")
+	b.WriteString("| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rs {
 		if r.Err != "" {
-			fmt.Fprintf(&b, "| %d | %s | %s | %s ||||||||||||||||\n", r.Ctx, r.Offload, r.DecodeAttn, strings.ReplaceAll(r.Err, "|", "/"))
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s ||||||||||||||||\n", r.Ctx, r.Offload, r.DecodeAttn, r.KVType, strings.ReplaceAll(r.Err, "|", "/"))
 			continue
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %d/%d | %d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f | %.0f / %.0f / %.0f / %.0f | %.2f | %.0f ms |\n",
-			r.Ctx, r.Offload, r.DecodeAttn, r.Resident, r.Streamed, r.Filled, r.Chunk, r.PrefillTokens, r.PrefillSeconds, r.prefillRate(), r.decodeRate(),
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %d/%d | %d | %d | %d | %.2f | %.1f | %.3f | %s | %s | %s | %s | %s | %.2f / %.2f | %.0f / %.0f / %.0f / %.0f | %.2f | %.0f ms |\n",
+			r.Ctx, r.Offload, r.DecodeAttn, r.KVType, r.Resident, r.Streamed, r.Filled, r.Chunk, r.PrefillTokens, r.PrefillSeconds, r.prefillRate(), r.decodeRate(),
 			bytesize.Format(r.DevicePeak), bytesize.Format(r.DeviceKVPeak), bytesize.Format(r.HostKV), bytesize.Format(r.H2DPerToken), bytesize.Format(r.D2HPerToken),
 			r.PrefillCopyWait, r.DecodeCopyWait, r.SubmitsPerToken, r.DispatchPerToken, r.CommandsPerToken, r.HostWaitsPerTok,
 			r.CPUAttnSeconds, 1000*r.RecordSeconds)
@@ -331,7 +343,7 @@ func contextCSV(w io.Writer, rs []contextResult) error {
 		"decode_tokens", "decode_s", "decode_tok_s", "device_bytes_peak", "device_kv_bytes_peak", "host_kv_bytes",
 		"h2d_bytes_per_decode_token", "d2h_bytes_per_decode_token", "prefill_copy_wait_s", "decode_copy_wait_s",
 		"submissions_per_decode_token", "dispatches_per_decode_token", "command_buffers_per_decode_token", "decode_record_s",
-		"h2d_bytes_per_prefill_token", "pipelined", "host_waits_per_decode_token", "decode_cpu_attention_s", "chunk", "error"})
+		"h2d_bytes_per_prefill_token", "pipelined", "host_waits_per_decode_token", "decode_cpu_attention_s", "chunk", "error", "kv_type"})
 	for _, r := range rs {
 		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 		f := func(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
@@ -340,7 +352,7 @@ func contextCSV(w io.Writer, rs []contextResult) error {
 			strconv.Itoa(r.DecodeTokens), f(r.DecodeSeconds), f(r.decodeRate()), u(r.DevicePeak), u(r.DeviceKVPeak), u(r.HostKV),
 			u(r.H2DPerToken), u(r.D2HPerToken), f(r.PrefillCopyWait), f(r.DecodeCopyWait),
 			f(r.SubmitsPerToken), f(r.DispatchPerToken), f(r.CommandsPerToken), f(r.RecordSeconds),
-			u(r.H2DPerPrefillTok), strconv.FormatBool(r.Pipelined), f(r.HostWaitsPerTok), f(r.CPUAttnSeconds), strconv.Itoa(r.Chunk), r.Err})
+			u(r.H2DPerPrefillTok), strconv.FormatBool(r.Pipelined), f(r.HostWaitsPerTok), f(r.CPUAttnSeconds), strconv.Itoa(r.Chunk), r.Err, r.KVType})
 	}
 	cw.Flush()
 	return cw.Error()

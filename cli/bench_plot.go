@@ -10,13 +10,18 @@ import (
 	"strings"
 )
 
-// series names a result's line in the plot: its offload mode, and where
-// decode attended streamed heads when something streams.
+// series names a result's line in the plot: its offload mode, where
+// decode attended streamed heads when something streams, and the KV type
+// when the run compared several.
 func (r contextResult) series() string {
-	if r.Streamed == 0 || r.DecodeAttn == "" {
-		return "offload " + r.Offload
+	s := "offload " + r.Offload
+	if r.Streamed > 0 && r.DecodeAttn != "" {
+		s += ", attn " + r.DecodeAttn
 	}
-	return "offload " + r.Offload + ", attn " + r.DecodeAttn
+	if r.kvCompared {
+		s += ", KV " + r.KVType
+	}
+	return s
 }
 
 // plotContext draws the context benchmark as a PNG: device memory (peak,

@@ -29,9 +29,25 @@ func modelFlags() []cli.Flag {
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file, or OWNER/REPO:QUANT on Hugging Face (pulled on first use, see headinfer pull)", Required: true},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context size in tokens (0 = the model's training context, at most 4096)"},
 		chunkFlag(),
-		&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type: f16 or f32"},
 		deviceFlag(),
-	}, offloadFlags()...)
+	}, append(kvTypeFlags(), offloadFlags()...)...)
+}
+
+// kvTypeFlags are --kv-type and the per-half overrides, spelled also as
+// llama.cpp spells them (--cache-type-k, -ctk).
+func kvTypeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "kv-type", Value: "f16", Usage: "KV cache element type of keys and values: f16, f32, q8_0 or q4_0 (q8_0 and q4_0 need a head size that is a multiple of 32)"},
+		&cli.StringFlag{Name: "kv-type-k", Aliases: []string{"cache-type-k", "ctk"}, Usage: "the keys' KV cache type, overriding --kv-type"},
+		&cli.StringFlag{Name: "kv-type-v", Aliases: []string{"cache-type-v", "ctv"}, Usage: "the values' KV cache type, overriding --kv-type"},
+	}
+}
+
+// kvTypeOptions reads the KV type flags into opt.
+func kvTypeOptions(c *cli.Context, opt *engine.Options) {
+	opt.KVType = strings.ToLower(c.String("kv-type"))
+	opt.KVTypeK = strings.ToLower(c.String("kv-type-k"))
+	opt.KVTypeV = strings.ToLower(c.String("kv-type-v"))
 }
 
 // modelOptions reads the model flags.
@@ -47,11 +63,11 @@ func modelOptions(c *cli.Context) (engine.Options, error) {
 		Device:  c.String("device"),
 		CtxSize: c.Int("ctx-size"),
 		Chunk:   chunk,
-		KVType:  strings.ToLower(c.String("kv-type")),
 		// Commands without --parallel run one sequence (0).
 		Parallel: c.Int("parallel"),
 		Log:      func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
+	kvTypeOptions(c, &opt)
 	return opt, offloadOptions(c, &opt)
 }
 

@@ -16,6 +16,7 @@ import (
 func offloadFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget for weights, activations and KV, e.g. 512MiB or 6GiB (default: what the device reports, less 10%)"},
+		&cli.StringFlag{Name: "host-mem", Usage: "host memory allowed for the streamed KV heads, e.g. 32GiB (default: no bound); a plan that needs more fails, saying how much"},
 		&cli.StringFlag{Name: "offload", Value: engine.OffloadAuto, Usage: "KV placement: auto (stream the KV heads that do not fit), none (all on the device, or fail), head (stream every head)"},
 		&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy (a multiple of 256)"},
 		decodeAttnFlag(),
@@ -51,6 +52,16 @@ func offloadOptions(c *cli.Context, opt *engine.Options) error {
 		}
 		opt.GPUMem = n
 	}
+	if s := c.String("host-mem"); s != "" {
+		n, err := bytesize.Parse(s)
+		if err != nil {
+			return fmt.Errorf("--host-mem: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("--host-mem must be positive")
+		}
+		opt.HostMem = n
+	}
 	switch m := strings.ToLower(c.String("offload")); m {
 	case engine.OffloadAuto, engine.OffloadNone, engine.OffloadHead:
 		opt.Offload = m
@@ -76,7 +87,7 @@ func planCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "plan",
 		Usage: "show where a model's memory would go: weights, activations, streaming buffers, resident and streamed KV heads",
-		UsageText: "headinfer plan -m MODEL [-c CTX] [--gpu-mem SIZE] [--offload auto|none|head] [--chunk N] [--kv-type f16|f32] [--stream-block N] [--decode-attn auto|gpu|cpu] [--swa-full] [--device D] [--json]\n\n" +
+		UsageText: "headinfer plan -m MODEL [-c CTX] [--gpu-mem SIZE] [--host-mem SIZE] [--offload auto|none|head] [--chunk N] [--kv-type f16|f32|q8_0|q4_0] [--kv-type-k T] [--kv-type-v T] [--stream-block N] [--decode-attn auto|gpu|cpu] [--swa-full] [--device D] [--json]\n\n" +
 			"Reads the model's metadata and the device's properties only; nothing is loaded.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {

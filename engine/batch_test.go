@@ -176,13 +176,25 @@ func TestBatchMatchesSolo(t *testing.T) {
 		Ctx: 1024, RopeBase: 1e6, Type: gguf.F16, Seed: 9, Tied: true, Window: 8}
 	models = append(models, model{"gemma3/rings/offload=head", func(t *testing.T) string { return writeSynth(t, gemma) },
 		Options{CtxSize: 1024, Chunk: 40, StreamBlock: 256, Offload: OffloadHead, DecodeAttn: DecodeAttnGPU}})
+	// Quantized KV: Q8_0 split between resident and streamed slots; Q8_0
+	// keys with Q4_0 values streamed and attended on the CPU; Q4_0 rings.
+	quantKV := SynthSpec{Arch: "llama", Dim: 128, Layers: 2, Heads: 4, KVHeads: 2, FFN: 96, Vocab: 300,
+		Ctx: 256, RopeBase: 10000, Type: gguf.F16, Seed: 9}
+	models = append(models,
+		model{"llama/kv=q8_0/offload=auto", func(t *testing.T) string { return writeSynth(t, quantKV) },
+			Options{CtxSize: 256, Chunk: 40, StreamBlock: 256, KVType: "q8_0", Offload: OffloadAuto, pipeline: true, DecodeAttn: DecodeAttnGPU}},
+		model{"llama/kv=q8_0-q4_0/offload=head/decode-attn=cpu", func(t *testing.T) string { return writeSynth(t, quantKV) },
+			Options{CtxSize: 256, Chunk: 40, StreamBlock: 256, KVTypeK: "q8_0", KVTypeV: "q4_0", Offload: OffloadHead, DecodeAttn: DecodeAttnCPU}},
+		model{"gemma3/rings/kv=q4_0/offload=head", func(t *testing.T) string { return writeSynth(t, gemma) },
+			Options{CtxSize: 1024, Chunk: 40, StreamBlock: 256, KVType: "q4_0", Offload: OffloadHead, DecodeAttn: DecodeAttnGPU}})
 	for _, mc := range models {
 		t.Run(mc.name, func(t *testing.T) {
 			path := mc.path(t)
 			opt := mc.opt
 			if opt.Offload == OffloadAuto {
 				// Room for one resident slot per sequence.
-				p := loadModel(t, path, Options{CtxSize: opt.CtxSize, Chunk: opt.Chunk, StreamBlock: opt.StreamBlock, Offload: OffloadHead, Parallel: 3}).Plan()
+				p := loadModel(t, path, Options{CtxSize: opt.CtxSize, Chunk: opt.Chunk, StreamBlock: opt.StreamBlock, Offload: OffloadHead, Parallel: 3,
+					KVType: opt.KVType, KVTypeK: opt.KVTypeK, KVTypeV: opt.KVTypeV}).Plan()
 				opt.GPUMem = p.DeviceBytes() + 3*p.SlotBytes
 			}
 			opt.Parallel = 3

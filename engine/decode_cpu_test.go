@@ -139,3 +139,48 @@ func decodeLogits(t *testing.T, path string, opt Options, prompt []int32, n int)
 	r.decode = se.Stats().Sub(before)
 	return r
 }
+
+// TestCPUDecodeQuant decodes with quantized KV (Q8_0, and Q8_0 keys with
+// Q4_0 values) whose streamed heads attend on the CPU, which reads the
+// blocks where they lie, against the same steps attending on the device:
+// both dequantize alike, so only the order of the sums differs, and the
+// logits agree within cpuDecodeTol of the largest; the prefill (on the
+// device either way) is bit for bit the same.
+func TestCPUDecodeQuant(t *testing.T) {
+	const ctx, chunk, promptLen, steps = 1024, 100, 290, 6
+	for _, kv := range [][2]string{{"q8_0", "q8_0"}, {"q8_0", "q4_0"}} {
+		t.Run(kv[0]+"-"+kv[1], func(t *testing.T) {
+			const heads, hd, group = 8, 64, 4
+			spec := SynthSpec{Arch: "llama", Dim: heads * hd, Layers: 2, Heads: heads, KVHeads: heads / group, FFN: 64,
+				Vocab: 300, Ctx: ctx, RopeBase: 10000, Type: gguf.F16, Seed: 21}
+			path := writeSynth(t, spec)
+			prompt := offloadPrompt(promptLen, spec.Vocab)
+			opt := Options{CtxSize: ctx, Chunk: chunk, KVTypeK: kv[0], KVTypeV: kv[1], StreamBlock: 256, Offload: OffloadHead, DecodeAttn: DecodeAttnGPU}
+			gpu := decodeLogits(t, path, opt, prompt, steps)
+			opt.DecodeAttn = DecodeAttnCPU
+			cpu := decodeLogits(t, path, opt, prompt, steps)
+			if cpu.plan.DecodeAttn != DecodeAttnCPU || cpu.plan.Streamed == 0 || cpu.decode.H2DBytes != 0 || cpu.decode.CPUAttention <= 0 {
+				t.Fatalf("cpu run: plan %q with %d streamed slots, %d bytes copied to the device, CPU attention %v",
+					cpu.plan.DecodeAttn, cpu.plan.Streamed, cpu.decode.H2DBytes, cpu.decode.CPUAttention)
+			}
+			if d := firstDiff(gpu.logits[:1], cpu.logits[:1]); d != "" {
+				t.Errorf("prefill logits differ between the placements: %s", d)
+			}
+			worst := 0.0
+			for i := range gpu.logits {
+				scale := 0.0
+				for _, w := range gpu.logits[i] {
+					scale = max(scale, math.Abs(float64(w)))
+				}
+				for j, w := range gpu.logits[i] {
+					e := math.Abs(float64(cpu.logits[i][j])-float64(w)) / scale
+					if math.IsNaN(e) || e > cpuDecodeTol {
+						t.Fatalf("position %d, logit %d: cpu %v, gpu %v (difference %.3g of the largest logit)", promptLen+i, j, cpu.logits[i][j], w, e)
+					}
+					worst = max(worst, e)
+				}
+			}
+			t.Logf("worst cpu-gpu difference of the largest logit: %.3g", worst)
+		})
+	}
+}

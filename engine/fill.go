@@ -38,7 +38,11 @@ func (se *Session) FillSynthetic(n int, seed uint64) error {
 					for i := range v {
 						v[i] = 2*r.Float32() - 1
 					}
-					data, err := gguf.Quantize(se.m.kvType, v)
+					t := se.m.kvType.K
+					if kv == 1 {
+						t = se.m.kvType.V
+					}
+					data, err := gguf.Quantize(t, v)
 					if err != nil {
 						return err
 					}

@@ -15,7 +15,9 @@ type Options struct {
 	Device     string // device selector: index or name substring ("" = default rule)
 	CtxSize    int    // KV cache positions (0 = the model's training context, at most 4096)
 	Chunk      int    // prefill tokens per forward pass (0 = chosen by the planner, see Plan.ChunkWhy)
-	KVType     string // KV cache element type: "f16" (default) or "f32"
+	KVType     string // KV cache element type of keys and values: "f16" (default), "f32", "q8_0" or "q4_0"
+	KVTypeK    string // the keys' type, overriding KVType ("" keeps it)
+	KVTypeV    string // the values' type, overriding KVType ("" keeps it)
 	Validation bool   // run under the Khronos validation layer
 	Log        func(string)
 	// Progress, when set, hears how long work advances: the weight
@@ -28,6 +30,9 @@ type Options struct {
 	// GPUMem is the device-local memory budget in bytes for weights,
 	// activations and KV (0 = what the device reports, less a margin).
 	GPUMem uint64
+	// HostMem bounds the host memory of the streamed KV heads (0: no
+	// bound): a plan whose host store would exceed it fails, saying so.
+	HostMem uint64
 	// Offload is OffloadAuto (""), OffloadNone or OffloadHead.
 	Offload string
 	// StreamBlock is the positions per streamed KV block, a multiple of
@@ -91,7 +96,7 @@ type Model struct {
 	weights    uint64 // bytes of weights on the device
 	loaded     *loader
 	opt        Options
-	kvType     gguf.Type
+	kvType     kvTypes
 	plan       Plan
 }
 
@@ -107,7 +112,8 @@ type ops struct {
 	add          *kernel.Add
 	scale        *kernel.Scale
 	argmax       *kernel.Argmax
-	kvStore      *kernel.KVStore
+	kvStore      *kernel.KVStore // keys, and values unless kvStoreV is set
+	kvStoreV     *kernel.KVStore // values of another type than the keys
 	attn         *kernel.Attention
 	matvec       map[gguf.Type]*kernel.MatVec
 	matmul       map[gguf.Type]*kernel.MatMul
@@ -133,7 +139,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	kvType, err := kvTypeOf(opt.KVType)
+	kvType, err := kvTypesOf(opt, c.HeadDim)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +162,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 	}()
 	// Planned before the upload, so that a model that cannot fit fails
 	// at once, saying how much it needs.
-	rates := func() (Rates, error) { return measureRates(m.dev, c, kvType) }
+	rates := func() (Rates, error) { return measureRates(m.dev, c, kvType.K) }
 	if m.plan, err = newPlan(f, c, opt, kvType, m.dev.Info(), rates); err != nil {
 		return nil, err
 	}
@@ -250,18 +256,7 @@ func ropeFactorTensor(name string) bool {
 	return name == "rope_freqs.weight" || name == "rope_factors_short.weight" || name == "rope_factors_long.weight"
 }
 
-// kvTypeOf parses a KV cache type name.
-func kvTypeOf(name string) (gguf.Type, error) {
-	switch name {
-	case "", "f16":
-		return gguf.F16, nil
-	case "f32":
-		return gguf.F32, nil
-	}
-	return 0, fmt.Errorf("KV cache type %q is not supported (use f16 or f32)", name)
-}
-
-func newOps(d *vk.Device, c Config, w weights, kvType gguf.Type) (*ops, error) {
+func newOps(d *vk.Device, c Config, w weights, kvType kvTypes) (*ops, error) {
 	o := &ops{matvec: map[gguf.Type]*kernel.MatVec{}, matmul: map[gguf.Type]*kernel.MatMul{}}
 	var err error
 	try := func(e error) {
@@ -298,9 +293,13 @@ func newOps(d *vk.Device, c Config, w weights, kvType gguf.Type) (*ops, error) {
 	try(e)
 	o.argmax, e = kernel.NewArgmax(d, c.Vocab)
 	try(e)
-	o.kvStore, e = kernel.NewKVStore(d, kvType, c.HeadDim)
+	o.kvStore, e = kernel.NewKVStore(d, kvType.K, c.HeadDim)
 	try(e)
-	o.attn, e = kernel.NewAttention(d, kvType, c.HeadDim, c.Group())
+	if kvType.V != kvType.K {
+		o.kvStoreV, e = kernel.NewKVStore(d, kvType.V, c.HeadDim)
+		try(e)
+	}
+	o.attn, e = kernel.NewAttentionKV(d, kvType.K, kvType.V, c.HeadDim, c.Group())
 	try(e)
 	// The blocks' matrices and the output projection; the embeddings are
 	// read by the embedding kernel only.

@@ -14,7 +14,7 @@ import (
 // planTestInput is a Llama-3-8B-like geometry with 1 GiB of weights.
 func planTestInput(ctx int, mode string, budget uint64) planInput {
 	c := Config{Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, RopeDim: 128}
-	return planInput{c: c, ctx: ctx, chunk: 512, kvType: gguf.F16, mode: mode, budget: budget, budgetFrom: "test",
+	return planInput{c: c, ctx: ctx, chunk: 512, kvType: kvTypes{gguf.F16, gguf.F16}, mode: mode, budget: budget, budgetFrom: "test",
 		streamBlock: DefaultStreamBlock, weights: 1 << 30, bindLimit: 4 << 30}
 }
 
@@ -208,7 +208,7 @@ func TestPlanAutoChunk(t *testing.T) {
 	}
 
 	// A budget that holds only a smaller chunk's activations caps it.
-	stream := streamingBytes(in.c, in.streamBlock, 2)
+	stream := streamingBytes(in.streamBlock, uint64(4*in.c.HeadDim))
 	in.budget = in.weights + stream + activationSizes(in.c, 3000, ctx).device()
 	if p, err = makePlan(in); err != nil || p.Chunk != 3000 || !strings.Contains(p.ChunkWhy, "keeps it below") || !strings.Contains(p.ChunkWhy, "fit after weights and streaming buffers is 3000") {
 		t.Fatalf("tight budget: chunk %d (%s), %v", p.Chunk, p.ChunkWhy, err)
@@ -263,7 +263,7 @@ func TestPlanDecodeAttn(t *testing.T) {
 				tc.mode, tc.p.Streamed, tc.r, tc.transfer, got, why, tc.want, tc.why)
 		}
 	}
-	if _, err := newPlan(nil, Config{}, Options{DecodeAttn: "tpu"}, 0, vk.DeviceInfo{}, nil); err == nil || !strings.Contains(err.Error(), "tpu") {
+	if _, err := newPlan(nil, Config{}, Options{DecodeAttn: "tpu"}, kvTypes{}, vk.DeviceInfo{}, nil); err == nil || !strings.Contains(err.Error(), "tpu") {
 		t.Errorf("an unknown placement: %v", err)
 	}
 }

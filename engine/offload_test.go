@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"headinfer/engine/gguf"
@@ -99,13 +100,20 @@ func TestOffloadBitIdentical(t *testing.T) {
 		streamBlock int
 		headDim     int
 	}{{"llama", 8, "f16", 256, 0}, {"llama", 8, "f16", 2048, 0}, {"llama", 2, "f32", 1024, 0}, {"llama", 1, "f16", 256, 0},
-		{"qwen3", 2, "f16", 256, 64}} {
-		t.Run(fmt.Sprintf("%s/group%d/%s/block%d", tc.arch, 8/tc.kvHeads, tc.kvType, tc.streamBlock), func(t *testing.T) {
+		{"qwen3", 2, "f16", 256, 64}, {"llama", 2, "q8_0", 256, 0}, {"llama", 4, "q4_0", 1024, 0}, {"llama", 2, "q8_0/q4_0", 256, 0}} {
+		t.Run(fmt.Sprintf("%s/group%d/%s/block%d", tc.arch, 8/tc.kvHeads, strings.ReplaceAll(tc.kvType, "/", "-"), tc.streamBlock), func(t *testing.T) {
 			spec := SynthSpec{Arch: tc.arch, Dim: 256, Layers: 2, Heads: 8, KVHeads: tc.kvHeads, HeadDim: tc.headDim, FFN: 64,
 				Vocab: 300, Ctx: ctx, RopeBase: 10000, Type: gguf.F16, Seed: 3}
 			path := writeSynth(t, spec)
 			prompt := offloadPrompt(promptLen, spec.Vocab)
 			opt := Options{CtxSize: ctx, Chunk: chunk, KVType: tc.kvType, StreamBlock: tc.streamBlock, DecodeAttn: DecodeAttnGPU}
+			if k, v, apart := strings.Cut(tc.kvType, "/"); apart {
+				opt.KVType, opt.KVTypeK, opt.KVTypeV = "", k, v
+			}
+			kvt, err := kvTypesOf(opt, spec.headDim())
+			if err != nil {
+				t.Fatal(err)
+			}
 
 			opt.Offload = OffloadNone
 			none := generateAll(t, path, opt, prompt, gen)
@@ -143,11 +151,7 @@ func TestOffloadBitIdentical(t *testing.T) {
 			// Traffic: the new rows go to the host once; a step copies
 			// each streamed slot's streamed blocks (whole, the last one
 			// too) up to the one that holds its last position.
-			hd, elem := spec.headDim(), uint64(2)
-			if tc.kvType == "f32" {
-				elem = 4
-			}
-			row := uint64(hd) * elem
+			row := kvt.rowBytes(spec.headDim()) // K and V
 			sb := min(tc.streamBlock, ctx)
 			var reads uint64
 			for start := 0; start < promptLen; start += chunk {
@@ -160,10 +164,10 @@ func TestOffloadBitIdentical(t *testing.T) {
 			positions := uint64(promptLen + gen - 1)
 			for name, r := range map[string]offloadRun{"none": none, "head": head, "auto": auto} {
 				streamed := uint64(r.plan.Streamed)
-				if want := 2 * streamed * positions * row; r.stats.D2HBytes != want {
+				if want := streamed * positions * row; r.stats.D2HBytes != want {
 					t.Errorf("%s: %d bytes written to the host, want %d", name, r.stats.D2HBytes, want)
 				}
-				if want := 2 * streamed * reads * row; r.stats.H2DBytes != want {
+				if want := streamed * reads * row; r.stats.H2DBytes != want {
 					t.Errorf("%s: %d bytes copied to the device, want %d", name, r.stats.H2DBytes, want)
 				}
 				if r.mem.StreamedSlots != r.plan.Streamed || r.mem.HostKVBytes != r.plan.HostKV || r.mem.DeviceKVBytesPeak != r.plan.DeviceKVBytes() {
@@ -256,7 +260,7 @@ func TestAutoChunkBitIdentical(t *testing.T) {
 	// Room for the weights, the streaming buffers and a chunk of 1280
 	// tokens' activations.
 	opt.Offload = OffloadHead
-	opt.GPUMem = p.Weights + streamingBytes(c, opt.StreamBlock, 2) + activationSizes(c, chunk, ctx).device()
+	opt.GPUMem = p.Weights + streamingBytes(opt.StreamBlock, uint64(4*c.HeadDim)) + activationSizes(c, chunk, ctx).device()
 	head := generateAll(t, path, opt, prompt, gen)
 	if !none.plan.ChunkAuto || none.plan.Chunk != defaultChunk || !head.plan.ChunkAuto || head.plan.Chunk != chunk || head.plan.Streamed != head.plan.Slots {
 		t.Fatalf("chunks: resident %d (auto %v), streamed %d (auto %v, %d of %d slots streamed: %s); want %d and %d",

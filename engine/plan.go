@@ -48,7 +48,9 @@ type Plan struct {
 	BudgetFrom  string `json:"budget_from"` // where Budget came from
 	CtxSize     int    `json:"ctx_size"`
 	Chunk       int    `json:"chunk"`
-	KVType      string `json:"kv_type"`
+	KVType      string `json:"kv_type"`      // "q8_0", or "q8_0/q4_0" for keys and values apart
+	KVTypeK     string `json:"kv_type_k"`    // the keys' type
+	KVTypeV     string `json:"kv_type_v"`    // the values' type
 	StreamBlock int    `json:"stream_block"` // positions per streamed block
 
 	Weights     uint64 `json:"weight_bytes"`     // device bytes of the weights
@@ -199,7 +201,7 @@ func (p Plan) writeLayers(b *strings.Builder) {
 type planInput struct {
 	c           Config
 	ctx, chunk  int
-	kvType      gguf.Type
+	kvType      kvTypes
 	mode        string
 	budget      uint64
 	budgetFrom  string
@@ -238,7 +240,7 @@ func (in planInput) rings(chunk int) []int {
 func (in planInput) ringBytes(rings []int) uint64 {
 	var n uint64
 	for _, r := range rings {
-		n += 2 * uint64(r) * uint64(in.c.HeadDim) * uint64(in.kvType.BlockBytes()) * uint64(in.c.KVHeads)
+		n += uint64(r) * in.kvType.rowBytes(in.c.HeadDim) * uint64(in.c.KVHeads)
 	}
 	return uint64(max(in.seqs, 1)) * n
 }
@@ -283,9 +285,10 @@ func autoChunk(in planInput) (int, string) {
 		return def, "the default: the KV cache is resident, nothing streams"
 	}
 	c := in.c
-	elem := uint64(in.kvType.BlockBytes())
+	kvRow := in.kvType.rowBytes(c.HeadDim)
+	elem := float64(kvRow) / float64(2*c.HeadDim) // mean bytes per K or V element
 	seqs := uint64(max(in.seqs, 1))
-	fixedCost := in.weights + seqs*streamingBytes(c, in.streamBlock, elem) + batchActivationBytes(c, in.seqs)
+	fixedCost := in.weights + seqs*streamingBytes(in.streamBlock, kvRow) + batchActivationBytes(c, in.seqs)
 	fits := func(n int) bool {
 		return fixedCost+seqs*activationSizes(c, n, in.ctx).device()+in.ringBytes(in.rings(n)) <= in.budget
 	}
@@ -307,7 +310,7 @@ func autoChunk(in planInput) (int, string) {
 	}
 	limit := max(autoChunkCap, (need+attnBlock-1)/attnBlock*attnBlock)
 	chunk := min(largest, limit, in.ctx)
-	why := fmt.Sprintf("the largest chunk whose activations fit after weights and streaming buffers is %d, at most %d; prefill over streamed heads is compute-bound from %d tokens (%.1f GFLOP/s against %.2f GB/s host→device copies, %d query heads per KV head, %d-byte KV)",
+	why := fmt.Sprintf("the largest chunk whose activations fit after weights and streaming buffers is %d, at most %d; prefill over streamed heads is compute-bound from %d tokens (%.1f GFLOP/s against %.2f GB/s host→device copies, %d query heads per KV head, %.4g-byte KV elements)",
 		largest, limit, need, in.rates.FLOPS/1e9, in.rates.CopyBps/1e9, c.Group(), elem)
 	if chunk < need && chunk < in.ctx {
 		why += "; the budget keeps it below the compute-bound size"
@@ -335,15 +338,16 @@ func placePlan(in planInput) (Plan, error) {
 // placeSlots places the KV slots with the given rings (nil: none).
 func placeSlots(in planInput, rings []int) (Plan, error) {
 	c := in.c
-	elem := uint64(in.kvType.BlockBytes())
+	kvRow := in.kvType.rowBytes(c.HeadDim)
 	seqs := uint64(max(in.seqs, 1))
 	p := Plan{
 		Mode: in.mode, Sequences: int(seqs), Budget: in.budget, BudgetFrom: in.budgetFrom,
-		CtxSize: in.ctx, Chunk: in.chunk, KVType: strings.ToLower(in.kvType.String()),
+		CtxSize: in.ctx, Chunk: in.chunk, KVType: in.kvType.String(),
+		KVTypeK: in.kvType.kName(), KVTypeV: in.kvType.vName(),
 		StreamBlock: in.streamBlock,
 		Weights:     in.weights,
 		Activations: seqs*activationSizes(c, in.chunk, in.ctx).device() + batchActivationBytes(c, in.seqs),
-		SlotBytes:   2 * uint64(in.ctx) * uint64(c.HeadDim) * elem,
+		SlotBytes:   uint64(in.kvType.slotRows(in.ctx)) * kvRow,
 		Slots:       c.Layers * c.KVHeads,
 		Rings:       rings,
 		RingKV:      in.ringBytes(rings),
@@ -372,11 +376,11 @@ func placeSlots(in planInput, rings []int) (Plan, error) {
 	if in.streamBlock <= 0 || in.streamBlock%attnBlock != 0 {
 		return Plan{}, fmt.Errorf("stream block of %d positions is not a positive multiple of %d", in.streamBlock, attnBlock)
 	}
-	slotBind := p.SlotBytes / 2 // a resident slot's K is bound whole by the KV store
-	streaming := seqs * streamingBytes(c, in.streamBlock, elem)
-	if p.Mode != OffloadNone && uint64(in.streamBlock)*uint64(c.HeadDim)*elem > in.bindLimit {
+	slotBind := uint64(in.kvType.slotRows(in.ctx)) * in.kvType.maxRowBytes(c.HeadDim) // a resident slot's K (or V) is bound whole by the KV store
+	streaming := seqs * streamingBytes(in.streamBlock, kvRow)
+	if blk := uint64(in.streamBlock) * in.kvType.maxRowBytes(c.HeadDim); p.Mode != OffloadNone && blk > in.bindLimit {
 		return Plan{}, fmt.Errorf("a streamed block of %d positions takes %s, more than the device binds at once (%s): lower --stream-block",
-			in.streamBlock, bytesize.Format(uint64(in.streamBlock)*uint64(c.HeadDim)*elem), bytesize.Format(in.bindLimit))
+			in.streamBlock, bytesize.Format(blk), bytesize.Format(in.bindLimit))
 	}
 	base := p.Weights + p.Activations + p.RingKV
 	all := seqs * uint64(full) * p.SlotBytes // every sequence's
@@ -441,8 +445,8 @@ func placeSlots(in planInput, rings []int) (Plan, error) {
 
 // streamingBytes is the device memory of the streaming buffers: two
 // blocks (double buffering) of K and V for one KV head.
-func streamingBytes(c Config, streamBlock int, elem uint64) uint64 {
-	return 2 * 2 * uint64(streamBlock) * uint64(c.HeadDim) * elem
+func streamingBytes(streamBlock int, kvRow uint64) uint64 {
+	return 2 * uint64(streamBlock) * kvRow
 }
 
 // actSizes are the byte sizes of a state's activation buffers.
@@ -538,7 +542,7 @@ func deviceBudget(info vk.DeviceInfo, gpuMem uint64) (uint64, string) {
 // rates, when not nil, measures the device's rates for an automatic chunk
 // and an automatic decode attention placement; it is called only when the
 // plan streams KV and one of them is automatic.
-func newPlan(f *gguf.File, c Config, opt Options, kvType gguf.Type, info vk.DeviceInfo, rates func() (Rates, error)) (Plan, error) {
+func newPlan(f *gguf.File, c Config, opt Options, kvType kvTypes, info vk.DeviceInfo, rates func() (Rates, error)) (Plan, error) {
 	budget, from := deviceBudget(info, opt.GPUMem)
 	sb := opt.StreamBlock
 	if sb == 0 {
@@ -574,6 +578,10 @@ func newPlan(f *gguf.File, c Config, opt Options, kvType gguf.Type, info vk.Devi
 		p.Rates = in.rates
 	}
 	p.DecodeAttn, p.DecodeAttnWhy = decodeAttnChoice(mode, p, in.rates, info.TransferQueue)
+	if opt.HostMem > 0 && p.HostKV > opt.HostMem {
+		return p, fmt.Errorf("the streamed KV heads need %s of host memory (%s KV, %d positions), --host-mem allows %s: use a smaller KV type (--kv-type q8_0 halves it, q4_0 quarters it), a smaller --ctx-size or a larger --host-mem",
+			bytesize.Format(p.HostKV), p.KVType, p.CtxSize, bytesize.Format(opt.HostMem))
+	}
 	return p, nil
 }
 
@@ -622,7 +630,7 @@ func PlanModel(path string, opt Options) (Plan, error) {
 	if err != nil {
 		return Plan{}, fmt.Errorf("%s: %w", path, err)
 	}
-	kvType, err := kvTypeOf(opt.KVType)
+	kvType, err := kvTypesOf(opt, c.HeadDim)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -643,12 +651,12 @@ func PlanModel(path string, opt Options) (Plan, error) {
 			return Rates{}, err
 		}
 		defer d.Close()
-		return measureRates(d, c, kvType)
+		return measureRates(d, c, kvType.K)
 	}
 	return newPlan(f, c, opt, kvType, devs[i], rates)
 }
 
 // kvGeometry is the shape of the host store for a plan.
-func kvGeometry(c Config, p Plan, kvType gguf.Type) offload.Geometry {
-	return offload.Geometry{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: p.CtxSize, Elem: uint64(kvType.BlockBytes())}
+func kvGeometry(c Config, p Plan, kvType kvTypes) offload.Geometry {
+	return offload.Geometry{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: p.CtxSize, K: kvType.K, V: kvType.V}
 }

@@ -95,7 +95,7 @@ const (
 // and V in all.
 func rateAttnShape(c Config, kv gguf.Type) (heads, rows int) {
 	heads = min(c.KVHeads, 8)
-	rowBytes := 2 * c.HeadDim * kv.BlockBytes() // K and V
+	rowBytes := 2 * kv.RowBytes(c.HeadDim) // K and V
 	return heads, max(offload.AttnBlock, rateAttnBytes/(heads*rowBytes))
 }
 
@@ -109,10 +109,10 @@ func measureDeviceAttention(d *vk.Device, c Config, kv gguf.Type, heads, rows in
 		return 0, err
 	}
 	group := c.Group()
-	kvBytes := uint64(heads) * uint64(rows) * uint64(c.HeadDim*kv.BlockBytes())
+	kvBytes := uint64(heads) * uint64(rows) * uint64(kv.RowBytes(c.HeadDim))
 	if kvBytes > d.Info().MaxStorageBufferRange {
-		rows = int(d.Info().MaxStorageBufferRange / uint64(heads*c.HeadDim*kv.BlockBytes()))
-		kvBytes = uint64(heads) * uint64(rows) * uint64(c.HeadDim*kv.BlockBytes())
+		rows = int(d.Info().MaxStorageBufferRange / uint64(heads*kv.RowBytes(c.HeadDim)))
+		kvBytes = uint64(heads) * uint64(rows) * uint64(kv.RowBytes(c.HeadDim))
 	}
 	nb := kernel.Blocks(rows, offload.AttnBlock)
 	var bufs []*vk.Buffer
@@ -198,9 +198,9 @@ func measureDeviceAttention(d *vk.Device, c Config, kv gguf.Type, heads, rows in
 // does 4·c·group·headDim FLOPs against 2·headDim·elem bytes of K and V,
 // so c ≥ FLOPS·elem / (2·group·CopyBps) (HeadInfer's roofline, in
 // shared/research/headinfer.md). 0 when the rates are unknown.
-func computeBoundChunk(r Rates, group int, elem uint64) int {
+func computeBoundChunk(r Rates, group int, elem float64) int {
 	if r.CopyBps <= 0 || r.FLOPS <= 0 {
 		return 0
 	}
-	return int(r.FLOPS*float64(elem)/(2*float64(group)*r.CopyBps)) + 1
+	return int(r.FLOPS*elem/(2*float64(group)*r.CopyBps)) + 1
 }

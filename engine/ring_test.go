@@ -135,9 +135,9 @@ func TestRingsKeepAndRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := se.KVLayout()
-	if len(slots) != g.Slots() || len(slots[0]) != g.SlotBytes(16) || len(slots[len(slots)-1]) != g.SlotBytes(len(held)) {
+	if len(slots) != g.Slots() || len(slots[0]) != g.SlotBytes(16, false) || len(slots[len(slots)-1]) != g.SlotBytes(len(held), true) {
 		t.Fatalf("%d slots of %d and %d bytes: want %d, a window's %d and every position's %d",
-			len(slots), len(slots[0]), len(slots[len(slots)-1]), g.Slots(), g.SlotBytes(16), g.SlotBytes(len(held)))
+			len(slots), len(slots[0]), len(slots[len(slots)-1]), g.Slots(), g.SlotBytes(16, false), g.SlotBytes(len(held), true))
 	}
 	re, err := m.NewSession()
 	if err != nil {

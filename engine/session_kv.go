@@ -11,11 +11,14 @@ import (
 
 // KVLayout describes the KV cache a session exports and imports: slot
 // by slot, layer-major, each KV head's K slot and then its V slot, each
-// slot positions × HeadDim elements of Type, little-endian. A slot of n
-// positions holds all of them, or, in a layer whose slots are rings
+// slot positions × HeadDim elements of Type (K) or TypeV (V), little-endian;
+// a Q8_0 or Q4_0 row is HeadDim/32 blocks, as the slots hold it. A slot of
+// n positions holds all of them, or, in a layer whose slots are rings
 // (Windows), only the last Positions(l, n).
 type KVLayout struct {
-	Type    gguf.Type // F16 or F32
+	Type  gguf.Type // keys: F16, F32, Q8_0 or Q4_0
+	TypeV gguf.Type // values
+
 	Layers  int
 	KVHeads int
 	HeadDim int
@@ -37,22 +40,31 @@ func (g KVLayout) Positions(l, n int) int {
 
 // Same reports whether g and o describe the same slots.
 func (g KVLayout) Same(o KVLayout) bool {
-	return g.Type == o.Type && g.Layers == o.Layers && g.KVHeads == o.KVHeads && g.HeadDim == o.HeadDim &&
+	return g.Type == o.Type && g.TypeV == o.TypeV && g.Layers == o.Layers && g.KVHeads == o.KVHeads && g.HeadDim == o.HeadDim &&
 		g.Ctx == o.Ctx && slices.Equal(g.Windows, o.Windows)
 }
 
 // Slots is the number of slots: two (K, V) per layer and KV head.
 func (g KVLayout) Slots() int { return 2 * g.Layers * g.KVHeads }
 
-// SlotBytes is the size of one slot of n positions.
-func (g KVLayout) SlotBytes(n int) int {
-	return n * g.HeadDim * g.Type.BlockBytes() / g.Type.BlockSize()
+// SlotBytes is the size of one V (isV) or K slot of n positions.
+func (g KVLayout) SlotBytes(n int, isV bool) int {
+	t := g.Type
+	if isV {
+		t = g.TypeV
+	}
+	return n * t.RowBytes(g.HeadDim)
+}
+
+// slotBuf is room for either slot of n positions.
+func (g KVLayout) slotBuf(n int) []byte {
+	return make([]byte, max(g.SlotBytes(n, false), g.SlotBytes(n, true)))
 }
 
 // KVLayout is the session's KV cache geometry.
 func (se *Session) KVLayout() KVLayout {
 	c, rings := se.m.Config, se.m.plan.Rings
-	g := KVLayout{Type: se.m.kvType, Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: se.s.ctx}
+	g := KVLayout{Type: se.m.kvType.K, TypeV: se.m.kvType.V, Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Ctx: se.s.ctx}
 	if rings != nil {
 		g.Windows = make([]int, c.Layers)
 		for l, r := range rings {
@@ -109,12 +121,12 @@ func (se *Session) ExportKV(n int, put func(slot []byte) error) error {
 		return se.ringsLost(n)
 	}
 	g := se.KVLayout()
-	buf := make([]byte, g.SlotBytes(n))
+	buf := g.slotBuf(n)
 	for l := range g.Layers {
 		keep := g.Positions(l, n)
-		slot := buf[:g.SlotBytes(keep)]
 		for h := range g.KVHeads {
 			for _, isV := range []bool{false, true} {
+				slot := buf[:g.SlotBytes(keep, isV)]
 				if keep > 0 {
 					if err := se.s.kv.Read(l, h, isV, n-keep, slot); err != nil {
 						return err
@@ -137,8 +149,8 @@ func (se *Session) ringsLost(n int) error {
 }
 
 // ImportKV replaces the session's contents by tokens, whose KV get fills
-// slot by slot in KVLayout's order (into a slice of SlotBytes(len(tokens))
-// it must fill whole). When get fails, or anything else does, the session
+// slot by slot in KVLayout's order (into a slice of SlotBytes(len(tokens),
+// isV) it must fill whole). When get fails, or anything else does, the session
 // is left empty, so that no partly written KV is ever used; the error is
 // returned.
 func (se *Session) ImportKV(tokens []int32, get func(slot []byte) error) (err error) {
@@ -156,12 +168,12 @@ func (se *Session) ImportKV(tokens []int32, get func(slot []byte) error) (err er
 		return nil
 	}
 	n := len(tokens)
-	buf := make([]byte, g.SlotBytes(n))
+	buf := g.slotBuf(n)
 	for l := range g.Layers {
 		keep := g.Positions(l, n)
-		slot := buf[:g.SlotBytes(keep)]
 		for h := range g.KVHeads {
 			for _, isV := range []bool{false, true} {
+				slot := buf[:g.SlotBytes(keep, isV)]
 				if err := get(slot); err != nil {
 					return err
 				}

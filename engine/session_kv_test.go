@@ -26,7 +26,8 @@ func logitsOf(t *testing.T, se *Session, prompt []int32, n int) [][]float32 {
 // reusing the KV of the longest prefix the session holds, and checks that
 // every one's logits equal a fresh session's bit for bit and that the
 // reused length is the common prefix: on stories260K and on a synthetic
-// Q8_0 model, with the KV resident and streamed, and with prefill chunks
+// Q8_0 model, with the KV resident and streamed (Q8_0 keys and Q4_0
+// values streamed too), and with prefill chunks
 // that split the reused prefix and the rest differently.
 func TestReusePrefixExact(t *testing.T) {
 	synth := writeSynth(t, SynthSpec{Arch: "llama", Dim: 128, Layers: 2, Heads: 4, KVHeads: 2, FFN: 256, Vocab: 512, Ctx: 512, RopeBase: 10000, Type: gguf.Q8_0, Seed: 3})
@@ -37,8 +38,9 @@ func TestReusePrefixExact(t *testing.T) {
 		{filepath.Join(modelsDir(t), "stories260K.gguf"), Options{CtxSize: 512}},
 		{filepath.Join(modelsDir(t), "stories260K.gguf"), Options{CtxSize: 512, Chunk: 5, Offload: OffloadHead, StreamBlock: 256}},
 		{synth, Options{CtxSize: 512, Chunk: 16}},
+		{synth, Options{CtxSize: 512, Chunk: 7, KVTypeK: "q8_0", KVTypeV: "q4_0", Offload: OffloadHead, StreamBlock: 256, DecodeAttn: DecodeAttnGPU}},
 	} {
-		t.Run(filepath.Base(tc.path)+"-"+tc.opt.Offload, func(t *testing.T) {
+		t.Run(filepath.Base(tc.path)+"-"+tc.opt.Offload+tc.opt.KVTypeK+tc.opt.KVTypeV, func(t *testing.T) {
 			m := loadModel(t, tc.path, tc.opt)
 			a := offloadPrompt(40, m.Config.Vocab)
 			b := offloadPrompt(70, m.Config.Vocab)[40:]

@@ -136,7 +136,7 @@ func newState(m *Model) (s *state, err error) {
 	copy(s.freqs.Bytes()[s.localFreqsOff():], f32Bytes(m.localFreqs))
 	lay := offload.Layout{Geometry: kvGeometry(c, m.plan, m.kvType), Heads: c.Heads,
 		ResidentHeads: m.plan.ResidentHeads, StreamBlock: m.plan.StreamBlock, Attn: c.LayerAttn(), Rings: m.plan.Rings}
-	ops := offload.Kernels{Store: m.ops.kvStore, Attn: m.ops.attn}
+	ops := offload.Kernels{Store: m.ops.kvStore, StoreV: m.ops.kvStoreV, Attn: m.ops.attn}
 	if m.plan.DecodeAttn == DecodeAttnCPU {
 		s.cpuAttn = offload.NewCPUAttention(0)
 		ops.CPU = s.cpuAttn

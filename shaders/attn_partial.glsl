@@ -1,8 +1,8 @@
 // attn_partial.glsl: flash attention of one KV head group's queries over one
 // block of KV rows, written as an unnormalised partial (m, l, O) that
-// attn_merge folds exactly. Included by attn_partial_<kvtype>.comp after it
-// defines KV4, the vec4-wide element type of the K and V buffers. This is
-// the GPU variant; attn_partial_cpu.glsl computes the same thing in a form
+// attn_merge folds exactly. Included by attn_partial_<ktype>[_<vtype>].comp
+// after it defines the K and V types (see attn_kv.glsl). This is the GPU
+// variant; attn_partial_cpu.glsl computes the same thing in a form
 // that suits CPU drivers.
 //
 // Grid: x = query tile (BR tokens), y = block b of the bound KV range (rows
@@ -31,7 +31,9 @@
 // m, l, 0, 0 (vec4-aligned so O and (m, l) move as vec4).
 //
 // Bindings: 0 Q (f32 [n_tokens][q_heads*HD]), 1 K, 2 V ([rows][HD] per
-// head), 3 positions (u32 [n_tokens]), 4 parts (f32, written).
+// head, in elements whatever the type: slot_stride and row offsets count
+// values, a quantized row being HD/32 blocks), 3 positions (u32
+// [n_tokens]), 4 parts (f32, written).
 
 #extension GL_EXT_control_flow_attributes : enable
 
@@ -68,8 +70,7 @@ layout(push_constant) uniform Push {
 } p;
 
 layout(set = 0, binding = 0) readonly buffer Qb { vec4 q[]; };
-layout(set = 0, binding = 1) readonly buffer Kb { KV4 k[]; };
-layout(set = 0, binding = 2) readonly buffer Vb { KV4 v[]; };
+#include "attn_kv.glsl" // bindings 1 (K) and 2 (V), load_k and load_v
 layout(set = 0, binding = 3) readonly buffer Pos { uint pos[]; };
 layout(set = 0, binding = 4) writeonly buffer Parts { vec4 parts[]; };
 
@@ -135,7 +136,7 @@ void main() {
         const uint nc = min(BC, live - c0);
         for (uint i = tid; i < BC * HD4; i += WG) {
             const uint c = i / HD4, d4 = i % HD4;
-            KVs[c * KS + d4] = c < nc && c0 + c >= skip ? vec4(k[kvbase + (c0 + c) * HD4 + d4]) : vec4(0);
+            KVs[c * KS + d4] = c < nc && c0 + c >= skip ? load_k(kvbase + (c0 + c) * HD4 + d4) : vec4(0);
         }
         barrier();
         [[unroll]] for (uint n = 0; n < NS; n++) {
@@ -157,7 +158,7 @@ void main() {
         barrier();
         for (uint i = tid; i < BC * HD4; i += WG) {
             const uint c = i / HD4, d4 = i % HD4;
-            KVs[c * KS + d4] = c < nc && c0 + c >= skip ? vec4(v[kvbase + (c0 + c) * HD4 + d4]) : vec4(0);
+            KVs[c * KS + d4] = c < nc && c0 + c >= skip ? load_v(kvbase + (c0 + c) * HD4 + d4) : vec4(0);
         }
         for (uint r = tid; r < R; r += WG) {
             const float mo = Ms[r];

@@ -1,7 +1,8 @@
 // attn_partial_cpu.glsl: the attn_partial contract (grid, bindings, push
 // constants, partial layout, masking; see attn_partial.glsl) computed in a
 // way that suits CPU Vulkan drivers such as lavapipe. Included by
-// attn_partial_cpu_<kvtype>.comp after it defines KV4.
+// attn_partial_cpu_<ktype>[_<vtype>].comp after it defines the K and V
+// types (see attn_kv.glsl).
 //
 // A CPU driver runs a workgroup's invocations as SIMD lanes of one core and
 // turns every shared or storage-buffer access into a per-lane loop, while
@@ -49,8 +50,7 @@ layout(push_constant) uniform Push {
 } p;
 
 layout(set = 0, binding = 0) readonly buffer Qb { vec4 q[]; };
-layout(set = 0, binding = 1) readonly buffer Kb { KV4 k[]; };
-layout(set = 0, binding = 2) readonly buffer Vb { KV4 v[]; };
+#include "attn_kv.glsl" // bindings 1 (K) and 2 (V), load_k and load_v
 layout(set = 0, binding = 3) readonly buffer Pos { uint pos[]; };
 layout(set = 0, binding = 4) writeonly buffer Parts { vec4 parts[]; };
 
@@ -109,7 +109,7 @@ void main() {
             s[r] = 0.0;
         }
         [[unroll]] for (uint d4 = 0; d4 < HD4; d4++) {
-            const vec4 kr = vec4(k[kvbase + cl * HD4 + d4]);
+            const vec4 kr = load_k(kvbase + cl * HD4 + d4);
             [[unroll]] for (uint r = 0; r < R; r++) {
                 s[r] += dot(qr[r * HD4 + d4], kr);
             }
@@ -127,7 +127,7 @@ void main() {
             m[r] = mx;
         }
         [[unroll]] for (uint d4 = 0; d4 < HD4; d4++) {
-            const vec4 vr = vec4(v[kvbase + cl * HD4 + d4]);
+            const vec4 vr = load_v(kvbase + cl * HD4 + d4);
             [[unroll]] for (uint r = 0; r < R; r++) {
                 o[r * HD4 + d4] = o[r * HD4 + d4] * a[r] + w[r] * vr;
             }

@@ -1,5 +1,6 @@
 #version 450
-// Flash-attention partials over f16 K/V for CPU drivers; see attn_partial_cpu.glsl.
+// Flash-attention partials over F16 K/V for CPU drivers; see attn_partial_cpu.glsl.
 #extension GL_EXT_shader_16bit_storage : require
-#define KV4 f16vec4
+#define K_F16
+#define V_F16
 #include "attn_partial_cpu.glsl"

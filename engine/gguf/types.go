@@ -188,7 +188,10 @@ func Quantize(t Type, in []float32) ([]byte, error) {
 			blk := out[34*b:]
 			put16(blk, float16.Fromfloat32(d).Bits())
 			for j, v := range x {
-				blk[2+j] = byte(int8(math.RoundToEven(float64(v * id))))
+				// roundf: halves away from zero. The explicit float32
+				// conversion keeps the product rounded to float32, as
+				// ggml's x0 = x[j]*id is, whatever the compiler fuses.
+				blk[2+j] = byte(int8(math.Round(float64(float32(v * id)))))
 			}
 		}
 	case Q4_0:
@@ -208,8 +211,10 @@ func Quantize(t Type, in []float32) ([]byte, error) {
 			blk := out[18*b:]
 			put16(blk, float16.Fromfloat32(d).Bits())
 			for j := 0; j < 16; j++ {
-				q0 := min(15, int(x[j]*id+8.5))
-				q1 := min(15, int(x[j+16]*id+8.5))
+				// ggml's (int8_t)(x*id + 8.5f), the product rounded on its
+				// own (no fused multiply-add) and the sum truncated.
+				q0 := min(15, int(float32(x[j]*id)+8.5))
+				q1 := min(15, int(float32(x[j+16]*id)+8.5))
 				blk[2+j] = byte(q0) | byte(q1)<<4
 			}
 		}

@@ -41,7 +41,7 @@ import (
 // decode. An Attention may be used from several goroutines.
 type Attention struct {
 	d       *vk.Device
-	kv      gguf.Type
+	kt, vt  gguf.Type // K and V element types
 	headDim int
 	group   int
 	cpu     bool // the CPU variant of attn_partial
@@ -161,18 +161,41 @@ func PartsBytes(nTokens, heads, headDim, nParts int) int {
 // kvRows rows in blocks of block rows writes.
 func Blocks(kvRows, block int) int { return (kvRows + block - 1) / block }
 
-// NewAttention prepares the attention kernels for KV of type kv (F16 or
-// F32), head dimension headDim (a multiple of 4 up to 256) and group query
-// heads per KV head.
+// NewAttention prepares the attention kernels for K and V of type kv
+// (see NewAttentionKV).
 func NewAttention(d *vk.Device, kv gguf.Type, headDim, group int) (*Attention, error) {
-	return newAttention(d, kv, headDim, group, attnAuto)
+	return newAttention(d, kv, kv, headDim, group, attnAuto)
 }
 
-func newAttention(d *vk.Device, kv gguf.Type, headDim, group int, variant attnVariant) (*Attention, error) {
-	switch kv {
-	case gguf.F16, gguf.F32:
-	default:
-		return nil, fmt.Errorf("attention: KV cache type %v is not supported (use F16 or F32)", kv)
+// NewAttentionKV prepares the attention kernels for K of type k and V of
+// type v (F16, F32, Q8_0 or Q4_0; F32 only with F32), head dimension
+// headDim (a multiple of 4 up to 256, of 32 with a quantized type) and
+// group query heads per KV head. Quantized K and V are dequantized in
+// registers as they are read, exactly as gguf.Dequantize does.
+func NewAttentionKV(d *vk.Device, k, v gguf.Type, headDim, group int) (*Attention, error) {
+	return newAttention(d, k, v, headDim, group, attnAuto)
+}
+
+// KVTypes are the element types of the K and V the kernels read.
+func (a *Attention) KVTypes() (k, v gguf.Type) { return a.kt, a.vt }
+
+// attnKVName is the K and V part of an attn_partial kernel's name: the
+// type, or the K and then the V type when they differ.
+func attnKVName(k, v gguf.Type) string {
+	if k == v {
+		return strings.ToLower(k.String())
+	}
+	return strings.ToLower(k.String()) + "_" + strings.ToLower(v.String())
+}
+
+func newAttention(d *vk.Device, kt, vt gguf.Type, headDim, group int, variant attnVariant) (*Attention, error) {
+	for _, t := range []gguf.Type{kt, vt} {
+		if err := CheckKVType(t, headDim); err != nil {
+			return nil, fmt.Errorf("attention: %w", err)
+		}
+	}
+	if kt != vt && (kt == gguf.F32 || vt == gguf.F32) {
+		return nil, fmt.Errorf("attention: K of type %v with V of type %v is not supported (f32 goes with f32 only)", kt, vt)
 	}
 	if headDim < 4 || headDim > 256 || headDim%4 != 0 {
 		return nil, fmt.Errorf("attention: head dimension %d is not supported (need a multiple of 4 up to 256)", headDim)
@@ -180,7 +203,7 @@ func newAttention(d *vk.Device, kv gguf.Type, headDim, group int, variant attnVa
 	if group < 1 || group > 1024 {
 		return nil, fmt.Errorf("attention: group size %d is out of range 1..1024", group)
 	}
-	a := &Attention{d: d, kv: kv, headDim: headDim, group: group}
+	a := &Attention{d: d, kt: kt, vt: vt, headDim: headDim, group: group}
 	switch variant {
 	case attnAuto:
 		// Larger heads compile for tens of seconds on a CPU driver.
@@ -193,11 +216,11 @@ func newAttention(d *vk.Device, kv gguf.Type, headDim, group int, variant attnVa
 	}
 	var err error
 	if a.cpu {
-		name := "attn_partial_cpu_" + strings.ToLower(kv.String())
+		name := "attn_partial_cpu_" + attnKVName(kt, vt)
 		a.decode = a.cpuKernel(name, 1)
 		a.prefill = a.cpuKernel(name, max(1, min(attnCPUMaxRows, attnCPUFloats/headDim)/group))
 	} else {
-		name := "attn_partial_" + strings.ToLower(kv.String())
+		name := "attn_partial_" + attnKVName(kt, vt)
 		limit := min(int(d.Info().MaxSharedMemory), attnShmemCap)
 		if a.decode, err = a.gpuKernel(name, 1, limit); err != nil {
 			return nil, err
@@ -327,17 +350,19 @@ func (a *Attention) RecordPartial(c *vk.Commands, q, k, v, positions, parts vk.R
 		return err
 	}
 	nb := Blocks(p.KVRows, p.Block)
-	elem := uint64(a.kv.BlockBytes())
 	bound := p.KVRows // rows of the bound ranges, per head
 	if p.Ring > 0 {
 		bound = p.Ring
 	}
-	kvNeed := (uint64(p.KVHeads-1)*uint64(p.SlotStride) + uint64(bound)*uint64(a.headDim)) * elem
+	kvElems := uint64(p.KVHeads-1)*uint64(p.SlotStride) + uint64(bound)*uint64(a.headDim)
 	heads := p.KVHeads * a.group
+	if bs := max(a.kt.BlockSize(), a.vt.BlockSize()); p.SlotStride%bs != 0 {
+		return fmt.Errorf("attention: slot stride %d is not a whole number of %d-value blocks", p.SlotStride, bs)
+	}
 	if err := attnCheckSizes(
 		attnNeed{"Q", q, uint64(p.NTokens) * uint64(p.QHeads) * uint64(a.headDim) * 4},
-		attnNeed{"K", k, kvNeed},
-		attnNeed{"V", v, kvNeed},
+		attnNeed{"K", k, KVBytes(a.kt, kvElems)},
+		attnNeed{"V", v, KVBytes(a.vt, kvElems)},
 		attnNeed{"positions", positions, uint64(p.NTokens) * 4},
 		attnNeed{"parts", parts, uint64(PartsBytes(p.NTokens, heads, a.headDim, p.PartBase+nb))},
 	); err != nil {

@@ -22,10 +22,9 @@ func (p *attnProblem) upload(t testing.TB, d *vk.Device) attnDev {
 		pos: upload(t, d, p.posBuf)}
 }
 
-// headRange is KV head g's rows [r0, r1) in buffer b.
-func (p *attnProblem) headRange(b *vk.Buffer, g, r0, r1 int) vk.Range {
-	e := uint64(p.kv.BlockBytes())
-	return b.Range(e*uint64(g*p.stride+r0*p.hd), e*uint64((r1-r0)*p.hd))
+// headRange is KV head g's rows [r0, r1) in buffer b, of type t.
+func (p *attnProblem) headRange(b *vk.Buffer, t gguf.Type, g, r0, r1 int) vk.Range {
+	return b.Range(KVBytes(t, uint64(g*p.stride+r0*p.hd)), KVBytes(t, uint64((r1-r0)*p.hd)))
 }
 
 // oneHead attends KV head g's queries to all its rows in blocks of block
@@ -38,7 +37,7 @@ func (p *attnProblem) oneHead(t testing.TB, d *vk.Device, a *Attention, in attnD
 	acc := poisoned(t, d, PartsBytes(p.nTok, p.group, p.hd, 1))
 	out := poisoned(t, d, p.nTok*p.nKV*p.group*p.hd*4)
 	run(t, d, func(c *vk.Commands) error {
-		err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
+		err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, p.kv, g, 0, p.rows), p.headRange(in.v, p.vt, g, 0, p.rows),
 			in.pos.All(), parts.All(), p.params(g, 0, p.rows, block, 0))
 		if err != nil {
 			return err
@@ -79,8 +78,12 @@ func attnAssert(t testing.TB, got []float32, want, mag []float64, rtol float64) 
 }
 
 func attnNew(t testing.TB, d *vk.Device, kv gguf.Type, hd, group int, variant attnVariant) *Attention {
+	return attnNewKV(t, d, kv, kv, hd, group, variant)
+}
+
+func attnNewKV(t testing.TB, d *vk.Device, kt, vt gguf.Type, hd, group int, variant attnVariant) *Attention {
 	t.Helper()
-	a, err := newAttention(d, kv, hd, group, variant)
+	a, err := newAttention(d, kt, vt, hd, group, variant)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +134,41 @@ func TestAttentionMatchesReference(t *testing.T) {
 				a := attnNew(t, d, tc.kv, tc.hd, tc.group, vr.v)
 				in := p.upload(t, d)
 				g := tc.nKV - 1 // the last KV head: QHead0 and slot offsets matter
+				got := p.headColumns(p.oneHead(t, d, a, in, g, tc.block), g)
+				want, mag := p.reference(g)
+				attnAssert(t, got, want, mag, 1e-5)
+			})
+		}
+	}
+}
+
+// TestAttentionQuantMatchesReference runs Q8_0 and Q4_0 K and V, alone
+// and mixed with each other and f16, against the float64 reference over
+// the dequantized values (gguf.Dequantize): the kernels dequantize exactly
+// as it does, so the f32 tolerance holds.
+func TestAttentionQuantMatchesReference(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	cases := []struct {
+		kt, vt            gguf.Type
+		hd, group, nKV    int
+		nTok, rows, block int
+		qScale            float32
+	}{
+		{gguf.Q8_0, gguf.Q8_0, 128, 4, 2, 1, 1000, 256, 4}, // decode, Llama-3 geometry
+		{gguf.Q4_0, gguf.Q4_0, 64, 4, 2, 33, 100, 64, 16},  // prefill, peaked softmax
+		{gguf.Q8_0, gguf.Q4_0, 64, 2, 3, 1, 257, 64, 4},    // decode, K and V apart
+		{gguf.F16, gguf.Q8_0, 32, 1, 2, 7, 300, 64, 4},     // prefill after existing KV
+		{gguf.Q4_0, gguf.F16, 128, 1, 2, 1, 70, 64, 8},     // decode
+	}
+	for _, tc := range cases {
+		for _, vr := range attnVariants {
+			name := fmt.Sprintf("%s/%v-%v/hd%d/g%d/tok%d/kv%d/block%d", vr.name, tc.kt, tc.vt, tc.hd, tc.group, tc.nTok, tc.rows, tc.block)
+			t.Run(name, func(t *testing.T) {
+				p := newAttnProblemKV(r, tc.kt, tc.vt, tc.hd, tc.group, tc.nKV, tc.nTok, tc.rows, 10+r.IntN(50), tc.qScale)
+				a := attnNewKV(t, d, tc.kt, tc.vt, tc.hd, tc.group, vr.v)
+				in := p.upload(t, d)
+				g := tc.nKV - 1
 				got := p.headColumns(p.oneHead(t, d, a, in, g, tc.block), g)
 				want, mag := p.reference(g)
 				attnAssert(t, got, want, mag, 1e-5)
@@ -202,7 +240,7 @@ func TestAttentionBatchesBitIdentical(t *testing.T) {
 			acc3, out3 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
 			run(t, d, func(c *vk.Commands) error {
 				all := p.params(g, 0, p.rows, block, 0)
-				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, p.kv, g, 0, p.rows), p.headRange(in.v, p.vt, g, 0, p.rows),
 					in.pos.All(), parts.All(), all); err != nil {
 					return err
 				}
@@ -219,7 +257,7 @@ func TestAttentionBatchesBitIdentical(t *testing.T) {
 				}
 				// Streamed batch 1 (rows 0..255) then batch 2 (rows 256..599).
 				r1 := split * block
-				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, r1), p.headRange(in.v, g, 0, r1),
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, p.kv, g, 0, r1), p.headRange(in.v, p.vt, g, 0, r1),
 					in.pos.All(), sparts.All(), p.params(g, 0, r1, block, 0)); err != nil {
 					return err
 				}
@@ -228,7 +266,7 @@ func TestAttentionBatchesBitIdentical(t *testing.T) {
 					return err
 				}
 				c.Barrier()
-				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, r1, p.rows), p.headRange(in.v, g, r1, p.rows),
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, p.kv, g, r1, p.rows), p.headRange(in.v, p.vt, g, r1, p.rows),
 					in.pos.All(), sparts.All(), p.params(g, r1, p.rows, block, 0)); err != nil {
 					return err
 				}
@@ -297,7 +335,7 @@ func TestAttentionMultiHeadBitIdentical(t *testing.T) {
 				sp := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, nb))
 				sa := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, 1))
 				run(t, d, func(c *vk.Commands) error {
-					err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, g, 0, p.rows), p.headRange(in.v, g, 0, p.rows),
+					err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, p.kv, g, 0, p.rows), p.headRange(in.v, p.vt, g, 0, p.rows),
 						in.pos.All(), sp.All(), p.params(g, 0, p.rows, block, 0))
 					if err != nil {
 						return err
@@ -324,12 +362,12 @@ func TestAttentionRejectsBadArguments(t *testing.T) {
 	for _, c := range []struct {
 		kv        gguf.Type
 		hd, group int
-	}{{gguf.Q8_0, 64, 1}, {gguf.F16, 6, 1}, {gguf.F16, 512, 1}, {gguf.F32, 64, 0}} {
+	}{{gguf.Q4_K, 256, 1}, {gguf.Q8_0, 40, 1}, {gguf.F16, 6, 1}, {gguf.F16, 512, 1}, {gguf.F32, 64, 0}} {
 		if _, err := NewAttention(d, c.kv, c.hd, c.group); err == nil {
 			t.Errorf("NewAttention(%v, %d, %d) accepted", c.kv, c.hd, c.group)
 		}
 	}
-	if _, err := newAttention(d, gguf.F16, 128, 8, attnCPU); err == nil {
+	if _, err := newAttention(d, gguf.F16, gguf.F16, 128, 8, attnCPU); err == nil {
 		t.Errorf("the CPU kernel accepted group 8 × head dimension 128")
 	}
 	a := attnNew(t, d, gguf.F16, 64, 2, attnAuto)
@@ -392,7 +430,7 @@ func attnBenchOne(b *testing.B, nTok, kv, block int, variant attnVariant) {
 		b.Fatal(err)
 	}
 	defer c.Free()
-	if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, 0, 0, kv), p.headRange(in.v, 0, 0, kv),
+	if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, p.kv, 0, 0, kv), p.headRange(in.v, p.vt, 0, 0, kv),
 		in.pos.All(), parts.All(), p.params(0, 0, kv, block, 0)); err != nil {
 		b.Fatal(err)
 	}
@@ -436,16 +474,19 @@ func BenchmarkAttentionPrefill(b *testing.B) { attnBench(b, 512, 4096, 512) }
 // before the window are skipped, not computed.
 func (p *attnProblem) poisonUnseen() {
 	lo := WindowStart(int(p.pos[0]), p.window) - p.start
-	e := p.kv.BlockBytes()
 	for g := range p.nKV {
 		for c := 0; c < min(lo, p.rows); c++ {
-			for d := range p.hd {
-				i := g*p.stride + c*p.hd + d
-				for _, b := range [][]byte{p.kBytes, p.vBytes} {
-					for x := range e {
-						b[i*e+x] = 0xff // NaN in f16 and f32
-					}
+			// All ones is NaN in f16 and f32, and a NaN scale in Q8_0 and Q4_0.
+			for _, kb := range []struct {
+				t gguf.Type
+				b []byte
+			}{{p.kv, p.kBytes}, {p.vt, p.vBytes}} {
+				at := KVBytes(kb.t, uint64(g*p.stride+c*p.hd))
+				for x := range uint64(kb.t.RowBytes(p.hd)) {
+					kb.b[at+x] = 0xff
 				}
+			}
+			for d := range p.hd {
 				p.k[g][c*p.hd+d] = float32(math.NaN())
 				p.v[g][c*p.hd+d] = float32(math.NaN())
 			}
@@ -476,6 +517,8 @@ var attnWindowCases = []struct {
 	{gguf.F16, 8, 2, 4, 7, 100, 11, 64, 1, 0, 1, 4, true},               // window 1: each query sees itself
 	{gguf.F32, 12, 3, 1, 5, 70, 2, 16, 3, 2, 0.5, 16, true},             // odd window, odd head size
 	{gguf.F16, 64, 2, 2, 20, 3000, 70000, 256, 1000, 50, 1, 16, false},  // prefill far beyond a window of 1000
+	{gguf.Q8_0, 64, 2, 2, 1, 1000, 17, 256, 300, 30, 1, 4, true},        // quantized slots, poisoned rows whole blocks
+	{gguf.Q4_0, 32, 4, 1, 33, 600, 9, 64, 100, 0, 1, 4, true},
 }
 
 func TestAttentionWindowSoftCap(t *testing.T) {
@@ -532,12 +575,12 @@ func TestAttentionWindowSkipBitIdentical(t *testing.T) {
 			acc2, out2 := poisoned(t, d, accBytes), poisoned(t, d, outBytes)
 			sparts := poisoned(t, d, PartsBytes(nTok, p.group, p.hd, nb-b0))
 			run(t, d, func(c *vk.Commands) error {
-				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, 0, 0, p.rows), p.headRange(in.v, 0, 0, p.rows),
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, p.kv, 0, 0, p.rows), p.headRange(in.v, p.vt, 0, 0, p.rows),
 					in.pos.All(), parts.All(), p.params(0, 0, p.rows, block, 0)); err != nil {
 					return err
 				}
 				r0 := b0 * block
-				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, 0, r0, p.rows), p.headRange(in.v, 0, r0, p.rows),
+				if err := a.RecordPartial(c, in.q.All(), p.headRange(in.k, p.kv, 0, r0, p.rows), p.headRange(in.v, p.vt, 0, r0, p.rows),
 					in.pos.All(), sparts.All(), p.params(0, r0, p.rows, block, 0)); err != nil {
 					return err
 				}

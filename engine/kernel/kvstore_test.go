@@ -2,7 +2,9 @@ package kernel
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/x448/float16"
@@ -104,8 +106,11 @@ func TestKVStore(t *testing.T) {
 
 func TestKVStoreRejects(t *testing.T) {
 	d := vktest.Device(t)
-	if _, err := NewKVStore(d, gguf.Q8_0, 64); err == nil {
-		t.Error("a Q8_0 KV cache was accepted")
+	if _, err := NewKVStore(d, gguf.Q4_K, 256); err == nil {
+		t.Error("a Q4_K KV cache was accepted")
+	}
+	if _, err := NewKVStore(d, gguf.Q8_0, 40); err == nil || !strings.Contains(err.Error(), "head size that is a multiple of 32; this model's is 40") {
+		t.Errorf("a Q8_0 KV cache of 40-value heads: %v", err)
 	}
 	k, err := NewKVStore(d, gguf.F16, 8)
 	if err != nil {
@@ -164,6 +169,75 @@ func TestKVStoreRing(t *testing.T) {
 					t.Fatalf("head %d row %d element %d: %#x, want %#x", h, row, e, g, want)
 				}
 			}
+		}
+	}
+}
+
+// TestKVStoreQuant checks the Q8_0 and Q4_0 stores byte for byte against
+// gguf.Quantize of the same rows: random rows, rows of rounding ties
+// (halves of the step), rows whose scale is an f16 subnormal or rounds
+// to even, and all-zero rows; skipped tokens and ring slots as for f16.
+func TestKVStoreQuant(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	const headDim, srcHeads, tokens = 64, 3, 9
+	pos := []uint32{41, 40, 45, 10, 63, 70, 68, 50, 51} // distinct rows of a 24-row ring too
+	for _, typ := range []gguf.Type{gguf.Q8_0, gguf.Q4_0} {
+		for _, ring := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/ring=%v", typ, ring), func(t *testing.T) {
+				s := KVSlots{Tokens: tokens, SrcHeads: srcHeads, FirstHead: 1, Heads: 2,
+					SlotRows: 24, SlotStride: 24*headDim + 32, RowBase: 40, Ring: ring}
+				k, err := NewKVStore(d, typ, headDim)
+				if err != nil {
+					t.Fatal(err)
+				}
+				src := randFloats(r, tokens*srcHeads*headDim, 4)
+				fill := func(tok, h int, f func(j int) float32) {
+					for j := range headDim {
+						src[(tok*srcHeads+h)*headDim+j] = f(j)
+					}
+				}
+				fill(0, 1, func(j int) float32 { return float32(j%16-8) * 0.5 })              // ties of step 1 or 1/2
+				fill(1, 2, func(j int) float32 { return float32(r.NormFloat64() * 1e-4) })    // subnormal f16 scales
+				fill(2, 1, func(j int) float32 { return 0 })                                  // zero blocks
+				fill(4, 2, func(j int) float32 { return float32(j-31) * 127.0 / 32 / 8 * 3 }) // scale near an f16 tie
+				fill(7, 1, func(j int) float32 { return float32(r.NormFloat64() * 1e3) })
+
+				rowBytes := typ.RowBytes(headDim)
+				dstBytes := int(KVBytes(typ, uint64((s.Heads-1)*s.SlotStride+s.SlotRows*headDim)))
+				sb, pb := upload(t, d, f32Bytes(src)), upload(t, d, skU32Bytes(pos))
+				dst := poisoned(t, d, dstBytes)
+				run(t, d, func(c *vk.Commands) error { return k.Record(c, sb.All(), pb.All(), dst.All(), s) })
+				got := download(t, d, dst)
+
+				want := make([]byte, len(got))
+				for i := range want {
+					want[i] = 0xff
+				}
+				for tok, p := range pos {
+					row := int(p) - s.RowBase
+					if ring {
+						row = int(p) % s.SlotRows
+					} else if row < 0 || row >= s.SlotRows {
+						continue
+					}
+					for h := range s.Heads {
+						from := (tok*srcHeads + s.FirstHead + h) * headDim
+						q, err := gguf.Quantize(typ, src[from:from+headDim])
+						if err != nil {
+							t.Fatal(err)
+						}
+						at := int(KVBytes(typ, uint64(h*s.SlotStride+row*headDim)))
+						copy(want[at:], q)
+					}
+				}
+				for i := 0; i < len(got); i += rowBytes {
+					end := min(len(got), i+rowBytes)
+					if string(got[i:end]) != string(want[i:end]) {
+						t.Fatalf("bytes %d..%d:\n got % x\nwant % x", i, end, got[i:end], want[i:end])
+					}
+				}
+			})
 		}
 	}
 }

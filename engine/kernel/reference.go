@@ -151,7 +151,7 @@ func skU32Bytes(v []uint32) []byte {
 // positions pos, and KV heads of rows rows each, laid out stride elements
 // apart, whose row 0 is absolute position start.
 type attnProblem struct {
-	kv                     gguf.Type
+	kv, vt                 gguf.Type // K and V types
 	hd, group, nKV         int
 	nTok, rows, start      int
 	stride                 int
@@ -169,7 +169,12 @@ type attnProblem struct {
 // inside the chunk matters); with nTok > rows the first queries see nothing.
 // qScale sets how peaked the softmax is.
 func newAttnProblem(r *rand.Rand, kv gguf.Type, hd, group, nKV, nTok, rows, start int, qScale float32) *attnProblem {
-	p := &attnProblem{kv: kv, hd: hd, group: group, nKV: nKV, nTok: nTok, rows: rows, start: start,
+	return newAttnProblemKV(r, kv, kv, hd, group, nKV, nTok, rows, start, qScale)
+}
+
+// newAttnProblemKV is newAttnProblem with K of type kt and V of type vt.
+func newAttnProblemKV(r *rand.Rand, kt, vt gguf.Type, hd, group, nKV, nTok, rows, start int, qScale float32) *attnProblem {
+	p := &attnProblem{kv: kt, vt: vt, hd: hd, group: group, nKV: nKV, nTok: nTok, rows: rows, start: start,
 		scale: float32(1 / math.Sqrt(float64(hd)))}
 	// Pad each slot to a multiple of 64 rows plus a spare 64, like a KV
 	// store with capacity beyond the rows in use; 64 rows of any head size
@@ -182,7 +187,7 @@ func newAttnProblem(r *rand.Rand, kv gguf.Type, hd, group, nKV, nTok, rows, star
 	for _, x := range p.pos {
 		p.posBuf = binary.LittleEndian.AppendUint32(p.posBuf, x)
 	}
-	all := func() ([][]float32, []byte) {
+	all := func(kv gguf.Type) ([][]float32, []byte) {
 		heads := make([][]float32, nKV)
 		raw := make([]float32, nKV*p.stride)
 		for g := range nKV {
@@ -201,8 +206,8 @@ func newAttnProblem(r *rand.Rand, kv gguf.Type, hd, group, nKV, nTok, rows, star
 		}
 		return heads, b
 	}
-	p.k, p.kBytes = all()
-	p.v, p.vBytes = all()
+	p.k, p.kBytes = all(kt)
+	p.v, p.vBytes = all(vt)
 	return p
 }
 

@@ -16,13 +16,12 @@ import (
 // must be 0): position q in row q mod ring, the latest ring positions
 // kept. Rows no position reached yet stay NaN, which a kernel that read
 // them would turn into NaN output.
-func (p *attnProblem) ringOf(full []byte, ring int) []byte {
-	e := p.kv.BlockBytes()
-	row := p.hd * e
+func (p *attnProblem) ringOf(full []byte, t gguf.Type, ring int) []byte {
+	row := t.RowBytes(p.hd)
 	out := bytes.Repeat([]byte{0xff}, p.nKV*ring*row)
 	for g := range p.nKV {
 		for q := max(0, p.rows-ring); q < p.rows; q++ {
-			src := full[(g*p.stride+q*p.hd)*e:][:row]
+			src := full[KVBytes(t, uint64(g*p.stride+q*p.hd)):][:row]
 			copy(out[(g*ring+q%ring)*row:], src)
 		}
 	}
@@ -49,6 +48,8 @@ func TestAttentionRingMatchesFullSlot(t *testing.T) {
 		{gguf.F32, 32, 4, 1, 1, 150, 64, 100, 192, 0},     // not yet wrapped: rows past the last position are NaN
 		{gguf.F16, 128, 1, 2, 9, 2049, 256, 512, 1024, 0}, // the engine's block size, position at a block's start
 		{gguf.F32, 16, 2, 2, 5, 513, 16, 7, 48, 0},        // ring of three blocks, a tiny window
+		{gguf.Q8_0, 64, 2, 2, 1, 1000, 64, 100, 192, 0},   // quantized slots: blocks along the head, rows whole
+		{gguf.Q4_0, 32, 2, 2, 33, 700, 64, 40, 192, 50},
 	}
 	for _, tc := range cases {
 		if tc.ring < tc.nTok+tc.window+tc.block-2 {
@@ -63,7 +64,7 @@ func TestAttentionRingMatchesFullSlot(t *testing.T) {
 				p.poisonUnseen()
 				a := attnNew(t, d, tc.kv, tc.hd, tc.group, vr.v)
 				in := p.upload(t, d)
-				kr, vr := upload(t, d, p.ringOf(p.kBytes, tc.ring)), upload(t, d, p.ringOf(p.vBytes, tc.ring))
+				kr, vr := upload(t, d, p.ringOf(p.kBytes, p.kv, tc.ring)), upload(t, d, p.ringOf(p.vBytes, p.vt, tc.ring))
 				nb := tc.ring / tc.block
 				heads := tc.nKV * tc.group
 				outBytes := tc.nTok * heads * tc.hd * 4

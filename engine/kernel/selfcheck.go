@@ -230,6 +230,11 @@ func Checks(info vk.DeviceInfo, full bool) []Check {
 				attnCheck(kv, 64, 1, 7, 300, 64))
 		}
 	}
+	// Quantized KV: the store must give gguf.Quantize's bytes (llama.cpp's),
+	// attention must read them as gguf.Dequantize does.
+	for _, kv := range []gguf.Type{gguf.Q8_0, gguf.Q4_0} {
+		cs = append(cs, kvStoreCheck(kv, 128, 37), attnCheck(kv, 128, 4, 1, 1000, 256), attnCheck(kv, 128, 4, 33, 600, 256))
+	}
 	// Gemma 2's sliding window and soft cap, with a scale other than
 	// 1/sqrt(headDim): a decode step far past the window and a chunk that
 	// straddles its edge.
@@ -557,8 +562,7 @@ func attnFeatureCheck(kv gguf.Type, headDim, group, tokens, rows, block, window 
 			g := nKV - 1
 			q, k, v, pos := cr.buffer(f32Bytes(p.q)), cr.buffer(p.kBytes), cr.buffer(p.vBytes), cr.buffer(p.posBuf)
 			head := func(r vk.Range) vk.Range {
-				e := uint64(kv.BlockBytes())
-				return r.Buf.Range(r.Off+e*uint64(g*p.stride), e*uint64(rows*headDim))
+				return r.Buf.Range(r.Off+KVBytes(kv, uint64(g*p.stride)), KVBytes(kv, uint64(rows*headDim)))
 			}
 			nb := Blocks(rows, block)
 			parts := cr.output(PartsBytes(tokens, group, headDim, nb) / 4)
@@ -578,6 +582,65 @@ func attnFeatureCheck(kv gguf.Type, headDim, group, tokens, rows, block, window 
 			}
 			want, mag := p.reference(g)
 			return p.headColumns(cr.floats(out), g), want, mag
+		}}
+}
+
+// kvStoreCheck stores tokens rows of two KV heads of random values, of
+// magnitudes from 1e-3 to 1e3, into slots of block type kv and compares
+// the slots' bytes with gguf.Quantize of the same rows: bitwise, one
+// output per byte (Q8_0 and Q4_0 round the f16 scale and every code, so a
+// driver's division or half conversion one ulp off shows here).
+func kvStoreCheck(kv gguf.Type, headDim, tokens int) Check {
+	return Check{Name: fmt.Sprintf("kv_store/%v/hd%d/tokens%d", kv, headDim, tokens),
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			const heads = 2
+			k := checkKernel(cr, func() (*KVStore, error) { return NewKVStore(cr.d, kv, headDim) })
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			src := randFloats(cr.r, tokens*heads*headDim, 1)
+			for row := 0; row < tokens*heads; row++ {
+				m := float32(math.Pow(10, 6*cr.r.Float64()-3))
+				for i := range headDim {
+					src[row*headDim+i] *= m
+				}
+			}
+			pos := make([]byte, 4*tokens)
+			for t := range tokens {
+				pos[4*t] = byte(t) // tokens < 256
+			}
+			elems := uint64(heads * tokens * headDim)
+			dst := cr.buffer(make([]byte, KVBytes(kv, elems)))
+			in := cr.buffer(f32Bytes(src))
+			pb := cr.buffer(pos)
+			cr.exec(func(c *vk.Commands) error {
+				return k.Record(c, in, pb, dst, KVSlots{Tokens: tokens, SrcHeads: heads, Heads: heads,
+					SlotRows: tokens, SlotStride: tokens * headDim})
+			})
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			got := make([]byte, dst.Size)
+			cr.fail(cr.d.Read(dst, got))
+			var want []float64
+			for h := range heads {
+				for t := range tokens {
+					row := src[(t*heads+h)*headDim:][:headDim]
+					q, err := gguf.Quantize(kv, row)
+					if err != nil {
+						cr.fail(err)
+						return nil, nil, nil
+					}
+					for _, b := range q {
+						want = append(want, float64(b))
+					}
+				}
+			}
+			out := make([]float32, len(got))
+			for i, b := range got {
+				out[i] = float32(b)
+			}
+			return out, want, nil
 		}}
 }
 

@@ -71,7 +71,7 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 		return err
 	}
 	c.Barrier()
-	p.D2H += uint64(2*st.N*(lay.KVHeads-kc.res[l].heads)) * lay.RowBytes()
+	p.D2H += uint64(st.N*(lay.KVHeads-kc.res[l].heads)) * lay.RowBytesKV()
 	return kc.storeHost(c, l, st.K, st.V, st.Pos, st.N)
 }
 
@@ -146,7 +146,7 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 	a, group, at := kc.ops.Attn, lay.Group(), lay.attnOf(l)
 	per := kernel.PartsBytes(st.N, heads*group, lay.HeadDim, 1)
 	capBlocks := max(1, int(kc.scratch.Parts.Size())/per)
-	rowBytes := lay.RowBytes()
+	kRow, vRow := lay.RowBytes(false), lay.RowBytes(true)
 	span, until := lay.StreamBlock/heads, func(int) int { return math.MaxInt }
 	if at.Window > 0 {
 		span = min(span, windowSpan(at.Window))
@@ -168,7 +168,7 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 	}
 	for p0 := 0; p0 < lay.Ctx; p0 += span {
 		rows := min(span, lay.Ctx-p0)
-		headBytes := uint64(rows) * rowBytes
+		kHead, vHead := uint64(rows)*kRow, uint64(rows)*vRow
 		var slotErr error
 		j, err := p.StreamSpan(p0, until(p0+rows), func(t *vk.Commands) {
 			buf := kc.stream[p.Blocks()%2]
@@ -178,10 +178,10 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 					slotErr = err
 					return
 				}
-				t.Copy(buf.k.Range(uint64(i)*headBytes, headBytes), hk)
-				t.Copy(buf.v.Range(uint64(i)*headBytes, headBytes), hv)
+				t.Copy(buf.k.Range(uint64(i)*kHead, kHead), hk)
+				t.Copy(buf.v.Range(uint64(i)*vHead, vHead), hv)
 			}
-		}, 2*uint64(heads)*headBytes)
+		}, uint64(heads)*(kHead+vHead))
 		if err != nil {
 			return err
 		}
@@ -193,10 +193,9 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 		if err != nil {
 			return err
 		}
-		size := uint64(heads) * headBytes
 		slots := kernel.KVSlots{Tokens: st.N, SrcHeads: lay.KVHeads, FirstHead: h, Heads: heads,
 			SlotStride: rows * lay.HeadDim, SlotRows: rows, RowBase: p0}
-		if err := kc.storeKV(c, st.K, st.V, st.Pos, buf.k.Range(0, size), buf.v.Range(0, size), slots); err != nil {
+		if err := kc.storeKV(c, st.K, st.V, st.Pos, buf.k.Range(0, uint64(heads)*kHead), buf.v.Range(0, uint64(heads)*vHead), slots); err != nil {
 			return err
 		}
 		c.Barrier()
@@ -204,9 +203,9 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 		for b0 := 0; b0 < nbj; b0 += capBlocks {
 			nb := min(capBlocks, nbj-b0)
 			r := min(nb*AttnBlock, rows-b0*AttnBlock)
-			off := uint64(b0*AttnBlock) * rowBytes
-			size := uint64(heads-1)*headBytes + uint64(r)*rowBytes
-			err := a.RecordPartial(c, st.Q, buf.k.Range(off, size), buf.v.Range(off, size), st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
+			kr := buf.k.Range(uint64(b0*AttnBlock)*kRow, uint64(heads-1)*kHead+uint64(r)*kRow)
+			vr := buf.v.Range(uint64(b0*AttnBlock)*vRow, uint64(heads-1)*vHead+uint64(r)*vRow)
+			err := a.RecordPartial(c, st.Q, kr, vr, st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
 				NTokens: st.N, QHeads: lay.Heads, QHead0: h * group,
 				KVStart: p0 + b0*AttnBlock, KVRows: r, Block: AttnBlock,
 				SlotStride: rows * lay.HeadDim, KVHeads: heads, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"headinfer/bytesize"
+	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
 	"headinfer/vk"
 )
@@ -132,9 +133,11 @@ func (g Layout) checkAttn() error {
 // attention that decode steps use for the streamed heads instead of
 // copying their KV to the device.
 type Kernels struct {
-	Store *kernel.KVStore
-	Attn  *kernel.Attention
-	CPU   *CPUAttention // nil: decode attention on the device
+	Store *kernel.KVStore // K, and V too unless StoreV is set
+	// StoreV is the V store when V's type differs from K's, else nil.
+	StoreV *kernel.KVStore
+	Attn   *kernel.Attention
+	CPU    *CPUAttention // nil: decode attention on the device
 }
 
 // Scratch is the attention's device scratch, sized with the activations:
@@ -187,8 +190,21 @@ type headGroup struct{ first, n int }
 // buffers of lay on d.
 func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache, err error) {
 	switch {
-	case lay.Layers < 1 || lay.KVHeads < 1 || lay.HeadDim < 1 || lay.Ctx < 1 || lay.Elem == 0:
+	case lay.Layers < 1 || lay.KVHeads < 1 || lay.HeadDim < 1 || lay.Ctx < 1:
 		return nil, fmt.Errorf("offload: KV geometry %+v has an empty dimension", lay.Geometry)
+	case kernel.CheckKVType(lay.K, lay.HeadDim) != nil:
+		return nil, fmt.Errorf("offload: K: %w", kernel.CheckKVType(lay.K, lay.HeadDim))
+	case kernel.CheckKVType(lay.V, lay.HeadDim) != nil:
+		return nil, fmt.Errorf("offload: V: %w", kernel.CheckKVType(lay.V, lay.HeadDim))
+	case ops.Attn != nil && !attnReads(ops.Attn, lay.K, lay.V):
+		k, v := ops.Attn.KVTypes()
+		return nil, fmt.Errorf("offload: attention over %v keys and %v values for a cache of %v and %v", k, v, lay.K, lay.V)
+	case ops.Store != nil && ops.Store.Type() != lay.K:
+		return nil, fmt.Errorf("offload: a KV store of %v for %v keys", ops.Store.Type(), lay.K)
+	case ops.StoreV == nil && ops.Store != nil && lay.V != lay.K:
+		return nil, fmt.Errorf("offload: no V store for %v values beside %v keys", lay.V, lay.K)
+	case ops.StoreV != nil && (lay.K == lay.V || ops.StoreV.Type() != lay.V):
+		return nil, fmt.Errorf("offload: a V store of %v for %v values beside %v keys (StoreV is only for values of another type)", ops.StoreV.Type(), lay.V, lay.K)
 	case lay.Heads%lay.KVHeads != 0:
 		return nil, fmt.Errorf("offload: %d query heads are not a multiple of %d KV heads", lay.Heads, lay.KVHeads)
 	case len(lay.ResidentHeads) != lay.Layers:
@@ -218,11 +234,11 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		streamed = streamed || heads < lay.KVHeads
 		r := &kc.res[l]
 		r.heads, r.rows, r.ring = heads, lay.rowsOf(l), lay.ring(l)
-		r.slotElems = r.rows * lay.HeadDim
+		r.slotElems = lay.SlotRows(r.rows) * lay.HeadDim
 		if heads == 0 {
 			continue
 		}
-		slot := uint64(r.rows) * lay.RowBytes()
+		slot := max(lay.bytes(false, r.slotElems), lay.bytes(true, r.slotElems))
 		if slot > limit {
 			return nil, fmt.Errorf("one KV head of %d positions takes %s, more than the device binds at once (%s): lower --ctx-size",
 				r.rows, bytesize.Format(slot), bytesize.Format(limit))
@@ -231,11 +247,12 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 		for h := 0; h < heads; h += per {
 			r.split = append(r.split, headGroup{h, min(per, heads-h)})
 		}
-		r.vOff = slot * uint64(heads)
-		if r.buf, err = d.Alloc(vk.DeviceLocal, 2*r.vOff, fmt.Sprintf("KV cache layer %d", l)); err != nil {
+		r.vOff = lay.bytes(false, r.slotElems) * uint64(heads)
+		size := r.vOff + lay.bytes(true, r.slotElems)*uint64(heads)
+		if r.buf, err = d.Alloc(vk.DeviceLocal, size, fmt.Sprintf("KV cache layer %d", l)); err != nil {
 			return nil, fmt.Errorf("KV cache of %d positions: %w", r.rows, err)
 		}
-		kc.deviceBytes += 2 * slot * uint64(heads)
+		kc.deviceBytes += size
 	}
 	if !streamed {
 		return kc, nil
@@ -247,24 +264,30 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 	if kc.host, err = NewStore(d, lay.Geometry, lay.ResidentHeads, maxBuf); err != nil {
 		return nil, err
 	}
-	kc.hostBind = int(min(uint64(lay.Ctx), limit/lay.RowBytes()))
+	kc.hostBind = int(min(uint64(lay.Ctx), limit/max(lay.RowBytes(false), lay.RowBytes(true))))
 	if ops.CPU != nil {
 		if kc.cpu, err = newCPUDecode(d, lay, ops.CPU); err != nil {
 			return nil, err
 		}
 	}
-	blockBytes := uint64(lay.StreamBlock) * lay.RowBytes()
+	kBlock, vBlock := uint64(lay.StreamBlock)*lay.RowBytes(false), uint64(lay.StreamBlock)*lay.RowBytes(true)
 	for i := range kc.stream {
 		b := &kc.stream[i]
-		if b.k, err = d.Alloc(vk.DeviceLocal, blockBytes, "KV streaming K"); err != nil {
+		if b.k, err = d.Alloc(vk.DeviceLocal, kBlock, "KV streaming K"); err != nil {
 			return nil, err
 		}
-		if b.v, err = d.Alloc(vk.DeviceLocal, blockBytes, "KV streaming V"); err != nil {
+		if b.v, err = d.Alloc(vk.DeviceLocal, vBlock, "KV streaming V"); err != nil {
 			return nil, err
 		}
-		kc.deviceBytes += 2 * blockBytes
+		kc.deviceBytes += kBlock + vBlock
 	}
 	return kc, nil
+}
+
+// attnReads says whether a reads keys of type k and values of type v.
+func attnReads(a *kernel.Attention, k, v gguf.Type) bool {
+	ak, av := a.KVTypes()
+	return ak == k && av == v
 }
 
 // Streams says whether any slot lives in the host store.
@@ -309,11 +332,11 @@ func (kc *Cache) Buffers() []*vk.Buffer {
 // rangeOf binds rows [row, row+rows) of the resident slots of head group
 // g in layer l.
 func (kc *Cache) rangeOf(l int, g headGroup, row, rows int) (k, v vk.Range) {
-	hd, elem := kc.lay.HeadDim, kc.lay.Elem
+	lay, hd := kc.lay, kc.lay.HeadDim
 	r := &kc.res[l]
-	off := uint64(g.first*r.slotElems+row*hd) * elem
-	size := uint64((g.n-1)*r.slotElems+rows*hd) * elem
-	return r.buf.Range(off, size), r.buf.Range(r.vOff+off, size)
+	at, elems := g.first*r.slotElems+row*hd, (g.n-1)*r.slotElems+rows*hd
+	return r.buf.Range(lay.bytes(false, at), lay.bytes(false, elems)),
+		r.buf.Range(r.vOff+lay.bytes(true, at), lay.bytes(true, elems))
 }
 
 // Store records the write of the chunk's keys and values (n rows of
@@ -327,7 +350,7 @@ func (kc *Cache) Store(c *vk.Commands, l int, k, v, pos vk.Range, n int) error {
 	r := &kc.res[l]
 	// One token whose k and v lie back to back, all heads resident: its
 	// 2·KVHeads rows go to the K and then the V slots in one pass.
-	if n == 1 && k.Buf == v.Buf && v.Off == k.Off+k.Size && r.heads == lay.KVHeads &&
+	if n == 1 && lay.K == lay.V && k.Buf == v.Buf && v.Off == k.Off+k.Size && r.heads == lay.KVHeads &&
 		2*r.vOff <= kc.d.Info().MaxStorageBufferRange {
 		slots := kernel.KVSlots{Tokens: 1, SrcHeads: 2 * lay.KVHeads, Heads: 2 * lay.KVHeads,
 			SlotStride: r.slotElems, SlotRows: r.rows, Ring: r.ring > 0}
@@ -350,7 +373,11 @@ func (kc *Cache) storeKV(c *vk.Commands, k, v, pos, dk, dv vk.Range, slots kerne
 	if err := kc.ops.Store.Record(c, k, pos, dk, slots); err != nil {
 		return err
 	}
-	return kc.ops.Store.Record(c, v, pos, dv, slots)
+	sv := kc.ops.StoreV
+	if sv == nil {
+		sv = kc.ops.Store
+	}
+	return sv.Record(c, v, pos, dv, slots)
 }
 
 // storeHost records the write of the chunk's new rows of layer l's
@@ -359,16 +386,16 @@ func (kc *Cache) storeKV(c *vk.Commands, k, v, pos, dk, dv vk.Range, slots kerne
 // of hostBind rows; the KV store skips tokens outside a window.
 func (kc *Cache) storeHost(c *vk.Commands, l int, k, v, pos vk.Range, n int) error {
 	lay := kc.lay
-	row := lay.RowBytes()
 	write := func(r Run, first, heads int) error {
-		base := uint64((first-r.First)*r.Stride) * lay.Elem
 		for w0 := 0; w0 < lay.Ctx; w0 += kc.hostBind {
 			rows := min(kc.hostBind, lay.Ctx-w0)
-			off := base + uint64(w0)*row
-			size := uint64((heads-1)*r.Stride)*lay.Elem + uint64(rows)*row
+			at := (first-r.First)*r.Stride + w0*lay.HeadDim
+			elems := (heads-1)*r.Stride + rows*lay.HeadDim
+			dk := r.K.Range(lay.bytes(false, at), lay.bytes(false, elems))
+			dv := r.V.Range(lay.bytes(true, at), lay.bytes(true, elems))
 			slots := kernel.KVSlots{Tokens: n, SrcHeads: lay.KVHeads, FirstHead: first, Heads: heads,
 				SlotStride: r.Stride, SlotRows: rows, RowBase: w0}
-			if err := kc.storeKV(c, k, v, pos, r.K.Range(off, size), r.V.Range(off, size), slots); err != nil {
+			if err := kc.storeKV(c, k, v, pos, dk, dv, slots); err != nil {
 				return err
 			}
 		}

@@ -32,7 +32,7 @@ func (kc *Cache) Ring(l int) int { return kc.lay.ring(l) }
 // the piece's offset within the size bytes.
 func (kc *Cache) segments(l, h int, isV bool, row, size int, op string, fn func(dev vk.Range, host []byte, off int) error) error {
 	lay := kc.lay
-	rowBytes := int(lay.RowBytes())
+	rowBytes := int(lay.RowBytes(isV))
 	switch {
 	case l < 0 || l >= lay.Layers || h < 0 || h >= lay.KVHeads:
 		return fmt.Errorf("offload: %s of head %d of layer %d (%d layers of %d KV heads)", op, h, l, lay.Layers, lay.KVHeads)
@@ -71,10 +71,10 @@ func (kc *Cache) segments(l, h int, isV bool, row, size int, op string, fn func(
 // host store's bytes for a streamed one.
 func (kc *Cache) rows(l, h int, isV bool, row, size int) (vk.Range, []byte, error) {
 	lay := kc.lay
-	rowBytes := lay.RowBytes()
+	rowBytes := lay.RowBytes(isV)
 	if h < kc.res[l].heads {
 		r := &kc.res[l]
-		off := uint64(h*r.slotElems)*lay.Elem + uint64(row)*rowBytes
+		off := lay.bytes(isV, h*r.slotElems+row*lay.HeadDim)
 		if isV {
 			off += r.vOff
 		}

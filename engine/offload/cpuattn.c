@@ -128,6 +128,37 @@ static void pv_c(const float *P, const float *alpha, const float *v, int nc, int
 
 static const ops ops_c = {tile_c, scores_c, probs_c, pv_c};
 
+// tile_q8_c dequantizes nb Q8_0 blocks to f32: d*q, one rounding, as
+// ggml's dequantize_row_q8_0 (and the shaders) compute it.
+static void tile_q8_c(float *dst, const uint8_t *src, int nb) {
+	for (int b = 0; b < nb; b++, src += 34, dst += 32) {
+		const float d = h2f((uint16_t)(src[0] | src[1] << 8));
+		for (int j = 0; j < 32; j++) {
+			dst[j] = d * (float)(int8_t)src[2 + j];
+		}
+	}
+}
+
+// tile_q4_c dequantizes nb Q4_0 blocks to f32: d*(q-8).
+static void tile_q4_c(float *dst, const uint8_t *src, int nb) {
+	for (int b = 0; b < nb; b++, src += 18, dst += 32) {
+		const float d = h2f((uint16_t)(src[0] | src[1] << 8));
+		for (int j = 0; j < 16; j++) {
+			dst[j] = d * (float)((src[2 + j] & 0xf) - 8);
+			dst[j + 16] = d * (float)((src[2 + j] >> 4) - 8);
+		}
+	}
+}
+
+// The block dequantizers of one code; the arithmetic is exact but for the
+// one product, so every code gives the same bits.
+typedef struct {
+	void (*q8)(float *dst, const uint8_t *src, int nb);
+	void (*q4)(float *dst, const uint8_t *src, int nb);
+} deq;
+
+static const deq deq_c = {tile_q8_c, tile_q4_c};
+
 #ifdef HI_X86
 int hi_cpuattn_simd(void) {
 	__builtin_cpu_init();
@@ -189,6 +220,36 @@ TGT static inline __m256 ldexp_avx2(__m256 y, __m256 n) {
 #include "cpuattn_simd.h"
 static const ops ops_avx2 = {tile_avx2, scores_avx2, probs_avx2, pv_avx2};
 
+// tile_q8_avx2 is tile_q8_c eight values at a time: sign-extend the codes
+// to i32, convert (exact) and multiply by the scale.
+TGT static void tile_q8_avx2(float *dst, const uint8_t *src, int nb) {
+	for (int b = 0; b < nb; b++, src += 34, dst += 32) {
+		const __m256 d = _mm256_set1_ps(h2f((uint16_t)(src[0] | src[1] << 8)));
+		for (int j = 0; j < 32; j += 8) {
+			const __m128i q = _mm_loadl_epi64((const __m128i *)(src + 2 + j));
+			_mm256_storeu_ps(dst + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+		}
+	}
+}
+
+// tile_q4_avx2 is tile_q4_c: low nibbles give values 0..15, high nibbles
+// 16..31, each less 8, times the scale.
+TGT static void tile_q4_avx2(float *dst, const uint8_t *src, int nb) {
+	const __m128i lo4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+	for (int b = 0; b < nb; b++, src += 18, dst += 32) {
+		const __m256 d = _mm256_set1_ps(h2f((uint16_t)(src[0] | src[1] << 8)));
+		const __m128i x = _mm_loadu_si128((const __m128i *)(src + 2));
+		const __m128i lo = _mm_sub_epi8(_mm_and_si128(x, lo4), eight);
+		const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), lo4), eight);
+		const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+		for (int i = 0; i < 4; i++) {
+			_mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[i]))));
+		}
+	}
+}
+
+static const deq deq_avx2 = {tile_q8_avx2, tile_q4_avx2};
+
 #undef FN
 #undef TGT
 #undef V
@@ -243,10 +304,70 @@ TGT static inline __m256 half512(__m512 a) {
 
 #include "cpuattn_simd.h"
 static const ops ops_avx512 = {tile_avx512, scores_avx512, probs_avx512, pv_avx512};
+
+// tile_q8_avx512 and tile_q4_avx512 are tile_q8_c and tile_q4_c sixteen
+// values at a time (the same products, so the same bits).
+TGT static void tile_q8_avx512(float *dst, const uint8_t *src, int nb) {
+	for (int b = 0; b < nb; b++, src += 34, dst += 32) {
+		const __m512 d = _mm512_set1_ps(h2f((uint16_t)(src[0] | src[1] << 8)));
+		for (int j = 0; j < 32; j += 16) {
+			const __m128i q = _mm_loadu_si128((const __m128i *)(src + 2 + j));
+			_mm512_storeu_ps(dst + j, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q))));
+		}
+	}
+}
+
+TGT static void tile_q4_avx512(float *dst, const uint8_t *src, int nb) {
+	const __m128i lo4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+	for (int b = 0; b < nb; b++, src += 18, dst += 32) {
+		const __m512 d = _mm512_set1_ps(h2f((uint16_t)(src[0] | src[1] << 8)));
+		const __m128i x = _mm_loadu_si128((const __m128i *)(src + 2));
+		const __m128i lo = _mm_sub_epi8(_mm_and_si128(x, lo4), eight);
+		const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), lo4), eight);
+		_mm512_storeu_ps(dst, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo))));
+		_mm512_storeu_ps(dst + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi))));
+	}
+}
+
+static const deq deq_avx512 = {tile_q8_avx512, tile_q4_avx512};
 #undef WIDE_REGS
 #else
 int hi_cpuattn_simd(void) { return 0; }
 #endif
+
+// row_bytes is the size of a row of hd elements of KV type t.
+static inline size_t row_bytes_of(int t, int hd) {
+	switch (t) {
+	case HI_KV_F32:
+		return (size_t)hd * 4;
+	case HI_KV_F16:
+		return (size_t)hd * 2;
+	case HI_KV_Q8_0:
+		return (size_t)hd / 32 * 34;
+	default:
+		return (size_t)hd / 32 * 18;
+	}
+}
+
+// rows_f32 gives rows [c0, c0+nc) of x (type t, rb bytes a row) as f32:
+// in place for f32, else converted into tile.
+static inline const float *rows_f32(const ops *op, const deq *dq, int t, const void *x, size_t rb,
+                                    int c0, int nc, int hd, float *tile) {
+	const uint8_t *src = (const uint8_t *)x + (size_t)c0 * rb;
+	switch (t) {
+	case HI_KV_F32:
+		return (const float *)src;
+	case HI_KV_F16:
+		op->tile(tile, (const uint16_t *)src, nc * hd);
+		break;
+	case HI_KV_Q8_0:
+		dq->q8(tile, src, nc * hd / 32);
+		break;
+	default:
+		dq->q4(tile, src, nc * hd / 32);
+	}
+	return tile;
+}
 
 // Chunks ahead of the current one whose rows are prefetched. The block
 // alternates between converting a chunk (loads) and computing on it (no
@@ -256,14 +377,16 @@ int hi_cpuattn_simd(void) { return 0; }
 
 // prefetch_chunk asks for the cache lines of K and V rows [c0, c0+CH),
 // clipped to rows.
-static inline void prefetch_chunk(const void *k, const void *v, size_t row_bytes, int c0, int rows) {
+static inline void prefetch_chunk(const void *k, const void *v, size_t krb, size_t vrb, int c0, int rows) {
 	if (c0 >= rows) {
 		return;
 	}
 	const int n = rows - c0 < CH ? rows - c0 : CH;
-	const char *kp = (const char *)k + (size_t)c0 * row_bytes, *vp = (const char *)v + (size_t)c0 * row_bytes;
-	for (size_t off = 0; off < (size_t)n * row_bytes; off += 64) {
+	const char *kp = (const char *)k + (size_t)c0 * krb, *vp = (const char *)v + (size_t)c0 * vrb;
+	for (size_t off = 0; off < (size_t)n * krb; off += 64) {
 		__builtin_prefetch(kp + off, 0, 1);
+	}
+	for (size_t off = 0; off < (size_t)n * vrb; off += 64) {
 		__builtin_prefetch(vp + off, 0, 1);
 	}
 }
@@ -272,15 +395,18 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
                       const void *k, const void *v, int64_t first, int rows,
                       float *scratch, float *out) {
 	const ops *op = &ops_c;
+	const deq *dq = &deq_c;
 #ifdef HI_X86
 	if (s.simd == 1) {
 		op = &ops_avx2;
+		dq = &deq_avx2;
 	} else if (s.simd == 2) {
 		op = &ops_avx512;
+		dq = &deq_avx512;
 	}
 #endif
 	const int hd = s.hd, G = s.group, R = s.group * s.ntok, E = hd + 4;
-	const size_t row_bytes = (size_t)hd * (s.kv_f16 ? 2 : 4);
+	const size_t krb = row_bytes_of(s.k_type, hd), vrb = row_bytes_of(s.v_type, hd);
 	float *qs = scratch;
 	float *tile = qs + (size_t)R * hd;
 	float *S = tile + (size_t)CH * hd;
@@ -322,18 +448,12 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 	// Rows before every query row's window are neither read nor computed.
 	minlo = minlo < maxlive ? minlo : maxlive;
 	for (int c = 0; c < PF_AHEAD; c++) {
-		prefetch_chunk(k, v, row_bytes, minlo + c * CH, maxlive);
+		prefetch_chunk(k, v, krb, vrb, minlo + c * CH, maxlive);
 	}
 	for (int c0 = minlo; c0 < maxlive; c0 += CH) {
 		const int nc = maxlive - c0 < CH ? maxlive - c0 : CH;
-		const float *kt, *vt;
-		prefetch_chunk(k, v, row_bytes, c0 + PF_AHEAD * CH, maxlive);
-		if (s.kv_f16) {
-			op->tile(tile, (const uint16_t *)k + (size_t)c0 * hd, nc * hd);
-			kt = tile;
-		} else {
-			kt = (const float *)k + (size_t)c0 * hd;
-		}
+		prefetch_chunk(k, v, krb, vrb, c0 + PF_AHEAD * CH, maxlive);
+		const float *kt = rows_f32(op, dq, s.k_type, k, krb, c0, nc, hd, tile);
 		op->scores(qs, kt, nc, R, hd, S);
 		for (int r = 0; r < R; r++) {
 			float *o = out + (size_t)r * E;
@@ -362,12 +482,7 @@ void hi_cpuattn_block(hi_cpuattn_shape s, const float *q, const uint32_t *pos,
 			o[hd] = mx;
 			o[hd + 1] = o[hd + 1] * alpha[r] + sum;
 		}
-		if (s.kv_f16) {
-			op->tile(tile, (const uint16_t *)v + (size_t)c0 * hd, nc * hd);
-			vt = tile;
-		} else {
-			vt = (const float *)v + (size_t)c0 * hd;
-		}
+		const float *vt = rows_f32(op, dq, s.v_type, v, vrb, c0, nc, hd, tile);
 		op->pv(S, alpha, vt, nc, R, hd, out);
 	}
 }

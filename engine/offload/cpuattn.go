@@ -47,8 +47,9 @@ const cpuMaxIndex = 1 << 20
 // The work of one call is split into tasks of CPUBlockRows rows of one KV
 // head, run by a pool of threads; each task's partial is folded with the
 // head's others in row order. The arithmetic is C compiled with -O3: it
-// reads f16 KV where it lies, converting 32 rows at a time to f32 in an L1
-// tile, with AVX-512F where the CPU has it, else AVX2 + FMA + F16C, else
+// reads f16 or Q8_0/Q4_0 KV where it lies, converting (dequantizing) 32
+// rows at a time to f32 in an L1 tile (the dequantization is exact but for
+// one product per value, so every code gives the same tile), with AVX-512F where the CPU has it, else AVX2 + FMA + F16C, else
 // portable C (see CPUCode), chosen at run time so that one binary serves
 // every x86-64 CPU and other architectures build the portable code.
 //
@@ -83,7 +84,8 @@ type cpuJob struct {
 	q       []float32
 	pos     []uint32
 	heads   []CPUHeadKV
-	rowB    int // bytes per KV row
+	kRowB   int // bytes per K row
+	vRowB   int // bytes per V row
 	qHead0  int
 	kvStart int64
 	rows    int
@@ -92,8 +94,9 @@ type cpuJob struct {
 }
 
 // CPUHeadKV is one KV head's rows in host memory: K and V each hold at
-// least KVRows rows of HeadDim elements (f16 or f32, little endian), row 0
-// being absolute position KVStart.
+// least KVRows rows of HeadDim elements (of CPUAttnParams.K and V: f16 or
+// f32 little endian, or Q8_0 or Q4_0 blocks along the row), row 0 being
+// absolute position KVStart.
 type CPUHeadKV struct {
 	K, V []byte
 }
@@ -102,7 +105,7 @@ type CPUHeadKV struct {
 // kernel.AttnParams, so that a call covers what one device partial
 // dispatch over the same heads covers.
 type CPUAttnParams struct {
-	KV      gguf.Type // element type of K and V: F16 or F32
+	K, V    gguf.Type // element types of K and V: F16, F32, Q8_0 or Q4_0
 	HeadDim int       // a multiple of 4, at most 256
 	Group   int       // query heads per KV head
 	NTokens int       // query tokens (1 for decode); NTokens·Group ≤ 1024
@@ -243,15 +246,12 @@ func (a *CPUAttention) Partial(q []float32, positions []uint32, heads []CPUHeadK
 			a.scratch[i] = make([]float32, scratch)
 		}
 	}
-	f16 := 0
-	if p.KV == gguf.F16 {
-		f16 = 1
-	}
 	a.job = cpuJob{
 		shape: C.hi_cpuattn_shape{hd: C.int(hd), group: C.int(p.Group), ntok: C.int(p.NTokens),
-			qstride: C.int(p.QHeads * hd), kv_f16: C.int(f16), simd: C.int(a.code.forHeadDim(hd)), scale: C.float(p.Scale),
+			qstride: C.int(p.QHeads * hd), k_type: cpuKVType(p.K), v_type: cpuKVType(p.V),
+			simd: C.int(a.code.forHeadDim(hd)), scale: C.float(p.Scale),
 			softcap: C.float(p.SoftCap), window: C.int64_t(p.Window)},
-		q: q, pos: positions, heads: heads, rowB: hd * p.KV.BlockBytes(), qHead0: p.QHead0,
+		q: q, pos: positions, heads: heads, kRowB: p.K.RowBytes(hd), vRowB: p.V.RowBytes(hd), qHead0: p.QHead0,
 		kvStart: int64(p.KVStart), rows: p.KVRows, entry: entry,
 	}
 	nHeads := len(heads) * p.Group
@@ -300,7 +300,7 @@ func (a *CPUAttention) work(id int) {
 		h := j.heads[z]
 		q := j.q[(j.qHead0+z*int(j.shape.group))*int(j.shape.hd):]
 		C.hi_cpuattn_block(j.shape, (*C.float)(&q[0]), (*C.uint32_t)(&j.pos[0]),
-			unsafe.Pointer(&h.K[r0*j.rowB]), unsafe.Pointer(&h.V[r0*j.rowB]),
+			unsafe.Pointer(&h.K[r0*j.kRowB]), unsafe.Pointer(&h.V[r0*j.vRowB]),
 			C.int64_t(j.kvStart+int64(r0)), C.int(rows),
 			(*C.float)(&scratch[0]), (*C.float)(&a.blocks[int(i)*j.entry]))
 	}
@@ -309,8 +309,10 @@ func (a *CPUAttention) work(id int) {
 // check validates a call's parameters and buffer sizes.
 func (p CPUAttnParams) check(q []float32, positions []uint32, heads []CPUHeadKV, parts []float32) error {
 	switch {
-	case p.KV != gguf.F16 && p.KV != gguf.F32:
-		return fmt.Errorf("cpu attention: KV type %v is not supported (use F16 or F32)", p.KV)
+	case cpuKVType(p.K) < 0 || cpuKVType(p.V) < 0:
+		return fmt.Errorf("cpu attention: K type %v or V type %v is not supported (use F16, F32, Q8_0 or Q4_0)", p.K, p.V)
+	case p.K.BlockSize() > 1 && p.HeadDim%p.K.BlockSize() != 0 || p.V.BlockSize() > 1 && p.HeadDim%p.V.BlockSize() != 0:
+		return fmt.Errorf("cpu attention: head dimension %d is not a whole number of 32-value blocks of %v K and %v V", p.HeadDim, p.K, p.V)
 	case p.HeadDim < 4 || p.HeadDim > 256 || p.HeadDim%4 != 0:
 		return fmt.Errorf("cpu attention: head dimension %d is not supported (need a multiple of 4 up to 256)", p.HeadDim)
 	case p.Group < 1 || p.Group > 1024:
@@ -338,11 +340,11 @@ func (p CPUAttnParams) check(q []float32, positions []uint32, heads []CPUHeadKV,
 	case len(positions) < p.NTokens:
 		return fmt.Errorf("cpu attention: %d positions for %d tokens", len(positions), p.NTokens)
 	}
-	need := p.KVRows * p.HeadDim * p.KV.BlockBytes()
+	needK, needV := p.KVRows*p.K.RowBytes(p.HeadDim), p.KVRows*p.V.RowBytes(p.HeadDim)
 	for z, h := range heads {
-		if len(h.K) < need || len(h.V) < need {
-			return fmt.Errorf("cpu attention: KV head %d holds %d K and %d V bytes, %d rows need %d each",
-				z, len(h.K), len(h.V), p.KVRows, need)
+		if len(h.K) < needK || len(h.V) < needV {
+			return fmt.Errorf("cpu attention: KV head %d holds %d K and %d V bytes, %d rows need %d and %d",
+				z, len(h.K), len(h.V), p.KVRows, needK, needV)
 		}
 	}
 	if n := (p.Part + 1) * p.NTokens * len(heads) * p.Group * (p.HeadDim + 4); len(parts) < n {
@@ -350,6 +352,21 @@ func (p CPUAttnParams) check(q []float32, positions []uint32, heads []CPUHeadKV,
 			len(parts), p.Part, p.NTokens, len(heads)*p.Group, n)
 	}
 	return nil
+}
+
+// cpuKVType is t as cpuattn.h's HI_KV_* code, −1 for a type it lacks.
+func cpuKVType(t gguf.Type) C.int {
+	switch t {
+	case gguf.F32:
+		return C.HI_KV_F32
+	case gguf.F16:
+		return C.HI_KV_F16
+	case gguf.Q8_0:
+		return C.HI_KV_Q8_0
+	case gguf.Q4_0:
+		return C.HI_KV_Q4_0
+	}
+	return -1
 }
 
 // FloatsOf views mapped host memory (a vk.Buffer's Bytes, such as a Q

@@ -9,6 +9,15 @@
 // HI_CPUATTN_CHUNK rows of up to 256 floats stays in L1.
 #define HI_CPUATTN_CHUNK 32
 
+// KV element types: llama.cpp's Q8_0 {f16 d; int8 q[32]} and Q4_0 {f16 d;
+// uint8 qs[16]: value j in the low nibble of byte j, j+16 in the high}
+// blocks of 32 values along the head dimension, dequantized as d*q and
+// d*(q-8) (ggml's dequantize_row_q8_0/q4_0).
+#define HI_KV_F32 0
+#define HI_KV_F16 1
+#define HI_KV_Q8_0 2
+#define HI_KV_Q4_0 3
+
 // The shape of one block task; scalars only, so that Go may pass it by
 // value without cgo pointer checks.
 typedef struct {
@@ -16,7 +25,8 @@ typedef struct {
 	int group;    // query heads per KV head
 	int ntok;     // query tokens
 	int qstride;  // floats from one token's Q row to the next's
-	int kv_f16;   // 1: K and V hold f16 elements, 0: f32
+	int k_type;   // element type of K: one of HI_KV_*
+	int v_type;   // element type of V
 	int simd;     // code: 0 portable, 1 AVX2/FMA/F16C, 2 AVX-512F (at most hi_cpuattn_simd())
 	float scale;  // score scale
 	float softcap; // score soft cap c: s becomes c*tanh(s/c); 0 for none

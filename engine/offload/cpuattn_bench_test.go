@@ -39,7 +39,7 @@ func newBenchKV(kv gguf.Type, hd, group, kvHeads, rows int) *benchKV {
 }
 
 func (b *benchKV) params() CPUAttnParams {
-	return CPUAttnParams{KV: b.kv, HeadDim: b.hd, Group: b.g, NTokens: 1, QHeads: b.kvHeads * b.g,
+	return CPUAttnParams{K: b.kv, V: b.kv, HeadDim: b.hd, Group: b.g, NTokens: 1, QHeads: b.kvHeads * b.g,
 		KVRows: b.rows, Scale: float32(1 / math.Sqrt(float64(b.hd)))}
 }
 

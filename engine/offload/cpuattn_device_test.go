@@ -195,8 +195,8 @@ func TestCPUAttentionOverStore(t *testing.T) {
 	r := cpuNewRand(t)
 	const rows = 1200
 	p := newCPUProblem(r, gguf.F16, 128, 4, 2, 1, rows, 0, 4)
-	g := Geometry{Layers: 2, KVHeads: 4, HeadDim: 128, Ctx: 1500, Elem: 2}
-	for _, maxBuffer := range []uint64{g.SlotBytes(), 4 * g.SlotBytes()} {
+	g := Geometry{Layers: 2, KVHeads: 4, HeadDim: 128, Ctx: 1500, K: gguf.F16, V: gguf.F16}
+	for _, maxBuffer := range []uint64{g.SlotBytes(false), 4 * g.SlotBytes(false)} {
 		s, err := NewStore(d, g, []int{1, 2}, maxBuffer) // layer 1 streams heads 2 and 3
 		if err != nil {
 			t.Fatal(err)

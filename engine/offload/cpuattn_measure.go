@@ -36,14 +36,17 @@ func (a *CPUAttention) Measure(kv gguf.Type, headDim, group, kvHeads, rows int, 
 	if kvHeads < 1 || rows < 1 {
 		return CPURate{}, fmt.Errorf("cpu attention: measuring needs at least one KV head and one position, got %d and %d", kvHeads, rows)
 	}
-	p := CPUAttnParams{KV: kv, HeadDim: headDim, Group: group, NTokens: 1, QHeads: kvHeads * group,
+	p := CPUAttnParams{K: kv, V: kv, HeadDim: headDim, Group: group, NTokens: 1, QHeads: kvHeads * group,
 		KVRows: rows, Scale: float32(1 / math.Sqrt(float64(headDim)))}
 	q := make([]float32, kvHeads*group*headDim)
 	for i := range q {
 		q[i] = float32(i%7) - 3
 	}
 	heads := make([]CPUHeadKV, kvHeads)
-	size := rows * headDim * kv.BlockBytes()
+	if kv.BlockSize() > 1 && headDim%kv.BlockSize() != 0 {
+		return CPURate{}, fmt.Errorf("cpu attention: head dimension %d is not a whole number of %v blocks", headDim, kv)
+	}
+	size := rows * kv.RowBytes(headDim)
 	for z := range heads {
 		heads[z] = CPUHeadKV{K: syntheticKV(kv, size, z), V: syntheticKV(kv, size, z+kvHeads)}
 	}
@@ -74,6 +77,19 @@ func (a *CPUAttention) Measure(kv gguf.Type, headDim, group, kvHeads, rows int, 
 func syntheticKV(kv gguf.Type, size, seed int) []byte {
 	b := make([]byte, size)
 	x := uint32(seed)*2654435761 + 1
+	if kv == gguf.Q8_0 || kv == gguf.Q4_0 {
+		f := make([]float32, size/kv.BlockBytes()*kv.BlockSize())
+		for i := range f {
+			x = x*1664525 + 1013904223
+			f[i] = float32(int32(x)) / float32(1<<31)
+		}
+		q, err := gguf.Quantize(kv, f)
+		if err != nil {
+			panic(err) // whole blocks by construction
+		}
+		copy(b, q)
+		return b
+	}
 	if kv == gguf.F16 {
 		for i := 0; i+2 <= size; i += 2 {
 			x = x*1664525 + 1013904223

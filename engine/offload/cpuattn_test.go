@@ -16,7 +16,7 @@ import (
 // nKV·group heads at positions pos, and nKV KV heads of rows rows each
 // whose row 0 is absolute position start.
 type cpuProblem struct {
-	kv                gguf.Type
+	kv, vt            gguf.Type // K and V types
 	hd, group, nKV    int
 	nTok, rows, start int
 	scale             float32
@@ -34,7 +34,12 @@ type cpuProblem struct {
 // it attends), so with nTok > 1 the causal mask inside the range matters.
 // qScale sets how peaked the softmax is.
 func newCPUProblem(r *rand.Rand, kv gguf.Type, hd, group, nKV, nTok, rows, start int, qScale float32) *cpuProblem {
-	p := &cpuProblem{kv: kv, hd: hd, group: group, nKV: nKV, nTok: nTok, rows: rows, start: start,
+	return newCPUProblemKV(r, kv, kv, hd, group, nKV, nTok, rows, start, qScale)
+}
+
+// newCPUProblemKV is newCPUProblem with K of type kv and V of type vt.
+func newCPUProblemKV(r *rand.Rand, kv, vt gguf.Type, hd, group, nKV, nTok, rows, start int, qScale float32) *cpuProblem {
+	p := &cpuProblem{kv: kv, vt: vt, hd: hd, group: group, nKV: nKV, nTok: nTok, rows: rows, start: start,
 		scale: float32(1 / math.Sqrt(float64(hd))), qHeads: nKV * group}
 	p.q = cpuRandFloats(r, nTok*p.qHeads*hd, qScale)
 	for t := range nTok {
@@ -42,15 +47,16 @@ func newCPUProblem(r *rand.Rand, kv gguf.Type, hd, group, nKV, nTok, rows, start
 	}
 	for range nKV {
 		for _, dst := range []struct {
+			t    gguf.Type
 			vals *[][]float32
 			raw  *[][]byte
-		}{{&p.k, &p.kRaw}, {&p.v, &p.vRaw}} {
-			b, err := gguf.Quantize(kv, cpuRandFloats(r, rows*hd, 1))
+		}{{kv, &p.k, &p.kRaw}, {vt, &p.v, &p.vRaw}} {
+			b, err := gguf.Quantize(dst.t, cpuRandFloats(r, rows*hd, 1))
 			if err != nil {
 				panic(err)
 			}
 			seen := make([]float32, rows*hd)
-			if err := gguf.Dequantize(kv, b, seen); err != nil {
+			if err := gguf.Dequantize(dst.t, b, seen); err != nil {
 				panic(err)
 			}
 			*dst.vals = append(*dst.vals, seen)
@@ -70,17 +76,17 @@ func cpuRandFloats(r *rand.Rand, n int, scale float32) []float32 {
 
 // heads returns KV heads z0… of the problem restricted to rows [from, to).
 func (p *cpuProblem) heads(z0, n, from, to int) []CPUHeadKV {
-	rb := p.hd * p.kv.BlockBytes()
+	kb, vb := p.kv.RowBytes(p.hd), p.vt.RowBytes(p.hd)
 	var hs []CPUHeadKV
 	for z := z0; z < z0+n; z++ {
-		hs = append(hs, CPUHeadKV{K: p.kRaw[z][from*rb : to*rb], V: p.vRaw[z][from*rb : to*rb]})
+		hs = append(hs, CPUHeadKV{K: p.kRaw[z][from*kb : to*kb], V: p.vRaw[z][from*vb : to*vb]})
 	}
 	return hs
 }
 
 // params are the parameters for KV heads z0… over rows [from, to).
 func (p *cpuProblem) params(z0, from, to, part int) CPUAttnParams {
-	return CPUAttnParams{KV: p.kv, HeadDim: p.hd, Group: p.group, NTokens: p.nTok, QHeads: p.qHeads,
+	return CPUAttnParams{K: p.kv, V: p.vt, HeadDim: p.hd, Group: p.group, NTokens: p.nTok, QHeads: p.qHeads,
 		QHead0: z0 * p.group, KVStart: p.start + from, KVRows: to - from, Part: part, Scale: p.scale,
 		Window: p.window, SoftCap: p.softCap}
 }
@@ -288,17 +294,61 @@ func TestCPUAttentionMatchesReference(t *testing.T) {
 	}
 }
 
+// TestCPUAttentionQuant runs Q8_0 and Q4_0 K and V, alone and mixed with
+// f16, with every code this CPU runs, against the float64 reference over
+// the dequantized values, with and without a window (whose unseen rows are
+// poisoned: a NaN scale in every block).
+func TestCPUAttentionQuant(t *testing.T) {
+	r := cpuNewRand(t)
+	a := NewCPUAttention(0)
+	defer a.Close()
+	cases := []struct {
+		kv, vt         gguf.Type
+		hd, group, nKV int
+		nTok, rows     int
+		window         int
+		softCap        float32
+	}{
+		{gguf.Q8_0, gguf.Q8_0, 128, 4, 3, 1, 2049, 0, 0},    // decode: three blocks, the last of one row
+		{gguf.Q4_0, gguf.Q4_0, 64, 8, 2, 1, 1500, 0, 0},     // big group
+		{gguf.Q8_0, gguf.Q4_0, 128, 4, 2, 3, 1100, 700, 30}, // K and V apart, a window across blocks, a cap
+		{gguf.F16, gguf.Q8_0, 32, 1, 2, 1, 300, 0, 0},       // smallest quantized head
+		{gguf.Q4_0, gguf.F16, 256, 2, 1, 1, 1030, 100, 0},   // largest head
+	}
+	for _, c := range cases {
+		for code := cpuBest; code >= CodePortable; code-- {
+			if code.forHeadDim(c.hd) != code {
+				continue
+			}
+			name := fmt.Sprintf("%v-%v/hd%d/g%d/kv%d/tok%d/rows%d/w%d/%v", c.kv, c.vt, c.hd, c.group, c.nKV, c.nTok, c.rows, c.window, code)
+			t.Run(name, func(t *testing.T) {
+				p := newCPUProblemKV(r, c.kv, c.vt, c.hd, c.group, c.nKV, c.nTok, c.rows, r.IntN(100), 4)
+				p.window, p.softCap = c.window, c.softCap
+				p.poisonUnseen()
+				parts := poisonedFloats(kernel.PartsBytes(c.nTok, c.nKV*c.group, c.hd, 1) / 4)
+				a.code = code
+				if err := a.Partial(p.q, p.pos, p.heads(0, c.nKV, 0, c.rows), parts, p.params(0, 0, c.rows, 0)); err != nil {
+					t.Fatal(err)
+				}
+				p.checkPartial(t, parts, 0, 0, c.nKV, 0, c.rows)
+			})
+		}
+	}
+}
+
 // poisonUnseen sets the stored K and V rows that no query of p sees
 // (before the window of its earliest query) to NaN: reading them, even to
 // mask them, would show in the partials, so this checks that the rows
 // before the window are skipped.
 func (p *cpuProblem) poisonUnseen() {
 	lo := min(p.rows, kernel.WindowStart(int(p.pos[0]), p.window)-p.start)
-	rb := p.hd * p.kv.BlockBytes()
 	for z := range p.nKV {
-		for _, b := range [][]byte{p.kRaw[z], p.vRaw[z]} {
-			for i := 0; i < lo*rb; i++ {
-				b[i] = 0xff // NaN in f16 and f32
+		for _, b := range []struct {
+			raw []byte
+			rb  int
+		}{{p.kRaw[z], p.kv.RowBytes(p.hd)}, {p.vRaw[z], p.vt.RowBytes(p.hd)}} {
+			for i := 0; i < lo*b.rb; i++ {
+				b.raw[i] = 0xff // NaN in f16 and f32, a NaN scale in Q8_0 and Q4_0
 			}
 		}
 	}
@@ -439,7 +489,8 @@ func TestCPUAttentionRejectsBadInput(t *testing.T) {
 		q     []float32
 		pos   []uint32
 	}{
-		{name: "q8_0 KV", edit: func(c *CPUAttnParams) { c.KV = gguf.Q8_0 }},
+		{name: "q4_k K", edit: func(c *CPUAttnParams) { c.K = gguf.Q4_K }},
+		{name: "q8_0 V of a head dim 36", edit: func(c *CPUAttnParams) { c.V, c.HeadDim = gguf.Q8_0, 36 }},
 		{name: "head dim 66", edit: func(c *CPUAttnParams) { c.HeadDim = 66 }},
 		{name: "head dim 512", edit: func(c *CPUAttnParams) { c.HeadDim = 512 }},
 		{name: "group 0", edit: func(c *CPUAttnParams) { c.Group = 0 }},
@@ -562,7 +613,10 @@ func TestMeasureCPUAttention(t *testing.T) {
 	if _, err := MeasureCPUAttention(gguf.F16, 128, 4, 0, 100, 0); err == nil {
 		t.Fatalf("no KV heads: no error")
 	}
-	if _, err := MeasureCPUAttention(gguf.Q4_0, 128, 4, 1, 100, 0); err == nil {
-		t.Fatalf("Q4_0 KV: no error")
+	if _, err := MeasureCPUAttention(gguf.Q4_K, 128, 4, 1, 100, 0); err == nil {
+		t.Fatalf("Q4_K KV: no error")
+	}
+	if _, err := MeasureCPUAttention(gguf.Q8_0, 128, 4, 1, 100, 0); err != nil {
+		t.Fatalf("Q8_0 KV: %v", err)
 	}
 }

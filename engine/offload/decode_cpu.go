@@ -3,7 +3,6 @@ package offload
 import (
 	"fmt"
 
-	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
 	"headinfer/vk"
 )
@@ -73,7 +72,7 @@ func (kc *Cache) attendCPU(p *Program, l int, st Step) error {
 	if err != nil {
 		return err
 	}
-	p.D2H += uint64(2*n) * lay.RowBytes()
+	p.D2H += uint64(n) * lay.RowBytesKV()
 	if err := kc.storeHost(c, l, st.K, st.V, st.Pos, 1); err != nil {
 		return err
 	}
@@ -117,13 +116,9 @@ func (kc *Cache) cpuPartials(l, length int) error {
 	if err != nil {
 		return err
 	}
-	kv := gguf.F16
-	if lay.Elem == 4 {
-		kv = gguf.F32
-	}
 	kc.cpu.pos[0] = uint32(length - 1)
 	return kc.cpu.attn.Partial(kc.cpu.qf, kc.cpu.pos[:], heads, kc.cpu.pf, CPUAttnParams{
-		KV: kv, HeadDim: lay.HeadDim, Group: lay.Group(), NTokens: 1, QHeads: n * lay.Group(),
+		K: lay.K, V: lay.V, HeadDim: lay.HeadDim, Group: lay.Group(), NTokens: 1, QHeads: n * lay.Group(),
 		KVStart: row, KVRows: length - row, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,
 	})
 }

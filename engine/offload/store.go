@@ -13,6 +13,8 @@ import (
 	"fmt"
 
 	"headinfer/bytesize"
+	"headinfer/engine/gguf"
+	"headinfer/engine/kernel"
 	"headinfer/vk"
 )
 
@@ -20,15 +22,50 @@ import (
 type Geometry struct {
 	Layers, KVHeads int
 	HeadDim         int
-	Ctx             int    // positions per slot
-	Elem            uint64 // bytes per element (2 for f16, 4 for f32)
+	Ctx             int // positions per slot
+	// K and V are the element types of the keys and the values (F16, F32,
+	// Q8_0 or Q4_0; see kernel.KVTypes), chosen apart. A quantized row is
+	// HeadDim/32 blocks; offsets within slots count elements, as the
+	// kernels' do, and become bytes through bytes.
+	K, V gguf.Type
 }
 
-// RowBytes is the size of one position of one slot's K (or V).
-func (g Geometry) RowBytes() uint64 { return uint64(g.HeadDim) * g.Elem }
+// typeOf is the element type of the values (isV) or the keys.
+func (g Geometry) typeOf(isV bool) gguf.Type {
+	if isV {
+		return g.V
+	}
+	return g.K
+}
 
-// SlotBytes is the size of one slot's K (or V) region: Ctx rows.
-func (g Geometry) SlotBytes() uint64 { return uint64(g.Ctx) * g.RowBytes() }
+// RowBytes is the size of one position of one slot's V (isV) or K.
+func (g Geometry) RowBytes(isV bool) uint64 {
+	return kernel.KVBytes(g.typeOf(isV), uint64(g.HeadDim))
+}
+
+// RowBytesKV is the size of one position of one slot's K and V together.
+func (g Geometry) RowBytesKV() uint64 { return g.RowBytes(false) + g.RowBytes(true) }
+
+// SlotBytes is the size of one slot's V (isV) or K region: Ctx rows.
+func (g Geometry) SlotBytes(isV bool) uint64 { return uint64(g.Ctx) * g.RowBytes(isV) }
+
+// SlotRows is the rows a slot of rows positions takes in memory: with a
+// block-quantized K or V, rows round up to a multiple of 16, so that the
+// slots after it start on a 16-byte boundary whatever rows is (a
+// quantized row of 32 values is 18 or 34 bytes, which would leave an
+// odd context's next slot on a 2-byte one, where no device binds).
+func (g Geometry) SlotRows(rows int) int {
+	if g.K.BlockSize() == 1 && g.V.BlockSize() == 1 {
+		return rows
+	}
+	return (rows + 15) / 16 * 16
+}
+
+// bytes is the size of elems elements of V (isV) or K; elems is a whole
+// number of rows, or of blocks.
+func (g Geometry) bytes(isV bool, elems int) uint64 {
+	return kernel.KVBytes(g.typeOf(isV), uint64(elems))
+}
 
 // Run is a run of consecutive streamed KV heads of one layer whose K (and
 // V) regions lie back to back in one buffer, so that one kernel dispatch
@@ -65,7 +102,9 @@ func NewStore(d *vk.Device, g Geometry, first []int, maxBuffer uint64) (*Store, 
 		return nil, fmt.Errorf("offload: %d per-layer head counts for %d layers", len(first), g.Layers)
 	}
 	s := &Store{g: g, first: first, runs: make([][]Run, g.Layers)}
-	slot := g.SlotBytes()
+	stride := g.SlotRows(g.Ctx) * g.HeadDim
+	kSlot, vSlot := g.bytes(false, stride), g.bytes(true, stride)
+	slot := max(kSlot, vSlot)
 	if m := d.Info().MaxAllocationSize; m > 0 && slot > m {
 		return nil, fmt.Errorf("offload: one KV head of %d positions takes %s of host memory, more than the device allocates at once (%s): lower --ctx-size",
 			g.Ctx, bytesize.Format(slot), bytesize.Format(m))
@@ -74,10 +113,10 @@ func NewStore(d *vk.Device, g Geometry, first []int, maxBuffer uint64) (*Store, 
 	for l := 0; l < g.Layers; l++ {
 		for h := first[l]; h < g.KVHeads; h += per {
 			n := min(per, g.KVHeads-h)
-			r := Run{First: h, N: n, Stride: g.Ctx * g.HeadDim}
+			r := Run{First: h, N: n, Stride: stride}
 			var err error
-			if r.K, err = d.Alloc(vk.Readback, slot*uint64(n), fmt.Sprintf("host KV layer %d K", l)); err == nil {
-				r.V, err = d.Alloc(vk.Readback, slot*uint64(n), fmt.Sprintf("host KV layer %d V", l))
+			if r.K, err = d.Alloc(vk.Readback, kSlot*uint64(n), fmt.Sprintf("host KV layer %d K", l)); err == nil {
+				r.V, err = d.Alloc(vk.Readback, vSlot*uint64(n), fmt.Sprintf("host KV layer %d V", l))
 			}
 			if err != nil {
 				r.K.Free()
@@ -85,7 +124,7 @@ func NewStore(d *vk.Device, g Geometry, first []int, maxBuffer uint64) (*Store, 
 				return nil, fmt.Errorf("host KV store of %d positions: %w", g.Ctx, err)
 			}
 			s.runs[l] = append(s.runs[l], r)
-			s.bytes += 2 * slot * uint64(n)
+			s.bytes += (kSlot + vSlot) * uint64(n)
 		}
 	}
 	return s, nil
@@ -103,9 +142,11 @@ func (s *Store) Slot(l, h, row, rows int) (k, v vk.Range, err error) {
 	}
 	for _, r := range s.runs[l] {
 		if h >= r.First && h < r.First+r.N {
-			off := uint64((h-r.First)*r.Stride)*s.g.Elem + uint64(row)*s.g.RowBytes()
-			size := uint64(rows) * s.g.RowBytes()
-			return r.K.Range(off, size), r.V.Range(off, size), nil
+			at := (h-r.First)*r.Stride + row*s.g.HeadDim
+			elems := rows * s.g.HeadDim
+			k = r.K.Range(s.g.bytes(false, at), s.g.bytes(false, elems))
+			v = r.V.Range(s.g.bytes(true, at), s.g.bytes(true, elems))
+			return k, v, nil
 		}
 	}
 	return vk.Range{}, vk.Range{}, fmt.Errorf("offload: head %d of layer %d is not in the host store", h, l)

@@ -144,7 +144,7 @@ func newWinSeq(t *testing.T, d *vk.Device, ops Kernels, vr winVariant, data *win
 		Acc:      buf(vk.DeviceLocal, kernel.PartsBytes(winChunk, winHeads, winHD, 1), "acc"),
 		PartsCap: partsCap,
 	}
-	lay := Layout{Geometry: Geometry{Layers: len(winLayers), KVHeads: winKVHeads, HeadDim: winHD, Ctx: winCtx, Elem: 2},
+	lay := Layout{Geometry: Geometry{Layers: len(winLayers), KVHeads: winKVHeads, HeadDim: winHD, Ctx: winCtx, K: gguf.F16, V: gguf.F16},
 		Heads: winHeads, ResidentHeads: vr.resident, StreamBlock: winStream, Attn: winLayers, Rings: vr.rings}
 	kc, err := NewCache(d, lay, ops, scratch)
 	if err != nil {
@@ -470,7 +470,7 @@ func TestCacheRejectsBadAttention(t *testing.T) {
 		{{Scale: -0.1}, {}},
 		{{Window: math.MaxUint32 + 1}, {}},
 	} {
-		lay := Layout{Geometry: Geometry{Layers: 2, KVHeads: winKVHeads, HeadDim: winHD, Ctx: 512, Elem: 2},
+		lay := Layout{Geometry: Geometry{Layers: 2, KVHeads: winKVHeads, HeadDim: winHD, Ctx: 512, K: gguf.F16, V: gguf.F16},
 			Heads: winHeads, ResidentHeads: []int{2, 2}, StreamBlock: AttnBlock, Attn: attn1}
 		kc, err := NewCache(d, lay, Kernels{Store: store, Attn: attn}, Scratch{Parts: buf, Acc: buf, PartsCap: 1})
 		if err == nil {
@@ -488,7 +488,7 @@ func TestCacheRejectsBadAttention(t *testing.T) {
 		{[]int{2, 1}, []int{0, 256}},  // a ring not resident
 		{[]int{2, 2}, []int{0, -256}}, // negative
 	} {
-		lay := Layout{Geometry: Geometry{Layers: 2, KVHeads: winKVHeads, HeadDim: winHD, Ctx: 512, Elem: 2},
+		lay := Layout{Geometry: Geometry{Layers: 2, KVHeads: winKVHeads, HeadDim: winHD, Ctx: 512, K: gguf.F16, V: gguf.F16},
 			Heads: winHeads, ResidentHeads: c.resident, StreamBlock: AttnBlock, Attn: []LayerAttn{{}, {Window: 16}}, Rings: c.rings}
 		kc, err := NewCache(d, lay, Kernels{Store: store, Attn: attn}, Scratch{Parts: buf, Acc: buf, PartsCap: 1})
 		if err == nil {

@@ -7,13 +7,15 @@
 //
 //	offset size
 //	0      8    magic "HIKVSNAP"
-//	8      4    format version (1)
+//	8      4    format version (2; 1 is read too)
 //	12     4    flags: bit 0 = the slots are split into byte planes;
 //	            bit 1 = the sliding-window layers' slots hold only their
 //	            last window of positions (engine.KVLayout.Windows: the
 //	            session's rings), the others all n
 //	16     32   model identity (engine.Model.Identity)
-//	48     4    KV element type (GGUF type number: 0 F32, 1 F16)
+//	48     4    KV element types (GGUF type numbers: 0 F32, 1 F16, 8 Q8_0,
+//	            2 Q4_0): the keys' in bits 0–15, the values' in bits
+//	            16–31 (version 1: one type for both, the whole field)
 //	52     4    positions n
 //	56     4    layers
 //	60     4    KV heads
@@ -29,7 +31,9 @@
 // are stored as their first bytes, then their second bytes, and so on:
 // the high byte of an f16 value (sign, exponent, two mantissa bits) is
 // more regular than its low byte, and zstd compresses the two better
-// apart than interleaved (BENCHMARKS.md has the ratios).
+// apart than interleaved (BENCHMARKS.md has the ratios). Q8_0 and Q4_0
+// slots, and K and V of different types, are stored as they are (planes
+// of one byte): their blocks are already packed.
 //
 // Loading trusts nothing: a file of another model, another geometry, a
 // newer version, a truncated or a corrupt one is refused with an error
@@ -58,7 +62,7 @@ import (
 
 // Version is the format version this package writes and the newest it
 // reads.
-const Version = 1
+const Version = 2
 
 const (
 	magic      = "HIKVSNAP"
@@ -81,10 +85,11 @@ var (
 // Header is what a snapshot says about itself.
 type Header struct {
 	Version   uint32
-	Planes    bool     // slots split into byte planes
-	Rings     bool     // sliding-window layers hold their last window only
-	Identity  [32]byte // engine.Model.Identity of the model that made it
-	Type      gguf.Type
+	Planes    bool      // slots split into byte planes
+	Rings     bool      // sliding-window layers hold their last window only
+	Identity  [32]byte  // engine.Model.Identity of the model that made it
+	Type      gguf.Type // the keys' element type
+	TypeV     gguf.Type // the values'
 	Positions int
 	Layers    int
 	KVHeads   int
@@ -110,7 +115,7 @@ func Write(w io.Writer, se *engine.Session, id [32]byte, n int, opt Options) err
 		return fmt.Errorf("snapshot of %d positions: the session holds %d", n, len(tokens))
 	}
 	g := se.KVLayout()
-	h := Header{Version: Version, Planes: !opt.NoPlanes, Rings: g.Windows != nil, Identity: id, Type: g.Type, Positions: n,
+	h := Header{Version: Version, Planes: !opt.NoPlanes, Rings: g.Windows != nil, Identity: id, Type: g.Type, TypeV: g.TypeV, Positions: n,
 		Layers: g.Layers, KVHeads: g.KVHeads, HeadDim: g.HeadDim}
 	if _, err := w.Write(h.encode()); err != nil {
 		return err
@@ -131,7 +136,7 @@ func Write(w io.Writer, se *engine.Session, id [32]byte, n int, opt Options) err
 		zw.Close()
 		return err
 	}
-	elem := elemBytes(g.Type)
+	elem := elemBytes(g)
 	sizes := slotSizes(g, n)
 	ends, i := groupEnds(sizes), 0 // i: the slot ExportKV gives next
 	var group, planes []byte
@@ -187,9 +192,13 @@ func NewReader(r io.Reader, se *engine.Session, id [32]byte) (*Reader, error) {
 		return nil, fmt.Errorf("%w: the model identity in its header is not this model's", ErrOtherModel)
 	}
 	g := se.KVLayout()
-	if h.Type != g.Type || h.Layers != g.Layers || h.KVHeads != g.KVHeads || h.HeadDim != g.HeadDim {
-		return nil, fmt.Errorf("%w: it holds %v KV of %d layers × %d KV heads × %d, the session %v KV of %d × %d × %d (pass the --kv-type it was made with)",
-			ErrGeometry, h.Type, h.Layers, h.KVHeads, h.HeadDim, g.Type, g.Layers, g.KVHeads, g.HeadDim)
+	if h.Type != g.Type || h.TypeV != g.TypeV {
+		return nil, fmt.Errorf("%w: it holds %v keys and %v values, the session %v keys and %v values (pass the --kv-type-k and --kv-type-v it was made with)",
+			ErrGeometry, h.Type, h.TypeV, g.Type, g.TypeV)
+	}
+	if h.Layers != g.Layers || h.KVHeads != g.KVHeads || h.HeadDim != g.HeadDim {
+		return nil, fmt.Errorf("%w: it holds KV of %d layers × %d KV heads × %d, the session KV of %d × %d × %d",
+			ErrGeometry, h.Layers, h.KVHeads, h.HeadDim, g.Layers, g.KVHeads, g.HeadDim)
 	}
 	if rings := g.Windows != nil; h.Rings != rings {
 		return nil, fmt.Errorf("%w: it holds the sliding-window layers' %s, the session keeps %s (pass --swa-full as it was made, or not)",
@@ -220,7 +229,7 @@ func NewReader(r io.Reader, se *engine.Session, id [32]byte) (*Reader, error) {
 // any error se is left empty.
 func (sr *Reader) Import(se *engine.Session) error {
 	g := se.KVLayout()
-	elem := elemBytes(g.Type)
+	elem := elemBytes(g)
 	sizes := slotSizes(g, sr.Header.Positions)
 	ends := groupEnds(sizes)
 	i, left := 0, len(sizes) // the slot ImportKV asks for next; slots left
@@ -270,8 +279,8 @@ var groupBytes = 1 << 20 // a constant of the format; tests lower it
 func slotSizes(g engine.KVLayout, n int) []int {
 	sizes := make([]int, 0, g.Slots())
 	for l := range g.Layers {
-		for range 2 * g.KVHeads {
-			sizes = append(sizes, g.SlotBytes(g.Positions(l, n)))
+		for range g.KVHeads {
+			sizes = append(sizes, g.SlotBytes(g.Positions(l, n), false), g.SlotBytes(g.Positions(l, n), true))
 		}
 	}
 	return sizes
@@ -343,7 +352,7 @@ func (h Header) encode() []byte {
 	}
 	le.PutUint32(b[12:], flags)
 	copy(b[16:48], h.Identity[:])
-	le.PutUint32(b[48:], uint32(h.Type))
+	le.PutUint32(b[48:], uint32(h.Type)|uint32(h.TypeV)<<16)
 	le.PutUint32(b[52:], uint32(h.Positions))
 	le.PutUint32(b[56:], uint32(h.Layers))
 	le.PutUint32(b[60:], uint32(h.KVHeads))
@@ -374,9 +383,15 @@ func decodeHeader(b []byte) (Header, error) {
 	h.Planes = flags&flagPlanes != 0
 	h.Rings = flags&flagRings != 0
 	copy(h.Identity[:], b[16:48])
-	h.Type = gguf.Type(le.Uint32(b[48:]))
-	if h.Type != gguf.F16 && h.Type != gguf.F32 {
-		return Header{}, fmt.Errorf("%w: KV type %v", ErrCorrupt, h.Type)
+	types := le.Uint32(b[48:])
+	h.Type, h.TypeV = gguf.Type(types&0xffff), gguf.Type(types>>16)
+	if h.Version == 1 {
+		h.Type, h.TypeV = gguf.Type(types), gguf.Type(types)
+	}
+	for _, t := range []gguf.Type{h.Type, h.TypeV} {
+		if t != gguf.F16 && t != gguf.F32 && t != gguf.Q8_0 && t != gguf.Q4_0 {
+			return Header{}, fmt.Errorf("%w: KV type %v", ErrCorrupt, t)
+		}
 	}
 	const most = 1 << 30 // far beyond any real geometry; bounds what a header can make us allocate
 	vals := []*int{&h.Positions, &h.Layers, &h.KVHeads, &h.HeadDim}
@@ -390,7 +405,15 @@ func decodeHeader(b []byte) (Header, error) {
 	return h, nil
 }
 
-func elemBytes(t gguf.Type) int { return t.BlockBytes() / t.BlockSize() }
+// elemBytes is the element size whose byte planes a snapshot of g's
+// slots stores: f16's or f32's, or 1 (no planes) for packed blocks and for
+// K and V of different types, whose groups would mix element sizes.
+func elemBytes(g engine.KVLayout) int {
+	if g.Type != g.TypeV || g.Type.BlockSize() > 1 {
+		return 1
+	}
+	return g.Type.BlockBytes()
+}
 
 // split lays out src's elements of elem bytes as byte planes in dst
 // (grown as needed) and returns it.

@@ -3,7 +3,9 @@ package snapshot
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -164,7 +166,7 @@ func TestGroups(t *testing.T) {
 	const n = 8
 	m, prompt, want, se := primed(t, n)
 	id := m.Identity()
-	slot := se.KVLayout().SlotBytes(len(prompt))
+	slot := se.KVLayout().SlotBytes(len(prompt), false)
 	defer func(g int) { groupBytes = g }(groupBytes)
 	groupBytes = 3*slot + slot/2
 	if per := groupEnds(slotSizes(se.KVLayout(), len(prompt)))[0]; per != 3 || se.KVLayout().Slots()%per == 0 {
@@ -321,7 +323,7 @@ func BenchmarkRatio(b *testing.B) {
 							}
 						}
 						// The zstd stream holds the token ids and the slots.
-						raw := 4*n + se.KVLayout().Slots()*se.KVLayout().SlotBytes(n)
+						raw := 4*n + se.KVLayout().Slots()/2*(se.KVLayout().SlotBytes(n, false)+se.KVLayout().SlotBytes(n, true))
 						b.ReportMetric(float64(raw)/float64(out.Len()-headerSize), "ratio")
 						b.ReportMetric(float64(n), "positions")
 						b.SetBytes(int64(raw))
@@ -392,5 +394,96 @@ func TestRingSnapshot(t *testing.T) {
 	// Five of six layers keep 16 positions instead of about 700.
 	if sizes[false]*3 > sizes[true] {
 		t.Errorf("the snapshot with rings has %d bytes, with every position %d", sizes[false], sizes[true])
+	}
+}
+
+// TestQuantSnapshot saves quantized KV (Q8_0 keys, Q4_0 values, with the
+// heads streamed from the host store), restores it into a session of the
+// same types that continues bit for bit, and is refused, with the session
+// left empty, by sessions whose keys or values are of another type.
+func TestQuantSnapshot(t *testing.T) {
+	spec := engine.SynthSpec{Arch: "llama", Dim: 128, Layers: 2, Heads: 4, KVHeads: 2, FFN: 256,
+		Vocab: 300, Ctx: 512, RopeBase: 10000, Type: gguf.F32, Seed: 5}
+	path := filepath.Join(t.TempDir(), "llama.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.Synth(f, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	prompt := []int32{1, 17, 42, 99, 5, 250, 31, 8, 77, 12}
+	next := []int32{7, 8, 9}
+	opt := engine.Options{CtxSize: 300, Chunk: 4, Offload: engine.OffloadHead, KVTypeK: "q8_0", KVTypeV: "q4_0", DecodeAttn: engine.DecodeAttnGPU}
+	m := load(t, path, opt)
+	id := m.Identity()
+	se := session(t, m)
+	run(t, se, prompt, 3)
+	file := filepath.Join(t.TempDir(), "kv.snap")
+	if err := SaveFile(file, se, id, len(se.Tokens())); err != nil {
+		t.Fatal(err)
+	}
+	re := session(t, m)
+	if _, err := LoadFile(file, re, id); err != nil {
+		t.Fatal(err)
+	}
+	sameBits(t, "restored", run(t, se, next, 3), run(t, re, next, 3))
+
+	for _, kv := range [][2]string{{"q8_0", "q8_0"}, {"f16", "q4_0"}} {
+		o := opt
+		o.KVTypeK, o.KVTypeV = kv[0], kv[1]
+		other := session(t, load(t, path, o))
+		run(t, other, []int32{5, 6}, 1)
+		_, err := LoadFile(file, other, id)
+		if !errors.Is(err, ErrGeometry) || !strings.Contains(err.Error(), "Q8_0 keys and Q4_0 values") || len(other.Tokens()) != 0 {
+			t.Errorf("a q8_0/q4_0 snapshot loaded into %s/%s: %v (the session holds %d)", kv[0], kv[1], err, len(other.Tokens()))
+		}
+	}
+}
+
+// TestVersion1Loads reads a version 1 header, whose type field holds one
+// type for keys and values, as such: a version 2 snapshot of f16 KV
+// rewritten to version 1 restores bit for bit; with the field left in
+// version 2's packing it is refused as corrupt.
+func TestVersion1Loads(t *testing.T) {
+	const n = 8
+	m, prompt, want, se := primed(t, n)
+	id := m.Identity()
+	var buf bytes.Buffer
+	if err := Write(&buf, se, id, len(prompt), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	for _, tc := range []struct {
+		name  string
+		types uint32
+		ok    bool
+	}{{"version 1", uint32(gguf.F16), true}, {"version 2 packing", uint32(gguf.F16) | uint32(gguf.F16)<<16, false}} {
+		b := bytes.Clone(buf.Bytes())
+		if got := le.Uint32(b[48:]); got != uint32(gguf.F16)|uint32(gguf.F16)<<16 {
+			t.Fatalf("version 2 type field %#x", got)
+		}
+		le.PutUint32(b[8:], 1)
+		le.PutUint32(b[48:], tc.types)
+		le.PutUint32(b[68:], crc32.ChecksumIEEE(b[:68]))
+		file := filepath.Join(t.TempDir(), "kv.snap")
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		re := session(t, m)
+		kept, err := LoadPrefix(file, re, id, prompt)
+		if !tc.ok {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s: %v, want ErrCorrupt", tc.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		sameBits(t, tc.name, want, run(t, re, prompt[kept:], n))
 	}
 }

@@ -1,0 +1,6 @@
+#version 450
+// Flash-attention partials over F16 K and Q4_0 V for CPU drivers; see attn_partial_cpu.glsl.
+#extension GL_EXT_shader_16bit_storage : require
+#define K_F16
+#define V_Q4_0
+#include "attn_partial_cpu.glsl"
