@@ -3,7 +3,10 @@
 // greedy continuation.
 //
 //   cd PEER_DIR && node HEADINFER/bench/probs.mjs [--backends cpu,vulkan] [--steps 16]
-//       [--prompt TEXT] [--ctx 256] [--json] MODEL...
+//       [--prompt TEXT] [--ctx 256] [--kv-type q8_0] [--json] MODEL...
+//
+// --kv-type runs both engines with that KV cache type for keys and values
+// (llama.cpp with flash attention, which its quantized V cache needs).
 //
 // For each model, headinfer greedy-decodes --steps tokens from the prompt
 // (`generate --temp 0 --logits-out`), which gives its prompt ids, its greedy
@@ -42,7 +45,7 @@ if (process.argv[2] === "--child") await child(process.argv.slice(3));
 else await main(process.argv.slice(2));
 
 async function main(args) {
-    const opts = {backends: "cpu", steps: "16", prompt: "Once upon a time", ctx: "256", json: false};
+    const opts = {backends: "cpu", steps: "16", prompt: "Once upon a time", ctx: "256", "kv-type": "", json: false};
     const models = [];
     for (let i = 0; i < args.length; i++) {
         const a = args[i];
@@ -54,7 +57,7 @@ async function main(args) {
         } else models.push(path.resolve(a));
     }
     if (models.length === 0) {
-        console.error("usage: node probs.mjs [--backends cpu,vulkan] [--steps 16] [--prompt TEXT] [--ctx 256] [--json] MODEL...");
+        console.error("usage: node probs.mjs [--backends cpu,vulkan] [--steps 16] [--prompt TEXT] [--ctx 256] [--kv-type T] [--json] MODEL...");
         process.exit(2);
     }
     const headinfer = process.env.HEADINFER ?? path.join(path.dirname(self), "..", "headinfer");
@@ -65,8 +68,9 @@ async function main(args) {
             const logits = path.join(tmp, "logits.f32");
             let run;
             try {
+                const kv = opts["kv-type"] ? ["--kv-type", opts["kv-type"]] : [];
                 run = JSON.parse(execFileSync(headinfer, ["generate", "-m", model, "-p", opts.prompt, "-n", opts.steps,
-                    "--temp", "0", "-c", opts.ctx, "--json", "--logits-out", logits],
+                    "--temp", "0", "-c", opts.ctx, "--json", "--logits-out", logits, ...kv],
                     {encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 << 20}));
             } catch (e) {
                 results.push({model: path.basename(model), backend: "-", error: `headinfer failed: ${String(e.stderr ?? e.message).trim()}`});
@@ -76,7 +80,7 @@ async function main(args) {
             const runFile = path.join(tmp, "run.json");
             fs.writeFileSync(runFile, JSON.stringify({prompt_ids: run.prompt_ids, ids: run.ids}));
             for (const backend of opts.backends.split(",")) {
-                const c = spawnSync(process.execPath, [self, "--child", backend, model, runFile, logits, opts.ctx],
+                const c = spawnSync(process.execPath, [self, "--child", backend, model, runFile, logits, opts.ctx, opts["kv-type"]],
                     {encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 << 20});
                 const line = c.stdout.split("\n").find((l) => l.startsWith("RESULT "));
                 if (c.status !== 0 || !line) {
@@ -123,7 +127,7 @@ function pct(x) {
 }
 
 // child runs llama.cpp with one backend on headinfer's ids and compares.
-async function child([backend, modelPath, runFile, logitsFile, ctx]) {
+async function child([backend, modelPath, runFile, logitsFile, ctx, kvType]) {
     const run = JSON.parse(fs.readFileSync(runFile, "utf8"));
     const raw = fs.readFileSync(logitsFile);
     const rows = run.ids.length;
@@ -137,7 +141,8 @@ async function child([backend, modelPath, runFile, logitsFile, ctx]) {
     const llama = await getLlama({gpu: backend === "vulkan" ? "vulkan" : false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 1});
     const device = backend === "vulkan" ? (await llama.getGpuDeviceNames())[0] : "CPU";
     const model = await llama.loadModel({modelPath, gpuLayers: backend === "vulkan" ? "max" : 0});
-    const context = await model.createContext({contextSize: Number(ctx), batchSize: Number(ctx), threads: 1, sequences: 1});
+    const kv = kvType ? {experimentalKvCacheKeyType: kvType.toUpperCase(), experimentalKvCacheValueType: kvType.toUpperCase(), flashAttention: true} : {};
+    const context = await model.createContext({contextSize: Number(ctx), batchSize: Number(ctx), threads: 1, sequences: 1, ...kv});
     const seq = context.getSequence();
 
     const steps = [];
