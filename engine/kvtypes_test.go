@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -53,20 +52,34 @@ func TestKVTypesOf(t *testing.T) {
 }
 
 // TestPlanHostMem checks --host-mem: a plan whose streamed heads need
-// more host memory fails, naming both and the KV types that shrink it.
+// more host memory fails, naming both and the longest context each KV
+// type fits; a plan that fits says the same, and f16's is the context
+// when the bound is exactly the host KV.
 func TestPlanHostMem(t *testing.T) {
-	path := filepath.Join(modelsDir(t), "stories260K.gguf")
-	opt := Options{CtxSize: 256, Offload: OffloadHead, DecodeAttn: DecodeAttnGPU}
+	path := writeSynth(t, SynthSpec{Arch: "llama", Dim: 256, Layers: 2, Heads: 4, KVHeads: 2, FFN: 128, Vocab: 300,
+		Ctx: 4096, RopeBase: 10000, Type: gguf.F16, Seed: 3})
+	opt := Options{CtxSize: 2048, Offload: OffloadHead, DecodeAttn: DecodeAttnGPU}
 	p, err := PlanModel(path, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opt.HostMem = p.HostKV
-	if _, err := PlanModel(path, opt); err != nil {
-		t.Errorf("a bound of exactly the host KV: %v", err)
+	fits, err := PlanModel(path, opt)
+	if err != nil {
+		t.Fatalf("a bound of exactly the host KV: %v", err)
+	}
+	want := map[string]int{"f16": 2048, "q8_0": 2048 * 256 / 136, "q4_0": 2048 * 256 / 72} // bytes per row of 64 values: 128+128, 68+68, 36+36
+	if len(fits.HostContexts) != 3 {
+		t.Fatalf("host contexts %+v", fits.HostContexts)
+	}
+	for _, h := range fits.HostContexts {
+		if h.Positions != want[h.KVType] {
+			t.Errorf("the longest %s context in %d bytes: %d, want %d", h.KVType, opt.HostMem, h.Positions, want[h.KVType])
+		}
 	}
 	opt.HostMem = p.HostKV - 1
-	if _, err := PlanModel(path, opt); err == nil || !strings.Contains(err.Error(), "--host-mem allows") || !strings.Contains(err.Error(), "q8_0") {
+	if _, err := PlanModel(path, opt); err == nil || !strings.Contains(err.Error(), "--host-mem allows") ||
+		!strings.Contains(err.Error(), "f16 2047") || !strings.Contains(err.Error(), "q4_0 ") {
 		t.Errorf("a bound one byte short: %v", err)
 	}
 }

@@ -64,6 +64,12 @@ type Plan struct {
 	Streamed      int    `json:"streamed_slots"` // slots in host memory, per sequence
 	ResidentHeads []int  `json:"resident_heads"` // per layer: KV heads 0 … n−1 are resident, the rest streamed
 	HostKV        uint64 `json:"host_kv_bytes"`  // host bytes of the streamed slots
+	// HostContexts is, for each KV type, the longest context whose
+	// streamed heads (as many as this plan streams) fit the host budget
+	// (--host-mem), or with no budget the positions per GiB of host
+	// memory; nil when nothing streams.
+	HostContexts []HostContext `json:"host_contexts,omitempty"`
+	HostBudget   uint64        `json:"host_budget,omitempty"` // --host-mem (0: none)
 
 	// Windows is each layer's sliding window (0: none), nil when no layer
 	// has one. Rings is each windowed layer's ring slot size in positions
@@ -98,6 +104,25 @@ func (p Plan) DeviceKVBytes() uint64 { return p.Streaming + p.ResidentKV }
 // full context.
 func (p Plan) StreamBlocks() int { return (p.CtxSize + p.StreamBlock - 1) / p.StreamBlock }
 
+// HostContext is how long a context's streamed KV can be in host memory
+// with one KV type.
+type HostContext struct {
+	KVType    string `json:"kv_type"`
+	Positions int    `json:"positions"`
+}
+
+// hostContexts says what HostContexts holds.
+func (p Plan) hostContexts() string {
+	var parts []string
+	for _, h := range p.HostContexts {
+		parts = append(parts, fmt.Sprintf("%s %d", h.KVType, h.Positions))
+	}
+	if p.HostBudget == 0 {
+		return fmt.Sprintf("positions per GiB of host memory for the %d streamed heads: %s", p.Streamed, strings.Join(parts, ", "))
+	}
+	return fmt.Sprintf("the longest context whose %d streamed heads fit --host-mem %s: %s", p.Streamed, bytesize.Format(p.HostBudget), strings.Join(parts, ", "))
+}
+
 // String is the plan as a short report.
 func (p Plan) String() string {
 	var b strings.Builder
@@ -127,6 +152,9 @@ func (p Plan) String() string {
 		fmt.Fprintf(&b, " in blocks of %d positions (%d per slot at full context)", p.StreamBlock, p.StreamBlocks())
 	}
 	fmt.Fprintf(&b, "\nhost KV store: %s\n", bytesize.Format(p.HostKV))
+	if len(p.HostContexts) > 0 {
+		b.WriteString(p.hostContexts() + "\n")
+	}
 	if p.ChunkAuto {
 		fmt.Fprintf(&b, "chunk %d (auto): %s\n", p.Chunk, p.ChunkWhy)
 	}
@@ -578,9 +606,25 @@ func newPlan(f *gguf.File, c Config, opt Options, kvType kvTypes, info vk.Device
 		p.Rates = in.rates
 	}
 	p.DecodeAttn, p.DecodeAttnWhy = decodeAttnChoice(mode, p, in.rates, info.TransferQueue)
+	p.HostBudget = opt.HostMem
+	if p.Streamed > 0 {
+		seqs := uint64(max(in.seqs, 1))
+		budget := p.HostBudget
+		if budget == 0 {
+			budget = 1 << 30
+		}
+		for _, name := range []string{"f16", "q8_0", "q4_0"} {
+			t, _ := kvTypeOf(name)
+			if kernel.CheckKVType(t, c.HeadDim) != nil {
+				continue
+			}
+			perPos := seqs * uint64(p.Streamed) * kvTypes{t, t}.rowBytes(c.HeadDim)
+			p.HostContexts = append(p.HostContexts, HostContext{KVType: name, Positions: int(budget / perPos)})
+		}
+	}
 	if opt.HostMem > 0 && p.HostKV > opt.HostMem {
-		return p, fmt.Errorf("the streamed KV heads need %s of host memory (%s KV, %d positions), --host-mem allows %s: use a smaller KV type (--kv-type q8_0 halves it, q4_0 quarters it), a smaller --ctx-size or a larger --host-mem",
-			bytesize.Format(p.HostKV), p.KVType, p.CtxSize, bytesize.Format(opt.HostMem))
+		return p, fmt.Errorf("the streamed KV heads need %s of host memory (%s KV, %d positions), --host-mem allows %s: use a smaller KV type, a smaller --ctx-size or a larger --host-mem (%s)",
+			bytesize.Format(p.HostKV), p.KVType, p.CtxSize, bytesize.Format(opt.HostMem), p.hostContexts())
 	}
 	return p, nil
 }
