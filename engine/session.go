@@ -128,7 +128,7 @@ type Memory struct {
 	DeviceBytesPeak uint64 `json:"device_bytes_peak"` // device-local bytes at the peak
 	HostBytes       uint64 `json:"host_bytes"`        // host-visible Vulkan memory live (staging, readback)
 	WeightBytes     uint64 `json:"weight_bytes"`
-	KVBytes         uint64 `json:"kv_bytes"` // device-local bytes of the KV cache: resident slots and streaming buffers
+	KVBytes         uint64 `json:"device_kv_bytes"` // device-local bytes of the KV cache: resident slots and streaming buffers
 	// DeviceKVBytesPeak is the most device memory the KV cache held.
 	DeviceKVBytesPeak uint64 `json:"device_kv_bytes_peak"`
 	HostKVBytes       uint64 `json:"host_kv_bytes"`  // host memory of the streamed slots
