@@ -163,7 +163,7 @@ type Cache struct {
 
 	host     *Store // nil when nothing is streamed
 	stream   [2]streamBuf
-	hostBind int // rows of a host slot one KV store dispatch may bind
+	hostBind int // rows of a host slot one KV store dispatch may bind (see hostBindAlign)
 	cpu      *cpuDecode
 
 	deviceBytes uint64 // resident slots and streaming buffers
@@ -264,7 +264,7 @@ func NewCache(d *vk.Device, lay Layout, ops Kernels, scratch Scratch) (kc *Cache
 	if kc.host, err = NewStore(d, lay.Geometry, lay.ResidentHeads, maxBuf); err != nil {
 		return nil, err
 	}
-	kc.hostBind = int(min(uint64(lay.Ctx), limit/max(lay.RowBytes(false), lay.RowBytes(true))))
+	kc.hostBind = hostBindRows(lay.Ctx, limit, max(lay.RowBytes(false), lay.RowBytes(true)))
 	if ops.CPU != nil {
 		if kc.cpu, err = newCPUDecode(d, lay, ops.CPU); err != nil {
 			return nil, err
@@ -337,6 +337,24 @@ func (kc *Cache) rangeOf(l int, g headGroup, row, rows int) (k, v vk.Range) {
 	at, elems := g.first*r.slotElems+row*hd, (g.n-1)*r.slotElems+rows*hd
 	return r.buf.Range(lay.bytes(false, at), lay.bytes(false, elems)),
 		r.buf.Range(r.vOff+lay.bytes(true, at), lay.bytes(true, elems))
+}
+
+// hostBindAlign is what hostBind rows are a multiple of when a host slot
+// takes several windows: 256 rows of any KV type span a multiple of 256
+// bytes, the most any device asks a binding's offset to be a multiple of.
+const hostBindAlign = 256
+
+// hostBindRows is how many rows of rowBytes one binding of at most limit
+// bytes takes of a host slot of ctx rows: all of them, or whole
+// hostBindAlign rows, so that each window after the first starts at an
+// offset every device can bind (Q8_0 and Q4_0 rows are 136 and 72 bytes
+// at head size 128: not any number of them is aligned).
+func hostBindRows(ctx int, limit, rowBytes uint64) int {
+	n := int(min(uint64(ctx), limit/rowBytes))
+	if n < ctx && n > hostBindAlign {
+		n -= n % hostBindAlign
+	}
+	return n
 }
 
 // Store records the write of the chunk's keys and values (n rows of
