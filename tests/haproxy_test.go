@@ -395,4 +395,3 @@ func TestReplicasBehindHAProxy(t *testing.T) {
 		}
 	}
 }
-
