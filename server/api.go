@@ -174,6 +174,8 @@ type chatChunk struct {
 	Model   string            `json:"model"`
 	Choices []chatChunkChoice `json:"choices"`
 	Usage   *usage            `json:"usage,omitempty"`
+	// Timings, on the event that ends the choice, as llama-server sends them.
+	Timings *nativeTimings `json:"timings,omitempty"`
 }
 
 type chatChunkChoice struct {

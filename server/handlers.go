@@ -370,7 +370,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, info *reqInf
 		return
 	}
 	finish := a.finishReason(o)
-	err = sw.send(a.withSteps(a.chunk("", &finish), j.trace.take()))
+	err = sw.send(a.withSteps(withTimings(a.chunk("", &finish), o), j.trace.take()))
 	if err == nil && j.includeUsage {
 		err = sw.send(a.usageChunk(makeUsage(len(j.prompt), o)))
 	}

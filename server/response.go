@@ -192,4 +192,17 @@ func (a answer) withSteps(c any, steps []stepProbs) any {
 	return c
 }
 
+// withTimings puts llama-server's timings on a stream's last choice event.
+func withTimings(c any, o outcome) any {
+	switch c := c.(type) {
+	case chatChunk:
+		c.Timings = ptr(timingsOf(o))
+		return c
+	case completionResponse:
+		c.Timings = ptr(timingsOf(o))
+		return c
+	}
+	return c
+}
+
 func ptr[T any](v T) *T { return &v }
