@@ -66,7 +66,7 @@ func llamaServerFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "slots", Category: compat, Usage: "serve GET /slots (the default)"},
 		&cli.StringFlag{Name: "chat-template", Category: compat, Usage: "render chat prompts with this built-in template instead of the model's: " + strings.Join(server.BuiltinTemplates(), ", ")},
 		&cli.StringFlag{Name: "chat-template-file", Category: compat, Usage: "render chat prompts with the Jinja template in this file instead of the model's"},
-		&cli.StringFlag{Name: "pooling", Category: compat, Usage: "embeddings' pooling: mean, cls or last (default: the model's pooling_type, mean when it has none)"},
+		&cli.StringFlag{Name: "pooling", Category: compat, Usage: "embeddings' pooling: mean, cls, last, or none (a vector per token, on /embedding only) (default: the model's pooling_type, mean when it has none)"},
 		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Category: sampling, Usage: "tokens to generate (-1: up to the end of the context)"},
 		&cli.Float64Flag{Name: "temp", Category: sampling, DefaultText: "the route's", Usage: "temperature (default: OpenAI's 1 on /v1 routes, llama.cpp's 0.8 on /completion)"},
 		&cli.IntFlag{Name: "top-k", Category: sampling, DefaultText: "the route's", Usage: "top-k (0: all)"},
@@ -267,9 +267,9 @@ func poolingFlag(s string) (*engine.Pooling, error) {
 	case "last":
 		p = engine.PoolLast
 	case "none":
-		return nil, fmt.Errorf("--pooling none (a vector per token) is not supported: use mean, cls or last")
+		p = engine.PoolNone
 	default:
-		return nil, fmt.Errorf("--pooling must be mean, cls or last, not %q", s)
+		return nil, fmt.Errorf("--pooling must be none, mean, cls or last, not %q", s)
 	}
 	return &p, nil
 }

@@ -18,6 +18,9 @@ const (
 	PoolMean Pooling = iota // the mean over the tokens
 	PoolCLS                 // the first token's
 	PoolLast                // the last token's
+	// PoolNone keeps every token's vector, as they are (not normalised):
+	// an embedding of n tokens is n vectors, one after the other.
+	PoolNone
 )
 
 func (p Pooling) String() string {
@@ -28,6 +31,8 @@ func (p Pooling) String() string {
 		return "cls"
 	case PoolLast:
 		return "last"
+	case PoolNone:
+		return "none"
 	}
 	return fmt.Sprintf("Pooling(%d)", int(p))
 }
@@ -62,6 +67,7 @@ type pooler struct {
 	dim  int
 	seen int
 	sum  []float64
+	each []float32 // PoolNone: every token's vector
 }
 
 func newPooler(how Pooling, dim int) *pooler {
@@ -87,13 +93,23 @@ func (p *pooler) add(rows []byte, n int) {
 		}
 	case PoolLast:
 		take(row(n-1), func(j int, v float64) { p.sum[j] = v })
+	case PoolNone:
+		for i := range n {
+			for j := range p.dim {
+				p.each = append(p.each, math.Float32frombits(binary.LittleEndian.Uint32(row(i)[4*j:])))
+			}
+		}
 	}
 	p.seen += n
 }
 
-// result is the pooled vector, L2-normalised (all zeros stays zeros).
-// The mean's division by the count cancels in the normalisation.
+// result is the pooled vector, L2-normalised (all zeros stays zeros);
+// with PoolNone every token's vector as it is. The mean's division by the
+// count cancels in the normalisation.
 func (p *pooler) result() []float32 {
+	if p.how == PoolNone {
+		return p.each
+	}
 	var norm float64
 	for _, v := range p.sum {
 		norm += v * v
@@ -119,7 +135,8 @@ func (m *Model) CanEmbed() error {
 
 // Embed computes the embedding of ids: the sequence is prefilled from
 // empty, as Prefill does, and its tokens' final hidden states are pooled
-// as the model says (Config.Pooling) and L2-normalised. The session then
+// as the model says (Config.Pooling) and L2-normalised (with PoolNone:
+// len(ids) vectors of Config.Dim, as they are). The session then
 // holds ids, whose KV a later generation may reuse.
 func (se *Session) Embed(ctx context.Context, ids []int32) ([]float32, error) {
 	if err := se.m.CanEmbed(); err != nil {

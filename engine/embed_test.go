@@ -33,7 +33,28 @@ func TestEmbeddingsMatchReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	for _, pool := range []Pooling{PoolMean, PoolCLS, PoolLast} {
+	for _, pool := range []Pooling{PoolMean, PoolCLS, PoolLast, PoolNone} {
+		if pool == PoolNone {
+			m.Config.Pooling = pool
+			got, err := se.Embed(context.Background(), prompt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(prompt)*m.Config.Dim {
+				t.Fatalf("none pooling: %d values for %d tokens of %d", len(got), len(prompt), m.Config.Dim)
+			}
+			worst := 0.0
+			for i, h := range hidden {
+				for j, w := range h {
+					worst = max(worst, math.Abs(float64(got[i*m.Config.Dim+j])-w))
+				}
+			}
+			if worst > 1e-5 {
+				t.Errorf("none pooling: the token vectors differ from the reference by %.3g", worst)
+			}
+			t.Logf("none pooling: worst error %.3g", worst)
+			continue
+		}
 		want := make([]float64, m.Config.Dim)
 		switch pool {
 		case PoolMean:

@@ -51,7 +51,7 @@ type embeddingsResponse struct {
 }
 
 // nativeEmbedding is llama-server's /embedding answer for one input: the
-// pooled vector as a list of one.
+// pooled vector as a list of one, or with --pooling none each token's.
 type nativeEmbedding struct {
 	Index     int         `json:"index"`
 	Embedding [][]float32 `json:"embedding"`
@@ -87,6 +87,10 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, r *http.Request, openAI 
 		writeError(w, &apiError{Status: http.StatusNotImplemented, Type: "not_supported_error", Code: "embeddings_unsupported", Message: err.Error()})
 		return
 	}
+	if openAI && l.m.Config.Pooling == engine.PoolNone {
+		writeError(w, badRequest("", "unsupported", "the server pools embeddings by none (--pooling none), a vector per token, which /v1/embeddings cannot answer: use /embedding"))
+		return
+	}
 	if d := req.Dimensions; d != nil && *d != l.m.Config.Dim {
 		writeError(w, badRequest("dimensions", "unsupported", "the model's embeddings have %d dimensions; dimensions %d cannot be given", l.m.Config.Dim, *d))
 		return
@@ -108,9 +112,14 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, r *http.Request, openAI 
 		return
 	}
 	if !openAI {
+		// One vector, or with --pooling none one per token.
+		dim := l.m.Config.Dim
 		out := make([]nativeEmbedding, len(vecs))
 		for i, v := range vecs {
-			out[i] = nativeEmbedding{Index: i, Embedding: [][]float32{v}}
+			out[i] = nativeEmbedding{Index: i}
+			for k := 0; k < len(v); k += dim {
+				out[i].Embedding = append(out[i].Embedding, v[k:k+dim])
+			}
 		}
 		writeJSON(w, http.StatusOK, out)
 		return

@@ -83,6 +83,25 @@ func TestServerEmbeddings(t *testing.T) {
 		t.Error("two texts have the same embedding")
 	}
 
+	// --pooling none: /embedding gives each token's vector; /v1 refuses.
+	none := startServer(t, "-m", model, "-c", "256", "--embeddings", "--pooling", "none")
+	status, body := none.post(t, "/embedding", "", mustJSON(map[string]any{"content": texts[0]}))
+	var perToken []struct{ Embedding [][]float32 }
+	if err := json.Unmarshal(body, &perToken); err != nil || status != 200 || len(perToken) != 1 {
+		t.Fatalf("/embedding with --pooling none: %d %s", status, body)
+	}
+	status, body = none.post(t, "/tokenize", "", mustJSON(map[string]any{"content": texts[0], "add_special": true, "parse_special": false}))
+	var tok struct{ Tokens []int32 }
+	if err := json.Unmarshal(body, &tok); err != nil || status != 200 {
+		t.Fatalf("/tokenize: %d %s", status, body)
+	}
+	if got := perToken[0].Embedding; len(got) != len(tok.Tokens) || len(got[0]) != 64 {
+		t.Errorf("--pooling none: %d vectors for %d tokens", len(got), len(tok.Tokens))
+	}
+	if status, _ := none.post(t, "/v1/embeddings", "", []byte(`{"input": "hi"}`)); status != 400 {
+		t.Errorf("/v1/embeddings with --pooling none: %d, want 400", status)
+	}
+
 	for _, tc := range []struct{ body, param string }{
 		{`{"input": ""}`, "input"},
 		{`{"input": []}`, "input"},
