@@ -37,6 +37,7 @@ func (s *Server) routes() {
 	s.handle("POST /apply-template", "/apply-template", true, s.applyTemplate)
 	s.handle("POST /detokenize", "/detokenize", true, s.detokenize)
 	s.handle("GET /props", "/props", true, s.props)
+	s.handle("POST /props", "/props", true, s.propsChange)
 	s.handle("GET /v1/models", "/v1/models", true, s.models)
 	s.handle("GET /models", "/v1/models", true, s.models)
 	s.handle("GET /v1/models/{model}", "/v1/models/{model}", true, s.modelInfo)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -52,6 +53,23 @@ func (s *Server) kvProps(l *loaded) *kvProps {
 type defaultGenerationSettings struct {
 	NCtx   int            `json:"n_ctx"`
 	Params nativeSettings `json:"params"`
+}
+
+// propsChange answers POST /props as llama-server does: with --props it
+// takes a JSON object and answers {"success": true} (llama-server changes
+// nothing with it either); without, 403.
+func (s *Server) propsChange(w http.ResponseWriter, r *http.Request) {
+	if !s.opt.Props {
+		writeError(w, &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "props_disabled",
+			Message: "this server does not take changes to its properties: start it with --props"})
+		return
+	}
+	var req map[string]json.RawMessage
+	if e := s.decodeBody(w, r, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"success": true})
 }
 
 func (s *Server) props(w http.ResponseWriter, r *http.Request) {

@@ -38,6 +38,9 @@ type Options struct {
 	// of the model's (--chat-template NAME: BuiltinTemplate; or
 	// --chat-template-file).
 	ChatTemplate string
+	// Props lets POST /props answer (llama-server's --props); without it,
+	// 403.
+	Props bool
 	// NoWebUI turns the chat page at GET / off (404).
 	NoWebUI bool
 	// NoSlots turns GET /slots off (501), as llama-server's --no-slots.

@@ -150,8 +150,15 @@ func TestServerLlamaServerCommandLine(t *testing.T) {
 		}
 	}
 
-	noSlots := startServer(t, "-m", model, "-c", "128", "--no-slots")
+	if status, _ := srv.post(t, "/props", key, []byte(`{}`)); status != 403 {
+		t.Errorf("POST /props without --props: %d, want 403", status)
+	}
+
+	noSlots := startServer(t, "-m", model, "-c", "128", "--no-slots", "--props")
 	if status, _ := noSlots.get(t, "/slots", ""); status != 501 {
 		t.Errorf("/slots with --no-slots: %d, want 501", status)
+	}
+	if status, body := noSlots.post(t, "/props", "", []byte(`{"n_ctx": 5}`)); status != 200 || string(body) != `{"success":true}`+"\n" && string(body) != `{"success":true}` {
+		t.Errorf("POST /props with --props: %d %s", status, body)
 	}
 }
