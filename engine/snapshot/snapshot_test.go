@@ -288,20 +288,30 @@ func TestIdentityStable(t *testing.T) {
 	}
 }
 
+// synthFile writes a synthetic model of spec to a file of its own and
+// returns its path.
+func synthFile(t testing.TB, spec engine.SynthSpec) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "synth.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.Synth(f, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // BenchmarkRatio reports the compression ratio (raw KV bytes / snapshot
 // bytes) of real KV, with and without byte planes: stories260K after a
 // prompt and generated text, and a synthetic model of random weights.
 func BenchmarkRatio(b *testing.B) {
-	synth := filepath.Join(b.TempDir(), "synth.gguf")
-	f, err := os.Create(synth)
-	if err != nil {
-		b.Fatal(err)
-	}
-	spec := engine.SynthSpec{Arch: "llama", Dim: 512, Layers: 4, Heads: 8, KVHeads: 4, FFN: 1024, Vocab: 1024, Ctx: 1024, RopeBase: 10000, Type: gguf.Q8_0, Seed: 7}
-	if err := engine.Synth(f, spec); err != nil {
-		b.Fatal(err)
-	}
-	f.Close()
+	synth := synthFile(b, engine.SynthSpec{Arch: "llama", Dim: 512, Layers: 4, Heads: 8, KVHeads: 4, FFN: 1024, Vocab: 1024, Ctx: 1024,
+		RopeBase: 10000, Type: gguf.Q8_0, Seed: 7})
 	for _, model := range []struct{ name, path string }{
 		{"stories260K", filepath.Join(modelsDir, "stories260K.gguf")},
 		{"synth", synth},
@@ -342,17 +352,7 @@ func BenchmarkRatio(b *testing.B) {
 func TestRingSnapshot(t *testing.T) {
 	spec := engine.SynthSpec{Arch: "gemma3", Dim: 64, Layers: 6, Heads: 4, KVHeads: 2, HeadDim: 32, FFN: 96,
 		Vocab: 300, Ctx: 2048, RopeBase: 1e6, Type: gguf.F32, Seed: 9, Tied: true, Window: 16}
-	path := filepath.Join(t.TempDir(), "gemma3.gguf")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := engine.Synth(f, spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	path := synthFile(t, spec)
 	r := rand.New(rand.NewPCG(1, 2))
 	prompt := make([]int32, 700) // past the rings of 512 positions
 	for i := range prompt {
@@ -404,17 +404,7 @@ func TestRingSnapshot(t *testing.T) {
 func TestQuantSnapshot(t *testing.T) {
 	spec := engine.SynthSpec{Arch: "llama", Dim: 128, Layers: 2, Heads: 4, KVHeads: 2, FFN: 256,
 		Vocab: 300, Ctx: 512, RopeBase: 10000, Type: gguf.F32, Seed: 5}
-	path := filepath.Join(t.TempDir(), "llama.gguf")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := engine.Synth(f, spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	path := synthFile(t, spec)
 	prompt := []int32{1, 17, 42, 99, 5, 250, 31, 8, 77, 12}
 	next := []int32{7, 8, 9}
 	opt := engine.Options{CtxSize: 300, Chunk: 4, Offload: engine.OffloadHead, KVTypeK: "q8_0", KVTypeV: "q4_0", DecodeAttn: engine.DecodeAttnGPU}
