@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -66,17 +67,10 @@ func TestKVStore(t *testing.T) {
 				}
 			}
 			elem := typ.BlockBytes()
-			dstElems := (s.Heads-1)*s.SlotStride + s.SlotRows*headDim
-			sb, pb := upload(t, d, f32Bytes(src)), upload(t, d, skU32Bytes(pos))
-			dst := poisoned(t, d, elem*dstElems)
-			run(t, d, func(c *vk.Commands) error { return k.Record(c, sb.All(), pb.All(), dst.All(), s) })
-			got := download(t, d, dst)
+			got := storeRows(t, d, k, src, pos, elem*((s.Heads-1)*s.SlotStride+s.SlotRows*headDim), s)
 
 			// Build the expected slots: poison everywhere but the rows written.
-			want := make([]byte, len(got))
-			for i := range want {
-				want[i] = 0xff
-			}
+			want := bytes.Repeat([]byte{0xff}, len(got))
 			for tok, p := range pos {
 				if p < uint32(s.RowBase) || p >= uint32(s.RowBase+s.SlotRows) {
 					continue
@@ -102,6 +96,16 @@ func TestKVStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// storeRows runs k over the rows src at positions pos into dstBytes of
+// poisoned slots (0xff bytes) and returns the slots' bytes.
+func storeRows(t *testing.T, d *vk.Device, k *KVStore, src []float32, pos []uint32, dstBytes int, s KVSlots) []byte {
+	t.Helper()
+	sb, pb := upload(t, d, f32Bytes(src)), upload(t, d, skU32Bytes(pos))
+	dst := poisoned(t, d, dstBytes)
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, sb.All(), pb.All(), dst.All(), s) })
+	return download(t, d, dst)
 }
 
 func TestKVStoreRejects(t *testing.T) {
@@ -204,16 +208,9 @@ func TestKVStoreQuant(t *testing.T) {
 				fill(7, 1, func(j int) float32 { return float32(r.NormFloat64() * 1e3) })
 
 				rowBytes := typ.RowBytes(headDim)
-				dstBytes := int(KVBytes(typ, uint64((s.Heads-1)*s.SlotStride+s.SlotRows*headDim)))
-				sb, pb := upload(t, d, f32Bytes(src)), upload(t, d, skU32Bytes(pos))
-				dst := poisoned(t, d, dstBytes)
-				run(t, d, func(c *vk.Commands) error { return k.Record(c, sb.All(), pb.All(), dst.All(), s) })
-				got := download(t, d, dst)
+				got := storeRows(t, d, k, src, pos, int(KVBytes(typ, uint64((s.Heads-1)*s.SlotStride+s.SlotRows*headDim))), s)
 
-				want := make([]byte, len(got))
-				for i := range want {
-					want[i] = 0xff
-				}
+				want := bytes.Repeat([]byte{0xff}, len(got))
 				for tok, p := range pos {
 					row := int(p) - s.RowBase
 					if ring {
