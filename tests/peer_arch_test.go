@@ -60,35 +60,9 @@ func TestArchitecturesMatchLlamaCpp(t *testing.T) {
 		}
 		models = append(models, path)
 	}
-	script, err := filepath.Abs(filepath.Join("..", "bench", "probs.mjs"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	prompt := "Once upon a time, there was a little girl named Lily who loved to play outside in the park with her friends."
-	cmd := exec.Command("node", append([]string{script, "--json", "--steps", "24", "--ctx", "2048", "--prompt", prompt}, models...)...)
-	cmd.Dir = peer
-	cmd.Env = append(os.Environ(), "HEADINFER="+binary)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("probs.mjs: %v\n%s", err, out)
-	}
-	seen := 0
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	sc.Buffer(nil, 16<<20)
-	for sc.Scan() {
-		var r struct {
-			Model     string
-			Error     string
-			PromptIDs []int `json:"promptIds"`
-			Summary   struct {
-				Steps, Same, Decided, Violations int
-				MaxRel                           float64
-			}
-		}
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("probs.mjs printed %q: %v", sc.Text(), err)
-		}
-		seen++
+	results := runProbs(t, peer, append([]string{"--steps", "24", "--ctx", "2048", "--prompt", prompt}, models...)...)
+	for _, r := range results {
 		if r.Error != "" {
 			t.Errorf("%s: %s", r.Model, r.Error)
 			continue
@@ -103,7 +77,49 @@ func TestArchitecturesMatchLlamaCpp(t *testing.T) {
 			t.Errorf("%s: probabilities differ by up to %.3g (limit 0.05), %d greedy ids differ where llama.cpp's margin exceeds that", r.Model, s.MaxRel, s.Violations)
 		}
 	}
-	if seen != len(models) {
-		t.Fatalf("probs.mjs reported %d models of %d:\n%s", seen, len(models), out)
+	if len(results) != len(models) {
+		t.Fatalf("probs.mjs reported %d models of %d", len(results), len(models))
 	}
+}
+
+// probsResult is one line of bench/probs.mjs --json: a model against one
+// llama.cpp backend.
+type probsResult struct {
+	Model     string
+	Error     string
+	PromptIDs []int `json:"promptIds"`
+	Summary   probsSummary
+}
+
+type probsSummary struct {
+	Steps, Same, Decided, Violations int
+	MaxRel                           float64
+}
+
+// runProbs runs bench/probs.mjs --json with args in the peer's folder,
+// against the built binary, and reads its lines.
+func runProbs(t *testing.T, peer string, args ...string) []probsResult {
+	t.Helper()
+	script, err := filepath.Abs(filepath.Join("..", "bench", "probs.mjs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", append([]string{script, "--json"}, args...)...)
+	cmd.Dir = peer
+	cmd.Env = append(os.Environ(), "HEADINFER="+binary)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("probs.mjs: %v\n%s", err, out)
+	}
+	var results []probsResult
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		var r probsResult
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("probs.mjs printed %q: %v", sc.Text(), err)
+		}
+		results = append(results, r)
+	}
+	return results
 }

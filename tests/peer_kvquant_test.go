@@ -1,12 +1,7 @@
 package tests
 
 import (
-	"bufio"
-	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -21,10 +16,6 @@ import (
 // F16 cache already: Q8_0 may add at most 2 points to that.
 func TestKVQuantMatchesLlamaCpp(t *testing.T) {
 	peer := peerDir(t)
-	script, err := filepath.Abs(filepath.Join("..", "bench", "probs.mjs"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	synth := func(typ string) string {
 		path := filepath.Join(dir, typ+".gguf")
@@ -34,41 +25,22 @@ func TestKVQuantMatchesLlamaCpp(t *testing.T) {
 		}
 		return path
 	}
-	type summary struct {
-		Steps, Same, Decided, Violations int
-		MaxRel                           float64
-	}
-	compare := func(model, kv string) summary {
+	compare := func(model, kv string) probsSummary {
 		t.Helper()
-		args := []string{script, "--json", "--steps", "24", "--ctx", "512",
+		args := []string{"--steps", "24", "--ctx", "512",
 			"--prompt", "Once upon a time, there was a little girl named Lily who loved to play outside.", model}
+		label := "f16"
 		if kv != "" {
-			args = append(args, "--kv-type", kv)
+			args, label = append(args, "--kv-type", kv), kv
 		}
-		cmd := exec.Command("node", args...)
-		cmd.Dir = peer
-		cmd.Env = append(os.Environ(), "HEADINFER="+binary)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("probs.mjs: %v\n%s", err, out)
+		results := runProbs(t, peer, args...)
+		if len(results) != 1 || results[0].Error != "" {
+			t.Fatalf("probs.mjs: %+v", results)
 		}
-		sc := bufio.NewScanner(strings.NewReader(string(out)))
-		sc.Buffer(nil, 16<<20)
-		for sc.Scan() {
-			var r struct {
-				Error   string
-				Summary summary
-			}
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.Error != "" {
-				t.Fatalf("probs.mjs: %q %v %s", sc.Text(), err, r.Error)
-			}
-			s := r.Summary
-			t.Logf("%s, KV %s: greedy ids equal at %d of %d steps, largest relative difference %.3g, %d steps decided, %d violations",
-				filepath.Base(model), map[bool]string{true: kv, false: "f16"}[kv != ""], s.Same, s.Steps, s.MaxRel, s.Decided, s.Violations)
-			return s
-		}
-		t.Fatalf("probs.mjs printed nothing:\n%s", out)
-		return summary{}
+		s := results[0].Summary
+		t.Logf("%s, KV %s: greedy ids equal at %d of %d steps, largest relative difference %.3g, %d steps decided, %d violations",
+			filepath.Base(model), label, s.Same, s.Steps, s.MaxRel, s.Decided, s.Violations)
+		return s
 	}
 	f16 := compare(synth("f16"), "q8_0")
 	if f16.Same != f16.Steps || f16.MaxRel > 0.05 || f16.Violations > 0 {
