@@ -99,9 +99,7 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, r *http.Request, openAI 
 	for _, in := range inputs {
 		info.promptTokens += len(in)
 	}
-	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
-	defer cancel()
-	l, release, ok := s.hold(ctx, w, info, l)
+	ctx, l, release, ok := s.holdRequest(w, r, info, l)
 	if !ok {
 		return
 	}

@@ -238,10 +238,8 @@ func copyHeader(dst, src http.Header) {
 func (s *Server) run(w http.ResponseWriter, r *http.Request, l *loaded, j *job) {
 	info := infoOf(r)
 	info.promptTokens = len(j.prompt)
-	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
-	defer cancel()
 	j.admitted = time.Now()
-	l, release, ok := s.hold(ctx, w, info, l)
+	ctx, l, release, ok := s.holdRequest(w, r, info, l)
 	if !ok {
 		return
 	}
@@ -318,6 +316,19 @@ func (s *Server) hold(ctx context.Context, w http.ResponseWriter, info *reqInfo,
 		s.queue.release()
 		s.startReload(l)
 	}, true
+}
+
+// holdRequest is hold under the request's --timeout (Options.Timeout),
+// from its arrival: it also returns the context the work runs in, which
+// release ends.
+func (s *Server) holdRequest(w http.ResponseWriter, r *http.Request, info *reqInfo, l *loaded) (context.Context, *loaded, func(), bool) {
+	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
+	l, release, ok := s.hold(ctx, w, info, l)
+	if !ok {
+		cancel()
+		return nil, nil, nil, false
+	}
+	return ctx, l, func() { release(); cancel() }, true
 }
 
 // stream answers j as server-sent events, one per piece of text.

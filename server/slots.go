@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -130,9 +129,7 @@ func (s *Server) slots(w http.ResponseWriter, r *http.Request) {
 	path := filepath.Join(s.opt.KVCacheDir, req.Filename)
 
 	info := infoOf(r)
-	ctx, cancel := context.WithTimeoutCause(r.Context(), s.opt.Timeout, errTimeout)
-	defer cancel()
-	l, release, ok := s.hold(ctx, w, info, l)
+	ctx, l, release, ok := s.holdRequest(w, r, info, l)
 	if !ok {
 		return
 	}

@@ -81,15 +81,25 @@ func parseMistral(text string) (string, []toolCall) {
 	} else if json.Unmarshal(raw, &list) != nil || len(list) == 0 {
 		return text, nil
 	}
+	calls, ok := callsOf(list)
+	if !ok {
+		return text, nil
+	}
+	return before + rest, calls
+}
+
+// callsOf reads every entry of list as a call {"name", "arguments"}; ok
+// is false when one is not.
+func callsOf(list []json.RawMessage) ([]toolCall, bool) {
 	var calls []toolCall
 	for _, r := range list {
 		c, ok := callOf(r, "arguments")
 		if !ok {
-			return text, nil
+			return nil, false
 		}
 		calls = append(calls, c)
 	}
-	return before + rest, calls
+	return calls, true
 }
 
 // parseLlama3 reads JSON objects {"name", "parameters"} at the start of
@@ -149,13 +159,9 @@ func parseGeneric(text string) (string, []toolCall) {
 		list = append([]json.RawMessage{obj.ToolCall}, list...)
 	}
 	if len(list) > 0 {
-		var calls []toolCall
-		for _, r := range list {
-			c, ok := callOf(r, "arguments")
-			if !ok {
-				return text, nil
-			}
-			calls = append(calls, c)
+		calls, ok := callsOf(list)
+		if !ok {
+			return text, nil
 		}
 		return rest, calls
 	}
