@@ -42,25 +42,22 @@ func parseDecodeAttn(s string) (string, error) {
 
 // offloadOptions reads the offload flags into opt.
 func offloadOptions(c *cli.Context, opt *engine.Options) error {
-	if s := c.String("gpu-mem"); s != "" {
+	for _, f := range []struct {
+		name string
+		dst  *uint64
+	}{{"gpu-mem", &opt.GPUMem}, {"host-mem", &opt.HostMem}} {
+		s := c.String(f.name)
+		if s == "" {
+			continue
+		}
 		n, err := bytesize.Parse(s)
 		if err != nil {
-			return fmt.Errorf("--gpu-mem: %w", err)
+			return fmt.Errorf("--%s: %w", f.name, err)
 		}
 		if n == 0 {
-			return fmt.Errorf("--gpu-mem must be positive")
+			return fmt.Errorf("--%s must be positive", f.name)
 		}
-		opt.GPUMem = n
-	}
-	if s := c.String("host-mem"); s != "" {
-		n, err := bytesize.Parse(s)
-		if err != nil {
-			return fmt.Errorf("--host-mem: %w", err)
-		}
-		if n == 0 {
-			return fmt.Errorf("--host-mem must be positive")
-		}
-		opt.HostMem = n
+		*f.dst = n
 	}
 	switch m := strings.ToLower(c.String("offload")); m {
 	case engine.OffloadAuto, engine.OffloadNone, engine.OffloadHead:
