@@ -21,10 +21,16 @@ var fimNames = [][3]string{
 	{"▁<PRE>", "▁<SUF>", "▁<MID>"},
 }
 
-// FIM reads the model's fill-in-the-middle tokens: the
+// FIM is the model's fill-in-the-middle tokens: the
 // tokenizer.ggml.fim_*_token_id keys (or the older prefix_, suffix_ and
-// middle_token_id), else tokens with the usual names.
+// middle_token_id), else tokens with the usual names. They are looked up
+// once, on first use.
 func (m *Model) FIM() FIM {
+	return m.fim()
+}
+
+// findFIM looks the model's FIM tokens up.
+func (m *Model) findFIM() FIM {
 	n := m.Tokenizer.VocabSize()
 	id := func(keys ...string) int32 {
 		for _, k := range keys {

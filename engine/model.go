@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"headinfer/engine/gguf"
 	"headinfer/engine/kernel"
@@ -98,6 +99,7 @@ type Model struct {
 	opt        Options
 	kvType     kvTypes
 	plan       Plan
+	fim        func() FIM // the fill-in-the-middle tokens, found on first use
 }
 
 // ops holds the kernels one model needs, specialised for its geometry.
@@ -146,6 +148,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 	opt = opt.resolve(c)
 
 	m = &Model{Config: c, Tokenizer: tok, file: f, opt: opt, kvType: kvType, dev: opt.dev}
+	m.fim = sync.OnceValue(m.findFIM)
 	if m.dev == nil {
 		m.dev, err = vk.Open(vk.Options{Select: opt.Device, Validation: opt.Validation, Log: opt.Log,
 			InlineCPU: inlineCPU(f, c)})

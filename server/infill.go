@@ -3,6 +3,8 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+
+	"headinfer/engine"
 )
 
 // llama-server's POST /infill: code completion between a prefix and a
@@ -48,11 +50,14 @@ func (s *Server) infill(w http.ResponseWriter, r *http.Request) {
 }
 
 func (l *loaded) infillJob(req *infillRequest) (*job, *apiError) {
-	if l.m == nil || !l.m.FIM().Complete() {
+	fim := engine.FIM{Pre: -1, Suf: -1, Mid: -1, Sep: -1, Rep: -1} // none, without a model (tests of the HTTP layer)
+	if l.m != nil {
+		fim = l.m.FIM()
+	}
+	if !fim.Complete() {
 		return nil, &apiError{Status: http.StatusNotImplemented, Type: "not_supported_error", Code: "not_supported",
 			Message: "the model has no fill-in-the-middle tokens (tokenizer.ggml.fim_pre_token_id and the like): /infill needs a code model that has them"}
 	}
-	fim := l.m.FIM()
 	n := len(req.InputPrefix) + len(req.InputSuffix)
 	for _, f := range req.InputExtra {
 		n += len(f.Filename) + len(f.Text) + 1
