@@ -625,8 +625,12 @@ func (b *Batch) sampled(q *batchSeq) {
 	n := q.result.Tokens
 	q.mu.Unlock()
 	q.signal()
-	if n >= p.MaxTokens || len(se.tokens) >= se.s.ctx {
+	if n >= p.MaxTokens {
 		b.end(q, Result{Finish: FinishLength}, nil)
+		return
+	}
+	if room, err := p.makeRoom(se); err != nil || !room {
+		b.end(q, Result{Finish: FinishLength}, err)
 		return
 	}
 	q.next, q.decode = id, true

@@ -23,9 +23,13 @@ type Session struct {
 	// positions, and a step overwrites the oldest.
 	ringsFrom int
 	have      bool // the last step left the next token's logits/argmax
-	logits    []float32
-	stats     Stats
-	failed    error // the device failure that ended the session, if any
+	// shifted says the context was shifted (see Shift): only the first
+	// exact tokens' KV is what their prefill gives.
+	shifted bool
+	exact   int
+	logits  []float32
+	stats   Stats
+	failed  error // the device failure that ended the session, if any
 
 	observeID uint64 // the session's number in Options.Monitor's events
 }
@@ -66,6 +70,7 @@ type Stats struct {
 	DecodeTokens  int
 	Decode        time.Duration
 	Steps         int // forward passes run (one host wait each)
+	Shifts        int // context shifts (see Session.Shift)
 
 	// Dispatches, Submissions and Commands count the kernel dispatches,
 	// the vkQueueSubmit calls and the command buffers submitted, over all
@@ -106,6 +111,7 @@ func (s Stats) Sub(earlier Stats) Stats {
 		DecodeTokens:      s.DecodeTokens - earlier.DecodeTokens,
 		Decode:            s.Decode - earlier.Decode,
 		Steps:             s.Steps - earlier.Steps,
+		Shifts:            s.Shifts - earlier.Shifts,
 		Dispatches:        s.Dispatches - earlier.Dispatches,
 		Submissions:       s.Submissions - earlier.Submissions,
 		Commands:          s.Commands - earlier.Commands,
@@ -167,6 +173,7 @@ func (se *Session) Reset() {
 	se.tokens = se.tokens[:0]
 	se.have = false
 	se.ringsFrom = 0
+	se.shifted = false
 }
 
 // Prefill appends ids to the sequence, chunk by chunk, leaving the logits
@@ -330,6 +337,27 @@ type GenerateParams struct {
 	// holds the generation's state, so each generation needs its own.
 	// Logits and Sampled still see the raw logits, before its mask.
 	Constraint sample.Constraint
+	// Shift lets generation go on when the context is full, as
+	// llama.cpp's context shift does: the first Keep tokens stay, half of
+	// the others are dropped (see Session.Shift). Without it a full
+	// context ends generation (FinishLength).
+	Shift bool
+	Keep  int
+}
+
+// makeRoom shifts se's context when it is full and p allows it (see
+// Shift). It reports whether there is room for one more token.
+func (p GenerateParams) makeRoom(se *Session) (bool, error) {
+	n := len(se.tokens)
+	if n < se.s.ctx {
+		return true, nil
+	}
+	keep := min(max(p.Keep, 0), n)
+	discard := (n - keep) / 2
+	if !p.Shift || discard < 1 {
+		return false, nil
+	}
+	return true, se.Shift(keep, discard)
 }
 
 // wantsLogits reports whether generating with p needs the logits on the
@@ -408,8 +436,11 @@ func (se *Session) Generate(ctx context.Context, prompt []int32, p GenerateParam
 		if !emit(id) {
 			return FinishStop, nil
 		}
-		if n+1 >= p.MaxTokens || len(se.tokens) >= se.s.ctx {
+		if n+1 >= p.MaxTokens {
 			return FinishLength, nil
+		}
+		if room, err := p.makeRoom(se); err != nil || !room {
+			return FinishLength, err
 		}
 		if err := ctx.Err(); err != nil {
 			return "", err

@@ -195,7 +195,7 @@ func (se *Session) ImportKV(tokens []int32, get func(slot []byte) error) (err er
 // rest, and returns the length kept: the caller prefills prompt[kept:]
 // (Generate does, given it).
 func (se *Session) ReusePrefix(prompt []int32) int {
-	return se.Truncate(PrefixLen(se.tokens, prompt))
+	return se.Truncate(PrefixLen(se.Reusable(), prompt))
 }
 
 // CopyPrefix replaces the session's contents by the first n tokens of
@@ -257,6 +257,9 @@ func (se *Session) Truncate(n int) int {
 		}
 		se.tokens = se.tokens[:n]
 		se.have = false
+		if se.shifted && n <= se.exact {
+			se.shifted = false
+		}
 	}
 	return len(se.tokens)
 }
