@@ -436,7 +436,7 @@ func (b *Batch) admit() {
 			if sl.busy != nil || q.req.Slot != nil && *q.req.Slot != i {
 				continue
 			}
-			n := PrefixLen(sl.se.Tokens(), q.req.Prompt)
+			n := PrefixLen(sl.se.Reusable(), q.req.Prompt)
 			if n > bestLen || (n == bestLen && sl.used < b.slots[best].used) {
 				best, bestLen = i, n
 			}
@@ -492,7 +492,7 @@ func (b *Batch) start(q *batchSeq) {
 	// are copied instead of prefilled.
 	donor, n := -1, cached
 	for i, sl := range b.slots {
-		if m := PrefixLen(sl.se.Tokens(), r.Prompt); i != q.slot && m > n && !r.Fresh && sl.se.CanKeep(m) {
+		if m := PrefixLen(sl.se.Reusable(), r.Prompt); i != q.slot && m > n && !r.Fresh && sl.se.CanKeep(m) {
 			donor, n = i, m
 		}
 	}

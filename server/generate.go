@@ -18,6 +18,9 @@ type outcome struct {
 	stopWord   string       // the stop string that ended it, if one did
 	slot       int          // the batch slot it ran in
 	stats      engine.Stats // the engine's work for it (llama-server's timings)
+	// truncated says the sequence did not fit the context: its prompt
+	// was cut, its context shifted, or a full context ended it.
+	truncated bool
 }
 
 // generate runs j as a sequence of the batch (the caller holds a place in
@@ -49,7 +52,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 	}
 	req := engine.Request{
 		Prompt: j.prompt,
-		Params: engine.GenerateParams{MaxTokens: j.maxTokens, Sampling: j.params},
+		Params: engine.GenerateParams{MaxTokens: j.maxTokens, Sampling: j.params, Shift: l.shift, Keep: j.keep},
 		// On the batch's goroutine, which alone uses the prefix cache.
 		Prepare: func(_ int, se *engine.Session) int { return l.prefix.prepare(se, j.prompt) },
 		Fresh:   l.prefix.off,
@@ -83,6 +86,7 @@ func (s *Server) generate(ctx context.Context, l *loaded, j *job, emit func(stri
 		return ctx.Err() == nil
 	})
 	o.cached, o.stats, o.slot = res.Cached, res.Stats, res.Slot
+	o.truncated = j.truncated || res.Stats.Shifts > 0 || res.Finish == engine.FinishLength && len(j.prompt)+res.Tokens >= l.ctx
 	s.metrics.prefixReuse(o.cached)
 	s.metrics.generation(o.completion, res.Stats, l.batch.Memory())
 	finish := res.Finish

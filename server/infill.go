@@ -68,7 +68,7 @@ func (l *loaded) infillJob(req *infillRequest) (*job, *apiError) {
 			return nil, badRequest("prompt", "invalid_type", "prompt must be a string on /infill")
 		}
 	}
-	if e := l.checkLength(n + len(prompt)); e != nil {
+	if e := l.checkPromptLength(n + len(prompt)); e != nil {
 		return nil, e
 	}
 	var ids []int32

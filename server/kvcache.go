@@ -100,7 +100,7 @@ func newPrefixCache(dir string, m *engine.Model, se *engine.Session, log *slog.L
 // (at most all but the last token) and returns its length: the tokens
 // the caller need not prefill.
 func (pc *prefixCache) prepare(se *engine.Session, prompt []int32) int {
-	held := se.Tokens()
+	held := se.Reusable()
 	keep := engine.PrefixLen(held, prompt)
 	if pc.dir == "" {
 		return se.ReusePrefix(prompt)
@@ -133,7 +133,7 @@ func (pc *prefixCache) prepare(se *engine.Session, prompt []int32) int {
 // save spills the session's sequence, unless the same sequence is
 // already in the directory.
 func (pc *prefixCache) save(se *engine.Session) {
-	tokens := se.Tokens()
+	tokens := se.Reusable()
 	name := spillName(tokens)
 	if i := slices.IndexFunc(pc.spilled, func(sp *spill) bool { return sp.name == name }); i >= 0 {
 		pc.touch(i)

@@ -41,6 +41,9 @@ type nativeRequest struct {
 	IgnoreEOS bool `json:"ignore_eos"`
 	// IDSlot runs the request in that slot (waiting for it), -1 in any.
 	IDSlot *int `json:"id_slot"`
+	// NKeep is how many prompt tokens a context shift keeps (-1: all;
+	// BOS comes on top), with --context-shift.
+	NKeep  *int `json:"n_keep"`
 	Stream bool `json:"stream"`
 	// ParseSpecial reads control tokens written in a text prompt as those
 	// tokens, as on /v1/completions; by default they are plain text.
@@ -112,6 +115,7 @@ type nativeInfo struct {
 // default_generation_settings.params), as far as this server has them.
 type nativeSettings struct {
 	NPredict         int      `json:"n_predict"`
+	NKeep            int      `json:"n_keep"`
 	Seed             int64    `json:"seed"` // -1: random
 	Temperature      float32  `json:"temperature"`
 	TopK             int      `json:"top_k"`
@@ -202,6 +206,11 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 	} else if j.prompt, e = l.promptOf(req.Prompt, req.ParseSpecial); e != nil {
 		return nil, e
 	}
+	if req.NKeep != nil {
+		if j.nKeep = *req.NKeep; j.nKeep < -1 {
+			return nil, badRequest("n_keep", "invalid_value", "n_keep must be -1 (the whole prompt) or ≥ 0, got %d", j.nKeep)
+		}
+	}
 	if e := l.finishJob(j, &f, nil, "n_predict"); e != nil {
 		return nil, e
 	}
@@ -227,10 +236,13 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 	}
 	// As llama-server: the context's end stops a longer n_predict, and -1
 	// goes up to it.
-	if room := l.ctx - len(j.prompt); n > 0 {
-		j.maxTokens = min(n, room)
-	} else {
+	switch room := l.room(len(j.prompt)); {
+	case n < 0:
 		j.maxTokens = room
+	case l.shift:
+		j.maxTokens = n
+	default:
+		j.maxTokens = min(n, room)
 	}
 	if req.RepeatLastN != nil {
 		switch r := *req.RepeatLastN; {
@@ -243,7 +255,7 @@ func (l *loaded) nativeJob(req *nativeRequest) (*job, *apiError) {
 		}
 		set.RepeatLastN = *req.RepeatLastN
 	}
-	set.NPredict, set.NProbs, set.Stream = n, nProbs, req.Stream
+	set.NPredict, set.NProbs, set.Stream, set.NKeep = n, nProbs, req.Stream, j.nKeep
 	set.Temperature, set.TopK, set.TopP, set.MinP = j.params.Temperature, j.params.TopK, j.params.TopP, j.params.MinP
 	set.RepeatPenalty = j.params.RepeatPenalty
 	set.PresencePenalty, set.FrequencyPenalty = j.params.PresencePenalty, j.params.FrequencyPenalty
@@ -371,7 +383,7 @@ func (a answer) nativeWhole(text string, o outcome, j *job, steps []stepProbs) n
 	}
 	return nativeResponse{nativeChunk: c, Model: a.model, IDSlot: o.slot, TokensPredicted: o.completion, TokensEvaluated: len(j.prompt),
 		TokensCached: o.cached, GenerationSettings: j.native.settings, StopType: stopType, StoppingWord: o.stopWord,
-		Timings: timingsOf(o)}
+		Truncated: o.truncated, Timings: timingsOf(o)}
 }
 
 func tokenIDs(steps []stepProbs) []int32 {

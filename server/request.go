@@ -28,6 +28,9 @@ type job struct {
 	includeUsage bool
 	prompt       []int32
 	maxTokens    int
+	nKeep        int  // the request's n_keep: prompt tokens a context shift keeps (-1: all)
+	keep         int  // tokens a context shift keeps in front (see keepOf)
+	truncated    bool // the prompt was cut to fit the context (with context shift)
 	params       sample.Params
 	stop         []string
 	thinks       bool             // a chat answer that may begin with a thinking block
@@ -150,7 +153,7 @@ func (l *loaded) promptOf(raw json.RawMessage, parseSpecial bool) ([]int32, *api
 		return nil, badRequest("prompt", "missing_prompt", "prompt is required")
 	}
 	encode := func(text string) ([]int32, *apiError) {
-		if e := l.checkLength(len(text)); e != nil {
+		if e := l.checkPromptLength(len(text)); e != nil {
 			return nil, e
 		}
 		if parseSpecial {
@@ -193,7 +196,7 @@ func (l *loaded) promptOf(raw json.RawMessage, parseSpecial bool) ([]int32, *api
 			var n json.Number
 			switch {
 			case json.Unmarshal(m, &text) == nil:
-				if e := l.checkLength(len(text)); e != nil {
+				if e := l.checkPromptLength(len(text)); e != nil {
 					return nil, e
 				}
 				if parseSpecial {
@@ -343,6 +346,15 @@ func (l *loaded) checkLength(n int) *apiError {
 	return contextExceeded("the prompt is %d bytes, at least %d tokens, and the context holds %d: shorten the prompt (or restart the server with a larger --ctx-size)", n, atLeast, l.ctx)
 }
 
+// checkPromptLength is checkLength for a prompt to generate from, which
+// with context shift is cut to fit instead (see cutPrompt).
+func (l *loaded) checkPromptLength(n int) *apiError {
+	if l.shift {
+		return nil
+	}
+	return l.checkLength(n)
+}
+
 func contextExceeded(format string, args ...any) *apiError {
 	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "context_length_exceeded", Message: fmt.Sprintf(format, args...)}
 }
@@ -353,10 +365,16 @@ func (l *loaded) finishJob(j *job, f *samplingFields, maxTokens *int, maxName st
 	if len(j.prompt) == 0 {
 		return badRequest("prompt", "invalid_value", "the prompt is empty")
 	}
-	room := l.ctx - len(j.prompt)
-	if room < 1 {
-		return contextExceeded("the prompt is %d tokens and the context holds %d: shorten the prompt (or restart the server with a larger --ctx-size)", len(j.prompt), l.ctx)
+	if len(j.prompt) >= l.ctx {
+		if !l.shift {
+			return contextExceeded("the prompt is %d tokens and the context holds %d: shorten the prompt (or restart the server with a larger --ctx-size or with --context-shift)", len(j.prompt), l.ctx)
+		}
+		if e := l.cutPrompt(j); e != nil {
+			return e
+		}
 	}
+	j.keep = l.keepOf(j.nKeep, len(j.prompt))
+	room := l.room(len(j.prompt))
 	j.maxTokens = room
 	if maxTokens == nil && l.defaults.MaxTokens > 0 {
 		j.maxTokens = min(room, l.defaults.MaxTokens)
@@ -366,9 +384,9 @@ func (l *loaded) finishJob(j *job, f *samplingFields, maxTokens *int, maxName st
 		switch n := *maxTokens; {
 		case n <= 0:
 			return badRequest(maxName, "invalid_value", "%s must be positive, got %d", maxName, n)
-		case n > room:
+		case n > room && !l.shift:
 			e := badRequest(maxName, "context_length_exceeded",
-				"the context holds %d tokens; the prompt takes %d and %s asks for %d more: ask for at most %d", l.ctx, len(j.prompt), maxName, n, room)
+				"the context holds %d tokens; the prompt takes %d and %s asks for %d more: ask for at most %d (or restart the server with --context-shift)", l.ctx, len(j.prompt), maxName, n, room)
 			return e
 		default:
 			j.maxTokens = n
@@ -389,6 +407,49 @@ func (l *loaded) finishJob(j *job, f *samplingFields, maxTokens *int, maxName st
 	}
 	j.stream = f.Stream
 	j.includeUsage = f.StreamOptions != nil && f.StreamOptions.IncludeUsage
+	return nil
+}
+
+// room is how many tokens a request with a prompt of n tokens generates
+// when it does not say: up to the end of the context, or with context
+// shift one context's worth (llama-server goes on until an
+// end-of-generation token, which a model may never draw).
+func (l *loaded) room(n int) int {
+	if l.shift {
+		return l.ctx
+	}
+	return l.ctx - n
+}
+
+// keepOf is how many of a prompt's n tokens context shifts keep for a
+// request's n_keep (-1: all of them), the BOS token added as
+// llama-server adds it.
+func (l *loaded) keepOf(nKeep, n int) int {
+	if nKeep < 0 {
+		return n
+	}
+	if l.addBOS {
+		nKeep++
+	}
+	return min(nKeep, n)
+}
+
+// cutPrompt shortens a prompt that does not fit the context, as
+// llama-server does with context shift: it keeps the first n_keep tokens
+// (no BOS added here, as there) and drops whole blocks of half the rest
+// of the context after them, as few as leave room for one token.
+func (l *loaded) cutPrompt(j *job) *apiError {
+	n, keep := len(j.prompt), j.nKeep
+	if keep < 0 {
+		keep = n
+	}
+	block := (l.ctx - keep) / 2
+	if block < 1 {
+		return contextExceeded("the prompt is %d tokens, the context holds %d and n_keep keeps %d of them: nothing can be dropped to make room; lower n_keep", n, l.ctx, keep)
+	}
+	erased := (n - keep - block) / block * block
+	j.prompt = append(j.prompt[:keep:keep], j.prompt[keep+erased:]...)
+	j.truncated = true
 	return nil
 }
 
@@ -457,7 +518,7 @@ func (l *loaded) chatJob(req *chatRequest) (*job, *apiError) {
 	if e != nil {
 		return nil, e
 	}
-	if e := l.checkLength(tokenizer.PlainLen(text)); e != nil {
+	if e := l.checkPromptLength(tokenizer.PlainLen(text)); e != nil {
 		return nil, e
 	}
 	j := &job{chat: true, prompt: l.encodeChat(text), thinks: l.thinks, thinkOpen: l.thinks && promptOpensThink(text)}

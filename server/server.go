@@ -45,6 +45,12 @@ type Options struct {
 	NoWebUI bool
 	// NoSlots turns GET /slots off (501), as llama-server's --no-slots.
 	NoSlots bool
+	// ContextShift lets generation go on past the end of the context
+	// (llama-server's --context-shift): the first n_keep tokens of the
+	// sequence stay and half of the rest are dropped. A prompt longer than
+	// the context is then cut as llama-server cuts it instead of refused.
+	// The model must keep every position (no sliding-window rings).
+	ContextShift bool
 	// Defaults are the sampling settings of requests that omit them
 	// (llama-server's --temp, --top-k, … and -n on its command line).
 	Defaults RequestDefaults
@@ -186,6 +192,7 @@ type loaded struct {
 	prefix     *prefixCache // used on the batch's goroutine only
 	vocab      grammarVocab // for grammar-constrained requests
 	defaults   RequestDefaults
+	shift      bool // context shift (Options.ContextShift)
 }
 
 // New returns a Server with no model yet.
@@ -253,6 +260,9 @@ func (s *Server) SetModel(m *engine.Model) error {
 	if s.model.Load() != nil {
 		return errors.New("server: the model is already set")
 	}
+	if s.opt.ContextShift && m.Plan().Rings != nil {
+		return errors.New("--context-shift: the sliding-window layers keep only their latest positions; add --swa-full")
+	}
 	b, err := m.NewBatch(s.opt.Parallel)
 	if err != nil {
 		return err
@@ -274,7 +284,7 @@ func (s *Server) SetModel(m *engine.Model) error {
 		tmpl = s.opt.ChatTemplate
 	}
 	l := newLoaded(m.Tokenizer, ctx, tmpl)
-	l.m, l.batch, l.prefix, l.defaults = m, b, prefix, s.opt.Defaults
+	l.m, l.batch, l.prefix, l.defaults, l.shift = m, b, prefix, s.opt.Defaults, s.opt.ContextShift
 	l.prefix.off = s.opt.NoPrefixReuse
 	if l.tmplErr != nil {
 		s.log.Warn("chat completions will fail", "err", l.tmplErr)
