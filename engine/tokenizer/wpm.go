@@ -17,12 +17,13 @@ import (
 // piece first, against the respelled vocabulary: its first piece is a
 // word start and the rest are continuations, as WordPiece has it.
 //
-// Before matching, text is put in Unicode canonical decomposition (NFD),
-// lower-cased code point by code point, split at white space, with every
+// Before matching, each code point of the text is replaced by the first
+// of its canonical decomposition (NFD), which drops the accents of
+// precomposed letters ("é" reads as "e", as uncased BERT vocabularies
+// spell it) while a combining mark written apart stays, as llama.cpp
+// reads text; then it is lower-cased, split at white space, with every
 // punctuation mark, ASCII symbol and CJK ideograph a word of its own, and
-// control characters dropped. Accents stay (as combining marks after
-// NFD): uncased BERT vocabularies, which lack them, then give UNK for
-// such words, as llama.cpp does. A word that cannot be matched to the end
+// control characters dropped. A word that cannot be matched to the end
 // is one UNK.
 
 // wpmSpace is the word-start marker of a respelled WordPiece vocabulary.
@@ -67,7 +68,12 @@ func wpmWords(text string) []string {
 			cur.Reset()
 		}
 	}
-	for _, r := range norm.NFD.String(text) {
+	var buf [utf8.UTFMax]byte
+	for _, r := range text {
+		if r >= utf8.RuneSelf {
+			d := norm.NFD.Append(buf[:0], []byte(string(r))...)
+			r, _ = utf8.DecodeRune(d)
+		}
 		switch {
 		case unicode.IsSpace(r):
 			end()
