@@ -62,7 +62,9 @@ func TestServerBertEmbeddings(t *testing.T) {
 			Index     int
 			Embedding []float32
 		}
-		Usage struct{ PromptTokens int `json:"prompt_tokens"` }
+		Usage struct {
+			PromptTokens int `json:"prompt_tokens"`
+		}
 	}
 	if err := json.Unmarshal(body, &batch); err != nil || status != 200 || len(batch.Data) != len(texts) {
 		t.Fatalf("/v1/embeddings: %d %s", status, body)
