@@ -298,5 +298,10 @@ func ConfigOf(f *gguf.File) (Config, error) {
 			return Config{}, err
 		}
 	}
+	if v, ok := f.Uint(arch + ".pooling_type"); ok && v == 0 && c.NonCausal {
+		// An embedding model that names no pooling means a vector per
+		// token (a generative model's none is read as mean, poolingOf).
+		c.Pooling = PoolNone
+	}
 	return c, nil
 }

@@ -39,7 +39,8 @@ func (p Pooling) String() string {
 
 // poolingOf reads <arch>.pooling_type, llama.cpp's numbering: 0 none, 1
 // mean, 2 cls, 3 last, 4 rank. A model that names none pools by the mean:
-// a generative model's embeddings are most often asked for that way.
+// a generative model's embeddings are most often asked for that way (an
+// embedding model's none stays none, see ConfigOf).
 func poolingOf(f *gguf.File, arch string) (Pooling, error) {
 	v, ok := f.Uint(arch + ".pooling_type")
 	if !ok {

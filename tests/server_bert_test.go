@@ -21,10 +21,11 @@ func synthBert(t *testing.T, dir, pooling string) string {
 	return path
 }
 
-// tokenizeSpecial is /tokenize with the model's special tokens added.
+// tokenizeSpecial is /tokenize with the model's special tokens added and
+// control tokens in the text read as text, as embeddings read it.
 func (p *serverProc) tokenizeSpecial(t *testing.T, text string) []int32 {
 	t.Helper()
-	status, body := p.post(t, "/tokenize", "", mustJSON(map[string]any{"content": text, "add_special": true}))
+	status, body := p.post(t, "/tokenize", "", mustJSON(map[string]any{"content": text, "add_special": true, "parse_special": false}))
 	var tok struct{ Tokens []int32 }
 	if err := json.Unmarshal(body, &tok); err != nil || status != 200 {
 		t.Fatalf("/tokenize: %d %s", status, body)
@@ -48,8 +49,8 @@ func (p *serverProc) nativeEmbeddings(t *testing.T, content any) [][]float32 {
 
 // TestServerBertEmbeddings serves a BERT model: /v1/embeddings gives unit
 // vectors of its width pooled as the file says, the same for an input
-// alone and in a batch; --pooling none gives /embedding one vector per
-// token of [CLS] text [SEP]; an input longer than the context, or than
+// alone and in a batch; --pooling none, or a file that names none, gives
+// /embedding one vector per token of [CLS] text [SEP]; an input longer than the context, or than
 // the chunk, is 400; generation routes are 501; and without --embeddings
 // the server refuses to start, saying why.
 func TestServerBertEmbeddings(t *testing.T) {
@@ -145,6 +146,12 @@ func TestServerBertEmbeddings(t *testing.T) {
 	checkError(t, "an input longer than the chunk", status, body, 400, "invalid_request_error", "input_too_long")
 	status, body = none.post(t, "/v1/embeddings", "", mustJSON(map[string]any{"input": "hi"}))
 	checkError(t, "/v1/embeddings with --pooling none", status, body, 400, "invalid_request_error", "unsupported")
+
+	// A file that names no pooling gets a vector per token too.
+	fileNone := startServer(t, "-m", synthBert(t, t.TempDir(), "none"), "-c", "64", "--embeddings")
+	if got := fileNone.nativeEmbeddings(t, text); !slices.EqualFunc(got, vecs, slices.Equal[[]float32]) {
+		t.Errorf("a file with pooling_type none: %d vectors, want the %d of --pooling none", len(got), len(vecs))
+	}
 
 	if _, stderr, err := run(t, "serve", "-m", model, "--port", "0"); err == nil || !strings.Contains(stderr, "--embeddings") {
 		t.Errorf("serve without --embeddings: %v, %q: want a refusal that names --embeddings", err, stderr)

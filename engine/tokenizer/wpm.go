@@ -18,13 +18,13 @@ import (
 // word start and the rest are continuations, as WordPiece has it.
 //
 // Before matching, each code point of the text is replaced by the first
-// of its canonical decomposition (NFD), which drops the accents of
-// precomposed letters ("é" reads as "e", as uncased BERT vocabularies
-// spell it) while a combining mark written apart stays, as llama.cpp
-// reads text; then it is lower-cased, split at white space, with every
-// punctuation mark, ASCII symbol and CJK ideograph a word of its own, and
-// control characters dropped. A word that cannot be matched to the end
-// is one UNK.
+// of its canonical decomposition (NFD) and nonspacing marks are dropped,
+// which strips accents whether a letter comes precomposed or not ("é" and
+// "e" + U+0301 read as "e", as uncased BERT vocabularies spell it, and as
+// llama.cpp reads them); then text is lower-cased, split at white space,
+// with every punctuation mark, ASCII symbol and CJK ideograph a word of
+// its own, and control characters dropped. A word that cannot be matched
+// to the end is one UNK.
 
 // wpmSpace is the word-start marker of a respelled WordPiece vocabulary.
 const wpmSpace = "\u2581"
@@ -77,7 +77,7 @@ func wpmWords(text string) []string {
 		switch {
 		case unicode.IsSpace(r):
 			end()
-		case r == 0 || r == utf8.RuneError || unicode.Is(unicode.C, r):
+		case r == 0 || r == utf8.RuneError || unicode.Is(unicode.C, r) || unicode.Is(unicode.Mn, r):
 			// dropped
 		case unicode.IsPunct(r) || r < 0x7f && unicode.IsSymbol(r) || wpmCJK(r):
 			end()
