@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -18,14 +19,22 @@ import (
 // attention runs both ways, and there is no output projection: the model
 // embeds, it does not generate.
 
+//
+// nomic-bert (nomic-embed-text) is the same encoder with Llama's
+// insides: Q, K and V fused in one attn_qkv matrix and rotated
+// neox-style instead of position embeddings, a SwiGLU feed-forward
+// (ffn_gate, ffn_up, ffn_down), and no biases but the norms'.
+
 func init() {
 	register("bert", &architecture{qkvBias: true, configure: configureBert, load: loadBert, synthFile: synthBert})
+	register("nomic-bert", &architecture{ropeNeox: true, configure: configureBert, load: loadNomic, synthFile: synthNomic})
 }
 
-// configureBert reads what BERT's metadata says beyond the shared keys:
-// its LayerNorm epsilon, and the tables its embeddings add up.
+// configureBert reads what a BERT-family model's metadata says beyond the
+// shared keys: its LayerNorm epsilon, and the tables its embeddings add
+// up.
 func configureBert(f *gguf.File, c *Config) error {
-	c.LayerNorm, c.AbsPos, c.EmbedOnly = true, true, true
+	c.LayerNorm, c.AbsPos, c.EmbedOnly = true, c.Arch == "bert", true
 	c.NormEps = 1e-12 // the released models' value
 	if v, ok := f.Float(c.Arch + ".attention.layer_norm_epsilon"); ok {
 		c.NormEps = v
@@ -158,6 +167,116 @@ func synthBert(s *synthModel) []gguf.KV {
 		s.bias(p+"ffn_up.bias", s.FFN)
 		s.mat(p+"ffn_down.weight", s.FFN, s.Dim)
 		s.bias(p+"ffn_down.bias", s.Dim)
+		s.vec(p+"layer_output_norm.weight", s.Dim)
+		s.bias(p+"layer_output_norm.bias", s.Dim)
+	}
+	return kv
+}
+
+// nomicBlock is a nomic-bert layer's weights: those it binds by name,
+// and its attention's, split from the fused attn_qkv.
+type nomicBlock struct {
+	Named nomicNamed
+	Attn  attnWeights
+}
+
+// nomicNamed is what a nomic-bert layer binds by name.
+type nomicNamed struct {
+	Out         *Tensor `gguf:"attn_output" shape:"qdim,dim"`
+	AttnNorm    *Tensor `gguf:"attn_output_norm" shape:"dim"`
+	AttnNormB   *Tensor `gguf:"attn_output_norm.bias" shape:"dim"`
+	Gate        *Tensor `gguf:"ffn_gate" shape:"dim,ffn" join:"gate up"`
+	Up          *Tensor `gguf:"ffn_up" shape:"dim,ffn" join:"gate up"`
+	Down        *Tensor `gguf:"ffn_down" shape:"ffn,dim"`
+	OutputNorm  *Tensor `gguf:"layer_output_norm" shape:"dim"`
+	OutputNormB *Tensor `gguf:"layer_output_norm.bias" shape:"dim"`
+}
+
+// nomicWeights is a whole nomic-bert model's weights.
+type nomicWeights struct {
+	Embed     *Tensor `gguf:"token_embd" shape:"dim,vocab" layout:"gguf"`
+	EmbedNorm *Tensor `gguf:"token_embd_norm" shape:"dim"`
+	EmbedNB   *Tensor `gguf:"token_embd_norm.bias" shape:"dim"`
+	Type0     *Tensor // as bertWeights.Type0
+	Blocks    []nomicBlock
+}
+
+func (w *nomicWeights) embedding() *Tensor { return w.Embed }
+func (w *nomicWeights) output() *Tensor    { return nil }
+
+func loadNomic(l *loader, c Config) (weights, error) {
+	w := &nomicWeights{Blocks: make([]nomicBlock, c.Layers)}
+	if err := l.bind(w, "", c); err != nil {
+		return nil, err
+	}
+	var err error
+	if w.Type0, err = l.row("token_types.weight", c.Dim, c.TokenTypes, 0); err != nil {
+		return nil, err
+	}
+	qdim, kvdim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	for i := range w.Blocks {
+		b, p := &w.Blocks[i], fmt.Sprintf("blk.%d.", i)
+		if err := l.bind(&b.Named, p, c); err != nil {
+			return nil, err
+		}
+		qkv, err := l.splitRows(p+"attn_qkv.weight", c.Dim, qdim, kvdim, kvdim)
+		if err != nil {
+			return nil, err
+		}
+		b.Attn.Q, b.Attn.K, b.Attn.V, b.Attn.Out = qkv[0], qkv[1], qkv[2], b.Named.Out
+	}
+	return w, nil
+}
+
+// forward records nomic-bert's forward pass: BERT's, with rotated q and
+// k in place of position embeddings and SwiGLU in place of GELU.
+func (w *nomicWeights) forward(f *pass) {
+	f.embed(w.Embed)
+	f.bias(f.x, w.Type0, f.m.Config.Dim, false)
+	f.layerNorm(f.x, w.EmbedNorm, w.EmbedNB, f.x)
+	for l := range w.Blocks {
+		b, n := &w.Blocks[l], &w.Blocks[l].Named
+		f.copy(f.xb, f.x)
+		f.attention(l, &b.Attn)
+		f.linear(b.Attn.Out, f.att, f.x, true)
+		f.layerNorm(f.x, n.AttnNorm, n.AttnNormB, f.x)
+
+		// x = norm(x + Wdown·(silu(Wgate·x) ⊙ Wup·x)).
+		f.copy(f.xb, f.x)
+		f.swiGLU(n.Gate, n.Up)
+		f.linear(n.Down, f.gate, f.x, true)
+		f.layerNorm(f.x, n.OutputNorm, n.OutputNormB, f.x)
+	}
+	f.logits(nil, nil)
+}
+
+// synthNomic lists the metadata and tensors of a synthetic nomic-bert
+// model as llama.cpp's converter writes them.
+func synthNomic(s *synthModel) []gguf.KV {
+	a := s.Arch
+	kv := []gguf.KV{
+		{Key: a + ".attention.layer_norm_epsilon", Value: float32(1e-12)},
+		{Key: a + ".attention.causal", Value: false},
+		{Key: a + ".pooling_type", Value: uint32(s.bertPooling())},
+		{Key: a + ".rope.freq_base", Value: float32(cmp.Or(s.RopeBase, 1000))},
+	}
+	kv = append(kv, synthWordPiece(s.Vocab)...)
+	s.ts = []synthTensor{
+		{"token_embd.weight", s.Dim, s.Vocab, s.Type, func(r *rand.Rand, n int) []float32 { return synthMatrix(r, n, 1) }},
+		{"token_types.weight", s.Dim, 2, gguf.F32, func(r *rand.Rand, n int) []float32 { return synthMatrix(r, n, 1) }},
+	}
+	s.vec("token_embd_norm.weight", s.Dim)
+	s.bias("token_embd_norm.bias", s.Dim)
+	for l := 0; l < s.Layers; l++ {
+		p := fmt.Sprintf("blk.%d.", l)
+		qdim, kvdim := s.Heads*s.headDim, s.KVHeads*s.headDim
+		s.mat(p+"attn_qkv.weight", s.Dim, qdim+2*kvdim)
+		s.mat(p+"attn_output.weight", qdim, s.Dim)
+		s.vec(p+"attn_output_norm.weight", s.Dim)
+		s.bias(p+"attn_output_norm.bias", s.Dim)
+		s.mat(p+"ffn_gate.weight", s.Dim, s.FFN)
+		s.mat(p+"ffn_up.weight", s.Dim, s.FFN)
+		s.mat(p+"ffn_down.weight", s.FFN, s.Dim)
 		s.vec(p+"layer_output_norm.weight", s.Dim)
 		s.bias(p+"layer_output_norm.bias", s.Dim)
 	}

@@ -12,7 +12,9 @@ import (
 )
 
 // refBert is BERT's forward pass in float64 over a whole input: every
-// token's final hidden state (the last layer's output norm).
+// token's final hidden state (the last layer's output norm). A
+// nomic-bert model (no position_embd) rotates q and k neox-style instead,
+// gates its feed-forward with SiLU, and has no projection biases.
 func refBert(m *refModel, ids []int32) [][]float64 {
 	c := m.c
 	n, hd := len(ids), c.HeadDim
@@ -43,17 +45,31 @@ func refBert(m *refModel, ids []int32) [][]float64 {
 	}
 	affine := func(name string, x []float64) []float64 {
 		y := refMatvec(w(name+".weight"), x)
-		for i, b := range w(name + ".bias") {
+		for i, b := range m.w[name+".bias"] { // none in nomic-bert
 			y[i] += b
 		}
 		return y
 	}
-	emb, pos, types := w("token_embd.weight"), w("position_embd.weight"), w("token_types.weight")
+	pos, absolute := m.w["position_embd.weight"]
+	rope := func(v []float64, heads, t int) {
+		half := c.RopeDim / 2
+		for h := range heads {
+			for i := range half {
+				theta := float64(t) * math.Pow(c.RopeBase, -2*float64(i)/float64(c.RopeDim))
+				a, b := v[h*hd+i], v[h*hd+i+half]
+				v[h*hd+i], v[h*hd+i+half] = a*math.Cos(theta)-b*math.Sin(theta), a*math.Sin(theta)+b*math.Cos(theta)
+			}
+		}
+	}
+	emb, types := w("token_embd.weight"), w("token_types.weight")
 	x := make([][]float64, n)
 	for t, id := range ids {
 		e := make([]float64, c.Dim)
 		for i := range e {
-			e[i] = emb[int(id)*c.Dim+i] + pos[t*c.Dim+i] + types[i]
+			e[i] = emb[int(id)*c.Dim+i] + types[i]
+			if absolute {
+				e[i] += pos[t*c.Dim+i]
+			}
 		}
 		x[t] = norm(e, "token_embd_norm")
 	}
@@ -62,6 +78,10 @@ func refBert(m *refModel, ids []int32) [][]float64 {
 		q, k, v := make([][]float64, n), make([][]float64, n), make([][]float64, n)
 		for t := range x {
 			q[t], k[t], v[t] = affine(p+"attn_q", x[t]), affine(p+"attn_k", x[t]), affine(p+"attn_v", x[t])
+			if !absolute {
+				rope(q[t], c.Heads, t)
+				rope(k[t], c.KVHeads, t)
+			}
 		}
 		for t := range x {
 			att := make([]float64, c.Heads*hd)
@@ -94,8 +114,14 @@ func refBert(m *refModel, ids []int32) [][]float64 {
 			}
 			h := norm(o, p+"attn_output_norm")
 			up := affine(p+"ffn_up", h)
-			for i, u := range up {
-				up[i] = 0.5 * u * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(u+0.044715*u*u*u)))
+			if _, gated := m.w[p+"ffn_gate.weight"]; gated {
+				for i, g := range affine(p+"ffn_gate", h) {
+					up[i] *= g / (1 + math.Exp(-g))
+				}
+			} else {
+				for i, u := range up {
+					up[i] = 0.5 * u * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(u+0.044715*u*u*u)))
+				}
 			}
 			down := affine(p+"ffn_down", up)
 			for i := range down {
@@ -107,14 +133,19 @@ func refBert(m *refModel, ids []int32) [][]float64 {
 	return x
 }
 
-// TestBertMatchesReference checks BERT's token vectors (pooling none) and
-// its pooled embeddings, from Session.Embed and Batch.Embed, against the
-// float64 forward pass, with f32 and f16 weights.
+// TestBertMatchesReference checks BERT's and nomic-bert's token vectors
+// (pooling none) and their pooled embeddings, from Session.Embed and
+// Batch.Embed, against the float64 forward pass, with f32 and f16
+// weights.
 func TestBertMatchesReference(t *testing.T) {
-	for _, typ := range []gguf.Type{gguf.F32, gguf.F16} {
-		t.Run(typ.String(), func(t *testing.T) {
-			path := writeSynth(t, SynthSpec{Arch: "bert", Dim: 128, Layers: 2, Heads: 4, KVHeads: 4, FFN: 200, Vocab: 400,
-				Ctx: 64, Type: typ, Seed: 21})
+	for _, tc := range []struct {
+		arch string
+		typ  gguf.Type
+	}{{"bert", gguf.F32}, {"bert", gguf.F16}, {"nomic-bert", gguf.F32}, {"nomic-bert", gguf.F16}} {
+		typ := tc.typ
+		t.Run(tc.arch+"/"+typ.String(), func(t *testing.T) {
+			path := writeSynth(t, SynthSpec{Arch: tc.arch, Dim: 128, Layers: 2, Heads: 4, KVHeads: 4, FFN: 200, Vocab: 400,
+				Ctx: 64, Type: typ, Seed: 21, RopeBase: 1000})
 			// f32 weights with an f32 KV cache: nothing is rounded but
 			// the f32 arithmetic; f16 weights with the f16 cache.
 			kv := map[gguf.Type]string{gguf.F32: "f32", gguf.F16: "f16"}[typ]

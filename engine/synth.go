@@ -98,6 +98,8 @@ var SynthPresets = map[string]SynthSpec{
 	// and all-MiniLM-L6-v2's geometry.
 	"bert-tiny": {Arch: "bert", Dim: 128, Layers: 2, Heads: 2, KVHeads: 2, FFN: 512, Vocab: 30522, Ctx: 512},
 	"minilm-l6": {Arch: "bert", Dim: 384, Layers: 6, Heads: 12, KVHeads: 12, FFN: 1536, Vocab: 30522, Ctx: 512},
+	// nomic-embed-text-v1.5.
+	"nomic-embed": {Arch: "nomic-bert", Dim: 768, Layers: 12, Heads: 12, KVHeads: 12, FFN: 3072, Vocab: 30522, Ctx: 2048, RopeBase: 1000},
 }
 
 // Validate checks that the geometry makes a loadable model.

@@ -13,8 +13,17 @@ import (
 // vocabulary of 1000) whose file names pooling, and returns its path.
 func synthBert(t *testing.T, dir, pooling string) string {
 	t.Helper()
-	path := filepath.Join(dir, "bert-"+pooling+".gguf")
-	if _, stderr, err := run(t, "synth", "--preset", "bert-tiny", "--vocab", "1000", "--type", "f16", "--seed", "5",
+	return synthEmbedder(t, dir, "bert-tiny", pooling)
+}
+
+// synthEmbedder writes a small synthetic embedding model of preset
+// (bert-tiny's width and depth, f16 weights, a vocabulary of 1000) whose
+// file names pooling, and returns its path.
+func synthEmbedder(t *testing.T, dir, preset, pooling string) string {
+	t.Helper()
+	path := filepath.Join(dir, preset+"-"+pooling+".gguf")
+	if _, stderr, err := run(t, "synth", "--preset", preset, "--vocab", "1000", "--type", "f16", "--seed", "5",
+		"--dim", "128", "--layers", "2", "--heads", "2", "--ffn", "512", "--ctx", "512",
 		"--pooling", pooling, "--out", path); err != nil {
 		t.Fatalf("synth: %v\n%s", err, stderr)
 	}
