@@ -265,3 +265,33 @@ func TestBertAttendsBothWays(t *testing.T) {
 		t.Errorf("CanGenerate: %v", err)
 	}
 }
+
+// TestBertOffloadBitIdentical embeds an input that spans two streamed KV
+// blocks with every head resident and with every head streamed: attention
+// both ways must see the same rows, in the same order, either way.
+func TestBertOffloadBitIdentical(t *testing.T) {
+	path := writeSynth(t, SynthSpec{Arch: "bert", Dim: 64, Layers: 2, Heads: 2, KVHeads: 2, FFN: 96, Vocab: 300,
+		Ctx: 512, Type: gguf.F16, Seed: 23})
+	prompt := offloadPrompt(300, 300)
+	var runs [][]float32
+	for _, mode := range []string{OffloadNone, OffloadHead} {
+		m := loadModel(t, path, Options{CtxSize: 512, StreamBlock: 256, Offload: mode})
+		if p := m.Plan(); (mode == OffloadHead) != (p.Streamed > 0) || p.Chunk != 512 {
+			t.Fatalf("%s: %d streamed slots, chunk %d", mode, p.Streamed, p.Chunk)
+		}
+		m.Config.Pooling = PoolNone
+		se, err := m.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := se.Embed(context.Background(), prompt)
+		se.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, v)
+	}
+	if !slices.Equal(runs[0], runs[1]) {
+		t.Error("streamed heads embed differently from resident ones")
+	}
+}
