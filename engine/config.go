@@ -64,8 +64,9 @@ type Config struct {
 
 	// Pooling is how an embedding is made of a sequence's token vectors
 	// (<arch>.pooling_type); NonCausal says the model was trained to
-	// attend both ways (<arch>.attention.causal false), which this
-	// engine's causal attention cannot give.
+	// attend both ways (<arch>.attention.causal false): its input then
+	// runs as one chunk in which every token sees every other
+	// (offload.Step.See), and it cannot generate.
 	Pooling   Pooling
 	NonCausal bool
 
