@@ -30,7 +30,7 @@ func TestQuick(t *testing.T) {
 // kinds and checks that each is reported as a failure, and that an honest
 // run of the same checks with the same inputs passes.
 func TestPlantedFaultIsReported(t *testing.T) {
-	for _, only := range []string{"matvec/Q4_K/37x2560/n=1", "attention/F16/hd128/group4/tokens1/", "rmsnorm/3x37", "copy/"} {
+	for _, only := range []string{"matvec/Q4_K/37x2560/n=1", "attention/F16/hd128/group4/tokens1/", "rmsnorm/3x37", "layernorm/3x37", "bias/9x1536/gelu", "copy/"} {
 		t.Run(only, func(t *testing.T) {
 			var planted []string
 			rep, err := Run(Options{Only: only, Seed: 5, Tamper: func(name string, got []float32) {

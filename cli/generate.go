@@ -254,6 +254,9 @@ func generateText(c *cli.Context, lv liveView, prompt string, params sample.Para
 		return err
 	}
 	defer m.Close()
+	if err := m.CanGenerate(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
 	if c.Bool("verbose") {
 		fmt.Fprint(c.App.ErrWriter, m.Plan())
 	}

@@ -211,6 +211,14 @@ func serveWith(c *cli.Context, lv liveView) error {
 	}()
 	return s.Serve(ctx, ln, c.Duration("grace"), func() (*engine.Model, error) {
 		m, err := lv.loadModel(c, path, false)
+		if err == nil && !c.Bool("embeddings") {
+			// Every route but the embeddings' generates: refuse now, not
+			// on each request.
+			if gerr := m.CanGenerate(); gerr != nil {
+				m.Close()
+				return nil, fmt.Errorf("%s: %w", path, gerr)
+			}
+		}
 		if err == nil && pooling != nil {
 			m.Config.Pooling = *pooling
 		}

@@ -40,6 +40,7 @@ func synthCommand() *cli.Command {
 			&cli.StringFlag{Name: "type", Value: "f16", Usage: "weight type: " + strings.Join(engine.SynthTypes, ", ") +
 				" (q4_k_m, q5_k_m: Q6_K on the output matrix and on attn_v and ffn_down of some layers, as llama.cpp's presets)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
+			&cli.StringFlag{Name: "pooling", Usage: "the pooling_type an embedding model's file names (bert): mean, cls, last or none", DefaultText: "mean"},
 		},
 		Action: func(c *cli.Context) error {
 			s, ok := engine.SynthPresets[c.String("preset")]
@@ -56,6 +57,11 @@ func synthCommand() *cli.Command {
 			}
 			if c.IsSet("tied") {
 				s.Tied = c.Bool("tied")
+			}
+			if p, err := poolingFlag(c.String("pooling")); err != nil {
+				return err
+			} else if p != nil {
+				s.Pooling = *p
 			}
 			if c.IsSet("heads") && !c.IsSet("kv-heads") {
 				s.KVHeads = min(s.KVHeads, s.Heads)

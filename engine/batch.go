@@ -261,6 +261,9 @@ func (b *Batch) Generate(ctx context.Context, r Request, emit func(id int32) boo
 	if len(r.Prompt) == 0 {
 		return Result{}, errors.New("prefill: no tokens")
 	}
+	if err := b.m.CanGenerate(); err != nil {
+		return Result{}, err
+	}
 	q := &batchSeq{req: r, ctx: ctx, slot: -1, wake: make(chan struct{}, 1), released: make(chan struct{})}
 	return b.follow(ctx, q, emit)
 }
@@ -275,6 +278,9 @@ func (b *Batch) Embed(ctx context.Context, prompt []int32) (Result, error) {
 	}
 	if len(prompt) == 0 {
 		return Result{}, errors.New("embedding: no tokens")
+	}
+	if err := b.m.checkWhole(prompt, b.m.plan.Chunk); err != nil {
+		return Result{}, err
 	}
 	q := &batchSeq{req: Request{Prompt: prompt}, ctx: ctx, slot: -1, embed: newPooler(b.m.Config.Pooling, b.m.Config.Dim),
 		wake: make(chan struct{}, 1), released: make(chan struct{})}

@@ -193,8 +193,15 @@ func (r batchRows) attention(f *pass, l int, a *attnWeights) (*vk.Commands, erro
 
 // logits records every sequence's logits, each into its own state, and
 // its argmax.
+func (r batchRows) positions(f *pass) (vk.Range, error) {
+	return vk.Range{}, fmt.Errorf("%s model embeds its positions, which batched decode steps do not give", f.m.Config.Arch)
+}
+
 func (r batchRows) logits(f *pass, norm, out *Tensor) error {
 	b, c, o, vocab := r.b, f.c, f.m.ops, f.m.Config.Vocab
+	if norm == nil || out == nil {
+		return fmt.Errorf("%s model has no output norm or projection: batched decode steps need both", f.m.Config.Arch)
+	}
 	if err := o.norm.Record(c, f.x, norm.Range(), f.xb, f.n); err != nil {
 		return err
 	}

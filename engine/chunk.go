@@ -74,6 +74,10 @@ func (r chunkRows) attention(f *pass, l int, a *attnWeights) (*vk.Commands, erro
 	return r.s.attention(f.p, f.c, l, f.n, r.decode, a)
 }
 
+func (r chunkRows) positions(f *pass) (vk.Range, error) {
+	return r.s.pos.Range(0, uint64(4*f.n)), nil
+}
+
 func (r chunkRows) logits(f *pass, norm, out *Tensor) error {
 	s, dim := r.s, f.m.Config.Dim
 	o := f.m.ops
@@ -81,12 +85,19 @@ func (r chunkRows) logits(f *pass, norm, out *Tensor) error {
 		// Every token's final hidden state, the output norm's as the
 		// logits see it, copied out before the last token's reuses xb.
 		all := uint64(4 * f.n * dim)
-		if err := o.norm.Record(f.c, s.x.Range(0, all), norm.Range(), s.xb.Range(0, all), f.n); err != nil {
-			return err
+		hidden := s.x.Range(0, all)
+		if norm != nil {
+			if err := o.norm.Record(f.c, s.x.Range(0, all), norm.Range(), s.xb.Range(0, all), f.n); err != nil {
+				return err
+			}
+			f.c.Barrier()
+			hidden = s.xb.Range(0, all)
 		}
+		f.c.Copy(s.hiddenHost.Range(0, all), hidden)
 		f.c.Barrier()
-		f.c.Copy(s.hiddenHost.Range(0, all), s.xb.Range(0, all))
-		f.c.Barrier()
+	}
+	if out == nil {
+		return nil
 	}
 	// The logits: the last token's only.
 	last := s.x.Range(uint64(4*(f.n-1)*dim), uint64(4*dim))
@@ -130,9 +141,12 @@ func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int, decode b
 		c.Barrier()
 	}
 	freqs := s.ropeFreqs(l)
-	if qk, joined := adjacent(q, k); n == 1 && joined && !s.m.opt.separate {
+	switch qk, joined := adjacent(q, k); {
+	case s.m.Config.AbsPos:
+		// Positions were added to the embeddings: nothing rotates.
+	case n == 1 && joined && !s.m.opt.separate:
 		try(o.ropeQK.Record(c, qk, pos, freqs, 1))
-	} else {
+	default:
 		try(o.ropeQ.Record(c, q, pos, freqs, n))
 		try(o.ropeK.Record(c, k, pos, freqs, n))
 	}
@@ -140,7 +154,11 @@ func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int, decode b
 	try(s.kv.Store(c, l, k, v, pos, n))
 	c.Barrier()
 	att := s.att.Range(0, uint64(4*n*s.m.Config.Heads*s.m.Config.HeadDim))
-	try(s.kv.Attend(p, l, offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n, Decode: decode}))
+	st := offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n, Decode: decode}
+	if s.see != nil {
+		st.See = s.see.Range(0, uint64(4*n))
+	}
+	try(s.kv.Attend(p, l, st))
 	if err != nil {
 		return nil, err
 	}

@@ -64,10 +64,21 @@ type Config struct {
 
 	// Pooling is how an embedding is made of a sequence's token vectors
 	// (<arch>.pooling_type); NonCausal says the model was trained to
-	// attend both ways (<arch>.attention.causal false), which this
-	// engine's causal attention cannot give.
+	// attend both ways (<arch>.attention.causal false): its input then
+	// runs as one chunk in which every token sees every other
+	// (offload.Step.See), and it cannot generate.
 	Pooling   Pooling
 	NonCausal bool
+
+	// LayerNorm: the norms subtract the mean and add a bias (BERT),
+	// with NormEps their epsilon. AbsPos: positions are learned
+	// embeddings added to the tokens' (position_embd, at most TrainCtx
+	// of them), not a rotation of q and k. TokenTypes is the rows of
+	// the segment embeddings (token_types), of which every token gets
+	// the first. EmbedOnly: the model has no output projection; it
+	// computes embeddings and cannot generate.
+	LayerNorm, AbsPos, EmbedOnly bool
+	TokenTypes                   int
 }
 
 // Window is the sliding window of layer l: 0 when it attends to every
@@ -131,6 +142,11 @@ type architecture struct {
 	// and its loaders look up by text (llama.cpp refuses a phi3 file
 	// without <|endoftext|>); a synthetic vocabulary ends with them.
 	synthSpecials []string
+	// synthFile, when set, lists every tensor of a synthetic model of
+	// the family (in s.ts) and returns its metadata beyond the geometry
+	// and the general keys, vocabulary included: for families whose file
+	// is not the Llama one with other blocks (bert).
+	synthFile func(s *synthModel) []gguf.KV
 }
 
 // weights is a loaded model's tensors, bound to an architecture's
@@ -282,6 +298,11 @@ func ConfigOf(f *gguf.File) (Config, error) {
 		if err := a.configure(f, &c); err != nil {
 			return Config{}, err
 		}
+	}
+	if v, ok := f.Uint(arch + ".pooling_type"); ok && v == 0 && c.NonCausal {
+		// An embedding model that names no pooling means a vector per
+		// token (a generative model's none is read as mean, poolingOf).
+		c.Pooling = PoolNone
 	}
 	return c, nil
 }

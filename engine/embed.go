@@ -39,7 +39,8 @@ func (p Pooling) String() string {
 
 // poolingOf reads <arch>.pooling_type, llama.cpp's numbering: 0 none, 1
 // mean, 2 cls, 3 last, 4 rank. A model that names none pools by the mean:
-// a generative model's embeddings are most often asked for that way.
+// a generative model's embeddings are most often asked for that way (an
+// embedding model's none stays none, see ConfigOf).
 func poolingOf(f *gguf.File, arch string) (Pooling, error) {
 	v, ok := f.Uint(arch + ".pooling_type")
 	if !ok {
@@ -56,9 +57,10 @@ func poolingOf(f *gguf.File, arch string) (Pooling, error) {
 	return 0, fmt.Errorf("model pooling type %d is not supported (supported: 0 none, 1 mean, 2 cls, 3 last)", v)
 }
 
-// ErrNoEmbeddings is returned for embeddings of a model whose own would
-// need attention this engine does not have.
-var ErrNoEmbeddings = errors.New("the model attends both ways (attention.causal is false), which this engine does not do: its embeddings would be wrong")
+// ErrNoGeneration is returned for text generation with a model that
+// only embeds: it has no output projection (BERT), or it attends both
+// ways, which a token-by-token generation cannot do.
+var ErrNoGeneration = errors.New("the model computes embeddings only and cannot generate text: serve it with --embeddings")
 
 // pooler folds the hidden states of a sequence, chunk by chunk, into one
 // vector.
@@ -125,10 +127,34 @@ func (p *pooler) result() []float32 {
 	return out
 }
 
-// CanEmbed says whether the model's embeddings can be computed.
-func (m *Model) CanEmbed() error {
-	if m.Config.NonCausal {
-		return ErrNoEmbeddings
+// CanEmbed says whether the model's embeddings can be computed: they
+// always can, models that attend both ways included (their input then
+// runs as one chunk, which Embed checks).
+func (m *Model) CanEmbed() error { return nil }
+
+// CanGenerate says whether the model can generate text: not when it has
+// no output projection or attends both ways (ErrNoGeneration, with the
+// reason).
+func (m *Model) CanGenerate() error {
+	switch {
+	case m.Config.EmbedOnly:
+		return fmt.Errorf("%w (%s has no output projection)", ErrNoGeneration, m.Config.Arch)
+	case m.Config.NonCausal:
+		return fmt.Errorf("%w (%s.attention.causal is false: it attends both ways)", ErrNoGeneration, m.Config.Arch)
+	}
+	return nil
+}
+
+// ErrInputTooLong is returned for an input to a model that attends both
+// ways that does not fit one chunk.
+var ErrInputTooLong = errors.New("input is too long")
+
+// checkWhole says whether ids can be embedded by a model that attends
+// both ways: every token must see every other, so the input is one
+// chunk.
+func (m *Model) checkWhole(ids []int32, chunk int) error {
+	if m.Config.NonCausal && len(ids) > chunk {
+		return fmt.Errorf("%w: %d tokens, and a model that attends both ways takes its whole input in one chunk of at most %d (--chunk; --ctx-size when --chunk is not given)", ErrInputTooLong, len(ids), chunk)
 	}
 	return nil
 }
@@ -140,6 +166,9 @@ func (m *Model) CanEmbed() error {
 // holds ids, whose KV a later generation may reuse.
 func (se *Session) Embed(ctx context.Context, ids []int32) ([]float32, error) {
 	if err := se.m.CanEmbed(); err != nil {
+		return nil, err
+	}
+	if err := se.m.checkWhole(ids, se.s.chunk); err != nil {
 		return nil, err
 	}
 	se.Reset()

@@ -49,8 +49,13 @@ type passRows interface {
 	// f.att, and returns the commands to go on recording into.
 	attention(f *pass, l int, a *attnWeights) (*vk.Commands, error)
 	// logits records the final norm and the output projection of the
-	// rows that get logits, and their argmax.
+	// rows that get logits, and their argmax. A nil norm leaves the
+	// hidden states as they are; a nil out records no logits (a model
+	// that only embeds).
 	logits(f *pass, norm, out *Tensor) error
+	// positions is the rows' positions (u32 each), for models that
+	// embed them.
+	positions(f *pass) (vk.Range, error)
 }
 
 // record records the model's forward pass over n rows into p, with
@@ -102,6 +107,53 @@ func (f *pass) linear(w *Tensor, x, y vk.Range, acc bool) {
 		f.fail(f.rows.product(f, w, w.Range(), w.Rows, x, y, acc))
 		f.c.Barrier()
 	}
+}
+
+// product is linear for products whose output is not the residual
+// width (BERT's up projection into f.gate).
+func (f *pass) product(w *Tensor, x, y vk.Range, acc bool) { f.linear(w, x, y, acc) }
+
+// layerNorm records y = LayerNorm(x)·w + b over the pass's rows. y may
+// be x.
+func (f *pass) layerNorm(x vk.Range, w, b *Tensor, y vk.Range) {
+	if f.ok() {
+		f.fail(f.m.ops.layerNorm.Record(f.c, x, w.Range(), b.Range(), y, f.n))
+		f.c.Barrier()
+	}
+}
+
+// bias records y += b over the pass's rows of cols values (b holds
+// cols), then with gelu y = gelu(y).
+func (f *pass) bias(y vk.Range, b *Tensor, cols int, gelu bool) {
+	if f.ok() {
+		f.fail(f.m.ops.bias.Record(f.c, y, b.Range(), y, f.n, cols, gelu))
+		f.c.Barrier()
+	}
+}
+
+// copy records dst = src over the pass's rows of the residual width.
+func (f *pass) copy(dst, src vk.Range) {
+	if f.ok() {
+		size := uint64(4 * f.n * f.m.Config.Dim)
+		f.c.Copy(vk.Range{Buf: dst.Buf, Off: dst.Off, Size: size}, vk.Range{Buf: src.Buf, Off: src.Off, Size: size})
+		f.c.Barrier()
+	}
+}
+
+// addPositions records x += the embeddings of the rows' positions (table
+// t, one row per position), through f.xb.
+func (f *pass) addPositions(t *Tensor) {
+	if !f.ok() {
+		return
+	}
+	pos, err := f.rows.positions(f)
+	if err != nil {
+		f.fail(err)
+		return
+	}
+	f.fail(f.m.ops.posEmbed.Record(f.c, pos, t.Range(), f.xb, f.n))
+	f.c.Barrier()
+	f.add(f.x, f.xb)
 }
 
 // attention records layer l's attention block up to the heads' output in

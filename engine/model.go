@@ -105,8 +105,11 @@ type Model struct {
 // ops holds the kernels one model needs, specialised for its geometry.
 type ops struct {
 	embed        *kernel.Embed
+	posEmbed     *kernel.Embed // absolute position embeddings (Config.AbsPos)
 	norm         *kernel.RMSNorm
-	headNorm     *kernel.RMSNorm // rows of HeadDim: q and k heads (Config.QKNorm)
+	layerNorm    *kernel.LayerNorm // Config.LayerNorm
+	bias         *kernel.Bias      // Config.LayerNorm: BERT's biases and GELU
+	headNorm     *kernel.RMSNorm   // rows of HeadDim: q and k heads (Config.QKNorm)
 	ropeQ, ropeK *kernel.Rope
 	ropeQK       *kernel.Rope // Q and K of one token back to back
 	swiglu       *kernel.SwiGLU
@@ -146,6 +149,9 @@ func Load(path string, opt Options) (m *Model, err error) {
 		return nil, err
 	}
 	opt = opt.resolve(c)
+	if c.AbsPos && opt.CtxSize > c.TrainCtx {
+		return nil, fmt.Errorf("%s: a context of %d positions is more than the %d the model has position embeddings for: pass --ctx-size %d or less", path, opt.CtxSize, c.TrainCtx, c.TrainCtx)
+	}
 
 	m = &Model{Config: c, Tokenizer: tok, file: f, opt: opt, kvType: kvType, dev: opt.dev}
 	m.fim = sync.OnceValue(m.findFIM)
@@ -207,6 +213,11 @@ func (opt Options) resolve(c Config) Options {
 	}
 	if opt.Chunk > 0 {
 		opt.Chunk = min(opt.Chunk, opt.CtxSize)
+	}
+	if c.NonCausal && opt.Chunk == 0 {
+		// Attending both ways, an input is one step: any input that
+		// fits the context fits the chunk.
+		opt.Chunk = opt.CtxSize
 	}
 	return opt
 }
@@ -276,6 +287,16 @@ func newOps(d *vk.Device, c Config, w weights, kvType kvTypes) (*ops, error) {
 		o.headNorm, e = kernel.NewRMSNorm(d, c.HeadDim, float32(c.NormEps))
 		try(e)
 	}
+	if c.LayerNorm {
+		o.layerNorm, e = kernel.NewLayerNorm(d, c.Dim, float32(c.NormEps))
+		try(e)
+		o.bias, e = kernel.NewBias(d)
+		try(e)
+	}
+	if p, ok := w.(interface{ positions() *Tensor }); ok && c.AbsPos {
+		o.posEmbed, e = kernel.NewEmbed(d, p.positions().Type, c.Dim, c.TrainCtx)
+		try(e)
+	}
 	layout := kernel.RopeNormal
 	if c.RopeNeox {
 		layout = kernel.RopeNeox
@@ -307,6 +328,9 @@ func newOps(d *vk.Device, c Config, w weights, kvType kvTypes) (*ops, error) {
 	// The blocks' matrices and the output projection; the embeddings are
 	// read by the embedding kernel only.
 	for _, m := range append(tensorsOf(w), w.output()) {
+		if m == nil {
+			continue // no output projection
+		}
 		if t := m.Type; m.Rows > 1 && o.matvec[t] == nil {
 			o.matvec[t], e = kernel.NewMatVec(d, t)
 			try(e)
@@ -331,7 +355,7 @@ func (m *Model) WeightBytes() uint64 { return m.weights }
 // shares them).
 func (m *Model) DecodeBytes() uint64 {
 	e := m.w.embedding()
-	if m.w.output() == e {
+	if m.w.output() == e || m.w.output() == nil {
 		return m.weights
 	}
 	return m.weights - e.Size + e.Size/uint64(e.Rows)

@@ -62,8 +62,10 @@ func newRefModel(f *gguf.File) (*refModel, error) {
 		p := fmt.Sprintf("blk.%d.", l)
 		if qkv, ok := m.w[p+"attn_qkv.weight"]; ok {
 			m.w[p+"attn_q.weight"], m.w[p+"attn_k.weight"], m.w[p+"attn_v.weight"] = qkv[:qn], qkv[qn:qn+kvn], qkv[qn+kvn:]
-			up := m.w[p+"ffn_up.weight"]
-			m.w[p+"ffn_gate.weight"], m.w[p+"ffn_up.weight"] = up[:len(up)/2], up[len(up)/2:]
+			if _, gate := m.w[p+"ffn_gate.weight"]; !gate { // phi3's gate and up in one
+				up := m.w[p+"ffn_up.weight"]
+				m.w[p+"ffn_gate.weight"], m.w[p+"ffn_up.weight"] = up[:len(up)/2], up[len(up)/2:]
+			}
 		}
 	}
 	m.ctx = c.TrainCtx

@@ -180,6 +180,9 @@ func (se *Session) Reset() {
 // of the last one for Next. withLogits copies those logits to the host
 // (needed for sampling other than greedy).
 func (se *Session) Prefill(ctx context.Context, ids []int32, withLogits bool) error {
+	if err := se.m.CanGenerate(); err != nil {
+		return err
+	}
 	return se.prefill(ctx, ids, withLogits, nil)
 }
 
@@ -223,6 +226,9 @@ func (se *Session) prefill(ctx context.Context, ids []int32, withLogits bool, po
 
 // Decode appends one token and computes the logits after it.
 func (se *Session) Decode(id int32, withLogits bool) error {
+	if err := se.m.CanGenerate(); err != nil {
+		return err
+	}
 	if len(se.tokens)+1 > se.s.ctx {
 		return fmt.Errorf("context is full (%d positions): pass a larger --ctx-size", se.s.ctx)
 	}

@@ -38,6 +38,7 @@ type state struct {
 	x, xb, qkv, att, gate, up *vk.Buffer // activations, chunk rows each (see qkvRanges)
 	logits                    *vk.Buffer // last token's logits
 	ids, pos                  *vk.Buffer // host-written inputs (uint32 per token)
+	see                       *vk.Buffer // what each query sees up to, for models that attend both ways (offload.Step.See); else nil
 	next                      *vk.Buffer // argmax result, read by the host
 	logitsHost                *vk.Buffer // logits copied for host sampling
 	hiddenHost                *vk.Buffer // the chunk's final hidden states, for embeddings (allocated on first use)
@@ -124,6 +125,9 @@ func newState(m *Model) (s *state, err error) {
 	s.logits = alloc(vk.DeviceLocal, int(a.logits), "logits")
 	s.ids = alloc(vk.Upload, int(a.ids), "token ids")
 	s.pos = alloc(vk.Upload, int(a.ids), "positions")
+	if c.NonCausal {
+		s.see = alloc(vk.Upload, int(a.ids), "visible positions")
+	}
 	s.freqs = alloc(vk.Upload, int(s.localFreqsOff())+4*len(m.localFreqs), "rope frequencies")
 	s.next = alloc(vk.Readback, 4, "next token")
 	s.logitsHost = alloc(vk.Readback, int(a.logits), "logits (host)")
@@ -199,6 +203,11 @@ func (s *state) run(ids []int32, start int, withLogits, decode, hidden bool) err
 	if start+n > s.ctx {
 		return fmt.Errorf("context is full: %d positions needed, --ctx-size is %d", start+n, s.ctx)
 	}
+	if s.see != nil && start != 0 {
+		// Earlier tokens would not see these: a model that attends both
+		// ways takes its whole input in one step.
+		return fmt.Errorf("the model attends both ways: its input must come in one chunk from position 0, not from %d", start)
+	}
 	idb, posb := s.ids.Bytes(), s.pos.Bytes()
 	for i, id := range ids {
 		if id < 0 || int(id) >= s.m.Config.Vocab {
@@ -206,6 +215,9 @@ func (s *state) run(ids []int32, start int, withLogits, decode, hidden bool) err
 		}
 		binary.LittleEndian.PutUint32(idb[4*i:], uint32(id))
 		binary.LittleEndian.PutUint32(posb[4*i:], uint32(start+i))
+		if s.see != nil {
+			binary.LittleEndian.PutUint32(s.see.Bytes()[4*i:], uint32(start+n-1))
+		}
 	}
 	shape := stepShape{tokens: n, logits: withLogits, decode: decode && n == 1, hidden: hidden}
 	p, err := s.programFor(shape)

@@ -42,6 +42,9 @@ type SynthSpec struct {
 	Window int
 	// RopeScale is a linear RoPE scaling factor (0 or 1: none).
 	RopeScale float64
+	// Pooling is the pooling_type an embedding model's file names
+	// (bert; the zero value is mean).
+	Pooling Pooling
 }
 
 // SynthTypes are the names `synth --type` takes: one weight type for every
@@ -91,6 +94,12 @@ var SynthPresets = map[string]SynthSpec{
 		RopeBase: 1e6, Tied: true, Window: 512},
 	"gemma3-4b": {Arch: "gemma3", Dim: 2560, Layers: 34, Heads: 8, KVHeads: 4, HeadDim: 256, FFN: 10240, Vocab: 262208, Ctx: 131072,
 		RopeBase: 1e6, Tied: true, Window: 1024, RopeScale: 8},
+	// Embedding models: BERT-tiny (google/bert_uncased_L-2_H-128_A-2)
+	// and all-MiniLM-L6-v2's geometry.
+	"bert-tiny": {Arch: "bert", Dim: 128, Layers: 2, Heads: 2, KVHeads: 2, FFN: 512, Vocab: 30522, Ctx: 512},
+	"minilm-l6": {Arch: "bert", Dim: 384, Layers: 6, Heads: 12, KVHeads: 12, FFN: 1536, Vocab: 30522, Ctx: 512},
+	// nomic-embed-text-v1.5.
+	"nomic-embed": {Arch: "nomic-bert", Dim: 768, Layers: 12, Heads: 12, KVHeads: 12, FFN: 3072, Vocab: 30522, Ctx: 2048, RopeBase: 1000},
 }
 
 // Validate checks that the geometry makes a loadable model.
@@ -148,10 +157,16 @@ func Synth(w io.Writer, s SynthSpec) error {
 		{Key: a + ".attention.head_count_kv", Value: uint32(s.KVHeads)},
 		{Key: a + ".feed_forward_length", Value: uint32(s.FFN)},
 		{Key: a + ".context_length", Value: uint32(s.Ctx)},
+	}
+	m := &synthModel{SynthSpec: s, arch: arch, headDim: hd}
+	if arch.synthFile != nil {
+		return writeSynthFile(w, s, append(kv, arch.synthFile(m)...), m.ts)
+	}
+	kv = append(kv, []gguf.KV{
 		{Key: a + ".rope.dimension_count", Value: uint32(hd)},
 		{Key: a + ".rope.freq_base", Value: float32(s.RopeBase)},
 		{Key: a + ".attention.layer_norm_rms_epsilon", Value: float32(cmp.Or(arch.synthEps, 1e-5))},
-	}
+	}...)
 	if s.Window > 0 {
 		kv = append(kv, gguf.KV{Key: a + ".attention.sliding_window", Value: uint32(s.Window)})
 	}
@@ -168,7 +183,6 @@ func Synth(w io.Writer, s SynthSpec) error {
 	}
 	kv = append(kv, synthVocab(s.Vocab, arch.synthSpecials)...)
 
-	m := &synthModel{SynthSpec: s, arch: arch, headDim: hd}
 	m.ts = []synthTensor{
 		{"token_embd.weight", s.Dim, s.Vocab, s.Type, func(r *rand.Rand, n int) []float32 { return synthMatrix(r, n, 1) }},
 	}
@@ -179,7 +193,12 @@ func Synth(w io.Writer, s SynthSpec) error {
 	for l := 0; l < s.Layers; l++ {
 		arch.synthBlock(m, l)
 	}
-	ts := m.ts
+	return writeSynthFile(w, s, kv, m.ts)
+}
+
+// writeSynthFile writes a synthetic model's metadata and tensors, filling
+// each tensor from a generator of its own.
+func writeSynthFile(w io.Writer, s SynthSpec, kv []gguf.KV, ts []synthTensor) error {
 	infos := make([]gguf.TensorInfo, len(ts))
 	for i, t := range ts {
 		dims := []uint64{uint64(t.cols)}
@@ -268,6 +287,18 @@ func (s *synthModel) vec(name string, n int) {
 		v := make([]float32, n)
 		for i := range v {
 			v[i] = 0.8 + 0.4*r.Float32()
+		}
+		return v
+	}})
+}
+
+// bias adds an F32 vector of small values on both sides of 0 (a
+// projection's or a LayerNorm's bias).
+func (s *synthModel) bias(name string, n int) {
+	s.ts = append(s.ts, synthTensor{name, n, 1, gguf.F32, func(r *rand.Rand, n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = 0.4*r.Float32() - 0.2
 		}
 		return v
 	}})

@@ -339,6 +339,7 @@ func shapeOf(tag string, c Config) (cols, rows int, err error) {
 	dims := map[string]int{
 		"dim": c.Dim, "ffn": c.FFN, "vocab": c.Vocab, "1": 1,
 		"qdim": c.Heads * c.HeadDim, "kvdim": c.KVHeads * c.HeadDim, "headdim": c.HeadDim, "ropehalf": c.RopeDim / 2,
+		"ctx": c.TrainCtx, "types": c.TokenTypes,
 	}
 	a, b, _ := strings.Cut(tag, ",")
 	var ok bool
@@ -352,4 +353,28 @@ func shapeOf(tag string, c Config) (cols, rows int, err error) {
 		return 0, 0, fmt.Errorf("bad shape tag %q", tag)
 	}
 	return cols, rows, nil
+}
+
+// row loads row r of the matrix name (rows of cols elements) as an F32
+// vector of its own, whatever the file's type: a row that a kernel adds
+// to the activations (BERT's first segment embedding), where the matrix
+// itself is never read.
+func (l *loader) row(name string, cols, rows, r int) (*Tensor, error) {
+	whole, err := l.find(name, cols, rows)
+	if err != nil {
+		return nil, err
+	}
+	if r < 0 || r >= rows {
+		return nil, fmt.Errorf("tensor %q: row %d of %d", name, r, rows)
+	}
+	rowBytes := len(whole.data) / rows
+	v := make([]float32, cols)
+	if err := gguf.Dequantize(whole.t.Type, whole.data[r*rowBytes:(r+1)*rowBytes], v); err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", name, err)
+	}
+	t := &Tensor{Name: fmt.Sprintf("%s[%d]", name, r), Type: gguf.F32, Rows: 1, Cols: cols, Size: uint64(4 * cols)}
+	if err := l.upload([]pending{{t, f32Bytes(v)}}); err != nil {
+		return nil, err
+	}
+	return t, nil
 }

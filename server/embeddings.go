@@ -226,6 +226,10 @@ func (l *loaded) embeddingInputs(req *embeddingsRequest, openAI bool) ([][]int32
 		if n := len(out[i]); n > l.ctx {
 			return nil, badRequest(field, "context_length_exceeded", "%s[%d] is %d tokens: the context holds %d", field, i, n, l.ctx)
 		}
+		if n, chunk := len(out[i]), l.m.Plan().Chunk; l.m.Config.NonCausal && n > chunk {
+			// Each token sees every other: the input is one step.
+			return nil, badRequest(field, "input_too_long", "%s[%d] is %d tokens: the model attends both ways and takes an input in one chunk of at most %d (--chunk)", field, i, n, chunk)
+		}
 	}
 	return out, nil
 }

@@ -414,6 +414,12 @@ func (s *Server) errorFor(info *reqInfo, err error) *apiError {
 	if errors.Is(err, errClientGone) || errors.Is(err, context.Canceled) {
 		return nil
 	}
+	if errors.Is(err, engine.ErrNoGeneration) {
+		return &apiError{Status: http.StatusNotImplemented, Type: "not_supported_error", Code: "generation_unsupported", Message: err.Error()}
+	}
+	if errors.Is(err, engine.ErrInputTooLong) {
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "input_too_long", Message: err.Error()}
+	}
 	if errors.Is(err, grammar.ErrNoToken) || errors.Is(err, grammar.ErrTooAmbiguous) {
 		// The request's grammar, not the server, cannot go on.
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "grammar_failed", Message: err.Error()}

@@ -202,3 +202,50 @@ func skGrid(info vk.DeviceInfo, name string, gx, gy int) ([3]uint32, error) {
 	}
 	return [3]uint32{uint32(gx), uint32(gy), 1}, nil
 }
+
+// Bias adds a bias vector to every row of a product's output, and
+// optionally applies GELU (tanh form) after it: y[i] = act(x[i] + b[i mod
+// cols]), the biased projections and the feed-forward activation of BERT.
+type Bias struct {
+	d         *vk.Device
+	k         *vk.Kernel
+	maxGroups uint32 // the device limit, lowered by tests to exercise the grid loop
+}
+
+// NewBias prepares the bias kernel.
+func NewBias(d *vk.Device) (*Bias, error) {
+	k, err := skKernel(d, "bias", 3, 12)
+	if err != nil {
+		return nil, err
+	}
+	return &Bias{d: d, k: k, maxGroups: d.Info().MaxWorkgroupCount[0]}, nil
+}
+
+// Record records y = x + b over rows rows of cols values (b: cols f32),
+// with gelu then y = gelu(y). y may be the same range as x.
+func (k *Bias) Record(c *vk.Commands, x, b, y vk.Range, rows, cols int, gelu bool) error {
+	if rows <= 0 || cols <= 0 || rows > math.MaxInt32/cols {
+		return fmt.Errorf("bias: %d rows of %d: want 1 to 2³¹−1 values", rows, cols)
+	}
+	n := rows * cols
+	info := k.d.Info()
+	bx, err := skBind(info, "bias", "input", x, 4*uint64(n))
+	if err != nil {
+		return err
+	}
+	bb, err := skBind(info, "bias", "bias", b, 4*uint64(cols))
+	if err != nil {
+		return err
+	}
+	by, err := skBind(info, "bias", "output", y, 4*uint64(n))
+	if err != nil {
+		return err
+	}
+	act := uint32(0)
+	if gelu {
+		act = 1
+	}
+	g := max(min(groups(n, skWG), k.maxGroups), 1)
+	c.Dispatch(k.k, [3]uint32{g, 1, 1}, push(uint32(n), uint32(cols), act), bx, bb, by)
+	return nil
+}

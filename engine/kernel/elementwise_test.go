@@ -150,3 +150,48 @@ func TestElementwiseRejectsShortRanges(t *testing.T) {
 		t.Error("an empty range was accepted")
 	}
 }
+
+// TestBias adds a bias of an odd width to rows of a product's output, with
+// and without GELU, then in place over fewer workgroups than it needs.
+func TestBias(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	k, err := NewBias(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rows, cols = 37, 1031
+	x, b := randFloats(r, rows*cols, 6), randFloats(r, cols, 2)
+	x[0], x[1] = 40, -40 // where tanh saturates
+	xb, bb := upload(t, d, f32Bytes(x)), upload(t, d, f32Bytes(b))
+	for _, gelu := range []bool{false, true} {
+		want := make([]float64, len(x))
+		for i := range want {
+			// The sum is rounded to f32 before GELU, as the shader has it.
+			v := float64(x[i] + b[i%cols])
+			if gelu {
+				v = skGELURef(v)
+			}
+			want[i] = v
+		}
+		y := poisoned(t, d, 4*len(x))
+		run(t, d, func(c *vk.Commands) error { return k.Record(c, xb.All(), bb.All(), y.All(), rows, cols, gelu) })
+		assertClose(t, bytesF32(download(t, d, y)), want, 1e-5, 1e-6)
+	}
+	want := make([]float64, len(x))
+	for i := range want {
+		want[i] = float64(x[i] + b[i%cols])
+	}
+	k.maxGroups = 5
+	run(t, d, func(c *vk.Commands) error { return k.Record(c, xb.All(), bb.All(), xb.All(), rows, cols, false) })
+	assertClose(t, bytesF32(download(t, d, xb)), want, 1e-7, 1e-30)
+
+	c, err := d.NewCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Free()
+	if err := k.Record(c, xb.All(), bb.All(), xb.All(), rows, cols+1, false); err == nil {
+		t.Error("a bias longer than its range was accepted")
+	}
+}

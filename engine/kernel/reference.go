@@ -304,3 +304,31 @@ func softmaxRef(x []float32, rows, cols int) []float64 {
 	}
 	return want
 }
+
+// skLayerNormRef is layer normalisation in float64: the mean, the
+// variance about it, then the weight and the bias.
+func skLayerNormRef(x, w, b []float32, dim int, eps float32) []float64 {
+	y := make([]float64, len(x))
+	for r := 0; r < len(x)/dim; r++ {
+		row := x[r*dim : (r+1)*dim]
+		mean := 0.0
+		for _, v := range row {
+			mean += float64(v)
+		}
+		mean /= float64(dim)
+		vr := 0.0
+		for _, v := range row {
+			vr += (float64(v) - mean) * (float64(v) - mean)
+		}
+		s := 1 / math.Sqrt(vr/float64(dim)+float64(eps))
+		for i, v := range row {
+			y[r*dim+i] = (float64(v)-mean)*s*float64(w[i]) + float64(b[i])
+		}
+	}
+	return y
+}
+
+// skGELURef is GELU in its tanh form, in float64.
+func skGELURef(v float64) float64 {
+	return 0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v)))
+}

@@ -220,6 +220,8 @@ func Checks(info vk.DeviceInfo, full bool) []Check {
 	for _, s := range norms {
 		cs = append(cs, rmsNormCheck(s[0], s[1]))
 	}
+	// BERT's norm and its biases (all-MiniLM: 384 wide, 1536 inside).
+	cs = append(cs, layerNormCheck(5, 384), layerNormCheck(3, 37), biasCheck(9, 1536, true), biasCheck(7, 385, false))
 	cs = append(cs, ropeCheck(RopeNormal, 6, 32, 128), ropeCheck(RopeNeox, 6, 28, 128),
 		softmaxCheck(3, 1001), swigluCheck(14336*2+1), addCheck(4096*3+5), copyCheck(1<<20+48))
 	for _, kv := range []gguf.Type{gguf.F16, gguf.F32} {
@@ -430,6 +432,53 @@ func rmsNormCheck(rows, dim int) Check {
 			cr.exec(func(c *vk.Commands) error { return k.Record(c, x, w, y, rows) })
 			want := skRMSNormRef(xs, ws, dim, eps)
 			return cr.floats(y), want, relative(want, 1e-30)
+		}}
+}
+
+// layerNormCheck checks LayerNorm, whose outputs (of order 1, a bias
+// added) are compared with an absolute floor of 1: the bias may cancel
+// the normalised term.
+func layerNormCheck(rows, dim int) Check {
+	return Check{Name: fmt.Sprintf("layernorm/%dx%d", rows, dim), Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			const eps = 1e-12
+			k := checkKernel(cr, func() (*LayerNorm, error) { return NewLayerNorm(cr.d, dim, eps) })
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			xs, ws, bs := randFloats(cr.r, rows*dim, 3), randFloats(cr.r, dim, 2), randFloats(cr.r, dim, 1)
+			x, w, b, y := cr.buffer(f32Bytes(xs)), cr.buffer(f32Bytes(ws)), cr.buffer(f32Bytes(bs)), cr.output(rows*dim)
+			cr.exec(func(c *vk.Commands) error { return k.Record(c, x, w, b, y, rows) })
+			want := skLayerNormRef(xs, ws, bs, dim, eps)
+			return cr.floats(y), want, relative(want, 1)
+		}}
+}
+
+// biasCheck checks a bias added to rows of cols values, and GELU after
+// it with gelu.
+func biasCheck(rows, cols int, gelu bool) Check {
+	name := fmt.Sprintf("bias/%dx%d", rows, cols)
+	if gelu {
+		name += "/gelu"
+	}
+	return Check{Name: name, Limit: 1e-5,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := checkKernel(cr, func() (*Bias, error) { return NewBias(cr.d) })
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			xs, bs := randFloats(cr.r, rows*cols, 6), randFloats(cr.r, cols, 2)
+			x, b, y := cr.buffer(f32Bytes(xs)), cr.buffer(f32Bytes(bs)), cr.output(rows*cols)
+			cr.exec(func(c *vk.Commands) error { return k.Record(c, x, b, y, rows, cols, gelu) })
+			want := make([]float64, len(xs))
+			for i := range want {
+				v := float64(xs[i] + bs[i%cols]) // the sum rounded to f32, as the shader has it
+				if gelu {
+					v = skGELURef(v)
+				}
+				want[i] = v
+			}
+			return cr.floats(y), want, relative(want, 1)
 		}}
 }
 

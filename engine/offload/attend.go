@@ -15,10 +15,24 @@ import (
 // step (N = 1, its query at position length−1), whose streamed heads
 // attend on the CPU when the cache has CPU attention; prefill chunks,
 // even of one token, attend on the device.
+//
+// See, when set, is what the queries see up to instead of their own
+// positions (u32 per query): a model that attends both ways gives every
+// query the chunk's last position, so that each sees the whole input
+// while its rows are still stored at Pos. The kernels need no mode of
+// their own: positions alone decide what is visible.
 type Step struct {
-	Q, K, V, Att, Pos vk.Range
-	N                 int
-	Decode            bool
+	Q, K, V, Att, Pos, See vk.Range
+	N                      int
+	Decode                 bool
+}
+
+// visible is the positions that decide what each query sees.
+func (st Step) visible() vk.Range {
+	if st.See.Buf != nil {
+		return st.See
+	}
+	return st.Pos
 }
 
 // Attend records the attention of layer l in step st into p, for every KV
@@ -41,6 +55,9 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 	}
 	if st.N < 1 {
 		return fmt.Errorf("offload: attention of %d tokens", st.N)
+	}
+	if st.Decode && st.See.Buf != nil {
+		return fmt.Errorf("offload: a decode step of layer %d attends both ways: decode steps are causal", l)
 	}
 	if st.Decode && st.N == 1 && kc.cpu != nil && kc.res[l].heads < lay.KVHeads {
 		return kc.attendCPU(p, l, st)
@@ -102,7 +119,7 @@ func (kc *Cache) attendResident(p *Program, l int, st Step) error {
 			if r.ring > 0 {
 				kr, vr = kc.rangeOf(l, g, 0, r.ring) // a ring is bound whole
 			}
-			err := a.RecordPartial(c, st.Q, kr, vr, st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
+			err := a.RecordPartial(c, st.Q, kr, vr, st.visible(), kc.scratch.Parts.All(), kernel.AttnParams{
 				NTokens: st.N, QHeads: lay.Heads, QHead0: g.first * group,
 				KVStart: b0 * AttnBlock, KVRows: rows, Block: AttnBlock,
 				SlotStride: r.slotElems, KVHeads: g.n, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,
@@ -205,7 +222,7 @@ func (kc *Cache) attendStreamed(p *Program, l, h, heads int, st Step) error {
 			r := min(nb*AttnBlock, rows-b0*AttnBlock)
 			kr := buf.k.Range(uint64(b0*AttnBlock)*kRow, uint64(heads-1)*kHead+uint64(r)*kRow)
 			vr := buf.v.Range(uint64(b0*AttnBlock)*vRow, uint64(heads-1)*vHead+uint64(r)*vRow)
-			err := a.RecordPartial(c, st.Q, kr, vr, st.Pos, kc.scratch.Parts.All(), kernel.AttnParams{
+			err := a.RecordPartial(c, st.Q, kr, vr, st.visible(), kc.scratch.Parts.All(), kernel.AttnParams{
 				NTokens: st.N, QHeads: lay.Heads, QHead0: h * group,
 				KVStart: p0 + b0*AttnBlock, KVRows: r, Block: AttnBlock,
 				SlotStride: rows * lay.HeadDim, KVHeads: heads, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,

@@ -32,6 +32,16 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 		return -1
 	}
 	v.BOS, v.EOS, v.UNK, v.PAD = id("bos_token_id"), id("eos_token_id"), id("unknown_token_id"), id("padding_token_id")
+	v.SEP = -1
+	wpm := v.Model == ModelWPM
+	if wpm {
+		// A BERT input is [CLS] text [SEP]: CLS as its BOS, where the
+		// file names it apart only.
+		if v.BOS < 0 {
+			v.BOS = id("cls_token_id")
+		}
+		v.SEP = id("seperator_token_id") // sic: the GGUF key's spelling
+	}
 	flag := func(key string, def bool) bool {
 		if b, ok := f.Bool("tokenizer.ggml." + key); ok {
 			return b
@@ -39,8 +49,9 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 		return def
 	}
 	spm := v.Model == ModelSPM
-	v.AddBOS = flag("add_bos_token", spm)
+	v.AddBOS = flag("add_bos_token", spm || wpm)
 	v.AddEOS = flag("add_eos_token", false)
+	v.AddSEP = wpm && v.SEP >= 0 && flag("add_sep_token", true)
 	v.AddSpacePrefix = flag("add_space_prefix", spm)
 	return New(v)
 }

@@ -110,7 +110,7 @@ func New(v Vocab) (Tokenizer, error) {
 	}
 	if v.Types == nil {
 		// Without types the special ids are still control tokens.
-		for _, id := range append([]int32{v.BOS, v.EOS, v.PAD}, v.EOT...) {
+		for _, id := range append([]int32{v.BOS, v.EOS, v.PAD, v.sep()}, v.EOT...) {
 			if id >= 0 {
 				t.types[id] = TypeControl
 			}
@@ -184,7 +184,7 @@ func (t *tokenizer) inPlainText(id int32) bool {
 	if t.types[id] != TypeUserDefined || t.eog[id] {
 		return false
 	}
-	return id != t.v.BOS && id != t.v.EOS && id != t.v.PAD
+	return id != t.v.BOS && id != t.v.EOS && id != t.v.PAD && id != t.v.sep()
 }
 
 func (t *tokenizer) Encode(text string, addSpecial bool) []int32 {
@@ -240,6 +240,9 @@ func (e *encoding) finish() []int32 {
 	if e.addSpecial && e.t.v.AddEOS {
 		e.out = append(e.out, e.t.v.EOS)
 	}
+	if e.addSpecial && e.t.v.AddSEP && e.t.v.sep() >= 0 {
+		e.out = append(e.out, e.t.v.SEP)
+	}
 	return e.out
 }
 
@@ -258,6 +261,9 @@ func (t *tokenizer) encodeText(out []int32, run string, atStart bool) []int32 {
 	}
 	if t.bpe != nil {
 		return t.encodeBPE(out, run)
+	}
+	if t.v.Model == ModelWPM {
+		return t.encodeWPM(out, run)
 	}
 	return t.encodeSPM(out, run, atStart && t.v.AddSpacePrefix)
 }
@@ -286,7 +292,7 @@ func (t *tokenizer) Decode(ids []int32) string {
 // stripsLeadingSpace reports whether decoding drops the first space of a
 // text, the one that encoding added.
 func (t *tokenizer) stripsLeadingSpace() bool {
-	return t.bpe == nil && t.v.AddSpacePrefix
+	return t.bpe == nil && (t.v.AddSpacePrefix || t.v.Model == ModelWPM)
 }
 
 func (t *tokenizer) Piece(id int32) string { return t.piece(id) }

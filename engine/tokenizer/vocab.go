@@ -1,7 +1,8 @@
-// Package tokenizer turns text into token ids and back for the two
+// Package tokenizer turns text into token ids and back for the
 // vocabulary kinds that Llama-family GGUF files carry: SentencePiece
-// ("llama", merged by score with byte fallback) and byte-level BPE ("gpt2",
-// merged by rank after a regex pre-tokenizer).
+// ("llama", merged by score with byte fallback), byte-level BPE ("gpt2",
+// merged by rank after a regex pre-tokenizer), and the WordPiece of BERT
+// embedding models ("bert", longest match first).
 //
 // The package is built from plain vocabulary arrays (Vocab) rather than from
 // a GGUF file, so it can be tested and reused without the file format.
@@ -37,6 +38,11 @@ type Vocab struct {
 	BOS, EOS, UNK, PAD int32
 	// AddBOS and AddEOS say whether Encode(text, true) adds BOS and EOS.
 	AddBOS, AddEOS bool
+	// SEP is the separator that ends a WordPiece input ([SEP]; -1 for
+	// none), which Encode(text, true) adds after it with AddSEP. Other
+	// models ignore both.
+	SEP    int32
+	AddSEP bool
 	// AddSpacePrefix makes SentencePiece encoding start each text run with a
 	// space, as the model was trained ("Hello" is encoded as "▁Hello").
 	// It has no effect on BPE.
@@ -51,6 +57,7 @@ type Vocab struct {
 const (
 	ModelSPM = "llama"
 	ModelBPE = "gpt2"
+	ModelWPM = "bert"
 )
 
 // Validate reports the first inconsistency in v: unknown model, array
@@ -59,9 +66,9 @@ const (
 func (v Vocab) Validate() error {
 	n := len(v.Tokens)
 	switch v.Model {
-	case ModelSPM, ModelBPE:
+	case ModelSPM, ModelBPE, ModelWPM:
 	default:
-		return fmt.Errorf("tokenizer: model %q is not supported (want %q or %q)", v.Model, ModelSPM, ModelBPE)
+		return fmt.Errorf("tokenizer: model %q is not supported (want %q, %q or %q)", v.Model, ModelSPM, ModelBPE, ModelWPM)
 	}
 	if n == 0 {
 		return fmt.Errorf("tokenizer: vocabulary has no tokens")
@@ -85,7 +92,7 @@ func (v Vocab) Validate() error {
 	for _, s := range []struct {
 		name string
 		id   int32
-	}{{"BOS", v.BOS}, {"EOS", v.EOS}, {"UNK", v.UNK}, {"PAD", v.PAD}} {
+	}{{"BOS", v.BOS}, {"EOS", v.EOS}, {"UNK", v.UNK}, {"PAD", v.PAD}, {"SEP", v.sep()}} {
 		if s.id < -1 || int(s.id) >= n {
 			return fmt.Errorf("tokenizer: %s id %d is outside the vocabulary of %d tokens (use -1 for none)", s.name, s.id, n)
 		}
@@ -95,6 +102,9 @@ func (v Vocab) Validate() error {
 	}
 	if v.AddEOS && v.EOS < 0 {
 		return fmt.Errorf("tokenizer: AddEOS is set but the vocabulary has no EOS token")
+	}
+	if v.AddSEP && v.Model == ModelWPM && v.SEP < 0 {
+		return fmt.Errorf("tokenizer: AddSEP is set but the vocabulary has no SEP token")
 	}
 	for _, id := range v.EOT {
 		if id < 0 || int(id) >= n {
@@ -112,6 +122,15 @@ func (v Vocab) Validate() error {
 		}
 	}
 	return nil
+}
+
+// sep is the separator id that the model uses: SEP for WordPiece, -1
+// (none) for the others, whatever the field holds.
+func (v Vocab) sep() int32 {
+	if v.Model != ModelWPM {
+		return -1
+	}
+	return v.SEP
 }
 
 // splitMerge splits a BPE merge "left right" at its first space. Byte-level
