@@ -30,7 +30,9 @@ type batchStep struct {
 
 	x, xb, qkv, att, gate, up, logits *vk.Buffer // one row per sequence
 	ids                               *vk.Buffer // host-written token ids
+	in, out                           *vk.Buffer // a part's hand-off buffers (see state)
 	bufs                              []*vk.Buffer
+	parts                             []*batchStep // a split model's, one per part
 
 	progs *programs[string] // by key
 	clock *offload.Clock
@@ -42,6 +44,9 @@ type batchStep struct {
 const maxBatchPrograms = 16
 
 func newBatchStep(m *Model, rows int) (b *batchStep, err error) {
+	if m.parts != nil {
+		return newSplitBatchStep(m, rows)
+	}
 	c, d := m.Config, m.dev
 	b = &batchStep{m: m, rows: rows, progs: newPrograms[string](maxBatchPrograms)}
 	defer func() {
@@ -67,6 +72,12 @@ func newBatchStep(m *Model, rows int) (b *batchStep, err error) {
 	b.up = alloc(vk.DeviceLocal, a.ffn, "batch activations up")
 	b.logits = alloc(vk.DeviceLocal, uint64(rows)*a.logits, "batch logits")
 	b.ids = alloc(vk.Upload, a.ids, "batch token ids")
+	if !m.part.first() {
+		b.in = alloc(vk.Upload, a.x, "batch residual stream from the previous device")
+	}
+	if !m.part.last() {
+		b.out = alloc(vk.Readback, a.x, "batch residual stream to the next device")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +94,9 @@ func (b *batchStep) run(seqs []*state, ids []int32, starts []int, withLogits boo
 	n := len(seqs)
 	if n < 1 || n > b.rows || len(ids) != n || len(starts) != n {
 		return offload.RunStats{}, fmt.Errorf("engine: batched step of %d sequences (%d ids, %d positions; at most %d)", n, len(ids), len(starts), b.rows)
+	}
+	if b.parts != nil {
+		return b.runParts(seqs, ids, starts, withLogits, deadline)
 	}
 	idb := b.ids.Bytes()
 	lengths := make([]int, n)
@@ -161,7 +175,8 @@ type batchRows struct {
 // architecture's forward pass as state.record does, with one token per
 // sequence; see batchStep for what differs.
 func (b *batchStep) record(p *offload.Program, seqs []*state, withLogits bool) error {
-	return b.m.record(p, batchRows{b, seqs, withLogits}, len(seqs), b.ids, b.x, b.xb, b.att, b.gate, b.up)
+	return b.m.record(p, batchRows{b, seqs, withLogits}, len(seqs),
+		activations{ids: b.ids, x: b.x, xb: b.xb, att: b.att, gate: b.gate, up: b.up, in: b.in, out: b.out})
 }
 
 func (r batchRows) product(f *pass, t *Tensor, w vk.Range, rows int, x, y vk.Range, acc bool) error {
@@ -298,6 +313,13 @@ func (r batchRows) qkv(f *pass, a *attnWeights) error {
 }
 
 func (b *batchStep) free() {
+	for _, p := range b.parts {
+		p.free()
+	}
+	b.parts = nil
+	if b.progs == nil {
+		return
+	}
 	b.progs.free()
 	b.clock.Free()
 	b.clock = nil

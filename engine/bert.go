@@ -115,6 +115,9 @@ func (w *bertWeights) forward(f *pass) {
 	f.bias(f.x, w.Type0, f.m.Config.Dim, false)
 	f.layerNorm(f.x, w.EmbedNorm, w.EmbedNB, f.x)
 	for l := range w.Blocks {
+		if !f.layer(l) {
+			continue
+		}
 		b := &w.Blocks[l]
 		// x = norm(x + Wo·attention(Wq·x+bq, Wk·x+bk, Wv·x+bv) + bo).
 		f.copy(f.xb, f.x)
@@ -235,6 +238,9 @@ func (w *nomicWeights) forward(f *pass) {
 	f.bias(f.x, w.Type0, f.m.Config.Dim, false)
 	f.layerNorm(f.x, w.EmbedNorm, w.EmbedNB, f.x)
 	for l := range w.Blocks {
+		if !f.layer(l) {
+			continue
+		}
 		b, n := &w.Blocks[l], &w.Blocks[l].Named
 		f.copy(f.xb, f.x)
 		f.attention(l, &b.Attn)

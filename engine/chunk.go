@@ -20,7 +20,7 @@ type chunkRows struct {
 // in s.ids (at the positions in s.pos) to p: embeddings, every block, and
 // the logits of the last token, for any position up to the context.
 func (s *state) record(p *offload.Program, shape stepShape) error {
-	return s.m.record(p, chunkRows{s, shape.decode, shape.hidden}, shape.tokens, s.ids, s.x, s.xb, s.att, s.gate, s.up)
+	return s.m.record(p, chunkRows{s, shape.decode, shape.hidden}, shape.tokens, s.activations())
 }
 
 func (r chunkRows) product(f *pass, t *Tensor, w vk.Range, rows int, x, y vk.Range, acc bool) error {
@@ -151,14 +151,15 @@ func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int, decode b
 		try(o.ropeK.Record(c, k, pos, freqs, n))
 	}
 	c.Barrier()
-	try(s.kv.Store(c, l, k, v, pos, n))
+	kl := l - s.m.part.lo // the layer's index in this device's cache
+	try(s.kv.Store(c, kl, k, v, pos, n))
 	c.Barrier()
 	att := s.att.Range(0, uint64(4*n*s.m.Config.Heads*s.m.Config.HeadDim))
 	st := offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n, Decode: decode}
 	if s.see != nil {
 		st.See = s.see.Range(0, uint64(4*n))
 	}
-	try(s.kv.Attend(p, l, st))
+	try(s.kv.Attend(p, kl, st))
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,12 @@ import (
 //
 // Every method records its work and a barrier after it. The first error
 // sticks: later calls record nothing, and the recorder reads it from err.
+//
+// On a model split over devices each device records the pass over its own
+// layers (Model.part): an architecture's forward pass asks layer(l) before
+// each block, and the methods record nothing outside the device's share.
+// The first device embeds the tokens and hands the residual stream on
+// after its last block (to out); the next one starts from it (in).
 type pass struct {
 	m    *Model
 	rows passRows
@@ -24,7 +30,13 @@ type pass struct {
 	p    *offload.Program
 	c    *vk.Commands
 	err  error
+	idle bool     // outside the device's share of the layers: record nothing
 	ids  vk.Range // n token ids (u32)
+
+	// in and out hold the n rows of the residual stream that reach this
+	// device from the previous one and leave it for the next, in host
+	// memory; unused (zero) where there is no such device.
+	in, out vk.Range
 
 	// The activations, n rows each: the residual stream x, the normed
 	// input to a projection xb, the heads' attention output att, and the
@@ -58,19 +70,31 @@ type passRows interface {
 	positions(f *pass) (vk.Range, error)
 }
 
+// activations are the buffers a pass works in, as pass names them; in
+// and out are the hand-off buffers of a split model (nil where unused).
+type activations struct {
+	ids, x, xb, att, gate, up *vk.Buffer
+	in, out                   *vk.Buffer
+}
+
 // record records the model's forward pass over n rows into p, with
-// rows deciding what differs, its token ids in ids and its activations in
-// the buffers named as pass names them.
-func (m *Model) record(p *offload.Program, rows passRows, n int, ids, x, xb, att, gate, up *vk.Buffer) error {
+// rows deciding what differs.
+func (m *Model) record(p *offload.Program, rows passRows, n int, a activations) error {
 	c, err := p.Compute()
 	if err != nil {
 		return err
 	}
 	cfg := m.Config
-	width := func(b *vk.Buffer, w int) vk.Range { return b.Range(0, uint64(4*n*w)) }
-	f := &pass{m: m, rows: rows, n: n, p: p, c: c, ids: width(ids, 1),
-		x: width(x, cfg.Dim), xb: width(xb, cfg.Dim), att: width(att, cfg.Heads*cfg.HeadDim),
-		gate: width(gate, cfg.FFN), up: width(up, cfg.FFN)}
+	width := func(b *vk.Buffer, w int) vk.Range {
+		if b == nil {
+			return vk.Range{}
+		}
+		return b.Range(0, uint64(4*n*w))
+	}
+	f := &pass{m: m, rows: rows, n: n, p: p, c: c, ids: width(a.ids, 1),
+		x: width(a.x, cfg.Dim), xb: width(a.xb, cfg.Dim), att: width(a.att, cfg.Heads*cfg.HeadDim),
+		gate: width(a.gate, cfg.FFN), up: width(a.up, cfg.FFN),
+		in: width(a.in, cfg.Dim), out: width(a.out, cfg.Dim)}
 	m.w.forward(f)
 	return f.err
 }
@@ -83,10 +107,33 @@ func (f *pass) fail(err error) {
 }
 
 // ok says whether recording goes on.
-func (f *pass) ok() bool { return f.err == nil }
+func (f *pass) ok() bool { return f.err == nil && !f.idle }
 
-// embed records x = the embeddings of the pass's tokens.
+// layer says whether block l is the device's to record. Past the
+// device's last block it records the hand-off of the residual stream to
+// the next device.
+func (f *pass) layer(l int) bool {
+	pt := f.m.part
+	if l == pt.hi && !pt.last() && f.err == nil {
+		f.c.Copy(f.out, f.x)
+		f.c.Barrier()
+	}
+	f.idle = l < pt.lo || l >= pt.hi
+	return !f.idle
+}
+
+// embed records x = the embeddings of the pass's tokens, or on a device
+// that does not run the first layer, x = the residual stream the
+// previous one handed on.
 func (f *pass) embed(t *Tensor) {
+	if !f.m.part.first() {
+		if f.ok() {
+			f.c.Copy(f.x, f.in)
+			f.c.Barrier()
+		}
+		f.idle = true // until its first layer
+		return
+	}
 	if f.ok() {
 		f.fail(f.m.ops.embed.Record(f.c, f.ids, t.Range(), f.x, f.n))
 		f.c.Barrier()

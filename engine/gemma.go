@@ -117,6 +117,9 @@ func (w *gemmaWeights) forward(f *pass) {
 	f.embed(w.Embed)
 	f.scale(f.x, f.m.Config.EmbedScale)
 	for l := range w.Blocks {
+		if !f.layer(l) {
+			continue
+		}
 		b := &w.Blocks[l]
 		// Attention: x += norm(Wo · attention(…)), the attention's
 		// output normalised before it joins the residual stream.

@@ -45,6 +45,9 @@ func loadLlama(l *loader, c Config) (weights, error) {
 func (w *llamaWeights) forward(f *pass) {
 	f.embed(w.Embed)
 	for l := range w.Blocks {
+		if !f.layer(l) {
+			continue
+		}
 		b := &w.Blocks[l]
 		// Attention: x += Wo · attention(rope(Wq·xb), rope(Wk·xb), Wv·xb).
 		f.norm(f.x, b.AttnNorm, f.xb)

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"sync"
@@ -13,7 +14,18 @@ import (
 
 // Options configure how a model is loaded and run.
 type Options struct {
-	Device     string // device selector: index or name substring ("" = default rule)
+	Device string // device selector: index or name substring ("" = default rule)
+	// Devices, when it names two or more devices (selectors as Device
+	// takes them; one device may be named twice), splits the model's
+	// layers over them in runs: each device holds its layers' weights and
+	// plans its own KV cache, and the residual stream crosses to the next
+	// device through host memory. Device is then unused.
+	Devices []string
+	// Split is each device's share of the layers, in proportion (nil:
+	// in proportion to the devices' budgets).
+	Split []float64
+	// GPUMems is each device's budget (nil: GPUMem for every device).
+	GPUMems    []uint64
 	CtxSize    int    // KV cache positions (0 = the model's training context, at most 4096)
 	Chunk      int    // prefill tokens per forward pass (0 = chosen by the planner, see Plan.ChunkWhy)
 	KVType     string // KV cache element type of keys and values: "f16" (default), "f32", "q8_0" or "q4_0"
@@ -53,8 +65,10 @@ type Options struct {
 	// only near the end of what a sequence holds.
 	SWAFull bool
 
-	// dev, when set, is used instead of opening a device (tests share one).
-	dev *vk.Device
+	// dev, when set, is used instead of opening a device (tests share one);
+	// devs likewise for the first of Devices.
+	dev  *vk.Device
+	devs []*vk.Device
 	// pipeline streams KV through separate submissions ordered by
 	// semaphores even where the transfer queue is the compute queue
 	// (tests, so that the two-queue path runs on any device).
@@ -100,6 +114,11 @@ type Model struct {
 	kvType     kvTypes
 	plan       Plan
 	fim        func() FIM // the fill-in-the-middle tokens, found on first use
+	// part is the layers this model runs on dev: all of them, or on a
+	// model split over devices (Options.Devices), each of parts runs its
+	// share and the model itself none (see split.go).
+	part  part
+	parts []*Model
 }
 
 // ops holds the kernels one model needs, specialised for its geometry.
@@ -152,8 +171,14 @@ func Load(path string, opt Options) (m *Model, err error) {
 	if c.AbsPos && opt.CtxSize > c.TrainCtx {
 		return nil, fmt.Errorf("%s: a context of %d positions is more than the %d the model has position embeddings for: pass --ctx-size %d or less", path, opt.CtxSize, c.TrainCtx, c.TrainCtx)
 	}
+	if err := opt.checkDevices(); err != nil {
+		return nil, err
+	}
+	if opt.splitting() {
+		return loadSplit(path, f, c, tok, kvType, opt)
+	}
 
-	m = &Model{Config: c, Tokenizer: tok, file: f, opt: opt, kvType: kvType, dev: opt.dev}
+	m = &Model{Config: c, Tokenizer: tok, file: f, opt: opt, kvType: kvType, dev: opt.dev, part: wholeOf(c)}
 	m.fim = sync.OnceValue(m.findFIM)
 	if m.dev == nil {
 		m.dev, err = vk.Open(vk.Options{Select: opt.Device, Validation: opt.Validation, Log: opt.Log,
@@ -172,7 +197,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 	// Planned before the upload, so that a model that cannot fit fails
 	// at once, saying how much it needs.
 	rates := func() (Rates, error) { return measureRates(m.dev, c, kvType.K) }
-	if m.plan, err = newPlan(f, c, opt, kvType, m.dev.Info(), rates); err != nil {
+	if m.plan, err = newPlan(f, c, m.part, opt, kvType, m.dev.Info(), opt.GPUMem, rates); err != nil {
 		return nil, err
 	}
 	if m.freqs, err = ropeFreqs(f, c, opt.CtxSize); err != nil {
@@ -183,7 +208,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 	}
 	m.loaded = &loader{f: f, d: m.dev}
 	if report := opt.Progress; report != nil {
-		total := int64(weightBytes(f))
+		total := int64(weightBytes(f, m.part))
 		m.loaded.progress = func(done uint64) { report(Progress{Work: ProgressLoad, Done: int64(done), Total: total}) }
 	}
 	m.arch = architectures[c.Arch]
@@ -203,7 +228,7 @@ func Load(path string, opt Options) (m *Model, err error) {
 // step's dispatches (about 11 a layer, 40 µs each on lavapipe: some
 // 250 KiB of weights per dispatch).
 func inlineCPU(f *gguf.File, c Config) bool {
-	return weightBytes(f) < uint64(11*c.Layers+5)*256<<10
+	return weightBytes(f, wholeOf(c)) < uint64(11*c.Layers+5)*256<<10
 }
 
 // resolve fills in the defaults that depend on the model.
@@ -344,8 +369,22 @@ func newOps(d *vk.Device, c Config, w weights, kvType kvTypes) (*ops, error) {
 	return o, nil
 }
 
-// Device is the Vulkan device the model runs on.
+// Device is the Vulkan device the model runs on: the first of a split
+// model's (see Devices).
 func (m *Model) Device() *vk.Device { return m.dev }
+
+// Devices is the Vulkan devices the model runs on, in layer order: one,
+// or a split model's.
+func (m *Model) Devices() []*vk.Device {
+	if m.parts == nil {
+		return []*vk.Device{m.dev}
+	}
+	ds := make([]*vk.Device, len(m.parts))
+	for i, p := range m.parts {
+		ds[i] = p.dev
+	}
+	return ds
+}
 
 // WeightBytes is the size of the weights on the device.
 func (m *Model) WeightBytes() uint64 { return m.weights }
@@ -354,8 +393,15 @@ func (m *Model) WeightBytes() uint64 { return m.weights }
 // embeddings, of which it reads one row (unless the output projection
 // shares them).
 func (m *Model) DecodeBytes() uint64 {
+	if m.parts != nil {
+		var n uint64
+		for _, p := range m.parts {
+			n += p.DecodeBytes()
+		}
+		return n
+	}
 	e := m.w.embedding()
-	if m.w.output() == e || m.w.output() == nil {
+	if e.Buf == nil || m.w.output() == e || m.w.output() == nil {
 		return m.weights
 	}
 	return m.weights - e.Size + e.Size/uint64(e.Rows)
@@ -363,15 +409,18 @@ func (m *Model) DecodeBytes() uint64 {
 
 // Close frees the model's device memory and, if it opened it, the device.
 func (m *Model) Close() error {
+	var err error
+	for _, p := range m.parts {
+		err = cmp.Or(err, p.Close())
+	}
 	if m.ops != nil && m.ops.argmax != nil {
 		m.ops.argmax.Free()
 	}
 	if m.loaded != nil {
 		m.loaded.free()
 	}
-	var err error
 	if m.ownDev && m.dev != nil {
-		err = m.dev.Close()
+		err = cmp.Or(err, m.dev.Close())
 		m.dev = nil
 	}
 	if m.file != nil {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -86,7 +87,7 @@ func TestMonitorEvents(t *testing.T) {
 			if budget.mode == OffloadNone && last.H2DBytes != 0 {
 				t.Fatalf("nothing streams but the events report %d bytes copied", last.H2DBytes)
 			}
-			if st := se.Stats(); st != last {
+			if st := se.Stats(); !reflect.DeepEqual(st, last) {
 				t.Fatalf("last event's totals %+v, session stats %+v", last, st)
 			}
 			se.Close()

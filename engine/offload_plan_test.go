@@ -263,7 +263,7 @@ func TestPlanDecodeAttn(t *testing.T) {
 				tc.mode, tc.p.Streamed, tc.r, tc.transfer, got, why, tc.want, tc.why)
 		}
 	}
-	if _, err := newPlan(nil, Config{}, Options{DecodeAttn: "tpu"}, kvTypes{}, vk.DeviceInfo{}, nil); err == nil || !strings.Contains(err.Error(), "tpu") {
+	if _, err := newPlan(nil, Config{}, part{}, Options{DecodeAttn: "tpu"}, kvTypes{}, vk.DeviceInfo{}, 0, nil); err == nil || !strings.Contains(err.Error(), "tpu") {
 		t.Errorf("an unknown placement: %v", err)
 	}
 }

@@ -91,6 +91,12 @@ type Plan struct {
 	// DecodeAttnWhy why.
 	DecodeAttn    string `json:"decode_attn"`
 	DecodeAttnWhy string `json:"decode_attn_why"`
+
+	// Devices is, for a model split over devices, each device's share:
+	// its layers and its own plan of them (whose per-layer fields count
+	// from its first layer). The fields above then sum the devices' bytes
+	// and slots and join their per-layer fields. Nil on one device.
+	Devices []DevicePlan `json:"devices,omitempty"`
 }
 
 // DeviceBytes is the device-local memory the plan places.
@@ -166,6 +172,7 @@ func (p Plan) String() string {
 	if p.DecodeAttn != "" {
 		fmt.Fprintf(&b, "decode attention of streamed heads: %s (%s)\n", p.DecodeAttn, p.DecodeAttnWhy)
 	}
+	p.writeDevices(&b)
 	return b.String()
 }
 
@@ -239,6 +246,9 @@ type planInput struct {
 	bindLimit   uint64 // maxStorageBufferRange
 	rates       Rates  // measured device rates, for an automatic chunk
 	swaFull     bool   // no rings for sliding-window layers (Options.SWAFull)
+	// part is the layers planned: all of them, or one device's share of
+	// a split model. The plan's per-layer fields count from its first.
+	part part
 }
 
 // rings sizes the ring slots of the sliding-window layers for chunks of
@@ -249,16 +259,16 @@ func (in planInput) rings(chunk int) []int {
 		return nil
 	}
 	var rings []int
-	for l := range in.c.Layers {
+	for l := in.part.lo; l < in.part.hi; l++ {
 		w := in.c.Window(l)
 		if w == 0 {
 			continue
 		}
 		if n := offload.RingRows(w, chunk); n < in.ctx {
 			if rings == nil {
-				rings = make([]int, in.c.Layers)
+				rings = make([]int, in.part.layers())
 			}
-			rings[l] = n
+			rings[l-in.part.lo] = n
 		}
 	}
 	return rings
@@ -280,6 +290,9 @@ const defaultChunk = 512
 // makePlan places weights, activations, streaming buffers and KV slots in
 // the budget. A chunk of 0 is chosen here (autoChunk).
 func makePlan(in planInput) (Plan, error) {
+	if in.part.hi == 0 {
+		in.part = wholeOf(in.c)
+	}
 	if in.chunk > 0 {
 		return placePlan(in)
 	}
@@ -376,14 +389,14 @@ func placeSlots(in planInput, rings []int) (Plan, error) {
 		Weights:     in.weights,
 		Activations: seqs*activationSizes(c, in.chunk, in.ctx).device() + batchActivationBytes(c, in.seqs),
 		SlotBytes:   uint64(in.kvType.slotRows(in.ctx)) * kvRow,
-		Slots:       c.Layers * c.KVHeads,
+		Slots:       in.part.layers() * c.KVHeads,
 		Rings:       rings,
 		RingKV:      in.ringBytes(rings),
 	}
 	if c.SlidingWindow > 0 {
-		p.Windows = make([]int, c.Layers)
+		p.Windows = make([]int, in.part.layers())
 		for l := range p.Windows {
-			p.Windows[l] = c.Window(l)
+			p.Windows[l] = c.Window(in.part.lo + l)
 		}
 	}
 	ringSlots := 0 // slots that are rings, always resident
@@ -453,7 +466,7 @@ func placeSlots(in planInput, rings []int) (Plan, error) {
 	// Spread the resident slots over the layers of full slots, so that
 	// every layer has resident work to do while its first streamed block
 	// is copied. Rings are resident.
-	p.ResidentHeads = make([]int, c.Layers)
+	p.ResidentHeads = make([]int, in.part.layers())
 	var fullLayers []int
 	for l := range p.ResidentHeads {
 		if rings != nil && rings[l] > 0 {
@@ -525,13 +538,14 @@ func (a actSizes) device() uint64 {
 // (the largest minStorageBufferOffsetAlignment Vulkan allows).
 const qkvPad = 256
 
-// weightBytes is the device memory the model's weights will take: every
-// tensor the forward pass reads (all but the host-side rope factors).
-func weightBytes(f *gguf.File) uint64 {
+// weightBytes is the device memory the model's weights will take on the
+// device that runs part pt: every tensor of its layers that the forward
+// pass reads (all but the host-side rope factors).
+func weightBytes(f *gguf.File, pt part) uint64 {
 	var n uint64
 	for i := range f.Tensors {
 		ti := &f.Tensors[i]
-		if ropeFactorTensor(ti.Name) {
+		if ropeFactorTensor(ti.Name) || !pt.keeps(ti.Name) {
 			continue
 		}
 		n += uint64(len(f.Data(ti)))
@@ -565,13 +579,14 @@ func deviceBudget(info vk.DeviceInfo, gpuMem uint64) (uint64, string) {
 	return size - margin, from
 }
 
-// newPlan plans for file f with options opt (CtxSize and Chunk resolved)
-// on a device described by info.
+// newPlan plans part pt of file f with options opt (CtxSize and Chunk
+// resolved) on a device described by info, with the budget gpuMem (0:
+// what the device has).
 // rates, when not nil, measures the device's rates for an automatic chunk
 // and an automatic decode attention placement; it is called only when the
 // plan streams KV and one of them is automatic.
-func newPlan(f *gguf.File, c Config, opt Options, kvType kvTypes, info vk.DeviceInfo, rates func() (Rates, error)) (Plan, error) {
-	budget, from := deviceBudget(info, opt.GPUMem)
+func newPlan(f *gguf.File, c Config, pt part, opt Options, kvType kvTypes, info vk.DeviceInfo, gpuMem uint64, rates func() (Rates, error)) (Plan, error) {
+	budget, from := deviceBudget(info, gpuMem)
 	sb := opt.StreamBlock
 	if sb == 0 {
 		sb = DefaultStreamBlock
@@ -587,8 +602,8 @@ func newPlan(f *gguf.File, c Config, opt Options, kvType kvTypes, info vk.Device
 	in := planInput{
 		c: c, ctx: opt.CtxSize, chunk: opt.Chunk, kvType: kvType, mode: opt.Offload,
 		budget: budget, budgetFrom: from, streamBlock: sb,
-		weights: weightBytes(f), seqs: opt.Parallel, bindLimit: info.MaxStorageBufferRange,
-		swaFull: opt.SWAFull,
+		weights: weightBytes(f, pt), seqs: opt.Parallel, bindLimit: info.MaxStorageBufferRange,
+		swaFull: opt.SWAFull, part: pt,
 	}
 	p, err := makePlan(in)
 	if err != nil {
@@ -679,25 +694,49 @@ func PlanModel(path string, opt Options) (Plan, error) {
 		return Plan{}, err
 	}
 	opt = opt.resolve(c)
+	if err := opt.checkDevices(); err != nil {
+		return Plan{}, err
+	}
 	devs, err := vk.Devices()
 	if err != nil {
 		return Plan{}, err
 	}
-	i, err := vk.Choose(devs, opt.Device)
-	if err != nil {
-		return Plan{}, err
+	sels := opt.Devices
+	if !opt.splitting() {
+		sels = []string{opt.Device}
+	}
+	infos := make([]vk.DeviceInfo, len(sels))
+	for j, sel := range sels {
+		i, err := vk.Choose(devs, sel)
+		if err != nil {
+			return Plan{}, err
+		}
+		infos[j] = devs[i]
 	}
 	// An automatic chunk over streamed KV needs the device's rates: only
 	// then is the device opened.
-	rates := func() (Rates, error) {
-		d, err := vk.Open(vk.Options{Select: opt.Device, Log: opt.Log})
-		if err != nil {
-			return Rates{}, err
+	rates := func(j int) func() (Rates, error) {
+		return func() (Rates, error) {
+			d, err := vk.Open(vk.Options{Select: sels[j], Log: opt.Log})
+			if err != nil {
+				return Rates{}, err
+			}
+			defer d.Close()
+			return measureRates(d, c, kvType.K)
 		}
-		defer d.Close()
-		return measureRates(d, c, kvType.K)
 	}
-	return newPlan(f, c, opt, kvType, devs[i], rates)
+	if !opt.splitting() {
+		return newPlan(f, c, wholeOf(c), opt, kvType, infos[0], opt.GPUMem, rates(0))
+	}
+	parts, plans, err := planSplit(f, c, opt, kvType, infos, rates)
+	if err != nil {
+		return Plan{}, err
+	}
+	names := make([]string, len(infos))
+	for i, info := range infos {
+		names[i] = info.Name
+	}
+	return mergePlans(c, parts, plans, names), nil
 }
 
 // kvGeometry is the shape of the host store for a plan.

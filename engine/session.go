@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"headinfer/engine/sample"
@@ -49,8 +50,16 @@ const StepGrace = time.Minute
 // Failed is the device failure that ended the session, or nil.
 func (se *Session) Failed() error { return se.failed }
 
-// Failed is the failure of the model's device, or nil while it works.
-func (m *Model) Failed() error { return m.dev.Failed() }
+// Failed is the failure of the model's device (of any of a split
+// model's), or nil while they work.
+func (m *Model) Failed() error {
+	for _, d := range m.Devices() {
+		if err := d.Failed(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // useDeadline makes the steps run until the caller returns wait for the
 // device until ctx's deadline plus StepGrace (or the device's default
@@ -100,6 +109,13 @@ type Stats struct {
 	// time less the compute segments' device time (timestamps), so it is
 	// an upper bound on the time attention waited for copies.
 	CopyWait time.Duration
+
+	// DeviceTime is, for a model split over devices, the wall time of
+	// each device's share of the steps (in layer order; nil on one
+	// device), and HandOffBytes the bytes of residual stream the host
+	// carried from one device to the next.
+	DeviceTime   []time.Duration
+	HandOffBytes uint64
 }
 
 // Sub is the work done between an earlier reading of a session's stats
@@ -124,7 +140,21 @@ func (s Stats) Sub(earlier Stats) Stats {
 		H2DBytes:          s.H2DBytes - earlier.H2DBytes,
 		D2HBytes:          s.D2HBytes - earlier.D2HBytes,
 		CopyWait:          s.CopyWait - earlier.CopyWait,
+		DeviceTime:        subDurations(s.DeviceTime, earlier.DeviceTime),
+		HandOffBytes:      s.HandOffBytes - earlier.HandOffBytes,
 	}
+}
+
+// subDurations is a − b element by element (b may be shorter).
+func subDurations(a, b []time.Duration) []time.Duration {
+	if a == nil {
+		return nil
+	}
+	d := slices.Clone(a)
+	for i := range min(len(a), len(b)) {
+		d[i] -= b[i]
+	}
+	return d
 }
 
 // Memory reports device memory: by kind, peak, and the parts the engine
@@ -212,7 +242,7 @@ func (se *Session) prefill(ctx context.Context, ids []int32, withLogits bool, po
 			return err
 		}
 		if pool != nil {
-			pool.add(se.s.hiddenHost.Bytes(), len(part))
+			pool.add(se.s.hidden().Bytes(), len(part))
 		}
 		se.observe(EventPrefill, len(part), tc)
 		if report := se.m.opt.Progress; report != nil && chunks > 1 {
@@ -306,13 +336,21 @@ func (se *Session) Stats() Stats {
 		st.Dispatches, st.Submissions, st.Commands = se.s.dispatches, se.s.submissions, se.s.commands
 		st.Recordings, st.RecordTime = se.s.recordings, se.s.recordTime
 		st.HostWaits, st.CPUAttention = se.s.hostWaits, se.s.hostTasks
+		st.DeviceTime, st.HandOffBytes = slices.Clone(se.s.deviceTime), se.s.handOffs
 	}
 	return st
 }
 
 // Memory reports the device memory in use.
 func (se *Session) Memory() Memory {
-	ms := se.m.dev.Memory()
+	var ms vk.MemoryStats
+	for _, d := range se.m.Devices() {
+		m := d.Memory()
+		for k := range ms.Live {
+			ms.Live[k] += m.Live[k]
+			ms.Peak[k] += m.Peak[k]
+		}
+	}
 	return Memory{
 		DeviceBytes:     ms.Live[vk.DeviceLocal],
 		DeviceBytesPeak: ms.Peak[vk.DeviceLocal],

@@ -55,7 +55,19 @@ type state struct {
 	// default); the session sets it from its caller's context.
 	deadline time.Time
 
-	// Totals over the steps run so far.
+	// A split model's sequence is a state per part (see split.go), in
+	// layer order, which this one runs in turn; its kv is their caches
+	// seen as one, its next and logitsHost the last part's. A part's in
+	// and out are its hand-off buffers: the residual stream of a step's
+	// rows from the previous part and to the next (nil at the ends).
+	split   []*state
+	in, out *vk.Buffer
+
+	stepTotals
+}
+
+// stepTotals are totals over the steps a state ran.
+type stepTotals struct {
 	h2d, d2h    uint64
 	copyWait    time.Duration
 	dispatches  int
@@ -65,6 +77,24 @@ type state struct {
 	recordTime  time.Duration
 	hostWaits   int
 	hostTasks   time.Duration
+	// deviceTime is the wall time of each part's programs, and handOffs
+	// the bytes the host carried between parts (split models).
+	deviceTime []time.Duration
+	handOffs   uint64
+}
+
+// add adds what b counts beyond a (b being later totals of a's state).
+func (t *stepTotals) add(a, b stepTotals) {
+	t.h2d += b.h2d - a.h2d
+	t.d2h += b.d2h - a.d2h
+	t.copyWait += b.copyWait - a.copyWait
+	t.dispatches += b.dispatches - a.dispatches
+	t.submissions += b.submissions - a.submissions
+	t.commands += b.commands - a.commands
+	t.recordings += b.recordings - a.recordings
+	t.recordTime += b.recordTime - a.recordTime
+	t.hostWaits += b.hostWaits - a.hostWaits
+	t.hostTasks += b.hostTasks - a.hostTasks
 }
 
 // stateIDs numbers the states.
@@ -98,6 +128,9 @@ type stepShape struct {
 }
 
 func newState(m *Model) (s *state, err error) {
+	if m.parts != nil {
+		return newSplitState(m)
+	}
 	c, d := m.Config, m.dev
 	s = &state{id: stateIDs.Add(1), m: m, chunk: m.plan.Chunk, ctx: m.opt.CtxSize, progs: newPrograms[stepShape](maxPrograms)}
 	defer func() {
@@ -128,6 +161,12 @@ func newState(m *Model) (s *state, err error) {
 	if c.NonCausal {
 		s.see = alloc(vk.Upload, int(a.ids), "visible positions")
 	}
+	if !m.part.first() {
+		s.in = alloc(vk.Upload, int(a.x), "residual stream from the previous device")
+	}
+	if !m.part.last() {
+		s.out = alloc(vk.Readback, int(a.x), "residual stream to the next device")
+	}
 	s.freqs = alloc(vk.Upload, int(s.localFreqsOff())+4*len(m.localFreqs), "rope frequencies")
 	s.next = alloc(vk.Readback, 4, "next token")
 	s.logitsHost = alloc(vk.Readback, int(a.logits), "logits (host)")
@@ -138,8 +177,14 @@ func newState(m *Model) (s *state, err error) {
 	}
 	copy(s.freqs.Bytes(), f32Bytes(m.freqs))
 	copy(s.freqs.Bytes()[s.localFreqsOff():], f32Bytes(m.localFreqs))
-	lay := offload.Layout{Geometry: kvGeometry(c, m.plan, m.kvType), Heads: c.Heads,
-		ResidentHeads: m.plan.ResidentHeads, StreamBlock: m.plan.StreamBlock, Attn: c.LayerAttn(), Rings: m.plan.Rings}
+	geo := kvGeometry(c, m.plan, m.kvType)
+	geo.Layers = m.part.layers()
+	attn := c.LayerAttn()
+	if attn != nil {
+		attn = attn[m.part.lo:m.part.hi]
+	}
+	lay := offload.Layout{Geometry: geo, Heads: c.Heads,
+		ResidentHeads: m.plan.ResidentHeads, StreamBlock: m.plan.StreamBlock, Attn: attn, Rings: m.plan.Rings}
 	ops := offload.Kernels{Store: m.ops.kvStore, StoreV: m.ops.kvStoreV, Attn: m.ops.attn}
 	if m.plan.DecodeAttn == DecodeAttnCPU {
 		s.cpuAttn = offload.NewCPUAttention(0)
@@ -196,6 +241,9 @@ func (s *state) qkvRanges(n int) (q, k, v vk.Range) {
 // withLogits, every token's final hidden state in s.hiddenHost when
 // hidden).
 func (s *state) run(ids []int32, start int, withLogits, decode, hidden bool) error {
+	if s.split != nil {
+		return s.runParts(ids, start, withLogits, decode, hidden)
+	}
 	n := len(ids)
 	if n == 0 || n > s.chunk {
 		return fmt.Errorf("engine: %d tokens in one step (chunk is %d)", n, s.chunk)
@@ -302,6 +350,13 @@ func (s *state) logitsInto(dst []float32) []float32 {
 }
 
 func (s *state) free() {
+	for _, p := range s.split {
+		p.free()
+	}
+	s.split = nil
+	if s.progs == nil {
+		return
+	}
 	s.progs.free()
 	s.clock.Free()
 	s.clock = nil

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"headinfer/engine/gguf"
@@ -69,7 +70,14 @@ type loader struct {
 	bufs  []*vk.Buffer
 	// progress, when set, hears the bytes uploaded so far.
 	progress func(uint64)
+	// keeps, when set, says which tensors to upload: a device that runs
+	// part of a split model holds its share only (part.keeps). The others
+	// are found and checked all the same, and left without a buffer.
+	keeps func(name string) bool
 }
+
+// kept says whether the named tensor goes to the device.
+func (l *loader) kept(name string) bool { return l.keeps == nil || l.keeps(name) }
 
 // pending is a tensor found and checked, not yet uploaded.
 type pending struct {
@@ -99,6 +107,10 @@ func (l *loader) find(name string, cols, rows int) (pending, error) {
 // the device can bind: tensors whose sizes keep that alignment end up back
 // to back, which lets kernels read them as one (see joined).
 func (l *loader) upload(ps []pending) error {
+	ps = slices.DeleteFunc(slices.Clone(ps), func(p pending) bool { return !l.kept(p.t.Name) })
+	if len(ps) == 0 {
+		return nil
+	}
 	align := max(l.d.Info().MinStorageBufferOffsetAlignment, 4)
 	if l.d.Info().Type == vk.CPU {
 		align = max(align, 16) // packed matrices start on a texel
@@ -134,7 +146,7 @@ func (l *loader) upload(ps []pending) error {
 // where that is not GGUF's (quantized types on CPU devices).
 func (l *loader) pack(p *pending) error {
 	info := l.d.Info()
-	if p.t.Rows < 2 || !kernel.Packed(info, p.t.Type, p.t.Cols) {
+	if p.t.Rows < 2 || !kernel.Packed(info, p.t.Type, p.t.Cols) || !l.kept(p.t.Name) {
 		return nil
 	}
 	data, err := kernel.Pack(info, p.t.Type, p.t.Rows, p.t.Cols, p.data)
@@ -205,6 +217,9 @@ func (l *loader) splitRows(name string, cols int, rows ...int) ([]*Tensor, error
 func (l *loader) output(out, embed *Tensor) (*Tensor, error) {
 	if out != nil {
 		return out, nil
+	}
+	if !l.kept("output.weight") {
+		return embed, nil // another device computes the logits
 	}
 	return l.matrix(embed)
 }
