@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -55,6 +56,11 @@ type speedResult struct {
 	DecodeBytes uint64  `json:"decode_bytes_per_token"`
 	DecodeGBps  float64 `json:"decode_weight_gbps"`
 	CopyGBps    float64 `json:"copy_gbps"`
+	// On a model split over devices (--devices): each device's share of
+	// a decode step's wall time, in layer order, and the bytes of hidden
+	// state the host carries between them per token.
+	DeviceMsPerToken     []float64 `json:"device_ms_per_token,omitempty"`
+	HandOffBytesPerToken float64   `json:"hand_off_bytes_per_token,omitempty"`
 }
 
 func benchSpeed(c *cli.Context) error {
@@ -145,7 +151,7 @@ func benchSpeed(c *cli.Context) error {
 		}
 	}
 	r := speedResult{
-		Model: c.String("model"), Device: m.Device().Info().Name,
+		Model: c.String("model"), Device: deviceNames(m),
 		PromptTokens: pp, PromptTokPerSec: median(pps),
 		GenTokens: tg, GenTokPerSec: median(tgs),
 		WeightBytes: m.WeightBytes(), DeviceBytesPeak: se.Memory().DeviceBytesPeak,
@@ -164,6 +170,10 @@ func benchSpeed(c *cli.Context) error {
 		r.DispatchesPerToken = float64(steps.Dispatches) / n
 		r.SubmissionsPerToken = float64(steps.Submissions) / n
 		r.HostWaitsPerToken = float64(steps.HostWaits) / n // one per step, more with CPU decode attention
+		for _, d := range steps.DeviceTime {
+			r.DeviceMsPerToken = append(r.DeviceMsPerToken, d.Seconds()*1e3/n)
+		}
+		r.HandOffBytesPerToken = float64(steps.HandOffBytes) / n
 	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
@@ -181,8 +191,24 @@ func benchSpeed(c *cli.Context) error {
 			tg, r.GenTokPerSec, reps, r.DispatchesPerToken, r.SubmissionsPerToken, r.HostWaitsPerToken)
 		fmt.Fprintf(w, "decode reads %s of weights per token: %.2f GB/s, %.0f%% of the copy kernel's %.2f GB/s\n",
 			bytesize.Format(r.DecodeBytes), r.DecodeGBps, 100*r.DecodeGBps/r.CopyGBps, r.CopyGBps)
+		if r.DeviceMsPerToken != nil {
+			fmt.Fprintf(w, "per device per token:")
+			for i, ms := range r.DeviceMsPerToken {
+				fmt.Fprintf(w, " device %d %.3f ms;", i, ms)
+			}
+			fmt.Fprintf(w, " %s of hidden state carried between devices\n", bytesize.Format(uint64(r.HandOffBytesPerToken)))
+		}
 	}
 	return nil
+}
+
+// deviceNames names the devices m runs on, in layer order.
+func deviceNames(m *engine.Model) string {
+	var names []string
+	for _, d := range m.Devices() {
+		names = append(names, d.Info().Name)
+	}
+	return strings.Join(names, " + ")
 }
 
 // benchPrompt returns n token ids of ordinary text, starting with BOS when

@@ -14,20 +14,31 @@ import (
 func devicesCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "devices",
-		Usage: "list Vulkan devices and what they support; * marks the one that would be used",
-		Flags: []cli.Flag{deviceFlag()},
+		Usage: "list Vulkan devices and what they support; * marks the one that would be used (with --devices, those a split would use)",
+		Flags: []cli.Flag{deviceFlag(),
+			&cli.StringFlag{Name: "devices", Usage: "a --devices list (e.g. 0,1) whose devices to mark, with their place in the split"}},
 		Action: func(c *cli.Context) error {
 			devs, err := vk.Devices()
 			if err != nil {
 				return err
 			}
-			chosen, err := vk.Choose(devs, c.String("device"))
-			if err != nil {
-				fmt.Fprintln(c.App.ErrWriter, "headinfer:", err)
-				chosen = -1
+			sels := []string{c.String("device")}
+			if s := c.String("devices"); s != "" {
+				sels = strings.Split(s, ",")
+			}
+			places := map[int][]string{} // device index → its places in the list
+			for j, sel := range sels {
+				i, err := vk.Choose(devs, strings.TrimSpace(sel))
+				if err != nil {
+					return err
+				}
+				places[i] = append(places[i], fmt.Sprint(j))
 			}
 			for i, d := range devs {
-				printDevice(c.App.Writer, d, i == chosen)
+				printDevice(c.App.Writer, d, places[i] != nil)
+				if len(sels) > 1 && places[i] != nil {
+					fmt.Fprintf(c.App.Writer, "    --devices:      part %s of the split\n", strings.Join(places[i], " and "))
+				}
 			}
 			return nil
 		},

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -15,7 +16,9 @@ import (
 // a model has them.
 func offloadFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget for weights, activations and KV, e.g. 512MiB or 6GiB (default: what the device reports, less 10%)"},
+		&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget for weights, activations and KV, e.g. 512MiB or 6GiB (default: what the device reports, less 10%); with --devices, one size for all or one per device, e.g. 20GiB,8GiB"},
+		&cli.StringFlag{Name: "devices", Usage: "split the model's layers over several Vulkan devices: indices or name substrings, comma-separated, in layer order, e.g. 0,1 (a device may be listed twice); each holds its layers' weights and plans its own KV heads, and the hidden state crosses between them through host memory once per step"},
+		&cli.StringFlag{Name: "split", Usage: "with --devices: each device's share of the layers, in proportion, e.g. 3,1 (default: in proportion to the devices' memory budgets)"},
 		&cli.StringFlag{Name: "host-mem", Usage: "host memory allowed for the streamed KV heads, e.g. 32GiB (default: no bound); a plan that needs more fails, saying how much"},
 		&cli.StringFlag{Name: "offload", Value: engine.OffloadAuto, Usage: "KV placement: auto (stream the KV heads that do not fit), none (all on the device, or fail), head (stream every head)"},
 		&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy (a multiple of 256)"},
@@ -42,22 +45,41 @@ func parseDecodeAttn(s string) (string, error) {
 
 // offloadOptions reads the offload flags into opt.
 func offloadOptions(c *cli.Context, opt *engine.Options) error {
+	var gpuMems []uint64
 	for _, f := range []struct {
 		name string
-		dst  *uint64
-	}{{"gpu-mem", &opt.GPUMem}, {"host-mem", &opt.HostMem}} {
+		dst  *[]uint64
+	}{{"gpu-mem", &gpuMems}, {"host-mem", nil}} {
 		s := c.String(f.name)
 		if s == "" {
 			continue
 		}
-		n, err := bytesize.Parse(s)
-		if err != nil {
-			return fmt.Errorf("--%s: %w", f.name, err)
+		items := []string{s}
+		if f.dst != nil {
+			items = strings.Split(s, ",")
 		}
-		if n == 0 {
-			return fmt.Errorf("--%s must be positive", f.name)
+		for _, item := range items {
+			n, err := bytesize.Parse(strings.TrimSpace(item))
+			if err != nil {
+				return fmt.Errorf("--%s: %w", f.name, err)
+			}
+			if n == 0 {
+				return fmt.Errorf("--%s must be positive", f.name)
+			}
+			if f.dst == nil {
+				opt.HostMem = n
+			} else {
+				*f.dst = append(*f.dst, n)
+			}
 		}
-		*f.dst = n
+	}
+	if len(gpuMems) == 1 {
+		opt.GPUMem = gpuMems[0]
+	} else {
+		opt.GPUMems = gpuMems
+	}
+	if err := deviceOptions(c, opt); err != nil {
+		return err
 	}
 	switch m := strings.ToLower(c.String("offload")); m {
 	case engine.OffloadAuto, engine.OffloadNone, engine.OffloadHead:
@@ -76,15 +98,42 @@ func offloadOptions(c *cli.Context, opt *engine.Options) error {
 	return err
 }
 
-// parseSize reads a byte count such as 1536, 512MiB, 6GiB, 6G or 1.5GB.
-// Binary prefixes (KiB, MiB, GiB, TiB, and K, M, G, T alone) count in
-// powers of 1024, decimal ones (KB, MB, GB, TB) in powers of 1000.
+// deviceOptions reads --devices and --split into opt: one device is
+// --device, several split the model.
+func deviceOptions(c *cli.Context, opt *engine.Options) error {
+	if s := c.String("devices"); s != "" {
+		var devs []string
+		for _, d := range strings.Split(s, ",") {
+			if d = strings.TrimSpace(d); d == "" {
+				return fmt.Errorf("--devices %q: an empty device", s)
+			}
+			devs = append(devs, d)
+		}
+		if len(devs) == 1 {
+			opt.Device = devs[0]
+		} else {
+			opt.Devices = devs
+		}
+	}
+	if s := c.String("split"); s != "" {
+		for _, v := range strings.Split(s, ",") {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return fmt.Errorf("--split %q: use each device's share of the layers as a number, e.g. 3,1", s)
+			}
+			opt.Split = append(opt.Split, f)
+		}
+	}
+	return nil
+}
+
+// planCommand is `headinfer plan`: the memory plan without loading.
 func planCommand() *cli.Command {
 	flags := append(modelFlags(), parallelFlag(1), &cli.BoolFlag{Name: "json", Usage: "print the plan as JSON"})
 	return &cli.Command{
 		Name:  "plan",
 		Usage: "show where a model's memory would go: weights, activations, streaming buffers, resident and streamed KV heads",
-		UsageText: "headinfer plan -m MODEL [-c CTX] [--gpu-mem SIZE] [--host-mem SIZE] [--offload auto|none|head] [--chunk N] [--kv-type f16|f32|q8_0|q4_0] [--kv-type-k T] [--kv-type-v T] [--stream-block N] [--decode-attn auto|gpu|cpu] [--swa-full] [--device D] [--json]\n\n" +
+		UsageText: "headinfer plan -m MODEL [-c CTX] [--gpu-mem SIZE] [--host-mem SIZE] [--offload auto|none|head] [--chunk N] [--kv-type f16|f32|q8_0|q4_0] [--kv-type-k T] [--kv-type-v T] [--stream-block N] [--decode-attn auto|gpu|cpu] [--swa-full] [--device D | --devices D,D [--split A,B]] [--json]\n\n" +
 			"Reads the model's metadata and the device's properties only; nothing is loaded.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {

@@ -70,8 +70,9 @@ func (p part) String() string {
 }
 
 // splitLayers divides total layers into runs in proportion to shares, one
-// per device, each at least one layer.
-func splitLayers(total int, shares []float64) ([]part, error) {
+// per device, each at least one layer. what names the shares in errors
+// ("" for --split).
+func splitLayers(total int, shares []float64, what string) ([]part, error) {
 	sum := 0.0
 	for i, s := range shares {
 		if !(s > 0) || math.IsInf(s, 0) {
@@ -88,6 +89,9 @@ func splitLayers(total int, shares []float64) ([]part, error) {
 			hi = total
 		}
 		if hi <= at {
+			if what != "" {
+				return nil, fmt.Errorf("%s leave device %d with none of the model's %d layers: pass --split, or list fewer devices", what, i, total)
+			}
 			return nil, fmt.Errorf("--split %s leaves device %d with none of the model's %d layers: give it a larger share, or list fewer devices",
 				formatShares(shares), i, total)
 		}
@@ -135,14 +139,17 @@ func (opt Options) gpuMem(i int) uint64 {
 // smallest of those they would choose alone. rates measures device i's
 // rates (nil: not measured).
 func planSplit(f *gguf.File, c Config, opt Options, kvType kvTypes, infos []vk.DeviceInfo, rates func(i int) func() (Rates, error)) ([]part, []Plan, error) {
-	shares := opt.Split
+	shares, what := opt.Split, ""
 	if shares == nil {
+		var budgets []string
 		for i, info := range infos {
 			b, _ := deviceBudget(info, opt.gpuMem(i))
 			shares = append(shares, float64(b))
+			budgets = append(budgets, bytesize.Format(b))
 		}
+		what = fmt.Sprintf("shares in proportion to the devices' budgets (%s)", strings.Join(budgets, ", "))
 	}
-	parts, err := splitLayers(c.Layers, shares)
+	parts, err := splitLayers(c.Layers, shares, what)
 	if err != nil {
 		return nil, nil, err
 	}
