@@ -56,6 +56,9 @@ func invariants(full bool) []invariant {
 			}},
 			invariant{"engine/chunk-sizes-agree/" + name, func(opt Options, r *rand.Rand) (int, string, error) {
 				return chunkInvariant(opt, r, spec)
+			}},
+			invariant{"engine/split-equals-one-device/" + name, func(opt Options, r *rand.Rand) (int, string, error) {
+				return splitInvariant(opt, r, spec)
 			}})
 	}
 	return invs
@@ -89,6 +92,10 @@ func withModel(opt Options, spec engine.SynthSpec, opts []engine.Options, fn fun
 	}()
 	for _, o := range opts {
 		o.Device, o.Validation = opt.Device, opt.Validation
+		if o.Devices != nil {
+			// The checked device, once per part of the split.
+			o.Devices = slices.Repeat([]string{opt.Device}, len(o.Devices))
+		}
 		m, err := engine.Load(path, o)
 		if err != nil {
 			return 0, "", err
@@ -97,8 +104,10 @@ func withModel(opt Options, spec engine.SynthSpec, opts []engine.Options, fn fun
 	}
 	diffs, detail, err := fn(ms)
 	for _, m := range ms {
-		if msgs := m.Device().ValidationMessages(); len(msgs) > 0 && err == nil {
-			err = fmt.Errorf("validation layer: %s", msgs[0])
+		for _, d := range m.Devices() {
+			if msgs := d.ValidationMessages(); len(msgs) > 0 && err == nil {
+				err = fmt.Errorf("validation layer: %s", msgs[0])
+			}
 		}
 	}
 	return diffs, detail, err
@@ -160,16 +169,38 @@ func offloadInvariant(opt Options, r *rand.Rand, spec engine.SynthSpec) (int, st
 		if p := ms[1].Plan(); p.Streamed == 0 {
 			return 0, "", fmt.Errorf("--offload head streamed no KV head (plan: %d resident)", p.Resident)
 		}
-		a, err := generate(ms[0], ids, 8)
-		if err != nil {
-			return 0, "", err
+		return sameLogits(ms[0], ms[1], ids)
+	})
+}
+
+// sameLogits generates 8 tokens from ids on a and on b and compares
+// their logits.
+func sameLogits(a, b *engine.Model, ids []int32) (int, string, error) {
+	la, err := generate(a, ids, 8)
+	if err != nil {
+		return 0, "", err
+	}
+	lb, err := generate(b, ids, 8)
+	if err != nil {
+		return 0, "", err
+	}
+	n, d := diff(la, lb)
+	return n, d, nil
+}
+
+// splitInvariant: the model's layers split over the device opened twice
+// (--devices D,D), each half planning its own KV (every head streamed),
+// give the logits of one device, bit for bit.
+func splitInvariant(opt Options, r *rand.Rand, spec engine.SynthSpec) (int, string, error) {
+	one := engine.Options{CtxSize: spec.Ctx, Chunk: 128, StreamBlock: 256, DecodeAttn: engine.DecodeAttnGPU, Offload: engine.OffloadHead}
+	two := one
+	two.Devices, two.Split = []string{"", ""}, []float64{1, 1}
+	ids := prompt(r, 300, spec.Vocab)
+	return withModel(opt, spec, []engine.Options{one, two}, func(ms []*engine.Model) (int, string, error) {
+		if p := ms[1].Plan(); len(p.Devices) != 2 || p.Streamed == 0 {
+			return 0, "", fmt.Errorf("the split model runs on %d devices and streams %d KV heads, want 2 and some", len(p.Devices), p.Streamed)
 		}
-		b, err := generate(ms[1], ids, 8)
-		if err != nil {
-			return 0, "", err
-		}
-		n, d := diff(a, b)
-		return n, d, nil
+		return sameLogits(ms[0], ms[1], ids)
 	})
 }
 

@@ -48,7 +48,7 @@ func benchContextCommand() *cli.Command {
 			&cli.StringFlag{Name: "csv", Usage: "write the results as CSV to this file"},
 			&cli.StringFlag{Name: "md", Usage: "write the results as a Markdown table to this file"},
 			&cli.StringFlag{Name: "plot", Usage: "draw device memory and speed against context length into this PNG file"},
-			deviceFlag(),
+			deviceFlag(), devicesFlag(), splitFlag(),
 		}, kvTypeFlags()...),
 		Action: benchContext,
 	}
@@ -130,6 +130,9 @@ func benchContext(c *cli.Context) error {
 		Log: func(s string) { fmt.Fprintln(c.App.ErrWriter, s) },
 	}
 	kvTypeOptions(c, &base)
+	if err := deviceOptions(c, &base); err != nil {
+		return err
+	}
 	// --kv-type may list types to compare (f16,q8_0,q4_0); the per-half
 	// overrides apply to each.
 	kvs := strings.Split(base.KVType, ",")

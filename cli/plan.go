@@ -17,14 +17,23 @@ import (
 func offloadFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "gpu-mem", Usage: "device memory budget for weights, activations and KV, e.g. 512MiB or 6GiB (default: what the device reports, less 10%); with --devices, one size for all or one per device, e.g. 20GiB,8GiB"},
-		&cli.StringFlag{Name: "devices", Usage: "split the model's layers over several Vulkan devices: indices or name substrings, comma-separated, in layer order, e.g. 0,1 (a device may be listed twice); each holds its layers' weights and plans its own KV heads, and the hidden state crosses between them through host memory once per step"},
-		&cli.StringFlag{Name: "split", Usage: "with --devices: each device's share of the layers, in proportion, e.g. 3,1 (default: in proportion to the devices' memory budgets)"},
 		&cli.StringFlag{Name: "host-mem", Usage: "host memory allowed for the streamed KV heads, e.g. 32GiB (default: no bound); a plan that needs more fails, saying how much"},
 		&cli.StringFlag{Name: "offload", Value: engine.OffloadAuto, Usage: "KV placement: auto (stream the KV heads that do not fit), none (all on the device, or fail), head (stream every head)"},
 		&cli.IntFlag{Name: "stream-block", Value: engine.DefaultStreamBlock, Usage: "KV positions a streamed head moves per copy (a multiple of 256)"},
 		decodeAttnFlag(),
 		&cli.BoolFlag{Name: "swa-full", Usage: "keep every position of the sliding-window layers' KV (as llama.cpp's --swa-full) instead of rings of about the window: a prefix can then be reused or saved from anywhere, at the cost of memory that grows with the context"},
+		devicesFlag(), splitFlag(),
 	}
+}
+
+// devicesFlag is --devices: the devices a model is split over.
+func devicesFlag() cli.Flag {
+	return &cli.StringFlag{Name: "devices", Usage: "split the model's layers over several Vulkan devices: indices or name substrings, comma-separated, in layer order, e.g. 0,1 (a device may be listed twice); each holds its layers' weights and plans its own KV heads, and the hidden state crosses between them through host memory once per step"}
+}
+
+// splitFlag is --split: the devices' shares of the layers.
+func splitFlag() cli.Flag {
+	return &cli.StringFlag{Name: "split", Usage: "with --devices: each device's share of the layers, in proportion, e.g. 3,1 (default: in proportion to the devices' memory budgets)"}
 }
 
 // decodeAttnFlag is --decode-attn: where decode steps attend the streamed

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -44,25 +46,8 @@ func splitRun(t *testing.T, m *Model, prompt []int32, n int) offloadRun {
 		t.Fatal(err)
 	}
 	defer se.Close()
-	parts := se.s.split
-	if parts == nil {
-		parts = []*state{se.s}
-	}
-	for _, p := range parts {
-		offloadPoison(t, p.m.dev, p.kv)
-	}
-	var r offloadRun
-	_, err = se.Generate(context.Background(), prompt, GenerateParams{MaxTokens: n, Logits: func(_ int, l []float32) {
-		r.logits = append(r.logits, slices.Clone(l))
-	}}, func(id int32) bool {
-		r.ids = append(r.ids, id)
-		return true
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.plan, r.mem, r.stats = m.Plan(), se.Memory(), se.Stats()
-	return r
+	poisonSession(t, se)
+	return sessionRun(t, m, se, prompt, n)
 }
 
 // TestSplitBitIdentical splits a 4-layer model over two devices at every
@@ -199,7 +184,13 @@ func TestSplitBadInput(t *testing.T) {
 	}{
 		{"no such device", func() Options { o := base; o.Devices = []string{"0", "17"}; return o }, []string{"no device with index 17", "devices:"}},
 		{"zero share", func() Options { o := splitOptions(t, base, 1, 0); return o }, []string{"device 1", "positive share"}},
-		{"device left without layers", func() Options { o := splitOptions(t, base, 1, 1, 1, 1); o.Split = []float64{1, 1, 1, 1, 1}; o.Devices = append(o.Devices, "0"); o.devs = nil; return o }, []string{"leaves device", "4 layers"}},
+		{"device left without layers", func() Options {
+			o := splitOptions(t, base, 1, 1, 1, 1)
+			o.Split = []float64{1, 1, 1, 1, 1}
+			o.Devices = append(o.Devices, "0")
+			o.devs = nil
+			return o
+		}, []string{"leaves device", "4 layers"}},
 		{"shares for other devices", func() Options { o := splitOptions(t, base, 1, 1); o.Split = []float64{1, 2, 3}; return o }, []string{"3 shares for 2 devices"}},
 		{"budgets for other devices", func() Options { o := splitOptions(t, base, 1, 1); o.GPUMems = []uint64{1 << 30}; return o }, []string{"1 sizes for 2 devices"}},
 		{"split on one device", func() Options { o := base; o.Split = []float64{1}; return o }, []string{"two or more --devices"}},
@@ -234,5 +225,53 @@ func TestSplitBadInput(t *testing.T) {
 	}
 	if _, err := PlanModel(path, Options{CtxSize: 256, Devices: []string{"0", "nosuchgpu"}}); err == nil || !strings.Contains(err.Error(), "nosuchgpu") {
 		t.Errorf("plan on an unknown device: %v", err)
+	}
+}
+
+// TestSplitDeviceFailure fails the second device of a split in the
+// middle of generation: the request fails as a device failure, the model
+// says so, and closing it gives back the first device's memory.
+func TestSplitDeviceFailure(t *testing.T) {
+	first, err := vk.Open(vk.Options{Validation: vktest.Validation()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	second, err := vk.Open(vk.Options{FaultSubmit: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	before := first.Memory().Live[vk.DeviceLocal]
+	opt := Options{Devices: []string{"0", "0"}, Split: []float64{2, 3}, devs: []*vk.Device{first, second}}
+	m, err := Load(filepath.Join(modelsDir(t), "stories260K.gguf"), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	se, err := m.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	emitted := 0
+	_, err = se.Generate(context.Background(), m.Tokenizer.Encode("Once upon a time", true), GenerateParams{MaxTokens: 20}, func(int32) bool {
+		emitted++
+		return true
+	})
+	if !errors.Is(err, ErrDeviceFailed) || emitted != 3 {
+		t.Fatalf("generation whose second device fails at its fourth step: %v after %d tokens, want a device failure after 3", err, emitted)
+	}
+	if m.Failed() == nil || se.Failed() == nil {
+		t.Fatalf("after the failure: model %v, session %v; want both failed", m.Failed(), se.Failed())
+	}
+	if first.Memory().Live[vk.DeviceLocal] == before {
+		t.Fatal("the first device holds nothing while the model is loaded")
+	}
+	se.Close()
+	m.Close()
+	if live := first.Memory().Live[vk.DeviceLocal]; live != before {
+		t.Errorf("after Close the first device holds %d bytes, %d before Load", live, before)
+	}
+	if msgs := first.ValidationMessages(); len(msgs) > 0 {
+		t.Errorf("validation: %v", msgs)
 	}
 }

@@ -29,6 +29,13 @@ type offloadRun struct {
 func generateAll(t *testing.T, path string, opt Options, prompt []int32, n int) offloadRun {
 	t.Helper()
 	m, se := poisonedSession(t, path, opt)
+	return sessionRun(t, m, se, prompt, n)
+}
+
+// sessionRun prefills prompt on se and greedily generates n tokens,
+// keeping every position's logits.
+func sessionRun(t *testing.T, m *Model, se *Session, prompt []int32, n int) offloadRun {
+	t.Helper()
 	var r offloadRun
 	_, err := se.Generate(context.Background(), prompt, GenerateParams{MaxTokens: n, Logits: func(_ int, l []float32) {
 		r.logits = append(r.logits, append([]float32(nil), l...))
@@ -44,7 +51,7 @@ func generateAll(t *testing.T, path string, opt Options, prompt []int32, n int) 
 }
 
 // poisonedSession loads the model at path and opens a session whose KV
-// memory is poisoned (offloadPoison); the test's cleanup closes both.
+// memory is poisoned (poisonSession); the test's cleanup closes both.
 func poisonedSession(t *testing.T, path string, opt Options) (*Model, *Session) {
 	t.Helper()
 	m := loadModel(t, path, opt)
@@ -53,8 +60,20 @@ func poisonedSession(t *testing.T, path string, opt Options) (*Model, *Session) 
 		t.Fatal(err)
 	}
 	t.Cleanup(se.Close)
-	offloadPoison(t, m.dev, se.s.kv)
+	poisonSession(t, se)
 	return m, se
+}
+
+// poisonSession poisons the KV memory of each device of a session.
+func poisonSession(t *testing.T, se *Session) {
+	t.Helper()
+	parts := se.s.split
+	if parts == nil {
+		parts = []*state{se.s}
+	}
+	for _, p := range parts {
+		offloadPoison(t, p.m.dev, p.kv)
+	}
 }
 
 // offloadPoison fills the resident slots, the host store and the streaming

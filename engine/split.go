@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,6 +214,20 @@ func mergePlans(c Config, parts []part, plans []Plan, names []string) Plan {
 	m.Slots, m.Resident, m.Streamed, m.HostKV, m.RingKV = 0, 0, 0, 0, 0
 	m.ResidentHeads, m.Windows, m.Rings, m.HostContexts = nil, nil, nil, nil
 	m.BudgetFrom = "the devices' budgets summed"
+	// Decode attention is placed per device: the model's is the streaming
+	// devices' placement, or "mixed" where they differ.
+	attn := map[string]bool{}
+	for _, p := range plans {
+		if p.Streamed > 0 {
+			if len(attn) == 0 {
+				m.DecodeAttn, m.DecodeAttnWhy = p.DecodeAttn, p.DecodeAttnWhy
+			}
+			attn[p.DecodeAttn] = true
+		}
+	}
+	if len(attn) > 1 {
+		m.DecodeAttn, m.DecodeAttnWhy = "mixed", "the devices place it apart: see each device's plan"
+	}
 	rings := false
 	for i, p := range plans {
 		m.Budget += p.Budget
@@ -227,15 +242,6 @@ func mergePlans(c Config, parts []part, plans []Plan, names []string) Plan {
 		m.HostKV += p.HostKV
 		m.ResidentHeads = append(m.ResidentHeads, p.ResidentHeads...)
 		rings = rings || p.Rings != nil
-		if p.Streamed > 0 && (m.Streamed == p.Streamed || p.DecodeAttn != m.DecodeAttn) {
-			// The first part that streams names the placement; parts
-			// that place it apart are told apart in Devices.
-			if m.Streamed != p.Streamed {
-				m.DecodeAttn, m.DecodeAttnWhy = "mixed", "the devices place it apart: see each device's plan"
-			} else {
-				m.DecodeAttn, m.DecodeAttnWhy = p.DecodeAttn, p.DecodeAttnWhy
-			}
-		}
 		if m.RingsWhy == "" {
 			m.RingsWhy = p.RingsWhy
 		}
@@ -264,7 +270,7 @@ func mergePlans(c Config, parts []part, plans []Plan, names []string) Plan {
 		// part's host store fits is the shortest of theirs.
 		for _, p := range plans {
 			for _, h := range p.HostContexts {
-				j := slicesIndexKV(m.HostContexts, h.KVType)
+				j := slices.IndexFunc(m.HostContexts, func(g HostContext) bool { return g.KVType == h.KVType })
 				if j < 0 {
 					m.HostContexts = append(m.HostContexts, h)
 				} else if m.HostBudget > 0 {
@@ -277,15 +283,6 @@ func mergePlans(c Config, parts []part, plans []Plan, names []string) Plan {
 		}
 	}
 	return m
-}
-
-func slicesIndexKV(hs []HostContext, kvType string) int {
-	for i, h := range hs {
-		if h.KVType == kvType {
-			return i
-		}
-	}
-	return -1
 }
 
 // writeDevices writes a split plan's devices, one section each.

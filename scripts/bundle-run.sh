@@ -10,6 +10,8 @@
 #   speed.json         prompt processing and generation speed, KV resident (same model)
 #   serve.csv          the HTTP server at 1 and 8 concurrent clients, 8 parallel sequences
 #                      (Llama-2-7B geometry, 1 layer, Q8_0)
+#   speed-split.json   on a machine with two GPUs: speed.json's test with the model split over them
+#   context-split.csv  … and context.csv's, 128K only
 #   log.txt            what each step printed on stderr, and its exit status
 # HEADINFER_DEVICE picks another device (index or name substring).
 set -uo pipefail
@@ -77,6 +79,13 @@ step synth-8b 120 - "$hi" synth --preset llama3-8b --layers 2 --vocab 32000 --ty
 step context 240 - "$hi" bench context -m "$work/llama3.gguf" --ctx 4K,128K --offload head --decode-attn gpu,cpu \
 	--prefill 512 --decode 32 --csv "$out/context.csv"
 step speed 120 speed.json "$hi" bench speed -m "$work/llama3.gguf" -c 4096 --pp 512 --tg 64 --reps 3 --json
+# Two GPUs: the same model split over them (--devices), one layer each.
+gpus=$("$hi" devices 2>/dev/null | sed -n 's/^[* ] \([0-9]*\): .*(\(discrete\|integrated\))$/\1/p' | head -2 | paste -sd, -)
+if [[ $gpus == *,* ]]; then
+	step speed-split 120 speed-split.json "$hi" bench speed -m "$work/llama3.gguf" -c 4096 --pp 512 --tg 64 --reps 3 --json --devices "$gpus"
+	step context-split 240 - "$hi" bench context -m "$work/llama3.gguf" --ctx 128K --offload head --decode-attn gpu,cpu \
+		--prefill 512 --decode 32 --devices "$gpus" --csv "$out/context-split.csv"
+fi
 step synth-7b 120 - "$hi" synth --preset llama2-7b --layers 1 --type q8_0 --out "$work/llama2.gguf"
 step serve 180 - "$hi" bench serve -m "$work/llama2.gguf" -c 1024 --parallel 8 --clients 1,8 --requests 16 \
 	--prompt-tokens 128 --max-tokens 64 --csv "$out/serve.csv"
