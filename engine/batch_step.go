@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"headinfer/engine/gguf"
+	"headinfer/engine/kernel"
 	"headinfer/engine/offload"
 	"headinfer/vk"
 )
@@ -29,10 +30,16 @@ type batchStep struct {
 	rows int // sequences at most
 
 	x, xb, qkv, att, gate, up, logits *vk.Buffer // one row per sequence
-	ids                               *vk.Buffer // host-written token ids
-	in, out                           *vk.Buffer // a part's hand-off buffers (see state)
-	bufs                              []*vk.Buffer
-	parts                             []*batchStep // a split model's, one per part
+	ids, pos                          *vk.Buffer // host-written token ids and positions
+	next                              *vk.Buffer // each sequence's argmax
+	argmax                            *kernel.Argmax
+	// joined says whether the step's products leave each sequence's q, k
+	// and v back to back in qkv (one row of the stacked weights), rather
+	// than all q rows, then all k, then all v.
+	joined  bool
+	in, out *vk.Buffer // a part's hand-off buffers (see state)
+	bufs    []*vk.Buffer
+	parts   []*batchStep // a split model's, one per part
 
 	progs *programs[string] // by key
 	clock *offload.Clock
@@ -72,6 +79,8 @@ func newBatchStep(m *Model, rows int) (b *batchStep, err error) {
 	b.up = alloc(vk.DeviceLocal, a.ffn, "batch activations up")
 	b.logits = alloc(vk.DeviceLocal, uint64(rows)*a.logits, "batch logits")
 	b.ids = alloc(vk.Upload, a.ids, "batch token ids")
+	b.pos = alloc(vk.Upload, a.ids, "batch positions")
+	b.next = alloc(vk.DeviceLocal, a.ids, "batch argmax")
 	if !m.part.first() {
 		b.in = alloc(vk.Upload, a.x, "batch residual stream from the previous device")
 	}
@@ -79,6 +88,9 @@ func newBatchStep(m *Model, rows int) (b *batchStep, err error) {
 		b.out = alloc(vk.Readback, a.x, "batch residual stream to the next device")
 	}
 	if err != nil {
+		return nil, err
+	}
+	if b.argmax, err = kernel.NewArgmax(d, c.Vocab, rows); err != nil {
 		return nil, err
 	}
 	if b.clock, err = offload.NewClock(d); err != nil {
@@ -98,7 +110,7 @@ func (b *batchStep) run(seqs []*state, ids []int32, starts []int, withLogits boo
 	if b.parts != nil {
 		return b.runParts(seqs, ids, starts, withLogits, deadline)
 	}
-	idb := b.ids.Bytes()
+	idb, posb := b.ids.Bytes(), b.pos.Bytes()
 	lengths := make([]int, n)
 	for i, s := range seqs {
 		id, at := ids[i], starts[i]
@@ -109,6 +121,7 @@ func (b *batchStep) run(seqs []*state, ids []int32, starts []int, withLogits boo
 			return offload.RunStats{}, fmt.Errorf("context is full (%d positions): pass a larger --ctx-size", s.ctx)
 		}
 		binary.LittleEndian.PutUint32(idb[4*i:], uint32(id))
+		binary.LittleEndian.PutUint32(posb[4*i:], uint32(at))
 		binary.LittleEndian.PutUint32(s.pos.Bytes(), uint32(at))
 		lengths[i] = at + 1
 	}
@@ -185,25 +198,88 @@ func (r batchRows) product(f *pass, t *Tensor, w vk.Range, rows int, x, y vk.Ran
 
 func (r batchRows) vectors(*pass, gguf.Type) bool { return true }
 
-// attention records each sequence's attention in its own state, and
-// gathers their outputs into f.att.
+// attention rotates the batch's q and k where the products left them
+// (one rotation for all sequences, each at its own position), copies
+// each sequence's q, k and v into its state, records each sequence's
+// attention in its own state, and gathers their outputs into f.att.
 func (r batchRows) attention(f *pass, l int, a *attnWeights) (*vk.Commands, error) {
-	qDim := f.m.Config.Heads * f.m.Config.HeadDim
-	c := f.c
-	for i, s := range r.seqs {
+	b, c, seqs := r.b, f.c, r.seqs
+	cfg, n := b.m.Config, len(seqs)
+	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
+	pos, freqs := b.pos.Range(0, uint64(4*n)), seqs[0].ropeFreqs(l)
+	if b.joined {
+		// Row i is q, k, v of sequence i: q and k of all rows are one
+		// rotation of Heads+KVHeads heads per row, the rows width apart;
+		// the heads' norms (weights of their own for q and k) go by row.
+		width := qDim + 2*kvDim
+		if a.QNorm != nil {
+			for i := range n {
+				q, k, _ := b.rowQKV(i, n)
+				if err := b.m.normHeads(c, a, q, k, 1); err != nil {
+					return nil, err
+				}
+			}
+			c.Barrier()
+		}
+		if !cfg.AbsPos {
+			qk := b.qkv.Range(0, uint64(4*((n-1)*width+qDim+kvDim)))
+			if err := b.m.ops.ropeQK.RecordRows(c, qk, pos, freqs, n, width); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		q, k, _ := b.regions(n)
+		if err := b.m.rotate(c, l, a, q, k, pos, freqs, n, false); err != nil {
+			return nil, err
+		}
+	}
+	c.Barrier()
+	for i, s := range seqs {
+		q, k, v := s.qkvRanges(1)
+		bq, bk, bv := b.rowQKV(i, n)
+		if qk, ok := adjacent(q, k, v); ok && b.joined {
+			c.Copy(qk, b.qkv.Range(bq.Off, qk.Size))
+			continue
+		}
+		c.Copy(q, bq)
+		c.Copy(k, bk)
+		c.Copy(v, bv)
+	}
+	c.Barrier()
+	for i, s := range seqs {
 		if err := f.p.Sequence(i); err != nil {
 			return nil, err
 		}
 		var err error
-		if c, err = s.attention(f.p, c, l, 1, true, a); err != nil {
+		if c, err = s.attend(f.p, c, l, 1, true); err != nil {
 			return nil, err
 		}
 		c.Barrier()
 	}
-	for i, s := range r.seqs {
+	for i, s := range seqs {
 		c.Copy(f.att.Buf.Range(uint64(4*i*qDim), uint64(4*qDim)), s.att.Range(0, uint64(4*qDim)))
 	}
 	return c, nil
+}
+
+// regions are the q, k and v regions of qkv for n sequences when the
+// products do not join them: all q rows, then all k, then all v.
+func (b *batchStep) regions(n int) (q, k, v vk.Range) {
+	cfg := b.m.Config
+	qb, kvb := uint64(4*n*cfg.Heads*cfg.HeadDim), uint64(4*n*cfg.KVHeads*cfg.HeadDim)
+	return b.qkv.Range(0, qb), b.qkv.Range(qb, kvb), b.qkv.Range(qb+kvb, kvb)
+}
+
+// rowQKV is sequence i's q, k and v of the n in qkv.
+func (b *batchStep) rowQKV(i, n int) (q, k, v vk.Range) {
+	cfg := b.m.Config
+	qb, kvb := uint64(4*cfg.Heads*cfg.HeadDim), uint64(4*cfg.KVHeads*cfg.HeadDim)
+	if b.joined {
+		row := uint64(i) * (qb + 2*kvb)
+		return b.qkv.Range(row, qb), b.qkv.Range(row+qb, kvb), b.qkv.Range(row+qb+kvb, kvb)
+	}
+	rq, rk, rv := b.regions(n)
+	return rq.Buf.Range(rq.Off+uint64(i)*qb, qb), rk.Buf.Range(rk.Off+uint64(i)*kvb, kvb), rv.Buf.Range(rv.Off+uint64(i)*kvb, kvb)
 }
 
 // logits records every sequence's logits, each into its own state, and
@@ -229,18 +305,16 @@ func (r batchRows) logits(f *pass, norm, out *Tensor) error {
 	if err := f.softCap(logits, f.n); err != nil {
 		return err
 	}
+	if err := b.argmax.RecordRows(c, logits, b.next.Range(0, uint64(4*f.n)), vocab, f.n); err != nil {
+		return err
+	}
 	vb := uint64(4 * vocab)
 	for i, s := range r.seqs {
 		c.Copy(s.logits.All(), b.logits.Range(uint64(i)*vb, vb))
 	}
 	c.Barrier()
 	for i, s := range r.seqs {
-		if i > 0 {
-			c.Barrier() // the argmax kernels share their scratch
-		}
-		if err := o.argmax.Record(c, s.logits.All(), s.next.Range(0, 4), vocab); err != nil {
-			return err
-		}
+		c.Copy(s.next.Range(0, 4), b.next.Range(uint64(4*i), 4))
 	}
 	if r.withLogits {
 		c.Barrier()
@@ -251,62 +325,45 @@ func (r batchRows) logits(f *pass, norm, out *Tensor) error {
 	return nil
 }
 
-// qkv records the Q, K and V projections of the batch's rows of xb
-// and copies each sequence's into its own state, laid out as that state's
-// solo decode step lays them out. Where the solo step does the three as
-// one product over the stacked weights, so does the batch (each token's
-// q, k and v then come out back to back, one copy); else three products.
+// qkv records the Q, K and V projections of the batch's rows of xb into
+// b.qkv. Where the solo step does the three as one product over the
+// stacked weights, so does the batch (each token's q, k and v then come
+// out back to back); else three products, into all q rows, then all k,
+// then all v. attention takes them from there.
 func (r batchRows) qkv(f *pass, a *attnWeights) error {
-	b, c, seqs, xb := r.b, f.c, r.seqs, f.xb
-	m, cfg, n := b.m, b.m.Config, len(seqs)
+	b, c, xb := r.b, f.c, f.xb
+	m, cfg, n := b.m, b.m.Config, len(r.seqs)
 	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
 	width := qDim + 2*kvDim
-	q1, k1, v1 := seqs[0].qkvRanges(1)
+	q1, k1, v1 := r.seqs[0].qkvRanges(1)
 	_, oneVector := adjacent(q1, k1, v1)
 	wqkv, wok := joined(a.Q, a.K, a.V)
 	bias, bok := joined(a.QBias, a.KBias, a.VBias)
-	if wok && oneVector && (bok || a.QBias == nil) && !m.opt.separate {
+	b.joined = wok && oneVector && (bok || a.QBias == nil) && !m.opt.separate
+	if b.joined {
 		out := b.qkv.Range(0, uint64(4*n*width))
 		if a.QBias != nil {
-			for i := 0; i < n; i++ {
+			for i := range n {
 				c.Copy(b.qkv.Range(uint64(4*i*width), uint64(4*width)), bias)
 			}
 			c.Barrier()
 		}
-		if err := r.product(f, a.Q, wqkv, width, xb, out, a.QBias != nil); err != nil {
-			return err
-		}
-		c.Barrier()
-		for i, s := range seqs {
-			q, _, _ := s.qkvRanges(1)
-			c.Copy(s.qkv.Range(q.Off, uint64(4*width)), b.qkv.Range(uint64(4*i*width), uint64(4*width)))
-		}
-		return nil
+		return r.product(f, a.Q, wqkv, width, xb, out, a.QBias != nil)
 	}
-	// Three products into three regions of b.qkv: q rows, then k, then v.
-	regions := []struct {
+	q, k, v := b.regions(n)
+	for _, g := range []struct {
 		w, bias *Tensor
-		off     uint64
+		y       vk.Range
 		dim     int
-	}{{a.Q, a.QBias, 0, qDim}, {a.K, a.KBias, uint64(4 * n * qDim), kvDim}, {a.V, a.VBias, uint64(4 * n * (qDim + kvDim)), kvDim}}
-	for _, g := range regions {
-		y := b.qkv.Range(g.off, uint64(4*n*g.dim))
+	}{{a.Q, a.QBias, q, qDim}, {a.K, a.KBias, k, kvDim}, {a.V, a.VBias, v, kvDim}} {
 		if g.bias != nil {
-			for i := 0; i < n; i++ {
-				c.Copy(b.qkv.Range(g.off+uint64(4*i*g.dim), uint64(4*g.dim)), g.bias.Range())
+			for i := range n {
+				c.Copy(g.y.Buf.Range(g.y.Off+uint64(4*i*g.dim), uint64(4*g.dim)), g.bias.Range())
 			}
 			c.Barrier()
 		}
-		if err := r.product(f, g.w, g.w.Range(), g.w.Rows, xb, y, g.bias != nil); err != nil {
+		if err := r.product(f, g.w, g.w.Range(), g.w.Rows, xb, g.y, g.bias != nil); err != nil {
 			return err
-		}
-	}
-	c.Barrier()
-	for i, s := range seqs {
-		q, k, v := s.qkvRanges(1)
-		for j, dst := range []vk.Range{q, k, v} {
-			g := regions[j]
-			c.Copy(dst, b.qkv.Range(g.off+uint64(4*i*g.dim), uint64(4*g.dim)))
 		}
 	}
 	return nil
@@ -323,6 +380,10 @@ func (b *batchStep) free() {
 	b.progs.free()
 	b.clock.Free()
 	b.clock = nil
+	if b.argmax != nil {
+		b.argmax.Free()
+		b.argmax = nil
+	}
 	for _, buf := range b.bufs {
 		if buf != nil {
 			buf.Free()

@@ -154,8 +154,8 @@ func TestBatchMatchesSolo(t *testing.T) {
 		}
 		models = append(models, model{name, func(t *testing.T) string { return writeSynth(t, spec) }, opt})
 	}
-	// qwen3: the head norms run in each sequence's attention, before its
-	// K rows are stored; heads of 32 make q twice as wide as dim.
+	// qwen3: the head norms run before RoPE and before the K rows are
+	// stored; heads of 32 make q twice as wide as dim.
 	for _, q := range []struct {
 		typ  gguf.Type
 		name string
@@ -163,6 +163,9 @@ func TestBatchMatchesSolo(t *testing.T) {
 	}{
 		{gguf.Q8_0, "offload=auto", Options{Offload: OffloadAuto, pipeline: true, DecodeAttn: DecodeAttnGPU}},
 		{gguf.F16, "offload=head/decode-attn=cpu", Options{Offload: OffloadHead, DecodeAttn: DecodeAttnCPU}},
+		// Three products: the batch's q, k and v rows lie in three
+		// regions, normed and rotated there.
+		{gguf.F16, "separate", Options{separate: true}},
 	} {
 		spec := SynthSpec{Arch: "qwen3", Dim: 128, Layers: 2, Heads: 8, KVHeads: 2, HeadDim: 32, FFN: 96, Vocab: 300,
 			Ctx: 256, RopeBase: 1e6, Type: q.typ, Seed: 9}
@@ -170,6 +173,11 @@ func TestBatchMatchesSolo(t *testing.T) {
 		opt.CtxSize, opt.Chunk, opt.StreamBlock = 256, 40, 256
 		models = append(models, model{fmt.Sprintf("qwen3/%v/%s", q.typ, q.name), func(t *testing.T) string { return writeSynth(t, spec) }, opt})
 	}
+	// qwen2's q, k and v biases, copied into the three regions.
+	qwen2 := SynthSpec{Arch: "qwen2", Dim: 128, Layers: 2, Heads: 8, KVHeads: 2, FFN: 96, Vocab: 300,
+		Ctx: 256, RopeBase: 10000, Type: gguf.Q8_0, Seed: 9}
+	models = append(models, model{"qwen2/Q8_0/separate", func(t *testing.T) string { return writeSynth(t, qwen2) },
+		Options{CtxSize: 256, Chunk: 40, separate: true}})
 	// gemma3: five layers of six with a window of 8, whose slots are rings,
 	// beside a streamed global layer.
 	gemma := SynthSpec{Arch: "gemma3", Dim: 128, Layers: 6, Heads: 8, KVHeads: 2, HeadDim: 32, FFN: 96, Vocab: 300,

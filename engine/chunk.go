@@ -123,44 +123,68 @@ func (r chunkRows) logits(f *pass, norm, out *Tensor) error {
 // to go on recording into. decode says that it is a decode step (see
 // offload.Step).
 func (s *state) attention(p *offload.Program, c *vk.Commands, l, n int, decode bool, a *attnWeights) (*vk.Commands, error) {
-	o := s.m.ops
-	q, k, v := s.qkvRanges(n)
-	pos := s.pos.Range(0, uint64(4*n))
-	var err error
-	try := func(e error) {
-		if err == nil {
-			err = e
-		}
-	}
-	if a.QNorm != nil {
-		// In place, each head a row: q is n·Heads rows of HeadDim, k
-		// n·KVHeads; the K rows are stored normalised.
-		cfg := s.m.Config
-		try(o.headNorm.Record(c, q, a.QNorm.Range(), q, n*cfg.Heads))
-		try(o.headNorm.Record(c, k, a.KNorm.Range(), k, n*cfg.KVHeads))
-		c.Barrier()
-	}
-	freqs := s.ropeFreqs(l)
-	switch qk, joined := adjacent(q, k); {
-	case s.m.Config.AbsPos:
-		// Positions were added to the embeddings: nothing rotates.
-	case n == 1 && joined && !s.m.opt.separate:
-		try(o.ropeQK.Record(c, qk, pos, freqs, 1))
-	default:
-		try(o.ropeQ.Record(c, q, pos, freqs, n))
-		try(o.ropeK.Record(c, k, pos, freqs, n))
+	q, k, _ := s.qkvRanges(n)
+	if err := s.m.rotate(c, l, a, q, k, s.pos.Range(0, uint64(4*n)), s.ropeFreqs(l), n, n == 1); err != nil {
+		return nil, err
 	}
 	c.Barrier()
+	return s.attend(p, c, l, n, decode)
+}
+
+// rotate records the heads' norms (where the architecture has them) and
+// RoPE of n tokens' q and k rows at q and k, token t at position pos[t]
+// with the rotation frequencies freqs. one says that q and k hold a
+// single token, which a single rotation of both covers when they lie back
+// to back.
+func (m *Model) rotate(c *vk.Commands, l int, a *attnWeights, q, k, pos, freqs vk.Range, n int, one bool) error {
+	if a.QNorm != nil {
+		if err := m.normHeads(c, a, q, k, n); err != nil {
+			return err
+		}
+		c.Barrier()
+	}
+	o, cfg := m.ops, m.Config
+	switch qk, joined := adjacent(q, k); {
+	case cfg.AbsPos:
+		// Positions were added to the embeddings: nothing rotates.
+		return nil
+	case one && joined && !m.opt.separate:
+		return o.ropeQK.Record(c, qk, pos, freqs, 1)
+	default:
+		if err := o.ropeQ.Record(c, q, pos, freqs, n); err != nil {
+			return err
+		}
+		return o.ropeK.Record(c, k, pos, freqs, n)
+	}
+}
+
+// normHeads records the norms of the heads of n tokens' q and k, in
+// place, each head a row: q is n·Heads rows of HeadDim, k n·KVHeads; the
+// K rows are stored normalised.
+func (m *Model) normHeads(c *vk.Commands, a *attnWeights, q, k vk.Range, n int) error {
+	if err := m.ops.headNorm.Record(c, q, a.QNorm.Range(), q, n*m.Config.Heads); err != nil {
+		return err
+	}
+	return m.ops.headNorm.Record(c, k, a.KNorm.Range(), k, n*m.Config.KVHeads)
+}
+
+// attend appends to p, after c, the rest of layer l's attention once
+// q and k are rotated: the store of the new K and V rows and attention
+// over the KV cache into s.att.
+func (s *state) attend(p *offload.Program, c *vk.Commands, l, n int, decode bool) (*vk.Commands, error) {
+	q, k, v := s.qkvRanges(n)
+	pos := s.pos.Range(0, uint64(4*n))
 	kl := l - s.m.part.lo // the layer's index in this device's cache
-	try(s.kv.Store(c, kl, k, v, pos, n))
+	if err := s.kv.Store(c, kl, k, v, pos, n); err != nil {
+		return nil, err
+	}
 	c.Barrier()
 	att := s.att.Range(0, uint64(4*n*s.m.Config.Heads*s.m.Config.HeadDim))
 	st := offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n, Decode: decode}
 	if s.see != nil {
 		st.See = s.see.Range(0, uint64(4*n))
 	}
-	try(s.kv.Attend(p, kl, st))
-	if err != nil {
+	if err := s.kv.Attend(p, kl, st); err != nil {
 		return nil, err
 	}
 	return p.Compute()

@@ -340,7 +340,7 @@ func newOps(d *vk.Device, c Config, w weights, kvType kvTypes) (*ops, error) {
 	try(e)
 	o.scale, e = kernel.NewScale(d)
 	try(e)
-	o.argmax, e = kernel.NewArgmax(d, c.Vocab)
+	o.argmax, e = kernel.NewArgmax(d, c.Vocab, 1)
 	try(e)
 	o.kvStore, e = kernel.NewKVStore(d, kvType.K, c.HeadDim)
 	try(e)

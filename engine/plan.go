@@ -526,7 +526,7 @@ func batchActivationBytes(c Config, seqs int) uint64 {
 		return 0
 	}
 	a := activationSizes(c, seqs, 1)
-	return 2*a.x + a.att + a.qkv + 2*a.ffn + uint64(seqs)*a.logits
+	return 2*a.x + a.att + a.qkv + 2*a.ffn + uint64(seqs)*(a.logits+a.argmax) + 4*uint64(seqs)
 }
 
 // device is the device-local part.

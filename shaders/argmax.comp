@@ -1,8 +1,9 @@
 #version 450
 
-// First pass of argmax over n f32 values: workgroup g reduces the values
-// [g·per_group, (g+1)·per_group) to its best (key, index), written to
-// partial[g]. argmax_final.comp reduces the partials.
+// First pass of argmax over rows of n f32 values, back to back: workgroup
+// (g, r) reduces the values [g·per_group, (g+1)·per_group) of row r to its
+// best (key, index), written to partial[r·groups + g]. argmax_final.comp
+// reduces each row's partials.
 
 #include "argmax.glsl"
 
@@ -15,6 +16,8 @@ layout(push_constant) uniform Push {
 } p;
 
 void main() {
+	const uint row = gl_WorkGroupID.y;
+	const uint base = row * p.n;
 	const uint lo = gl_WorkGroupID.x * p.per_group;
 	const uint hi = min(lo + p.per_group, p.n);
 	// Each invocation scans in increasing index, so a strict > keeps the
@@ -22,7 +25,7 @@ void main() {
 	uint key = 0u;
 	uint idx = 0xffffffffu;
 	for (uint i = lo + gl_LocalInvocationID.x; i < hi; i += gl_WorkGroupSize.x) {
-		const uint k = order_key(x[i]);
+		const uint k = order_key(x[base + i]);
 		if (k > key || idx == 0xffffffffu) {
 			key = k;
 			idx = i;
@@ -30,6 +33,6 @@ void main() {
 	}
 	const uvec2 b = workgroup_best(key, idx);
 	if (gl_LocalInvocationID.x == 0) {
-		partial[gl_WorkGroupID.x] = b;
+		partial[row * gl_NumWorkGroups.x + gl_WorkGroupID.x] = b;
 	}
 }

@@ -1,7 +1,8 @@
 #version 450
 
-// Second pass of argmax: one workgroup reduces the count partial
-// (key, index) pairs of argmax.comp and writes the index to result[0].
+// Second pass of argmax: workgroup r reduces the count partial (key,
+// index) pairs of row r from argmax.comp and writes the index to
+// result[r].
 
 #include "argmax.glsl"
 
@@ -13,10 +14,11 @@ layout(push_constant) uniform Push {
 } p;
 
 void main() {
+	const uint row = gl_WorkGroupID.y;
 	uint key = 0u;
 	uint idx = 0xffffffffu;
 	for (uint i = gl_LocalInvocationID.x; i < p.count; i += gl_WorkGroupSize.x) {
-		const uvec2 c = partial[i];
+		const uvec2 c = partial[row * p.count + i];
 		if (c.x > key || (c.x == key && c.y < idx)) {
 			key = c.x;
 			idx = c.y;
@@ -24,6 +26,6 @@ void main() {
 	}
 	const uvec2 b = workgroup_best(key, idx);
 	if (gl_LocalInvocationID.x == 0) {
-		result[0] = b.y;
+		result[row] = b.y;
 	}
 }

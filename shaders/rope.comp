@@ -1,7 +1,8 @@
 #version 450
 
-// Rotary position embedding, in place, on x = [n_tokens][n_heads·head_dim]
-// f32 (queries or keys). The first n_rot dims of each head are rotated in
+// Rotary position embedding, in place, on n_tokens rows of n_heads·head_dim
+// f32 (queries or keys) that start row_stride floats apart: the rows of a
+// chunk back to back, or the q and k of each sequence of a batched step. The first n_rot dims of each head are rotated in
 // pairs by θ = positions[t] · inv_freq[i]; the rest pass through untouched.
 // Pairs are (2i, 2i+1) in the "normal" layout (Llama) and (i, i + n_rot/2)
 // in the "neox" layout (Qwen2, GPT-NeoX). Positions come from a buffer so
@@ -19,6 +20,7 @@ layout(push_constant) uniform Push {
 	uint head_dim;
 	uint n_rot;
 	uint neox;
+	uint row_stride;
 } p;
 
 // The Vulkan spec bounds the error of sin and cos only on [-π, π], and
@@ -48,7 +50,7 @@ void main() {
 	}
 	const uint h = i / half_rot;
 	const uint j = i % half_rot;
-	const uint base = (t * p.n_heads + h) * p.head_dim;
+	const uint base = t * p.row_stride + h * p.head_dim;
 	uint a, b;
 	if (p.neox != 0) {
 		a = base + j;

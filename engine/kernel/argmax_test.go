@@ -27,7 +27,7 @@ func TestArgmax(t *testing.T) {
 	d := vktest.Device(t)
 	r := newRand(t)
 	const maxN = 128_256
-	k, err := NewArgmax(d, maxN)
+	k, err := NewArgmax(d, maxN, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,5 +84,23 @@ func TestArgmax(t *testing.T) {
 	defer c.Free()
 	if err := k.Record(c, out.All(), out.All(), maxN+1); err == nil {
 		t.Error("more values than the Argmax was made for were accepted")
+	}
+
+	// Rows back to back, each searched on its own: row 1 holds the
+	// largest value of all (at its end), row 2 a tie (its lower index wins).
+	const n = 5_001
+	rows := append(append(random(n), append(random(n-1), 50)...), random(n)...)
+	rows[2*n+3], rows[2*n+4_000] = 33, 33
+	outs := poisoned(t, d, 12)
+	rb := upload(t, d, f32Bytes(rows))
+	run(t, d, func(c *vk.Commands) error { return k.RecordRows(c, rb.All(), outs.All(), n, 3) })
+	got := download(t, d, outs)
+	for i := range 3 {
+		if g, want := binary.LittleEndian.Uint32(got[4*i:]), skArgmaxRef(rows[i*n:(i+1)*n]); g != want {
+			t.Errorf("row %d: argmax = %d, want %d", i, g, want)
+		}
+	}
+	if err := k.RecordRows(c, rb.All(), outs.All(), n, 4); err == nil {
+		t.Error("more rows than the Argmax was made for were accepted")
 	}
 }

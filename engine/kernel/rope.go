@@ -99,7 +99,7 @@ func NewRope(d *vk.Device, heads, headDim, nRot int, layout RopeLayout) (*Rope, 
 	if layout != RopeNormal && layout != RopeNeox {
 		return nil, fmt.Errorf("rope: unknown layout %v", layout)
 	}
-	k, err := skKernel(d, "rope", 3, 16)
+	k, err := skKernel(d, "rope", 3, 20)
 	if err != nil {
 		return nil, err
 	}
@@ -111,16 +111,24 @@ func NewRope(d *vk.Device, heads, headDim, nRot int, layout RopeLayout) (*Rope, 
 // are read when the commands run, so replaying them with new positions
 // written to the same buffer rotates for the new positions.
 func (r *Rope) Record(c *vk.Commands, x, positions, freqs vk.Range, tokens int) error {
+	return r.RecordRows(c, x, positions, freqs, tokens, r.heads*r.hdim)
+}
+
+// RecordRows is Record for rows that start stride floats apart (at least
+// a row's heads·headDim): the q and k of each sequence of a batched step,
+// which lie between the sequences' other values. Every element is rotated
+// with the arithmetic of Record.
+func (r *Rope) RecordRows(c *vk.Commands, x, positions, freqs vk.Range, tokens, stride int) error {
 	info := r.d.Info()
 	row := r.heads * r.hdim
-	if tokens <= 0 || tokens > math.MaxInt32/row {
-		return fmt.Errorf("rope: %d tokens out of range", tokens)
+	if tokens <= 0 || stride < row || tokens > (math.MaxInt32-row)/stride+1 {
+		return fmt.Errorf("rope: %d tokens of %d values %d apart out of range", tokens, row, stride)
 	}
 	grid, err := skGrid(info, "rope", int(groups(r.heads*r.nRot/2, skWG)), tokens)
 	if err != nil {
 		return err
 	}
-	xb, err := skBind(info, "rope", "input", x, 4*uint64(tokens)*uint64(row))
+	xb, err := skBind(info, "rope", "input", x, 4*(uint64(tokens-1)*uint64(stride)+uint64(row)))
 	if err != nil {
 		return err
 	}
@@ -136,6 +144,6 @@ func (r *Rope) Record(c *vk.Commands, x, positions, freqs vk.Range, tokens int) 
 	if r.layout == RopeNeox {
 		neox = 1
 	}
-	c.Dispatch(r.k, grid, push(uint32(r.heads), uint32(r.hdim), uint32(r.nRot), neox), xb, pb, fb)
+	c.Dispatch(r.k, grid, push(uint32(r.heads), uint32(r.hdim), uint32(r.nRot), neox, uint32(stride)), xb, pb, fb)
 	return nil
 }

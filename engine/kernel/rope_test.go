@@ -132,6 +132,65 @@ func TestRope(t *testing.T) {
 	}
 }
 
+// TestRopeRows rotates rows that lie apart, as a batched step's q and k
+// do between its sequences' v: the rows come out as Record rotates them
+// packed, bit for bit, and the values between them are left alone.
+func TestRopeRows(t *testing.T) {
+	d := vktest.Device(t)
+	r := newRand(t)
+	for _, layout := range []RopeLayout{RopeNormal, RopeNeox} {
+		t.Run(layout.String(), func(t *testing.T) {
+			const heads, headDim, nRot, tokens, gap = 3, 10, 8, 5, 7
+			k, err := NewRope(d, heads, headDim, nRot, layout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			row, stride := heads*headDim, heads*headDim+gap
+			freqs := RopeFreqs(nRot, 10000, nil)
+			pos := []uint32{3, 0, 77_001, 9, 1_000_003}
+			spread := randFloats(r, (tokens-1)*stride+row, 1)
+			packed := make([]float32, 0, tokens*row)
+			for t := range tokens {
+				packed = append(packed, spread[t*stride:t*stride+row]...)
+			}
+			fb, pb := upload(t, d, f32Bytes(freqs)), upload(t, d, skU32Bytes(pos))
+			sb, kb := upload(t, d, f32Bytes(spread)), upload(t, d, f32Bytes(packed))
+			c, err := d.NewCommands()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Free()
+			if err := k.RecordRows(c, sb.All(), pb.All(), fb.All(), tokens, stride); err != nil {
+				t.Fatal(err)
+			}
+			if err := k.Record(c, kb.All(), pb.All(), fb.All(), tokens); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.End(); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Run(c); err != nil {
+				t.Fatal(err)
+			}
+			gotSpread, gotPacked := bytesF32(download(t, d, sb)), bytesF32(download(t, d, kb))
+			assertClose(t, gotPacked, skRopeRef(packed, pos, freqs, heads, headDim, nRot, layout), 1e-5, 2e-6)
+			for i, v := range gotSpread {
+				tok, at := i/stride, i%stride
+				want := spread[i] // between rows: untouched
+				if at < row {
+					want = gotPacked[tok*row+at]
+				}
+				if math.Float32bits(v) != math.Float32bits(want) {
+					t.Fatalf("value %d (token %d, %d into its row) = %v, want %v", i, tok, at, v, want)
+				}
+			}
+			if err := k.RecordRows(c, sb.All(), pb.All(), fb.All(), tokens, row-1); err == nil {
+				t.Error("rows closer than a row's length were accepted")
+			}
+		})
+	}
+}
+
 func TestRopeRejectsBadShapes(t *testing.T) {
 	d := vktest.Device(t)
 	for _, s := range [][3]int{{4, 64, 65}, {4, 64, 7}, {4, 64, 0}, {0, 64, 64}} {
