@@ -9,20 +9,6 @@ import (
 	"headinfer/vk/vktest"
 )
 
-// skArgmaxRef is the lowest index of the largest value, NaN below all.
-func skArgmaxRef(x []float32) uint32 {
-	best := -1
-	for i, v := range x {
-		if math.IsNaN(float64(v)) {
-			continue
-		}
-		if best < 0 || v > x[best] {
-			best = i
-		}
-	}
-	return uint32(max(best, 0))
-}
-
 func TestArgmax(t *testing.T) {
 	d := vktest.Device(t)
 	r := newRand(t)

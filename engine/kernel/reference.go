@@ -332,3 +332,17 @@ func skLayerNormRef(x, w, b []float32, dim int, eps float32) []float64 {
 func skGELURef(v float64) float64 {
 	return 0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v)))
 }
+
+// skArgmaxRef is the lowest index of the largest value, NaN below all.
+func skArgmaxRef(x []float32) uint32 {
+	best := -1
+	for i, v := range x {
+		if math.IsNaN(float64(v)) {
+			continue
+		}
+		if best < 0 || v > x[best] {
+			best = i
+		}
+	}
+	return uint32(max(best, 0))
+}

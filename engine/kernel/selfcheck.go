@@ -222,7 +222,10 @@ func Checks(info vk.DeviceInfo, full bool) []Check {
 	}
 	// BERT's norm and its biases (all-MiniLM: 384 wide, 1536 inside).
 	cs = append(cs, layerNormCheck(5, 384), layerNormCheck(3, 37), biasCheck(9, 1536, true), biasCheck(7, 385, false))
-	cs = append(cs, ropeCheck(RopeNormal, 6, 32, 128), ropeCheck(RopeNeox, 6, 28, 128),
+	// The batched decode step's RoPE (each sequence's q and k heads, its
+	// v between them) and argmax (each sequence's logits): Llama-3-8B.
+	cs = append(cs, ropeCheck(RopeNormal, 6, 32, 128, 0), ropeCheck(RopeNeox, 6, 28, 128, 0), ropeCheck(RopeNormal, 8, 40, 128, 8*128),
+		argmaxCheck(8, 128256), argmaxCheck(3, 1001),
 		softmaxCheck(3, 1001), swigluCheck(14336*2+1), addCheck(4096*3+5), copyCheck(1<<20+48))
 	for _, kv := range []gguf.Type{gguf.F16, gguf.F32} {
 		// Llama-3 geometry: decode over a long range, and a prefill chunk.
@@ -482,25 +485,70 @@ func biasCheck(rows, cols int, gelu bool) Check {
 		}}
 }
 
-func ropeCheck(layout RopeLayout, tokens, heads, headDim int) Check {
-	return Check{Name: fmt.Sprintf("rope/%v/%dx%dx%d", layout, tokens, heads, headDim), Limit: 1e-5,
+// ropeCheck rotates tokens rows of heads heads; a gap puts that many
+// values, which must come out untouched, between one row and the next.
+func ropeCheck(layout RopeLayout, tokens, heads, headDim, gap int) Check {
+	name := fmt.Sprintf("rope/%v/%dx%dx%d", layout, tokens, heads, headDim)
+	if gap > 0 {
+		name += fmt.Sprintf("/rows-%d-apart", heads*headDim+gap)
+	}
+	return Check{Name: name, Limit: 1e-5,
 		run: func(cr *checkRun) ([]float32, []float64, []float64) {
 			k := checkKernel(cr, func() (*Rope, error) { return NewRope(cr.d, heads, headDim, headDim, layout) })
 			if cr.err != nil {
 				return nil, nil, nil
 			}
+			row, stride := heads*headDim, heads*headDim+gap
 			freqs := RopeFreqs(headDim, 500000, &Llama3Scaling{Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalContext: 8192})
-			xs := randFloats(cr.r, tokens*heads*headDim, 1)
+			xs := randFloats(cr.r, (tokens-1)*stride+row, 1)
 			pos := make([]uint32, tokens)
 			for i := range pos {
 				pos[i] = uint32(cr.r.IntN(1 << 20)) // up to a million positions
 			}
 			x := cr.buffer(f32Bytes(xs))
 			p, f := cr.buffer(skU32Bytes(pos)), cr.buffer(f32Bytes(freqs))
-			cr.exec(func(c *vk.Commands) error { return k.Record(c, x, p, f, tokens) })
-			want := skRopeRef(xs, pos, freqs, heads, headDim, headDim, layout)
+			cr.exec(func(c *vk.Commands) error { return k.RecordRows(c, x, p, f, tokens, stride) })
+			want := make([]float64, len(xs))
+			for i, v := range xs {
+				want[i] = float64(v)
+			}
+			for t := range tokens {
+				rows := make([]float32, row)
+				copy(rows, xs[t*stride:])
+				copy(want[t*stride:], skRopeRef(rows, pos[t:t+1], freqs, heads, headDim, headDim, layout))
+			}
 			// 2e-6 absolute: sin and cos of a range-reduced angle.
 			return cr.floats(x), want, relative(want, 2e-6/1e-5)
+		}}
+}
+
+// argmaxCheck searches rows rows of n values each, with ties planted
+// across workgroups; the indices must be exact.
+func argmaxCheck(rows, n int) Check {
+	return Check{Name: fmt.Sprintf("argmax/%dx%d", rows, n), Limit: 0,
+		run: func(cr *checkRun) ([]float32, []float64, []float64) {
+			k := checkKernel(cr, func() (*Argmax, error) { return NewArgmax(cr.d, n, rows) })
+			if cr.err != nil {
+				return nil, nil, nil
+			}
+			defer k.Free()
+			xs := randFloats(cr.r, rows*n, 30)
+			want := make([]float64, rows)
+			for r := range rows {
+				x := xs[r*n : (r+1)*n]
+				if r%2 == 1 {
+					a, b := cr.r.IntN(n), cr.r.IntN(n)
+					x[a], x[b] = 31, 31 // the lower index wins
+				}
+				want[r] = float64(skArgmaxRef(x))
+			}
+			x, out := cr.buffer(f32Bytes(xs)), cr.output(rows)
+			cr.exec(func(c *vk.Commands) error { return k.RecordRows(c, x, out, n, rows) })
+			got := cr.floats(out)
+			for i, v := range got {
+				got[i] = float32(math.Float32bits(v)) // the index, exact below 2²⁴
+			}
+			return got, want, nil
 		}}
 }
 
