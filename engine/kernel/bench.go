@@ -21,6 +21,10 @@ type BenchResult struct {
 	// do, where the median also measures whatever else shares the device
 	// (on a CPU device, every other process).
 	GBps float64
+	// Reads is how many times one run reads the weights, for the batched
+	// matrix × vectors product (BenchMatVecBatch: once per workgroup's
+	// batch of vectors); 0 elsewhere.
+	Reads int
 }
 
 // String formats the result as one line of a table.
@@ -40,7 +44,27 @@ type benchTimes struct{ median, best float64 }
 // warm runs are timed. Bytes counts the weights only, the traffic that
 // bounds a decode step; x and y are small and stay in cache.
 func BenchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int) (BenchResult, error) {
-	return benchMatVec(d, t, rows, cols, iters, 0, 0, false)
+	return benchMatVec(d, t, rows, cols, iters, mvBench{})
+}
+
+// MatVecMaxBatch is the most vectors that BenchMatVecBatch takes, and
+// that one workgroup of MatVec.RecordBatch applies each weight it loads
+// to on a GPU: a decode step of up to this many sequences reads the
+// weights once there. (CPU devices take 4 vectors of quantized types per
+// workgroup, 8 of the others; more read the weights once per group.)
+const MatVecMaxBatch = mvGPUBatch
+
+// BenchMatVecBatch times MatVec.RecordBatch, Y = W X for n vectors, as a
+// batched decode step of n sequences runs each projection. Bytes counts
+// the weights once, so GBps stays the weights' rate whatever n: a kernel
+// bound by reading the weights takes about as long for n = 8 as for 1.
+// Reads tells how often the kernel reads them (more than once where n
+// exceeds the vectors of one workgroup on this device).
+func BenchMatVecBatch(d *vk.Device, t gguf.Type, rows, cols, n, iters int) (BenchResult, error) {
+	if n <= 0 || n > MatVecMaxBatch {
+		return BenchResult{}, fmt.Errorf("batched matvec benchmark: %d vectors: want 1 to %d", n, MatVecMaxBatch)
+	}
+	return benchMatVec(d, t, rows, cols, iters, mvBench{n: n})
 }
 
 // BenchMatVecGeometry is BenchMatVec with wg threads and rowsPer rows per
@@ -54,11 +78,19 @@ func BenchMatVecGeometry(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsP
 		return BenchResult{}, fmt.Errorf("geometry %dx%d: threads must be a multiple of the subgroup size %d up to %d, rows 1 to 64",
 			wg, rowsPer, info.SubgroupSize, info.MaxWorkgroupInvocations)
 	}
-	return benchMatVec(d, t, rows, cols, iters, wg, rowsPer, whole)
+	return benchMatVec(d, t, rows, cols, iters, mvBench{wg: wg, rows: rowsPer, whole: whole})
 }
 
-func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int, whole bool) (BenchResult, error) {
-	if err := benchShape(t, rows, cols, 1); err != nil {
+// mvBench is what a matrix × vector benchmark varies.
+type mvBench struct {
+	n        int  // vectors through RecordBatch; 0: one through Record
+	wg, rows int  // threads and rows per workgroup; 0: the device's defaults
+	whole    bool // with wg: whole units rather than fine ones
+}
+
+func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int, o mvBench) (BenchResult, error) {
+	n := max(o.n, 1)
+	if err := benchShape(t, rows, cols, n); err != nil {
 		return BenchResult{}, err
 	}
 	k, err := NewMatVec(d, t)
@@ -66,18 +98,21 @@ func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int, 
 		return BenchResult{}, err
 	}
 	op := fmt.Sprintf("matvec %v %dx%d", t, rows, cols)
-	if wg > 0 {
-		k.runAsGPU(wg, rowsPer, k.batch, whole)
-		op += fmt.Sprintf(" %dx%d", wg, rowsPer)
-		if whole && t.BlockSize() > 1 {
+	if o.wg > 0 {
+		k.runAsGPU(o.wg, o.rows, k.batch, o.whole)
+		op += fmt.Sprintf(" %dx%d", o.wg, o.rows)
+		if o.whole && t.BlockSize() > 1 {
 			op += " whole"
 		}
+	}
+	if o.n > 0 {
+		op += fmt.Sprintf(" n=%d", o.n)
 	}
 	// Bytes counts the GGUF size; the layout the kernel reads (packed on
 	// CPU devices) is as large for whole groups of rows and steps.
 	wbytes := uint64(rows) * uint64(t.RowBytes(cols))
 	lbytes := k.WeightBytes(rows, cols)
-	bufs, err := benchAlloc(d, lbytes, 4*uint64(cols), 4*uint64(rows))
+	bufs, err := benchAlloc(d, lbytes, 4*uint64(cols)*uint64(n), 4*uint64(rows)*uint64(n))
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -90,12 +125,19 @@ func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int, 
 		c.Fill(x, 0x3f800000) // 1.0
 		return nil
 	}, func(c *vk.Commands) error {
-		return k.Record(c, w, rows, cols, x, y, false)
+		if o.n == 0 {
+			return k.Record(c, w, rows, cols, x, y, false)
+		}
+		return k.RecordBatch(c, w, rows, cols, n, x, y, false)
 	})
 	if err != nil {
 		return BenchResult{}, fmt.Errorf("%s: %w", op, err)
 	}
-	return benchResult(op, iters, tm, wbytes), nil
+	r := benchResult(op, iters, tm, wbytes)
+	if o.n > 0 {
+		r.Reads = (n + k.batch - 1) / k.batch
+	}
+	return r, nil
 }
 
 // BenchMatMul times Y = X Wᵀ for a rows × cols matrix of type t and n

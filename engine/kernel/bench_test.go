@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"headinfer/engine/gguf"
@@ -107,6 +108,25 @@ func TestBench(t *testing.T) {
 		check(BenchMatVecGeometry(d, gguf.Q4_K, 3, 256, 3, 32, 2, whole))
 	}
 	check(BenchMatMul(d, gguf.Q4_0, 5, 64, 3, 2))
+	// The batched product, one vector and up to the most the kernel
+	// takes: the weights counted once, read once per workgroup's vectors.
+	for _, typ := range []gguf.Type{gguf.F16, gguf.Q8_0, gguf.Q4_K} {
+		for _, n := range []int{1, 3, MatVecMaxBatch} {
+			r, err := BenchMatVecBatch(d, typ, 5, max(64, typ.BlockSize()), n, 2)
+			check(r, err)
+			if want := fmt.Sprintf(" n=%d", n); !strings.HasSuffix(r.Op, want) {
+				t.Errorf("%s: want the op to end in %q", r.Op, want)
+			}
+			if one := uint64(5 * typ.RowBytes(max(64, typ.BlockSize()))); r.Bytes != one || r.Reads < 1 || r.Reads > n {
+				t.Errorf("%s: %d bytes read %d times, want the weights' %d bytes read 1 to %d times", r.Op, r.Bytes, r.Reads, one, n)
+			}
+		}
+	}
+	for _, n := range []int{0, -1, MatVecMaxBatch + 1} {
+		if _, err := BenchMatVecBatch(d, gguf.Q8_0, 5, 64, n, 1); err == nil {
+			t.Errorf("BenchMatVecBatch accepted %d vectors", n)
+		}
+	}
 	check(benchMatMul(d, gguf.F16, 5, 37, 3, 2, true))
 	check(BenchCopy(d, 4100, 3))
 	dc, err := BenchDispatch(d, 5, 3)
@@ -136,7 +156,7 @@ func BenchmarkMatVecBatch(b *testing.B) {
 				var r BenchResult
 				var err error
 				for b.Loop() {
-					if r, err = benchMatMul(d, typ, rows, cols, n, 5, false); err != nil {
+					if r, err = BenchMatVecBatch(d, typ, rows, cols, n, 5); err != nil {
 						b.Fatal(err)
 					}
 				}
