@@ -2,6 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"io"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -23,9 +26,14 @@ func benchKernelsCommand() *cli.Command {
 			&cli.IntFlag{Name: "cols", Value: 4096, Usage: "matrix columns"},
 			&cli.IntFlag{Name: "iters", Value: 20, Usage: "timed runs of each kernel"},
 			&cli.StringFlag{Name: "types", Value: "f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k", Usage: "weight types to measure"},
+			&cli.StringFlag{Name: "vectors", Usage: fmt.Sprintf("also time each type's batched product with these numbers of vectors, comma-separated (1 to %d, e.g. 1,2,4,8): a decode step of that many sequences, the weights read once", kernel.MatVecMaxBatch)},
 			&cli.StringFlag{Name: "geometry", Usage: "also time each type with these workgroup shapes, THREADSxROWS comma-separated (e.g. 64x4,128x2), reading the GGUF layout as GPUs do: for choosing a GPU's defaults; THREADSxROWS/whole reads quantized rows in whole units (the kernel's layout before fine units), for comparison"},
 		},
 		Action: func(c *cli.Context) error {
+			vectors, err := parseVectors(c.String("vectors"))
+			if err != nil {
+				return err
+			}
 			d, err := vk.Open(vk.Options{Select: c.String("device"), Log: func(s string) { fmt.Fprintln(c.App.ErrWriter, s) }})
 			if err != nil {
 				return err
@@ -78,6 +86,9 @@ func benchKernelsCommand() *cli.Command {
 					}
 					fmt.Fprintf(w, "%s  %5.1f%% of copy\n", r, 100*r.GBps/cp.GBps)
 				}
+				if err := benchVectors(w, d, t, rows, cols, iters, vectors); err != nil {
+					return err
+				}
 			}
 			dc, err := kernel.BenchDispatch(d, 1000, 50)
 			if err != nil {
@@ -88,4 +99,46 @@ func benchKernelsCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// parseVectors reads --vectors: distinct counts of 1 to the batched
+// kernel's most, in increasing order (none when s is empty).
+func parseVectors(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var ns []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > kernel.MatVecMaxBatch {
+			return nil, fmt.Errorf("--vectors %q: %q is not a number of vectors from 1 to %d (the most one batched step takes)", s, f, kernel.MatVecMaxBatch)
+		}
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	return slices.Compact(ns), nil
+}
+
+// benchVectors times the batched product of type t with each number of
+// vectors and prints one line for each: the times and the weights' rate
+// (counted once) as BenchResult does, the best time against that of the
+// fewest vectors (×1.00 for the first line; near 1 while the kernel is
+// bound by reading the weights), and the best time per vector.
+func benchVectors(w io.Writer, d *vk.Device, t gguf.Type, rows, cols, iters int, vectors []int) error {
+	var base float64
+	for i, n := range vectors {
+		r, err := kernel.BenchMatVecBatch(d, t, rows, cols, n, iters)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			base = r.BestNS
+		}
+		line := fmt.Sprintf("%s  ×%.2f vs n=%d  %8.1f µs/vector", r, r.BestNS/base, vectors[0], r.BestNS/1e3/float64(n))
+		if r.Reads > 1 {
+			line += fmt.Sprintf("  (weights read %d×: more vectors than a workgroup takes on this device)", r.Reads)
+		}
+		fmt.Fprintln(w, line)
+	}
+	return nil
 }
