@@ -8,6 +8,8 @@
 #   context.csv        prefill and decode speed at 4K and 128K positions, KV streamed head by head,
 #                      decode attention on the GPU and on the CPU (Llama-3-8B geometry, 2 layers, Q8_0)
 #   speed.json         prompt processing and generation speed, KV resident (same model)
+#   kernels-batch.txt  the batched matrix × vectors kernel at 1, 2, 4 and 8 vectors (a decode step of
+#                      that many sequences) per weight type: time, weights' GB/s, time against 1 vector
 #   serve.csv          the HTTP server at 1 and 8 concurrent clients, 8 parallel sequences
 #                      (Llama-2-7B geometry, 1 layer, Q8_0)
 #   speed-split.json   on a machine with two GPUs: speed.json's test with the model split over them
@@ -86,6 +88,7 @@ if [[ $gpus == *,* ]]; then
 	step context-split 240 - "$hi" bench context -m "$work/llama3.gguf" --ctx 128K --offload head --decode-attn gpu,cpu \
 		--prefill 512 --decode 32 --devices "$gpus" --csv "$out/context-split.csv"
 fi
+step kernels-batch 180 kernels-batch.txt "$hi" bench kernels --types q8_0,q4_k,f16 --vectors 1,2,4,8 --iters 20
 step synth-7b 120 - "$hi" synth --preset llama2-7b --layers 1 --type q8_0 --out "$work/llama2.gguf"
 step serve 180 - "$hi" bench serve -m "$work/llama2.gguf" -c 1024 --parallel 8 --clients 1,8 --requests 16 \
 	--prompt-tokens 128 --max-tokens 64 --csv "$out/serve.csv"
