@@ -51,9 +51,12 @@ type Batch struct {
 	failed  error
 
 	// OnStep, when set before the first Generate, hears the number of
-	// sequences of each decode step, on the scheduler's goroutine, after
-	// the step and before its tokens go to the callers.
-	OnStep func(sequences int)
+	// sequences of each decode step and the step's wall time, on the
+	// scheduler's goroutine, after the step and before its tokens go to
+	// the callers. The time is the device step's, from recording through
+	// submit to the wait for its results (as Stats.Decode counts it): not
+	// sampling, not the callers' work.
+	OnStep func(sequences int, took time.Duration)
 
 	running atomic.Int32
 	held    atomic.Int64 // KV positions the running sequences hold
@@ -545,13 +548,16 @@ func (b *Batch) advance() {
 		return
 	}
 	var err error
+	var took time.Duration
 	if len(seqs) == 1 {
 		q := seqs[0]
 		restore := q.se.useDeadline(q.ctx)
+		before := q.se.stats.Decode
 		err = q.se.Decode(q.next, q.logits)
+		took = q.se.stats.Decode - before // the step as Decode times it
 		restore()
 	} else {
-		err = b.decodeBatch(seqs)
+		took, err = b.decodeBatch(seqs)
 	}
 	if err != nil {
 		for _, q := range seqs {
@@ -560,15 +566,15 @@ func (b *Batch) advance() {
 		return
 	}
 	if b.OnStep != nil {
-		b.OnStep(len(seqs))
+		b.OnStep(len(seqs), took)
 	}
 	for _, q := range seqs {
 		b.sampled(q)
 	}
 }
 
-// decodeBatch runs one batched decode step of seqs.
-func (b *Batch) decodeBatch(seqs []*batchSeq) error {
+// decodeBatch runs one batched decode step of seqs and returns its time.
+func (b *Batch) decodeBatch(seqs []*batchSeq) (time.Duration, error) {
 	states := make([]*state, len(seqs))
 	ids := make([]int32, len(seqs))
 	starts := make([]int, len(seqs))
@@ -590,7 +596,7 @@ func (b *Batch) decodeBatch(seqs []*batchSeq) error {
 	t0 := time.Now()
 	st, err := b.step.run(states, ids, starts, withLogits, deadline)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	took := time.Since(t0)
 	for i, q := range seqs {
@@ -602,7 +608,7 @@ func (b *Batch) decodeBatch(seqs []*batchSeq) error {
 		se.stats.DecodeDispatches += st.Dispatches
 		se.observe(EventDecode, 1, t0)
 	}
-	return nil
+	return took, nil
 }
 
 // sampled takes the token after q's last step: it ends the sequence at an

@@ -226,9 +226,13 @@ func TestBatchMatchesSolo(t *testing.T) {
 			defer b.Close()
 			var mu sync.Mutex // OnStep runs on the batch's goroutine
 			steps := map[int]int{}
-			b.OnStep = func(n int) {
+			var untimed int // steps reported as taking no time
+			b.OnStep = func(n int, took time.Duration) {
 				mu.Lock()
 				steps[n]++
+				if took <= 0 {
+					untimed++
+				}
 				mu.Unlock()
 			}
 			batchRuns(t, b, cases, true)
@@ -245,6 +249,9 @@ func TestBatchMatchesSolo(t *testing.T) {
 			mu.Unlock()
 			if batched == 0 {
 				t.Errorf("no decode step ran more than one sequence: %v", steps)
+			}
+			if untimed > 0 {
+				t.Errorf("%d decode steps reported no time (steps by sequences: %v)", untimed, steps)
 			}
 			if last := cases[len(cases)-1]; last.res.Cached != 70 {
 				t.Errorf("the last request reused %d prompt tokens, want the 70 its slot held", last.res.Cached)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"headinfer/engine/grammar"
 	"headinfer/engine/sample"
@@ -80,7 +81,7 @@ func TestGrammarBatch(t *testing.T) {
 	}
 	defer b.Close()
 	var widest atomic.Int32 // the most sequences of one decode step
-	b.OnStep = func(n int) {
+	b.OnStep = func(n int, _ time.Duration) {
 		if int32(n) > widest.Load() {
 			widest.Store(int32(n))
 		}

@@ -35,6 +35,7 @@ type metrics struct {
 	requestDuration    prometheus.Histogram
 	sequencesRunning   prometheus.Gauge
 	batchSize          prometheus.Gauge
+	batchStep          *prometheus.HistogramVec
 	prefixHits         prometheus.Counter
 	prefixCachedTokens prometheus.Counter
 	snapshots          *prometheus.CounterVec
@@ -87,6 +88,9 @@ func newMetrics(state func() queueState) *metrics {
 		prometheus.ExponentialBuckets(0.01, 2, 14))
 	m.sequencesRunning = f.gauge("headinfer_sequences_running", "Sequences being generated.")
 	m.batchSize = f.gauge("headinfer_batch_size", "Sequences decoded together in the last decode step.")
+	m.batchStep = f.histogramVec("headinfer_batch_step_seconds",
+		"Wall time of a decode step on the device, recording through submit to the wait for its results (no sampling, no HTTP), by the sequences it decoded together.",
+		prometheus.ExponentialBuckets(0.0001, 2, 16), "sequences")
 	m.prefixHits = f.counter("headinfer_prefix_cache_hits_total", "Requests whose prompt began with tokens whose KV was kept, and reused it (a shared BOS token alone counts).")
 	m.prefixCachedTokens = f.counter("headinfer_prefix_cache_cached_tokens_total", "Prompt tokens whose KV was reused instead of prefilled.")
 	m.snapshots = f.counterVec("headinfer_kv_snapshots_total", "KV snapshots written to or read from --kv-cache-dir, by operation (save, restore) and result (ok, error).", "op", "result")
@@ -116,6 +120,12 @@ func (m *metrics) generation(generated int, st engine.Stats, mem engine.Memory) 
 	m.lastPrefillRate.Set(perSecond(st.PrefillTokens, st.Prefill))
 	m.lastDecodeRate.Set(perSecond(st.DecodeTokens, st.Decode))
 	m.mem.set(mem)
+}
+
+// step records one decode step of n sequences that took took.
+func (m *metrics) step(n int, took time.Duration) {
+	m.batchSize.Set(float64(n))
+	m.batchStep.WithLabelValues(strconv.Itoa(n)).Observe(took.Seconds())
 }
 
 // prefixReuse counts a request that reused the KV of cached tokens.
@@ -184,6 +194,12 @@ func (f factory) gaugeFunc(name, help string, v func() float64) {
 
 func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	f.reg.MustRegister(h)
+	return h
+}
+
+func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 	f.reg.MustRegister(h)
 	return h
 }

@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -207,7 +210,8 @@ type usageDetails struct {
 // said.
 func TestMetricsScrape(t *testing.T) {
 	needModels(t)
-	s := New(Options{ModelPath: "stories260K.gguf", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var steps stepCounter
+	s := New(Options{ModelPath: "stories260K.gguf", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Steps: &steps})
 	ts := httptest.NewServer(s.Handler())
 	defer ts.Close()
 
@@ -267,6 +271,21 @@ func TestMetricsScrape(t *testing.T) {
 	if ttft, dur := hist("headinfer_time_to_first_token_seconds"), hist("headinfer_request_duration_seconds"); ttft.GetSampleSum() > dur.GetSampleSum() {
 		t.Errorf("time to first token (%v s) exceeds the request durations (%v s)", ttft.GetSampleSum(), dur.GetSampleSum())
 	}
+	// Every token after a request's first took one decode step, of one
+	// sequence (the requests ran one after the other); Options.Steps
+	// heard the same steps.
+	step := series(t, fams, "headinfer_batch_step_seconds", dto.MetricType_HISTOGRAM, "sequences", "1").Histogram
+	check("decode steps", float64(step.GetSampleCount()), float64(generated-2))
+	if sum, dur := step.GetSampleSum(), hist("headinfer_request_duration_seconds").GetSampleSum(); sum <= 0 || sum > dur {
+		t.Errorf("decode steps took %v s in all, want more than 0 and at most the requests' %v s", sum, dur)
+	}
+	steps.mu.Lock()
+	check("steps heard", float64(steps.steps), float64(step.GetSampleCount()))
+	check("sequences heard", float64(steps.sequences), float64(step.GetSampleCount()))
+	if math.Abs(steps.took.Seconds()-step.GetSampleSum()) > 1e-6 {
+		t.Errorf("Options.Steps heard %v of steps, the histogram %v s", steps.took, step.GetSampleSum())
+	}
+	steps.mu.Unlock()
 	if v := value(t, fams, "headinfer_device_memory_bytes"); v <= 0 {
 		t.Errorf("device memory %v", v)
 	}
@@ -282,4 +301,19 @@ func TestMetricsScrape(t *testing.T) {
 	if fams["go_memstats_heap_alloc_bytes"] == nil {
 		t.Errorf("no go_memstats_heap_alloc_bytes")
 	}
+}
+
+// stepCounter is a StepObserver that adds up what it hears.
+type stepCounter struct {
+	mu               sync.Mutex
+	steps, sequences int
+	took             time.Duration
+}
+
+func (c *stepCounter) ObserveStep(sequences int, took time.Duration) {
+	c.mu.Lock()
+	c.steps++
+	c.sequences += sequences
+	c.took += took
+	c.mu.Unlock()
 }

@@ -113,6 +113,18 @@ type Options struct {
 	// it as reasoning_content apart from content, ReasoningNone leaves
 	// the text as generated.
 	ReasoningFormat string
+	// Steps, when set, hears every decode step of the model's batch, as
+	// the headinfer_batch_step_seconds histogram does (`bench serve`
+	// reads the steps of each client count from it).
+	Steps StepObserver
+}
+
+// StepObserver hears each decode step of the server's batch: how many
+// sequences it decoded together and the device step's wall time (see
+// engine.Batch.OnStep). It is called on the batch's goroutine, between
+// steps, so it must return quickly.
+type StepObserver interface {
+	ObserveStep(sequences int, took time.Duration)
 }
 
 // Defaults of the serve command.
@@ -267,7 +279,12 @@ func (s *Server) SetModel(m *engine.Model) error {
 	if err != nil {
 		return err
 	}
-	b.OnStep = func(n int) { s.metrics.batchSize.Set(float64(n)) }
+	b.OnStep = func(n int, took time.Duration) {
+		s.metrics.step(n, took)
+		if s.opt.Steps != nil {
+			s.opt.Steps.ObserveStep(n, took)
+		}
+	}
 	var ctx int
 	var prefix *prefixCache
 	err = b.Do(context.Background(), 0, func(se *engine.Session) (err error) {
