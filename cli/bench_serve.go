@@ -56,7 +56,9 @@ func benchServeCommand() *cli.Command {
 			"Starts the server in this process on a loopback port (or uses the one at --url) and, for every client count, sends R greedy\n" +
 			"streamed completions of random token prompts from that many concurrent clients. It reports the\n" +
 			"generated tokens per second of all clients together, and per request the time to the first token\n" +
-			"and the time per token after it (median and 95th percentile). Untimed requests from as many clients as the most measured warm up first.",
+			"and the time per token after it (median and 95th percentile). Untimed requests from as many clients as the most measured warm up first.\n" +
+			"With -m it also reports the engine's decode steps: their median wall time on the device (submit to results, no sampling,\n" +
+			"no HTTP) and the mean sequences per step; ms/token p50 less step ms p50 is the host and server's share of a token.",
 		Flags:  flags,
 		Action: benchServe,
 	}
@@ -74,6 +76,12 @@ type serveResult struct {
 	TPOT50       float64 // seconds per token after the first
 	TPOT95       float64
 	CachedTokens int // prompt tokens reused, over all requests
+	// The engine's decode steps, with the server in this process (none
+	// with --url): how many ran, their median wall time in seconds, and
+	// the mean sequences decoded together.
+	Steps       int
+	StepP50     float64
+	SeqsPerStep float64
 }
 
 func (r serveResult) tokensPerSecond() float64 { return rate(r.Tokens, r.Seconds) }
@@ -100,6 +108,7 @@ func benchServe(c *cli.Context) error {
 	}
 	tg := target{client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: slices.Max(clients)}}, key: c.String("api-key")}
 	var vocab int
+	var steps *stepRecorder // the in-process server's decode steps
 	if base := strings.TrimSuffix(c.String("url"), "/"); base != "" {
 		tg.url = base + "/v1/completions"
 		if vocab, err = remoteVocab(tg, base); err != nil {
@@ -117,9 +126,11 @@ func benchServe(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		steps = &stepRecorder{}
 		s := server.New(server.Options{
 			ModelPath: path, Parallel: c.Int("parallel"), MaxQueue: slices.Max(clients), Timeout: 24 * time.Hour,
 			NoPrefixReuse: c.Bool("no-prefix-cache"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Steps: steps,
 		})
 		if err := s.SetModel(m); err != nil {
 			m.Close()
@@ -170,7 +181,9 @@ func benchServe(c *cli.Context) error {
 	}
 	var rs []serveResult
 	for _, n := range clients {
+		steps.take() // not the warm-up's or the last count's
 		res := runClients(tg, n, reqs, t, prompt)
+		res.Steps, res.StepP50, res.SeqsPerStep = steps.take()
 		rs = append(rs, res)
 		fmt.Fprintf(c.App.ErrWriter, "%d clients: %.1f tok/s\n", n, res.tokensPerSecond())
 	}
@@ -191,6 +204,39 @@ func benchServe(c *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// stepRecorder keeps the decode steps of the server that bench serve
+// runs in this process (a server.StepObserver). A nil recorder (with
+// --url) keeps nothing.
+type stepRecorder struct {
+	mu        sync.Mutex
+	took      []float64 // seconds, one per step
+	sequences int       // over all steps
+}
+
+// ObserveStep records one decode step.
+func (r *stepRecorder) ObserveStep(sequences int, took time.Duration) {
+	r.mu.Lock()
+	r.took = append(r.took, took.Seconds())
+	r.sequences += sequences
+	r.mu.Unlock()
+}
+
+// take returns the steps since the last take (the number, their median
+// time in seconds and the mean sequences per step) and forgets them.
+func (r *stepRecorder) take() (steps int, p50, seqsPerStep float64) {
+	if r == nil {
+		return 0, 0, 0
+	}
+	r.mu.Lock()
+	took, seqs := r.took, r.sequences
+	r.took, r.sequences = nil, 0
+	r.mu.Unlock()
+	if len(took) == 0 {
+		return 0, 0, 0
+	}
+	return len(took), percentile(took, 50), float64(seqs) / float64(len(took))
 }
 
 // target is where bench serve sends its completions.
@@ -364,22 +410,30 @@ func percentile(vs []float64, p float64) float64 {
 
 func serveTable(rs []serveResult) string {
 	var b strings.Builder
-	b.WriteString("| clients | requests | tokens | tok/s | TTFT p50 ms | TTFT p95 ms | ms/token p50 | ms/token p95 | cached prompt tokens | errors |\n")
-	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| clients | requests | tokens | tok/s | TTFT p50 ms | TTFT p95 ms | ms/token p50 | ms/token p95 | step ms p50 | seqs/step | cached prompt tokens | errors |\n")
+	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %d | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %d | %d |\n", r.Clients, r.Requests, r.Tokens,
-			r.tokensPerSecond(), 1e3*r.TTFT50, 1e3*r.TTFT95, 1e3*r.TPOT50, 1e3*r.TPOT95, r.CachedTokens, r.Errors)
+		step, seqs := "-", "-" // not measured (--url)
+		if r.Steps > 0 {
+			step, seqs = fmt.Sprintf("%.2f", 1e3*r.StepP50), fmt.Sprintf("%.2f", r.SeqsPerStep)
+		}
+		fmt.Fprintf(&b, "| %d | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %s | %s | %d | %d |\n", r.Clients, r.Requests, r.Tokens,
+			r.tokensPerSecond(), 1e3*r.TTFT50, 1e3*r.TTFT95, 1e3*r.TPOT50, 1e3*r.TPOT95, step, seqs, r.CachedTokens, r.Errors)
 	}
 	return b.String()
 }
 
 func serveCSV(w io.Writer, rs []serveResult) error {
-	if _, err := fmt.Fprintln(w, "clients,requests,tokens,seconds,tokens_per_second,ttft_p50_s,ttft_p95_s,tpot_p50_s,tpot_p95_s,cached_tokens,errors"); err != nil {
+	if _, err := fmt.Fprintln(w, "clients,requests,tokens,seconds,tokens_per_second,ttft_p50_s,ttft_p95_s,tpot_p50_s,tpot_p95_s,step_p50_s,seqs_per_step,steps,cached_tokens,errors"); err != nil {
 		return err
 	}
 	for _, r := range rs {
-		if _, err := fmt.Fprintf(w, "%d,%d,%d,%.4f,%.3f,%.6f,%.6f,%.6f,%.6f,%d,%d\n", r.Clients, r.Requests, r.Tokens, r.Seconds,
-			r.tokensPerSecond(), r.TTFT50, r.TTFT95, r.TPOT50, r.TPOT95, r.CachedTokens, r.Errors); err != nil {
+		step, seqs := "", "" // not measured (--url)
+		if r.Steps > 0 {
+			step, seqs = fmt.Sprintf("%.6f", r.StepP50), fmt.Sprintf("%.3f", r.SeqsPerStep)
+		}
+		if _, err := fmt.Fprintf(w, "%d,%d,%d,%.4f,%.3f,%.6f,%.6f,%.6f,%.6f,%s,%s,%d,%d,%d\n", r.Clients, r.Requests, r.Tokens, r.Seconds,
+			r.tokensPerSecond(), r.TTFT50, r.TTFT95, r.TPOT50, r.TPOT95, step, seqs, r.Steps, r.CachedTokens, r.Errors); err != nil {
 			return err
 		}
 	}

@@ -6,7 +6,9 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -61,6 +63,7 @@ func TestBenchServe(t *testing.T) {
 			t.Errorf("row %v: %v cached prompt tokens, want at least %d", row, c, prefix*requests)
 		}
 	}
+	checkSteps(t, stdout, rows, 1)
 	p, err := os.Open(plotPath)
 	if err != nil {
 		t.Fatal(err)
@@ -68,5 +71,64 @@ func TestBenchServe(t *testing.T) {
 	defer p.Close()
 	if _, err := png.Decode(p); err != nil {
 		t.Errorf("plot: %v", err)
+	}
+}
+
+// TestBenchServeSteps runs `bench serve` with several sequences per step
+// and checks the engine's decode steps it reports: a step time, and the
+// sequences per step (exactly one with one client).
+func TestBenchServeSteps(t *testing.T) {
+	csvPath := filepath.Join(t.TempDir(), "serve.csv")
+	const parallel = 3
+	stdout, stderr, err := run(t, "bench", "serve", "-m", filepath.Join(modelsDir(t), "stories260K.gguf"), "-c", "256",
+		"--parallel", strconv.Itoa(parallel), "--clients", "1,3", "--requests", "6", "--prompt-tokens", "16",
+		"--max-tokens", "8", "--csv", csvPath)
+	if err != nil {
+		t.Fatalf("bench serve: %v\n%s\n%s", err, stdout, stderr)
+	}
+	f, err := os.ReadFile(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(bytes.NewReader(f)).ReadAll()
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("CSV: %v\n%s", err, f)
+	}
+	checkSteps(t, stdout, rows, parallel)
+	if one := rows[1][slices.Index(rows[0], "seqs_per_step")]; one != "1.000" {
+		t.Errorf("one client: %s sequences per step, want 1", one)
+	}
+}
+
+// checkSteps checks the decode-step columns of bench serve's table
+// (stdout) and CSV (rows, a header first): every client count ran steps
+// that took time, of 1 to parallel sequences.
+func checkSteps(t *testing.T, stdout string, rows [][]string, parallel int) {
+	t.Helper()
+	if !strings.Contains(stdout, "| step ms p50 | seqs/step |") {
+		t.Errorf("the table lacks the step columns:\n%s", stdout)
+	}
+	col := func(name string) int {
+		i := slices.Index(rows[0], name)
+		if i < 0 {
+			t.Fatalf("CSV has no column %s: %v", name, rows[0])
+		}
+		return i
+	}
+	step, seqs, steps := col("step_p50_s"), col("seqs_per_step"), col("steps")
+	for _, row := range rows[1:] {
+		num := func(i int) float64 {
+			v, err := strconv.ParseFloat(row[i], 64)
+			if err != nil {
+				t.Fatalf("column %s of %v: %v", rows[0][i], row, err)
+			}
+			return v
+		}
+		if num(steps) < 1 || num(step) <= 0 {
+			t.Errorf("row %v: %v steps of median %v s", row, num(steps), num(step))
+		}
+		if s := num(seqs); s < 1 || s > float64(parallel) {
+			t.Errorf("row %v: %v sequences per step, want 1 to %d", row, s, parallel)
+		}
 	}
 }
