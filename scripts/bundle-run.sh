@@ -11,7 +11,8 @@
 #   kernels-batch.txt  the batched matrix × vectors kernel at 1, 2, 4 and 8 vectors (a decode step of
 #                      that many sequences) per weight type: time, weights' GB/s, time against 1 vector
 #   serve.csv          the HTTP server at 1 and 8 concurrent clients, 8 parallel sequences
-#                      (Llama-2-7B geometry, 1 layer, Q8_0)
+#                      (Llama-2-7B geometry, 1 layer, Q8_0), with the engine's decode step time
+#                      (step_p50_s) and sequences per step beside the clients' time per token
 #   speed-split.json   on a machine with two GPUs: speed.json's test with the model split over them
 #   context-split.csv  … and context.csv's, 128K only
 #   log.txt            what each step printed on stderr, and its exit status
