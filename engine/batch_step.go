@@ -90,8 +90,10 @@ func newBatchStep(m *Model, rows int) (b *batchStep, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if b.argmax, err = kernel.NewArgmax(d, c.Vocab, rows); err != nil {
-		return nil, err
+	if m.part.last() {
+		if b.argmax, err = kernel.NewArgmax(d, c.Vocab, rows); err != nil {
+			return nil, err
+		}
 	}
 	if b.clock, err = offload.NewClock(d); err != nil {
 		return nil, err
