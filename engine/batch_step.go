@@ -248,15 +248,36 @@ func (r batchRows) attention(f *pass, l int, a *attnWeights) (*vk.Commands, erro
 		c.Copy(v, bv)
 	}
 	c.Barrier()
+	// All heads on the device: each phase of the attention for all the
+	// sequences before one barrier. Otherwise (streamed heads, CPU
+	// attention) one sequence after another.
+	caches, steps := make([]*offload.Cache, n), make([]offload.Step, n)
+	kl, together := 0, true
 	for i, s := range seqs {
-		if err := f.p.Sequence(i); err != nil {
+		kc, ok := s.kv.(*offload.Cache)
+		caches[i], together = kc, together && ok
+		kl, steps[i] = s.step(l, 1, true)
+	}
+	var err error
+	if together {
+		if together, err = offload.AttendResident(f.p, c, caches, kl, steps); err != nil {
 			return nil, err
 		}
-		var err error
-		if c, err = s.attend(f.p, c, l, 1, true); err != nil {
+	}
+	if together {
+		if c, err = f.p.Compute(); err != nil {
 			return nil, err
 		}
-		c.Barrier()
+	} else {
+		for i, s := range seqs {
+			if err := f.p.Sequence(i); err != nil {
+				return nil, err
+			}
+			if c, err = s.attend(f.p, c, l, 1, true); err != nil {
+				return nil, err
+			}
+			c.Barrier()
+		}
 	}
 	for i, s := range seqs {
 		c.Copy(f.att.Buf.Range(uint64(4*i*qDim), uint64(4*qDim)), s.att.Range(0, uint64(4*qDim)))

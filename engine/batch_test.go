@@ -358,7 +358,7 @@ func BenchmarkBatchStep(b *testing.B) {
 			for i := range n {
 				states[i], ids[i], starts[i] = sessions[i].s, 5, 16
 			}
-			dispatches := 0
+			dispatches, barriers := 0, 0
 			for b.Loop() {
 				var err error
 				if n == 1 {
@@ -368,7 +368,7 @@ func BenchmarkBatchStep(b *testing.B) {
 				} else {
 					var st offload.RunStats
 					st, err = step.run(states, ids, starts, false, time.Time{})
-					dispatches = st.Dispatches
+					dispatches, barriers = st.Dispatches, st.Barriers
 				}
 				if err != nil {
 					b.Fatal(err)
@@ -376,6 +376,9 @@ func BenchmarkBatchStep(b *testing.B) {
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
 			b.ReportMetric(float64(dispatches), "dispatches/step")
+			if n > 1 {
+				b.ReportMetric(float64(barriers), "barriers/step")
+			}
 		})
 	}
 }

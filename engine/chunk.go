@@ -172,20 +172,25 @@ func (m *Model) normHeads(c *vk.Commands, a *attnWeights, q, k vk.Range, n int) 
 // q and k are rotated: the store of the new K and V rows and attention
 // over the KV cache into s.att.
 func (s *state) attend(p *offload.Program, c *vk.Commands, l, n int, decode bool) (*vk.Commands, error) {
-	q, k, v := s.qkvRanges(n)
-	pos := s.pos.Range(0, uint64(4*n))
-	kl := l - s.m.part.lo // the layer's index in this device's cache
-	if err := s.kv.Store(c, kl, k, v, pos, n); err != nil {
+	kl, st := s.step(l, n, decode)
+	if err := s.kv.Store(c, kl, st.K, st.V, st.Pos, n); err != nil {
 		return nil, err
 	}
 	c.Barrier()
-	att := s.att.Range(0, uint64(4*n*s.m.Config.Heads*s.m.Config.HeadDim))
-	st := offload.Step{Q: q, K: k, V: v, Att: att, Pos: pos, N: n, Decode: decode}
-	if s.see != nil {
-		st.See = s.see.Range(0, uint64(4*n))
-	}
 	if err := s.kv.Attend(p, kl, st); err != nil {
 		return nil, err
 	}
 	return p.Compute()
+}
+
+// step returns layer l's index in this device's cache and what its
+// attention of n tokens reads and writes.
+func (s *state) step(l, n int, decode bool) (int, offload.Step) {
+	q, k, v := s.qkvRanges(n)
+	att := s.att.Range(0, uint64(4*n*s.m.Config.Heads*s.m.Config.HeadDim))
+	st := offload.Step{Q: q, K: k, V: v, Att: att, Pos: s.pos.Range(0, uint64(4*n)), N: n, Decode: decode}
+	if s.see != nil {
+		st.See = s.see.Range(0, uint64(4*n))
+	}
+	return l - s.m.part.lo, st
 }

@@ -541,6 +541,7 @@ func (b *batchStep) runParts(seqs []*state, ids []int32, starts []int, withLogit
 		took := time.Since(t0)
 		total.Submissions += st.Submissions
 		total.Dispatches += st.Dispatches
+		total.Barriers += st.Barriers
 		total.Commands += st.Commands
 		total.H2D += st.H2D
 		total.CopyWait += st.CopyWait

@@ -25,6 +25,7 @@ type Commands struct {
 
 	ts         timestamps
 	dispatches int // recorded since Begin or Reset
+	barriers   int // recorded since Begin or Reset
 	err        error
 	ended      bool
 	freed      bool
@@ -201,8 +202,13 @@ func (c *Commands) nextPool() error {
 func (c *Commands) Barrier() {
 	if c.recording("Barrier") {
 		C.hi_barrier(c.d.dev, c.c)
+		c.barriers++
 	}
 }
+
+// Barriers is the number of barriers recorded: each one waits for all
+// earlier work, which a GPU pays for with idle time.
+func (c *Commands) Barriers() int { return c.barriers }
 
 // Copy copies src to dst; the sizes must be equal.
 func (c *Commands) Copy(dst, src Range) {
@@ -287,7 +293,7 @@ func (c *Commands) Reset() error {
 		}
 	}
 	c.npool = 0
-	c.dispatches = 0
+	c.dispatches, c.barriers = 0, 0
 	c.ts.reset()
 	c.err = nil
 	c.ended = false

@@ -97,50 +97,142 @@ func (kc *Cache) Attend(p *Program, l int, st Step) error {
 // order before the next group reuses it. Ring slots fold their blocks
 // oldest first, which is the order of the same positions in a full slot.
 func (kc *Cache) attendResident(p *Program, l int, st Step) error {
-	lay := kc.lay
-	r := &kc.res[l]
-	if len(r.split) == 0 {
+	if len(kc.res[l].split) == 0 {
 		return nil
 	}
-	blocks := kernel.Blocks(r.rows, AttnBlock)
-	a, group, at := kc.ops.Attn, lay.Group(), lay.attnOf(l)
-	if r.ring > 0 && RingRows(at.Window, st.N) > r.ring {
-		return fmt.Errorf("offload: layer %d's ring of %d positions is too small for a window of %d and chunks of %d", l, r.ring, at.Window, st.N)
+	if err := kc.checkRing(l, st); err != nil {
+		return err
 	}
 	c, err := p.Compute()
 	if err != nil {
 		return err
 	}
-	for _, g := range r.split {
-		for b0 := 0; b0 < blocks; b0 += kc.scratch.PartsCap {
-			nb := min(kc.scratch.PartsCap, blocks-b0)
-			rows := min(nb*AttnBlock, r.rows-b0*AttnBlock)
-			kr, vr := kc.rangeOf(l, g, b0*AttnBlock, rows)
-			if r.ring > 0 {
-				kr, vr = kc.rangeOf(l, g, 0, r.ring) // a ring is bound whole
-			}
-			err := a.RecordPartial(c, st.Q, kr, vr, st.visible(), kc.scratch.Parts.All(), kernel.AttnParams{
-				NTokens: st.N, QHeads: lay.Heads, QHead0: g.first * group,
-				KVStart: b0 * AttnBlock, KVRows: rows, Block: AttnBlock,
-				SlotStride: r.slotElems, KVHeads: g.n, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,
-				Ring: r.ring,
-			})
-			if err != nil {
+	r := &kc.res[l]
+	for g := range r.split {
+		for b0 := 0; b0 < kernel.Blocks(r.rows, AttnBlock); b0 += kc.scratch.PartsCap {
+			if err := kc.residentPartial(c, l, st, g, b0); err != nil {
 				return err
 			}
 			c.Barrier()
-			err = a.RecordMerge(c, kc.scratch.Parts.All(), kc.scratch.Acc.All(), st.Att, kernel.MergeParams{
-				NTokens: st.N, Heads: g.n * group, NParts: nb,
-				Init: b0 == 0, Finalize: b0+nb >= blocks,
-				OutHeads: lay.Heads, OutHead0: g.first * group,
-			})
-			if err != nil {
+			if err := kc.residentMerge(c, l, st, g, b0); err != nil {
 				return err
 			}
 			c.Barrier()
 		}
 	}
 	return nil
+}
+
+// AttendResident records the store of the new rows (on c) and the decode
+// attention of layer l for several sequences at once, sequence i in
+// caches[i] with steps[i], when every cache holds all of the layer's heads
+// on the device in the same shape (slots of one layout) and has scratch of
+// its own. It records what Store and Attend record for each, the same
+// kernels on the same ranges, but phase by phase: all the stores, one
+// barrier, the partials of a group of blocks for all the sequences, one
+// barrier, their merges, one barrier. A batched step then waits on a few
+// barriers per layer rather than a few per sequence. It records nothing
+// and returns false where a cache streams heads or differs in shape:
+// Store and Attend, one sequence after another, do those.
+func AttendResident(p *Program, c *vk.Commands, caches []*Cache, l int, steps []Step) (bool, error) {
+	if len(caches) == 0 || len(caches) != len(steps) {
+		return false, fmt.Errorf("offload: attention of %d caches for %d steps", len(caches), len(steps))
+	}
+	first := caches[0]
+	scratch := map[*vk.Buffer]bool{}
+	for i, kc := range caches {
+		if scratch[kc.scratch.Parts] || scratch[kc.scratch.Acc] {
+			return false, nil
+		}
+		scratch[kc.scratch.Parts], scratch[kc.scratch.Acc] = true, true
+		if l < 0 || l >= len(kc.res) || !steps[i].Decode || steps[i].N != 1 {
+			return false, nil
+		}
+		r, r0 := &kc.res[l], &first.res[l]
+		if r.heads != kc.lay.KVHeads || r.rows != r0.rows || r.ring != r0.ring ||
+			len(r.split) != len(r0.split) || kc.scratch.PartsCap != first.scratch.PartsCap {
+			return false, nil
+		}
+		for g := range r.split {
+			if r.split[g] != r0.split[g] {
+				return false, nil
+			}
+		}
+		if err := kc.checkRing(l, steps[i]); err != nil {
+			return false, err
+		}
+	}
+	for i, kc := range caches {
+		st := steps[i]
+		if err := kc.Store(c, l, st.K, st.V, st.Pos, st.N); err != nil {
+			return false, err
+		}
+	}
+	c.Barrier()
+	c, err := p.Compute()
+	if err != nil {
+		return false, err
+	}
+	r0 := &first.res[l]
+	for g := range r0.split {
+		for b0 := 0; b0 < kernel.Blocks(r0.rows, AttnBlock); b0 += first.scratch.PartsCap {
+			for i, kc := range caches {
+				if err := kc.residentPartial(c, l, steps[i], g, b0); err != nil {
+					return false, err
+				}
+			}
+			c.Barrier()
+			for i, kc := range caches {
+				if err := kc.residentMerge(c, l, steps[i], g, b0); err != nil {
+					return false, err
+				}
+			}
+			c.Barrier()
+		}
+	}
+	return true, nil
+}
+
+// checkRing refuses a step whose chunk and window do not fit layer l's
+// ring of positions.
+func (kc *Cache) checkRing(l int, st Step) error {
+	r := &kc.res[l]
+	if w := kc.lay.attnOf(l).Window; r.ring > 0 && RingRows(w, st.N) > r.ring {
+		return fmt.Errorf("offload: layer %d's ring of %d positions is too small for a window of %d and chunks of %d", l, r.ring, w, st.N)
+	}
+	return nil
+}
+
+// residentPartial records the partials of resident group g of layer l
+// over the blocks from b0 (as many as the scratch holds) into the
+// scratch; residentMerge folds them into the accumulator, and into Att
+// after the last blocks.
+func (kc *Cache) residentPartial(c *vk.Commands, l int, st Step, g, b0 int) error {
+	lay, r := kc.lay, &kc.res[l]
+	grp, at := r.split[g], lay.attnOf(l)
+	nb := min(kc.scratch.PartsCap, kernel.Blocks(r.rows, AttnBlock)-b0)
+	rows := min(nb*AttnBlock, r.rows-b0*AttnBlock)
+	kr, vr := kc.rangeOf(l, grp, b0*AttnBlock, rows)
+	if r.ring > 0 {
+		kr, vr = kc.rangeOf(l, grp, 0, r.ring) // a ring is bound whole
+	}
+	return kc.ops.Attn.RecordPartial(c, st.Q, kr, vr, st.visible(), kc.scratch.Parts.All(), kernel.AttnParams{
+		NTokens: st.N, QHeads: lay.Heads, QHead0: grp.first * lay.Group(),
+		KVStart: b0 * AttnBlock, KVRows: rows, Block: AttnBlock,
+		SlotStride: r.slotElems, KVHeads: grp.n, Scale: at.Scale, Window: at.Window, SoftCap: at.SoftCap,
+		Ring: r.ring,
+	})
+}
+
+func (kc *Cache) residentMerge(c *vk.Commands, l int, st Step, g, b0 int) error {
+	lay, r := kc.lay, &kc.res[l]
+	grp, blocks := r.split[g], kernel.Blocks(r.rows, AttnBlock)
+	nb := min(kc.scratch.PartsCap, blocks-b0)
+	return kc.ops.Attn.RecordMerge(c, kc.scratch.Parts.All(), kc.scratch.Acc.All(), st.Att, kernel.MergeParams{
+		NTokens: st.N, Heads: grp.n * lay.Group(), NParts: nb,
+		Init: b0 == 0, Finalize: b0+nb >= blocks,
+		OutHeads: lay.Heads, OutHead0: grp.first * lay.Group(),
+	})
 }
 
 // attendStreamed records the attention of streamed KV heads h …

@@ -349,6 +349,7 @@ type RunStats struct {
 	H2D         uint64 // bytes copied from the host
 	Blocks      int    // streamed blocks run
 	Dispatches  int    // kernel dispatches run
+	Barriers    int    // barriers between them
 	Submissions int    // vkQueueSubmit calls
 	Commands    int    // command buffers submitted
 	HostWaits   int    // waits of the host for the device (host tasks, and the end)
@@ -398,6 +399,7 @@ func (p *Program) RunBatch(k *Clock, lengths []int, deadline time.Time) (RunStat
 			run = append(run, s)
 			st.H2D += s.h2d
 			st.Dispatches += s.c.Dispatches()
+			st.Barriers += s.c.Barriers()
 			if s.transfer || (!p.pipelined && s.block >= 0) {
 				st.Blocks++
 			}
@@ -525,6 +527,7 @@ func (p *Program) runRounds(k *Clock, lengths []int, deadline time.Time) (RunSta
 		}
 		r.signalled = r.signalled || s.signal
 		st.Dispatches += s.c.Dispatches()
+		st.Barriers += s.c.Barriers()
 	}
 	timeout := func() time.Duration {
 		if deadline.IsZero() {
