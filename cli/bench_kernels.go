@@ -27,7 +27,7 @@ func benchKernelsCommand() *cli.Command {
 			&cli.IntFlag{Name: "iters", Value: 20, Usage: "timed runs of each kernel"},
 			&cli.StringFlag{Name: "types", Value: "f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k", Usage: "weight types to measure"},
 			&cli.StringFlag{Name: "vectors", Usage: fmt.Sprintf("also time each type's batched product with these numbers of vectors, comma-separated (1 to %d, e.g. 1,2,4,8): a decode step of that many sequences, the weights read once", kernel.MatVecMaxBatch)},
-			&cli.StringFlag{Name: "geometry", Usage: "also time each type with these workgroup shapes, THREADSxROWS comma-separated (e.g. 64x4,128x2), reading the GGUF layout as GPUs do: for choosing a GPU's defaults; THREADSxROWS/whole reads quantized rows in whole units (the kernel's layout before fine units), for comparison"},
+			&cli.StringFlag{Name: "geometry", Usage: "also time each type with these workgroup shapes, THREADSxROWS comma-separated (e.g. 64x4,128x2), reading the GGUF layout as GPUs do: for choosing a GPU's defaults; THREADSxROWS/whole reads quantized rows in whole units (the kernel's layout before fine units), for comparison. With --vectors, each shape's batched product too"},
 		},
 		Action: func(c *cli.Context) error {
 			vectors, err := parseVectors(c.String("vectors"))
@@ -80,14 +80,25 @@ func benchKernelsCommand() *cli.Command {
 				}
 				fmt.Fprintf(w, "%s  %5.1f%% of copy\n", r, 100*r.GBps/cp.GBps)
 				for _, g := range geoms {
-					r, err := kernel.BenchMatVecGeometry(d, t, rows, cols, iters, g.wg, g.rows, g.whole)
+					r, err := kernel.BenchMatVecGeometry(d, t, rows, cols, 0, iters, g.wg, g.rows, g.whole)
 					if err != nil {
 						return err
 					}
 					fmt.Fprintf(w, "%s  %5.1f%% of copy\n", r, 100*r.GBps/cp.GBps)
 				}
-				if err := benchVectors(w, d, t, rows, cols, iters, vectors); err != nil {
+				if err := benchVectors(w, vectors, func(n int) (kernel.BenchResult, error) {
+					return kernel.BenchMatVecBatch(d, t, rows, cols, n, iters)
+				}); err != nil {
 					return err
+				}
+				// Each shape with vectors as well: how many rows share a
+				// vector's x decides what a batch costs on a GPU.
+				for _, g := range geoms {
+					if err := benchVectors(w, vectors, func(n int) (kernel.BenchResult, error) {
+						return kernel.BenchMatVecGeometry(d, t, rows, cols, n, iters, g.wg, g.rows, g.whole)
+					}); err != nil {
+						return err
+					}
 				}
 			}
 			dc, err := kernel.BenchDispatch(d, 1000, 50)
@@ -119,15 +130,16 @@ func parseVectors(s string) ([]int, error) {
 	return slices.Compact(ns), nil
 }
 
-// benchVectors times the batched product of type t with each number of
-// vectors and prints one line for each: the times and the weights' rate
-// (counted once) as BenchResult does, the best time against that of the
-// fewest vectors (×1.00 for the first line; near 1 while the kernel is
-// bound by reading the weights), and the best time per vector.
-func benchVectors(w io.Writer, d *vk.Device, t gguf.Type, rows, cols, iters int, vectors []int) error {
+// benchVectors times a batched product (bench, given the number of
+// vectors) with each number of vectors and prints one line for each: the
+// times and the weights' rate (counted once) as BenchResult does, the
+// best time against that of the fewest vectors (×1.00 for the first line;
+// near 1 while the kernel is bound by reading the weights), and the best
+// time per vector.
+func benchVectors(w io.Writer, vectors []int, bench func(n int) (kernel.BenchResult, error)) error {
 	var base float64
 	for i, n := range vectors {
-		r, err := kernel.BenchMatVecBatch(d, t, rows, cols, n, iters)
+		r, err := bench(n)
 		if err != nil {
 			return err
 		}

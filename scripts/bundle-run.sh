@@ -13,6 +13,8 @@
 #   serve.csv          the HTTP server at 1 and 8 concurrent clients, 8 parallel sequences
 #                      (Llama-2-7B geometry, 1 layer, Q8_0), with the engine's decode step time
 #                      (step_p50_s) and sequences per step beside the clients' time per token
+#   kernels-shapes.txt the batched kernel in other workgroup shapes (threads × rows, the rows sharing
+#                      each vector's x), at 1 and 8 vectors: for choosing a GPU's batched geometry
 #   speed-split.json   on a machine with two GPUs: speed.json's test with the model split over them
 #   context-split.csv  … and context.csv's, 128K only
 #   log.txt            what each step printed on stderr, and its exit status
@@ -93,4 +95,6 @@ step kernels-batch 180 kernels-batch.txt "$hi" bench kernels --types q8_0,q4_k,f
 step synth-7b 120 - "$hi" synth --preset llama2-7b --layers 1 --type q8_0 --out "$work/llama2.gguf"
 step serve 180 - "$hi" bench serve -m "$work/llama2.gguf" -c 1024 --parallel 8 --clients 1,8 --requests 16 \
 	--prompt-tokens 128 --max-tokens 64 --csv "$out/serve.csv"
+step kernels-shapes 120 kernels-shapes.txt "$hi" bench kernels --types q8_0,q4_k --vectors 1,8 \
+	--geometry 128x2,128x4,64x4,64x8 --iters 20
 echo "results in $out"

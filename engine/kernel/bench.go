@@ -71,14 +71,20 @@ func BenchMatVecBatch(d *vk.Device, t gguf.Type, rows, cols, n, iters int) (Benc
 // workgroup instead of the device's defaults, reading the GGUF layout as
 // GPUs do: what `bench kernels --geometry` compares to choose them. whole
 // reads quantized rows in the shader's whole units instead of the fine
-// ones GPUs take (FINE in matvec.glsl), to compare the two.
-func BenchMatVecGeometry(d *vk.Device, t gguf.Type, rows, cols, iters, wg, rowsPer int, whole bool) (BenchResult, error) {
+// ones GPUs take (FINE in matvec.glsl), to compare the two. n > 0 times
+// the batched product of n vectors (as BenchMatVecBatch) in that shape,
+// with a GPU's vectors per workgroup: the rows of a workgroup share each
+// vector's x, which a batch loads once per vector.
+func BenchMatVecGeometry(d *vk.Device, t gguf.Type, rows, cols, n, iters, wg, rowsPer int, whole bool) (BenchResult, error) {
 	info := d.Info()
 	if wg <= 0 || rowsPer <= 0 || wg > int(info.MaxWorkgroupInvocations) || wg%int(max(info.SubgroupSize, 1)) != 0 || rowsPer > 64 {
 		return BenchResult{}, fmt.Errorf("geometry %dx%d: threads must be a multiple of the subgroup size %d up to %d, rows 1 to 64",
 			wg, rowsPer, info.SubgroupSize, info.MaxWorkgroupInvocations)
 	}
-	return benchMatVec(d, t, rows, cols, iters, mvBench{wg: wg, rows: rowsPer, whole: whole})
+	if n < 0 || n > MatVecMaxBatch {
+		return BenchResult{}, fmt.Errorf("batched matvec benchmark: %d vectors: want 1 to %d", n, MatVecMaxBatch)
+	}
+	return benchMatVec(d, t, rows, cols, iters, mvBench{n: n, wg: wg, rows: rowsPer, whole: whole})
 }
 
 // mvBench is what a matrix × vector benchmark varies.
@@ -99,7 +105,7 @@ func benchMatVec(d *vk.Device, t gguf.Type, rows, cols, iters int, o mvBench) (B
 	}
 	op := fmt.Sprintf("matvec %v %dx%d", t, rows, cols)
 	if o.wg > 0 {
-		k.runAsGPU(o.wg, o.rows, k.batch, o.whole)
+		k.runAsGPU(o.wg, o.rows, mvGPUBatch, o.whole)
 		op += fmt.Sprintf(" %dx%d", o.wg, o.rows)
 		if o.whole && t.BlockSize() > 1 {
 			op += " whole"

@@ -105,7 +105,13 @@ func TestBench(t *testing.T) {
 		check(BenchMatVec(d, typ, 3, max(32, typ.BlockSize()), 3))
 	}
 	for _, whole := range []bool{false, true} {
-		check(BenchMatVecGeometry(d, gguf.Q4_K, 3, 256, 3, 32, 2, whole))
+		check(BenchMatVecGeometry(d, gguf.Q4_K, 3, 256, 0, 3, 32, 2, whole))
+	}
+	// A GPU's shape with several vectors: read once for all of them.
+	r, err := BenchMatVecGeometry(d, gguf.Q8_0, 5, 64, 3, 2, 32, 4, false)
+	check(r, err)
+	if !strings.HasSuffix(r.Op, " 32x4 n=3") || r.Reads != 1 {
+		t.Errorf("%s read %d times: want the op to end in \" 32x4 n=3\" and one read", r.Op, r.Reads)
 	}
 	check(BenchMatMul(d, gguf.Q4_0, 5, 64, 3, 2))
 	// The batched product, one vector and up to the most the kernel
