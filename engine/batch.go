@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -575,6 +577,10 @@ func (b *Batch) advance() {
 
 // decodeBatch runs one batched decode step of seqs and returns its time.
 func (b *Batch) decodeBatch(seqs []*batchSeq) (time.Duration, error) {
+	// Rows in the order of the states, not of the requests' arrival: the
+	// recorded step of a set of sequences is then one, whatever the order
+	// they run in (continuous batching rotates it).
+	seqs = slices.SortedFunc(slices.Values(seqs), func(a, c *batchSeq) int { return cmp.Compare(a.se.s.id, c.se.s.id) })
 	states := make([]*state, len(seqs))
 	ids := make([]int32, len(seqs))
 	starts := make([]int, len(seqs))
