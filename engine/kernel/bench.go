@@ -82,7 +82,7 @@ func BenchMatVecGeometry(d *vk.Device, t gguf.Type, rows, cols, n, iters, wg, ro
 			wg, rowsPer, info.SubgroupSize, info.MaxWorkgroupInvocations)
 	}
 	if n < 0 || n > MatVecMaxBatch {
-		return BenchResult{}, fmt.Errorf("batched matvec benchmark: %d vectors: want 1 to %d", n, MatVecMaxBatch)
+		return BenchResult{}, fmt.Errorf("matvec benchmark in shape %dx%d: %d vectors: want 0 (one, unbatched) to %d", wg, rowsPer, n, MatVecMaxBatch)
 	}
 	return benchMatVec(d, t, rows, cols, iters, mvBench{n: n, wg: wg, rows: rowsPer, whole: whole})
 }

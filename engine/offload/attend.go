@@ -3,6 +3,7 @@ package offload
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"headinfer/engine/kernel"
 	"headinfer/vk"
@@ -107,20 +108,7 @@ func (kc *Cache) attendResident(p *Program, l int, st Step) error {
 	if err != nil {
 		return err
 	}
-	r := &kc.res[l]
-	for g := range r.split {
-		for b0 := 0; b0 < kernel.Blocks(r.rows, AttnBlock); b0 += kc.scratch.PartsCap {
-			if err := kc.residentPartial(c, l, st, g, b0); err != nil {
-				return err
-			}
-			c.Barrier()
-			if err := kc.residentMerge(c, l, st, g, b0); err != nil {
-				return err
-			}
-			c.Barrier()
-		}
-	}
-	return nil
+	return residentPhases(c, []*Cache{kc}, l, []Step{st})
 }
 
 // AttendResident records the store of the new rows (on c) and the decode
@@ -150,13 +138,8 @@ func AttendResident(p *Program, c *vk.Commands, caches []*Cache, l int, steps []
 		}
 		r, r0 := &kc.res[l], &first.res[l]
 		if r.heads != kc.lay.KVHeads || r.rows != r0.rows || r.ring != r0.ring ||
-			len(r.split) != len(r0.split) || kc.scratch.PartsCap != first.scratch.PartsCap {
+			!slices.Equal(r.split, r0.split) || kc.scratch.PartsCap != first.scratch.PartsCap {
 			return false, nil
-		}
-		for g := range r.split {
-			if r.split[g] != r0.split[g] {
-				return false, nil
-			}
 		}
 		if err := kc.checkRing(l, steps[i]); err != nil {
 			return false, err
@@ -173,24 +156,34 @@ func AttendResident(p *Program, c *vk.Commands, caches []*Cache, l int, steps []
 	if err != nil {
 		return false, err
 	}
+	return true, residentPhases(c, caches, l, steps)
+}
+
+// residentPhases records attendResident's partials and merges for every
+// cache at once (sequence i in caches[i] with steps[i], heads held alike):
+// per group of heads and batch of blocks, all partials, a barrier, all
+// merges, a barrier.
+func residentPhases(c *vk.Commands, caches []*Cache, l int, steps []Step) error {
+	first := caches[0]
 	r0 := &first.res[l]
+	blocks := kernel.Blocks(r0.rows, AttnBlock)
 	for g := range r0.split {
-		for b0 := 0; b0 < kernel.Blocks(r0.rows, AttnBlock); b0 += first.scratch.PartsCap {
+		for b0 := 0; b0 < blocks; b0 += first.scratch.PartsCap {
 			for i, kc := range caches {
 				if err := kc.residentPartial(c, l, steps[i], g, b0); err != nil {
-					return false, err
+					return err
 				}
 			}
 			c.Barrier()
 			for i, kc := range caches {
 				if err := kc.residentMerge(c, l, steps[i], g, b0); err != nil {
-					return false, err
+					return err
 				}
 			}
 			c.Barrier()
 		}
 	}
-	return true, nil
+	return nil
 }
 
 // checkRing refuses a step whose chunk and window do not fit layer l's
